@@ -1,0 +1,141 @@
+//! The admin listener: import, pins and health, on a separate (loopback by default) port.
+//! Every write needs `Authorization: Bearer <admin.token>`; without a configured token, writes
+//! are accepted only when the listener is bound to loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::io::StreamReader;
+
+use crate::gateway::{body, Body};
+use crate::server::{Handler, ResponseFuture};
+use crate::tiers::import::import_car;
+use crate::tiers::local::{LocalStore, PinReason};
+
+/// Admin API state.
+pub struct Admin {
+    store: LocalStore,
+    token: String,
+    loopback_only: bool,
+}
+
+impl Admin {
+    /// An admin API over `store`; `listen` decides whether tokenless writes are allowed.
+    pub fn new(store: LocalStore, token: String, listen: SocketAddr) -> Self {
+        let loopback_only = listen.ip().is_loopback();
+        if token.is_empty() {
+            if loopback_only {
+                tracing::info!(
+                    "admin writes accepted without a token: the admin listener is loopback-only"
+                );
+            } else {
+                tracing::warn!("admin.token is empty and the admin listener is not loopback: writes are refused");
+            }
+        }
+        Self {
+            store,
+            token,
+            loopback_only,
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
+        if self.token.is_empty() {
+            return if self.loopback_only {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::FORBIDDEN,
+                    "admin writes need admin.token when the admin listener is not loopback".into(),
+                ))
+            };
+        }
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, (StatusCode, String)> {
+        let path = req.uri().path().to_string();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok")),
+            (Method::GET, "/admin/pins") => {
+                let pins = self.store.pins().map_err(internal)?;
+                Ok(json(StatusCode::OK, &pins))
+            }
+            (Method::POST, "/admin/import") => {
+                self.authorized(&req)?;
+                let stream = req
+                    .into_body()
+                    .into_data_stream()
+                    .map_err(std::io::Error::other);
+                let reader = StreamReader::new(stream);
+                match import_car(&self.store, reader, PinReason::Operator, |_, _| {}).await {
+                    Ok(report) => Ok(json(StatusCode::OK, &report)),
+                    Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+                }
+            }
+            (_, "/healthz" | "/admin/pins" | "/admin/import") => {
+                Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
+            }
+            _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut r = Response::new(body::full(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Adapter so the admin API runs on the shared server machinery.
+pub struct AdminHandler(pub Arc<Admin>);
+
+impl Handler for AdminHandler {
+    fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
+        let admin = self.0.clone();
+        Box::pin(async move {
+            match admin.route(req).await {
+                Ok(r) => r,
+                Err((status, msg)) => text(status, &msg),
+            }
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! Wiring for `cidgate serve`: open the store, add the sample, start the public and admin
+//! listeners, and shut down gracefully on SIGINT / SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{Admin, AdminHandler};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::server::{self, Handler, Limits, ResponseFuture};
+use crate::tiers::local::{LocalStore, PinReason};
+
+/// File in the data directory that tells other cidgate commands where a running `serve`'s
+/// admin listener is.
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// Where the data directory's running server listens, if one does.
+pub fn running_admin_url(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(ADMIN_ADDR_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+struct GatewayHandler(Gateway);
+
+impl Handler for GatewayHandler {
+    fn call(&self, req: http::Request<hyper::body::Incoming>, _peer: SocketAddr) -> ResponseFuture {
+        let gw = self.0.clone();
+        Box::pin(async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let start = std::time::Instant::now();
+            let resp = gw.handle(req).await;
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "request");
+            resp
+        })
+    }
+}
+
+/// Adds the bundled sample to a store that never had it; returns the sample root.
+pub async fn ensure_sample(store: &LocalStore) -> anyhow::Result<cid::Cid> {
+    let (root, blocks) = crate::sample::build()?;
+    if store.meta_flag("sample_added")? {
+        return Ok(root.cid);
+    }
+    let _guard = store.writer_lock().await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let batch = s.new_batch()?;
+        s.put_staged(batch, &blocks, false)?;
+        s.commit_batch(batch, &[(root.cid, PinReason::Sample)])?;
+        s.set_meta_flag("sample_added")?;
+        Ok(())
+    })
+    .await??;
+    Ok(root.cid)
+}
+
+/// Runs the gateway until a shutdown signal.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = LocalStore::open(&config.store.dir)?;
+    let sample = if config.server.sample {
+        Some(ensure_sample(&store).await?)
+    } else {
+        None
+    };
+    let tls = if config.server.tls_cert.is_empty() {
+        None
+    } else {
+        Some(server::tls_acceptor(
+            &config.server.tls_cert,
+            &config.server.tls_key,
+        )?)
+    };
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        max_header_bytes: config.server.max_header_bytes,
+        max_url_bytes: config.server.max_url_bytes,
+        header_read_timeout: config.server.header_read_timeout,
+        shutdown_grace: config.server.shutdown_grace,
+    };
+    let public = server::bind(config.server.listen).await?;
+    let admin_listener = server::bind(config.admin.listen).await?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let gateway = Gateway::new(Arc::new(store.clone()), Some(store.clone()));
+    let admin = Arc::new(Admin::new(
+        store.clone(),
+        config.admin.token.clone(),
+        admin_addr,
+    ));
+    let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
+    std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
+
+    // Machine-readable lines on stdout: tests and scripts read the bound ports from them.
+    println!("cidgate: public {scheme}://{public_addr}");
+    println!("cidgate: admin http://{admin_addr}");
+    tracing::info!(%public_addr, %admin_addr, store = %config.store.dir.display(), "cidgate serving");
+    if let Some(root) = sample {
+        tracing::info!("sample site: {scheme}://{public_addr}/ipfs/{root}/index.html?format=raw");
+        tracing::info!("sample CAR:  {scheme}://{public_addr}/ipfs/{root}?format=car");
+    }
+
+    let shutdown = CancellationToken::new();
+    let public_task = tokio::spawn(server::serve(
+        public,
+        tls,
+        limits.clone(),
+        Arc::new(GatewayHandler(gateway)),
+        shutdown.clone(),
+    ));
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        None,
+        limits,
+        Arc::new(AdminHandler(admin)),
+        shutdown.clone(),
+    ));
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight responses");
+    shutdown.cancel();
+    let _ = tokio::join!(public_task, admin_task);
+    let _ = std::fs::remove_file(&addr_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

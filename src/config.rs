@@ -1,0 +1,404 @@
+//! One typed configuration: built-in defaults, then a TOML file, then `CIDGATE_<SECTION>__<KEY>`
+//! environment variables, then CLI flags. Unknown keys and bad values stop the start with a
+//! message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key is unknown or has a bad value.
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// Dotted key path (or environment variable).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The public gateway listener.
+    pub server: ServerConfig,
+    /// The admin listener (writes, import, metrics).
+    pub admin: AdminConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+    /// The in-memory edge cache.
+    pub cache: CacheConfig,
+    /// The hot pinning node.
+    pub hot: HotConfig,
+    /// The cold tier (Filecoin storage providers).
+    pub cold: ColdConfig,
+    /// Popularity tracking and promotion.
+    pub popularity: PopularityConfig,
+    /// Logs, metrics and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listen address (HTTP/1.1, h2c and, with a certificate, TLS on one port).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; TLS is on when both this and `tls_key` are set.
+    pub tls_cert: String,
+    /// PEM private key.
+    pub tls_key: String,
+    /// Concurrent connections; more are answered with 503.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes; longer ones get 414.
+    pub max_url_bytes: usize,
+    /// Time allowed to receive a request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight responses.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Add the bundled sample site to a fresh store.
+    pub sample: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_url_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            sample: true,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin listen address; loopback by default.
+    pub listen: SocketAddr,
+    /// Bearer token required for writes. Empty: writes only allowed on a loopback listener.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: String::new(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Data directory of the embedded store.
+    pub dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("cidgate-data"),
+        }
+    }
+}
+
+/// `[cache]`: filled by the edge-cache work; no keys yet.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {}
+
+/// `[hot]`: filled by the remote hot-node work; no keys yet (the embedded store is the hot tier).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotConfig {}
+
+/// `[cold]`: filled by the cold-tier work; no keys yet.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColdConfig {}
+
+/// `[popularity]`: filled by the popularity work; no keys yet.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PopularityConfig {}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log: "info".into() }
+    }
+}
+
+const ENV_PREFIX: &str = "CIDGATE_";
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment given as `(name, value)` pairs.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Key {
+            key: "(defaults)".into(),
+            message: e.to_string(),
+        })?;
+        let defaults = value.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            merge(&mut value, file_value, "")?;
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            apply_env(&mut value, &defaults, &name, &raw)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return bad(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            );
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.server.max_header_bytes < 8192 {
+            return bad("server.max_header_bytes", "must be at least 8192");
+        }
+        if self.server.max_url_bytes < 256 {
+            return bad("server.max_url_bytes", "must be at least 256");
+        }
+        if self.store.dir.as_os_str().is_empty() {
+            return bad("store.dir", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `from` onto `into`, refusing tables and keys the defaults do not have.
+fn merge(into: &mut toml::Value, from: toml::Value, prefix: &str) -> Result<(), ConfigError> {
+    match (into, from) {
+        (toml::Value::Table(dst), toml::Value::Table(src)) => {
+            for (k, v) in src {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match dst.get_mut(&k) {
+                    Some(slot @ toml::Value::Table(_)) => merge(slot, v, &key)?,
+                    Some(slot) => *slot = v,
+                    None => {
+                        return Err(ConfigError::Key {
+                            key,
+                            message: "unknown key".into(),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        }
+        (_, _) => Err(ConfigError::Key {
+            key: prefix.into(),
+            message: "expected a table".into(),
+        }),
+    }
+}
+
+/// Applies `CIDGATE_SECTION__KEY=value`, typed by the default's type (lists comma-separated).
+fn apply_env(
+    value: &mut toml::Value,
+    defaults: &toml::Value,
+    name: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let rest = &name[ENV_PREFIX.len()..];
+    let unknown = || ConfigError::Key {
+        key: name.into(),
+        message: "unknown configuration variable".into(),
+    };
+    let (section, key) = rest.split_once("__").ok_or_else(unknown)?;
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let default = defaults
+        .get(&section)
+        .and_then(|s| s.get(&key))
+        .ok_or_else(unknown)?;
+    let typed = typed_value(default, raw).map_err(|message| ConfigError::Key {
+        key: name.into(),
+        message,
+    })?;
+    if let Some(toml::Value::Table(t)) = value.get_mut(&section) {
+        t.insert(key, typed);
+    }
+    Ok(())
+}
+
+fn typed_value(like: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match like {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not an integer"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(format!("{raw:?} is not a boolean")),
+        }),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not a number"))?,
+        ),
+        toml::Value::Array(items) => {
+            let elem = items
+                .first()
+                .cloned()
+                .unwrap_or(toml::Value::String(String::new()));
+            let parts = raw.split(',').map(str::trim).filter(|p| !p.is_empty());
+            toml::Value::Array(
+                parts
+                    .map(|p| typed_value(&elem, p))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_toml_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let from_file = Config::load(Some(&path), vec![]).unwrap();
+        assert_eq!(
+            toml::Value::try_from(&from_file).unwrap(),
+            toml::Value::try_from(Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_names_bad_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("CIDGATE_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("CIDGATE_SERVER__MAX_CONNECTIONS", "7"),
+                ("CIDGATE_PEERS", "/ignored/no/double/underscore"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.server.max_connections, 7);
+
+        let err = Config::load(None, env(&[("CIDGATE_SERVER__NOPE", "1")])).unwrap_err();
+        assert!(err.to_string().contains("CIDGATE_SERVER__NOPE"), "{err}");
+        let err =
+            Config::load(None, env(&[("CIDGATE_SERVER__MAX_CONNECTIONS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("MAX_CONNECTIONS"), "{err}");
+        let err = Config::load(None, env(&[("CIDGATE_SERVER__LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
+        let err = Config::load(Some(&p), vec![]).unwrap_err();
+        assert!(err.to_string().contains("server.bogus"), "{err}");
+        std::fs::write(&p, "[cache]\nmemory = 5\n").unwrap();
+        assert!(Config::load(Some(&p), vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("cache.memory"));
+        std::fs::write(&p, "[server]\nshutdown_grace = \"soon\"\n").unwrap();
+        assert!(Config::load(Some(&p), vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("server.shutdown_grace"));
+    }
+
+    #[test]
+    fn tls_needs_both_halves() {
+        let err = Config::load(None, env(&[("CIDGATE_SERVER__TLS_CERT", "/x.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls_cert"));
+    }
+}

@@ -1,0 +1,115 @@
+//! `application/vnd.ipld.car`: a CARv1 streamed as blocks are read and verified.
+
+use bytes::Bytes;
+use http::header::{ACCEPT_RANGES, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use super::body::{channel, BodyError};
+use super::error::GatewayError;
+use super::headers::set;
+use super::request::{CarParams, GatewayRequest};
+use super::{Body, Gateway};
+use crate::content::resolve;
+use crate::content::selector::{self, BlockSink, DagScope};
+use crate::ipld::{car, Block};
+
+/// Chunks buffered between the DAG walk and the socket (two per block: prefix and data).
+const CHANNEL_CHUNKS: usize = 32;
+
+/// The `Content-Type` of a CAR response, echoing the negotiated parameters.
+pub fn content_type(p: &CarParams) -> String {
+    format!(
+        "application/vnd.ipld.car; version=1; order={}; dups={}",
+        if p.order_unk { "unk" } else { "dfs" },
+        if p.selection.dups { "y" } else { "n" }
+    )
+}
+
+/// A weak `Etag` unique per path and selection.
+pub fn etag(req: &GatewayRequest, p: &CarParams) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(req.content_path.as_bytes());
+    let s = &p.selection;
+    if s.scope != DagScope::All {
+        h.update(format!("\0scope={}", s.scope.as_str()));
+    }
+    if p.order_unk {
+        h.update("\0order=unk");
+    }
+    if s.dups {
+        h.update("\0dups=y");
+    }
+    if let Some(eb) = s.entity_bytes {
+        h.update(format!("\0range={}:{:?}", eb.from, eb.to));
+    }
+    let d = h.finalize();
+    let tag = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    format!("W/\"{}.car.{tag:x}\"", req.root)
+}
+
+struct FrameSink {
+    tx: mpsc::Sender<Result<Bytes, BodyError>>,
+}
+
+impl BlockSink for FrameSink {
+    async fn emit(&mut self, block: Block) -> bool {
+        let (cid, data) = block.into_parts();
+        self.tx
+            .send(Ok(car::frame_prefix(&cid, data.len())))
+            .await
+            .is_ok()
+            && self.tx.send(Ok(data)).await.is_ok()
+    }
+}
+
+/// Serves a CAR of the request's path and selection.
+pub async fn respond(
+    gw: &Gateway,
+    req: &GatewayRequest,
+    params: CarParams,
+) -> Result<Response<Body>, GatewayError> {
+    let etag = etag(req, &params);
+    let mut resp = gw.base_response(req, &[req.root], &etag);
+    let headers = resp.headers_mut();
+    set(headers, CONTENT_TYPE, &content_type(&params));
+    set(headers, ACCEPT_RANGES, "none");
+    gw.set_disposition(headers, req, &format!("{}.car", req.root), true);
+    if gw.not_modified(req, &etag) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let resolved = resolve(gw.source(), req.root, &req.segments).await?;
+    set(
+        resp.headers_mut(),
+        super::headers::X_IPFS_ROOTS,
+        &super::roots_header(&resolved.roots),
+    );
+    // The status is committed once headers go out: make sure the entity exists first.
+    if !gw.source().has(&resolved.target).await? {
+        return Err(GatewayError::NotFound(format!(
+            "block {} not found",
+            resolved.target
+        )));
+    }
+    if req.head {
+        return Ok(resp);
+    }
+    let header = car::header(&[req.root]).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let src = gw.source_arc();
+    let selection = params.selection;
+    tokio::spawn(async move {
+        if tx.send(Ok(header)).await.is_err() {
+            return;
+        }
+        let mut sink = FrameSink { tx };
+        if let Err(e) = selector::walk(src.as_ref(), &resolved, &selection, &mut sink).await {
+            tracing::warn!(root = %resolved.root, error = %e, "CAR stream cut short");
+            let _ = sink.tx.send(Err(Box::new(e))).await;
+        }
+    });
+    *resp.body_mut() = channel(rx);
+    Ok(resp)
+}

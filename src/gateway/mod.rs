@@ -1,0 +1,236 @@
+//! The HTTP gateway: the path and trustless gateway specs on top of a block source.
+//!
+//! One file per response format (`block.rs` raw, `car.rs` CAR), one for request parsing, one for
+//! the error → status mapping. Handlers talk only to [`BlockSource`].
+
+pub mod block;
+pub mod body;
+pub mod car;
+pub mod error;
+pub mod headers;
+pub mod range;
+pub mod request;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cid::Cid;
+use http::header::{
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
+};
+use http::{Method, Request, Response, StatusCode};
+
+pub use body::Body;
+use error::GatewayError;
+use headers::{set, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
+use request::{GatewayRequest, ResponseFormat};
+
+use crate::tiers::local::LocalStore;
+use crate::tiers::BlockSource;
+
+/// The gateway's shared state.
+#[derive(Clone)]
+pub struct Gateway {
+    source: Arc<dyn BlockSource>,
+    /// What "held locally" means for `Cache-Control: only-if-cached`.
+    local: Option<LocalStore>,
+}
+
+impl Gateway {
+    /// A gateway reading from `source`; `local` answers `only-if-cached`.
+    pub fn new(source: Arc<dyn BlockSource>, local: Option<LocalStore>) -> Self {
+        Self { source, local }
+    }
+
+    /// The block source.
+    pub fn source(&self) -> &dyn BlockSource {
+        self.source.as_ref()
+    }
+
+    /// A shared handle to the block source, for streaming tasks.
+    pub fn source_arc(&self) -> Arc<dyn BlockSource> {
+        self.source.clone()
+    }
+
+    /// Answers one request. Never fails: errors become their status with a one-line reason.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let (parts, _body) = req.into_parts();
+        let result = self.route(&parts).await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        if parts.uri.path().starts_with("/ipfs/") || parts.uri.path().starts_with("/ipns/") {
+            cors(resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn route(&self, parts: &http::request::Parts) -> Result<Response<Body>, GatewayError> {
+        let path = parts.uri.path();
+        if parts.method == Method::OPTIONS {
+            let mut r = Response::new(body::empty());
+            set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
+            return Ok(r);
+        }
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
+        }
+        if path == "/" {
+            return Ok(html_page(INDEX_HTML));
+        }
+        if path.starts_with("/ipns/") {
+            return Err(GatewayError::NotImplemented(
+                "IPNS names are not supported by this gateway".into(),
+            ));
+        }
+        if path == "/ipfs" || path.starts_with("/ipfs/") {
+            let req = request::parse(parts)?;
+            return self.ipfs(&req).await;
+        }
+        Err(GatewayError::NotFound(format!("nothing at {path}")))
+    }
+
+    async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+        if req.only_if_cached {
+            let held = match &self.local {
+                Some(store) => store.has(&req.root).await?,
+                None => false,
+            };
+            if !held {
+                return Err(GatewayError::NotCached(format!("\"{}\"", req.content_path)));
+            }
+        }
+        match req.format {
+            ResponseFormat::Raw => block::respond(self, req).await,
+            ResponseFormat::Car(params) => car::respond(self, req, params).await,
+            other => Err(GatewayError::NotImplemented(format!(
+                "{} responses are not available yet; ask for ?format=raw or ?format=car",
+                other.name()
+            ))),
+        }
+    }
+
+    /// A 200 response with the headers every `/ipfs/` representation carries.
+    pub fn base_response(&self, req: &GatewayRequest, roots: &[Cid], etag: &str) -> Response<Body> {
+        let mut resp = Response::new(body::empty());
+        let h = resp.headers_mut();
+        set(h, ETAG, etag);
+        set(h, CACHE_CONTROL, IMMUTABLE);
+        set(h, X_IPFS_PATH, &req.content_path);
+        set(h, X_IPFS_ROOTS, &roots_header(roots));
+        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+        resp
+    }
+
+    /// Whether `If-None-Match` makes this a 304.
+    pub fn not_modified(&self, req: &GatewayRequest, etag: &str) -> bool {
+        req.if_none_match
+            .as_deref()
+            .is_some_and(|h| headers::none_match(h, etag))
+    }
+
+    /// Sets `Content-Disposition` from `?filename=` / `?download=` or `default_name`.
+    pub fn set_disposition(
+        &self,
+        h: &mut HeaderMap,
+        req: &GatewayRequest,
+        default_name: &str,
+        attachment: bool,
+    ) {
+        let kind = if attachment || req.download {
+            "attachment"
+        } else {
+            "inline"
+        };
+        let name = req.filename.as_deref().unwrap_or(default_name);
+        set(
+            h,
+            CONTENT_DISPOSITION,
+            &headers::content_disposition(kind, name),
+        );
+    }
+}
+
+/// `X-Ipfs-Roots`: comma-separated, no spaces.
+pub fn roots_header(roots: &[Cid]) -> String {
+    roots
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(
+            "Content-Type, Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
+        ),
+    );
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static(
+            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing",
+        ),
+    );
+}
+
+/// The one-line plain-text error response of `e`.
+pub fn error_response(e: &GatewayError) -> Response<Body> {
+    let mut resp = Response::new(body::full(Bytes::from(format!("{e}\n"))));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(secs) = e.retry_after() {
+        set(h, RETRY_AFTER, &secs.to_string());
+    }
+    match e {
+        GatewayError::MethodNotAllowed(_) => set(h, ALLOW, "GET, HEAD, OPTIONS"),
+        GatewayError::RangeNotSatisfiable { size, .. } => {
+            set(h, CONTENT_RANGE, &format!("bytes */{size}"))
+        }
+        _ => {}
+    }
+    resp
+}
+
+fn html_page(html: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(Bytes::from_static(html.as_bytes())));
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    set(h, CONTENT_LENGTH, &html.len().to_string());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+const INDEX_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cidgate</title>
+<style>body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;line-height:1.5}code{background:#f3f3f3;padding:0 .2em}</style>
+</head><body>
+<h1>cidgate</h1>
+<p>A caching HTTP retrieval gateway for IPFS content. Every byte it serves is verified against its CID.</p>
+<ul>
+<li><code>GET /ipfs/{cid}[/path]?format=raw</code> — one block (<code>application/vnd.ipld.raw</code>)</li>
+<li><code>GET /ipfs/{cid}[/path]?format=car</code> — a verifiable CAR stream (<code>dag-scope</code>, <code>entity-bytes</code>)</li>
+</ul>
+<p>Specs: <a href="https://specs.ipfs.tech/http-gateways/trustless-gateway/">trustless gateway</a>,
+<a href="https://specs.ipfs.tech/http-gateways/path-gateway/">path gateway</a>.</p>
+</body></html>
+"#;

@@ -1,0 +1,456 @@
+//! Parsing a gateway request: the content path, the response format (query beats `Accept`),
+//! CAR parameters and the conditional / caching headers.
+
+use cid::Cid;
+use http::header::{ACCEPT, CACHE_CONTROL, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::request::Parts;
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+use super::error::GatewayError;
+use crate::content::selector::{DagScope, EntityBytes, Selection};
+
+/// CAR response parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CarParams {
+    /// `order=unk` was asked for (echoed; blocks still go depth-first).
+    pub order_unk: bool,
+    /// Blocks to include below the path.
+    pub selection: Selection,
+}
+
+/// The representation a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// A single raw block (`application/vnd.ipld.raw`).
+    Raw,
+    /// A CAR stream (`application/vnd.ipld.car`).
+    Car(CarParams),
+    /// A TAR of a UnixFS entity.
+    Tar,
+    /// dag-json.
+    DagJson,
+    /// dag-cbor.
+    DagCbor,
+    /// Plain JSON.
+    Json,
+    /// Plain CBOR.
+    Cbor,
+    /// A signed IPNS record.
+    IpnsRecord,
+    /// No explicit format: the deserialized (path gateway) response.
+    Deserialized,
+}
+
+impl ResponseFormat {
+    /// The short name used in metrics and `?format=`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResponseFormat::Raw => "raw",
+            ResponseFormat::Car(_) => "car",
+            ResponseFormat::Tar => "tar",
+            ResponseFormat::DagJson => "dag-json",
+            ResponseFormat::DagCbor => "dag-cbor",
+            ResponseFormat::Json => "json",
+            ResponseFormat::Cbor => "cbor",
+            ResponseFormat::IpnsRecord => "ipns-record",
+            ResponseFormat::Deserialized => "deserialized",
+        }
+    }
+}
+
+/// A parsed `/ipfs/{cid}[/path]` request.
+#[derive(Clone, Debug)]
+pub struct GatewayRequest {
+    /// HEAD (no body).
+    pub head: bool,
+    /// The content path as the client wrote it (still percent-encoded), for `X-Ipfs-Path`.
+    pub content_path: String,
+    /// Root CID.
+    pub root: Cid,
+    /// Path segments after the CID, percent-decoded.
+    pub segments: Vec<String>,
+    /// The path ended with `/`.
+    pub trailing_slash: bool,
+    /// Requested representation.
+    pub format: ResponseFormat,
+    /// `?filename=`.
+    pub filename: Option<String>,
+    /// `?download=true`.
+    pub download: bool,
+    /// `Cache-Control: only-if-cached`.
+    pub only_if_cached: bool,
+    /// `If-None-Match` header value.
+    pub if_none_match: Option<String>,
+    /// `Range` header value.
+    pub range: Option<String>,
+    /// `If-Range` header value.
+    pub if_range: Option<String>,
+    /// The raw query string.
+    pub query: Option<String>,
+}
+
+fn bad(msg: impl Into<String>) -> GatewayError {
+    GatewayError::BadRequest(msg.into())
+}
+
+fn header_str(parts: &Parts, name: http::header::HeaderName) -> Result<Option<&str>, GatewayError> {
+    match parts.headers.get(&name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| bad(format!("header {name} is not valid ASCII"))),
+    }
+}
+
+/// Parses a `/ipfs/...` request.
+pub fn parse(parts: &Parts) -> Result<GatewayRequest, GatewayError> {
+    let head = parts.method == Method::HEAD;
+    let path = parts.uri.path();
+    let rest = path
+        .strip_prefix("/ipfs/")
+        .ok_or_else(|| bad("path must start with /ipfs/{cid}"))?;
+    let mut raw_segments = rest.split('/');
+    let cid_str = raw_segments.next().unwrap_or("");
+    if cid_str.is_empty() {
+        return Err(bad("missing CID after /ipfs/"));
+    }
+    let cid_str = decode_segment(cid_str)?;
+    let root = Cid::try_from(cid_str.as_str())
+        .map_err(|e| bad(format!("invalid CID {cid_str:?}: {e}")))?;
+    let mut segments = Vec::new();
+    for s in raw_segments {
+        if s.is_empty() {
+            continue;
+        }
+        let seg = decode_segment(s)?;
+        if seg == "." || seg == ".." {
+            return Err(bad("path segments '.' and '..' are not allowed"));
+        }
+        segments.push(seg);
+    }
+    let trailing_slash = path.ends_with('/') && path.len() > "/ipfs/".len() + cid_str.len();
+
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let q = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    let accept = header_str(parts, ACCEPT)?;
+    let from_accept = match accept {
+        Some(a) => format_from_accept(a)?,
+        None => None,
+    };
+    let format = match q("format") {
+        Some(f) => {
+            let wanted = format_from_query(f)?;
+            // The query names the format; CAR parameters still come from an Accept that agrees.
+            match (&wanted, &from_accept) {
+                (ResponseFormat::Car(_), Some(ResponseFormat::Car(p))) => ResponseFormat::Car(*p),
+                _ => wanted,
+            }
+        }
+        None => from_accept.unwrap_or(ResponseFormat::Deserialized),
+    };
+    let format = match format {
+        ResponseFormat::Car(p) => ResponseFormat::Car(car_query_params(p, &q)?),
+        other => other,
+    };
+
+    let cache_control = header_str(parts, CACHE_CONTROL)?.unwrap_or("");
+    let only_if_cached = cache_control
+        .split(',')
+        .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"));
+
+    Ok(GatewayRequest {
+        head,
+        content_path: path.to_string(),
+        root,
+        segments,
+        trailing_slash,
+        format,
+        filename: q("filename").map(str::to_string),
+        download: q("download") == Some("true"),
+        only_if_cached,
+        if_none_match: header_str(parts, IF_NONE_MATCH)?.map(str::to_string),
+        range: header_str(parts, RANGE)?.map(str::to_string),
+        if_range: header_str(parts, IF_RANGE)?.map(str::to_string),
+        query: parts.uri.query().map(str::to_string),
+    })
+}
+
+fn decode_segment(s: &str) -> Result<String, GatewayError> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| bad("path is not valid UTF-8 after percent-decoding"))
+}
+
+fn format_from_query(f: &str) -> Result<ResponseFormat, GatewayError> {
+    Ok(match f {
+        "raw" => ResponseFormat::Raw,
+        "car" => ResponseFormat::Car(CarParams::default()),
+        "tar" => ResponseFormat::Tar,
+        "dag-json" => ResponseFormat::DagJson,
+        "dag-cbor" => ResponseFormat::DagCbor,
+        "json" => ResponseFormat::Json,
+        "cbor" => ResponseFormat::Cbor,
+        "ipns-record" => ResponseFormat::IpnsRecord,
+        other => return Err(bad(format!("unsupported format {other:?}"))),
+    })
+}
+
+/// Picks the first explicit gateway media type from `Accept`. Browser types (`text/html`,
+/// `*/*`, images …) mean "the deserialized response"; a list made only of unknown IPLD / IPFS
+/// vendor types cannot be served at all (406).
+fn format_from_accept(accept: &str) -> Result<Option<ResponseFormat>, GatewayError> {
+    let mut vendor_only = true;
+    let mut any = false;
+    for entry in accept.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mime: mime::Mime = entry.parse().map_err(|e| {
+            bad(format!(
+                "error while processing the Accept header: {entry:?}: {e}"
+            ))
+        })?;
+        if mime
+            .get_param("q")
+            .map(|q| q.as_str().trim())
+            .is_some_and(|q| q.parse::<f32>() == Ok(0.0))
+        {
+            continue;
+        }
+        any = true;
+        let essence = mime.essence_str().to_ascii_lowercase();
+        let format = match essence.as_str() {
+            "application/vnd.ipld.raw" => ResponseFormat::Raw,
+            "application/vnd.ipld.car" => ResponseFormat::Car(car_accept_params(&mime)?),
+            "application/x-tar" => ResponseFormat::Tar,
+            "application/vnd.ipld.dag-json" => ResponseFormat::DagJson,
+            "application/vnd.ipld.dag-cbor" => ResponseFormat::DagCbor,
+            "application/json" => ResponseFormat::Json,
+            "application/cbor" => ResponseFormat::Cbor,
+            "application/vnd.ipfs.ipns-record" => ResponseFormat::IpnsRecord,
+            other => {
+                if !(other.starts_with("application/vnd.ipld.")
+                    || other.starts_with("application/vnd.ipfs."))
+                {
+                    vendor_only = false;
+                }
+                continue;
+            }
+        };
+        return Ok(Some(format));
+    }
+    if any && vendor_only {
+        return Err(GatewayError::NotAcceptable(format!(
+            "none of the media types in Accept ({accept}) can be produced"
+        )));
+    }
+    Ok(None)
+}
+
+fn car_accept_params(mime: &mime::Mime) -> Result<CarParams, GatewayError> {
+    let mut p = CarParams::default();
+    let get = |name: &str| mime.get_param(name).map(|v| v.as_str().to_string());
+    apply_car_param(&mut p, "version", get("version").as_deref())?;
+    apply_car_param(&mut p, "order", get("order").as_deref())?;
+    apply_car_param(&mut p, "dups", get("dups").as_deref())?;
+    Ok(p)
+}
+
+fn apply_car_param(p: &mut CarParams, name: &str, value: Option<&str>) -> Result<(), GatewayError> {
+    let Some(v) = value else { return Ok(()) };
+    match (name, v) {
+        ("version", "1") => {}
+        ("version", _) => {
+            return Err(bad(
+                "unsupported application/vnd.ipld.car version: only version=1 is supported",
+            ))
+        }
+        ("order", "dfs") => p.order_unk = false,
+        ("order", "unk") => p.order_unk = true,
+        ("dups", "y") => p.selection.dups = true,
+        ("dups", "n") => p.selection.dups = false,
+        _ => {
+            return Err(bad(format!(
+                "unsupported application/vnd.ipld.car {name} parameter: {v:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn car_query_params<'a>(
+    mut p: CarParams,
+    q: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<CarParams, GatewayError> {
+    apply_car_param(&mut p, "version", q("car-version"))?;
+    apply_car_param(&mut p, "order", q("car-order"))?;
+    apply_car_param(&mut p, "dups", q("car-dups"))?;
+    if let Some(scope) = q("dag-scope") {
+        p.selection.scope = match scope {
+            "block" => DagScope::Block,
+            "entity" => DagScope::Entity,
+            "all" => DagScope::All,
+            other => {
+                return Err(bad(format!(
+                    "unsupported application/vnd.ipld.car dag-scope URL parameter: {other:?}"
+                )))
+            }
+        };
+    }
+    if let Some(eb) = q("entity-bytes") {
+        p.selection.entity_bytes = Some(parse_entity_bytes(eb)?);
+    }
+    Ok(p)
+}
+
+/// Parses `from:to` where `from` is an integer and `to` an integer or `*`.
+pub fn parse_entity_bytes(s: &str) -> Result<EntityBytes, GatewayError> {
+    let err = || {
+        bad(format!(
+            "invalid application/vnd.ipld.car entity-bytes URL parameter: {s:?}"
+        ))
+    };
+    let (from, to) = s.split_once(':').ok_or_else(err)?;
+    let from: i64 = from.parse().map_err(|_| err())?;
+    let to = match to {
+        "*" => None,
+        t => Some(t.parse::<i64>().map_err(|_| err())?),
+    };
+    if let Some(t) = to {
+        // Both bounds on the same side of zero must be in order; mixed signs depend on the size.
+        if (from >= 0) == (t >= 0) && from > t {
+            return Err(err());
+        }
+    }
+    Ok(EntityBytes { from, to })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    const CID: &str = "bafkreihhpc5y2pqvl5rbe5uuyhqjouybfs3rvlmisccgzue2kkt5zq6upq";
+
+    #[test]
+    fn query_format_wins_but_car_params_come_from_agreeing_accept() {
+        let r = parse(&parts(
+            &format!("/ipfs/{CID}?format=car"),
+            &[(
+                "accept",
+                "application/vnd.ipld.car; version=1; order=dfs; dups=y",
+            )],
+        ))
+        .unwrap();
+        match r.format {
+            ResponseFormat::Car(p) => assert!(p.selection.dups),
+            f => panic!("{f:?}"),
+        }
+        let r = parse(&parts(
+            &format!("/ipfs/{CID}?format=raw"),
+            &[("accept", "application/vnd.ipld.car")],
+        ))
+        .unwrap();
+        assert_eq!(r.format, ResponseFormat::Raw);
+    }
+
+    #[test]
+    fn accept_picks_first_explicit_type() {
+        let r = parse(&parts(
+            &format!("/ipfs/{CID}"),
+            &[("accept", "text/html, application/vnd.ipld.raw;q=0.9")],
+        ))
+        .unwrap();
+        assert_eq!(r.format, ResponseFormat::Raw);
+        let r = parse(&parts(
+            &format!("/ipfs/{CID}"),
+            &[("accept", "text/html,*/*;q=0.8")],
+        ))
+        .unwrap();
+        assert_eq!(r.format, ResponseFormat::Deserialized);
+        let e = parse(&parts(
+            &format!("/ipfs/{CID}"),
+            &[("accept", "application/vnd.ipld.foo")],
+        ))
+        .unwrap_err();
+        assert_eq!(e.status(), 406);
+    }
+
+    #[test]
+    fn bad_inputs_are_400() {
+        for (uri, accept) in [
+            ("/ipfs/notacid", ""),
+            ("/ipfs/", ""),
+            (&*format!("/ipfs/{CID}?format=zip"), ""),
+            (&*format!("/ipfs/{CID}?format=car&dag-scope=nope"), ""),
+            (&*format!("/ipfs/{CID}?format=car&dag-scope="), ""),
+            (&*format!("/ipfs/{CID}?format=car&entity-bytes=5:2"), ""),
+            (&*format!("/ipfs/{CID}?format=car&entity-bytes=*:2"), ""),
+            (&*format!("/ipfs/{CID}/a/../b"), ""),
+            (&*format!("/ipfs/{CID}/%ff"), ""),
+            (
+                &*format!("/ipfs/{CID}"),
+                "application/vnd.ipld.car; version=2",
+            ),
+            (
+                &*format!("/ipfs/{CID}"),
+                "application/vnd.ipld.car; order=bfs",
+            ),
+        ] {
+            let h: Vec<(&str, &str)> = if accept.is_empty() {
+                vec![]
+            } else {
+                vec![("accept", accept)]
+            };
+            let e = parse(&parts(uri, &h)).unwrap_err();
+            assert_eq!(e.status(), 400, "{uri} {accept}");
+        }
+    }
+
+    #[test]
+    fn segments_are_decoded_and_flags_read() {
+        let r = parse(&parts(
+            &format!("/ipfs/{CID}/a%20b/c/?filename=x.bin&download=true"),
+            &[("cache-control", "max-age=0, only-if-cached")],
+        ))
+        .unwrap();
+        assert_eq!(r.segments, vec!["a b", "c"]);
+        assert!(r.trailing_slash && r.download && r.only_if_cached);
+        assert_eq!(r.filename.as_deref(), Some("x.bin"));
+        assert_eq!(r.content_path, format!("/ipfs/{CID}/a%20b/c/"));
+    }
+
+    #[test]
+    fn entity_bytes_forms() {
+        assert_eq!(
+            parse_entity_bytes("0:*").unwrap(),
+            EntityBytes { from: 0, to: None }
+        );
+        assert_eq!(
+            parse_entity_bytes("-5:-1").unwrap(),
+            EntityBytes {
+                from: -5,
+                to: Some(-1)
+            }
+        );
+        assert!(parse_entity_bytes("1").is_err());
+        assert!(parse_entity_bytes("-1:-5").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! cidgate: a caching HTTP retrieval gateway for IPFS content.
+//!
+//! Layers, top to bottom: [`server`] (listeners), [`gateway`] (HTTP semantics of the gateway
+//! specs), [`content`] (paths, UnixFS, CAR selection), [`tiers`] (block sources) and [`ipld`]
+//! (verification, codecs, CAR). Each layer uses only the ones below it.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod content;
+pub mod gateway;
+pub mod ipld;
+pub mod sample;
+pub mod server;
+pub mod tiers;

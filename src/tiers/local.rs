@@ -1,0 +1,578 @@
+//! The embedded hot store: blocks and pins in one redb database on local disk.
+//!
+//! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read is
+//! hashed against the requested CID before it is returned (disk corruption must never reach a
+//! client). Writes are transactional; imports and promotions stage their new blocks so that an
+//! interrupted one is rolled back at the next open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{identity_block, BlockSource, TierError};
+use crate::ipld::{codec, Block, IDENTITY, RAW};
+
+const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
+/// (batch id, multihash) of blocks a running import added; removed when the import commits.
+const STAGING: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("staging");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Errors of the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database (a running `serve`).
+    #[error("the store at {0} is in use by another cidgate process")]
+    Locked(PathBuf),
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(String),
+    /// A pin record is unreadable.
+    #[error("store: corrupt record: {0}")]
+    Record(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<StoreError> for TierError {
+    fn from(e: StoreError) -> Self {
+        TierError::Unavailable {
+            tier: "store",
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Who made a pin, which decides whether automation may remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinReason {
+    /// An operator pinned it (CLI, admin API, import); never demoted automatically.
+    Operator,
+    /// The popularity tracker promoted it; may be demoted when it cools.
+    Auto,
+    /// The bundled sample content.
+    Sample,
+}
+
+/// A pin as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// Root CID of the pinned DAG.
+    pub cid: String,
+    /// Who pinned it.
+    pub reason: PinReason,
+    /// Optional human name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unix seconds when pinned.
+    pub created: u64,
+}
+
+/// The embedded block store.
+#[derive(Clone)]
+pub struct LocalStore {
+    db: Arc<Database>,
+    dir: PathBuf,
+    /// Imports and promotions run one at a time so that a rollback never removes a block that a
+    /// concurrent writer relied on.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store in `dir`, rolling back any interrupted import.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join("cidgate.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked(dir.to_path_buf()))
+            }
+            Err(e) => return Err(StoreError::Db(e.to_string())),
+        };
+        let store = Self {
+            db: Arc::new(db),
+            dir: dir.to_path_buf(),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        store.init_tables()?;
+        let rolled = store.rollback_all_staged()?;
+        if rolled > 0 {
+            tracing::warn!(
+                blocks = rolled,
+                "rolled back blocks of an interrupted import"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Directory that holds the database.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn init_tables(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(BLOCKS)?;
+        tx.open_table(PINS)?;
+        tx.open_table(STAGING)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads and verifies a block (blocking; call from a blocking context).
+    pub fn get_sync(&self, cid: &Cid) -> Result<Option<Block>, TierError> {
+        if let Some(b) = identity_block(cid) {
+            return Ok(Some(b));
+        }
+        let data = {
+            let tx = self.db.begin_read().map_err(StoreError::from)?;
+            let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
+            let Some(v) = table
+                .get(cid.hash().to_bytes().as_slice())
+                .map_err(StoreError::from)?
+            else {
+                return Ok(None);
+            };
+            Bytes::copy_from_slice(v.value())
+        };
+        match Block::verified(*cid, data) {
+            Ok(b) => Ok(Some(b)),
+            Err(error) => {
+                tracing::error!(%cid, %error, "store holds a corrupt block");
+                Err(TierError::Corrupt {
+                    tier: "store",
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Whether the block is stored (blocking).
+    pub fn has_sync(&self, cid: &Cid) -> Result<bool, StoreError> {
+        if cid.hash().code() == IDENTITY {
+            return Ok(true);
+        }
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BLOCKS)?;
+        Ok(table.get(cid.hash().to_bytes().as_slice())?.is_some())
+    }
+
+    /// Number of stored blocks and their total size in bytes.
+    pub fn stats(&self) -> Result<(u64, u64), StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BLOCKS)?;
+        let mut count = 0;
+        let mut bytes = 0;
+        for item in table.iter()? {
+            let (_, v) = item?;
+            count += 1;
+            bytes += v.value().len() as u64;
+        }
+        Ok((count, bytes))
+    }
+
+    /// Writes verified blocks in one transaction, recording the new ones under staging `batch`.
+    /// Returns how many were new.
+    pub fn put_staged(
+        &self,
+        batch: u64,
+        blocks: &[Block],
+        durable: bool,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(Durability::None)?;
+        }
+        let mut added = 0;
+        {
+            let mut table = tx.open_table(BLOCKS)?;
+            let mut staging = tx.open_table(STAGING)?;
+            for b in blocks {
+                if b.cid().hash().code() == IDENTITY {
+                    continue;
+                }
+                let key = b.cid().hash().to_bytes();
+                if table.get(key.as_slice())?.is_some() {
+                    continue;
+                }
+                table.insert(key.as_slice(), b.data().as_ref())?;
+                staging.insert((batch, key.as_slice()), ())?;
+                added += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// A fresh staging batch id.
+    pub fn new_batch(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let id = {
+            let mut meta = tx.open_table(META)?;
+            let next = meta
+                .get("next_batch")?
+                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1);
+            meta.insert("next_batch", next.wrapping_add(1).to_be_bytes().as_slice())?;
+            next
+        };
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Makes a staged batch permanent and pins `roots`, in one durable transaction.
+    pub fn commit_batch(&self, batch: u64, roots: &[(Cid, PinReason)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut staging = tx.open_table(STAGING)?;
+            staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
+            let mut pins = tx.open_table(PINS)?;
+            for (cid, reason) in roots {
+                insert_pin(&mut pins, cid, *reason, None)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes every block a staged batch added. Returns how many.
+    pub fn rollback_batch(&self, batch: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let n = {
+            let mut staging = tx.open_table(STAGING)?;
+            let mut table = tx.open_table(BLOCKS)?;
+            let mut keys = Vec::new();
+            for item in staging.range((batch, &[][..])..(batch + 1, &[][..]))? {
+                let (k, _) = item?;
+                keys.push(k.value().1.to_vec());
+            }
+            for k in &keys {
+                table.remove(k.as_slice())?;
+            }
+            staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
+            keys.len() as u64
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn rollback_all_staged(&self) -> Result<u64, StoreError> {
+        let batches: Vec<u64> = {
+            let tx = self.db.begin_read()?;
+            let staging = tx.open_table(STAGING)?;
+            let mut ids: Vec<u64> = Vec::new();
+            for item in staging.iter()? {
+                let (k, _) = item?;
+                let id = k.value().0;
+                if ids.last() != Some(&id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        let mut total = 0;
+        for b in batches {
+            total += self.rollback_batch(b)?;
+        }
+        Ok(total)
+    }
+
+    /// Serialises writers that stage batches (imports, promotions).
+    pub async fn writer_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    /// Pins `cid` (replacing an existing record's reason only when an operator pins it).
+    pub fn pin(
+        &self,
+        cid: &Cid,
+        reason: PinReason,
+        name: Option<String>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut pins = tx.open_table(PINS)?;
+            insert_pin(&mut pins, cid, reason, name)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a pin; true if there was one.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let existed = {
+            let mut pins = tx.open_table(PINS)?;
+            let existed = pins.remove(cid.to_bytes().as_slice())?.is_some();
+            existed
+        };
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// The pin record of `cid`, if pinned.
+    pub fn pin_of(&self, cid: &Cid) -> Result<Option<PinRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let pins = tx.open_table(PINS)?;
+        match pins.get(cid.to_bytes().as_slice())? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Record(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Every pin.
+    pub fn pins(&self) -> Result<Vec<PinRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let pins = tx.open_table(PINS)?;
+        let mut out = Vec::new();
+        for item in pins.iter()? {
+            let (_, v) = item?;
+            out.push(
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Record(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// A flag in the metadata table (e.g. whether the sample was added).
+    pub fn meta_flag(&self, key: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(key)?.is_some())
+    }
+
+    /// Sets a metadata flag.
+    pub fn set_meta_flag(&self, key: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert(key, &[1u8][..])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Walks the DAG under `root` in this store; returns the first missing block, if any.
+    /// Only inner nodes are read; leaves are checked by presence.
+    pub fn first_missing(&self, root: &Cid) -> Result<Option<Cid>, TierError> {
+        let mut stack = vec![*root];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(cid) = stack.pop() {
+            if cid.codec() == RAW || cid.hash().code() == IDENTITY {
+                if !self.has_sync(&cid)? {
+                    return Ok(Some(cid));
+                }
+                continue;
+            }
+            if !seen.insert(cid) {
+                continue;
+            }
+            let Some(block) = self.get_sync(&cid)? else {
+                return Ok(Some(cid));
+            };
+            // Blocks of codecs cidgate cannot read are complete as far as it can tell.
+            if let Ok(mut links) = codec::links(block.cid(), block.data()) {
+                links.reverse();
+                stack.extend(links);
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn insert_pin(
+    pins: &mut redb::Table<&[u8], &[u8]>,
+    cid: &Cid,
+    reason: PinReason,
+    name: Option<String>,
+) -> Result<(), StoreError> {
+    let key = cid.to_bytes();
+    let existing: Option<PinRecord> = pins
+        .get(key.as_slice())?
+        .and_then(|v| serde_json::from_slice(v.value()).ok());
+    // An operator pin is never downgraded to an automatic one.
+    if let Some(old) = &existing {
+        if old.reason == PinReason::Operator && reason != PinReason::Operator {
+            return Ok(());
+        }
+    }
+    let record = PinRecord {
+        cid: cid.to_string(),
+        reason,
+        name: name.or_else(|| existing.and_then(|e| e.name)),
+        created: unix_now(),
+    };
+    let value = serde_json::to_vec(&record).map_err(|e| StoreError::Record(e.to_string()))?;
+    pins.insert(key.as_slice(), value.as_slice())?;
+    Ok(())
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> TierError {
+    TierError::Unavailable {
+        tier: "store",
+        reason: format!("store task failed: {e}"),
+    }
+}
+
+#[async_trait]
+impl BlockSource for LocalStore {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        let store = self.clone();
+        let c = *cid;
+        tokio::task::spawn_blocking(move || store.get_sync(&c))
+            .await
+            .map_err(blocking_err)??
+            .ok_or(TierError::NotFound(*cid))
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        let store = self.clone();
+        let c = *cid;
+        Ok(tokio::task::spawn_blocking(move || store.has_sync(&c))
+            .await
+            .map_err(blocking_err)??)
+    }
+
+    fn name(&self) -> &'static str {
+        "store"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::cid_v1_sha256;
+
+    fn block(data: &'static [u8]) -> Block {
+        Block::verified(cid_v1_sha256(RAW, data), Bytes::from_static(data)).unwrap()
+    }
+
+    #[test]
+    fn staged_blocks_commit_or_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let a = block(b"a");
+        let b = block(b"b");
+        let batch = store.new_batch().unwrap();
+        assert_eq!(
+            store
+                .put_staged(batch, std::slice::from_ref(&a), false)
+                .unwrap(),
+            1
+        );
+        store
+            .commit_batch(batch, &[(*a.cid(), PinReason::Operator)])
+            .unwrap();
+        let batch2 = store.new_batch().unwrap();
+        assert_ne!(batch, batch2);
+        // `a` exists already, so only `b` is staged and rolled back.
+        assert_eq!(
+            store
+                .put_staged(batch2, &[a.clone(), b.clone()], false)
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.rollback_batch(batch2).unwrap(), 1);
+        assert!(store.has_sync(a.cid()).unwrap());
+        assert!(!store.has_sync(b.cid()).unwrap());
+        assert_eq!(
+            store.pin_of(a.cid()).unwrap().unwrap().reason,
+            PinReason::Operator
+        );
+    }
+
+    #[test]
+    fn interrupted_import_is_rolled_back_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = block(b"orphan");
+        {
+            let store = LocalStore::open(dir.path()).unwrap();
+            let batch = store.new_batch().unwrap();
+            store
+                .put_staged(batch, std::slice::from_ref(&b), true)
+                .unwrap();
+        }
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert!(!store.has_sync(b.cid()).unwrap());
+    }
+
+    #[test]
+    fn second_open_reports_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = LocalStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            LocalStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_bytes_on_disk_are_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let cid = cid_v1_sha256(RAW, b"good");
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(BLOCKS).unwrap();
+            t.insert(cid.hash().to_bytes().as_slice(), &b"evil"[..])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        assert!(matches!(
+            store.get_sync(&cid),
+            Err(TierError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn operator_pins_are_not_downgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let cid = cid_v1_sha256(RAW, b"p");
+        store
+            .pin(&cid, PinReason::Operator, Some("mine".into()))
+            .unwrap();
+        store.pin(&cid, PinReason::Auto, None).unwrap();
+        let rec = store.pin_of(&cid).unwrap().unwrap();
+        assert_eq!(rec.reason, PinReason::Operator);
+        assert_eq!(rec.name.as_deref(), Some("mine"));
+        assert!(store.unpin(&cid).unwrap());
+        assert!(store.pins().unwrap().is_empty());
+    }
+}
