@@ -1,0 +1,182 @@
+//! The CLI: import (verification, all-or-nothing, through a running server), add, export, help.
+
+mod common;
+
+use common::{cidgate, client, fixture, parse_car, Server};
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["import", "--help"],
+        vec!["add", "--help"],
+        vec!["export", "--help"],
+    ] {
+        let out = cidgate(dir.path(), &cmd);
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd:?}"
+        );
+    }
+    let out = cidgate(dir.path(), &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn incomplete_dag_imports_what_it_has_and_stays_unpinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let car = fixture("trustless_gateway_car/file-3k-and-3-blocks-missing-block.car");
+    let out = cidgate(dir.path(), &["import", car.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("QmYhmPjhFjYFyaoiuNzYv8WGavpSRDwdHWe5B4M5du5Rtk INCOMPLETE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("QmSNLTo6Wv9dfroVaw7MFYjLqf9ho7PKrgsjdzYDtv8h1W"),
+        "names the missing block"
+    );
+}
+
+fn corrupt_copy(src: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(src).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01; // inside the last block's data
+    let p = dir.join("corrupt.car");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn a_bad_block_or_a_malformed_car_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("trustless_gateway_car/subdir-with-two-single-block-files.car");
+    let root = "bafybeietjm63oynimmv5yyqay33nui4y4wx6u3peezwetxgiwvfmelutzu";
+    let bad = corrupt_copy(&good, dir.path());
+    let store = dir.path().join("store");
+    let out = cidgate(&store, &["import", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("do not hash"));
+    // The root block came before the bad one and was rolled back.
+    let out = cidgate(
+        &store,
+        &[
+            "export",
+            root,
+            "-o",
+            dir.path().join("x.car").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.car");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 3]).unwrap();
+    let out = cidgate(&store, &["import", truncated.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let garbage = dir.path().join("garbage.car");
+    std::fs::write(&garbage, b"this is not a CAR file at all").unwrap();
+    assert_eq!(
+        cidgate(&store, &["import", garbage.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // The good file still imports and exports afterwards.
+    assert!(cidgate(&store, &["import", good.to_str().unwrap()])
+        .status
+        .success());
+    let out_car = dir.path().join("out.car");
+    assert!(
+        cidgate(&store, &["export", root, "-o", out_car.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let car = parse_car(&std::fs::read(&out_car).unwrap());
+    assert_eq!(car.roots[0].to_string(), root);
+    assert_eq!(car.blocks.len(), 4);
+}
+
+#[tokio::test]
+async fn import_goes_through_a_running_server() {
+    let s = Server::start(&[]);
+    let car = fixture("gateway-raw-block.car");
+    let out = cidgate(s.dir.path(), &["import", car.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete, pinned"));
+    let resp = client()
+        .get(format!(
+            "{}/ipfs/bafkreihhpc5y2pqvl5rbe5uuyhqjouybfs3rvlmisccgzue2kkt5zq6upq?format=raw",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A bad CAR sent through the server is refused as a whole too.
+    let bad = corrupt_copy(
+        &fixture("trustless_gateway_car/subdir-with-two-single-block-files.car"),
+        s.dir.path(),
+    );
+    let out = cidgate(s.dir.path(), &["import", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let resp = client()
+        .get(format!(
+            "{}/ipfs/bafybeietjm63oynimmv5yyqay33nui4y4wx6u3peezwetxgiwvfmelutzu?format=raw",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let pins = client()
+        .get(format!("{}/admin/pins", s.admin))
+        .send()
+        .await
+        .unwrap();
+    let pins: serde_json::Value = serde_json::from_slice(&pins.bytes().await.unwrap()).unwrap();
+    assert_eq!(pins.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn add_then_export_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("site");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello\n").unwrap();
+    std::fs::write(src.join(".hidden"), b"secret").unwrap();
+    let big: Vec<u8> = (0..(2 * 1024 * 1024 + 17))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    let store = dir.path().join("store");
+    let out = cidgate(&store, &["add", src.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let car_path = dir.path().join("site.car");
+    assert!(
+        cidgate(&store, &["export", &root, "-o", car_path.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let car = parse_car(&std::fs::read(&car_path).unwrap());
+    assert_eq!(car.roots[0].to_string(), root);
+    // root dir, a.txt, sub, big.bin root + 3 leaves; the hidden file is left out.
+    assert_eq!(car.blocks.len(), 7);
+    assert!(!car.blocks.iter().any(|(_, d)| &d[..] == b"secret"));
+    let out = cidgate(&store, &["add", "--hidden", src.to_str().unwrap()]);
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), root);
+}

@@ -1,0 +1,192 @@
+//! Test support: runs real `cidgate` processes on 127.0.0.1:0 and reads CARs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cidgate::ipld::car::{CarDecoder, CarItem};
+use cidgate::ipld::Cid;
+use tokio_util::codec::Decoder;
+
+/// The conformance fixtures beside the repository.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/fixtures")
+}
+
+/// A fixture file by relative path.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = fixtures().join(rel);
+    assert!(
+        p.exists(),
+        "fixture {} missing: is ../shared beside the repository?",
+        p.display()
+    );
+    p
+}
+
+/// The cidgate binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cidgate")
+}
+
+/// Runs a cidgate command to completion.
+pub fn cidgate(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running cidgate")
+}
+
+/// A running `cidgate serve`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Imports `cars` into a fresh store and starts serving it.
+    pub fn start(cars: &[&str]) -> Server {
+        Self::start_with(cars, &[], &[])
+    }
+
+    /// Like [`Server::start`] with extra environment and serve arguments.
+    pub fn start_with(cars: &[&str], env: &[(&str, &str)], args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        if !cars.is_empty() {
+            let paths: Vec<String> = cars
+                .iter()
+                .map(|c| fixture(c).display().to_string())
+                .collect();
+            let mut a = vec!["import"];
+            a.extend(paths.iter().map(String::as_str));
+            let out = cidgate(dir.path(), &a);
+            assert!(
+                out.status.success(),
+                "import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self::spawn(dir, env, args)
+    }
+
+    /// Starts serving an existing data directory.
+    pub fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("CIDGATE_SERVER__SAMPLE", "false")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning cidgate serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = String::new();
+        let mut admin = String::new();
+        while url.is_empty() || admin.is_empty() {
+            let line = lines
+                .next()
+                .expect("cidgate serve exited before announcing its addresses")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("cidgate: public ") {
+                url = u.to_string();
+            } else if let Some(u) = line.strip_prefix("cidgate: admin ") {
+                admin = u.to_string();
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            admin,
+            dir,
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for exit up to `limit`; returns whether it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A parsed CAR: header roots and blocks in order.
+pub struct Car {
+    pub roots: Vec<Cid>,
+    pub blocks: Vec<(Cid, bytes::Bytes)>,
+}
+
+impl Car {
+    /// CIDs of the blocks in order, as strings.
+    pub fn cids(&self) -> Vec<String> {
+        self.blocks.iter().map(|(c, _)| c.to_string()).collect()
+    }
+}
+
+/// Parses a complete CARv1 and checks every block hashes to its CID.
+pub fn parse_car(bytes: &[u8]) -> Car {
+    let mut buf = BytesMut::from(bytes);
+    let mut dec = CarDecoder::new();
+    let mut roots = Vec::new();
+    let mut blocks = Vec::new();
+    while let Some(item) = dec.decode_eof(&mut buf).expect("valid CAR") {
+        match item {
+            CarItem::Header(r) => roots = r,
+            CarItem::Block(c, d) => {
+                cidgate::ipld::verify::check(&c, &d).expect("block verifies");
+                blocks.push((c, d));
+            }
+        }
+    }
+    Car { roots, blocks }
+}

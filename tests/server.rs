@@ -1,0 +1,162 @@
+//! The listener: HTTP/2 (h2c and TLS ALPN), limits answered with a status, graceful shutdown,
+//! configuration errors at start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, client, parse_car, Server};
+
+const ASCII: &str = "bafkreihhpc5y2pqvl5rbe5uuyhqjouybfs3rvlmisccgzue2kkt5zq6upq";
+
+#[tokio::test]
+async fn h2c_prior_knowledge_and_http1_share_the_port() {
+    let s = Server::start(&["gateway-raw-block.car"]);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!("{}/ipfs/{ASCII}?format=raw", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), 31);
+    let resp = client()
+        .get(format!("{}/ipfs/{ASCII}?format=raw", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn tls_negotiates_h2_with_alpn() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let s = Server::start_with(
+        &["gateway-raw-block.car"],
+        &[
+            ("CIDGATE_SERVER__TLS_CERT", cert.to_str().unwrap()),
+            ("CIDGATE_SERVER__TLS_KEY", key.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert!(s.url.starts_with("https://"));
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("https://").parse().unwrap();
+    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    for (http1, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(root.clone())
+            .resolve("localhost", addr);
+        if http1 {
+            b = b.http1_only();
+        }
+        let resp = b
+            .build()
+            .unwrap()
+            .get(format!(
+                "https://localhost:{}/ipfs/{ASCII}?format=raw",
+                addr.port()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn limits_are_answered_not_dropped() {
+    let s = Server::start_with(
+        &["gateway-raw-block.car"],
+        &[("CIDGATE_SERVER__MAX_CONNECTIONS", "1")],
+        &[],
+    );
+    let long = format!("{}/ipfs/{ASCII}?format=raw&pad={}", s.url, "x".repeat(9000));
+    let resp = client().get(long).send().await.unwrap();
+    assert_eq!(resp.status(), 414);
+    let resp = client()
+        .get(format!("{}/ipfs/{ASCII}?format=raw", s.url))
+        .header("x-big", "y".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+
+    // Hold the only connection slot, then a second connection is told to come back.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let _held = TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = TcpStream::connect(&addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    second
+        .write_all(format!("GET /ipfs/{ASCII}?format=raw HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = second.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::spawn(dir, &[("CIDGATE_SERVER__SAMPLE", "true")], &[]);
+    let (root, _) = cidgate::sample::build().unwrap();
+    let resp = client()
+        .get(format!("{}/ipfs/{}?format=car", s.url, root.cid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    s.terminate();
+    // The response that was already under way completes and verifies.
+    let car = parse_car(&resp.bytes().await.unwrap());
+    assert!(car.blocks.len() >= 6);
+    assert!(
+        s.wait_exit(Duration::from_secs(15)),
+        "server did not exit after SIGTERM"
+    );
+    assert!(
+        client().get(format!("{}/", s.url)).send().await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn bad_configuration_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["--data-dir", dir.path().to_str().unwrap(), "serve"])
+        .env("CIDGATE_SERVER__LISTEM", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CIDGATE_SERVER__LISTEM"));
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[admin]\ntoken = 5\n").unwrap();
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.token"));
+}
