@@ -487,7 +487,8 @@ async fn if_none_match_gives_304() {
 #[tokio::test]
 async fn bad_requests_get_clear_4xx() {
     let s = Server::start(ALL);
-    let cases: &[(&str, &[(&str, &str)], u16)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let cases: &[Case] = &[
         ("/ipfs/not-a-cid?format=raw", &[], 400),
         ("/ipfs/?format=raw", &[], 400),
         ("/ipfs/bafkqaaa?format=zip", &[], 400),
