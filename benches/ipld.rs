@@ -44,60 +44,81 @@ fn car_bytes(bs: &[Block]) -> Vec<u8> {
 }
 
 fn car(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("car");
     for (n, size) in [(256usize, 4 * 1024usize), (16, 1024 * 1024)] {
         let bs = blocks(n, size);
         let total = car_bytes(&bs);
         g.throughput(Throughput::Bytes(total.len() as u64));
         let label = format!("{n}x{size}");
-        g.bench_with_input(BenchmarkId::new("encode-bytes-frames", &label), &bs, |bench, bs| {
-            bench.iter(|| {
-                // What a response does: small prefixes plus clones of the block handles.
-                let mut chunks: Vec<Bytes> = vec![header(&[*bs[0].cid()]).unwrap()];
-                for b in bs {
-                    chunks.push(frame_prefix(b.cid(), b.len()));
-                    chunks.push(b.data().clone());
-                }
-                chunks
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("encode-iroh-car", &label), &bs, |bench, bs| {
-            bench.iter(|| {
-                rt.block_on(async {
-                    let mut w = iroh_car::CarWriter::new(iroh_car::CarHeader::new_v1(vec![*bs[0].cid()]), Vec::new());
+        g.bench_with_input(
+            BenchmarkId::new("encode-bytes-frames", &label),
+            &bs,
+            |bench, bs| {
+                bench.iter(|| {
+                    // What a response does: small prefixes plus clones of the block handles.
+                    let mut chunks: Vec<Bytes> = vec![header(&[*bs[0].cid()]).unwrap()];
                     for b in bs {
-                        w.write(*b.cid(), b.data()).await.unwrap();
+                        chunks.push(frame_prefix(b.cid(), b.len()));
+                        chunks.push(b.data().clone());
                     }
-                    w.finish().await.unwrap()
+                    chunks
                 })
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("decode-bytes-decoder", &label), &total, |bench, total| {
-            bench.iter(|| {
-                let mut buf = BytesMut::from(&total[..]);
-                let mut dec = CarDecoder::new();
-                let mut n = 0;
-                while let Some(item) = dec.decode_eof(&mut buf).unwrap() {
-                    if let CarItem::Block(_, d) = item {
-                        n += d.len();
-                    }
-                }
-                n
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("decode-iroh-car", &label), &total, |bench, total| {
-            bench.iter(|| {
-                rt.block_on(async {
-                    let mut r = iroh_car::CarReader::new(&total[..]).await.unwrap();
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("encode-iroh-car", &label),
+            &bs,
+            |bench, bs| {
+                bench.iter(|| {
+                    rt.block_on(async {
+                        let mut w = iroh_car::CarWriter::new(
+                            iroh_car::CarHeader::new_v1(vec![*bs[0].cid()]),
+                            Vec::new(),
+                        );
+                        for b in bs {
+                            w.write(*b.cid(), b.data()).await.unwrap();
+                        }
+                        w.finish().await.unwrap()
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("decode-bytes-decoder", &label),
+            &total,
+            |bench, total| {
+                bench.iter(|| {
+                    let mut buf = BytesMut::from(&total[..]);
+                    let mut dec = CarDecoder::new();
                     let mut n = 0;
-                    while let Some((_c, d)) = r.next_block().await.unwrap() {
-                        n += d.len();
+                    while let Some(item) = dec.decode_eof(&mut buf).unwrap() {
+                        if let CarItem::Block(_, d) = item {
+                            n += d.len();
+                        }
                     }
                     n
                 })
-            })
-        });
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("decode-iroh-car", &label),
+            &total,
+            |bench, total| {
+                bench.iter(|| {
+                    rt.block_on(async {
+                        let mut r = iroh_car::CarReader::new(&total[..]).await.unwrap();
+                        let mut n = 0;
+                        while let Some((_c, d)) = r.next_block().await.unwrap() {
+                            n += d.len();
+                        }
+                        n
+                    })
+                })
+            },
+        );
     }
     g.finish();
     let _ = Cid::default();

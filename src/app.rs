@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, AdminHandler};
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayOptions};
 use crate::server::{self, Handler, Limits, ResponseFuture};
 use crate::tiers::local::{LocalStore, PinReason};
 
@@ -89,7 +89,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
 
-    let gateway = Gateway::new(Arc::new(store.clone()), Some(store.clone()));
+    let options = GatewayOptions {
+        subdomain_hosts: config.server.subdomain_hosts.clone(),
+        tls: tls.is_some(),
+    };
+    let gateway = Gateway::new(Arc::new(store.clone()), Some(store.clone()), options);
     let admin = Arc::new(Admin::new(
         store.clone(),
         config.admin.token.clone(),

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Add the bundled sample site to a fresh store.
     pub sample: bool,
+    /// Host names served as subdomain gateways: `{cid}.ipfs.{host}` (origin isolation).
+    pub subdomain_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             sample: true,
+            subdomain_hosts: vec!["localhost".to_string()],
         }
     }
 }

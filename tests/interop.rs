@@ -16,7 +16,10 @@ fn peers_run() -> PathBuf {
 }
 
 fn peer(args: &[&str]) -> std::process::Output {
-    let out = Command::new(peers_run()).args(args).output().expect("running a peer");
+    let out = Command::new(peers_run())
+        .args(args)
+        .output()
+        .expect("running a peer");
     if !out.status.success() {
         eprintln!(
             "peer {args:?} failed: {}\n{}",
@@ -61,10 +64,16 @@ fn add_gives_the_same_cids_as_ipfs_car_pack() {
     std::fs::write(d.join("tree/hello.txt"), b"hello\n").unwrap();
     std::fs::write(d.join("tree/.hidden"), b"dot").unwrap();
     std::fs::write(d.join("tree/nested/zero"), b"").unwrap();
-    std::fs::write(d.join("tree/nested/deeper/Ünïcødé name.txt"), "ü".repeat(1000)).unwrap();
+    std::fs::write(
+        d.join("tree/nested/deeper/Ünïcødé name.txt"),
+        "ü".repeat(1000),
+    )
+    .unwrap();
     let mib: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     std::fs::write(d.join("tree/exactly-1mib.bin"), &mib).unwrap();
-    let big: Vec<u8> = (0..3_000_001u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3_000_001u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(d.join("tree/nested/big.bin"), &big).unwrap();
 
     let files = [
@@ -75,13 +84,25 @@ fn add_gives_the_same_cids_as_ipfs_car_pack() {
     ];
     for f in files {
         let p = d.join(f);
-        assert_eq!(add(&store, &[&p]), pack(&[&p], true, &d.join("f.car")), "{f}");
+        assert_eq!(
+            add(&store, &[&p]),
+            pack(&[&p], true, &d.join("f.car")),
+            "{f}"
+        );
     }
     let tree = d.join("tree");
-    assert_eq!(add(&store, &[&tree]), pack(&[&tree], false, &d.join("t.car")), "directory");
+    assert_eq!(
+        add(&store, &[&tree]),
+        pack(&[&tree], false, &d.join("t.car")),
+        "directory"
+    );
     let a = d.join("tree/hello.txt");
     let b = d.join("tree/nested");
-    assert_eq!(add(&store, &[&a, &b]), pack(&[&a, &b], false, &d.join("m.car")), "several paths");
+    assert_eq!(
+        add(&store, &[&a, &b]),
+        pack(&[&a, &b], false, &d.join("m.car")),
+        "several paths"
+    );
 }
 
 #[tokio::test]
@@ -91,11 +112,24 @@ async fn ipfs_car_unpack_verifies_exports_and_car_responses() {
     let d = dir.path();
     let store = d.join("store");
     let hamt = fixture("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car");
-    assert!(cidgate(&store, &["import", hamt.to_str().unwrap()]).status.success());
+    assert!(cidgate(&store, &["import", hamt.to_str().unwrap()])
+        .status
+        .success());
     let hamt_root = "bafybeidbclfqleg2uojchspzd4bob56dqetqjsj27gy2cq3klkkgxtpn4i";
     let exported = d.join("hamt.car");
-    assert!(cidgate(&store, &["export", hamt_root, "-o", exported.to_str().unwrap()]).status.success());
-    let o = peer(&["ipfs-car", "unpack", exported.to_str().unwrap(), "--output", d.join("hamt-out").to_str().unwrap()]);
+    assert!(cidgate(
+        &store,
+        &["export", hamt_root, "-o", exported.to_str().unwrap()]
+    )
+    .status
+    .success());
+    let o = peer(&[
+        "ipfs-car",
+        "unpack",
+        exported.to_str().unwrap(),
+        "--output",
+        d.join("hamt-out").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "ipfs-car rejected cidgate's export");
     assert!(d.join("hamt-out/685.txt").exists());
 
@@ -113,10 +147,22 @@ async fn ipfs_car_unpack_verifies_exports_and_car_responses() {
     let served = d.join("sample.car");
     std::fs::write(&served, &body).unwrap();
     let out = d.join("sample-out");
-    let o = peer(&["ipfs-car", "unpack", served.to_str().unwrap(), "--output", out.to_str().unwrap()]);
-    assert!(o.status.success(), "ipfs-car rejected a ?format=car response");
+    let o = peer(&[
+        "ipfs-car",
+        "unpack",
+        served.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "ipfs-car rejected a ?format=car response"
+    );
     let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample/verified-lines.txt");
-    assert_eq!(std::fs::read(out.join("verified-lines.txt")).unwrap(), std::fs::read(original).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("verified-lines.txt")).unwrap(),
+        std::fs::read(original).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -130,7 +176,12 @@ async fn verified_fetch_retrieves_through_cidgate() {
         car.extend_from_slice(&cidgate::ipld::car::frame_prefix(b.cid(), b.len()));
         car.extend_from_slice(b.data());
     }
-    let resp = client().post(format!("{}/admin/import", s.admin)).body(car).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/admin/import", s.admin))
+        .body(car)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +205,11 @@ async fn verified_fetch_retrieves_through_cidgate() {
         })
         .await
         .unwrap();
-        assert!(o.status.success(), "verified-fetch failed for {}", cases[i].0);
+        assert!(
+            o.status.success(),
+            "verified-fetch failed for {}",
+            cases[i].0
+        );
         let got = std::fs::read(&out).unwrap();
         if expected.is_empty() {
             assert_eq!(got.len(), 1026, "multiblock.txt is 1026 bytes");

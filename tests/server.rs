@@ -48,6 +48,8 @@ async fn tls_negotiates_h2_with_alpn() {
         &[
             ("CIDGATE_SERVER__TLS_CERT", cert.to_str().unwrap()),
             ("CIDGATE_SERVER__TLS_KEY", key.to_str().unwrap()),
+            // `localhost` is a subdomain gateway by default; here it is a plain path gateway.
+            ("CIDGATE_SERVER__SUBDOMAIN_HOSTS", ""),
         ],
         &[],
     );

@@ -4,6 +4,7 @@
 
 pub mod resolve;
 pub mod selector;
+pub mod unixfs_reader;
 
 use cid::Cid;
 
@@ -12,6 +13,9 @@ use crate::ipld::unixfs::UnixFsError;
 use crate::tiers::{BlockSource, TierError};
 
 pub use resolve::{resolve, Resolved};
+
+use crate::ipld::hamt;
+use crate::ipld::unixfs::FsNode;
 
 /// Why content could not be resolved or walked.
 #[derive(Debug, thiserror::Error)]
@@ -67,4 +71,66 @@ pub(crate) async fn fetch(
     cid: &Cid,
 ) -> Result<crate::ipld::Block, ContentError> {
     Ok(src.get(cid).await?)
+}
+
+/// One entry of a UnixFS directory.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Entry name.
+    pub name: String,
+    /// Target CID.
+    pub cid: Cid,
+    /// Cumulative DAG size, when recorded.
+    pub size: Option<u64>,
+}
+
+/// The entries of a plain or HAMT directory node, in stored order (HAMT: shard order). Reads
+/// every shard of a HAMT, none of the entries.
+pub async fn list_directory(
+    src: &dyn BlockSource,
+    node: FsNode,
+) -> Result<Vec<DirEntry>, ContentError> {
+    let (links, fanout) = match node {
+        FsNode::Directory { links } => {
+            return Ok(links
+                .into_iter()
+                .map(|l| DirEntry {
+                    name: l.name.unwrap_or_default(),
+                    cid: l.cid,
+                    size: l.tsize,
+                })
+                .collect())
+        }
+        FsNode::HamtShard { links, fanout, .. } => (links, fanout),
+        _ => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    // Depth-first over shards; a stack of iterators keeps the stored order.
+    let mut stack = vec![links.into_iter()];
+    while let Some(top) = stack.last_mut() {
+        let Some(l) = top.next() else {
+            stack.pop();
+            continue;
+        };
+        match hamt::entry_name(l.name_str(), fanout) {
+            Some(name) => out.push(DirEntry {
+                name: name.to_string(),
+                cid: l.cid,
+                size: l.tsize,
+            }),
+            None => {
+                let block = fetch(src, &l.cid).await?;
+                match FsNode::decode(l.cid.codec(), block.data()).map_err(|e| (l.cid, e))? {
+                    FsNode::HamtShard { links, .. } => stack.push(links.into_iter()),
+                    _ => {
+                        return Err(ContentError::malformed(
+                            &l.cid,
+                            "HAMT link to a non-shard node",
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -6,10 +6,16 @@
 pub mod block;
 pub mod body;
 pub mod car;
+pub mod codec;
 pub mod error;
 pub mod headers;
 pub mod range;
 pub mod request;
+pub mod sniff;
+pub mod subdomain;
+pub mod tar;
+pub mod unixfs_dir;
+pub mod unixfs_file;
 
 use std::sync::Arc;
 
@@ -26,8 +32,20 @@ use error::GatewayError;
 use headers::{set, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
 use request::{GatewayRequest, ResponseFormat};
 
+use crate::content::{resolve, ContentError};
+use crate::ipld::unixfs::FsNode;
+use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
 use crate::tiers::local::LocalStore;
 use crate::tiers::BlockSource;
+
+/// Gateway settings that come from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOptions {
+    /// Host names that act as subdomain gateways (`{cid}.ipfs.{host}`).
+    pub subdomain_hosts: Vec<String>,
+    /// The listener speaks TLS (redirects use `https`).
+    pub tls: bool,
+}
 
 /// The gateway's shared state.
 #[derive(Clone)]
@@ -35,12 +53,21 @@ pub struct Gateway {
     source: Arc<dyn BlockSource>,
     /// What "held locally" means for `Cache-Control: only-if-cached`.
     local: Option<LocalStore>,
+    options: Arc<GatewayOptions>,
 }
 
 impl Gateway {
     /// A gateway reading from `source`; `local` answers `only-if-cached`.
-    pub fn new(source: Arc<dyn BlockSource>, local: Option<LocalStore>) -> Self {
-        Self { source, local }
+    pub fn new(
+        source: Arc<dyn BlockSource>,
+        local: Option<LocalStore>,
+        options: GatewayOptions,
+    ) -> Self {
+        Self {
+            source,
+            local,
+            options: Arc::new(options),
+        }
     }
 
     /// The block source.
@@ -69,6 +96,11 @@ impl Gateway {
 
     async fn route(&self, parts: &http::request::Parts) -> Result<Response<Body>, GatewayError> {
         let path = parts.uri.path();
+        if !self.options.subdomain_hosts.is_empty() {
+            if let Some(resp) = self.subdomain(parts).await? {
+                return Ok(resp);
+            }
+        }
         if parts.method == Method::OPTIONS {
             let mut r = Response::new(body::empty());
             set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
@@ -105,10 +137,144 @@ impl Gateway {
         match req.format {
             ResponseFormat::Raw => block::respond(self, req).await,
             ResponseFormat::Car(params) => car::respond(self, req, params).await,
+            ResponseFormat::Tar => tar::respond(self, req).await,
+            ResponseFormat::IpnsRecord => Err(GatewayError::NotImplemented(
+                "IPNS records are not supported by this gateway".into(),
+            )),
+            ResponseFormat::Deserialized
+            | ResponseFormat::DagJson
+            | ResponseFormat::DagCbor
+            | ResponseFormat::Json
+            | ResponseFormat::Cbor => self.deserialized(req).await,
+        }
+    }
+
+    /// The path gateway: UnixFS files and directories, symlinks, and documents.
+    async fn deserialized(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+        let resolved = resolve(self.source(), req.root, &req.segments).await?;
+        if !resolved.remainder.is_empty() {
+            let rem = resolved.remainder.join("/");
+            let done = req.segments.len() - resolved.remainder.len();
+            let prefix = format!("/ipfs/{}/{}", req.root, req.segments[..done].join("/"));
+            return Err(GatewayError::NotImplemented(format!(
+                "{rem:?} of {:?} could not be returned: reading IPLD Kinds other than Links (CBOR Tag 42) is not implemented: try reading {:?} instead",
+                req.content_path,
+                prefix.trim_end_matches('/')
+            )));
+        }
+        let target = resolved.target;
+        match target.codec() {
+            DAG_PB | RAW => {
+                let explicit_doc = match req.format {
+                    ResponseFormat::DagJson | ResponseFormat::DagCbor => true,
+                    // `Accept: application/json` from scripts fetching files is served as the file.
+                    ResponseFormat::Json | ResponseFormat::Cbor => req.format_from_query,
+                    _ => false,
+                };
+                if explicit_doc {
+                    return Err(GatewayError::NotAcceptable(format!(
+                        "{target} is {}; converting it to {} is not supported (IPIP-524): ask for ?format=raw or ?format=car",
+                        crate::ipld::codec::codec_name(target.codec()),
+                        req.format.name()
+                    )));
+                }
+                let block = self.source().get(&target).await?;
+                let node = FsNode::decode(target.codec(), block.data())
+                    .map_err(|e| ContentError::from((target, e)))?;
+                match node {
+                    FsNode::File { size, .. } => {
+                        let name = req
+                            .filename
+                            .as_deref()
+                            .or(req.segments.last().map(String::as_str));
+                        unixfs_file::respond(
+                            self,
+                            req,
+                            unixfs_file::FileResponse {
+                                block,
+                                size,
+                                name,
+                                content_type: None,
+                                etag: format!("\"{target}\""),
+                                roots: &resolved.roots,
+                            },
+                        )
+                        .await
+                    }
+                    FsNode::Symlink { target: link } => {
+                        let etag = format!("\"{target}\"");
+                        let mut resp = self.base_response(req, &resolved.roots, &etag);
+                        if self.not_modified(req, &etag) {
+                            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                            return Ok(resp);
+                        }
+                        set(resp.headers_mut(), CONTENT_TYPE, "inode/symlink");
+                        set(resp.headers_mut(), CONTENT_LENGTH, &link.len().to_string());
+                        if !req.head {
+                            *resp.body_mut() = body::full(link);
+                        }
+                        Ok(resp)
+                    }
+                    dir => unixfs_dir::respond(self, req, &resolved, dir).await,
+                }
+            }
+            DAG_JSON | DAG_CBOR | JSON | CBOR => codec::respond(self, req, &resolved).await,
             other => Err(GatewayError::NotImplemented(format!(
-                "{} responses are not available yet; ask for ?format=raw or ?format=car",
-                other.name()
+                "codec 0x{other:x} has no deserialized view; ask for ?format=raw or ?format=car"
             ))),
+        }
+    }
+
+    /// Subdomain gateway routing; `None` when the request is a plain path request.
+    async fn subdomain(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<Response<Body>>, GatewayError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(host) = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        else {
+            return Ok(None);
+        };
+        let proto = header("x-forwarded-proto").map(str::to_ascii_lowercase);
+        let scheme = match proto.as_deref() {
+            Some("https") => "https",
+            Some("http") => "http",
+            _ if self.options.tls => "https",
+            _ => "http",
+        };
+        let path = parts.uri.path();
+        match subdomain::route(
+            &self.options.subdomain_hosts,
+            host,
+            scheme,
+            path,
+            parts.uri.query(),
+        )? {
+            subdomain::HostRoute::Path => Ok(None),
+            subdomain::HostRoute::Redirect(location) => {
+                let mut resp = Response::new(body::empty());
+                *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                set(resp.headers_mut(), http::header::LOCATION, &location);
+                Ok(Some(resp))
+            }
+            subdomain::HostRoute::Content(cid) => {
+                if parts.method == Method::OPTIONS {
+                    let mut r = Response::new(body::empty());
+                    set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
+                    cors(r.headers_mut());
+                    return Ok(Some(r));
+                }
+                if parts.method != Method::GET && parts.method != Method::HEAD {
+                    return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
+                }
+                let content_path = format!("/ipfs/{cid}{path}");
+                let req = request::parse_path(parts, &content_path, true)?;
+                let mut resp = self.ipfs(&req).await?;
+                cors(resp.headers_mut());
+                Ok(Some(resp))
+            }
         }
     }
 

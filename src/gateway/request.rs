@@ -88,6 +88,15 @@ pub struct GatewayRequest {
     pub if_range: Option<String>,
     /// The raw query string.
     pub query: Option<String>,
+    /// The path as it appears in the client's URL (differs from `content_path` on a subdomain
+    /// gateway, where `/a/b` stands for `/ipfs/{cid}/a/b`): the base of redirects and links.
+    pub original_path: String,
+    /// The request came to a `{cid}.ipfs.{host}` subdomain gateway.
+    pub subdomain: bool,
+    /// The format was named by `?format=` (not only by `Accept`).
+    pub format_from_query: bool,
+    /// `Accept` lists `text/html` (a browser navigating).
+    pub accept_html: bool,
 }
 
 fn bad(msg: impl Into<String>) -> GatewayError {
@@ -106,8 +115,17 @@ fn header_str(parts: &Parts, name: http::header::HeaderName) -> Result<Option<&s
 
 /// Parses a `/ipfs/...` request.
 pub fn parse(parts: &Parts) -> Result<GatewayRequest, GatewayError> {
+    parse_path(parts, parts.uri.path(), false)
+}
+
+/// Parses a request whose content path is `path` (the URL's own path, or the `/ipfs/{cid}/...`
+/// a subdomain host stands for).
+pub fn parse_path(
+    parts: &Parts,
+    path: &str,
+    subdomain: bool,
+) -> Result<GatewayRequest, GatewayError> {
     let head = parts.method == Method::HEAD;
-    let path = parts.uri.path();
     let rest = path
         .strip_prefix("/ipfs/")
         .ok_or_else(|| bad("path must start with /ipfs/{cid}"))?;
@@ -149,6 +167,8 @@ pub fn parse(parts: &Parts) -> Result<GatewayRequest, GatewayError> {
         Some(a) => format_from_accept(a)?,
         None => None,
     };
+    let named_by_query = q("format").is_some();
+    let accept_html = accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
     let format = match q("format") {
         Some(f) => {
             let wanted = format_from_query(f)?;
@@ -184,6 +204,10 @@ pub fn parse(parts: &Parts) -> Result<GatewayRequest, GatewayError> {
         range: header_str(parts, RANGE)?.map(str::to_string),
         if_range: header_str(parts, IF_RANGE)?.map(str::to_string),
         query: parts.uri.query().map(str::to_string),
+        original_path: parts.uri.path().to_string(),
+        subdomain,
+        format_from_query: named_by_query,
+        accept_html,
     })
 }
 

@@ -14,11 +14,13 @@ pub fn by_extension(name: &str) -> Option<String> {
     let ext = std::path::Path::new(name).extension()?.to_str()?;
     let guess = mime_guess::from_ext(ext).first()?;
     let essence = guess.essence_str();
-    Some(if guess.type_() == mime::TEXT || essence == "application/javascript" {
-        format!("{essence}; charset=utf-8")
-    } else {
-        essence.to_string()
-    })
+    Some(
+        if guess.type_() == mime::TEXT || essence == "application/javascript" {
+            format!("{essence}; charset=utf-8")
+        } else {
+            essence.to_string()
+        },
+    )
 }
 
 /// Bytes that never appear in text (WHATWG "binary data byte").
@@ -39,13 +41,29 @@ pub fn sniff(head: &[u8]) -> &'static str {
         &head[start..]
     };
     const HTML_TAGS: &[&[u8]] = &[
-        b"<!DOCTYPE HTML", b"<HTML", b"<HEAD", b"<SCRIPT", b"<IFRAME", b"<H1", b"<DIV", b"<FONT", b"<TABLE", b"<A",
-        b"<STYLE", b"<TITLE", b"<B", b"<BODY", b"<BR", b"<P", b"<!--",
+        b"<!DOCTYPE HTML",
+        b"<HTML",
+        b"<HEAD",
+        b"<SCRIPT",
+        b"<IFRAME",
+        b"<H1",
+        b"<DIV",
+        b"<FONT",
+        b"<TABLE",
+        b"<A",
+        b"<STYLE",
+        b"<TITLE",
+        b"<B",
+        b"<BODY",
+        b"<BR",
+        b"<P",
+        b"<!--",
     ];
     for tag in HTML_TAGS {
         if trimmed.len() > tag.len() && trimmed[..tag.len()].eq_ignore_ascii_case(tag) {
             let next = trimmed[tag.len()];
-            if next == b' ' || next == b'>' || (tag == b"<!--" && true) {
+            // Comments need no tag-terminating byte.
+            if next == b' ' || next == b'>' || *tag == b"<!--" {
                 return "text/html; charset=utf-8";
             }
         }
@@ -60,7 +78,10 @@ pub fn sniff(head: &[u8]) -> &'static str {
         return "application/postscript";
     }
     // Byte-order marks mean text.
-    if head.starts_with(&[0xFE, 0xFF]) || head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+    if head.starts_with(&[0xFE, 0xFF])
+        || head.starts_with(&[0xFF, 0xFE])
+        || head.starts_with(&[0xEF, 0xBB, 0xBF])
+    {
         return "text/plain; charset=utf-8";
     }
     if let Some(t) = magic(head) {
@@ -113,20 +134,35 @@ mod tests {
 
     #[test]
     fn extension_wins_and_text_gets_a_charset() {
-        assert_eq!(content_type(Some("a.txt"), b"\x00\x01"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type(Some("a.txt"), b"\x00\x01"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type(Some("x.png"), b"hello"), "image/png");
-        assert_eq!(content_type(Some("index.html"), b""), "text/html; charset=utf-8");
-        assert_eq!(content_type(Some("app.js"), b""), "application/javascript; charset=utf-8");
+        assert_eq!(
+            content_type(Some("index.html"), b""),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(
+            content_type(Some("app.js"), b""),
+            "text/javascript; charset=utf-8"
+        );
     }
 
     #[test]
     fn sniffing_without_a_name() {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), "image/png");
-        assert_eq!(sniff(b"  <!doctype html><html>"), "text/html; charset=utf-8");
+        assert_eq!(
+            sniff(b"  <!doctype html><html>"),
+            "text/html; charset=utf-8"
+        );
         assert_eq!(sniff(b"hello world\n"), "text/plain; charset=utf-8");
         assert_eq!(sniff(b"\x00\x01\x02binary"), "application/octet-stream");
         assert_eq!(sniff(b"%PDF-1.7"), "application/pdf");
         assert_eq!(sniff(b""), "text/plain; charset=utf-8");
-        assert_eq!(content_type(Some("noext"), b"plain"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type(Some("noext"), b"plain"),
+            "text/plain; charset=utf-8"
+        );
     }
 }

@@ -1,0 +1,161 @@
+//! dag-json, dag-cbor, json and cbor responses (IPIP-328, IPIP-524): a block is served in its
+//! own codec; asking for another codec is 406. Browsers asking for HTML get a readable view of
+//! a dag-json / dag-cbor node with its links.
+
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use ipld_core::ipld::Ipld;
+
+use super::body::full;
+use super::error::GatewayError;
+use super::headers::set;
+use super::request::{GatewayRequest, ResponseFormat};
+use super::unixfs_dir::html_escape;
+use super::{Body, Gateway};
+use crate::content::Resolved;
+use crate::ipld::codec::decode_ipld;
+use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, JSON};
+
+/// Media type and file extension of a document codec.
+pub fn media_type(codec: u64) -> Option<(&'static str, &'static str)> {
+    Some(match codec {
+        DAG_JSON => ("application/vnd.ipld.dag-json", "json"),
+        DAG_CBOR => ("application/vnd.ipld.dag-cbor", "cbor"),
+        JSON => ("application/json", "json"),
+        CBOR => ("application/cbor", "cbor"),
+        _ => return None,
+    })
+}
+
+fn codec_of(format: ResponseFormat) -> Option<u64> {
+    Some(match format {
+        ResponseFormat::DagJson => DAG_JSON,
+        ResponseFormat::DagCbor => DAG_CBOR,
+        ResponseFormat::Json => JSON,
+        ResponseFormat::Cbor => CBOR,
+        _ => return None,
+    })
+}
+
+/// Serves the document at the end of `resolved`.
+pub async fn respond(
+    gw: &Gateway,
+    req: &GatewayRequest,
+    resolved: &Resolved,
+) -> Result<Response<Body>, GatewayError> {
+    let cid = resolved.target;
+    let codec = cid.codec();
+    let Some((native, ext)) = media_type(codec) else {
+        return Err(GatewayError::NotImplemented(format!(
+            "codec 0x{codec:x} has no document view"
+        )));
+    };
+    if let Some(wanted) = codec_of(req.format) {
+        if wanted != codec {
+            return Err(GatewayError::NotAcceptable(format!(
+                "{cid} is {}; converting it to {} is not supported (IPIP-524): ask for ?format=raw or its own codec",
+                crate::ipld::codec::codec_name(codec),
+                req.format.name()
+            )));
+        }
+    }
+    let browser_view = req.format == ResponseFormat::Deserialized
+        && req.accept_html
+        && !req.download
+        && (codec == DAG_JSON || codec == DAG_CBOR);
+    if browser_view {
+        let etag = format!("\"DagIndex-cidgate-1_CID-{cid}\"");
+        let mut resp = gw.base_response(req, &resolved.roots, &etag);
+        resp.headers_mut().remove(CACHE_CONTROL);
+        set(resp.headers_mut(), CONTENT_TYPE, "text/html; charset=utf-8");
+        if gw.not_modified(req, &etag) {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            return Ok(resp);
+        }
+        let block = gw.source().get(&cid).await?;
+        let doc = decode_ipld(codec, block.data())
+            .map_err(|e| GatewayError::Unprocessable(e.to_string()))?;
+        if !req.head {
+            *resp.body_mut() = full(render(req, &cid.to_string(), native, &doc));
+        }
+        return Ok(resp);
+    }
+    let short = native.rsplit(['/', '.']).next().unwrap_or("bin");
+    let etag = format!("\"{cid}.{short}\"");
+    let mut resp = gw.base_response(req, &resolved.roots, &etag);
+    if gw.not_modified(req, &etag) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let block = gw.source().get(&cid).await?;
+    let h = resp.headers_mut();
+    set(h, CONTENT_TYPE, native);
+    set(h, CONTENT_LENGTH, &block.len().to_string());
+    gw.set_disposition(h, req, &format!("{cid}.{ext}"), ext == "cbor");
+    if !req.head {
+        *resp.body_mut() = full(block.data().clone());
+    }
+    Ok(resp)
+}
+
+fn render(req: &GatewayRequest, cid: &str, native: &str, doc: &Ipld) -> String {
+    let mut body = String::new();
+    value(doc, &mut body);
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{cid}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:1rem}}
+dl{{margin:.2rem 0 .2rem 1rem}} dt{{font-weight:600}} dd{{margin-left:1rem}} code{{word-break:break-all}}</style>
+</head><body>
+<h1>{kind} node</h1>
+<p><code>{path}</code></p>
+<p>Download as <a href="?format=raw">raw block</a>, <a href="?format=car">CAR</a> or <a href="?format={fmt}">{native}</a>.</p>
+<div class="node">{body}</div>
+</body></html>
+"#,
+        kind = if native.ends_with("dag-json") {
+            "dag-json"
+        } else {
+            "dag-cbor"
+        },
+        path = html_escape(&req.content_path),
+        fmt = if native.ends_with("dag-json") {
+            "dag-json"
+        } else {
+            "dag-cbor"
+        },
+    )
+}
+
+fn value(v: &Ipld, out: &mut String) {
+    match v {
+        Ipld::Null => out.push_str("<code>null</code>"),
+        Ipld::Bool(b) => out.push_str(&format!("<code>{b}</code>")),
+        Ipld::Integer(i) => out.push_str(&format!("<code>{i}</code>")),
+        Ipld::Float(f) => out.push_str(&format!("<code>{f}</code>")),
+        Ipld::String(s) => {
+            out.push_str(&format!("<code>{}</code>", html_escape(&format!("{s:?}"))))
+        }
+        Ipld::Bytes(b) => out.push_str(&format!("<code>bytes ({} B)</code>", b.len())),
+        Ipld::Link(c) => out.push_str(&format!("<a class=\"link\" href=\"/ipfs/{c}/\">{c}</a>")),
+        Ipld::List(items) => {
+            out.push_str("<dl>");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&format!("<dt>{i}</dt><dd>"));
+                value(item, out);
+                out.push_str("</dd>");
+            }
+            out.push_str("</dl>");
+        }
+        Ipld::Map(m) => {
+            out.push_str("<dl>");
+            for (k, item) in m {
+                out.push_str(&format!("<dt>{}</dt><dd>", html_escape(k)));
+                value(item, out);
+                out.push_str("</dd>");
+            }
+            out.push_str("</dl>");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Subdomain gateway (ipfs/specs subdomain-gateway.md): `{cid}.ipfs.{host}` serves the content
+//! with an origin of its own, and path requests to such a host are redirected there.
+
+use cid::Cid;
+use multibase::Base;
+
+use super::error::GatewayError;
+use crate::ipld::DAG_PB;
+
+/// Longest DNS label.
+const MAX_LABEL: usize = 63;
+
+/// What the Host header means for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostRoute {
+    /// Not a subdomain gateway host: plain path gateway.
+    Path,
+    /// A path request on a subdomain gateway host, or a non-canonical label: go here instead.
+    Redirect(String),
+    /// `{cid}.ipfs.{host}`: the request path is inside this CID.
+    Content(Cid),
+}
+
+/// The DNS label form of a CID: CIDv1 in base32, or base36 when base32 is too long.
+pub fn dns_label(cid: &Cid) -> Result<String, GatewayError> {
+    let v1 = if cid.version() == cid::Version::V0 {
+        Cid::new_v1(DAG_PB, *cid.hash())
+    } else {
+        *cid
+    };
+    let b32 = v1
+        .to_string_of_base(Base::Base32Lower)
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    if b32.len() <= MAX_LABEL {
+        return Ok(b32);
+    }
+    let b36 = v1
+        .to_string_of_base(Base::Base36Lower)
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    if b36.len() <= MAX_LABEL {
+        return Ok(b36);
+    }
+    Err(GatewayError::BadRequest(format!(
+        "CID incompatible with DNS label length limit of 63: {cid}"
+    )))
+}
+
+/// Routes a request by its host. `host` may carry a port; `path` and `query` are the URL's.
+pub fn route(
+    hosts: &[String],
+    host: &str,
+    scheme: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<HostRoute, GatewayError> {
+    let hostname = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let hostname = hostname.to_ascii_lowercase();
+    let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+    for gw in hosts {
+        let gw = gw.to_ascii_lowercase();
+        if hostname == gw {
+            let Some(rest) = path.strip_prefix("/ipfs/") else {
+                return Ok(HostRoute::Path);
+            };
+            let (cid_str, tail) = rest.split_once('/').map_or((rest, ""), |(c, t)| (c, t));
+            let Ok(cid) = Cid::try_from(cid_str) else {
+                return Ok(HostRoute::Path);
+            };
+            let label = dns_label(&cid)?;
+            let port = host.strip_prefix(hostname.as_str()).unwrap_or("");
+            return Ok(HostRoute::Redirect(format!(
+                "{scheme}://{label}.ipfs.{gw}{port}/{tail}{q}"
+            )));
+        }
+        if let Some(label) = hostname.strip_suffix(&format!(".ipfs.{gw}")) {
+            let cid = Cid::try_from(label).map_err(|e| {
+                GatewayError::BadRequest(format!("invalid CID in host {label:?}: {e}"))
+            })?;
+            let canonical = dns_label(&cid)?;
+            if canonical != label {
+                let port = host
+                    .rsplit_once(':')
+                    .map(|(_, p)| format!(":{p}"))
+                    .unwrap_or_default();
+                return Ok(HostRoute::Redirect(format!(
+                    "{scheme}://{canonical}.ipfs.{gw}{port}{path}{q}"
+                )));
+            }
+            return Ok(HostRoute::Content(cid));
+        }
+    }
+    Ok(HostRoute::Path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Vec<String> {
+        vec!["localhost".into(), "example.com".into()]
+    }
+
+    #[test]
+    fn path_requests_redirect_to_the_subdomain() {
+        let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        assert_eq!(
+            route(
+                &hosts(),
+                "example.com",
+                "http",
+                &format!("/ipfs/{v1}/a/b"),
+                Some("x=1")
+            )
+            .unwrap(),
+            HostRoute::Redirect(format!("http://{v1}.ipfs.example.com/a/b?x=1"))
+        );
+        assert_eq!(
+            route(
+                &hosts(),
+                "localhost:8080",
+                "https",
+                &format!("/ipfs/{v1}"),
+                None
+            )
+            .unwrap(),
+            HostRoute::Redirect(format!("https://{v1}.ipfs.localhost:8080/"))
+        );
+        // CIDv0 becomes base32 CIDv1 (dag-pb).
+        let r = route(
+            &hosts(),
+            "example.com",
+            "http",
+            "/ipfs/QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN/",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            HostRoute::Redirect("http://bafybeiffndsajwhk3lwjewwdxqntmjm4b5wxaaanokonsggenkbw6slwk4.ipfs.example.com/".into())
+        );
+        assert_eq!(
+            route(
+                &hosts(),
+                "127.0.0.1:8080",
+                "http",
+                &format!("/ipfs/{v1}"),
+                None
+            )
+            .unwrap(),
+            HostRoute::Path
+        );
+    }
+
+    #[test]
+    fn subdomain_hosts_serve_content_and_canonicalise() {
+        let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        match route(
+            &hosts(),
+            &format!("{v1}.ipfs.example.com"),
+            "http",
+            "/",
+            None,
+        )
+        .unwrap()
+        {
+            HostRoute::Content(c) => assert_eq!(c.to_string(), v1),
+            other => panic!("{other:?}"),
+        }
+        let too_long = "bafkrgqhhyivzstcz3hhswshfjgy6ertgmnqeleynhwt4dlfsthi4hn7zgh4uvlsb5xncykzapi3ocd4lzogukir6ksdy6wzrnz6ohnv4aglcs";
+        let e = route(
+            &hosts(),
+            "example.com",
+            "http",
+            &format!("/ipfs/{too_long}"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("DNS label length limit of 63"));
+    }
+}

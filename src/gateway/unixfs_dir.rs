@@ -1,0 +1,233 @@
+//! Deserialized UnixFS directories (plain and HAMT-sharded): the trailing-slash redirect,
+//! `index.html`, and a generated HTML listing.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::{Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use super::body::full;
+use super::error::GatewayError;
+use super::headers::set;
+use super::request::GatewayRequest;
+use super::unixfs_file::{self, FileResponse};
+use super::{Body, Gateway};
+use crate::content::{list_directory, resolve, ContentError, DirEntry, Resolved};
+use crate::ipld::unixfs::FsNode;
+
+/// Changes whenever the listing's HTML changes, so cached listings are revalidated.
+const LISTING_VERSION: &str = "cidgate-listing-1";
+
+/// `Cache-Control` of generated listings: their HTML may change with cidgate versions.
+const LISTING_CACHE: &str = "public, max-age=604800, stale-while-revalidate=2678400";
+
+/// What a URL path segment must escape (RFC 3986 pchar, plus `%` itself).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Percent-encodes one path segment.
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Serves the directory at the end of `resolved` (its root block is `node`).
+pub async fn respond(
+    gw: &Gateway,
+    req: &GatewayRequest,
+    resolved: &Resolved,
+    node: FsNode,
+) -> Result<Response<Body>, GatewayError> {
+    if !req.trailing_slash && !req.original_path.ends_with('/') {
+        let mut location = format!("{}/", req.original_path);
+        if let Some(q) = &req.query {
+            location.push('?');
+            location.push_str(q);
+        }
+        let mut resp = Response::new(super::body::empty());
+        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        set(resp.headers_mut(), LOCATION, &location);
+        return Ok(resp);
+    }
+    let dir = resolved.target;
+    // index.html makes the directory a web site.
+    match resolve(gw.source(), dir, &["index.html".to_string()]).await {
+        Ok(index) => {
+            let block = gw.source().get(&index.target).await?;
+            if let FsNode::File { size, .. } = FsNode::decode(index.target.codec(), block.data())
+                .map_err(|e| ContentError::from((index.target, e)))?
+            {
+                return unixfs_file::respond(
+                    gw,
+                    req,
+                    FileResponse {
+                        block,
+                        size,
+                        name: Some("index.html"),
+                        content_type: Some("text/html"),
+                        etag: format!("\"{dir}\""),
+                        roots: &resolved.roots,
+                    },
+                )
+                .await;
+            }
+            return Err(GatewayError::Unprocessable(
+                "index.html is not a file".into(),
+            ));
+        }
+        Err(ContentError::NoLink { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let etag = format!("\"DirIndex-{}_CID-{dir}\"", listing_hash());
+    let mut resp = gw.base_response(req, &resolved.roots, &etag);
+    set(resp.headers_mut(), CACHE_CONTROL, LISTING_CACHE);
+    set(resp.headers_mut(), CONTENT_TYPE, "text/html; charset=utf-8");
+    if gw.not_modified(req, &etag) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    if req.head {
+        return Ok(resp);
+    }
+    let mut entries = list_directory(gw.source(), node).await?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    *resp.body_mut() = full(render(req, resolved, &entries));
+    Ok(resp)
+}
+
+fn listing_hash() -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(LISTING_VERSION.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn render(req: &GatewayRequest, resolved: &Resolved, entries: &[DirEntry]) -> String {
+    let root = resolved.root;
+    // Links are relative to what the browser sees: `/ipfs/{cid}/…` or, on a subdomain, `/…`.
+    let base = if req.subdomain {
+        String::new()
+    } else {
+        format!("/ipfs/{root}")
+    };
+    let root_href = if base.is_empty() {
+        "/".to_string()
+    } else {
+        base.clone()
+    };
+    let mut crumbs = format!("/ipfs/<a href=\"{}\">{}</a>", html_escape(&root_href), root);
+    let mut acc = base.clone();
+    for seg in &req.segments {
+        acc.push('/');
+        acc.push_str(&encode_segment(seg));
+        crumbs.push_str(&format!(
+            "/<a href=\"{}\">{}</a>",
+            html_escape(&acc),
+            html_escape(seg)
+        ));
+    }
+    let here = acc;
+    let mut rows = String::new();
+    if !req.segments.is_empty() {
+        rows.push_str(&format!(
+            "<tr><td class=\"name\"><a href=\"{}/..\">..</a></td><td></td><td></td></tr>\n",
+            html_escape(&here)
+        ));
+    }
+    for e in entries {
+        let href = format!("{here}/{}", encode_segment(&e.name));
+        let size = e.size.map(human_size).unwrap_or_default();
+        rows.push_str(&format!(
+            "<tr><td class=\"name\"><a href=\"{}\">{}</a></td><td class=\"size\">{}</td>\
+<td class=\"cid\"><a class=\"ipfs-hash\" translate=\"no\" href=\"/ipfs/{}?filename={}\">{}</a></td></tr>\n",
+            html_escape(&href),
+            html_escape(&e.name),
+            size,
+            e.cid,
+            html_escape(&encode_segment(&encode_segment(&e.name))),
+            e.cid,
+        ));
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Index of {title}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;line-height:1.4}}
+.crumbs{{word-break:break-all}} table{{border-collapse:collapse;width:100%}}
+td{{padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}}
+td.name{{word-break:break-word}} td.size{{white-space:nowrap;text-align:right;color:#555}}
+td.cid{{font-family:monospace;font-size:.8rem;word-break:break-all;color:#555}}
+@media (max-width:40rem){{td.cid{{display:none}}}}
+</style></head><body>
+<h1>Index of</h1>
+<p class="crumbs">{crumbs}</p>
+<p class="cid">{target}</p>
+<table>
+{rows}</table>
+</body></html>
+"#,
+        title = html_escape(&req.content_path),
+        target = resolved.target,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_and_html_are_escaped() {
+        assert_eq!(encode_segment("a b/ą?#%"), "a%20b%2F%C4%85%3F%23%25");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(human_size(10), "10 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,226 @@
+//! Deserialized UnixFS files: bytes streamed leaf by leaf as each block is verified, with
+//! single and multiple byte ranges that read only the covering blocks.
+
+use bytes::Bytes;
+use cid::Cid;
+use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::body::{channel, BodyError};
+use super::error::GatewayError;
+use super::headers::set;
+use super::range::{self, RangeOutcome};
+use super::request::GatewayRequest;
+use super::sniff;
+use super::{Body, Gateway};
+use crate::content::unixfs_reader::{head_bytes, read_range};
+use crate::ipld::Block;
+
+/// Chunks buffered between the file reader and the socket.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// How the caller wants a file served.
+pub struct FileResponse<'a> {
+    /// The file's root block (already verified).
+    pub block: Block,
+    /// Total file size (from the root block).
+    pub size: u64,
+    /// Name that decides the content type by extension, if any.
+    pub name: Option<&'a str>,
+    /// A fixed content type (e.g. `text/html` for a directory's index.html).
+    pub content_type: Option<&'a str>,
+    /// The `Etag` (strong).
+    pub etag: String,
+    /// `X-Ipfs-Roots`.
+    pub roots: &'a [Cid],
+}
+
+/// Serves a UnixFS file.
+pub async fn respond(
+    gw: &Gateway,
+    req: &GatewayRequest,
+    f: FileResponse<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let mut resp = gw.base_response(req, f.roots, &f.etag);
+    if gw.not_modified(req, &f.etag) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let size = f.size;
+    let if_range_ok = req.if_range.as_deref().is_none_or(|v| {
+        !v.trim_start().starts_with("W/") && super::headers::none_match(v, &f.etag)
+    });
+    let ranges = if if_range_ok && size > 0 {
+        range::parse(req.range.as_deref(), size)
+    } else {
+        RangeOutcome::Full
+    };
+    let ctype = match (f.content_type, size) {
+        (Some(t), _) => t.to_string(),
+        (None, 0) => "text/plain".to_string(),
+        (None, _) => match f.name.and_then(sniff::by_extension) {
+            Some(t) => t,
+            None => sniff::sniff(&head_bytes(gw.source(), &f.block, 1445).await?).to_string(),
+        },
+    };
+    set(resp.headers_mut(), ACCEPT_RANGES, "bytes");
+    if req.filename.is_some() || req.download {
+        let fallback = f.name.unwrap_or("download");
+        gw.set_disposition(resp.headers_mut(), req, fallback, false);
+    }
+    let parts: Vec<(u64, u64)> = match ranges {
+        RangeOutcome::Unsatisfiable => {
+            return Err(GatewayError::RangeNotSatisfiable {
+                reason: format!("no requested range overlaps the {size}-byte file"),
+                size,
+            })
+        }
+        RangeOutcome::Full => {
+            let h = resp.headers_mut();
+            set(h, CONTENT_TYPE, &ctype);
+            set(h, CONTENT_LENGTH, &size.to_string());
+            if size == 0 {
+                return Ok(resp);
+            }
+            vec![(0, size - 1)]
+        }
+        RangeOutcome::Partial(r) if r.len() == 1 => {
+            let (s, e) = r[0];
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = resp.headers_mut();
+            set(h, CONTENT_TYPE, &ctype);
+            set(h, CONTENT_RANGE, &format!("bytes {s}-{e}/{size}"));
+            set(h, CONTENT_LENGTH, &(e - s + 1).to_string());
+            r
+        }
+        RangeOutcome::Partial(r) => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let boundary = boundary(&f.etag, &r);
+            let total: u64 = r
+                .iter()
+                .map(|(s, e)| {
+                    part_header(&boundary, &ctype, *s, *e, size).len() as u64 + (e - s + 1)
+                })
+                .sum::<u64>()
+                + closing(&boundary).len() as u64;
+            let h = resp.headers_mut();
+            set(
+                h,
+                CONTENT_TYPE,
+                &format!("multipart/byteranges; boundary={boundary}"),
+            );
+            set(h, CONTENT_LENGTH, &total.to_string());
+            if !req.head {
+                *resp.body_mut() = stream_multipart(gw, f.block, r, boundary, ctype, size);
+            }
+            return Ok(resp);
+        }
+    };
+    if !req.head {
+        *resp.body_mut() = stream_parts(gw, f.block, parts);
+    }
+    Ok(resp)
+}
+
+/// A multipart boundary derived from the representation and the ranges, so it is stable for
+/// identical requests and cannot be guessed into the content.
+fn boundary(etag: &str, ranges: &[(u64, u64)]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(etag.as_bytes());
+    for (s, e) in ranges {
+        h.update(s.to_le_bytes());
+        h.update(e.to_le_bytes());
+    }
+    let d = h.finalize();
+    format!(
+        "cidgate-{}",
+        d[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn part_header(boundary: &str, ctype: &str, s: u64, e: u64, size: u64) -> Bytes {
+    Bytes::from(format!(
+        "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n"
+    ))
+}
+
+fn closing(boundary: &str) -> Bytes {
+    Bytes::from(format!("\r\n--{boundary}--\r\n"))
+}
+
+fn stream_parts(gw: &Gateway, root: Block, parts: Vec<(u64, u64)>) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(CHANNEL_CHUNKS);
+    let src = gw.source_arc();
+    tokio::spawn(async move {
+        for (s, e) in parts {
+            if !pump(&src, &root, s, e, &tx).await {
+                return;
+            }
+        }
+    });
+    channel(rx)
+}
+
+fn stream_multipart(
+    gw: &Gateway,
+    root: Block,
+    parts: Vec<(u64, u64)>,
+    boundary: String,
+    ctype: String,
+    size: u64,
+) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(CHANNEL_CHUNKS);
+    let src = gw.source_arc();
+    tokio::spawn(async move {
+        for (s, e) in parts {
+            if tx
+                .send(Ok(part_header(&boundary, &ctype, s, e, size)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if !pump(&src, &root, s, e, &tx).await {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(closing(&boundary))).await;
+    });
+    channel(rx)
+}
+
+/// Reads one range into the body channel; false when the body ended (client gone or error).
+pub(crate) async fn pump(
+    src: &std::sync::Arc<dyn crate::tiers::BlockSource>,
+    root: &Block,
+    s: u64,
+    e: u64,
+    tx: &mpsc::Sender<Result<Bytes, BodyError>>,
+) -> bool {
+    let (btx, mut brx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let reader = tokio::spawn(read_range(src.clone(), root.clone(), s, e, btx));
+    while let Some(chunk) = brx.recv().await {
+        if tx.send(Ok(chunk)).await.is_err() {
+            reader.abort();
+            return false;
+        }
+    }
+    match reader.await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => false,
+        Ok(Err(err)) => {
+            tracing::warn!(root = %root.cid(), error = %err, "file stream cut short");
+            let _ = tx.send(Err(Box::new(err))).await;
+            false
+        }
+        Err(join) => {
+            let _ = tx.send(Err(Box::new(join))).await;
+            false
+        }
+    }
+}

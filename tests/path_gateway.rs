@@ -1,0 +1,504 @@
+//! The path gateway (deserialized responses) against the conformance fixtures, over real HTTP.
+
+mod common;
+
+use common::{client, Server};
+
+const FIXTURES: &[&str] = &[
+    "path_gateway_unixfs/dir-with-files.car",
+    "path_gateway_unixfs/dir-with-percent-encoded-filename.car",
+    "path_gateway_unixfs/symlink.car",
+    "dir_listing/fixtures.car",
+    "gateway-cache/fixtures.car",
+    "path_gateway_dag/gateway-json-cbor.car",
+    "path_gateway_dag/dag-cbor-traversal.car",
+    "path_gateway_dag/dag-json-traversal.car",
+    "path_gateway_dag/dag-pb.car",
+    "path_gateway_dag/plain-json.car",
+    "path_gateway_dag/plain-cbor.car",
+    "path_gateway_tar/inside-root.car",
+    "path_gateway_tar/outside-root.car",
+    "trustless_gateway_car/file-3k-and-3-blocks-missing-block.car",
+    "trustless_gateway_car/single-layer-hamt-with-multi-block-files.car",
+    "trustless_gateway_car/subdir-with-mixed-block-files.car",
+    "subdomain_gateway/fixtures.car",
+];
+
+const DIR_WITH_FILES: &str = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy";
+const LISTING: &str = "bafybeig6ka5mlwkl4subqhaiatalkcleo4jgnr3hqwvpmsqfca27cijp3i";
+const LISTING_FILE: &str = "bafkreialihlqnf5uwo4byh4n3cmwlntwqzxxs2fg5vanqdi3d7tb2l5xkm";
+const CACHE_R1: &str = "bafybeib3ffl2teiqdncv3mkz4r23b5ctrwkzrrhctdbne6iboayxuxk5ui";
+const CACHE_R4: &str = "bafybeifq2rzpqnqrsdupncmkmhs3ckxxjhuvdcbvydkgvch3ms24k5lo7q";
+const DAG_CBOR: &str = "bafyreibs4utpgbn7uqegmd2goqz4bkyflre2ek2iwv743fhvylwi4zeeim";
+const DAG_JSON: &str = "baguqeeram5ujjqrwheyaty3w5gdsmoz6vittchvhk723jjqxk7hakxkd47xq";
+const DAG_PB: &str = "bafybeiegxwlgmoh2cny7qlolykdf7aq7g6dlommarldrbm7c4hbckhfcke";
+const PLAIN_JSON: &str = "bagaaierajjsnhsxqlgfrvknlt7z2heoljcgfv37cn45tu7mhmr23x3ekiboq";
+const MISSING: &str = "QmYhmPjhFjYFyaoiuNzYv8WGavpSRDwdHWe5B4M5du5Rtk";
+const HAMT: &str = "bafybeidbclfqleg2uojchspzd4bob56dqetqjsj27gy2cq3klkkgxtpn4i";
+
+async fn get(s: &Server, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut r = client().get(format!("{}{path}", s.url));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.unwrap()
+}
+
+fn hv(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn files_stream_with_type_length_and_etag() {
+    let s = Server::start(FIXTURES);
+    let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/ascii.txt"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(hv(&r, "content-length"), "31");
+    assert_eq!(hv(&r, "accept-ranges"), "bytes");
+    assert_eq!(
+        hv(&r, "cache-control"),
+        "public, max-age=29030400, immutable"
+    );
+    let etag = hv(&r, "etag");
+    assert!(etag.starts_with("\"bafkrei") && etag.ends_with('"'));
+    assert_eq!(r.text().await.unwrap(), "hello application/vnd.ipld.car\n");
+    // A multi-block file, verified leaf by leaf.
+    let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/multiblock.txt"), &[]).await;
+    assert_eq!(hv(&r, "content-length"), "1026");
+    assert_eq!(r.bytes().await.unwrap().len(), 1026);
+    // No name: the type is sniffed from the bytes.
+    let r = get(&s, &format!("/ipfs/{LISTING_FILE}"), &[]).await;
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    // X-Ipfs-Roots lists one CID per path segment.
+    let r = get(
+        &s,
+        &format!("/ipfs/{CACHE_R1}/root2/root3/root4/index.html"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let roots = hv(&r, "x-ipfs-roots");
+    assert_eq!(roots.split(',').count(), 5);
+    assert!(roots.starts_with(CACHE_R1) && roots.contains(CACHE_R4));
+    assert_eq!(
+        hv(&r, "x-ipfs-path"),
+        format!("/ipfs/{CACHE_R1}/root2/root3/root4/index.html")
+    );
+    // HEAD gives the same headers and no body.
+    let r = client()
+        .head(format!("{}/ipfs/{DIR_WITH_FILES}/multiblock.txt", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hv(&r, "content-length"), "1026");
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ranges_read_only_the_covering_blocks() {
+    let s = Server::start(FIXTURES);
+    let f = format!("/ipfs/{DIR_WITH_FILES}/ascii.txt");
+    let r = get(&s, &f, &[("range", "bytes=6-16")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(hv(&r, "content-range"), "bytes 6-16/31");
+    assert_eq!(r.text().await.unwrap(), "application");
+    let r = get(&s, &f, &[("range", "bytes=-3")]).await;
+    assert_eq!(hv(&r, "content-range"), "bytes 28-30/31");
+    let r = get(&s, &f, &[("range", "bytes=0-4,6-16")]).await;
+    assert_eq!(r.status(), 206);
+    let ct = hv(&r, "content-type");
+    assert!(ct.starts_with("multipart/byteranges; boundary="));
+    let len: usize = hv(&r, "content-length").parse().unwrap();
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        body.len(),
+        len,
+        "Content-Length of a multipart body is exact"
+    );
+    assert!(body.contains("Content-Range: bytes 0-4/31\r\n\r\nhello"));
+    assert!(body.contains("Content-Range: bytes 6-16/31\r\n\r\napplication"));
+    assert!(body.ends_with("--\r\n"));
+    let r = get(&s, &f, &[("range", "bytes=31-40")]).await;
+    assert_eq!(r.status(), 416);
+    assert_eq!(hv(&r, "content-range"), "bytes */31");
+    let etag = get(&s, &f, &[]).await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = get(&s, &f, &[("range", "bytes=0-4"), ("if-range", &etag)]).await;
+    assert_eq!(r.status(), 206);
+    let r = get(&s, &f, &[("range", "bytes=0-4"), ("if-range", "\"stale\"")]).await;
+    assert_eq!(r.status(), 200);
+    // The middle block of this file is missing: ranges that avoid it still work.
+    let m = format!("/ipfs/{MISSING}");
+    let r = get(&s, &m, &[("range", "bytes=997-1000")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(hv(&r, "content-range"), "bytes 997-1000/3072");
+    assert_eq!(r.bytes().await.unwrap().len(), 4);
+    let r = get(&s, &m, &[("range", "bytes=2200-2201")]).await;
+    assert_eq!(hv(&r, "content-range"), "bytes 2200-2201/3072");
+    // The whole file cannot be served: the stream is cut, never completed with wrong bytes.
+    let r = get(&s, &m, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err());
+}
+
+#[tokio::test]
+async fn directories_redirect_index_and_list() {
+    let s = Server::start(FIXTURES);
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85/%C4%99?x=1"), &[]).await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        hv(&r, "location"),
+        format!("/ipfs/{LISTING}/%C4%85/%C4%99/?x=1")
+    );
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85/%C4%99/"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(hv(&r, "content-type").starts_with("text/html"));
+    let etag = hv(&r, "etag");
+    assert!(
+        etag.starts_with("\"DirIndex-") && etag.contains("_CID-bafy"),
+        "{etag}"
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Index of"));
+    assert!(html.contains(&format!("<a href=\"/ipfs/{LISTING}/%C4%85\">ą</a>")));
+    assert!(html.contains(&format!(
+        "<a href=\"/ipfs/{LISTING}/%C4%85/%C4%99/..\">..</a>"
+    )));
+    assert!(html.contains(&format!(
+        "<a href=\"/ipfs/{LISTING}/%C4%85/%C4%99/file-%C5%BA%C5%82.txt\">file-źł.txt</a>"
+    )));
+    assert!(html.contains(&format!(
+        "href=\"/ipfs/{LISTING_FILE}?filename=file-%25C5%25BA%25C5%2582.txt\""
+    )));
+    let r = get(
+        &s,
+        &format!("/ipfs/{LISTING}/%C4%85/%C4%99/"),
+        &[("if-none-match", &format!("W/{etag}"))],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
+    // index.html turns a directory into a site; its Etag is the directory's.
+    let r = get(&s, &format!("/ipfs/{CACHE_R1}/root2/root3/root4/"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "etag"), format!("\"{CACHE_R4}\""));
+    assert!(hv(&r, "content-type").starts_with("text/html"));
+    assert!(hv(&r, "x-ipfs-roots").ends_with(CACHE_R4));
+    // HAMT: listing reads every shard; lookups hash the name.
+    let r = get(&s, &format!("/ipfs/{HAMT}/"), &[]).await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains(">685.txt<") && html.contains(">1.txt<"));
+    let r = get(&s, &format!("/ipfs/{HAMT}/685.txt"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get(&s, &format!("/ipfs/{LISTING}/i-do-not-exist"), &[])
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn names_symlinks_and_dispositions() {
+    let s = Server::start(FIXTURES);
+    let r = get(
+        &s,
+        "/ipfs/bafybeig675grnxcmshiuzdaz2xalm6ef4thxxds6o6ypakpghm5kghpc34/Portugal%252C+Espa%C3%B1a=Peninsula%20Ib%C3%A9rica.txt",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = get(
+        &s,
+        "/ipfs/QmWvY6FaqFMS89YAQ9NAPjVP4WZKA1qbHbicc9HeSKQTgt/bar",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "inode/symlink");
+    assert_eq!(r.text().await.unwrap(), "foo");
+    let f = format!("/ipfs/{DIR_WITH_FILES}/ascii.txt");
+    let r = get(&s, &format!("{f}?filename=testтест.pdf"), &[]).await;
+    assert_eq!(
+        hv(&r, "content-disposition"),
+        "inline; filename=\"test____.pdf\"; filename*=UTF-8''test%D1%82%D0%B5%D1%81%D1%82.pdf"
+    );
+    assert_eq!(
+        hv(&r, "content-type"),
+        "application/pdf",
+        "?filename decides the type"
+    );
+    let r = get(&s, &format!("{f}?filename=a.txt&download=true"), &[]).await;
+    assert!(hv(&r, "content-disposition").starts_with("attachment; filename=\"a.txt\""));
+}
+
+#[tokio::test]
+async fn conditional_requests() {
+    let s = Server::start(FIXTURES);
+    let f = format!("/ipfs/{CACHE_R1}/root2/root3/root4/index.html");
+    let etag = hv(&get(&s, &f, &[]).await, "etag");
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"fakeEtag1\", \"fakeEtag2\", {etag}"),
+        "*".into(),
+    ] {
+        assert_eq!(
+            get(&s, &f, &[("if-none-match", &inm)]).await.status(),
+            304,
+            "{inm}"
+        );
+    }
+    assert_eq!(
+        get(&s, &f, &[("if-none-match", "\"nope\"")]).await.status(),
+        200
+    );
+    let cc = [("cache-control", "only-if-cached")];
+    assert_eq!(get(&s, &f, &cc).await.status(), 200);
+    assert_eq!(
+        get(
+            &s,
+            "/ipfs/QmYzfKSE55XCjD1MW128RfciAf2DViABhEiXfgVFMabSjN/x",
+            &cc
+        )
+        .await
+        .status(),
+        412
+    );
+}
+
+#[tokio::test]
+async fn documents_in_their_own_codec_406_otherwise() {
+    let s = Server::start(FIXTURES);
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}"), &[]).await;
+    assert_eq!(hv(&r, "content-type"), "application/vnd.ipld.dag-cbor");
+    assert_eq!(hv(&r, "etag"), format!("\"{DAG_CBOR}.dag-cbor\""));
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}?format=dag-cbor"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(hv(&r, "content-disposition")
+        .starts_with(&format!("attachment; filename=\"{DAG_CBOR}.cbor\"")));
+    let r = get(
+        &s,
+        &format!("/ipfs/{DAG_JSON}"),
+        &[("accept", "application/vnd.ipld.dag-json")],
+    )
+    .await;
+    assert_eq!(hv(&r, "content-type"), "application/vnd.ipld.dag-json");
+    assert!(hv(&r, "content-disposition").starts_with("inline"));
+    for (path, accept) in [
+        (format!("/ipfs/{DAG_CBOR}?format=dag-json"), ""),
+        (format!("/ipfs/{DAG_JSON}"), "application/vnd.ipld.dag-cbor"),
+        (format!("/ipfs/{DAG_PB}?format=dag-json"), ""),
+        (format!("/ipfs/{DAG_PB}?format=json"), ""),
+        (format!("/ipfs/{PLAIN_JSON}?format=dag-json"), ""),
+    ] {
+        let h: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        assert_eq!(get(&s, &path, &h).await.status(), 406, "{path} {accept}");
+    }
+    let r = get(&s, &format!("/ipfs/{PLAIN_JSON}"), &[]).await;
+    assert_eq!(hv(&r, "content-type"), "application/json");
+    // Pathing through links works; into a non-link value is 501.
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}/foo/link"), &[]).await;
+    assert_eq!(r.status(), 200);
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}/foo/object/banana"), &[]).await;
+    assert_eq!(r.status(), 501);
+    // Browsers get an HTML view with links.
+    let r = get(
+        &s,
+        &format!("/ipfs/{DAG_CBOR}/"),
+        &[("accept", "text/html,*/*")],
+    )
+    .await;
+    assert!(hv(&r, "content-type").starts_with("text/html"));
+    assert!(hv(&r, "etag").starts_with("\"DagIndex-"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("class=\"link\" href=\"/ipfs/bafyreig5alecq2l2akgajxywgnv22kuxh6xcagsnelepylqovt4t5jxt6u/\""));
+    // A JSON file inside UnixFS is a file, also for fetch() callers asking for JSON.
+    let r = get(
+        &s,
+        "/ipfs/bafybeiafyvqlazbbbtjnn6how5d6h6l6rxbqc4qgpbmteaiskjrffmyy4a/%C4%85/%C4%99/t.json",
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/json");
+}
+
+#[tokio::test]
+async fn tar_streams_and_refuses_escapes() {
+    let s = Server::start(FIXTURES);
+    let r = get(&s, &format!("/ipfs/{LISTING}?format=tar"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/x-tar");
+    assert_eq!(hv(&r, "etag"), format!("W/\"{LISTING}.x-tar\""));
+    assert!(hv(&r, "content-disposition")
+        .starts_with(&format!("attachment; filename=\"{LISTING}.tar\"")));
+    let bytes = r.bytes().await.unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let mut names = Vec::new();
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        names.push(e.path().unwrap().display().to_string());
+    }
+    assert!(
+        names.contains(&format!("{LISTING}/ą/ę/file-źł.txt")),
+        "{names:?}"
+    );
+    let r = get(
+        &s,
+        "/ipfs/bafybeibfevfxlvxp5vxobr5oapczpf7resxnleb7tkqmdorc4gl5cdva3y",
+        &[("accept", "application/x-tar")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let names: Vec<String> = tar::Archive::new(&bytes[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("foobar/file")),
+        "{names:?}"
+    );
+    let r = get(
+        &s,
+        "/ipfs/bafybeicaj7kvxpcv4neaqzwhrqqmdstu4dhrwfpknrgebq6nzcecfucvyu?format=tar",
+        &[],
+    )
+    .await;
+    let body = r.bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&body)
+        .contains("relative UnixFS paths outside the root are now allowed"));
+    assert!(
+        !body.ends_with(&[0u8; 1024]),
+        "a refused archive has no end marker"
+    );
+    assert_eq!(
+        get(&s, &format!("/ipfs/{DAG_CBOR}?format=tar"), &[])
+            .await
+            .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn cors_and_preflight() {
+    let s = Server::start(FIXTURES);
+    let r = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/ipfs/{DIR_WITH_FILES}/ascii.txt", s.url),
+        )
+        .header("origin", "https://example.net")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "access-control-allow-origin"), "*");
+    assert!(hv(&r, "access-control-allow-methods").contains("GET"));
+    assert!(hv(&r, "access-control-allow-headers").contains("Range"));
+    let r = get(
+        &s,
+        &format!("/ipfs/{DIR_WITH_FILES}/ascii.txt"),
+        &[("origin", "https://example.net")],
+    )
+    .await;
+    let expose = hv(&r, "access-control-expose-headers");
+    for h in ["Content-Range", "Etag", "X-Ipfs-Path", "X-Ipfs-Roots"] {
+        assert!(expose.contains(h), "{h} exposed");
+    }
+}
+
+#[tokio::test]
+async fn subdomain_gateway() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost,example.com")],
+        &[],
+    );
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+    let dir = "bafybeiffndsajwhk3lwjewwdxqntmjm4b5wxaaanokonsggenkbw6slwk4";
+    let sub = |host: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, addr)
+            .build()
+            .unwrap()
+    };
+    // A path request on the gateway host goes to the subdomain (CIDv0 as base32 CIDv1).
+    let r = sub("localhost")
+        .get(format!("http://localhost:{port}/ipfs/{v1}/?a=b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        hv(&r, "location"),
+        format!("http://{v1}.ipfs.localhost:{port}/?a=b")
+    );
+    let r = sub("localhost")
+        .get(format!(
+            "http://localhost:{port}/ipfs/QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN/"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hv(&r, "location"),
+        format!("http://{dir}.ipfs.localhost:{port}/")
+    );
+    let r = sub("localhost")
+        .get(format!("http://localhost:{port}/ipfs/{v1}"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(hv(&r, "location").starts_with("https://"));
+    let too_long = "bafkrgqhhyivzstcz3hhswshfjgy6ertgmnqeleynhwt4dlfsthi4hn7zgh4uvlsb5xncykzapi3ocd4lzogukir6ksdy6wzrnz6ohnv4aglcs";
+    let r = sub("localhost")
+        .get(format!("http://localhost:{port}/ipfs/{too_long}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("DNS label length limit of 63"));
+
+    // The subdomain serves the content at its own root.
+    let host = format!("{v1}.ipfs.localhost");
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello\n");
+    // Behind a proxy the forwarded host decides.
+    let r = client()
+        .get(format!("{}/", s.url))
+        .header("x-forwarded-host", format!("{v1}.ipfs.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello\n");
+    // IP hosts stay path gateways.
+    assert_eq!(get(&s, &format!("/ipfs/{v1}"), &[]).await.status(), 200);
+}
