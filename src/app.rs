@@ -62,7 +62,7 @@ pub async fn ensure_sample(store: &LocalStore) -> anyhow::Result<cid::Cid> {
 
 /// Runs the gateway until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = LocalStore::open(&config.store.dir)?;
+    let store = config.store.open()?;
     let sample = if config.server.sample {
         Some(ensure_sample(&store).await?)
     } else {

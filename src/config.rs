@@ -129,13 +129,23 @@ impl Default for AdminConfig {
 pub struct StoreConfig {
     /// Data directory of the embedded store.
     pub dir: PathBuf,
+    /// Page cache of the store (bounds its resident memory).
+    pub cache: bytesize::ByteSize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("cidgate-data"),
+            cache: bytesize::ByteSize::mib(16),
         }
+    }
+}
+
+impl StoreConfig {
+    /// Opens the store this section describes.
+    pub fn open(&self) -> Result<crate::tiers::local::LocalStore, crate::tiers::local::StoreError> {
+        crate::tiers::local::LocalStore::open_with_cache(&self.dir, self.cache.as_u64() as usize)
     }
 }
 
@@ -237,6 +247,9 @@ impl Config {
         }
         if self.server.max_url_bytes < 256 {
             return bad("server.max_url_bytes", "must be at least 256");
+        }
+        if self.store.cache.as_u64() < 1024 * 1024 {
+            return bad("store.cache", "must be at least 1 MiB");
         }
         if self.store.dir.as_os_str().is_empty() {
             return bad("store.dir", "must not be empty");

@@ -75,6 +75,12 @@ enum Command {
     },
 }
 
+/// mimalloc returns freed memory to the OS promptly and keeps no per-thread arenas of the kind
+/// that make glibc's resident size grow with the number of blocking threads (measured with
+/// loadtest/memory.sh; see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
@@ -158,7 +164,7 @@ fn print_report(name: &str, report: &ImportReport, elapsed: Duration) {
 }
 
 async fn import(config: &Config, files: &[String]) -> anyhow::Result<()> {
-    let store = match LocalStore::open(&config.store.dir) {
+    let store = match config.store.open() {
         Ok(s) => Some(s),
         Err(StoreError::Locked(_)) => None,
         Err(e) => return Err(e.into()),
@@ -314,7 +320,7 @@ impl StoreSink {
 }
 
 async fn add(config: &Config, paths: &[PathBuf], hidden: bool) -> anyhow::Result<()> {
-    let store = LocalStore::open(&config.store.dir).map_err(|e| match e {
+    let store = config.store.open().map_err(|e| match e {
         StoreError::Locked(_) => {
             anyhow::anyhow!("{e}; stop it or use `ipfs-car pack` + `cidgate import`")
         }
@@ -344,7 +350,7 @@ async fn add(config: &Config, paths: &[PathBuf], hidden: bool) -> anyhow::Result
 }
 
 async fn export(config: &Config, target: &str, output: Option<&Path>) -> anyhow::Result<()> {
-    let store = LocalStore::open(&config.store.dir).map_err(|e| match e {
+    let store = config.store.open().map_err(|e| match e {
         StoreError::Locked(_) => {
             anyhow::anyhow!("{e}; fetch /ipfs/{target}?format=car from it instead")
         }

@@ -24,6 +24,9 @@ const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 const STAGING: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("staging");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Page cache of the store when the configuration does not say.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Errors of the embedded store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,12 +113,22 @@ pub fn unix_now() -> u64 {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the store in `dir`, rolling back any interrupted import.
+    /// Opens (creating if needed) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes` (redb's own default is 1 GiB, which
+    /// would make resident memory grow with the content read), rolling back any interrupted
+    /// import.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("cidgate.redb");
-        let db = match Database::create(&path) {
+        let db = match Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(dir.to_path_buf()))
