@@ -96,6 +96,17 @@ fn add_gives_the_same_cids_as_ipfs_car_pack() {
         pack(&[&tree], false, &d.join("t.car")),
         "directory"
     );
+    // Over 1000 entries ipfs-car builds a HAMT directory.
+    let wide = d.join("wide");
+    std::fs::create_dir_all(&wide).unwrap();
+    for i in 0..1200 {
+        std::fs::write(wide.join(format!("file-{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    assert_eq!(
+        add(&store, &[&wide]),
+        pack(&[&wide], false, &d.join("w.car")),
+        "HAMT directory"
+    );
     let a = d.join("tree/hello.txt");
     let b = d.join("tree/nested");
     assert_eq!(

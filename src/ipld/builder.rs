@@ -10,15 +10,16 @@ use prost::Message;
 
 use super::dagpb::{PbLink, PbNode};
 use super::unixfs::{Data, DataType};
-use super::{cid_v1_sha256, Block, DAG_PB, RAW};
+use super::{cid_v1_sha256, hamt, Block, DAG_PB, RAW};
 
 /// Size of a file chunk (one raw leaf).
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 /// Maximum links per file node.
 pub const MAX_LINKS: usize = 1024;
-/// ipfs-car shards directories with more entries than this; cidgate refuses them instead of
-/// producing a CID that would differ.
-pub const MAX_DIRECTORY_ENTRIES: usize = 1000;
+/// Directories with more entries than this become HAMT shards, as `ipfs-car pack` does.
+pub const SHARD_THRESHOLD: usize = 1000;
+/// Fanout of HAMT shards (bit width 8).
+pub const HAMT_FANOUT: u64 = 256;
 
 /// Why a DAG could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -180,15 +181,18 @@ fn file_node(children: &[Entry], sink: &mut dyn BlockSink) -> Result<Entry, Buil
     Ok(entry)
 }
 
-/// Builds a plain UnixFS directory node over named entries.
+/// Builds a UnixFS directory over named entries: a plain node, or a HAMT when it has more than
+/// [`SHARD_THRESHOLD`] entries.
 pub fn directory(
     mut entries: Vec<(String, Entry)>,
     sink: &mut dyn BlockSink,
 ) -> Result<Entry, BuildError> {
-    if entries.len() > MAX_DIRECTORY_ENTRIES {
-        return Err(BuildError::Unsupported(format!(
-            "directories of more than {MAX_DIRECTORY_ENTRIES} entries need HAMT sharding, which `add` does not build yet"
-        )));
+    if entries.len() > SHARD_THRESHOLD {
+        let hashed = entries
+            .into_iter()
+            .map(|(name, e)| (hamt::hash_name(&name), name, e))
+            .collect();
+        return hamt_shard(hashed, 0, sink);
     }
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let data = Data {
@@ -211,6 +215,68 @@ pub fn directory(
         cid: *block.cid(),
         content_size: 0,
         dag_size: block.len() as u64 + entries.iter().map(|(_, e)| e.dag_size).sum::<u64>(),
+    };
+    sink.put(block)?;
+    Ok(entry)
+}
+
+/// One HAMT level: each bucket (a byte of the name's hash) holds its single entry, or a
+/// sub-shard when several names share it. The result does not depend on insertion order.
+fn hamt_shard(
+    entries: Vec<(u64, String, Entry)>,
+    depth: u32,
+    sink: &mut dyn BlockSink,
+) -> Result<Entry, BuildError> {
+    if depth >= 8 {
+        return Err(BuildError::Unsupported(
+            "two names share a 64-bit HAMT hash; the directory cannot be sharded".into(),
+        ));
+    }
+    let mut buckets: std::collections::BTreeMap<u8, Vec<(u64, String, Entry)>> = Default::default();
+    for item in entries {
+        let index = (item.0 >> (56 - 8 * depth)) as u8;
+        buckets.entry(index).or_default().push(item);
+    }
+    let mut bitfield = [0u8; 32];
+    let mut links = Vec::with_capacity(buckets.len());
+    let mut children_size = 0;
+    for (index, mut items) in buckets {
+        bitfield[31 - index as usize / 8] |= 1 << (index % 8);
+        let prefix = format!("{index:02X}");
+        let (name, cid, size) = if items.len() == 1 {
+            let (_, name, e) = items.remove(0);
+            (format!("{prefix}{name}"), e.cid, e.dag_size)
+        } else {
+            let child = hamt_shard(items, depth + 1, sink)?;
+            (prefix, child.cid, child.dag_size)
+        };
+        children_size += size;
+        links.push(PbLink {
+            cid,
+            name: Some(name),
+            tsize: Some(size),
+        });
+    }
+    let first = bitfield
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bitfield.len());
+    let data = Data {
+        r#type: DataType::HamtShard as i32,
+        data: Some(Bytes::copy_from_slice(&bitfield[first..])),
+        hash_type: Some(hamt::MURMUR3_X64_64),
+        fanout: Some(HAMT_FANOUT),
+        ..Default::default()
+    };
+    let node = PbNode {
+        links,
+        data: Some(Bytes::from(data.encode_to_vec())),
+    };
+    let block = make_block(DAG_PB, node.encode());
+    let entry = Entry {
+        cid: *block.cid(),
+        content_size: 0,
+        dag_size: block.len() as u64 + children_size,
     };
     sink.put(block)?;
     Ok(entry)
@@ -364,6 +430,56 @@ mod tests {
                 );
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn large_directories_become_hamts_that_lookups_can_walk() {
+        let mut blocks = Vec::new();
+        let leaf = Entry {
+            cid: cid_v1_sha256(RAW, b"x"),
+            content_size: 1,
+            dag_size: 1,
+        };
+        let entries: Vec<(String, Entry)> = (0..SHARD_THRESHOLD + 1)
+            .map(|i| (format!("f{i}.txt"), leaf))
+            .collect();
+        let root = directory(entries, &mut blocks).unwrap();
+        let root_block = blocks.iter().find(|b| *b.cid() == root.cid).unwrap();
+        let node = super::super::unixfs::FsNode::decode(DAG_PB, root_block.data()).unwrap();
+        let super::super::unixfs::FsNode::HamtShard {
+            links,
+            fanout,
+            hash_type,
+        } = node
+        else {
+            panic!("expected a HAMT")
+        };
+        assert_eq!((fanout, hash_type), (256, hamt::MURMUR3_X64_64));
+        // Every name is found by hashing it, through sub-shards where buckets collide.
+        for i in [0, 500, 1000] {
+            let name = format!("f{i}.txt");
+            let mut links = links.clone();
+            let mut depth = 0;
+            loop {
+                match hamt::step(&links, 256, hamt::MURMUR3_X64_64, &name, depth).unwrap() {
+                    hamt::ShardStep::Found(l) => {
+                        assert_eq!(l.cid, leaf.cid);
+                        break;
+                    }
+                    hamt::ShardStep::Descend(l) => {
+                        let b = blocks.iter().find(|b| *b.cid() == l.cid).unwrap();
+                        let super::super::unixfs::FsNode::HamtShard { links: next, .. } =
+                            super::super::unixfs::FsNode::decode(DAG_PB, b.data()).unwrap()
+                        else {
+                            panic!()
+                        };
+                        links = next;
+                        depth += 1;
+                    }
+                    hamt::ShardStep::Absent => panic!("{name} not found"),
+                }
+            }
         }
     }
 
