@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, AdminHandler};
@@ -34,7 +35,16 @@ impl Handler for GatewayHandler {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
             let start = std::time::Instant::now();
-            let resp = gw.handle(req).await;
+            // A panic is a bug; it must cost one response, not the connection or the process.
+            let resp = match std::panic::AssertUnwindSafe(gw.handle(req)).catch_unwind().await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    tracing::error!(%method, %path, "request handler panicked");
+                    let mut r = http::Response::new(crate::gateway::body::full("internal error\n"));
+                    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }
+            };
             tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "request");
             resp
         })
