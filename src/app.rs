@@ -36,7 +36,10 @@ impl Handler for GatewayHandler {
             let path = req.uri().path().to_string();
             let start = std::time::Instant::now();
             // A panic is a bug; it must cost one response, not the connection or the process.
-            let resp = match std::panic::AssertUnwindSafe(gw.handle(req)).catch_unwind().await {
+            let resp = match std::panic::AssertUnwindSafe(gw.handle(req))
+                .catch_unwind()
+                .await
+            {
                 Ok(resp) => resp,
                 Err(_) => {
                     tracing::error!(%method, %path, "request handler panicked");

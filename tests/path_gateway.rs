@@ -502,3 +502,30 @@ async fn subdomain_gateway() {
     // IP hosts stay path gateways.
     assert_eq!(get(&s, &format!("/ipfs/{v1}"), &[]).await.status(), 200);
 }
+
+#[tokio::test]
+async fn protocol_handler_and_namespace_mistakes() {
+    let s = Server::start(&[]);
+    let r = get(
+        &s,
+        "/ipfs/?uri=ipfs%3A%2F%2Fbafkqaaa%2Fwiki%2Fx%3Fa%3Db",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(hv(&r, "location"), "/ipfs/bafkqaaa/wiki/x?a=b");
+    assert_eq!(
+        get(&s, "/ipfs/?uri=https%3A%2F%2Fexample.com", &[])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(get(&s, "/ipfs/ipfs/bafkqaaa", &[]).await.status(), 400);
+    assert_eq!(
+        get(&s, "/ipfs/bafkqaaa", &[("service-worker", "script")])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(get(&s, "/ipfs/bafkqaaa", &[]).await.status(), 200);
+}

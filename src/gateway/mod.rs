@@ -117,6 +117,31 @@ impl Gateway {
                 "IPNS names are not supported by this gateway".into(),
             ));
         }
+        if path == "/ipfs/" || path == "/ipns/" {
+            if let Some(resp) = protocol_handler_redirect(parts)? {
+                return Ok(resp);
+            }
+        }
+        if let Some(rest) = path.strip_prefix("/ipfs/") {
+            if rest.starts_with("ipfs/") || rest.starts_with("ipns/") {
+                return Err(GatewayError::BadRequest(format!(
+                    "superfluous namespace in {path:?}: did you mean {:?}?",
+                    &path["/ipfs".len()..]
+                )));
+            }
+            // A service worker registered at a content root would control every page under it.
+            let is_root = !rest.is_empty() && !rest.contains('/');
+            if is_root
+                && parts
+                    .headers
+                    .get("service-worker")
+                    .is_some_and(|v| v == "script")
+            {
+                return Err(GatewayError::BadRequest(
+                    "navigator.serviceWorker: registration is not allowed for this scope".into(),
+                ));
+            }
+        }
         if path == "/ipfs" || path.starts_with("/ipfs/") {
             let req = request::parse(parts)?;
             return self.ipfs(&req).await;
@@ -318,6 +343,37 @@ impl Gateway {
             &headers::content_disposition(kind, name),
         );
     }
+}
+
+/// `/ipfs/?uri=ipfs://{cid}/path` (a browser's protocol handler) redirects to the gateway path.
+fn protocol_handler_redirect(
+    parts: &http::request::Parts,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    let Some(uri) = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "uri")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Ok(None);
+    };
+    let target = if let Some(rest) = uri.strip_prefix("ipfs://") {
+        format!("/ipfs/{rest}")
+    } else if let Some(rest) = uri.strip_prefix("ipns://") {
+        format!("/ipns/{rest}")
+    } else {
+        return Err(GatewayError::BadRequest(format!(
+            "uri query parameter {uri:?} must be an ipfs:// or ipns:// URL"
+        )));
+    };
+    if target.contains(['\r', '\n']) || target.starts_with("//") {
+        return Err(GatewayError::BadRequest(
+            "invalid uri query parameter".into(),
+        ));
+    }
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    set(resp.headers_mut(), http::header::LOCATION, &target);
+    Ok(Some(resp))
 }
 
 /// `X-Ipfs-Roots`: comma-separated, no spaces.
