@@ -5,14 +5,26 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
 use futures::FutureExt;
+use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::admin::{Admin, AdminHandler};
 use crate::config::Config;
+use crate::config::HotBackend;
 use crate::gateway::{Gateway, GatewayOptions};
 use crate::server::{self, Handler, Limits, ResponseFuture};
+use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
+use crate::tiers::cache::EdgeCache;
+use crate::tiers::kubo::KuboBackend;
 use crate::tiers::local::{LocalStore, PinReason};
+use crate::tiers::tiered::{CircuitBreaker, TieredSource};
+use crate::tiers::trustless::TrustlessBackend;
+use crate::tiers::BlockSource;
 
 /// File in the data directory that tells other cidgate commands where a running `serve`'s
 /// admin listener is.
@@ -26,20 +38,28 @@ pub fn running_admin_url(data_dir: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-struct GatewayHandler(Gateway);
+struct GatewayHandler {
+    gateway: Gateway,
+    metrics: Arc<Metrics>,
+}
 
 impl Handler for GatewayHandler {
     fn call(&self, req: http::Request<hyper::body::Incoming>, _peer: SocketAddr) -> ResponseFuture {
-        let gw = self.0.clone();
+        let gw = self.gateway.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
-            let start = std::time::Instant::now();
+            let start = Instant::now();
+            metrics.inflight.inc();
+            let trace = RequestTrace::default();
+            let span = tracing::debug_span!("request", %method, %path);
             // A panic is a bug; it must cost one response, not the connection or the process.
-            let resp = match std::panic::AssertUnwindSafe(gw.handle(req))
-                .catch_unwind()
-                .await
-            {
+            let handled = TRACE.scope(
+                trace.clone(),
+                AssertUnwindSafe(gw.handle(req)).catch_unwind(),
+            );
+            let mut resp = match handled.instrument(span).await {
                 Ok(resp) => resp,
                 Err(_) => {
                     tracing::error!(%method, %path, "request handler panicked");
@@ -48,10 +68,108 @@ impl Handler for GatewayHandler {
                     r
                 }
             };
-            tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "request");
-            resp
+            let ttfb = start.elapsed();
+            metrics.ttfb.observe(ttfb.as_secs_f64());
+            let tiers = trace.tiers();
+            if !tiers.is_empty() {
+                let h = resp.headers_mut();
+                crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, &tiers);
+                crate::gateway::headers::set(
+                    h,
+                    crate::gateway::headers::SERVER_TIMING,
+                    &trace.server_timing(),
+                );
+            }
+            let format = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(format_label)
+                .unwrap_or("none");
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    status: resp.status().as_u16(),
+                    format: format.to_string(),
+                })
+                .inc();
+            tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
+            resp.map(|body| counted(body, metrics, start))
         })
     }
+}
+
+/// A short label for the response's media type.
+fn format_label(content_type: &str) -> &'static str {
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/vnd.ipld.raw" => "raw",
+        "application/vnd.ipld.car" => "car",
+        "application/x-tar" => "tar",
+        "application/vnd.ipld.dag-json"
+        | "application/vnd.ipld.dag-cbor"
+        | "application/json"
+        | "application/cbor" => "codec",
+        "text/html" => "html",
+        _ => "file",
+    }
+}
+
+/// Counts body bytes; the request's latency and in-flight count end when the body is dropped.
+fn counted(
+    body: crate::gateway::Body,
+    metrics: Arc<Metrics>,
+    start: Instant,
+) -> crate::gateway::Body {
+    struct Done(Arc<Metrics>, Instant);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.latency.observe(self.1.elapsed().as_secs_f64());
+            self.0.inflight.dec();
+        }
+    }
+    let done = Done(metrics.clone(), start);
+    body.map_frame(move |frame| {
+        let _keep = &done;
+        if let Some(data) = frame.data_ref() {
+            metrics.bytes_served.inc_by(data.len() as u64);
+        }
+        frame
+    })
+    .boxed()
+}
+
+/// The block source of `serve`: edge cache, embedded store, and the configured hot node.
+pub fn tiered_source(
+    config: &Config,
+    store: LocalStore,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<TieredSource>> {
+    let cache = EdgeCache::new(config.cache.memory.as_u64(), metrics.clone())?;
+    let hot = &config.hot;
+    let remote: Option<Arc<dyn BlockSource>> = match hot.backend {
+        HotBackend::Embedded => None,
+        HotBackend::Trustless => Some(Arc::new(TrustlessBackend::new(
+            &hot.url,
+            hot.timeout,
+            metrics.clone(),
+        )?)),
+        HotBackend::Kubo => Some(Arc::new(KuboBackend::new(
+            &hot.url,
+            hot.timeout,
+            metrics.clone(),
+        )?)),
+    };
+    if let Some(r) = &remote {
+        tracing::info!(backend = ?hot.backend, url = %hot.url, tier = r.name(), "remote hot node configured");
+    }
+    Ok(TieredSource::new(
+        cache,
+        Some(store),
+        remote,
+        CircuitBreaker::new(hot.breaker_failures, hot.breaker_cooldown),
+        hot.timeout,
+        metrics,
+    ))
 }
 
 /// Adds the bundled sample to a store that never had it; returns the sample root.
@@ -106,11 +224,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         subdomain_hosts: config.server.subdomain_hosts.clone(),
         tls: tls.is_some(),
     };
-    let gateway = Gateway::new(Arc::new(store.clone()), Some(store.clone()), options);
+    let metrics = Metrics::new();
+    let source = tiered_source(&config, store.clone(), metrics.clone())?;
+    let gateway = Gateway::new(source, options);
     let admin = Arc::new(Admin::new(
         store.clone(),
         config.admin.token.clone(),
         admin_addr,
+        metrics.clone(),
     ));
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
@@ -129,7 +250,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public,
         tls,
         limits.clone(),
-        Arc::new(GatewayHandler(gateway)),
+        Arc::new(GatewayHandler { gateway, metrics }),
         shutdown.clone(),
     ));
     let admin_task = tokio::spawn(server::serve(

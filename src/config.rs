@@ -149,15 +149,64 @@ impl StoreConfig {
     }
 }
 
-/// `[cache]`: filled by the edge-cache work; no keys yet.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `[cache]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {}
+pub struct CacheConfig {
+    /// Bytes of verified blocks the in-memory edge cache may hold.
+    pub memory: bytesize::ByteSize,
+}
 
-/// `[hot]`: filled by the remote hot-node work; no keys yet (the embedded store is the hot tier).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory: bytesize::ByteSize::mib(256),
+        }
+    }
+}
+
+/// Which hot pinning node backs the gateway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotBackend {
+    /// The embedded store in `store.dir`.
+    #[default]
+    Embedded,
+    /// Any trustless gateway (e.g. a Kubo node's gateway port, another cidgate).
+    Trustless,
+    /// A Kubo node's RPC API.
+    Kubo,
+}
+
+/// `[hot]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HotConfig {}
+pub struct HotConfig {
+    /// `embedded`, `trustless` or `kubo`.
+    pub backend: HotBackend,
+    /// Base URL of the remote node (gateway or RPC API) for `trustless` / `kubo`.
+    pub url: String,
+    /// Deadline for one remote call, and for each gap between blocks of a stream.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open circuit skips the node.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        Self {
+            backend: HotBackend::Embedded,
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
 
 /// `[cold]`: filled by the cold-tier work; no keys yet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -247,6 +296,23 @@ impl Config {
         }
         if self.server.max_url_bytes < 256 {
             return bad("server.max_url_bytes", "must be at least 256");
+        }
+        if self.cache.memory.as_u64() < 8 * 1024 * 1024 {
+            return bad(
+                "cache.memory",
+                "must be at least 8 MiB (blocks are up to 2 MiB)",
+            );
+        }
+        if self.hot.backend != HotBackend::Embedded {
+            if !(self.hot.url.starts_with("http://") || self.hot.url.starts_with("https://")) {
+                return bad(
+                    "hot.url",
+                    "must be an http:// or https:// URL for the trustless and kubo backends",
+                );
+            }
+        }
+        if self.hot.timeout.is_zero() {
+            return bad("hot.timeout", "must be more than zero");
         }
         if self.store.cache.as_u64() < 1024 * 1024 {
             return bad("store.cache", "must be at least 1 MiB");

@@ -10,6 +10,8 @@ pub mod config;
 pub mod content;
 pub mod gateway;
 pub mod ipld;
+pub mod path_encoding;
 pub mod sample;
 pub mod server;
+pub mod telemetry;
 pub mod tiers;

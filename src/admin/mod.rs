@@ -15,6 +15,7 @@ use tokio_util::io::StreamReader;
 
 use crate::gateway::{body, Body};
 use crate::server::{Handler, ResponseFuture};
+use crate::telemetry::Metrics;
 use crate::tiers::import::import_car;
 use crate::tiers::local::{LocalStore, PinReason};
 
@@ -23,11 +24,17 @@ pub struct Admin {
     store: LocalStore,
     token: String,
     loopback_only: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Admin {
     /// An admin API over `store`; `listen` decides whether tokenless writes are allowed.
-    pub fn new(store: LocalStore, token: String, listen: SocketAddr) -> Self {
+    pub fn new(
+        store: LocalStore,
+        token: String,
+        listen: SocketAddr,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let loopback_only = listen.ip().is_loopback();
         if token.is_empty() {
             if loopback_only {
@@ -42,6 +49,7 @@ impl Admin {
             store,
             token,
             loopback_only,
+            metrics,
         }
     }
 
@@ -74,6 +82,16 @@ impl Admin {
         let path = req.uri().path().to_string();
         match (req.method().clone(), path.as_str()) {
             (Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok")),
+            (Method::GET, "/metrics") => {
+                let mut r = Response::new(body::full(self.metrics.encode()));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(r)
+            }
             (Method::GET, "/admin/pins") => {
                 let pins = self.store.pins().map_err(internal)?;
                 Ok(json(StatusCode::OK, &pins))
@@ -90,7 +108,7 @@ impl Admin {
                     Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
                 }
             }
-            (_, "/healthz" | "/admin/pins" | "/admin/import") => {
+            (_, "/healthz" | "/metrics" | "/admin/pins" | "/admin/import") => {
                 Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
             }
             _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),

@@ -15,55 +15,7 @@ use crate::ipld::unixfs::FsNode;
 use crate::ipld::{Block, DAG_PB, IDENTITY, RAW};
 use crate::tiers::BlockSource;
 
-/// The `dag-scope` of a CAR request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DagScope {
-    /// Only the terminal block.
-    Block,
-    /// What is needed to use the terminal entity (a whole file, a directory's own blocks).
-    Entity,
-    /// The whole DAG under the terminal element.
-    #[default]
-    All,
-}
-
-impl DagScope {
-    /// The parameter value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DagScope::Block => "block",
-            DagScope::Entity => "entity",
-            DagScope::All => "all",
-        }
-    }
-}
-
-/// An `entity-bytes=from:to` range; negative values count from the end, `to: None` is `*`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntityBytes {
-    /// First byte (inclusive).
-    pub from: i64,
-    /// Last byte (inclusive), or `None` for the end.
-    pub to: Option<i64>,
-}
-
-impl EntityBytes {
-    /// Inclusive byte range within a file of `size` bytes, or `None` when it selects nothing.
-    pub fn resolve(&self, size: u64) -> Option<(u64, u64)> {
-        let size = size as i128;
-        let from = if self.from < 0 {
-            (size + self.from as i128).max(0)
-        } else {
-            self.from as i128
-        };
-        let to = match self.to {
-            None => size - 1,
-            Some(t) if t < 0 => size + t as i128,
-            Some(t) => (t as i128).min(size - 1),
-        };
-        (from <= to && from < size && to >= 0).then_some((from as u64, to as u64))
-    }
-}
+pub use crate::tiers::{DagScope, EntityBytes};
 
 /// What a CAR response selects below the resolved path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -84,6 +84,7 @@ impl From<TierError> for GatewayError {
             TierError::Corrupt { .. } => GatewayError::BadGateway(e.to_string()),
             TierError::Timeout(_) => GatewayError::Timeout(e.to_string()),
             TierError::Unavailable { .. } => GatewayError::Unavailable(e.to_string()),
+            TierError::Upstream { .. } => GatewayError::BadGateway(e.to_string()),
         }
     }
 }

@@ -8,6 +8,10 @@ pub const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 
 /// Header naming the roots of each path segment.
 pub const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
+/// Header naming the tiers that served a response (`cache`, `store`, `hot`, …).
+pub const X_CIDGATE_TIER: HeaderName = HeaderName::from_static("x-cidgate-tier");
+/// Time spent per tier, in the W3C Server-Timing format.
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// Header echoing the content path.
 pub const X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
 

@@ -35,8 +35,7 @@ use request::{GatewayRequest, ResponseFormat};
 use crate::content::{resolve, ContentError};
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
-use crate::tiers::local::LocalStore;
-use crate::tiers::BlockSource;
+use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes};
 
 /// Gateway settings that come from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -51,23 +50,33 @@ pub struct GatewayOptions {
 #[derive(Clone)]
 pub struct Gateway {
     source: Arc<dyn BlockSource>,
-    /// What "held locally" means for `Cache-Control: only-if-cached`.
-    local: Option<LocalStore>,
     options: Arc<GatewayOptions>,
 }
 
 impl Gateway {
-    /// A gateway reading from `source`; `local` answers `only-if-cached`.
-    pub fn new(
-        source: Arc<dyn BlockSource>,
-        local: Option<LocalStore>,
-        options: GatewayOptions,
-    ) -> Self {
+    /// A gateway reading from `source`.
+    pub fn new(source: Arc<dyn BlockSource>, options: GatewayOptions) -> Self {
         Self {
             source,
-            local,
             options: Arc::new(options),
         }
+    }
+
+    /// Tells the block source what a response will read, so a remote tier can stream it.
+    pub async fn prefetch(
+        &self,
+        req: &GatewayRequest,
+        scope: DagScope,
+        entity_bytes: Option<EntityBytes>,
+    ) {
+        self.source
+            .prefetch(&DagRequest {
+                root: req.root,
+                segments: req.segments.clone(),
+                scope,
+                entity_bytes,
+            })
+            .await;
     }
 
     /// The block source.
@@ -151,10 +160,7 @@ impl Gateway {
 
     async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
         if req.only_if_cached {
-            let held = match &self.local {
-                Some(store) => store.has(&req.root).await?,
-                None => false,
-            };
+            let held = self.source.holds_locally(&req.root).await?;
             if !held {
                 return Err(GatewayError::NotCached(format!("\"{}\"", req.content_path)));
             }
@@ -176,6 +182,10 @@ impl Gateway {
 
     /// The path gateway: UnixFS files and directories, symlinks, and documents.
     async fn deserialized(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+        if !req.head {
+            self.prefetch(req, DagScope::Entity, single_range(req.range.as_deref()))
+                .await;
+        }
         let resolved = resolve(self.source(), req.root, &req.segments).await?;
         if !resolved.remainder.is_empty() {
             let rem = resolved.remainder.join("/");
@@ -374,6 +384,27 @@ fn protocol_handler_redirect(
     *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
     set(resp.headers_mut(), http::header::LOCATION, &target);
     Ok(Some(resp))
+}
+
+/// A single `Range: bytes=` range as entity-bytes, so a remote tier sends only its blocks.
+fn single_range(range: Option<&str>) -> Option<EntityBytes> {
+    let spec = range?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: i64 = b.parse().ok()?;
+        return (n > 0).then_some(EntityBytes { from: -n, to: None });
+    }
+    let from: i64 = a.parse().ok()?;
+    let to = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
+    Some(EntityBytes { from, to })
 }
 
 /// `X-Ipfs-Roots`: comma-separated, no spaces.

@@ -25,6 +25,9 @@ pub const OUTSIDE_ROOT: &str =
 
 /// Serves a TAR of the request's UnixFS entity.
 pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+    if !req.head {
+        gw.prefetch(req, crate::tiers::DagScope::All, None).await;
+    }
     let resolved = resolve(gw.source(), req.root, &req.segments).await?;
     let target = resolved.target;
     if target.codec() != DAG_PB && target.codec() != RAW {

@@ -3,7 +3,6 @@
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{Response, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::body::full;
 use super::error::GatewayError;
@@ -13,36 +12,13 @@ use super::unixfs_file::{self, FileResponse};
 use super::{Body, Gateway};
 use crate::content::{list_directory, resolve, ContentError, DirEntry, Resolved};
 use crate::ipld::unixfs::FsNode;
+pub use crate::path_encoding::encode_segment;
 
 /// Changes whenever the listing's HTML changes, so cached listings are revalidated.
 const LISTING_VERSION: &str = "cidgate-listing-1";
 
 /// `Cache-Control` of generated listings: their HTML may change with cidgate versions.
 const LISTING_CACHE: &str = "public, max-age=604800, stale-while-revalidate=2678400";
-
-/// What a URL path segment must escape (RFC 3986 pchar, plus `%` itself).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-/// Percent-encodes one path segment.
-pub fn encode_segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
 
 /// Serves the directory at the end of `resolved` (its root block is `node`).
 pub async fn respond(
@@ -222,7 +198,6 @@ mod tests {
 
     #[test]
     fn segments_and_html_are_escaped() {
-        assert_eq!(encode_segment("a b/ą?#%"), "a%20b%2F%C4%85%3F%23%25");
         assert_eq!(
             html_escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"

@@ -4,8 +4,12 @@
 //! Every source hands out [`Block`]s, which exist only once their bytes were hashed against their
 //! CID (or came from the cache, which admits only such blocks).
 
+pub mod cache;
 pub mod import;
+pub mod kubo;
 pub mod local;
+pub mod tiered;
+pub mod trustless;
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -14,7 +18,7 @@ use crate::ipld::verify::VerifyError;
 use crate::ipld::{Block, IDENTITY};
 
 /// Why a source could not hand out a block.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TierError {
     /// The source does not have the block.
     #[error("block {0} not found")]
@@ -30,9 +34,17 @@ pub enum TierError {
     /// The source took too long.
     #[error("{0} timed out")]
     Timeout(&'static str),
-    /// The source cannot be used right now (down, circuit open, disk error).
+    /// The source cannot be used right now (disk error, overload).
     #[error("{tier} unavailable: {reason}")]
     Unavailable {
+        /// Which source.
+        tier: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A remote tier failed (connection refused, 5xx, circuit open).
+    #[error("{tier} failed: {reason}")]
+    Upstream {
         /// Which source.
         tier: &'static str,
         /// What went wrong.
@@ -47,6 +59,70 @@ impl TierError {
     }
 }
 
+/// The `dag-scope` of a CAR request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DagScope {
+    /// Only the terminal block.
+    Block,
+    /// What is needed to use the terminal entity (a whole file, a directory's own blocks).
+    Entity,
+    /// The whole DAG under the terminal element.
+    #[default]
+    All,
+}
+
+impl DagScope {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DagScope::Block => "block",
+            DagScope::Entity => "entity",
+            DagScope::All => "all",
+        }
+    }
+}
+
+/// An `entity-bytes=from:to` range; negative values count from the end, `to: None` is `*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntityBytes {
+    /// First byte (inclusive).
+    pub from: i64,
+    /// Last byte (inclusive), or `None` for the end.
+    pub to: Option<i64>,
+}
+
+impl EntityBytes {
+    /// Inclusive byte range within a file of `size` bytes, or `None` when it selects nothing.
+    pub fn resolve(&self, size: u64) -> Option<(u64, u64)> {
+        let size = size as i128;
+        let from = if self.from < 0 {
+            (size + self.from as i128).max(0)
+        } else {
+            self.from as i128
+        };
+        let to = match self.to {
+            None => size - 1,
+            Some(t) if t < 0 => size + t as i128,
+            Some(t) => (t as i128).min(size - 1),
+        };
+        (from <= to && from < size && to >= 0).then_some((from as u64, to as u64))
+    }
+}
+
+/// A DAG-shaped request: what a response will read below a root, so that a remote tier can
+/// be asked for all of it as one CAR stream instead of block by block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DagRequest {
+    /// Root CID of the content path.
+    pub root: Cid,
+    /// Path segments below the root.
+    pub segments: Vec<String>,
+    /// The dag-scope the response needs.
+    pub scope: DagScope,
+    /// The entity-bytes range, if any.
+    pub entity_bytes: Option<EntityBytes>,
+}
+
 /// A place blocks come from.
 #[async_trait]
 pub trait BlockSource: Send + Sync + 'static {
@@ -58,6 +134,28 @@ pub trait BlockSource: Send + Sync + 'static {
 
     /// Short name for logs, metrics and the `Server-Timing` header.
     fn name(&self) -> &'static str;
+
+    /// Whether the block is held by this process (cache or local store) — what
+    /// `Cache-Control: only-if-cached` asks. Remote tiers do not count.
+    async fn holds_locally(&self, cid: &Cid) -> Result<bool, TierError> {
+        self.has(cid).await
+    }
+
+    /// Hints that a response is about to read `req`; a tiered source starts fetching it from a
+    /// remote tier as one stream. Sources that hold everything locally ignore it.
+    async fn prefetch(&self, _req: &DagRequest) {}
+
+    /// Streams the verified blocks of `req` from this source to `sink` (remote tiers only).
+    async fn fetch_dag(
+        &self,
+        req: &DagRequest,
+        _sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        Err(TierError::Unavailable {
+            tier: self.name(),
+            reason: format!("no DAG retrieval for {}", req.root),
+        })
+    }
 }
 
 /// The block of an identity CID, whose bytes are inside the CID itself.

@@ -1,0 +1,248 @@
+//! Metrics (Prometheus text on the admin listener) and the per-request record of which tiers
+//! served a response and how long each took (`Server-Timing`, `X-Cidgate-Tier`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of request counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response format (raw, car, deserialized, …).
+    pub format: String,
+}
+
+/// Labels of per-tier series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// Tier name.
+    pub tier: String,
+    /// ok, not_found, error, timeout, corrupt, skipped.
+    pub outcome: String,
+}
+
+/// Label of per-tier latency and verification series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierName {
+    /// Tier name.
+    pub tier: String,
+}
+
+/// Every metric cidgate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by status and format.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time until the response head was ready.
+    pub ttfb: Histogram,
+    /// Time until the handler returned or the body finished, whichever is later.
+    pub latency: Histogram,
+    /// Body bytes sent.
+    pub bytes_served: Counter,
+    /// Requests being handled now.
+    pub inflight: Gauge,
+    /// Block lookups answered by the edge cache.
+    pub cache_hits: Counter,
+    /// Block lookups the edge cache could not answer.
+    pub cache_misses: Counter,
+    /// Blocks evicted from the edge cache.
+    pub cache_evictions: Counter,
+    /// Bytes held by the edge cache.
+    pub cache_bytes: Gauge,
+    /// Fetches per tier and outcome.
+    pub tier_fetches: Family<TierLabels, Counter>,
+    /// Fetch latency per tier.
+    pub tier_latency: Family<TierName, Histogram>,
+    /// Blocks that failed verification, per tier.
+    pub verify_failures: Family<TierName, Counter>,
+    /// Requests that joined a fetch already in flight instead of starting one.
+    pub coalesced_waiters: Counter,
+    /// Bytes received from remote tiers.
+    pub tier_bytes: Family<TierName, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 100 µs … ~50 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 15))
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("cidgate");
+        let m = Metrics {
+            requests: Family::default(),
+            ttfb: seconds_histogram(),
+            latency: seconds_histogram(),
+            bytes_served: Counter::default(),
+            inflight: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            tier_fetches: Family::default(),
+            tier_latency: Family::new_with_constructor(seconds_histogram),
+            verify_failures: Family::default(),
+            coalesced_waiters: Counter::default(),
+            tier_bytes: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "HTTP requests by status and format",
+            m.requests.clone(),
+        );
+        registry.register(
+            "ttfb_seconds",
+            "Time until the response head was ready",
+            m.ttfb.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Total request time including the body",
+            m.latency.clone(),
+        );
+        registry.register("response_bytes", "Body bytes sent", m.bytes_served.clone());
+        registry.register(
+            "inflight_requests",
+            "Requests being handled",
+            m.inflight.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Block lookups answered by the edge cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Block lookups the edge cache could not answer",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Blocks evicted from the edge cache",
+            m.cache_evictions.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the edge cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "tier_fetches",
+            "Block and DAG fetches per tier and outcome",
+            m.tier_fetches.clone(),
+        );
+        registry.register(
+            "tier_fetch_duration_seconds",
+            "Fetch latency per tier",
+            m.tier_latency.clone(),
+        );
+        registry.register(
+            "tier_verification_failures",
+            "Blocks from a tier that did not hash to their CID",
+            m.verify_failures.clone(),
+        );
+        registry.register(
+            "coalesced_waiters",
+            "Requests that joined a fetch already in flight",
+            m.coalesced_waiters.clone(),
+        );
+        registry.register(
+            "tier_bytes",
+            "Block bytes received per tier",
+            m.tier_bytes.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Counts a fetch from `tier`.
+    pub fn fetch(&self, tier: &str, outcome: &str, took: Duration) {
+        self.tier_fetches
+            .get_or_create(&TierLabels {
+                tier: tier.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.tier_latency
+            .get_or_create(&TierName {
+                tier: tier.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a verification failure from `tier`.
+    pub fn verify_failure(&self, tier: &str) {
+        self.verify_failures
+            .get_or_create(&TierName {
+                tier: tier.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Which tiers served one request and for how long (before its head was sent).
+#[derive(Clone, Default)]
+pub struct RequestTrace {
+    inner: Arc<Mutex<Vec<(&'static str, Duration)>>>,
+}
+
+impl RequestTrace {
+    /// Adds time spent in `tier`.
+    pub fn record(&self, tier: &'static str, took: Duration) {
+        if let Ok(mut v) = self.inner.lock() {
+            match v.iter_mut().find(|(t, _)| *t == tier) {
+                Some((_, d)) => *d += took,
+                None => v.push((tier, took)),
+            }
+        }
+    }
+
+    /// `Server-Timing` value: one metric per tier with its total duration in milliseconds.
+    pub fn server_timing(&self) -> String {
+        self.inner
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|(t, d)| format!("{t};dur={:.3}", d.as_secs_f64() * 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// The tiers, fastest first as recorded, for `X-Cidgate-Tier`.
+    pub fn tiers(&self) -> String {
+        self.inner
+            .lock()
+            .map(|v| v.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    }
+}
+
+tokio::task_local! {
+    /// The trace of the request being handled on this task.
+    pub static TRACE: RequestTrace;
+}
+
+/// Records tier time into the current request's trace, if there is one.
+pub fn trace(tier: &'static str, took: Duration) {
+    let _ = TRACE.try_with(|t| t.record(tier, took));
+}

@@ -1,0 +1,234 @@
+//! A Kubo node (or anything speaking the Kubo RPC API) as the hot pinning node: blocks through
+//! `/api/v0/block/get`, presence through `/api/v0/block/stat`, whole DAGs through
+//! `/api/v0/dag/export`. Nodes print CIDs in other bases, so only multihashes are compared.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
+use tokio_util::codec::FramedRead;
+use tokio_util::io::StreamReader;
+
+use super::trustless::outcome;
+use super::{BlockSource, DagRequest, DagScope, TierError};
+use crate::ipld::car::{CarDecoder, CarItem};
+use crate::ipld::{Block, MAX_BLOCK_SIZE};
+use crate::telemetry::{Metrics, TierName};
+
+const TIER: &str = "hot";
+
+/// A Kubo RPC hot node.
+pub struct KuboBackend {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+fn upstream(reason: String) -> TierError {
+    TierError::Upstream { tier: TIER, reason }
+}
+
+fn request_error(e: reqwest::Error) -> TierError {
+    if e.is_timeout() {
+        TierError::Timeout(TIER)
+    } else {
+        upstream(e.to_string())
+    }
+}
+
+/// Kubo answers a missing block with 500 and a JSON message; tell "missing" from "broken".
+fn missing_message(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    b.contains("not found")
+        || b.contains("could not find")
+        || b.contains("no such")
+        || b.contains("not available")
+}
+
+impl KuboBackend {
+    /// A backend for the RPC API at `base` (e.g. `http://127.0.0.1:5001`).
+    pub fn new(base: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, TierError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| upstream(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            timeout,
+            metrics,
+        })
+    }
+
+    async fn rpc(&self, command: &str, arg: &str) -> Result<reqwest::Response, TierError> {
+        // offline=true: a Kubo node must answer from its own store, not search the network.
+        let url = format!("{}/api/v0/{command}", self.base);
+        let resp = self
+            .client
+            .post(url)
+            .query(&[("arg", arg), ("offline", "true")])
+            .send()
+            .await
+            .map_err(request_error)?;
+        Ok(resp)
+    }
+
+    async fn fetch_block(&self, cid: &Cid) -> Result<Block, TierError> {
+        let resp = self.rpc("block/get", &cid.to_string()).await?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(if missing_message(&text) {
+                TierError::NotFound(*cid)
+            } else {
+                upstream(format!("block/get: {}", text.trim()))
+            });
+        }
+        let mut body = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(request_error)?;
+            if body.len() + chunk.len() > MAX_BLOCK_SIZE {
+                return Err(upstream(format!(
+                    "block/get sent more than {MAX_BLOCK_SIZE} bytes for {cid}"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.metrics
+            .tier_bytes
+            .get_or_create(&TierName { tier: TIER.into() })
+            .inc_by(body.len() as u64);
+        Block::verified(*cid, body.freeze()).map_err(|error| {
+            self.metrics.verify_failure(TIER);
+            tracing::warn!(%cid, %error, base = %self.base, "Kubo node sent a block that does not match its CID");
+            TierError::Corrupt { tier: TIER, error }
+        })
+    }
+
+    /// The CID a content path resolves to on the node.
+    async fn resolve(&self, req: &DagRequest) -> Result<Cid, TierError> {
+        if req.segments.is_empty() {
+            return Ok(req.root);
+        }
+        let path = format!("/ipfs/{}/{}", req.root, req.segments.join("/"));
+        let resp = self.rpc("dag/resolve", &path).await?;
+        if !resp.status().is_success() {
+            return Err(TierError::NotFound(req.root));
+        }
+        let body = resp.bytes().await.map_err(request_error)?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| upstream(format!("dag/resolve answer: {e}")))?;
+        let rem = v.get("RemPath").and_then(|r| r.as_str()).unwrap_or("");
+        let cid = v
+            .get("Cid")
+            .and_then(|c| c.get("/"))
+            .and_then(|c| c.as_str())
+            .and_then(|c| Cid::try_from(c).ok())
+            .ok_or_else(|| upstream("dag/resolve answered without a CID".into()))?;
+        if !rem.is_empty() {
+            return Err(upstream(format!("dag/resolve left {rem:?} unresolved")));
+        }
+        Ok(cid)
+    }
+
+    async fn export(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        let target = self.resolve(req).await?;
+        let resp = self.rpc("dag/export", &target.to_string()).await?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(if missing_message(&text) {
+                TierError::NotFound(target)
+            } else {
+                upstream(format!("dag/export: {}", text.trim()))
+            });
+        }
+        let reader = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
+        let mut frames = FramedRead::new(reader, CarDecoder::new());
+        let counter = self
+            .metrics
+            .tier_bytes
+            .get_or_create(&TierName { tier: TIER.into() })
+            .clone();
+        loop {
+            let item = match tokio::time::timeout(self.timeout, frames.next()).await {
+                Err(_) => return Err(TierError::Timeout(TIER)),
+                Ok(None) => return Ok(()),
+                Ok(Some(item)) => item.map_err(|e| upstream(format!("dag/export stream: {e}")))?,
+            };
+            if let CarItem::Block(cid, data) = item {
+                counter.inc_by(data.len() as u64);
+                let block = Block::verified(cid, data).map_err(|error| {
+                    self.metrics.verify_failure(TIER);
+                    TierError::Corrupt { tier: TIER, error }
+                })?;
+                sink(block);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlockSource for KuboBackend {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, self.fetch_block(cid)).await {
+            Ok(r) => r,
+            Err(_) => Err(TierError::Timeout(TIER)),
+        };
+        self.metrics.fetch(TIER, outcome(&result), start.elapsed());
+        result
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        let resp = tokio::time::timeout(self.timeout, self.rpc("block/stat", &cid.to_string()))
+            .await
+            .map_err(|_| TierError::Timeout(TIER))??;
+        if resp.status().is_success() {
+            return Ok(true);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        if missing_message(&text) {
+            Ok(false)
+        } else {
+            Err(upstream(format!("block/stat: {}", text.trim())))
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        TIER
+    }
+
+    async fn fetch_dag(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        // dag/export sends a whole DAG: right for whole files and CARs, wasteful for a byte
+        // range or a single block, which are fetched block by block instead.
+        if req.entity_bytes.is_some() || req.scope == DagScope::Block {
+            return Err(upstream("dag/export cannot select a part of a DAG".into()));
+        }
+        self.export(req, sink).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_blocks_are_told_from_failures() {
+        assert!(super::missing_message(
+            r#"{"Message":"block was not found locally (offline): ipld: could not find QmX","Code":0}"#
+        ));
+        assert!(!super::missing_message(
+            r#"{"Message":"context deadline exceeded"}"#
+        ));
+    }
+}

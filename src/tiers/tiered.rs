@@ -1,0 +1,411 @@
+//! The tiered block source: edge cache → embedded store → remote hot node (→ cold tier, later),
+//! filling the faster tiers on the way back.
+//!
+//! Two kinds of coalescing keep upstream traffic to one fetch per missing thing:
+//! - **blocks**: concurrent misses for one multihash share a single upstream request;
+//! - **DAGs**: a response that will read a DAG (a file, a CAR, a TAR) first asks the remote tier
+//!   for all of it as one CAR stream ([`BlockSource::prefetch`]). Identical requests join the
+//!   stream in flight. Each arriving block is verified, cached, and handed at once to whoever
+//!   waits for it (a tee, not wait-for-whole); the links of arrived blocks tell which CIDs the
+//!   stream is expected to bring, so only those waits are parked on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cid::Cid;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use multihash::Multihash;
+use tokio::sync::oneshot;
+
+use super::cache::EdgeCache;
+use super::local::LocalStore;
+use super::{identity_block, BlockSource, DagRequest, TierError};
+use crate::ipld::{codec, Block};
+use crate::telemetry::{trace, Metrics};
+
+type Mh = Multihash<64>;
+type SharedFetch = Shared<BoxFuture<'static, Result<Block, TierError>>>;
+
+/// Trips after consecutive failures of the remote hot node and skips it for a while, so a dead
+/// or overloaded node costs one timeout, not one per request.
+pub struct CircuitBreaker {
+    failures: AtomicU32,
+    threshold: u32,
+    cooldown: Duration,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl CircuitBreaker {
+    /// Opens after `threshold` consecutive failures, for `cooldown`.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            failures: AtomicU32::new(0),
+            threshold: threshold.max(1),
+            cooldown,
+            open_until: Mutex::new(None),
+        }
+    }
+
+    /// Whether a call may go through now (half-open after the cooldown: one probe at a time).
+    pub fn allow(&self) -> bool {
+        let Ok(mut guard) = self.open_until.lock() else {
+            return true;
+        };
+        match *guard {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                // Let this probe through; keep others out until it reports back.
+                *guard = Some(Instant::now() + self.cooldown);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The node answered (found or not found).
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if let Ok(mut g) = self.open_until.lock() {
+            *g = None;
+        }
+    }
+
+    /// The node failed or timed out.
+    pub fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            if let Ok(mut g) = self.open_until.lock() {
+                if g.is_none() {
+                    tracing::warn!(failures = n, cooldown = ?self.cooldown, "hot node circuit open");
+                }
+                *g = Some(Instant::now() + self.cooldown);
+            }
+        }
+    }
+
+    /// Whether the circuit is open now.
+    pub fn is_open(&self) -> bool {
+        self.open_until
+            .lock()
+            .map(|g| g.is_some_and(|u| Instant::now() < u))
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Default)]
+struct Flights {
+    next_id: u64,
+    active: HashMap<DagRequest, u64>,
+    /// CIDs an active DAG stream is expected to bring, and which stream.
+    expected: HashMap<Mh, u64>,
+    by_flight: HashMap<u64, Vec<Mh>>,
+    waiters: HashMap<Mh, Vec<oneshot::Sender<Option<Block>>>>,
+}
+
+/// The tiered block source.
+pub struct TieredSource {
+    cache: EdgeCache,
+    local: Option<LocalStore>,
+    remote: Option<Arc<dyn BlockSource>>,
+    breaker: Arc<CircuitBreaker>,
+    remote_timeout: Duration,
+    inflight: Mutex<HashMap<Mh, SharedFetch>>,
+    flights: Arc<Mutex<Flights>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TieredSource {
+    /// Cache in front of the local store and, optionally, a remote hot node.
+    pub fn new(
+        cache: EdgeCache,
+        local: Option<LocalStore>,
+        remote: Option<Arc<dyn BlockSource>>,
+        breaker: CircuitBreaker,
+        remote_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cache,
+            local,
+            remote,
+            breaker: Arc::new(breaker),
+            remote_timeout,
+            inflight: Mutex::new(HashMap::new()),
+            flights: Arc::new(Mutex::new(Flights::default())),
+            metrics,
+        })
+    }
+
+    /// The edge cache.
+    pub fn cache(&self) -> &EdgeCache {
+        &self.cache
+    }
+
+    /// The remote hot node's circuit breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    async fn from_local(&self, cid: &Cid) -> Option<Block> {
+        let store = self.local.as_ref()?;
+        let start = Instant::now();
+        let r = store.get(cid).await;
+        let took = start.elapsed();
+        self.metrics
+            .fetch("store", super::trustless::outcome(&r), took);
+        match r {
+            Ok(b) => {
+                trace("store", took);
+                Some(b)
+            }
+            Err(TierError::NotFound(_)) => None,
+            Err(e) => {
+                // A corrupt or unreadable local block is not fatal: a remote tier may have it.
+                tracing::warn!(%cid, error = %e, "store read failed");
+                None
+            }
+        }
+    }
+
+    /// Waits for `cid` if an active DAG stream is expected to bring it.
+    async fn from_flight(&self, cid: &Cid) -> Option<Block> {
+        let rx = {
+            let mut f = self.flights.lock().ok()?;
+            if !f.expected.contains_key(cid.hash()) {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            f.waiters.entry(*cid.hash()).or_default().push(tx);
+            rx
+        };
+        // It may have arrived between the cache miss and registering.
+        if let Some(b) = self.cache.get(cid) {
+            return Some(b);
+        }
+        self.metrics.coalesced_waiters.inc();
+        let start = Instant::now();
+        let got = tokio::time::timeout(self.remote_timeout, rx)
+            .await
+            .ok()?
+            .ok()??;
+        trace("hot", start.elapsed());
+        Some(Block::already_verified(*cid, got.data().clone()))
+    }
+
+    /// One upstream block fetch per multihash, shared by every concurrent caller.
+    async fn from_remote(&self, cid: &Cid) -> Result<Block, TierError> {
+        let Some(remote) = self.remote.clone() else {
+            return Err(TierError::NotFound(*cid));
+        };
+        let (fut, joined) = {
+            let mut inflight = self.inflight.lock().map_err(|_| TierError::Unavailable {
+                tier: "hot",
+                reason: "lock poisoned".into(),
+            })?;
+            match inflight.get(cid.hash()) {
+                Some(f) => (f.clone(), true),
+                None => {
+                    if !self.breaker.allow() {
+                        return Err(TierError::Upstream {
+                            tier: "hot",
+                            reason: "circuit open after repeated failures; retry later".into(),
+                        });
+                    }
+                    let c = *cid;
+                    let fut = async move { remote.get(&c).await }.boxed().shared();
+                    inflight.insert(*cid.hash(), fut.clone());
+                    (fut, false)
+                }
+            }
+        };
+        if joined {
+            self.metrics.coalesced_waiters.inc();
+        }
+        let start = Instant::now();
+        let result = fut.await;
+        if !joined {
+            if let Ok(mut inflight) = self.inflight.lock() {
+                inflight.remove(cid.hash());
+            }
+            match &result {
+                Ok(_) | Err(TierError::NotFound(_)) => self.breaker.success(),
+                Err(TierError::Corrupt { .. }) => self.breaker.failure(),
+                Err(_) => self.breaker.failure(),
+            }
+            if let Ok(b) = &result {
+                self.cache.insert(b);
+            }
+        }
+        trace("hot", start.elapsed());
+        result.map(|b| Block::already_verified(*cid, b.data().clone()))
+    }
+
+    fn deliver(flights: &Mutex<Flights>, cache: &EdgeCache, id: u64, block: Block) {
+        cache.insert(&block);
+        let links = codec::links(block.cid(), block.data()).unwrap_or_default();
+        let Ok(mut f) = flights.lock() else { return };
+        let mh = *block.cid().hash();
+        if f.expected.get(&mh) == Some(&id) {
+            f.expected.remove(&mh);
+        }
+        for l in links {
+            let lm = *l.hash();
+            if !cache.contains(&l) {
+                f.expected.insert(lm, id);
+                f.by_flight.entry(id).or_default().push(lm);
+            }
+        }
+        if let Some(ws) = f.waiters.remove(&mh) {
+            for w in ws {
+                let _ = w.send(Some(block.clone()));
+            }
+        }
+    }
+
+    fn land(flights: &Mutex<Flights>, req: &DagRequest, id: u64) {
+        let Ok(mut f) = flights.lock() else { return };
+        if f.active.get(req) == Some(&id) {
+            f.active.remove(req);
+        }
+        for mh in f.by_flight.remove(&id).unwrap_or_default() {
+            if f.expected.get(&mh) == Some(&id) {
+                f.expected.remove(&mh);
+                // Nothing else will bring it: let the waiters fall back to a block fetch.
+                if let Some(ws) = f.waiters.remove(&mh) {
+                    for w in ws {
+                        let _ = w.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlockSource for TieredSource {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        if let Some(b) = identity_block(cid) {
+            return Ok(b);
+        }
+        let start = Instant::now();
+        if let Some(b) = self.cache.get(cid) {
+            trace("cache", start.elapsed());
+            return Ok(b);
+        }
+        if let Some(b) = self.from_local(cid).await {
+            self.cache.insert(&b);
+            return Ok(b);
+        }
+        if let Some(b) = self.from_flight(cid).await {
+            return Ok(b);
+        }
+        self.from_remote(cid).await
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        if identity_block(cid).is_some() || self.cache.contains(cid) {
+            return Ok(true);
+        }
+        if let Some(store) = &self.local {
+            if store.has(cid).await? {
+                return Ok(true);
+            }
+        }
+        match &self.remote {
+            Some(r) if self.breaker.allow() => match r.has(cid).await {
+                Ok(h) => {
+                    self.breaker.success();
+                    Ok(h)
+                }
+                Err(e) => {
+                    self.breaker.failure();
+                    Err(e)
+                }
+            },
+            Some(_) => Err(TierError::Upstream {
+                tier: "hot",
+                reason: "circuit open after repeated failures; retry later".into(),
+            }),
+            None => Ok(false),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "tiered"
+    }
+
+    async fn holds_locally(&self, cid: &Cid) -> Result<bool, TierError> {
+        if identity_block(cid).is_some() || self.cache.contains(cid) {
+            return Ok(true);
+        }
+        match &self.local {
+            Some(store) => store.has(cid).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn prefetch(&self, req: &DagRequest) {
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
+        // Content held here needs no stream (a missing block deeper down is fetched alone).
+        if self.cache.contains(&req.root) {
+            return;
+        }
+        if let Some(store) = &self.local {
+            if store.has(&req.root).await.unwrap_or(false) {
+                return;
+            }
+        }
+        if !self.breaker.allow() {
+            return;
+        }
+        let id = {
+            let Ok(mut f) = self.flights.lock() else {
+                return;
+            };
+            if f.active.contains_key(req) {
+                self.metrics.coalesced_waiters.inc();
+                return;
+            }
+            f.next_id += 1;
+            let id = f.next_id;
+            f.active.insert(req.clone(), id);
+            f.expected.insert(*req.root.hash(), id);
+            f.by_flight.entry(id).or_default().push(*req.root.hash());
+            id
+        };
+        let flights = self.flights.clone();
+        let cache = self.cache.clone();
+        let req = req.clone();
+        let metrics = self.metrics.clone();
+        let breaker = self.breaker.clone();
+        tokio::spawn(async move {
+            let mut sink = |block: Block| TieredSource::deliver(&flights, &cache, id, block);
+            let result = remote.fetch_dag(&req, &mut sink).await;
+            match &result {
+                Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
+                Err(e) => {
+                    tracing::debug!(root = %req.root, error = %e, "DAG stream from the hot node ended early");
+                    if matches!(
+                        e,
+                        TierError::Upstream { .. }
+                            | TierError::Timeout(_)
+                            | TierError::Corrupt { .. }
+                    ) {
+                        breaker.failure();
+                    }
+                }
+            }
+            metrics.fetch(
+                "hot-dag",
+                super::trustless::outcome(&result),
+                Duration::ZERO,
+            );
+            TieredSource::land(&flights, &req, id);
+        });
+    }
+}

@@ -1,0 +1,223 @@
+//! A remote hot node reached through the trustless gateway protocol (a Kubo node's gateway port,
+//! another cidgate, any trustless gateway). Blocks come as `?format=raw`, DAGs as a CAR stream;
+//! `Cache-Control: only-if-cached` makes a node that lacks the content answer at once instead of
+//! going to the network. Every block is verified before it is handed on.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
+use http::StatusCode;
+use tokio_util::codec::FramedRead;
+use tokio_util::io::StreamReader;
+
+use super::{BlockSource, DagRequest, TierError};
+use crate::ipld::car::{CarDecoder, CarItem};
+use crate::ipld::{Block, MAX_BLOCK_SIZE};
+use crate::path_encoding::encode_segment;
+use crate::telemetry::Metrics;
+
+const TIER: &str = "hot";
+
+/// A trustless-gateway hot node.
+pub struct TrustlessBackend {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl TrustlessBackend {
+    /// A backend for the gateway at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, TierError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| upstream(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            timeout,
+            metrics,
+        })
+    }
+
+    fn status_error(status: StatusCode, cid: &Cid) -> TierError {
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::PRECONDITION_FAILED => {
+                TierError::NotFound(*cid)
+            }
+            StatusCode::GATEWAY_TIMEOUT => TierError::Timeout(TIER),
+            s => upstream(format!("answered {s}")),
+        }
+    }
+
+    async fn fetch_block(&self, cid: &Cid) -> Result<Block, TierError> {
+        let resp = self
+            .client
+            .get(format!("{}/ipfs/{cid}?format=raw", self.base))
+            .header("accept", "application/vnd.ipld.raw")
+            .header("cache-control", "only-if-cached")
+            .send()
+            .await
+            .map_err(request_error)?;
+        if !resp.status().is_success() {
+            return Err(Self::status_error(resp.status(), cid));
+        }
+        let mut body = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(request_error)?;
+            if body.len() + chunk.len() > MAX_BLOCK_SIZE {
+                return Err(upstream(format!(
+                    "sent more than {MAX_BLOCK_SIZE} bytes for {cid}"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.metrics
+            .tier_bytes
+            .get_or_create(&crate::telemetry::TierName { tier: TIER.into() })
+            .inc_by(body.len() as u64);
+        self.verify(*cid, body.freeze())
+    }
+
+    fn verify(&self, cid: Cid, data: Bytes) -> Result<Block, TierError> {
+        Block::verified(cid, data).map_err(|error| {
+            self.metrics.verify_failure(TIER);
+            tracing::warn!(%cid, %error, base = %self.base, "hot node sent a block that does not match its CID");
+            TierError::Corrupt { tier: TIER, error }
+        })
+    }
+
+    fn dag_url(&self, req: &DagRequest) -> String {
+        let mut url = format!("{}/ipfs/{}", self.base, req.root);
+        for s in &req.segments {
+            url.push('/');
+            url.push_str(&encode_segment(s));
+        }
+        url.push_str(&format!("?format=car&dag-scope={}", req.scope.as_str()));
+        if let Some(eb) = req.entity_bytes {
+            let to = eb.to.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
+            url.push_str(&format!("&entity-bytes={}:{to}", eb.from));
+        }
+        url
+    }
+}
+
+fn upstream(reason: String) -> TierError {
+    TierError::Upstream { tier: TIER, reason }
+}
+
+fn request_error(e: reqwest::Error) -> TierError {
+    if e.is_timeout() {
+        TierError::Timeout(TIER)
+    } else {
+        upstream(e.to_string())
+    }
+}
+
+#[async_trait]
+impl BlockSource for TrustlessBackend {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, self.fetch_block(cid)).await {
+            Ok(r) => r,
+            Err(_) => Err(TierError::Timeout(TIER)),
+        };
+        self.metrics.fetch(TIER, outcome(&result), start.elapsed());
+        result
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        let resp = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .head(format!("{}/ipfs/{cid}?format=raw", self.base))
+                .header("accept", "application/vnd.ipld.raw")
+                .header("cache-control", "only-if-cached")
+                .send(),
+        )
+        .await
+        .map_err(|_| TierError::Timeout(TIER))?
+        .map_err(request_error)?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            s => match Self::status_error(s, cid) {
+                TierError::NotFound(_) => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        TIER
+    }
+
+    async fn fetch_dag(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        self.stream_car(req, sink).await
+    }
+}
+
+impl TrustlessBackend {
+    async fn stream_car(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        let send = self
+            .client
+            .get(self.dag_url(req))
+            .header(
+                "accept",
+                "application/vnd.ipld.car; version=1; order=dfs; dups=n",
+            )
+            .header("cache-control", "only-if-cached")
+            .send();
+        let resp = tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| TierError::Timeout(TIER))?
+            .map_err(request_error)?;
+        if !resp.status().is_success() {
+            return Err(Self::status_error(resp.status(), &req.root));
+        }
+        let reader = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
+        let mut frames = FramedRead::new(reader, CarDecoder::new());
+        let bytes_counter = self
+            .metrics
+            .tier_bytes
+            .get_or_create(&crate::telemetry::TierName { tier: TIER.into() })
+            .clone();
+        loop {
+            // Each gap between blocks gets the whole timeout; a stalled node does not hang us.
+            let item = match tokio::time::timeout(self.timeout, frames.next()).await {
+                Err(_) => return Err(TierError::Timeout(TIER)),
+                Ok(None) => return Ok(()),
+                Ok(Some(item)) => item.map_err(|e| upstream(format!("CAR stream: {e}")))?,
+            };
+            if let CarItem::Block(cid, data) = item {
+                bytes_counter.inc_by(data.len() as u64);
+                sink(self.verify(cid, data)?);
+            }
+        }
+    }
+}
+
+/// The metric outcome label of a fetch result.
+pub fn outcome<T>(r: &Result<T, TierError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(TierError::NotFound(_)) => "not_found",
+        Err(TierError::Timeout(_)) => "timeout",
+        Err(TierError::Corrupt { .. }) => "corrupt",
+        Err(_) => "error",
+    }
+}
