@@ -303,13 +303,13 @@ impl Config {
                 "must be at least 8 MiB (blocks are up to 2 MiB)",
             );
         }
-        if self.hot.backend != HotBackend::Embedded {
-            if !(self.hot.url.starts_with("http://") || self.hot.url.starts_with("https://")) {
-                return bad(
-                    "hot.url",
-                    "must be an http:// or https:// URL for the trustless and kubo backends",
-                );
-            }
+        let remote = self.hot.backend != HotBackend::Embedded;
+        if remote && !(self.hot.url.starts_with("http://") || self.hot.url.starts_with("https://"))
+        {
+            return bad(
+                "hot.url",
+                "must be an http:// or https:// URL for the trustless and kubo backends",
+            );
         }
         if self.hot.timeout.is_zero() {
             return bad("hot.timeout", "must be more than zero");

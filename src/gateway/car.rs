@@ -86,13 +86,9 @@ pub async fn respond(
         super::headers::X_IPFS_ROOTS,
         &super::roots_header(&resolved.roots),
     );
-    // The status is committed once headers go out: make sure the entity exists first.
-    if !gw.source().has(&resolved.target).await? {
-        return Err(GatewayError::NotFound(format!(
-            "block {} not found",
-            resolved.target
-        )));
-    }
+    // The status is committed once headers go out: the entity's own block must be here and
+    // verified first, so that a missing or lying source is a clean 404 / 502.
+    gw.source().get(&resolved.target).await?;
     if req.head {
         return Ok(resp);
     }

@@ -149,7 +149,7 @@ impl TieredSource {
         &self.breaker
     }
 
-    async fn from_local(&self, cid: &Cid) -> Option<Block> {
+    async fn read_local(&self, cid: &Cid) -> Option<Block> {
         let store = self.local.as_ref()?;
         let start = Instant::now();
         let r = store.get(cid).await;
@@ -171,7 +171,7 @@ impl TieredSource {
     }
 
     /// Waits for `cid` if an active DAG stream is expected to bring it.
-    async fn from_flight(&self, cid: &Cid) -> Option<Block> {
+    async fn await_flight(&self, cid: &Cid) -> Option<Block> {
         let rx = {
             let mut f = self.flights.lock().ok()?;
             if !f.expected.contains_key(cid.hash()) {
@@ -182,7 +182,7 @@ impl TieredSource {
             rx
         };
         // It may have arrived between the cache miss and registering.
-        if let Some(b) = self.cache.get(cid) {
+        if let Some(b) = self.cache.get_uncounted(cid) {
             return Some(b);
         }
         self.metrics.coalesced_waiters.inc();
@@ -196,7 +196,7 @@ impl TieredSource {
     }
 
     /// One upstream block fetch per multihash, shared by every concurrent caller.
-    async fn from_remote(&self, cid: &Cid) -> Result<Block, TierError> {
+    async fn fetch_remote(&self, cid: &Cid) -> Result<Block, TierError> {
         let Some(remote) = self.remote.clone() else {
             return Err(TierError::NotFound(*cid));
         };
@@ -295,14 +295,19 @@ impl BlockSource for TieredSource {
             trace("cache", start.elapsed());
             return Ok(b);
         }
-        if let Some(b) = self.from_local(cid).await {
+        if let Some(b) = self.read_local(cid).await {
             self.cache.insert(&b);
             return Ok(b);
         }
-        if let Some(b) = self.from_flight(cid).await {
+        if let Some(b) = self.await_flight(cid).await {
             return Ok(b);
         }
-        self.from_remote(cid).await
+        // A DAG stream may have brought it (and ended) while the store was asked.
+        if let Some(b) = self.cache.get_uncounted(cid) {
+            trace("cache", start.elapsed());
+            return Ok(b);
+        }
+        self.fetch_remote(cid).await
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, TierError> {

@@ -190,3 +190,31 @@ pub fn parse_car(bytes: &[u8]) -> Car {
     }
     Car { roots, blocks }
 }
+
+pub mod faulty;
+
+/// Sum of all samples of a Prometheus counter family in `/metrics` text (optionally filtered
+/// by a label substring).
+pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| l.contains(label_filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The admin `/metrics` text of a server.
+pub async fn metrics(s: &Server) -> String {
+    client()
+        .get(format!("{}/metrics", s.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
