@@ -25,7 +25,7 @@ const SHARD_BYTES: u64 = 32 * 1024 * 1024;
 const HOT_ALLOCATION: f64 = 0.8;
 
 /// Fixed cost per entry besides its bytes (key, handle, bookkeeping).
-const ENTRY_OVERHEAD: u64 = 128;
+pub const ENTRY_OVERHEAD: u64 = 128;
 
 #[derive(Clone)]
 struct BlockWeight;
@@ -52,6 +52,24 @@ impl Lifecycle<Multihash<64>, Bytes> for Evictions {
 #[error("edge cache options rejected: {0}")]
 pub struct CacheError(String);
 
+/// The quick_cache options of an edge cache of `bytes` (public so that `benches/hit_ratio.rs`
+/// replays traces through exactly this policy).
+pub fn cache_options(bytes: u64) -> Result<quick_cache::Options, CacheError> {
+    // Few, large shards: each one's cold section must hold several of the largest blocks,
+    // or a freshly fetched 1 MiB leaf would be evicted before its second read.
+    let shards = (bytes / SHARD_BYTES)
+        .clamp(1, 16)
+        .next_power_of_two()
+        .min(16);
+    OptionsBuilder::new()
+        .estimated_items_capacity((bytes / (16 * 1024)).max(64) as usize)
+        .weight_capacity(bytes)
+        .shards(shards as usize)
+        .hot_allocation(HOT_ALLOCATION)
+        .build()
+        .map_err(|e| CacheError(format!("{e:?}")))
+}
+
 /// The in-memory edge cache.
 #[derive(Clone)]
 pub struct EdgeCache {
@@ -62,21 +80,8 @@ pub struct EdgeCache {
 impl EdgeCache {
     /// A cache holding up to `bytes` of blocks.
     pub fn new(bytes: u64, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
-        // Few, large shards: each one's cold section must hold several of the largest blocks,
-        // or a freshly fetched 1 MiB leaf would be evicted before its second read.
-        let shards = (bytes / SHARD_BYTES)
-            .clamp(1, 16)
-            .next_power_of_two()
-            .min(16);
-        let options = OptionsBuilder::new()
-            .estimated_items_capacity((bytes / (16 * 1024)).max(64) as usize)
-            .weight_capacity(bytes)
-            .shards(shards as usize)
-            .hot_allocation(HOT_ALLOCATION)
-            .build();
-        let options = options.map_err(|e| CacheError(format!("{e:?}")))?;
         let cache = Cache::with_options(
-            options,
+            cache_options(bytes)?,
             BlockWeight,
             DefaultHashBuilder::default(),
             Evictions(metrics.clone()),

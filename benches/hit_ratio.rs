@@ -1,0 +1,202 @@
+//! Request hit ratio of the edge cache against a plain LRU of the same byte size, on a Zipf
+//! workload where half of the distinct CIDs are requested exactly once (as on public gateways).
+//!
+//! `cargo bench --bench hit_ratio`; figures are recorded in docs/benchmarks.md.
+
+use cidgate::ipld::{cid_v1_sha256, Cid, RAW};
+use cidgate::tiers::cache::{cache_options, ENTRY_OVERHEAD};
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Weighter};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+/// One object of the catalogue: a CID and its block size.
+#[derive(Clone, Copy)]
+struct Obj {
+    cid: Cid,
+    size: usize,
+}
+
+/// The edge cache's weighing: block size plus per-entry overhead.
+#[derive(Clone)]
+struct SizeWeight;
+
+impl Weighter<Cid, u32> for SizeWeight {
+    fn weight(&self, _key: &Cid, size: &u32) -> u64 {
+        *size as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// A byte-bounded LRU (the classic baseline).
+struct ByteLru {
+    lru: lru::LruCache<Cid, usize>,
+    bytes: usize,
+    capacity: usize,
+}
+
+impl ByteLru {
+    fn new(capacity: usize) -> Self {
+        Self {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+            capacity,
+        }
+    }
+    fn get(&mut self, cid: &Cid) -> bool {
+        self.lru.get(cid).is_some()
+    }
+    fn insert(&mut self, cid: Cid, size: usize) {
+        self.bytes += size;
+        self.lru.put(cid, size);
+        while self.bytes > self.capacity {
+            match self.lru.pop_lru() {
+                Some((_, s)) => self.bytes -= s,
+                None => break,
+            }
+        }
+    }
+}
+
+fn object(i: u64, rng: &mut StdRng) -> Obj {
+    // Half small blocks (4–64 KiB), half 256 KiB – 1 MiB leaves.
+    let size = if rng.random_bool(0.5) {
+        rng.random_range(4 * 1024..64 * 1024)
+    } else {
+        rng.random_range(256 * 1024..1024 * 1024)
+    };
+    Obj {
+        cid: cid_v1_sha256(RAW, &i.to_le_bytes()),
+        size,
+    }
+}
+
+struct Outcome {
+    hits: u64,
+    requests: u64,
+    hit_bytes: u64,
+    bytes: u64,
+}
+
+impl Outcome {
+    fn ratio(&self) -> f64 {
+        self.hits as f64 / self.requests as f64
+    }
+    fn byte_ratio(&self) -> f64 {
+        self.hit_bytes as f64 / self.bytes as f64
+    }
+}
+
+fn main() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let popular_n = 20_000u64;
+    let requests = 400_000usize;
+    let popular: Vec<Obj> = (0..popular_n).map(|i| object(i, &mut rng)).collect();
+    let zipf = Zipf::new(popular_n as f64, 0.9).unwrap_or_else(|e| panic!("zipf: {e}"));
+
+    // The popular stream, then as many one-hit CIDs as there are distinct popular ones, mixed in.
+    let mut trace: Vec<Obj> = (0..requests)
+        .map(|_| popular[(zipf.sample(&mut rng) as u64 - 1) as usize])
+        .collect();
+    let distinct = {
+        let mut seen = std::collections::HashSet::new();
+        trace.iter().filter(|o| seen.insert(o.cid)).count()
+    };
+    for k in 0..distinct {
+        let at = rng.random_range(0..=trace.len());
+        trace.insert(at, object(1_000_000 + k as u64, &mut rng));
+    }
+    let total_distinct_bytes: usize = {
+        let mut seen = std::collections::HashMap::new();
+        for o in &trace {
+            seen.insert(o.cid, o.size);
+        }
+        seen.values().sum()
+    };
+
+    println!(
+        "trace: {} requests, {} distinct CIDs ({} one-hit, {:.0} %), {:.1} GiB distinct",
+        trace.len(),
+        distinct * 2,
+        distinct,
+        50.0,
+        total_distinct_bytes as f64 / (1u64 << 30) as f64
+    );
+    println!("| cache size | edge cache (quick_cache, 80 % hot) | quick_cache default (97 % hot) | plain LRU | edge / LRU | byte hit ratio edge / LRU |");
+    println!("|---|---|---|---|---|---|");
+    for mib in [256u64, 1024, 2048] {
+        let cap = mib * 1024 * 1024;
+        // The edge cache's policy and options, holding sizes instead of bytes.
+        let edge: Cache<Cid, u32, SizeWeight> = Cache::with_options(
+            cache_options(cap).unwrap_or_else(|e| panic!("{e}")),
+            SizeWeight,
+            DefaultHashBuilder::default(),
+            Default::default(),
+        );
+        let default_policy: Cache<Cid, u32, SizeWeight> = Cache::with_options(
+            quick_cache::OptionsBuilder::new()
+                .estimated_items_capacity((cap / (16 * 1024)) as usize)
+                .weight_capacity(cap)
+                .shards((cap / (32 << 20)).clamp(1, 16) as usize)
+                .build()
+                .unwrap_or_else(|e| panic!("{e:?}")),
+            SizeWeight,
+            DefaultHashBuilder::default(),
+            Default::default(),
+        );
+        let mut d = Outcome {
+            hits: 0,
+            requests: 0,
+            hit_bytes: 0,
+            bytes: 0,
+        };
+        let mut lru = ByteLru::new(cap as usize);
+        let mut e = Outcome {
+            hits: 0,
+            requests: 0,
+            hit_bytes: 0,
+            bytes: 0,
+        };
+        let mut l = Outcome {
+            hits: 0,
+            requests: 0,
+            hit_bytes: 0,
+            bytes: 0,
+        };
+        for o in &trace {
+            e.requests += 1;
+            e.bytes += o.size as u64;
+            if edge.get(&o.cid).is_some() {
+                e.hits += 1;
+                e.hit_bytes += o.size as u64;
+            } else {
+                edge.insert(o.cid, o.size as u32);
+            }
+            d.requests += 1;
+            d.bytes += o.size as u64;
+            if default_policy.get(&o.cid).is_some() {
+                d.hits += 1;
+                d.hit_bytes += o.size as u64;
+            } else {
+                default_policy.insert(o.cid, o.size as u32);
+            }
+            l.requests += 1;
+            l.bytes += o.size as u64;
+            if lru.get(&o.cid) {
+                l.hits += 1;
+                l.hit_bytes += o.size as u64;
+            } else {
+                lru.insert(o.cid, o.size);
+            }
+        }
+        println!(
+            "| {mib} MiB | {:.1} % | {:.1} % | {:.1} % | {:.2}× | {:.1} % / {:.1} % |",
+            e.ratio() * 100.0,
+            d.ratio() * 100.0,
+            l.ratio() * 100.0,
+            e.ratio() / l.ratio(),
+            e.byte_ratio() * 100.0,
+            l.byte_ratio() * 100.0
+        );
+    }
+}
