@@ -397,3 +397,149 @@ async fn path_responses_match_the_trustless_provider_peer() {
         "unexplained differences: {unexplained:?}\n{table}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A js-ipfs daemon (Kubo RPC API) from `../shared/peers`, stopped on drop.
+struct KuboNode {
+    child: std::process::Child,
+    api: String,
+    _repo: tempfile::TempDir,
+}
+
+impl KuboNode {
+    async fn start() -> KuboNode {
+        let repo = tempfile::tempdir().unwrap();
+        let (api, gw) = (free_port(), free_port());
+        let log = repo.path().join("daemon.log");
+        let child = Command::new(peers_run())
+            .args([
+                "kubo-rpc",
+                repo.path().join("repo").to_str().unwrap(),
+                &api.to_string(),
+                &gw.to_string(),
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut ready = false;
+        for _ in 0..120 {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Daemon is ready")
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        assert!(ready, "kubo-rpc did not start");
+        KuboNode {
+            child,
+            api: format!("http://127.0.0.1:{api}"),
+            _repo: repo,
+        }
+    }
+
+    async fn dag_import(&self, car: &Path) {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(car).unwrap())
+                .file_name("x.car")
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        );
+        let r = client()
+            .post(format!("{}/api/v0/dag/import?pin-roots=true", self.api))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "dag/import: {}", r.status());
+    }
+}
+
+impl Drop for KuboNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // `run` execs node; make sure no daemon outlives the test.
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("{}", self._repo.path().display())])
+            .status();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs ../shared/peers (run by .ci/run)"]
+async fn a_kubo_rpc_node_as_the_hot_tier() {
+    let kubo = KuboNode::start().await;
+    kubo.dag_import(&fixture(
+        "trustless_gateway_car/subdir-with-mixed-block-files.car",
+    ))
+    .await;
+    kubo.dag_import(&fixture("dir_listing/fixtures.car")).await;
+    let reference = Server::start(&["trustless_gateway_car/subdir-with-mixed-block-files.car"]);
+    let front = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "kubo"),
+            ("CIDGATE_HOT__URL", &kubo.api),
+            ("CIDGATE_HOT__TIMEOUT", "5s"),
+        ],
+        &[],
+    );
+    let file =
+        "/ipfs/bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu/subdir/multiblock.txt";
+    let want = client()
+        .get(format!("{}{file}", reference.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = client()
+        .get(format!("{}{file}", front.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["x-cidgate-tier"]
+        .to_str()
+        .unwrap()
+        .contains("hot"));
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        want,
+        "multi-block file through the Kubo node"
+    );
+    let dir_file = "/ipfs/bafybeig6ka5mlwkl4subqhaiatalkcleo4jgnr3hqwvpmsqfca27cijp3i/%C4%85/%C4%99/file-%C5%BA%C5%82.txt";
+    let r = client()
+        .get(format!("{}{dir_file}", front.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "I am a txt file on path with utf8\n"
+    );
+    // The node goes away; what the cache holds is still served.
+    drop(kubo);
+    let r = client()
+        .get(format!("{}{file}", front.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cidgate-tier"], "cache");
+    assert_eq!(r.bytes().await.unwrap(), want);
+}

@@ -65,12 +65,18 @@ impl KuboBackend {
     }
 
     async fn rpc(&self, command: &str, arg: &str) -> Result<reqwest::Response, TierError> {
-        // offline=true: a Kubo node must answer from its own store, not search the network.
+        // offline=true: a Kubo node must answer from its own store, not search the network;
+        // timeout: the node itself gives up too (some nodes wait for a missing block).
         let url = format!("{}/api/v0/{command}", self.base);
+        let timeout = format!("{}ms", self.timeout.as_millis());
         let resp = self
             .client
             .post(url)
-            .query(&[("arg", arg), ("offline", "true")])
+            .query(&[
+                ("arg", arg),
+                ("offline", "true"),
+                ("timeout", timeout.as_str()),
+            ])
             .send()
             .await
             .map_err(request_error)?;
