@@ -224,11 +224,16 @@ pub struct PopularityConfig {}
 pub struct TelemetryConfig {
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// OTLP/HTTP endpoint for traces (e.g. `http://127.0.0.1:4318`); empty: no export.
+    pub otlp_endpoint: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".into() }
+        Self {
+            log: "info".into(),
+            otlp_endpoint: String::new(),
+        }
     }
 }
 
@@ -309,6 +314,14 @@ impl Config {
             return bad(
                 "hot.url",
                 "must be an http:// or https:// URL for the trustless and kubo backends",
+            );
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && !self.telemetry.otlp_endpoint.starts_with("http://")
+        {
+            return bad(
+                "telemetry.otlp_endpoint",
+                "must be an http:// URL of an OTLP/HTTP collector (e.g. http://127.0.0.1:4318)",
             );
         }
         if self.hot.timeout.is_zero() {

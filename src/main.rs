@@ -93,7 +93,6 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.data_dir {
         config.store.dir = dir.clone();
     }
-    init_logging(&config.telemetry.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,7 +103,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Outside the runtime: the OTLP exporter's blocking HTTP client runs on its own thread.
+    let provider =
+        match cidgate::telemetry::init(&config.telemetry.log, &config.telemetry.otlp_endpoint) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("cidgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = runtime.block_on(run(cli.command, config));
+    if let Some(p) = provider {
+        if let Err(e) = p.shutdown() {
+            eprintln!("cidgate: flushing traces: {e}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -112,16 +125,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {

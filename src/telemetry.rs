@@ -246,3 +246,60 @@ tokio::task_local! {
 pub fn trace(tier: &'static str, took: Duration) {
     let _ = TRACE.try_with(|t| t.record(tier, took));
 }
+
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry: {0}")]
+pub struct TelemetryError(String);
+
+/// Installs logging (to stderr, filtered by `RUST_LOG` or `log_filter`) and, when
+/// `otlp_endpoint` is set, OTLP/HTTP export of the request spans. Returns the tracer provider,
+/// which must be shut down at exit to flush the last spans.
+pub fn init(
+    log_filter: &str,
+    otlp_endpoint: &str,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, TelemetryError> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    if otlp_endpoint.is_empty() {
+        tracing_subscriber::registry()
+            .with(fmt)
+            .try_init()
+            .map_err(|e| TelemetryError(e.to_string()))?;
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", otlp_endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("cidgate")
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("cidgate");
+    // Request spans are debug-level so they cost nothing unless this exporter wants them.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(EnvFilter::new("cidgate=debug"));
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    Ok(Some(provider))
+}
