@@ -90,7 +90,7 @@ impl Handler for GatewayHandler {
                 .requests
                 .get_or_create(&RequestLabels {
                     status: resp.status().as_u16(),
-                    format: format.to_string(),
+                    format,
                 })
                 .inc();
             tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
@@ -115,11 +115,20 @@ fn format_label(content_type: &str) -> &'static str {
 }
 
 /// Counts body bytes; the request's latency and in-flight count end when the body is dropped.
+/// A body whose size is known (a whole buffer) is left as it is, so hyper can write head and
+/// body together.
 fn counted(
     body: crate::gateway::Body,
     metrics: Arc<Metrics>,
     start: Instant,
 ) -> crate::gateway::Body {
+    use http_body::Body as _;
+    if let Some(n) = body.size_hint().exact() {
+        metrics.bytes_served.inc_by(n);
+        metrics.latency.observe(start.elapsed().as_secs_f64());
+        metrics.inflight.dec();
+        return body;
+    }
     struct Done(Arc<Metrics>, Instant);
     impl Drop for Done {
         fn drop(&mut self) {

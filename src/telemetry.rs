@@ -17,7 +17,7 @@ pub struct RequestLabels {
     /// HTTP status code.
     pub status: u16,
     /// Response format (raw, car, deserialized, …).
-    pub format: String,
+    pub format: &'static str,
 }
 
 /// Labels of per-tier series.

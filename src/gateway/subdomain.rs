@@ -60,11 +60,13 @@ pub fn route(
             host
         }
     });
-    let hostname = hostname.to_ascii_lowercase();
-    let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+    // IP hosts are always path gateways; this is also the hot path, so no allocation before it.
+    if hostname.parse::<std::net::IpAddr>().is_ok() || hostname.starts_with('[') {
+        return Ok(HostRoute::Path);
+    }
+    let q = || query.map(|q| format!("?{q}")).unwrap_or_default();
     for gw in hosts {
-        let gw = gw.to_ascii_lowercase();
-        if hostname == gw {
+        if hostname.eq_ignore_ascii_case(gw) {
             let Some(rest) = path.strip_prefix("/ipfs/") else {
                 return Ok(HostRoute::Path);
             };
@@ -73,23 +75,32 @@ pub fn route(
                 return Ok(HostRoute::Path);
             };
             let label = dns_label(&cid)?;
-            let port = host.strip_prefix(hostname.as_str()).unwrap_or("");
+            let port = &host[hostname.len()..];
+            let gw = gw.to_ascii_lowercase();
             return Ok(HostRoute::Redirect(format!(
-                "{scheme}://{label}.ipfs.{gw}{port}/{tail}{q}"
+                "{scheme}://{label}.ipfs.{gw}{port}/{tail}{}",
+                q()
             )));
         }
-        if let Some(label) = hostname.strip_suffix(&format!(".ipfs.{gw}")) {
-            let cid = Cid::try_from(label).map_err(|e| {
+        // `{label}.ipfs.{gw}`, compared without allocating.
+        let suffix_len = gw.len() + ".ipfs.".len();
+        if hostname.len() > suffix_len
+            && hostname.is_char_boundary(hostname.len() - suffix_len)
+            && hostname[hostname.len() - gw.len()..].eq_ignore_ascii_case(gw)
+            && hostname[hostname.len() - suffix_len..hostname.len() - gw.len()]
+                .eq_ignore_ascii_case(".ipfs.")
+        {
+            let label = hostname[..hostname.len() - suffix_len].to_ascii_lowercase();
+            let cid = Cid::try_from(label.as_str()).map_err(|e| {
                 GatewayError::BadRequest(format!("invalid CID in host {label:?}: {e}"))
             })?;
             let canonical = dns_label(&cid)?;
-            if canonical != label {
-                let port = host
-                    .rsplit_once(':')
-                    .map(|(_, p)| format!(":{p}"))
-                    .unwrap_or_default();
+            if canonical != label || hostname[..hostname.len() - suffix_len] != label {
+                let port = &host[hostname.len()..];
+                let gw = gw.to_ascii_lowercase();
                 return Ok(HostRoute::Redirect(format!(
-                    "{scheme}://{canonical}.ipfs.{gw}{port}{path}{q}"
+                    "{scheme}://{canonical}.ipfs.{gw}{port}{path}{}",
+                    q()
                 )));
             }
             return Ok(HostRoute::Content(cid));
