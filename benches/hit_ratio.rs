@@ -71,6 +71,7 @@ fn object(i: u64, rng: &mut StdRng) -> Obj {
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     hits: u64,
     requests: u64,
@@ -79,6 +80,16 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Counts one request of `size` bytes; `hit` says whether the cache had it.
+    fn record(&mut self, hit: bool, size: usize) -> bool {
+        self.requests += 1;
+        self.bytes += size as u64;
+        if hit {
+            self.hits += 1;
+            self.hit_bytes += size as u64;
+        }
+        hit
+    }
     fn ratio(&self) -> f64 {
         self.hits as f64 / self.requests as f64
     }
@@ -144,48 +155,18 @@ fn main() {
             DefaultHashBuilder::default(),
             Default::default(),
         );
-        let mut d = Outcome {
-            hits: 0,
-            requests: 0,
-            hit_bytes: 0,
-            bytes: 0,
-        };
+        let mut d = Outcome::default();
         let mut lru = ByteLru::new(cap as usize);
-        let mut e = Outcome {
-            hits: 0,
-            requests: 0,
-            hit_bytes: 0,
-            bytes: 0,
-        };
-        let mut l = Outcome {
-            hits: 0,
-            requests: 0,
-            hit_bytes: 0,
-            bytes: 0,
-        };
+        let mut e = Outcome::default();
+        let mut l = Outcome::default();
         for o in &trace {
-            e.requests += 1;
-            e.bytes += o.size as u64;
-            if edge.get(&o.cid).is_some() {
-                e.hits += 1;
-                e.hit_bytes += o.size as u64;
-            } else {
+            if !e.record(edge.get(&o.cid).is_some(), o.size) {
                 edge.insert(o.cid, o.size as u32);
             }
-            d.requests += 1;
-            d.bytes += o.size as u64;
-            if default_policy.get(&o.cid).is_some() {
-                d.hits += 1;
-                d.hit_bytes += o.size as u64;
-            } else {
+            if !d.record(default_policy.get(&o.cid).is_some(), o.size) {
                 default_policy.insert(o.cid, o.size as u32);
             }
-            l.requests += 1;
-            l.bytes += o.size as u64;
-            if lru.get(&o.cid) {
-                l.hits += 1;
-                l.hit_bytes += o.size as u64;
-            } else {
+            if !l.record(lru.get(&o.cid), o.size) {
                 lru.insert(o.cid, o.size);
             }
         }

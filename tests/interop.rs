@@ -389,8 +389,9 @@ async fn path_responses_match_the_trustless_provider_peer() {
     }
     let _ = provider.kill();
     let _ = provider.wait();
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/path-compare.md");
-    std::fs::write(&out, &table).unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("path-compare.md"), &table).unwrap();
     println!("{table}");
     assert!(
         unexplained.is_empty(),

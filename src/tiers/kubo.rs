@@ -6,19 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use cid::Cid;
-use futures::{StreamExt, TryStreamExt};
-use tokio_util::codec::FramedRead;
-use tokio_util::io::StreamReader;
 
-use super::trustless::outcome;
+use super::remote::{outcome, read_block, request_error, stream_car, upstream, HOT as TIER};
 use super::{BlockSource, DagRequest, DagScope, TierError};
-use crate::ipld::car::{CarDecoder, CarItem};
-use crate::ipld::{Block, MAX_BLOCK_SIZE};
-use crate::telemetry::{Metrics, TierName};
-
-const TIER: &str = "hot";
+use crate::ipld::Block;
+use crate::telemetry::Metrics;
 
 /// A Kubo RPC hot node.
 pub struct KuboBackend {
@@ -26,18 +19,6 @@ pub struct KuboBackend {
     base: String,
     timeout: Duration,
     metrics: Arc<Metrics>,
-}
-
-fn upstream(reason: String) -> TierError {
-    TierError::Upstream { tier: TIER, reason }
-}
-
-fn request_error(e: reqwest::Error) -> TierError {
-    if e.is_timeout() {
-        TierError::Timeout(TIER)
-    } else {
-        upstream(e.to_string())
-    }
 }
 
 /// Kubo answers a missing block with 500 and a JSON message; tell "missing" from "broken".
@@ -93,26 +74,7 @@ impl KuboBackend {
                 upstream(format!("block/get: {}", text.trim()))
             });
         }
-        let mut body = BytesMut::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(request_error)?;
-            if body.len() + chunk.len() > MAX_BLOCK_SIZE {
-                return Err(upstream(format!(
-                    "block/get sent more than {MAX_BLOCK_SIZE} bytes for {cid}"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        self.metrics
-            .tier_bytes
-            .get_or_create(&TierName { tier: TIER.into() })
-            .inc_by(body.len() as u64);
-        Block::verified(*cid, body.freeze()).map_err(|error| {
-            self.metrics.verify_failure(TIER);
-            tracing::warn!(%cid, %error, base = %self.base, "Kubo node sent a block that does not match its CID");
-            TierError::Corrupt { tier: TIER, error }
-        })
+        read_block(resp, cid, &self.metrics, &self.base).await
     }
 
     /// The CID a content path resolves to on the node.
@@ -156,28 +118,7 @@ impl KuboBackend {
                 upstream(format!("dag/export: {}", text.trim()))
             });
         }
-        let reader = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
-        let mut frames = FramedRead::new(reader, CarDecoder::new());
-        let counter = self
-            .metrics
-            .tier_bytes
-            .get_or_create(&TierName { tier: TIER.into() })
-            .clone();
-        loop {
-            let item = match tokio::time::timeout(self.timeout, frames.next()).await {
-                Err(_) => return Err(TierError::Timeout(TIER)),
-                Ok(None) => return Ok(()),
-                Ok(Some(item)) => item.map_err(|e| upstream(format!("dag/export stream: {e}")))?,
-            };
-            if let CarItem::Block(cid, data) = item {
-                counter.inc_by(data.len() as u64);
-                let block = Block::verified(cid, data).map_err(|error| {
-                    self.metrics.verify_failure(TIER);
-                    TierError::Corrupt { tier: TIER, error }
-                })?;
-                sink(block);
-            }
-        }
+        stream_car(resp, self.timeout, &self.metrics, &self.base, sink).await
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod import;
 pub mod kubo;
 pub mod local;
+pub mod remote;
 pub mod tiered;
 pub mod trustless;
 

@@ -155,7 +155,7 @@ impl TieredSource {
         let r = store.get(cid).await;
         let took = start.elapsed();
         self.metrics
-            .fetch("store", super::trustless::outcome(&r), took);
+            .fetch("store", super::remote::outcome(&r), took);
         match r {
             Ok(b) => {
                 trace("store", took);
@@ -405,11 +405,7 @@ impl BlockSource for TieredSource {
                     }
                 }
             }
-            metrics.fetch(
-                "hot-dag",
-                super::trustless::outcome(&result),
-                Duration::ZERO,
-            );
+            metrics.fetch("hot-dag", super::remote::outcome(&result), Duration::ZERO);
             TieredSource::land(&flights, &req, id);
         });
     }

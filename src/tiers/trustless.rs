@@ -7,20 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use futures::{StreamExt, TryStreamExt};
 use http::StatusCode;
-use tokio_util::codec::FramedRead;
-use tokio_util::io::StreamReader;
 
+use super::remote::{outcome, read_block, request_error, stream_car, upstream, HOT as TIER};
 use super::{BlockSource, DagRequest, TierError};
-use crate::ipld::car::{CarDecoder, CarItem};
-use crate::ipld::{Block, MAX_BLOCK_SIZE};
+use crate::ipld::Block;
 use crate::path_encoding::encode_segment;
 use crate::telemetry::Metrics;
-
-const TIER: &str = "hot";
 
 /// A trustless-gateway hot node.
 pub struct TrustlessBackend {
@@ -68,30 +62,7 @@ impl TrustlessBackend {
         if !resp.status().is_success() {
             return Err(Self::status_error(resp.status(), cid));
         }
-        let mut body = BytesMut::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(request_error)?;
-            if body.len() + chunk.len() > MAX_BLOCK_SIZE {
-                return Err(upstream(format!(
-                    "sent more than {MAX_BLOCK_SIZE} bytes for {cid}"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        self.metrics
-            .tier_bytes
-            .get_or_create(&crate::telemetry::TierName { tier: TIER.into() })
-            .inc_by(body.len() as u64);
-        self.verify(*cid, body.freeze())
-    }
-
-    fn verify(&self, cid: Cid, data: Bytes) -> Result<Block, TierError> {
-        Block::verified(cid, data).map_err(|error| {
-            self.metrics.verify_failure(TIER);
-            tracing::warn!(%cid, %error, base = %self.base, "hot node sent a block that does not match its CID");
-            TierError::Corrupt { tier: TIER, error }
-        })
+        read_block(resp, cid, &self.metrics, &self.base).await
     }
 
     fn dag_url(&self, req: &DagRequest) -> String {
@@ -106,18 +77,6 @@ impl TrustlessBackend {
             url.push_str(&format!("&entity-bytes={}:{to}", eb.from));
         }
         url
-    }
-}
-
-fn upstream(reason: String) -> TierError {
-    TierError::Upstream { tier: TIER, reason }
-}
-
-fn request_error(e: reqwest::Error) -> TierError {
-    if e.is_timeout() {
-        TierError::Timeout(TIER)
-    } else {
-        upstream(e.to_string())
     }
 }
 
@@ -163,12 +122,12 @@ impl BlockSource for TrustlessBackend {
         req: &DagRequest,
         sink: &mut (dyn FnMut(Block) + Send),
     ) -> Result<(), TierError> {
-        self.stream_car(req, sink).await
+        self.request_car(req, sink).await
     }
 }
 
 impl TrustlessBackend {
-    async fn stream_car(
+    async fn request_car(
         &self,
         req: &DagRequest,
         sink: &mut (dyn FnMut(Block) + Send),
@@ -189,35 +148,6 @@ impl TrustlessBackend {
         if !resp.status().is_success() {
             return Err(Self::status_error(resp.status(), &req.root));
         }
-        let reader = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
-        let mut frames = FramedRead::new(reader, CarDecoder::new());
-        let bytes_counter = self
-            .metrics
-            .tier_bytes
-            .get_or_create(&crate::telemetry::TierName { tier: TIER.into() })
-            .clone();
-        loop {
-            // Each gap between blocks gets the whole timeout; a stalled node does not hang us.
-            let item = match tokio::time::timeout(self.timeout, frames.next()).await {
-                Err(_) => return Err(TierError::Timeout(TIER)),
-                Ok(None) => return Ok(()),
-                Ok(Some(item)) => item.map_err(|e| upstream(format!("CAR stream: {e}")))?,
-            };
-            if let CarItem::Block(cid, data) = item {
-                bytes_counter.inc_by(data.len() as u64);
-                sink(self.verify(cid, data)?);
-            }
-        }
-    }
-}
-
-/// The metric outcome label of a fetch result.
-pub fn outcome<T>(r: &Result<T, TierError>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(TierError::NotFound(_)) => "not_found",
-        Err(TierError::Timeout(_)) => "timeout",
-        Err(TierError::Corrupt { .. }) => "corrupt",
-        Err(_) => "error",
+        stream_car(resp, self.timeout, &self.metrics, &self.base, sink).await
     }
 }
