@@ -3,12 +3,14 @@
 //! `/api/v0/dag/export`. Nodes print CIDs in other bases, so only multihashes are compared.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
 
-use super::remote::{outcome, read_block, request_error, stream_car, upstream, HOT as TIER};
+use super::remote::{
+    read_block, request_error, stream_car, timed_block_fetch, upstream, HOT as TIER,
+};
 use super::{BlockSource, DagRequest, DagScope, TierError};
 use crate::ipld::Block;
 use crate::telemetry::Metrics;
@@ -125,13 +127,7 @@ impl KuboBackend {
 #[async_trait]
 impl BlockSource for KuboBackend {
     async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
-        let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.fetch_block(cid)).await {
-            Ok(r) => r,
-            Err(_) => Err(TierError::Timeout(TIER)),
-        };
-        self.metrics.fetch(TIER, outcome(&result), start.elapsed());
-        result
+        timed_block_fetch(self.timeout, &self.metrics, self.fetch_block(cid)).await
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, TierError> {

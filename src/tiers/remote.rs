@@ -44,6 +44,20 @@ pub fn outcome<T>(r: &Result<T, TierError>) -> &'static str {
     }
 }
 
+/// Runs one block fetch under the node's deadline and records its outcome and latency.
+pub async fn timed_block_fetch(
+    deadline: Duration,
+    metrics: &Metrics,
+    fetch: impl std::future::Future<Output = Result<Block, TierError>>,
+) -> Result<Block, TierError> {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(deadline, fetch)
+        .await
+        .unwrap_or(Err(TierError::Timeout(HOT)));
+    metrics.fetch(HOT, outcome(&result), start.elapsed());
+    result
+}
+
 /// Verifies bytes a node sent for `cid`, counting and logging a mismatch.
 pub fn verify(cid: Cid, data: Bytes, metrics: &Metrics, origin: &str) -> Result<Block, TierError> {
     Block::verified(cid, data).map_err(|error| {
