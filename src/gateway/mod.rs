@@ -22,8 +22,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cid::Cid;
 use http::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH,
-    CONTENT_RANGE, CONTENT_TYPE, ETAG, RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
+    HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, CACHE_CONTROL,
+    CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RETRY_AFTER, VARY,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 
@@ -318,7 +320,7 @@ impl Gateway {
         let mut resp = Response::new(body::empty());
         let h = resp.headers_mut();
         set(h, ETAG, etag);
-        set(h, CACHE_CONTROL, IMMUTABLE);
+        h.insert(CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
         set(h, X_IPFS_PATH, &req.content_path);
         set(h, X_IPFS_ROOTS, &roots_header(roots));
         h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -417,19 +419,19 @@ pub fn roots_header(roots: &[Cid]) -> String {
 }
 
 fn cors(h: &mut HeaderMap) {
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
-        "access-control-allow-methods",
+        ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, OPTIONS"),
     );
     h.insert(
-        "access-control-allow-headers",
+        ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
             "Content-Type, Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
         ),
     );
     h.insert(
-        "access-control-expose-headers",
+        ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
             "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing",
         ),

@@ -65,7 +65,8 @@ pub async fn respond(
             None => sniff::sniff(&head_bytes(gw.source(), &f.block, 1445).await?).to_string(),
         },
     };
-    set(resp.headers_mut(), ACCEPT_RANGES, "bytes");
+    resp.headers_mut()
+        .insert(ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
     if req.filename.is_some() || req.download {
         let fallback = f.name.unwrap_or("download");
         gw.set_disposition(resp.headers_mut(), req, fallback, false);
