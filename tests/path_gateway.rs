@@ -183,6 +183,22 @@ async fn directories_redirect_index_and_list() {
     )
     .await;
     assert_eq!(r.status(), 304);
+    // The directory CID itself (weak or strong) validates the listing as well.
+    let r = get(&s, &format!("/ipfs/{CACHE_R1}/root2/root3/"), &[]).await;
+    assert!(hv(&r, "etag").starts_with("\"DirIndex-"));
+    let root3 = hv(&r, "x-ipfs-roots")
+        .rsplit(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let inm = format!("W/\"{root3}\"");
+    let r = get(
+        &s,
+        &format!("/ipfs/{CACHE_R1}/root2/root3/"),
+        &[("if-none-match", &inm)],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
     // index.html turns a directory into a site; its Etag is the directory's.
     let r = get(&s, &format!("/ipfs/{CACHE_R1}/root2/root3/root4/"), &[]).await;
     assert_eq!(r.status(), 200);

@@ -71,7 +71,8 @@ pub async fn respond(
     let mut resp = gw.base_response(req, &resolved.roots, &etag);
     set(resp.headers_mut(), CACHE_CONTROL, LISTING_CACHE);
     set(resp.headers_mut(), CONTENT_TYPE, "text/html; charset=utf-8");
-    if gw.not_modified(req, &etag) {
+    // The directory's own CID validates its listing too, as on the reference gateway.
+    if gw.not_modified(req, &etag) || gw.not_modified(req, &format!("\"{dir}\"")) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
