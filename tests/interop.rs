@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{cidgate, client, fixture, Server};
+use common::{cidgate, client, fixture, get_bytes, Server};
 
 fn peers_run() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/run");
@@ -147,14 +147,7 @@ async fn ipfs_car_unpack_verifies_exports_and_car_responses() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::spawn(tmp, &[("CIDGATE_SERVER__SAMPLE", "true")], &[]);
     let (sample, _) = cidgate::sample::build().unwrap();
-    let body = client()
-        .get(format!("{}/ipfs/{}?format=car", s.url, sample.cid))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = get_bytes(&format!("{}/ipfs/{}?format=car", s.url, sample.cid)).await;
     let served = d.join("sample.car");
     std::fs::write(&served, &body).unwrap();
     let out = d.join("sample-out");
@@ -238,17 +231,11 @@ async fn verified_fetch_ranges_and_nested_paths() {
         "dir_listing/fixtures.car",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let whole = client()
-        .get(format!(
-            "{}/ipfs/bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy/multiblock.txt",
-            s.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let whole = get_bytes(&format!(
+        "{}/ipfs/bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy/multiblock.txt",
+        s.url
+    ))
+    .await;
     let cases = [
         (
             "ipfs://bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy/multiblock.txt",
@@ -499,14 +486,7 @@ async fn a_kubo_rpc_node_as_the_hot_tier() {
     );
     let file =
         "/ipfs/bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu/subdir/multiblock.txt";
-    let want = client()
-        .get(format!("{}{file}", reference.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = get_bytes(&format!("{}{file}", reference.url)).await;
     let r = client()
         .get(format!("{}{file}", front.url))
         .send()

@@ -218,3 +218,15 @@ pub async fn metrics(s: &Server) -> String {
         .await
         .unwrap()
 }
+
+/// The body of a GET, panicking with the URL on failure.
+pub async fn get_bytes(url: &str) -> bytes::Bytes {
+    let resp = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.bytes()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} body: {e}"))
+}
