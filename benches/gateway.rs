@@ -30,7 +30,7 @@ fn gateway(c: &mut Criterion) {
         .unwrap();
     let mut config = Config::default();
     config.server.subdomain_hosts = vec!["localhost".into()];
-    let source = cidgate::app::tiered_source(&config, store, Metrics::new()).unwrap();
+    let source = cidgate::app::tiered_source(&config, store, Metrics::new(), None).unwrap();
     let gw = Gateway::new(
         source,
         GatewayOptions {

@@ -20,6 +20,7 @@ use crate::gateway::{Gateway, GatewayOptions};
 use crate::server::{self, Handler, Limits, ResponseFuture};
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 use crate::tiers::cache::EdgeCache;
+use crate::tiers::cold::ColdTier;
 use crate::tiers::kubo::KuboBackend;
 use crate::tiers::local::{LocalStore, PinReason};
 use crate::tiers::tiered::{CircuitBreaker, TieredSource};
@@ -152,6 +153,7 @@ pub fn tiered_source(
     config: &Config,
     store: LocalStore,
     metrics: Arc<Metrics>,
+    cold: Option<Arc<ColdTier>>,
 ) -> anyhow::Result<Arc<TieredSource>> {
     let cache = EdgeCache::new(config.cache.memory.as_u64(), metrics.clone())?;
     let hot = &config.hot;
@@ -171,14 +173,37 @@ pub fn tiered_source(
     if let Some(r) = &remote {
         tracing::info!(backend = ?hot.backend, url = %hot.url, tier = r.name(), "remote hot node configured");
     }
-    Ok(TieredSource::new(
+    Ok(TieredSource::with_cold(
         cache,
         Some(store),
         remote,
+        cold.map(|c| {
+            let deadline = c.deadline();
+            (c as Arc<dyn BlockSource>, deadline)
+        }),
         CircuitBreaker::new(hot.breaker_failures, hot.breaker_cooldown),
         hot.timeout,
         metrics,
     ))
+}
+
+/// The cold tier, when `[cold]` names any provider, indexer or router.
+pub fn cold_tier(
+    config: &Config,
+    store: &LocalStore,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<ColdTier>>> {
+    if !config.cold.enabled() {
+        return Ok(None);
+    }
+    let cold = ColdTier::new(&config.cold, Some(store.clone()), metrics.clone())?;
+    tracing::info!(
+        providers = config.cold.providers.len(),
+        indexers = config.cold.indexers.len(),
+        routers = config.cold.routers.len(),
+        "cold tier configured (storage providers)"
+    );
+    Ok(Some(cold))
 }
 
 /// Adds the bundled sample to a store that never had it; returns the sample root.
@@ -234,14 +259,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls: tls.is_some(),
     };
     let metrics = Metrics::new();
-    let source = tiered_source(&config, store.clone(), metrics.clone())?;
+    let cold = cold_tier(&config, &store, &metrics)?;
+    let source = tiered_source(&config, store.clone(), metrics.clone(), cold.clone())?;
     let gateway = Gateway::new(source, options);
-    let admin = Arc::new(Admin::new(
-        store.clone(),
-        config.admin.token.clone(),
-        admin_addr,
-        metrics.clone(),
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            store.clone(),
+            config.admin.token.clone(),
+            admin_addr,
+            metrics.clone(),
+        )
+        .with_cold(cold.clone()),
+    );
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 
@@ -269,10 +298,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(AdminHandler(admin)),
         shutdown.clone(),
     ));
+    // Provider scores survive restarts: saved every 30 s (when they moved) and at shutdown.
+    let saver = cold.clone().map(|c| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let c = c.clone();
+                let _ = tokio::task::spawn_blocking(move || c.save()).await;
+            }
+        })
+    });
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight responses");
     shutdown.cancel();
     let _ = tokio::join!(public_task, admin_task);
+    if let Some(s) = saver {
+        s.abort();
+    }
+    if let Some(c) = cold {
+        c.save();
+    }
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!("stopped");
     Ok(())

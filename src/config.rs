@@ -208,10 +208,109 @@ impl Default for HotConfig {
     }
 }
 
-/// `[cold]`: filled by the cold-tier work; no keys yet.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// One statically configured storage provider: a bare base URL or a table with a price and label.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StaticProvider {
+    /// Just the base URL of its trustless gateway (free, labelled by host).
+    Url(String),
+    /// Base URL with a price and a label.
+    Priced {
+        /// Base URL of the provider's trustless gateway.
+        url: String,
+        /// Name shown in logs, metrics and the admin API.
+        #[serde(default)]
+        label: String,
+        /// Asking price in FIL per GiB retrieved (0: free).
+        #[serde(default)]
+        price_per_gib: f64,
+    },
+}
+
+impl StaticProvider {
+    /// The provider's base URL.
+    pub fn url(&self) -> &str {
+        match self {
+            StaticProvider::Url(u) | StaticProvider::Priced { url: u, .. } => u,
+        }
+    }
+}
+
+/// `[cold]`: Filecoin storage providers reached over the trustless gateway protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ColdConfig {}
+pub struct ColdConfig {
+    /// Static provider list (base URLs, optionally with price and label).
+    pub providers: Vec<StaticProvider>,
+    /// IPNI indexers asked `GET {indexer}/cid/{cid}`.
+    pub indexers: Vec<String>,
+    /// Delegated Routing V1 endpoints asked `GET {router}/routing/v1/providers/{cid}`.
+    pub routers: Vec<String>,
+    /// How long a discovery answer is reused.
+    #[serde(with = "humantime_serde")]
+    pub discovery_ttl: Duration,
+    /// How long an empty discovery answer is reused.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Deadline of one indexer or router lookup.
+    #[serde(with = "humantime_serde")]
+    pub discovery_timeout: Duration,
+    /// Deadline for connecting to a provider.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline from request to the first block of a provider's answer.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// Longest gap between two blocks of a provider's stream.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a client waits for the cold tier to bring a block before a 504.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Provider requests in flight at once, all providers together.
+    pub max_concurrent: u32,
+    /// Requests in flight at once to one provider.
+    pub per_provider: u32,
+    /// Hedge delay for a provider without latency history (with history: its recent p90 TTFB).
+    #[serde(with = "humantime_serde")]
+    pub hedge_after: Duration,
+    /// Quotes above this price (FIL per GiB) are declined.
+    pub max_price_per_gib: f64,
+    /// Most one retrieval may spend (FIL).
+    pub request_ceiling: f64,
+    /// Most all retrievals may spend per UTC day (FIL); 0 disables paid retrieval.
+    pub daily_budget: f64,
+}
+
+impl Default for ColdConfig {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            indexers: Vec::new(),
+            routers: Vec::new(),
+            discovery_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            discovery_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(15),
+            deadline: Duration::from_secs(60),
+            max_concurrent: 64,
+            per_provider: 8,
+            hedge_after: Duration::from_secs(2),
+            max_price_per_gib: 1.0,
+            request_ceiling: 0.1,
+            daily_budget: 0.0,
+        }
+    }
+}
+
+impl ColdConfig {
+    /// Whether any discovery source is configured (otherwise the cold tier is off).
+    pub fn enabled(&self) -> bool {
+        !(self.providers.is_empty() && self.indexers.is_empty() && self.routers.is_empty())
+    }
+}
 
 /// `[popularity]`: filled by the popularity work; no keys yet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -326,6 +425,50 @@ impl Config {
         }
         if self.hot.timeout.is_zero() {
             return bad("hot.timeout", "must be more than zero");
+        }
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        for p in &self.cold.providers {
+            if !http(p.url()) {
+                return bad(
+                    "cold.providers",
+                    "each provider must be an http:// or https:// URL",
+                );
+            }
+        }
+        if !self
+            .cold
+            .indexers
+            .iter()
+            .chain(&self.cold.routers)
+            .all(|u| http(u))
+        {
+            return bad(
+                "cold.indexers",
+                "indexers and routers must be http:// or https:// URLs",
+            );
+        }
+        for (key, d) in [
+            ("cold.connect_timeout", self.cold.connect_timeout),
+            ("cold.first_byte_timeout", self.cold.first_byte_timeout),
+            ("cold.idle_timeout", self.cold.idle_timeout),
+            ("cold.deadline", self.cold.deadline),
+            ("cold.discovery_timeout", self.cold.discovery_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be more than zero");
+            }
+        }
+        if self.cold.max_concurrent == 0 || self.cold.per_provider == 0 {
+            return bad("cold.per_provider", "concurrency limits must be at least 1");
+        }
+        for (key, v) in [
+            ("cold.max_price_per_gib", self.cold.max_price_per_gib),
+            ("cold.request_ceiling", self.cold.request_ceiling),
+            ("cold.daily_budget", self.cold.daily_budget),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, "must be a non-negative number");
+            }
         }
         if self.store.cache.as_u64() < 1024 * 1024 {
             return bad("store.cache", "must be at least 1 MiB");

@@ -36,6 +36,29 @@ pub struct TierName {
     pub tier: String,
 }
 
+/// Labels of per-provider series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Provider label (or URL).
+    pub provider: String,
+    /// ok, not_found, timeout, error, corrupt, lie, declined.
+    pub outcome: String,
+}
+
+/// Label of per-provider byte counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderName {
+    /// Provider label (or URL).
+    pub provider: String,
+}
+
+/// Label of discovery series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabel {
+    /// ipni / routing for latency; hit / negative_hit / miss for the cache.
+    pub source: String,
+}
+
 /// Every metric cidgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +90,24 @@ pub struct Metrics {
     pub coalesced_waiters: Counter,
     /// Bytes received from remote tiers.
     pub tier_bytes: Family<TierName, Counter>,
+    /// Cold-tier provider requests by provider and outcome.
+    pub cold_fetches: Family<ProviderLabels, Counter>,
+    /// Block bytes received per storage provider.
+    pub cold_provider_bytes: Family<ProviderName, Counter>,
+    /// Second providers started because the first was slow.
+    pub cold_hedges: Counter,
+    /// Retrievals continued with another provider after a failure.
+    pub cold_resumes: Counter,
+    /// Discovery lookup latency per source.
+    pub discovery_latency: Family<DiscoveryLabel, Histogram>,
+    /// Discovery answers by cache outcome.
+    pub discovery_lookups: Family<DiscoveryLabel, Counter>,
+    /// Provider records or addresses discovery could not use (no HTTP transport).
+    pub cold_unusable: Counter,
+    /// FIL spent on retrievals.
+    pub cold_spend: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// FIL left in today's budget.
+    pub cold_budget_remaining: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -93,6 +134,15 @@ impl Metrics {
             verify_failures: Family::default(),
             coalesced_waiters: Counter::default(),
             tier_bytes: Family::default(),
+            cold_fetches: Family::default(),
+            cold_provider_bytes: Family::default(),
+            cold_hedges: Counter::default(),
+            cold_resumes: Counter::default(),
+            discovery_latency: Family::new_with_constructor(seconds_histogram),
+            discovery_lookups: Family::default(),
+            cold_unusable: Counter::default(),
+            cold_spend: Counter::default(),
+            cold_budget_remaining: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +211,51 @@ impl Metrics {
             "Block bytes received per tier",
             m.tier_bytes.clone(),
         );
+        registry.register(
+            "cold_fetches",
+            "Storage provider requests by provider and outcome",
+            m.cold_fetches.clone(),
+        );
+        registry.register(
+            "cold_provider_bytes",
+            "Block bytes received per storage provider",
+            m.cold_provider_bytes.clone(),
+        );
+        registry.register(
+            "cold_hedges",
+            "Second providers started because the first was slow",
+            m.cold_hedges.clone(),
+        );
+        registry.register(
+            "cold_resumes",
+            "Retrievals continued with another provider after a failure",
+            m.cold_resumes.clone(),
+        );
+        registry.register(
+            "discovery_duration_seconds",
+            "Provider discovery latency per source",
+            m.discovery_latency.clone(),
+        );
+        registry.register(
+            "discovery_lookups",
+            "Provider discovery answers by cache outcome",
+            m.discovery_lookups.clone(),
+        );
+        registry.register(
+            "discovery_unusable_addresses",
+            "Provider records or addresses without a usable HTTP transport",
+            m.cold_unusable.clone(),
+        );
+        registry.register(
+            "cold_spend_fil",
+            "FIL spent on retrievals",
+            m.cold_spend.clone(),
+        );
+        registry.register(
+            "cold_budget_remaining_fil",
+            "FIL left in today's retrieval budget",
+            m.cold_budget_remaining.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -184,6 +279,48 @@ impl Metrics {
         self.verify_failures
             .get_or_create(&TierName {
                 tier: tier.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a storage provider request.
+    pub fn cold_fetch(&self, provider: &str, outcome: &str) {
+        self.cold_fetches
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts block bytes from a storage provider.
+    pub fn cold_bytes(&self, provider: &str, n: u64) {
+        self.cold_provider_bytes
+            .get_or_create(&ProviderName {
+                provider: provider.to_string(),
+            })
+            .inc_by(n);
+        self.tier_bytes
+            .get_or_create(&TierName {
+                tier: "cold".to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Records a discovery lookup's latency.
+    pub fn discovery(&self, source: &str, took: Duration) {
+        self.discovery_latency
+            .get_or_create(&DiscoveryLabel {
+                source: source.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a discovery answer by cache outcome.
+    pub fn discovery_cache(&self, outcome: &str) {
+        self.discovery_lookups
+            .get_or_create(&DiscoveryLabel {
+                source: outcome.to_string(),
             })
             .inc();
     }

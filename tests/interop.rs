@@ -44,6 +44,23 @@ fn pack(paths: &[&Path], no_wrap: bool, out: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Writes `car` to `{dir}/{name}.car`, unpacks it with `ipfs-car unpack` (which verifies every
+/// block) and returns the output directory.
+fn unpack(car: &[u8], dir: &Path, name: &str) -> PathBuf {
+    let served = dir.join(format!("{name}.car"));
+    std::fs::write(&served, car).unwrap();
+    let out = dir.join(format!("{name}-out"));
+    let o = peer(&[
+        "ipfs-car",
+        "unpack",
+        served.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "ipfs-car rejected the {name} CAR");
+    out
+}
+
 fn add(store: &Path, paths: &[&Path]) -> String {
     let mut args = vec!["add"];
     let strs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -148,20 +165,7 @@ async fn ipfs_car_unpack_verifies_exports_and_car_responses() {
     let s = Server::spawn(tmp, &[("CIDGATE_SERVER__SAMPLE", "true")], &[]);
     let (sample, _) = cidgate::sample::build().unwrap();
     let body = get_bytes(&format!("{}/ipfs/{}?format=car", s.url, sample.cid)).await;
-    let served = d.join("sample.car");
-    std::fs::write(&served, &body).unwrap();
-    let out = d.join("sample-out");
-    let o = peer(&[
-        "ipfs-car",
-        "unpack",
-        served.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        o.status.success(),
-        "ipfs-car rejected a ?format=car response"
-    );
+    let out = unpack(&body, d, "sample");
     let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sample/verified-lines.txt");
     assert_eq!(
         std::fs::read(out.join("verified-lines.txt")).unwrap(),
@@ -286,28 +290,7 @@ async fn path_responses_match_the_trustless_provider_peer() {
         "path_gateway_unixfs/dir-with-percent-encoded-filename.car",
     ];
     let s = Server::start(&cars);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut args: Vec<String> = vec!["trustless-provider".into(), port.to_string()];
-    args.extend(cars.iter().map(|c| fixture(c).display().to_string()));
-    let mut provider = Command::new(peers_run())
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let peer_url = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if client().get(format!("{peer_url}/")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(up, "trustless-provider did not start");
+    let (mut provider, peer_url) = trustless_provider(&cars).await;
 
     const DIR: &str = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy";
     // (path, known peer difference or None when both must agree)
@@ -383,6 +366,79 @@ async fn path_responses_match_the_trustless_provider_peer() {
     assert!(
         unexplained.is_empty(),
         "unexplained differences: {unexplained:?}\n{table}"
+    );
+}
+
+/// Starts the `trustless-provider` peer serving `cars`; returns it and its base URL.
+async fn trustless_provider(cars: &[&str]) -> (std::process::Child, String) {
+    let port = free_port();
+    let mut args: Vec<String> = vec!["trustless-provider".into(), port.to_string()];
+    args.extend(cars.iter().map(|c| fixture(c).display().to_string()));
+    let mut provider = Command::new(peers_run())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let peer_url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client().get(format!("{peer_url}/")).send().await.is_ok() {
+            return (provider, peer_url);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = provider.kill();
+    let _ = provider.wait();
+    panic!("trustless-provider did not start");
+}
+
+/// The third-party trustless-provider peer as a Filecoin storage provider: cidgate, holding
+/// nothing, serves a multi-block file, a directory path and a CAR from it, verified, and
+/// ipfs-car accepts the CAR.
+#[tokio::test]
+#[ignore = "needs ../shared/peers (run by .ci/run)"]
+async fn the_trustless_provider_peer_as_a_storage_provider() {
+    const MIXED: &str = "bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu";
+    const LISTING: &str = "bafybeig6ka5mlwkl4subqhaiatalkcleo4jgnr3hqwvpmsqfca27cijp3i";
+    let cars = [
+        "trustless_gateway_car/subdir-with-mixed-block-files.car",
+        "dir_listing/fixtures.car",
+    ];
+    let (mut provider, peer_url) = trustless_provider(&cars).await;
+    let origin = Server::start(&cars);
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[("CIDGATE_COLD__PROVIDERS", peer_url.as_str())],
+        &[],
+    );
+    for path in [
+        format!("/ipfs/{MIXED}/subdir/multiblock.txt"),
+        format!("/ipfs/{LISTING}/%C4%85/%C4%99/file-%C5%BA%C5%82.txt"),
+    ] {
+        let r = client()
+            .get(format!("{}{path}", g.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let tier = r.headers()["x-cidgate-tier"].to_str().unwrap().to_string();
+        assert!(tier.contains("cold"), "{path}: {tier}");
+        let want = get_bytes(&format!("{}{path}", origin.url)).await;
+        assert_eq!(r.bytes().await.unwrap(), want, "{path}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let car = get_bytes(&format!("{}/ipfs/{MIXED}?format=car", g.url)).await;
+    let _ = provider.kill();
+    let _ = provider.wait();
+    let out = unpack(&car, dir.path(), "cold");
+    let want = get_bytes(&format!(
+        "{}/ipfs/{MIXED}/subdir/multiblock.txt",
+        origin.url
+    ))
+    .await;
+    assert_eq!(
+        std::fs::read(out.join("subdir/multiblock.txt")).unwrap(),
+        want
     );
 }
 

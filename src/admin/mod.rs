@@ -16,6 +16,7 @@ use tokio_util::io::StreamReader;
 use crate::gateway::{body, Body};
 use crate::server::{Handler, ResponseFuture};
 use crate::telemetry::Metrics;
+use crate::tiers::cold::ColdTier;
 use crate::tiers::import::import_car;
 use crate::tiers::local::{LocalStore, PinReason};
 
@@ -25,6 +26,7 @@ pub struct Admin {
     token: String,
     loopback_only: bool,
     metrics: Arc<Metrics>,
+    cold: Option<Arc<ColdTier>>,
 }
 
 impl Admin {
@@ -50,7 +52,14 @@ impl Admin {
             token,
             loopback_only,
             metrics,
+            cold: None,
         }
+    }
+
+    /// Reports this cold tier's providers at `GET /admin/providers`.
+    pub fn with_cold(mut self, cold: Option<Arc<ColdTier>>) -> Self {
+        self.cold = cold;
+        self
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
@@ -96,6 +105,13 @@ impl Admin {
                 let pins = self.store.pins().map_err(internal)?;
                 Ok(json(StatusCode::OK, &pins))
             }
+            (Method::GET, "/admin/providers") => match &self.cold {
+                Some(cold) => Ok(json(StatusCode::OK, &cold.report())),
+                None => Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({"providers": [], "cold_tier": "off: [cold] names no provider, indexer or router"}),
+                )),
+            },
             (Method::POST, "/admin/import") => {
                 self.authorized(&req)?;
                 let stream = req
@@ -108,7 +124,7 @@ impl Admin {
                     Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
                 }
             }
-            (_, "/healthz" | "/metrics" | "/admin/pins" | "/admin/import") => {
+            (_, "/healthz" | "/metrics" | "/admin/pins" | "/admin/import" | "/admin/providers") => {
                 Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
             }
             _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),

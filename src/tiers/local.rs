@@ -401,6 +401,24 @@ impl LocalStore {
         Ok(())
     }
 
+    /// A value in the metadata table (persisted state of other components).
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a value in the metadata table, durably.
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert(key, value)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Walks the DAG under `root` in this store; returns the first missing block, if any.
     /// Only inner nodes are read; leaves are checked by presence.
     pub fn first_missing(&self, root: &Cid) -> Result<Option<Cid>, TierError> {

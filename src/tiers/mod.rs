@@ -5,6 +5,7 @@
 //! CID (or came from the cache, which admits only such blocks).
 
 pub mod cache;
+pub mod cold;
 pub mod import;
 pub mod kubo;
 pub mod local;

@@ -1,5 +1,5 @@
-//! The tiered block source: edge cache → embedded store → remote hot node (→ cold tier, later),
-//! filling the faster tiers on the way back.
+//! The tiered block source: edge cache → embedded store → remote hot node → cold tier (storage
+//! providers), filling the edge cache on the way back.
 //!
 //! Two kinds of coalescing keep upstream traffic to one fetch per missing thing:
 //! - **blocks**: concurrent misses for one multihash share a single upstream request;
@@ -24,10 +24,13 @@ use super::cache::EdgeCache;
 use super::local::LocalStore;
 use super::{identity_block, BlockSource, DagRequest, TierError};
 use crate::ipld::{codec, Block};
-use crate::telemetry::{trace, Metrics};
+use crate::telemetry::{trace, Metrics, TRACE};
 
 type Mh = Multihash<64>;
 type SharedFetch = Shared<BoxFuture<'static, Result<Block, TierError>>>;
+/// What a DAG stream hands a parked waiter: the block and the tier that brought it, or the
+/// stream's failure; `None` when the stream ended without it (fetch it alone).
+type FlightItem = Option<Result<(Block, &'static str), TierError>>;
 
 /// Trips after consecutive failures of the remote hot node and skips it for a while, so a dead
 /// or overloaded node costs one timeout, not one per request.
@@ -102,7 +105,7 @@ struct Flights {
     /// CIDs an active DAG stream is expected to bring, and which stream.
     expected: HashMap<Mh, u64>,
     by_flight: HashMap<u64, Vec<Mh>>,
-    waiters: HashMap<Mh, Vec<oneshot::Sender<Option<Block>>>>,
+    waiters: HashMap<Mh, Vec<oneshot::Sender<FlightItem>>>,
 }
 
 /// The tiered block source.
@@ -110,8 +113,10 @@ pub struct TieredSource {
     cache: EdgeCache,
     local: Option<LocalStore>,
     remote: Option<Arc<dyn BlockSource>>,
+    cold: Option<Arc<dyn BlockSource>>,
     breaker: Arc<CircuitBreaker>,
-    remote_timeout: Duration,
+    /// How long a request waits for a block a DAG stream is expected to bring.
+    flight_wait: Duration,
     inflight: Mutex<HashMap<Mh, SharedFetch>>,
     flights: Arc<Mutex<Flights>>,
     metrics: Arc<Metrics>,
@@ -127,12 +132,31 @@ impl TieredSource {
         remote_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::with_cold(cache, local, remote, None, breaker, remote_timeout, metrics)
+    }
+
+    /// Like [`TieredSource::new`], with a cold tier asked after the hot node; a client waits
+    /// for it up to `cold_deadline`.
+    pub fn with_cold(
+        cache: EdgeCache,
+        local: Option<LocalStore>,
+        remote: Option<Arc<dyn BlockSource>>,
+        cold: Option<(Arc<dyn BlockSource>, Duration)>,
+        breaker: CircuitBreaker,
+        remote_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let flight_wait = match &cold {
+            Some((_, d)) => remote_timeout.max(*d),
+            None => remote_timeout,
+        };
         Arc::new(Self {
             cache,
             local,
             remote,
+            cold: cold.map(|(c, _)| c),
             breaker: Arc::new(breaker),
-            remote_timeout,
+            flight_wait,
             inflight: Mutex::new(HashMap::new()),
             flights: Arc::new(Mutex::new(Flights::default())),
             metrics,
@@ -171,7 +195,7 @@ impl TieredSource {
     }
 
     /// Waits for `cid` if an active DAG stream is expected to bring it.
-    async fn await_flight(&self, cid: &Cid) -> Option<Block> {
+    async fn await_flight(&self, cid: &Cid) -> Option<Result<Block, TierError>> {
         let rx = {
             let mut f = self.flights.lock().ok()?;
             if !f.expected.contains_key(cid.hash()) {
@@ -183,23 +207,34 @@ impl TieredSource {
         };
         // It may have arrived between the cache miss and registering.
         if let Some(b) = self.cache.get_uncounted(cid) {
-            return Some(b);
+            return Some(Ok(b));
         }
         self.metrics.coalesced_waiters.inc();
         let start = Instant::now();
-        let got = tokio::time::timeout(self.remote_timeout, rx)
-            .await
-            .ok()?
-            .ok()??;
-        trace("hot", start.elapsed());
-        Some(Block::already_verified(*cid, got.data().clone()))
+        let tier = if self.remote.is_some() { "hot" } else { "cold" };
+        let got = match tokio::time::timeout(self.flight_wait, rx).await {
+            Err(_) => return Some(Err(TierError::Timeout(tier))),
+            Ok(Err(_)) => return None,
+            Ok(Ok(item)) => item?,
+        };
+        match got {
+            Ok((block, tier)) => {
+                trace(tier, start.elapsed());
+                Some(Ok(Block::already_verified(*cid, block.data().clone())))
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
-    /// One upstream block fetch per multihash, shared by every concurrent caller.
+    /// One upstream block fetch per multihash (hot node, then cold tier), shared by every
+    /// concurrent caller.
     async fn fetch_remote(&self, cid: &Cid) -> Result<Block, TierError> {
-        let Some(remote) = self.remote.clone() else {
+        if self.remote.is_none() && self.cold.is_none() {
             return Err(TierError::NotFound(*cid));
-        };
+        }
+        let remote = self.remote.clone();
+        let cold = self.cold.clone();
+        let breaker = self.breaker.clone();
         let (fut, joined) = {
             let mut inflight = self.inflight.lock().map_err(|_| TierError::Unavailable {
                 tier: "hot",
@@ -208,14 +243,27 @@ impl TieredSource {
             match inflight.get(cid.hash()) {
                 Some(f) => (f.clone(), true),
                 None => {
-                    if !self.breaker.allow() {
-                        return Err(TierError::Upstream {
-                            tier: "hot",
-                            reason: "circuit open after repeated failures; retry later".into(),
-                        });
-                    }
                     let c = *cid;
-                    let fut = async move { remote.get(&c).await }.boxed().shared();
+                    let fut = async move {
+                        let hot = match &remote {
+                            Some(r) => Some(hot_block(r.as_ref(), &breaker, &c).await),
+                            None => None,
+                        };
+                        match (hot, cold) {
+                            (Some(Ok(b)), _) => Ok(b),
+                            (None, Some(cold)) => cold.get(&c).await,
+                            (Some(Err(e)), Some(cold)) => {
+                                if !e.is_not_found() {
+                                    tracing::debug!(cid = %c, error = %e, "hot node failed; asking the cold tier");
+                                }
+                                cold.get(&c).await
+                            }
+                            (Some(Err(e)), None) => Err(e),
+                            (None, None) => Err(TierError::NotFound(c)),
+                        }
+                    }
+                    .boxed()
+                    .shared();
                     inflight.insert(*cid.hash(), fut.clone());
                     (fut, false)
                 }
@@ -230,20 +278,22 @@ impl TieredSource {
             if let Ok(mut inflight) = self.inflight.lock() {
                 inflight.remove(cid.hash());
             }
-            match &result {
-                Ok(_) | Err(TierError::NotFound(_)) => self.breaker.success(),
-                Err(TierError::Corrupt { .. }) => self.breaker.failure(),
-                Err(_) => self.breaker.failure(),
-            }
             if let Ok(b) = &result {
                 self.cache.insert(b);
             }
+        } else if self.remote.is_some() {
+            trace("hot", start.elapsed());
         }
-        trace("hot", start.elapsed());
         result.map(|b| Block::already_verified(*cid, b.data().clone()))
     }
 
-    fn deliver(flights: &Mutex<Flights>, cache: &EdgeCache, id: u64, block: Block) {
+    fn deliver(
+        flights: &Mutex<Flights>,
+        cache: &EdgeCache,
+        id: u64,
+        block: Block,
+        tier: &'static str,
+    ) {
         cache.insert(&block);
         let links = codec::links(block.cid(), block.data()).unwrap_or_default();
         let Ok(mut f) = flights.lock() else { return };
@@ -260,12 +310,13 @@ impl TieredSource {
         }
         if let Some(ws) = f.waiters.remove(&mh) {
             for w in ws {
-                let _ = w.send(Some(block.clone()));
+                let _ = w.send(Some(Ok((block.clone(), tier))));
             }
         }
     }
 
-    fn land(flights: &Mutex<Flights>, req: &DagRequest, id: u64) {
+    /// Ends flight `id`: its remaining waiters get `error`, or fall back to block fetches.
+    fn land(flights: &Mutex<Flights>, req: &DagRequest, id: u64, error: Option<TierError>) {
         let Ok(mut f) = flights.lock() else { return };
         if f.active.get(req) == Some(&id) {
             f.active.remove(req);
@@ -273,10 +324,11 @@ impl TieredSource {
         for mh in f.by_flight.remove(&id).unwrap_or_default() {
             if f.expected.get(&mh) == Some(&id) {
                 f.expected.remove(&mh);
-                // Nothing else will bring it: let the waiters fall back to a block fetch.
+                // Nothing else will bring it: the waiters get the stream's failure, or fall
+                // back to a block fetch when it simply did not include this block.
                 if let Some(ws) = f.waiters.remove(&mh) {
                     for w in ws {
-                        let _ = w.send(None);
+                        let _ = w.send(error.clone().map(Err));
                     }
                 }
             }
@@ -299,8 +351,8 @@ impl BlockSource for TieredSource {
             self.cache.insert(&b);
             return Ok(b);
         }
-        if let Some(b) = self.await_flight(cid).await {
-            return Ok(b);
+        if let Some(r) = self.await_flight(cid).await {
+            return r;
         }
         // A DAG stream may have brought it (and ended) while the store was asked.
         if let Some(b) = self.cache.get_uncounted(cid) {
@@ -353,9 +405,9 @@ impl BlockSource for TieredSource {
     }
 
     async fn prefetch(&self, req: &DagRequest) {
-        let Some(remote) = self.remote.clone() else {
+        if self.remote.is_none() && self.cold.is_none() {
             return;
-        };
+        }
         // Content held here needs no stream (a missing block deeper down is fetched alone).
         if self.cache.contains(&req.root) {
             return;
@@ -364,9 +416,6 @@ impl BlockSource for TieredSource {
             if store.has(&req.root).await.unwrap_or(false) {
                 return;
             }
-        }
-        if !self.breaker.allow() {
-            return;
         }
         let id = {
             let Ok(mut f) = self.flights.lock() else {
@@ -383,30 +432,75 @@ impl BlockSource for TieredSource {
             f.by_flight.entry(id).or_default().push(*req.root.hash());
             id
         };
+        // Ask the breaker only once the flight is really started: a half-open breaker lets
+        // exactly one probe through.
+        let remote = self.remote.clone().filter(|_| self.breaker.allow());
+        let cold = self.cold.clone();
         let flights = self.flights.clone();
         let cache = self.cache.clone();
         let req = req.clone();
         let metrics = self.metrics.clone();
         let breaker = self.breaker.clone();
-        tokio::spawn(async move {
-            let mut sink = |block: Block| TieredSource::deliver(&flights, &cache, id, block);
-            let result = remote.fetch_dag(&req, &mut sink).await;
-            match &result {
-                Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
-                Err(e) => {
-                    tracing::debug!(root = %req.root, error = %e, "DAG stream from the hot node ended early");
-                    if matches!(
-                        e,
-                        TierError::Upstream { .. }
-                            | TierError::Timeout(_)
-                            | TierError::Corrupt { .. }
-                    ) {
-                        breaker.failure();
+        let flight = async move {
+            let mut result = Err(TierError::NotFound(req.root));
+            if let Some(remote) = remote {
+                let mut sink =
+                    |block: Block| TieredSource::deliver(&flights, &cache, id, block, "hot");
+                let start = Instant::now();
+                result = remote.fetch_dag(&req, &mut sink).await;
+                match &result {
+                    Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
+                    Err(e) => {
+                        tracing::debug!(root = %req.root, error = %e, "DAG stream from the hot node ended early");
+                        if matches!(
+                            e,
+                            TierError::Upstream { .. }
+                                | TierError::Timeout(_)
+                                | TierError::Corrupt { .. }
+                        ) {
+                            breaker.failure();
+                        }
                     }
                 }
+                metrics.fetch("hot-dag", super::remote::outcome(&result), start.elapsed());
             }
-            metrics.fetch("hot-dag", super::remote::outcome(&result), Duration::ZERO);
-            TieredSource::land(&flights, &req, id);
+            if let (Err(_), Some(cold)) = (&result, cold) {
+                let mut sink =
+                    |block: Block| TieredSource::deliver(&flights, &cache, id, block, "cold");
+                result = cold.fetch_dag(&req, &mut sink).await;
+            }
+            let error = match result {
+                Ok(()) | Err(TierError::NotFound(_)) => None,
+                Err(e) => Some(e),
+            };
+            TieredSource::land(&flights, &req, id, error);
+        };
+        // Discovery and retrieval time show in the Server-Timing of the request that started it.
+        match TRACE.try_with(|t| t.clone()) {
+            Ok(t) => tokio::spawn(TRACE.scope(t, flight)),
+            Err(_) => tokio::spawn(flight),
+        };
+    }
+}
+
+/// One block from the hot node, through its circuit breaker.
+async fn hot_block(
+    remote: &dyn BlockSource,
+    breaker: &CircuitBreaker,
+    cid: &Cid,
+) -> Result<Block, TierError> {
+    if !breaker.allow() {
+        return Err(TierError::Upstream {
+            tier: "hot",
+            reason: "circuit open after repeated failures; retry later".into(),
         });
     }
+    let start = Instant::now();
+    let result = remote.get(cid).await;
+    match &result {
+        Ok(_) | Err(TierError::NotFound(_)) => breaker.success(),
+        Err(_) => breaker.failure(),
+    }
+    trace("hot", start.elapsed());
+    result
 }

@@ -79,7 +79,28 @@ impl Server {
 
     /// Starts serving an existing data directory.
     pub fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::spawn_inner(dir, None, env, args)
+    }
+
+    /// Like [`Server::spawn`] with a configuration file.
+    pub fn spawn_with_config(
+        dir: tempfile::TempDir,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::spawn_inner(dir, Some(config), env, &[])
+    }
+
+    fn spawn_inner(
+        dir: tempfile::TempDir,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(bin());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
         cmd.arg("--data-dir")
             .arg(dir.path())
             .args([
@@ -191,7 +212,9 @@ pub fn parse_car(bytes: &[u8]) -> Car {
     Car { roots, blocks }
 }
 
+pub mod fault_proxy;
 pub mod faulty;
+pub mod routing;
 
 /// Sum of all samples of a Prometheus counter family in `/metrics` text (optionally filtered
 /// by a label substring).

@@ -1,0 +1,582 @@
+//! The cold tier: Filecoin storage providers that serve retrievals over the trustless gateway
+//! protocol (booster-http, Curio, Frisbii, another cidgate).
+//!
+//! A retrieval is DAG-shaped: discovery finds candidates ([`discovery`]), the deal policy quotes,
+//! filters and ranks them ([`deal`]), and the best one is asked for a CAR of the request. Blocks
+//! are accepted only when they hash to their CID and the walk of the request expects them
+//! ([`walk`]); each one goes at once to the waiting responses. A provider that fails, stalls or
+//! lies is scored down and the next one is asked only for what is still missing. When the first
+//! provider is slower than its recent p90 to send anything, a second one is started (a hedge) and
+//! the first to finish wins.
+
+pub mod deal;
+pub mod discovery;
+pub mod provider;
+pub mod walk;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use self::deal::{DealPolicy, Declined, Plan};
+use self::discovery::Discovery;
+use self::provider::{
+    status_failure, transport_failure, CarStream, Deadlines, Failure, Provider, ProviderBook,
+    ProviderStats, Spend,
+};
+use self::walk::{Accepted, DagWalk};
+use super::{BlockSource, DagRequest, TierError};
+use crate::config::ColdConfig;
+use crate::ipld::{Block, MAX_BLOCK_SIZE};
+use crate::telemetry::{trace, Metrics};
+use crate::tiers::local::LocalStore;
+
+/// The tier name in errors, metrics and `Server-Timing`.
+pub const COLD: &str = "cold";
+
+/// The cold tier.
+pub struct ColdTier {
+    client: reqwest::Client,
+    discovery: Arc<Discovery>,
+    book: ProviderBook,
+    policy: DealPolicy,
+    deadlines: Deadlines,
+    hedge_after: Duration,
+    deadline: Duration,
+    overall: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    last_declined: std::sync::Mutex<Vec<Declined>>,
+}
+
+/// One provider in the admin API's report.
+#[derive(Serialize)]
+pub struct ProviderReport {
+    /// Base URL.
+    pub url: String,
+    /// Ranking score (higher is better).
+    pub score: f64,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Recent p90 time to first block, in milliseconds.
+    pub ttfb_p90_ms: Option<f64>,
+    /// Everything observed.
+    #[serde(flatten)]
+    pub stats: ProviderStats,
+}
+
+/// The cold tier's state for the admin API.
+#[derive(Serialize)]
+pub struct ColdReport {
+    /// Providers, best first.
+    pub providers: Vec<ProviderReport>,
+    /// Money spent.
+    pub spend: Spend,
+    /// The configured daily budget (FIL).
+    pub daily_budget: f64,
+    /// The configured per-request ceiling (FIL).
+    pub request_ceiling: f64,
+    /// Candidates declined by the last retrieval's deal decision.
+    pub last_declined: Vec<Declined>,
+    /// Provider records or addresses discovery found unusable (no HTTP).
+    pub unusable_addresses: u64,
+}
+
+impl ColdTier {
+    /// The cold tier configured in `[cold]`; scores persist in `store`.
+    pub fn new(
+        config: &ColdConfig,
+        store: Option<LocalStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, TierError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.per_provider as usize)
+            .no_proxy()
+            .build()
+            .map_err(|e| TierError::Unavailable {
+                tier: COLD,
+                reason: format!("HTTP client: {e}"),
+            })?;
+        let book = ProviderBook::load(store, config.per_provider as usize);
+        let tier = Arc::new(Self {
+            discovery: Discovery::new(config, client.clone(), metrics.clone()),
+            client,
+            book,
+            policy: DealPolicy::new(config),
+            deadlines: Deadlines {
+                first_byte: config.first_byte_timeout,
+                idle: config.idle_timeout,
+            },
+            hedge_after: config.hedge_after,
+            deadline: config.deadline,
+            overall: Arc::new(Semaphore::new(config.max_concurrent as usize)),
+            metrics,
+            last_declined: std::sync::Mutex::new(Vec::new()),
+        });
+        tier.publish_budget();
+        Ok(tier)
+    }
+
+    /// Longest a client should wait for this tier.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Saves provider scores and spend (periodically and at shutdown).
+    pub fn save(&self) {
+        self.book.save();
+    }
+
+    /// Providers, scores and spend for the admin API.
+    pub fn report(&self) -> ColdReport {
+        let per = self.book.per_provider();
+        ColdReport {
+            providers: self
+                .book
+                .all()
+                .into_iter()
+                .map(|p| {
+                    let stats = p.stats();
+                    ProviderReport {
+                        url: p.url.clone(),
+                        score: stats.score(),
+                        in_flight: p.in_flight(per),
+                        ttfb_p90_ms: stats.ttfb_p90().map(|d| d.as_secs_f64() * 1000.0),
+                        stats,
+                    }
+                })
+                .collect(),
+            spend: self.book.spend(),
+            daily_budget: self.policy.daily_budget,
+            request_ceiling: self.policy.request_ceiling,
+            last_declined: self
+                .last_declined
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default(),
+            unusable_addresses: self.discovery.unusable(),
+        }
+    }
+
+    fn publish_budget(&self) {
+        let spend = self.book.spend();
+        self.metrics
+            .cold_budget_remaining
+            .set((self.policy.daily_budget - spend.today).max(0.0));
+    }
+
+    /// Discovery and the deal decision for `cid`.
+    async fn plan(&self, cid: &Cid) -> Result<Plan, TierError> {
+        let start = Instant::now();
+        let candidates = self.discovery.find(cid).await;
+        trace("cold-discovery", start.elapsed());
+        let candidates = candidates?;
+        let plan = self.policy.plan(&candidates, &self.book);
+        if let Ok(mut d) = self.last_declined.lock() {
+            d.clone_from(&plan.declined);
+        }
+        if plan.ranked.is_empty() {
+            let reasons: Vec<String> = plan
+                .declined
+                .iter()
+                .map(|d| format!("{}: {}", d.url, d.reason))
+                .collect();
+            return Err(TierError::Upstream {
+                tier: COLD,
+                reason: format!("no provider acceptable: {}", reasons.join("; ")),
+            });
+        }
+        Ok(plan)
+    }
+
+    fn record(&self, p: &Provider, result: &Result<(u64, Duration), Failure>) {
+        let label = p.label();
+        match result {
+            Ok((bytes, took)) => p.update(|s| s.success(*bytes, *took)),
+            Err(f) => {
+                if !matches!(f, Failure::Declined(_)) {
+                    tracing::info!(provider = %label, outcome = f.outcome(), reason = f.reason(), "storage provider request failed");
+                }
+                p.update(|s| s.failure(f));
+                if matches!(f, Failure::Corrupt(_)) {
+                    self.metrics.verify_failure(COLD);
+                }
+            }
+        }
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(f) => f.outcome(),
+        };
+        self.metrics.cold_fetch(&label, outcome);
+        self.book.touch();
+    }
+
+    /// Fetches one block from the ranked providers in turn.
+    async fn get_block(&self, cid: &Cid) -> Result<Block, TierError> {
+        let plan = self.plan(cid).await?;
+        let start = Instant::now();
+        let mut failures = Vec::new();
+        for p in &plan.ranked {
+            let begun = Instant::now();
+            let r = self.block_from(p, cid).await;
+            let rec = r.as_ref().map(|b| (b.data().len() as u64, begun.elapsed()));
+            self.record(p, &rec.map_err(Clone::clone));
+            match r {
+                Ok(block) => {
+                    self.metrics.fetch(COLD, "ok", start.elapsed());
+                    self.charge(p, block.data().len() as u64);
+                    trace(COLD, start.elapsed());
+                    return Ok(block);
+                }
+                Err(f) => failures.push((p.label(), f)),
+            }
+        }
+        let err = summarize(cid, &failures);
+        self.metrics.fetch(
+            COLD,
+            super::remote::outcome::<()>(&Err(err.clone())),
+            start.elapsed(),
+        );
+        trace(COLD, start.elapsed());
+        Err(err)
+    }
+
+    async fn block_from(&self, p: &Arc<Provider>, cid: &Cid) -> Result<Block, Failure> {
+        let url = format!("{}/ipfs/{cid}?format=raw", p.url);
+        let attempt = async {
+            let resp = self
+                .client
+                .get(&url)
+                .header("accept", "application/vnd.ipld.raw")
+                .send()
+                .await
+                .map_err(|e| transport_failure(&e, &url))?;
+            if !resp.status().is_success() {
+                return Err(status_failure(resp.status(), &url));
+            }
+            p.update(|s| s.first_byte(Duration::ZERO));
+            let mut body = BytesMut::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = tokio::time::timeout(self.deadlines.idle, stream.next())
+                .await
+                .map_err(|_| Failure::Timeout(format!("{url}: stalled")))?
+            {
+                let chunk = chunk.map_err(|e| transport_failure(&e, &url))?;
+                if body.len() + chunk.len() > MAX_BLOCK_SIZE {
+                    return Err(Failure::Error(format!(
+                        "{url}: block over {MAX_BLOCK_SIZE} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        };
+        let data = tokio::time::timeout(self.deadlines.first_byte + self.deadlines.idle, attempt)
+            .await
+            .map_err(|_| Failure::Timeout(format!("{url}: no answer in time")))??;
+        self.metrics.cold_bytes(&p.label(), data.len() as u64);
+        Block::verified(*cid, data).map_err(|e| Failure::Corrupt(format!("{url}: {e}")))
+    }
+
+    fn charge(&self, p: &Provider, bytes: u64) -> f64 {
+        let cost = DealPolicy::cost(p.price(), bytes);
+        if cost > 0.0 {
+            self.book.charge(cost);
+            self.metrics.cold_spend.inc_by(cost);
+            self.publish_budget();
+        }
+        cost
+    }
+
+    /// Retrieves `req` into `sink`, failing over and resuming across providers.
+    async fn retrieve(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        let plan = self.plan(&req.root).await?;
+        let start = Instant::now();
+        let mut walk = DagWalk::new(req.clone());
+        let mut failures: Vec<(String, Failure)> = Vec::new();
+        let mut next = 0;
+        while !walk.complete() {
+            let Some(primary) = plan.ranked.get(next).cloned() else {
+                break;
+            };
+            next += 1;
+            let backup = plan.ranked.get(next).cloned();
+            let subs = if walk.received() == 0 {
+                vec![req.clone()]
+            } else {
+                self.metrics.cold_resumes.inc();
+                let subs = walk.resume_requests();
+                tracing::debug!(root = %req.root, provider = %primary.label(), requests = subs.len(), have = walk.received(), "resuming retrieval with the next provider");
+                subs
+            };
+            let hedged = self
+                .attempt(
+                    &primary,
+                    backup.as_ref(),
+                    &subs,
+                    &mut walk,
+                    sink,
+                    &mut failures,
+                )
+                .await;
+            if hedged {
+                next += 1;
+            }
+        }
+        let took = start.elapsed();
+        trace(COLD, took);
+        if walk.complete() {
+            self.metrics.fetch("cold-dag", "ok", took);
+            return Ok(());
+        }
+        let err = summarize(&req.root, &failures);
+        self.metrics.fetch(
+            "cold-dag",
+            super::remote::outcome::<()>(&Err(err.clone())),
+            took,
+        );
+        Err(err)
+    }
+
+    /// Streams `subs` from `primary` (and, if it is slow to start, from `backup` too). Returns
+    /// whether the backup was used.
+    async fn attempt(
+        &self,
+        primary: &Arc<Provider>,
+        backup: Option<&Arc<Provider>>,
+        subs: &[DagRequest],
+        walk: &mut DagWalk,
+        sink: &mut (dyn FnMut(Block) + Send),
+        failures: &mut Vec<(String, Failure)>,
+    ) -> bool {
+        let mut hedged = false;
+        let mut current = primary.clone();
+        let mut spent = 0.0;
+        for (i, sub) in subs.iter().enumerate() {
+            let mut a = Some(self.stream(&current, sub));
+            let mut b: Option<CarStream> = None;
+            // Only the first request of an attempt is hedged; later ones follow the winner.
+            let hedge_delay = current
+                .stats()
+                .ttfb_p90()
+                .unwrap_or(self.hedge_after)
+                .max(Duration::from_millis(10));
+            let hedge_at = tokio::time::sleep(hedge_delay);
+            tokio::pin!(hedge_at);
+            let can_hedge = i == 0 && backup.is_some();
+            let mut winner: Option<Arc<Provider>> = None;
+            loop {
+                let a_started = a.as_ref().is_some_and(|s| s.ttfb.is_some());
+                tokio::select! {
+                    item = next_of(&mut a) => {
+                        if let Some(done) = self.step(&mut a, item, walk, sink, failures, &mut spent) {
+                            if done { winner = Some(current.clone()); break; }
+                        }
+                    }
+                    item = next_of(&mut b) => {
+                        if let Some(done) = self.step(&mut b, item, walk, sink, failures, &mut spent) {
+                            if done { winner = backup.cloned(); break; }
+                        }
+                    }
+                    _ = &mut hedge_at, if can_hedge && b.is_none() && !hedged && !a_started && a.is_some() => {
+                        if let Some(bp) = backup {
+                            tracing::debug!(slow = %current.label(), hedge = %bp.label(), after = ?hedge_delay, "hedging a slow storage provider");
+                            self.metrics.cold_hedges.inc();
+                            hedged = true;
+                            b = Some(self.stream(bp, sub));
+                        }
+                    }
+                }
+                if a.is_none() && b.is_none() {
+                    break;
+                }
+            }
+            // The loser of a hedge is dropped here: its request is cancelled.
+            match winner {
+                Some(w) => current = w,
+                None => return hedged,
+            }
+            if walk.complete() {
+                return hedged;
+            }
+        }
+        if !walk.complete() {
+            let f = Failure::NotFound(format!(
+                "{}: the CAR ended before the DAG was complete",
+                current.url
+            ));
+            self.record(&current, &Err(f.clone()));
+            failures.push((current.label(), f));
+        }
+        hedged
+    }
+
+    fn stream(&self, p: &Arc<Provider>, sub: &DagRequest) -> CarStream {
+        CarStream::new(
+            self.client.clone(),
+            p.clone(),
+            sub,
+            self.deadlines,
+            self.overall.clone(),
+        )
+    }
+
+    /// Handles one item of a stream. `Some(true)`: the stream ended cleanly (it won);
+    /// `Some(false)`: it failed and was dropped; `None`: keep going.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        slot: &mut Option<CarStream>,
+        item: Result<Option<(Cid, Bytes)>, Failure>,
+        walk: &mut DagWalk,
+        sink: &mut (dyn FnMut(Block) + Send),
+        failures: &mut Vec<(String, Failure)>,
+        spent: &mut f64,
+    ) -> Option<bool> {
+        let stream = slot.as_mut()?;
+        let p = stream.provider.clone();
+        let outcome = match item {
+            Ok(None) => {
+                let took = stream.started().elapsed();
+                let bytes = stream.bytes;
+                if let Some(t) = stream.ttfb {
+                    p.update(|s| s.first_byte(t));
+                }
+                self.record(&p, &Ok((bytes, took)));
+                *slot = None;
+                return Some(true);
+            }
+            Ok(Some((cid, data))) => self.take(&p, walk, cid, data, sink, spent),
+            Err(f) => Err(f),
+        };
+        match outcome {
+            Ok(()) => None,
+            Err(f) => {
+                if let Some(t) = stream.ttfb {
+                    p.update(|s| s.first_byte(t));
+                }
+                self.record(&p, &Err(f.clone()));
+                failures.push((p.label(), f));
+                *slot = None;
+                Some(false)
+            }
+        }
+    }
+
+    /// Checks, verifies and hands on one block of a provider's stream.
+    fn take(
+        &self,
+        p: &Arc<Provider>,
+        walk: &mut DagWalk,
+        cid: Cid,
+        data: Bytes,
+        sink: &mut (dyn FnMut(Block) + Send),
+        spent: &mut f64,
+    ) -> Result<(), Failure> {
+        match walk.check(&cid) {
+            Err(e) => return Err(Failure::Lie(format!("{}: {e}", p.url))),
+            Ok(Accepted::Duplicate) => return Ok(()),
+            Ok(Accepted::New) => {}
+        }
+        self.metrics.cold_bytes(&p.label(), data.len() as u64);
+        let block =
+            Block::verified(cid, data).map_err(|e| Failure::Corrupt(format!("{}: {e}", p.url)))?;
+        let price = p.price();
+        if let Some(allowed) = self.policy.allowance(price, self.book.spend().today) {
+            let cost = DealPolicy::cost(price, block.data().len() as u64);
+            if *spent + cost > allowed {
+                return Err(Failure::Declined(format!(
+                    "{}: retrieval would exceed its allowance of {allowed} FIL",
+                    p.url
+                )));
+            }
+        }
+        *spent += self.charge(p, block.data().len() as u64);
+        walk.accept(block.cid(), block.data())
+            .map_err(|e| Failure::Lie(format!("{}: {e}", p.url)))?;
+        sink(block);
+        Ok(())
+    }
+}
+
+async fn next_of(slot: &mut Option<CarStream>) -> Result<Option<(Cid, Bytes)>, Failure> {
+    match slot {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error for a retrieval every provider failed: 404 when all said "not here", 504 when
+/// time-outs were all that went wrong, else 502 with the reasons.
+fn summarize(cid: &Cid, failures: &[(String, Failure)]) -> TierError {
+    if failures.is_empty() {
+        return TierError::Upstream {
+            tier: COLD,
+            reason: format!("no provider could be asked for {cid}"),
+        };
+    }
+    if failures
+        .iter()
+        .all(|(_, f)| matches!(f, Failure::NotFound(_)))
+    {
+        return TierError::NotFound(*cid);
+    }
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|(label, f)| format!("{label}: {} ({})", f.outcome(), f.reason()))
+        .collect();
+    if failures.iter().all(|(_, f)| {
+        matches!(
+            f,
+            Failure::Timeout(_) | Failure::NotFound(_) | Failure::Declined(_)
+        )
+    }) {
+        return TierError::Timeout(COLD);
+    }
+    TierError::Upstream {
+        tier: COLD,
+        reason: format!("all storage providers failed: {}", reasons.join("; ")),
+    }
+}
+
+#[async_trait]
+impl BlockSource for ColdTier {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        self.get_block(cid).await
+    }
+
+    /// Whether some provider is known for `cid` (without transferring it).
+    async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        match self.discovery.find(cid).await {
+            Ok(c) => Ok(!c.is_empty()),
+            Err(TierError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        COLD
+    }
+
+    async fn holds_locally(&self, _cid: &Cid) -> Result<bool, TierError> {
+        Ok(false)
+    }
+
+    async fn fetch_dag(
+        &self,
+        req: &DagRequest,
+        sink: &mut (dyn FnMut(Block) + Send),
+    ) -> Result<(), TierError> {
+        self.retrieve(req, sink).await
+    }
+}
