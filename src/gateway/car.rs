@@ -80,6 +80,11 @@ pub async fn respond(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
+    if !req.head {
+        // A remote tier streams the whole selection at once instead of block by block.
+        gw.prefetch(req, params.selection.scope, params.selection.entity_bytes)
+            .await;
+    }
     let resolved = resolve(gw.source(), req.root, &req.segments).await?;
     set(
         resp.headers_mut(),

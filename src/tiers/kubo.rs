@@ -11,7 +11,7 @@ use cid::Cid;
 use super::remote::{
     read_block, request_error, stream_car, timed_block_fetch, upstream, HOT as TIER,
 };
-use super::{BlockSource, DagRequest, DagScope, TierError};
+use super::{BlockSource, DagRequest, DagScope, DagSink, TierError};
 use crate::ipld::Block;
 use crate::telemetry::Metrics;
 
@@ -105,11 +105,7 @@ impl KuboBackend {
         Ok(cid)
     }
 
-    async fn export(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn export(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         let target = self.resolve(req).await?;
         let resp = self.rpc("dag/export", &target.to_string()).await?;
         if !resp.status().is_success() {
@@ -149,11 +145,7 @@ impl BlockSource for KuboBackend {
         TIER
     }
 
-    async fn fetch_dag(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn fetch_dag(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         // dag/export sends a whole DAG: right for whole files and CARs, wasteful for a byte
         // range or a single block, which are fetched block by block instead.
         if req.entity_bytes.is_some() || req.scope == DagScope::Block {

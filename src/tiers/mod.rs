@@ -125,6 +125,22 @@ pub struct DagRequest {
     pub entity_bytes: Option<EntityBytes>,
 }
 
+/// Receives the verified blocks of a DAG stream in stream order. Awaiting [`DagSink::accept`] is
+/// the stream's backpressure: a producer reads no further than its consumer lets it.
+#[async_trait]
+pub trait DagSink: Send {
+    /// Takes one verified block; `false` when nobody wants the rest (stop the stream).
+    async fn accept(&mut self, block: Block) -> bool;
+}
+
+#[async_trait]
+impl DagSink for Vec<Block> {
+    async fn accept(&mut self, block: Block) -> bool {
+        self.push(block);
+        true
+    }
+}
+
 /// A place blocks come from.
 #[async_trait]
 pub trait BlockSource: Send + Sync + 'static {
@@ -148,11 +164,7 @@ pub trait BlockSource: Send + Sync + 'static {
     async fn prefetch(&self, _req: &DagRequest) {}
 
     /// Streams the verified blocks of `req` from this source to `sink` (remote tiers only).
-    async fn fetch_dag(
-        &self,
-        req: &DagRequest,
-        _sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn fetch_dag(&self, req: &DagRequest, _sink: &mut dyn DagSink) -> Result<(), TierError> {
         Err(TierError::Unavailable {
             tier: self.name(),
             reason: format!("no DAG retrieval for {}", req.root),

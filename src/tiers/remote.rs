@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::codec::FramedRead;
 use tokio_util::io::StreamReader;
 
-use super::TierError;
+use super::{DagSink, TierError};
 use crate::ipld::car::{CarDecoder, CarItem};
 use crate::ipld::{Block, MAX_BLOCK_SIZE};
 use crate::telemetry::{Metrics, TierName};
@@ -99,7 +99,7 @@ pub async fn stream_car(
     idle: Duration,
     metrics: &Arc<Metrics>,
     origin: &str,
-    sink: &mut (dyn FnMut(Block) + Send),
+    sink: &mut dyn DagSink,
 ) -> Result<(), TierError> {
     let reader = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
     let mut frames = FramedRead::new(reader, CarDecoder::new());
@@ -115,7 +115,9 @@ pub async fn stream_car(
         };
         if let CarItem::Block(cid, data) = item {
             counter.inc_by(data.len() as u64);
-            sink(verify(cid, data, metrics, origin)?);
+            if !sink.accept(verify(cid, data, metrics, origin)?).await {
+                return Ok(());
+            }
         }
     }
 }

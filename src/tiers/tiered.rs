@@ -10,7 +10,7 @@
 //!   stream is expected to bring, so only those waits are parked on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,11 @@ use async_trait::async_trait;
 use cid::Cid;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use multihash::Multihash;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::cache::EdgeCache;
 use super::local::LocalStore;
-use super::{identity_block, BlockSource, DagRequest, TierError};
+use super::{identity_block, BlockSource, DagRequest, DagSink, TierError};
 use crate::ipld::{codec, Block};
 use crate::telemetry::{trace, Metrics, TRACE};
 
@@ -98,6 +98,13 @@ impl CircuitBreaker {
     }
 }
 
+/// Bytes a DAG stream may deliver ahead of its readers before it waits for them.
+const READ_AHEAD_BYTES: usize = 8 << 20;
+/// A stream whose delivered blocks nobody took for this long stops (its client went away).
+const ABANDON_AFTER: Duration = Duration::from_secs(10);
+/// Delivered blocks of a finished stream that nobody took are dropped after this long.
+const READY_TTL: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Flights {
     next_id: u64,
@@ -106,6 +113,62 @@ struct Flights {
     expected: HashMap<Mh, u64>,
     by_flight: HashMap<u64, Vec<Mh>>,
     waiters: HashMap<Mh, Vec<oneshot::Sender<FlightItem>>>,
+    /// Delivered blocks no reader has taken yet, with their stream and tier. They are in the
+    /// cache too, but a small or busy cache may evict them before a lagging reader gets there.
+    ready: HashMap<Mh, (u64, Block, &'static str)>,
+    progress: HashMap<u64, Progress>,
+}
+
+/// How far a stream is ahead of its readers.
+struct Progress {
+    ready_bytes: usize,
+    last_take: Instant,
+    landed: Option<Instant>,
+}
+
+/// The sink of one DAG stream: delivers to parked readers, the cache and the ready set, and
+/// holds the stream back while its readers are more than [`READ_AHEAD_BYTES`] behind.
+struct FlightSink {
+    flights: Arc<Mutex<Flights>>,
+    cache: EdgeCache,
+    ready_count: Arc<AtomicUsize>,
+    room: Arc<Notify>,
+    id: u64,
+    tier: &'static str,
+}
+
+#[async_trait]
+impl DagSink for FlightSink {
+    async fn accept(&mut self, block: Block) -> bool {
+        TieredSource::deliver(
+            &self.flights,
+            &self.cache,
+            &self.ready_count,
+            self.id,
+            block,
+            self.tier,
+        );
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (ahead, last_take) = match self.flights.lock() {
+                Ok(f) => match f.progress.get(&self.id) {
+                    Some(p) => (p.ready_bytes, p.last_take),
+                    None => return true,
+                },
+                Err(_) => return true,
+            };
+            if ahead <= READ_AHEAD_BYTES {
+                return true;
+            }
+            let idle = last_take.elapsed();
+            if idle >= ABANDON_AFTER {
+                return false;
+            }
+            let _ = tokio::time::timeout(ABANDON_AFTER - idle, notified).await;
+        }
+    }
 }
 
 /// The tiered block source.
@@ -119,6 +182,10 @@ pub struct TieredSource {
     flight_wait: Duration,
     inflight: Mutex<HashMap<Mh, SharedFetch>>,
     flights: Arc<Mutex<Flights>>,
+    /// Entries in `Flights::ready`, so that reads skip the lock when no stream is ahead.
+    ready_count: Arc<AtomicUsize>,
+    /// Signalled when a reader takes a ready block.
+    room: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
@@ -159,6 +226,8 @@ impl TieredSource {
             flight_wait,
             inflight: Mutex::new(HashMap::new()),
             flights: Arc::new(Mutex::new(Flights::default())),
+            ready_count: Arc::new(AtomicUsize::new(0)),
+            room: Arc::new(Notify::new()),
             metrics,
         })
     }
@@ -194,10 +263,41 @@ impl TieredSource {
         }
     }
 
+    /// A block a DAG stream delivered ahead of this reader, with the tier that brought it.
+    fn take_ready(&self, cid: &Cid) -> Option<(Block, &'static str)> {
+        if self.ready_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let taken = {
+            let mut f = self.flights.lock().ok()?;
+            self.take_ready_locked(&mut f, cid)
+        };
+        if taken.is_some() {
+            self.room.notify_waiters();
+        }
+        taken
+    }
+
+    fn take_ready_locked(&self, f: &mut Flights, cid: &Cid) -> Option<(Block, &'static str)> {
+        let (id, block, tier) = f.ready.remove(cid.hash())?;
+        self.ready_count.fetch_sub(1, Ordering::AcqRel);
+        if let Some(p) = f.progress.get_mut(&id) {
+            p.ready_bytes = p.ready_bytes.saturating_sub(block.data().len());
+            p.last_take = Instant::now();
+        }
+        Some((block, tier))
+    }
+
     /// Waits for `cid` if an active DAG stream is expected to bring it.
     async fn await_flight(&self, cid: &Cid) -> Option<Result<Block, TierError>> {
         let rx = {
             let mut f = self.flights.lock().ok()?;
+            if let Some((block, tier)) = self.take_ready_locked(&mut f, cid) {
+                drop(f);
+                self.room.notify_waiters();
+                trace(tier, Duration::ZERO);
+                return Some(Ok(block));
+            }
             if !f.expected.contains_key(cid.hash()) {
                 return None;
             }
@@ -290,17 +390,18 @@ impl TieredSource {
     fn deliver(
         flights: &Mutex<Flights>,
         cache: &EdgeCache,
+        ready_count: &AtomicUsize,
         id: u64,
         block: Block,
         tier: &'static str,
     ) {
-        cache.insert(&block);
         let links = codec::links(block.cid(), block.data()).unwrap_or_default();
-        let Ok(mut f) = flights.lock() else { return };
-        let mh = *block.cid().hash();
-        if f.expected.get(&mh) == Some(&id) {
-            f.expected.remove(&mh);
-        }
+        let Ok(mut f) = flights.lock() else {
+            cache.insert(&block);
+            return;
+        };
+        // Children are registered before the block becomes visible in the cache: a reader that
+        // sees the parent must find its children expected, or it would fetch them alone.
         for l in links {
             let lm = *l.hash();
             if !cache.contains(&l) {
@@ -308,16 +409,59 @@ impl TieredSource {
                 f.by_flight.entry(id).or_default().push(lm);
             }
         }
-        if let Some(ws) = f.waiters.remove(&mh) {
-            for w in ws {
-                let _ = w.send(Some(Ok((block.clone(), tier))));
+        cache.insert(&block);
+        let mh = *block.cid().hash();
+        if f.expected.get(&mh) == Some(&id) {
+            f.expected.remove(&mh);
+        }
+        match f.waiters.remove(&mh) {
+            Some(ws) => {
+                for w in ws {
+                    let _ = w.send(Some(Ok((block.clone(), tier))));
+                }
+                if let Some(p) = f.progress.get_mut(&id) {
+                    p.last_take = Instant::now();
+                }
             }
+            None if !f.ready.contains_key(&mh) => {
+                if let Some(p) = f.progress.get_mut(&id) {
+                    p.ready_bytes += block.data().len();
+                }
+                f.ready.insert(mh, (id, block, tier));
+                ready_count.fetch_add(1, Ordering::AcqRel);
+            }
+            None => {}
         }
     }
 
     /// Ends flight `id`: its remaining waiters get `error`, or fall back to block fetches.
-    fn land(flights: &Mutex<Flights>, req: &DagRequest, id: u64, error: Option<TierError>) {
+    /// Untaken blocks of streams that ended long ago are dropped.
+    fn land(
+        flights: &Mutex<Flights>,
+        ready_count: &AtomicUsize,
+        req: &DagRequest,
+        id: u64,
+        error: Option<TierError>,
+    ) {
         let Ok(mut f) = flights.lock() else { return };
+        let now = Instant::now();
+        if let Some(p) = f.progress.get_mut(&id) {
+            p.landed = Some(now);
+        }
+        let stale: Vec<u64> = f
+            .progress
+            .iter()
+            .filter(|(_, p)| p.landed.is_some_and(|t| now.duration_since(t) > READY_TTL))
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            let before = f.ready.len();
+            f.ready.retain(|_, (owner, _, _)| !stale.contains(owner));
+            ready_count.fetch_sub(before - f.ready.len(), Ordering::AcqRel);
+            for s in stale {
+                f.progress.remove(&s);
+            }
+        }
         if f.active.get(req) == Some(&id) {
             f.active.remove(req);
         }
@@ -343,6 +487,10 @@ impl BlockSource for TieredSource {
             return Ok(b);
         }
         let start = Instant::now();
+        if let Some((b, tier)) = self.take_ready(cid) {
+            trace(tier, start.elapsed());
+            return Ok(Block::already_verified(*cid, b.data().clone()));
+        }
         if let Some(b) = self.cache.get(cid) {
             trace("cache", start.elapsed());
             return Ok(b);
@@ -355,6 +503,10 @@ impl BlockSource for TieredSource {
             return r;
         }
         // A DAG stream may have brought it (and ended) while the store was asked.
+        if let Some((b, tier)) = self.take_ready(cid) {
+            trace(tier, start.elapsed());
+            return Ok(b);
+        }
         if let Some(b) = self.cache.get_uncounted(cid) {
             trace("cache", start.elapsed());
             return Ok(b);
@@ -430,6 +582,14 @@ impl BlockSource for TieredSource {
             f.active.insert(req.clone(), id);
             f.expected.insert(*req.root.hash(), id);
             f.by_flight.entry(id).or_default().push(*req.root.hash());
+            f.progress.insert(
+                id,
+                Progress {
+                    ready_bytes: 0,
+                    last_take: Instant::now(),
+                    landed: None,
+                },
+            );
             id
         };
         // Ask the breaker only once the flight is really started: a half-open breaker lets
@@ -437,17 +597,24 @@ impl BlockSource for TieredSource {
         let remote = self.remote.clone().filter(|_| self.breaker.allow());
         let cold = self.cold.clone();
         let flights = self.flights.clone();
-        let cache = self.cache.clone();
+        let ready_count = self.ready_count.clone();
+        let sink = |tier| FlightSink {
+            flights: self.flights.clone(),
+            cache: self.cache.clone(),
+            ready_count: self.ready_count.clone(),
+            room: self.room.clone(),
+            id,
+            tier,
+        };
+        let (mut hot_sink, mut cold_sink) = (sink("hot"), sink("cold"));
         let req = req.clone();
         let metrics = self.metrics.clone();
         let breaker = self.breaker.clone();
         let flight = async move {
             let mut result = Err(TierError::NotFound(req.root));
             if let Some(remote) = remote {
-                let mut sink =
-                    |block: Block| TieredSource::deliver(&flights, &cache, id, block, "hot");
                 let start = Instant::now();
-                result = remote.fetch_dag(&req, &mut sink).await;
+                result = remote.fetch_dag(&req, &mut hot_sink).await;
                 match &result {
                     Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
                     Err(e) => {
@@ -465,15 +632,13 @@ impl BlockSource for TieredSource {
                 metrics.fetch("hot-dag", super::remote::outcome(&result), start.elapsed());
             }
             if let (Err(_), Some(cold)) = (&result, cold) {
-                let mut sink =
-                    |block: Block| TieredSource::deliver(&flights, &cache, id, block, "cold");
-                result = cold.fetch_dag(&req, &mut sink).await;
+                result = cold.fetch_dag(&req, &mut cold_sink).await;
             }
             let error = match result {
                 Ok(()) | Err(TierError::NotFound(_)) => None,
                 Err(e) => Some(e),
             };
-            TieredSource::land(&flights, &req, id, error);
+            TieredSource::land(&flights, &ready_count, &req, id, error);
         };
         // Discovery and retrieval time show in the Server-Timing of the request that started it.
         match TRACE.try_with(|t| t.clone()) {

@@ -13,7 +13,7 @@ use http::StatusCode;
 use super::remote::{
     read_block, request_error, stream_car, timed_block_fetch, upstream, HOT as TIER,
 };
-use super::{BlockSource, DagRequest, TierError};
+use super::{BlockSource, DagRequest, DagSink, TierError};
 use crate::ipld::Block;
 use crate::path_encoding::encode_segment;
 use crate::telemetry::Metrics;
@@ -113,21 +113,13 @@ impl BlockSource for TrustlessBackend {
         TIER
     }
 
-    async fn fetch_dag(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn fetch_dag(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         self.request_car(req, sink).await
     }
 }
 
 impl TrustlessBackend {
-    async fn request_car(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn request_car(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         let send = self
             .client
             .get(self.dag_url(req))

@@ -31,7 +31,7 @@ use self::provider::{
     ProviderStats, Spend,
 };
 use self::walk::{Accepted, DagWalk};
-use super::{BlockSource, DagRequest, TierError};
+use super::{BlockSource, DagRequest, DagSink, TierError};
 use crate::config::ColdConfig;
 use crate::ipld::{Block, MAX_BLOCK_SIZE};
 use crate::telemetry::{trace, Metrics};
@@ -295,11 +295,7 @@ impl ColdTier {
     }
 
     /// Retrieves `req` into `sink`, failing over and resuming across providers.
-    async fn retrieve(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn retrieve(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         let plan = self.plan(&req.root).await?;
         let start = Instant::now();
         let mut walk = DagWalk::new(req.clone());
@@ -319,7 +315,7 @@ impl ColdTier {
                 tracing::debug!(root = %req.root, provider = %primary.label(), requests = subs.len(), have = walk.received(), "resuming retrieval with the next provider");
                 subs
             };
-            let hedged = self
+            let (hedged, stopped) = self
                 .attempt(
                     &primary,
                     backup.as_ref(),
@@ -329,6 +325,10 @@ impl ColdTier {
                     &mut failures,
                 )
                 .await;
+            if stopped {
+                tracing::debug!(root = %req.root, "retrieval stopped: nobody reads it any more");
+                return Ok(());
+            }
             if hedged {
                 next += 1;
             }
@@ -349,16 +349,16 @@ impl ColdTier {
     }
 
     /// Streams `subs` from `primary` (and, if it is slow to start, from `backup` too). Returns
-    /// whether the backup was used.
+    /// whether the backup was used and whether the sink asked to stop.
     async fn attempt(
         &self,
         primary: &Arc<Provider>,
         backup: Option<&Arc<Provider>>,
         subs: &[DagRequest],
         walk: &mut DagWalk,
-        sink: &mut (dyn FnMut(Block) + Send),
+        sink: &mut dyn DagSink,
         failures: &mut Vec<(String, Failure)>,
-    ) -> bool {
+    ) -> (bool, bool) {
         let mut hedged = false;
         let mut current = primary.clone();
         let mut spent = 0.0;
@@ -377,17 +377,9 @@ impl ColdTier {
             let mut winner: Option<Arc<Provider>> = None;
             loop {
                 let a_started = a.as_ref().is_some_and(|s| s.ttfb.is_some());
-                tokio::select! {
-                    item = next_of(&mut a) => {
-                        if let Some(done) = self.step(&mut a, item, walk, sink, failures, &mut spent) {
-                            if done { winner = Some(current.clone()); break; }
-                        }
-                    }
-                    item = next_of(&mut b) => {
-                        if let Some(done) = self.step(&mut b, item, walk, sink, failures, &mut spent) {
-                            if done { winner = backup.cloned(); break; }
-                        }
-                    }
+                let step = tokio::select! {
+                    item = next_of(&mut a) => (self.step(&mut a, item, walk, failures, &mut spent), false),
+                    item = next_of(&mut b) => (self.step(&mut b, item, walk, failures, &mut spent), true),
                     _ = &mut hedge_at, if can_hedge && b.is_none() && !hedged && !a_started && a.is_some() => {
                         if let Some(bp) = backup {
                             tracing::debug!(slow = %current.label(), hedge = %bp.label(), after = ?hedge_delay, "hedging a slow storage provider");
@@ -395,7 +387,24 @@ impl ColdTier {
                             hedged = true;
                             b = Some(self.stream(bp, sub));
                         }
+                        (Step::Continue, false)
                     }
+                };
+                match step {
+                    (Step::Deliver(block), _) => {
+                        if !sink.accept(block).await {
+                            return (hedged, true);
+                        }
+                    }
+                    (Step::Won, from_backup) => {
+                        winner = if from_backup {
+                            backup.cloned()
+                        } else {
+                            Some(current.clone())
+                        };
+                        break;
+                    }
+                    (Step::Continue | Step::Failed, _) => {}
                 }
                 if a.is_none() && b.is_none() {
                     break;
@@ -404,10 +413,10 @@ impl ColdTier {
             // The loser of a hedge is dropped here: its request is cancelled.
             match winner {
                 Some(w) => current = w,
-                None => return hedged,
+                None => return (hedged, false),
             }
             if walk.complete() {
-                return hedged;
+                return (hedged, false);
             }
         }
         if !walk.complete() {
@@ -418,7 +427,7 @@ impl ColdTier {
             self.record(&current, &Err(f.clone()));
             failures.push((current.label(), f));
         }
-        hedged
+        (hedged, false)
     }
 
     fn stream(&self, p: &Arc<Provider>, sub: &DagRequest) -> CarStream {
@@ -431,19 +440,18 @@ impl ColdTier {
         )
     }
 
-    /// Handles one item of a stream. `Some(true)`: the stream ended cleanly (it won);
-    /// `Some(false)`: it failed and was dropped; `None`: keep going.
-    #[allow(clippy::too_many_arguments)]
+    /// Handles one item of a stream.
     fn step(
         &self,
         slot: &mut Option<CarStream>,
         item: Result<Option<(Cid, Bytes)>, Failure>,
         walk: &mut DagWalk,
-        sink: &mut (dyn FnMut(Block) + Send),
         failures: &mut Vec<(String, Failure)>,
         spent: &mut f64,
-    ) -> Option<bool> {
-        let stream = slot.as_mut()?;
+    ) -> Step {
+        let Some(stream) = slot.as_mut() else {
+            return Step::Continue;
+        };
         let p = stream.provider.clone();
         let outcome = match item {
             Ok(None) => {
@@ -454,13 +462,14 @@ impl ColdTier {
                 }
                 self.record(&p, &Ok((bytes, took)));
                 *slot = None;
-                return Some(true);
+                return Step::Won;
             }
-            Ok(Some((cid, data))) => self.take(&p, walk, cid, data, sink, spent),
+            Ok(Some((cid, data))) => self.take(&p, walk, cid, data, spent),
             Err(f) => Err(f),
         };
         match outcome {
-            Ok(()) => None,
+            Ok(Some(block)) => Step::Deliver(block),
+            Ok(None) => Step::Continue,
             Err(f) => {
                 if let Some(t) = stream.ttfb {
                     p.update(|s| s.first_byte(t));
@@ -468,31 +477,35 @@ impl ColdTier {
                 self.record(&p, &Err(f.clone()));
                 failures.push((p.label(), f));
                 *slot = None;
-                Some(false)
+                Step::Failed
             }
         }
     }
 
-    /// Checks, verifies and hands on one block of a provider's stream.
+    /// Checks and verifies one block of a provider's stream; the block to hand on, if new.
     fn take(
         &self,
         p: &Arc<Provider>,
         walk: &mut DagWalk,
         cid: Cid,
         data: Bytes,
-        sink: &mut (dyn FnMut(Block) + Send),
         spent: &mut f64,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<Block>, Failure> {
         match walk.check(&cid) {
             Err(e) => return Err(Failure::Lie(format!("{}: {e}", p.url))),
-            Ok(Accepted::Duplicate) => return Ok(()),
+            Ok(Accepted::Duplicate) => return Ok(None),
             Ok(Accepted::New) => {}
         }
         self.metrics.cold_bytes(&p.label(), data.len() as u64);
         let block =
             Block::verified(cid, data).map_err(|e| Failure::Corrupt(format!("{}: {e}", p.url)))?;
         let price = p.price();
-        if let Some(allowed) = self.policy.allowance(price, self.book.spend().today) {
+        let allowance = if price > 0.0 {
+            self.policy.allowance(price, self.book.spend().today)
+        } else {
+            None
+        };
+        if let Some(allowed) = allowance {
             let cost = DealPolicy::cost(price, block.data().len() as u64);
             if *spent + cost > allowed {
                 return Err(Failure::Declined(format!(
@@ -504,9 +517,20 @@ impl ColdTier {
         *spent += self.charge(p, block.data().len() as u64);
         walk.accept(block.cid(), block.data())
             .map_err(|e| Failure::Lie(format!("{}: {e}", p.url)))?;
-        sink(block);
-        Ok(())
+        Ok(Some(block))
     }
+}
+
+/// What one stream item means for the attempt.
+enum Step {
+    /// A new verified block for the sink.
+    Deliver(Block),
+    /// Nothing to do (a duplicate, a hedge started, a finished slot).
+    Continue,
+    /// The stream ended cleanly: it won.
+    Won,
+    /// The stream failed and was dropped.
+    Failed,
 }
 
 async fn next_of(slot: &mut Option<CarStream>) -> Result<Option<(Cid, Bytes)>, Failure> {
@@ -572,11 +596,7 @@ impl BlockSource for ColdTier {
         Ok(false)
     }
 
-    async fn fetch_dag(
-        &self,
-        req: &DagRequest,
-        sink: &mut (dyn FnMut(Block) + Send),
-    ) -> Result<(), TierError> {
+    async fn fetch_dag(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         self.retrieve(req, sink).await
     }
 }

@@ -422,10 +422,24 @@ type Frames = FramedRead<
     CarDecoder,
 >;
 
+/// Blocks parsed ahead of verification: socket reads and CAR parsing run in their own task so
+/// that the provider keeps sending while the previous blocks are hashed.
+const PARSE_AHEAD: usize = 4;
+
 enum State {
     Opening(BoxFuture<'static, Result<Frames, Failure>>),
-    Streaming(Frames),
+    Streaming(tokio::sync::mpsc::Receiver<Result<CarItem, String>>),
     Done,
+}
+
+/// Reads `frames` into `tx` until the stream ends, fails, or the receiver goes away.
+async fn parse_ahead(mut frames: Frames, tx: tokio::sync::mpsc::Sender<Result<CarItem, String>>) {
+    while let Some(item) = frames.next().await {
+        let failed = item.is_err();
+        if tx.send(item.map_err(|e| e.to_string())).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// The URL of a trustless CAR request for `req` at `base`.
@@ -557,14 +571,18 @@ impl CarStream {
                         Ok(r) => r,
                     };
                     match frames {
-                        Ok(f) => self.state = State::Streaming(f),
+                        Ok(f) => {
+                            let (tx, rx) = tokio::sync::mpsc::channel(PARSE_AHEAD);
+                            tokio::spawn(parse_ahead(f, tx));
+                            self.state = State::Streaming(rx);
+                        }
                         Err(e) => {
                             self.state = State::Done;
                             return Err(e);
                         }
                     }
                 }
-                State::Streaming(frames) => {
+                State::Streaming(items) => {
                     let wait = if self.ttfb.is_none() {
                         self.deadlines
                             .first_byte
@@ -572,7 +590,7 @@ impl CarStream {
                     } else {
                         self.deadlines.idle
                     };
-                    let item = match tokio::time::timeout(wait, frames.next()).await {
+                    let item = match tokio::time::timeout(wait, items.recv()).await {
                         Err(_) => {
                             self.state = State::Done;
                             return Err(Failure::Timeout(format!("{url}: stalled")));
