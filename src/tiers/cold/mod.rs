@@ -249,6 +249,7 @@ impl ColdTier {
 
     async fn block_from(&self, p: &Arc<Provider>, cid: &Cid) -> Result<Block, Failure> {
         let url = format!("{}/ipfs/{cid}?format=raw", p.url);
+        let started = Instant::now();
         let attempt = async {
             let resp = self
                 .client
@@ -260,7 +261,7 @@ impl ColdTier {
             if !resp.status().is_success() {
                 return Err(status_failure(resp.status(), &url));
             }
-            p.update(|s| s.first_byte(Duration::ZERO));
+            p.update(|s| s.first_byte(started.elapsed()));
             let mut body = BytesMut::new();
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = tokio::time::timeout(self.deadlines.idle, stream.next())
