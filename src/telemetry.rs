@@ -104,6 +104,8 @@ pub struct Metrics {
     pub discovery_lookups: Family<DiscoveryLabel, Counter>,
     /// Provider records or addresses discovery could not use (no HTTP transport).
     pub cold_unusable: Counter,
+    /// Deal decisions per candidate: accepted or declined.
+    pub cold_deals: Family<DiscoveryLabel, Counter>,
     /// FIL spent on retrievals.
     pub cold_spend: Counter<f64, std::sync::atomic::AtomicU64>,
     /// FIL left in today's budget.
@@ -141,6 +143,7 @@ impl Metrics {
             discovery_latency: Family::new_with_constructor(seconds_histogram),
             discovery_lookups: Family::default(),
             cold_unusable: Counter::default(),
+            cold_deals: Family::default(),
             cold_spend: Counter::default(),
             cold_budget_remaining: Gauge::default(),
             registry: Registry::default(),
@@ -245,6 +248,11 @@ impl Metrics {
             "discovery_unusable_addresses",
             "Provider records or addresses without a usable HTTP transport",
             m.cold_unusable.clone(),
+        );
+        registry.register(
+            "cold_deal_decisions",
+            "Retrieval deal decisions per candidate (source=accepted|declined)",
+            m.cold_deals.clone(),
         );
         registry.register(
             "cold_spend_fil",

@@ -442,6 +442,7 @@ max_price_per_gib = 1.0
     );
     let m = metrics(&g).await;
     assert!(metric_sum(&m, "cidgate_cold_spend_fil_total", "") > 0.0);
+    assert!(metric_sum(&m, "cidgate_cold_deal_decisions_total", "declined") >= 1.0);
 }
 
 #[tokio::test]

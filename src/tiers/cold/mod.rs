@@ -178,6 +178,19 @@ impl ColdTier {
         trace("cold-discovery", start.elapsed());
         let candidates = candidates?;
         let plan = self.policy.plan(&candidates, &self.book);
+        for (decision, n) in [
+            ("accepted", plan.ranked.len()),
+            ("declined", plan.declined.len()),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .cold_deals
+                    .get_or_create(&crate::telemetry::DiscoveryLabel {
+                        source: decision.into(),
+                    })
+                    .inc_by(n as u64);
+            }
+        }
         if let Ok(mut d) = self.last_declined.lock() {
             d.clone_from(&plan.declined);
         }
@@ -251,6 +264,9 @@ impl ColdTier {
         let url = format!("{}/ipfs/{cid}?format=raw", p.url);
         let started = Instant::now();
         let attempt = async {
+            let _slot = p
+                .slot(self.overall.clone(), self.deadlines.first_byte)
+                .await?;
             let resp = self
                 .client
                 .get(&url)

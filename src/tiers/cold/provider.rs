@@ -239,6 +239,32 @@ impl Provider {
     pub fn in_flight(&self, per_provider: usize) -> usize {
         per_provider.saturating_sub(self.permits.available_permits())
     }
+
+    /// A request slot: one of all providers' and one of this provider's, waited for up to
+    /// `wait` (our own limits, so running out is [`Failure::Declined`], not the provider's fault).
+    pub async fn slot(&self, overall: Arc<Semaphore>, wait: Duration) -> Result<Slot, Failure> {
+        let permits = self.permits.clone();
+        let got = tokio::time::timeout(wait, async {
+            let a = overall.acquire_owned().await;
+            let b = permits.acquire_owned().await;
+            (a, b)
+        })
+        .await
+        .map_err(|_| Failure::Declined("no request slot free in time".into()))?;
+        match got {
+            (Ok(a), Ok(b)) => Ok(Slot {
+                _all: a,
+                _provider: b,
+            }),
+            _ => Err(Failure::Declined("request slots closed".into())),
+        }
+    }
+}
+
+/// Held while a request to a provider is in flight.
+pub struct Slot {
+    _all: OwnedSemaphorePermit,
+    _provider: OwnedSemaphorePermit,
 }
 
 /// Money spent on retrievals.
@@ -500,22 +526,9 @@ impl CarStream {
         overall: Arc<Semaphore>,
     ) -> Self {
         let url = car_url(&provider.url, req);
-        let permits = provider.permits.clone();
+        let p = provider.clone();
         let open = async move {
-            // Our own limits are waited for before the provider's clock starts.
-            let wait = deadlines.first_byte;
-            let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) =
-                tokio::time::timeout(wait, async {
-                    let a = overall.acquire_owned().await;
-                    let b = permits.acquire_owned().await;
-                    (a, b)
-                })
-                .await
-                .map_err(|_| Failure::Declined("no request slot free in time".into()))
-                .and_then(|(a, b)| match (a, b) {
-                    (Ok(a), Ok(b)) => Ok((a, b)),
-                    _ => Err(Failure::Declined("request slots closed".into())),
-                })?;
+            let permits = p.slot(overall, deadlines.first_byte).await?;
             let resp = client
                 .get(&url)
                 .header(
