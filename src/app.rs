@@ -16,13 +16,16 @@ use tracing::Instrument;
 use crate::admin::{Admin, AdminHandler};
 use crate::config::Config;
 use crate::config::HotBackend;
-use crate::gateway::{Gateway, GatewayOptions};
+use crate::gateway::{Gateway, GatewayOptions, ServedContent};
+use crate::popularity::tracker::SystemClock;
+use crate::popularity::Popularity;
 use crate::server::{self, Handler, Limits, ResponseFuture};
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 use crate::tiers::cache::EdgeCache;
 use crate::tiers::cold::ColdTier;
 use crate::tiers::kubo::KuboBackend;
 use crate::tiers::local::{LocalStore, PinReason};
+use crate::tiers::pins::{ClusterPins, EmbeddedPins, HotPins, KuboPins};
 use crate::tiers::tiered::{CircuitBreaker, TieredSource};
 use crate::tiers::trustless::TrustlessBackend;
 use crate::tiers::BlockSource;
@@ -42,12 +45,14 @@ pub fn running_admin_url(data_dir: &Path) -> Option<String> {
 struct GatewayHandler {
     gateway: Gateway,
     metrics: Arc<Metrics>,
+    popularity: Option<Arc<Popularity>>,
 }
 
 impl Handler for GatewayHandler {
     fn call(&self, req: http::Request<hyper::body::Incoming>, _peer: SocketAddr) -> ResponseFuture {
         let gw = self.gateway.clone();
         let metrics = self.metrics.clone();
+        let popularity = self.popularity.clone();
         Box::pin(async move {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
@@ -72,6 +77,14 @@ impl Handler for GatewayHandler {
             let ttfb = start.elapsed();
             metrics.ttfb.observe(ttfb.as_secs_f64());
             let tiers = trace.tiers();
+            if let Some(slowest) = slowest_tier(&tiers) {
+                metrics
+                    .served_by
+                    .get_or_create(&crate::telemetry::TierName {
+                        tier: slowest.into(),
+                    })
+                    .inc();
+            }
             if !tiers.is_empty() {
                 let h = resp.headers_mut();
                 crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, &tiers);
@@ -95,9 +108,52 @@ impl Handler for GatewayHandler {
                 })
                 .inc();
             tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
-            resp.map(|body| counted(body, metrics, start))
+            let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
+            resp.map(|body| counted(body, metrics, start, demand))
         })
     }
+}
+
+/// What to tell the popularity tracker once the body is sent: demand for the content root
+/// (successful and revalidated responses only), and where a range reader got to.
+fn demand_hook(
+    popularity: Arc<Popularity>,
+    resp: &http::Response<crate::gateway::Body>,
+    tiers: String,
+) -> Option<Box<dyn FnOnce(u64) + Send + Sync>> {
+    let status = resp.status().as_u16();
+    if !matches!(status, 200 | 206 | 304) {
+        return None;
+    }
+    let served = resp.extensions().get::<ServedContent>()?.clone();
+    if let Some(segments) = &served.segments {
+        let range = resp
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range);
+        if let Some((start, end, size)) = range {
+            popularity.observe_range(served.root, segments, start, end, size);
+        }
+    }
+    Some(Box::new(move |bytes| {
+        popularity.observe(served.root, bytes, &tiers)
+    }))
+}
+
+/// The slowest tier in an `X-Cidgate-Tier` list: what a request's latency depended on.
+fn slowest_tier(tiers: &str) -> Option<&'static str> {
+    ["cold", "hot", "store", "cache"]
+        .into_iter()
+        .find(|t| tiers.split(',').any(|x| x == *t))
+}
+
+/// `bytes START-END/SIZE` of a single-range response.
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, size.parse().ok()?))
 }
 
 /// A short label for the response's media type.
@@ -122,25 +178,46 @@ fn counted(
     body: crate::gateway::Body,
     metrics: Arc<Metrics>,
     start: Instant,
+    on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
 ) -> crate::gateway::Body {
     use http_body::Body as _;
     if let Some(n) = body.size_hint().exact() {
         metrics.bytes_served.inc_by(n);
         metrics.latency.observe(start.elapsed().as_secs_f64());
         metrics.inflight.dec();
+        if let Some(f) = on_done {
+            f(n);
+        }
         return body;
     }
-    struct Done(Arc<Metrics>, Instant);
+    struct Done {
+        metrics: Arc<Metrics>,
+        start: Instant,
+        bytes: u64,
+        on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    }
     impl Drop for Done {
         fn drop(&mut self) {
-            self.0.latency.observe(self.1.elapsed().as_secs_f64());
-            self.0.inflight.dec();
+            self.metrics
+                .latency
+                .observe(self.start.elapsed().as_secs_f64());
+            self.metrics.inflight.dec();
+            if let Some(f) = self.on_done.take() {
+                f(self.bytes);
+            }
         }
     }
-    let done = Done(metrics.clone(), start);
+    let mut done = Done {
+        metrics: metrics.clone(),
+        start,
+        bytes: 0,
+        on_done,
+    };
     body.map_frame(move |frame| {
-        let _keep = &done;
+        // Borrow the whole struct: capturing only the field would drop `done` right away.
+        let done: &mut Done = &mut done;
         if let Some(data) = frame.data_ref() {
+            done.bytes += data.len() as u64;
             metrics.bytes_served.inc_by(data.len() as u64);
         }
         frame
@@ -185,6 +262,24 @@ pub fn tiered_source(
         hot.timeout,
         metrics,
     ))
+}
+
+/// Where promotions and operator pins go: the Cluster when configured, else the Kubo node
+/// (backend `kubo`), else the embedded store (a trustless gateway cannot take pins).
+pub fn hot_pins(config: &Config, store: &LocalStore) -> anyhow::Result<Arc<dyn HotPins>> {
+    let hot = &config.hot;
+    Ok(if !hot.cluster_url.is_empty() {
+        Arc::new(ClusterPins::new(
+            &hot.cluster_url,
+            hot.timeout,
+            hot.cluster_replication_min,
+            hot.cluster_replication_max,
+        )?)
+    } else if hot.backend == HotBackend::Kubo {
+        Arc::new(KuboPins::new(&hot.url, hot.timeout)?)
+    } else {
+        Arc::new(EmbeddedPins(store.clone()))
+    })
 }
 
 /// The cold tier, when `[cold]` names any provider, indexer or router.
@@ -261,6 +356,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let cold = cold_tier(&config, &store, &metrics)?;
     let source = tiered_source(&config, store.clone(), metrics.clone(), cold.clone())?;
+    let popularity = if config.popularity.enabled {
+        let cache = source.cache().clone();
+        Some(Popularity::new(
+            config.popularity.clone(),
+            store.clone(),
+            source.clone(),
+            Box::new(move |cid| cache.contains(cid)),
+            hot_pins(&config, &store)?,
+            Arc::new(SystemClock),
+            metrics.clone(),
+        ))
+    } else {
+        None
+    };
     let gateway = Gateway::new(source, options);
     let admin = Arc::new(
         Admin::new(
@@ -269,8 +378,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             admin_addr,
             metrics.clone(),
         )
-        .with_cold(cold.clone()),
+        .with_cold(cold.clone())
+        .with_popularity(popularity.clone())
+        .with_gateway_addr(public_addr),
     );
+    let shutdown = CancellationToken::new();
+    admin.start_sampler(shutdown.clone());
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 
@@ -283,12 +396,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("sample CAR:  {scheme}://{public_addr}/ipfs/{root}?format=car");
     }
 
-    let shutdown = CancellationToken::new();
     let public_task = tokio::spawn(server::serve(
         public,
         tls,
         limits.clone(),
-        Arc::new(GatewayHandler { gateway, metrics }),
+        Arc::new(GatewayHandler {
+            gateway,
+            metrics,
+            popularity: popularity.clone(),
+        }),
         shutdown.clone(),
     ));
     let admin_task = tokio::spawn(server::serve(
@@ -298,6 +414,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(AdminHandler(admin)),
         shutdown.clone(),
     ));
+    let popularity_task = popularity.clone().map(|p| {
+        if !config.popularity.prewarm_file.is_empty() {
+            match p.prewarm_file(&config.popularity.prewarm_file) {
+                Ok(n) => tracing::info!(file = %config.popularity.prewarm_file, cids = n, "prewarming at start"),
+                Err(e) => tracing::warn!(file = %config.popularity.prewarm_file, error = %e, "cannot read the prewarm file"),
+            }
+        }
+        tokio::spawn(p.run(shutdown.clone()))
+    });
     // Provider scores survive restarts: saved every 30 s (when they moved) and at shutdown.
     let saver = cold.clone().map(|c| {
         tokio::spawn(async move {
@@ -315,6 +440,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = tokio::join!(public_task, admin_task);
     if let Some(s) = saver {
         s.abort();
+    }
+    if let Some(t) = popularity_task {
+        let _ = t.await;
     }
     if let Some(c) = cold {
         c.save();

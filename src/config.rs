@@ -194,6 +194,12 @@ pub struct HotConfig {
     /// How long an open circuit skips the node.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// IPFS Cluster REST API; when set, promotions and operator pins go to the cluster.
+    pub cluster_url: String,
+    /// Cluster replication factors of those pins (-1: every peer).
+    pub cluster_replication_min: i32,
+    /// See `cluster_replication_min`.
+    pub cluster_replication_max: i32,
 }
 
 impl Default for HotConfig {
@@ -204,6 +210,9 @@ impl Default for HotConfig {
             timeout: Duration::from_secs(10),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            cluster_url: String::new(),
+            cluster_replication_min: -1,
+            cluster_replication_max: -1,
         }
     }
 }
@@ -312,10 +321,61 @@ impl ColdConfig {
     }
 }
 
-/// `[popularity]`: filled by the popularity work; no keys yet.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `[popularity]`: demand tracking, prewarming, promotion and demotion.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PopularityConfig {}
+pub struct PopularityConfig {
+    /// Track demand and act on it.
+    pub enabled: bool,
+    /// Time for a CID's demand counter to halve.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// CIDs tracked at most (Space-Saving slots).
+    pub top_k: u32,
+    /// Decayed requests above which a DAG is prewarmed into the edge cache.
+    pub prewarm_threshold: f64,
+    /// Decayed requests above which content is pinned into the hot layer.
+    pub promote_threshold: f64,
+    /// Decayed requests below which an automatic pin counts as cold ...
+    pub demote_threshold: f64,
+    /// ... and for how long it must stay cold before it is unpinned.
+    #[serde(with = "humantime_serde")]
+    pub demote_after: Duration,
+    /// How often prewarm, promotion and demotion decisions run.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// DAGs prewarmed at once (background work never takes more).
+    pub prewarm_concurrency: u32,
+    /// Largest DAG prewarmed or promoted automatically.
+    pub max_dag_bytes: bytesize::ByteSize,
+    /// File of CIDs (one per line, `#` comments) prewarmed at start.
+    pub prewarm_file: String,
+    /// Bytes read ahead of a file that is being read sequentially with ranges (0: off).
+    pub sequential_prefetch: bytesize::ByteSize,
+    /// How often the tracker and the promotion records are saved (also at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub save_every: Duration,
+}
+
+impl Default for PopularityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            half_life: Duration::from_secs(600),
+            top_k: 1024,
+            prewarm_threshold: 4.0,
+            promote_threshold: 16.0,
+            demote_threshold: 2.0,
+            demote_after: Duration::from_secs(3600),
+            interval: Duration::from_secs(10),
+            prewarm_concurrency: 2,
+            max_dag_bytes: bytesize::ByteSize::gib(1),
+            prewarm_file: String::new(),
+            sequential_prefetch: bytesize::ByteSize::mib(8),
+            save_every: Duration::from_secs(60),
+        }
+    }
+}
 
 /// `[telemetry]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -469,6 +529,25 @@ impl Config {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(key, "must be a non-negative number");
             }
+        }
+        let p = &self.popularity;
+        if !(p.demote_threshold >= 0.0
+            && p.prewarm_threshold > 0.0
+            && p.promote_threshold > p.demote_threshold)
+        {
+            return bad(
+                "popularity.promote_threshold",
+                "thresholds must be positive and promote_threshold above demote_threshold (hysteresis)",
+            );
+        }
+        if p.top_k == 0 || p.half_life.is_zero() || p.interval.is_zero() {
+            return bad(
+                "popularity.top_k",
+                "top_k, half_life and interval must be more than zero",
+            );
+        }
+        if !self.hot.cluster_url.is_empty() && !http(&self.hot.cluster_url) {
+            return bad("hot.cluster_url", "must be an http:// or https:// URL");
         }
         if self.store.cache.as_u64() < 1024 * 1024 {
             return bad("store.cache", "must be at least 1 MiB");

@@ -5,12 +5,14 @@
 //! (verification, codecs, CAR). Each layer uses only the ones below it.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod content;
 pub mod gateway;
 pub mod ipld;
 pub mod path_encoding;
+pub mod popularity;
 pub mod sample;
 pub mod server;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use cid::Cid;
 use clap::{Parser, Subcommand};
 
+use cidgate::admin_client::AdminClient;
 use cidgate::config::Config;
 use cidgate::content::{resolve, selector};
 use cidgate::ipld::builder::{add_paths, BlockSink, BuildError};
@@ -65,6 +66,23 @@ enum Command {
         #[arg(long)]
         hidden: bool,
     },
+    /// Pins in the hot layer, through the running server's admin API.
+    Pin {
+        #[command(subcommand)]
+        action: PinAction,
+        /// Admin listener URL (default: the one the data directory's running server announced).
+        #[arg(long, global = true, value_name = "URL")]
+        admin: Option<String>,
+    },
+    /// Read DAGs into the running server's edge cache (progress shown while it works).
+    Prewarm {
+        /// Root CIDs.
+        #[arg(required = true, value_name = "CID")]
+        cids: Vec<String>,
+        /// Admin listener URL (default: the one the data directory's running server announced).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+    },
     /// Write a CARv1 of a stored DAG.
     Export {
         /// Root CID, optionally followed by a path (CID/a/b).
@@ -72,6 +90,25 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PinAction {
+    /// List pins: CID, who pinned it (operator, auto, sample), where.
+    Ls,
+    /// Pin a DAG into the hot layer as an operator pin (fetched from wherever it is, verified).
+    Add {
+        /// Root CID.
+        cid: String,
+        /// A name for the pin.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a pin.
+    Rm {
+        /// Root CID.
+        cid: String,
     },
 }
 
@@ -144,6 +181,28 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         Command::Import { files } => import(&config, &files).await,
         Command::Add { paths, hidden } => add(&config, &paths, hidden).await,
         Command::Export { cid, output } => export(&config, &cid, output.as_deref()).await,
+        Command::Pin { action, admin } => {
+            let client = AdminClient::new(&config, admin.as_deref())?;
+            match action {
+                PinAction::Ls => client.pin_ls().await,
+                PinAction::Add { cid, name } => {
+                    Cid::try_from(cid.as_str()).with_context(|| format!("invalid CID {cid:?}"))?;
+                    client.pin_add(&cid, name.as_deref()).await
+                }
+                PinAction::Rm { cid } => {
+                    Cid::try_from(cid.as_str()).with_context(|| format!("invalid CID {cid:?}"))?;
+                    client.pin_rm(&cid).await
+                }
+            }
+        }
+        Command::Prewarm { cids, admin } => {
+            for c in &cids {
+                Cid::try_from(c.as_str()).with_context(|| format!("invalid CID {c:?}"))?;
+            }
+            AdminClient::new(&config, admin.as_deref())?
+                .prewarm(&cids)
+                .await
+        }
     }
 }
 

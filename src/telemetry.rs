@@ -59,6 +59,15 @@ pub struct DiscoveryLabel {
     pub source: String,
 }
 
+/// Labels of popularity actions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// prewarm, promote, demote, pin, unpin, prefetch.
+    pub action: &'static str,
+    /// ok, error, skipped.
+    pub outcome: &'static str,
+}
+
 /// Every metric cidgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -106,6 +115,12 @@ pub struct Metrics {
     pub cold_unusable: Counter,
     /// Deal decisions per candidate: accepted or declined.
     pub cold_deals: Family<DiscoveryLabel, Counter>,
+    /// Requests by the slowest tier that served them (cache, store, hot, cold).
+    pub served_by: Family<TierName, Counter>,
+    /// Popularity actions by outcome.
+    pub popularity_actions: Family<ActionLabels, Counter>,
+    /// CIDs the popularity tracker holds.
+    pub popularity_tracked: Gauge,
     /// FIL spent on retrievals.
     pub cold_spend: Counter<f64, std::sync::atomic::AtomicU64>,
     /// FIL left in today's budget.
@@ -144,6 +159,9 @@ impl Metrics {
             discovery_lookups: Family::default(),
             cold_unusable: Counter::default(),
             cold_deals: Family::default(),
+            served_by: Family::default(),
+            popularity_actions: Family::default(),
+            popularity_tracked: Gauge::default(),
             cold_spend: Counter::default(),
             cold_budget_remaining: Gauge::default(),
             registry: Registry::default(),
@@ -255,6 +273,21 @@ impl Metrics {
             m.cold_deals.clone(),
         );
         registry.register(
+            "served_by",
+            "Requests by the slowest tier that served them",
+            m.served_by.clone(),
+        );
+        registry.register(
+            "popularity_actions",
+            "Prewarms, promotions, demotions, pins and prefetches by outcome",
+            m.popularity_actions.clone(),
+        );
+        registry.register(
+            "popularity_tracked",
+            "CIDs the popularity tracker holds",
+            m.popularity_tracked.clone(),
+        );
+        registry.register(
             "cold_spend_fil",
             "FIL spent on retrievals",
             m.cold_spend.clone(),
@@ -322,6 +355,13 @@ impl Metrics {
                 source: source.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a popularity action.
+    pub fn action(&self, action: &'static str, outcome: &'static str) {
+        self.popularity_actions
+            .get_or_create(&ActionLabels { action, outcome })
+            .inc();
     }
 
     /// Counts a discovery answer by cache outcome.

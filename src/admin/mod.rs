@@ -2,6 +2,11 @@
 //! Every write needs `Authorization: Bearer <admin.token>`; without a configured token, writes
 //! are accepted only when the listener is bound to loopback.
 
+pub mod pinning;
+mod pinning_service;
+mod popular;
+pub mod status;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +19,7 @@ use hyper::body::Incoming;
 use tokio_util::io::StreamReader;
 
 use crate::gateway::{body, Body};
+use crate::popularity::Popularity;
 use crate::server::{Handler, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::tiers::cold::ColdTier;
@@ -27,6 +33,14 @@ pub struct Admin {
     loopback_only: bool,
     metrics: Arc<Metrics>,
     cold: Option<Arc<ColdTier>>,
+    popularity: Option<Arc<Popularity>>,
+    started: std::time::Instant,
+    /// Edge-cache hit ratio samples for the status page.
+    history: std::sync::Mutex<std::collections::VecDeque<(u64, f64)>>,
+    /// Pinning Service API requests (persisted in the store).
+    pin_requests: tokio::sync::Mutex<Vec<pinning::PinRequest>>,
+    /// Multiaddrs of this node, the Pinning Service API's `delegates`.
+    delegates: Vec<String>,
 }
 
 impl Admin {
@@ -53,7 +67,26 @@ impl Admin {
             loopback_only,
             metrics,
             cold: None,
+            popularity: None,
+            started: std::time::Instant::now(),
+            history: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            pin_requests: tokio::sync::Mutex::new(Vec::new()),
+            delegates: vec![format!("/ip4/{}/tcp/{}/http", listen.ip(), listen.port())],
         }
+    }
+
+    /// Serves the popularity subsystem: `/admin/popular`, pin writes, prewarm, the status page
+    /// and the Pinning Service API.
+    pub fn with_popularity(mut self, popularity: Option<Arc<Popularity>>) -> Self {
+        self.popularity = popularity;
+        self.pin_requests = tokio::sync::Mutex::new(pinning_service::load(&self.store));
+        self
+    }
+
+    /// The multiaddr of the public gateway, advertised as the Pinning Service API's delegate.
+    pub fn with_gateway_addr(mut self, addr: SocketAddr) -> Self {
+        self.delegates = vec![format!("/ip4/{}/tcp/{}/http", addr.ip(), addr.port())];
+        self
     }
 
     /// Reports this cold tier's providers at `GET /admin/providers`.
@@ -87,9 +120,25 @@ impl Admin {
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, (StatusCode, String)> {
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, (StatusCode, String)> {
         let path = req.uri().path().to_string();
+        if path == "/pins" || path.starts_with("/pins/") {
+            return Ok(self.pinning_service(req).await);
+        }
+        if let Some(rest) = path.strip_prefix("/admin/pins/") {
+            let rest = rest.to_string();
+            return self.pin_write(req, &rest).await;
+        }
         match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/") => Ok(self.status_page()),
+            (Method::GET, "/admin/popular") => self.popular(&req),
+            (Method::POST, "/admin/prewarm") => {
+                self.authorized(&req)?;
+                self.prewarm(req).await
+            }
             (Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok")),
             (Method::GET, "/metrics") => {
                 let mut r = Response::new(body::full(self.metrics.encode()));
@@ -101,10 +150,7 @@ impl Admin {
                 );
                 Ok(r)
             }
-            (Method::GET, "/admin/pins") => {
-                let pins = self.store.pins().map_err(internal)?;
-                Ok(json(StatusCode::OK, &pins))
-            }
+            (Method::GET, "/admin/pins") => self.pins(),
             (Method::GET, "/admin/providers") => match &self.cold {
                 Some(cold) => Ok(json(StatusCode::OK, &cold.report())),
                 None => Ok(json(
@@ -124,9 +170,11 @@ impl Admin {
                     Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
                 }
             }
-            (_, "/healthz" | "/metrics" | "/admin/pins" | "/admin/import" | "/admin/providers") => {
-                Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
-            }
+            (
+                _,
+                "/" | "/healthz" | "/metrics" | "/admin/pins" | "/admin/import"
+                | "/admin/providers" | "/admin/popular" | "/admin/prewarm",
+            ) => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
             _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),
         }
     }

@@ -2,6 +2,7 @@
 //! dag-cbor / dag-json documents, and choosing the blocks of a CAR response (dag-scope,
 //! entity-bytes). Knows nothing of HTTP or of where blocks come from.
 
+pub mod dag;
 pub mod resolve;
 pub mod selector;
 pub mod unixfs_reader;

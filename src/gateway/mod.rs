@@ -55,6 +55,16 @@ pub struct Gateway {
     options: Arc<GatewayOptions>,
 }
 
+/// Which content a response served, for the layers around the gateway that count demand.
+#[derive(Clone, Debug)]
+pub struct ServedContent {
+    /// Root CID of the content path.
+    pub root: Cid,
+    /// The path below the root, on partial (206) responses only: readers of ranges often go on
+    /// where they stopped.
+    pub segments: Option<Vec<String>>,
+}
+
 impl Gateway {
     /// A gateway reading from `source`.
     pub fn new(source: Arc<dyn BlockSource>, options: GatewayOptions) -> Self {
@@ -161,6 +171,16 @@ impl Gateway {
     }
 
     async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+        let mut resp = self.ipfs_format(req).await?;
+        let segments = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| req.segments.clone());
+        resp.extensions_mut().insert(ServedContent {
+            root: req.root,
+            segments,
+        });
+        Ok(resp)
+    }
+
+    async fn ipfs_format(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
         if req.only_if_cached {
             let held = self.source.holds_locally(&req.root).await?;
             if !held {

@@ -9,6 +9,7 @@ pub mod cold;
 pub mod import;
 pub mod kubo;
 pub mod local;
+pub mod pins;
 pub mod remote;
 pub mod tiered;
 pub mod trustless;

@@ -1,0 +1,240 @@
+//! Popularity: counting demand per root CID and acting on it — prewarming popular DAGs into the
+//! edge cache, promoting (pinning) hot content into the hot layer, demoting automatic pins that
+//! cooled down, and reading ahead of sequential readers. Knows nothing of HTTP: the layers
+//! around the gateway report what was served.
+
+pub mod prewarm;
+pub mod promoter;
+pub mod tracker;
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cid::Cid;
+use tokio_util::sync::CancellationToken;
+
+use self::prewarm::Prewarmer;
+use self::promoter::{Promoter, Thresholds};
+use self::tracker::{Clock, ServedBy, Snapshot, Tracker};
+use crate::config::PopularityConfig;
+use crate::telemetry::Metrics;
+use crate::tiers::local::LocalStore;
+use crate::tiers::pins::HotPins;
+use crate::tiers::BlockSource;
+
+const TRACKER_KEY: &str = "popularity.tracker";
+/// How many of the most popular CIDs each decision round looks at.
+const CONSIDER: usize = 256;
+
+/// The popularity subsystem.
+pub struct Popularity {
+    /// Demand counters.
+    pub tracker: Arc<Tracker>,
+    /// Background cache warming.
+    pub prewarmer: Arc<Prewarmer>,
+    /// Pins into the hot layer.
+    pub promoter: Arc<Promoter>,
+    config: PopularityConfig,
+    store: LocalStore,
+    /// Whether the edge cache holds a root (prewarming skips those).
+    cached: Box<dyn Fn(&Cid) -> bool + Send + Sync>,
+    /// Where each file being read with ranges was last read up to.
+    sequential: Mutex<lru::LruCache<(Cid, String), u64>>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Popularity {
+    /// The subsystem over `source` (the tiered source), pinning into `target`; demand saved
+    /// earlier in `store` is restored.
+    pub fn new(
+        config: PopularityConfig,
+        store: LocalStore,
+        source: Arc<dyn BlockSource>,
+        cached: Box<dyn Fn(&Cid) -> bool + Send + Sync>,
+        target: Arc<dyn HotPins>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let tracker = Arc::new(Tracker::new(
+            config.top_k as usize,
+            config.half_life.as_secs_f64(),
+            clock.clone(),
+        ));
+        match store.meta_get(TRACKER_KEY) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Snapshot>(&bytes) {
+                Ok(s) => tracker.restore(&s),
+                Err(e) => tracing::warn!(error = %e, "saved demand unreadable; starting fresh"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read saved demand"),
+        }
+        let cancel = CancellationToken::new();
+        let limit = config.max_dag_bytes.as_u64();
+        let prewarmer = Prewarmer::new(
+            source.clone(),
+            config.prewarm_concurrency as usize,
+            limit,
+            clock.clone(),
+            cancel.clone(),
+            metrics.clone(),
+        );
+        let promoter = Promoter::new(target, source, store.clone(), limit, clock, metrics.clone());
+        Arc::new(Self {
+            tracker,
+            prewarmer,
+            promoter,
+            config,
+            store,
+            cached,
+            sequential: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+            )),
+            cancel,
+            metrics,
+        })
+    }
+
+    /// Counts a response for `root` that sent `bytes`; `tiers` is its `X-Cidgate-Tier` list.
+    pub fn observe(&self, root: Cid, bytes: u64, tiers: &str) {
+        let by = if tiers.contains("cold") {
+            ServedBy::Cold
+        } else if tiers.contains("hot") || tiers.contains("store") {
+            ServedBy::Hot
+        } else {
+            ServedBy::Cache
+        };
+        self.tracker.record(root, bytes, by);
+    }
+
+    /// A range `start..=end` of the file at `root/segments` was served: when it continues where
+    /// the last range ended, the next bytes are read ahead (media players read this way).
+    pub fn observe_range(&self, root: Cid, segments: &[String], start: u64, end: u64, size: u64) {
+        let window = self.config.sequential_prefetch.as_u64();
+        if window == 0 || end + 1 >= size {
+            return;
+        }
+        let key = (root, segments.join("/"));
+        let sequential = {
+            let Ok(mut seq) = self.sequential.lock() else {
+                return;
+            };
+            let previous = seq.put(key, end);
+            previous.is_some_and(|last| start == last + 1)
+        };
+        if sequential {
+            let to = (end + window).min(size - 1);
+            self.prewarmer
+                .read_ahead(root, segments.to_vec(), end + 1, to);
+        }
+    }
+
+    /// One round of decisions: prewarm what passed the prewarm threshold, promote what passed
+    /// the promotion threshold, demote automatic pins that stayed cold.
+    pub async fn tick(self: &Arc<Self>) {
+        let top = self.tracker.top(CONSIDER);
+        self.metrics.popularity_tracked.set(top.len() as i64);
+        let half_life = self.config.half_life.as_secs_f64();
+        for d in &top {
+            if d.requests >= self.config.promote_threshold && !self.promoter.handled(&d.cid) {
+                let this = self.clone();
+                let cid = d.cid;
+                tokio::spawn(async move {
+                    if let Err(e) = this.promoter.pin(cid, true, "").await {
+                        tracing::debug!(%cid, error = %e, "promotion did not happen");
+                    }
+                });
+            } else if d.requests >= self.config.prewarm_threshold
+                && !(self.cached)(&d.cid)
+                && !self.prewarmer.warmed_within(&d.cid, half_life)
+            {
+                self.prewarmer.spawn(d.cid);
+            }
+        }
+        let thresholds = Thresholds {
+            promote: self.config.promote_threshold,
+            demote: self.config.demote_threshold,
+            demote_after: self.config.demote_after.as_secs_f64(),
+        };
+        self.promoter.demote_cold(&self.tracker, thresholds).await;
+    }
+
+    /// Saves the demand counters.
+    pub fn save(&self) {
+        let snap = self.tracker.snapshot();
+        match serde_json::to_vec(&snap) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.meta_put(TRACKER_KEY, &bytes) {
+                    tracing::warn!(error = %e, "cannot save demand");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode demand"),
+        }
+    }
+
+    /// Runs decisions every `interval` and saves every `save_every` until `shutdown`; then
+    /// cancels background work and saves once more.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        for (cid, auto, name) in self.promoter.interrupted() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(%cid, "resuming a pin a restart interrupted");
+                let _ = this.promoter.pin(cid, auto, &name).await;
+            });
+        }
+        let mut tick = tokio::time::interval(self.config.interval);
+        let mut save = tokio::time::interval(self.config.save_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.tick().await,
+                _ = save.tick() => {
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || this.save()).await;
+                }
+            }
+        }
+        self.cancel.cancel();
+        self.save();
+    }
+
+    /// Prewarms the CIDs listed in `path` (one per line, `#` comments), in the background.
+    pub fn prewarm_file(self: &Arc<Self>, path: &str) -> std::io::Result<usize> {
+        let text = std::fs::read_to_string(path)?;
+        let mut n = 0;
+        for line in text.lines() {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            match Cid::try_from(entry) {
+                Ok(cid) => {
+                    let this = self.clone();
+                    n += 1;
+                    tokio::spawn(async move {
+                        match this.prewarmer.prewarm(cid, |_| {}).await {
+                            Ok(r) => {
+                                tracing::info!(%cid, blocks = r.blocks, bytes = r.bytes, "prewarmed from the prewarm file")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%cid, error = %e, "prewarm from the prewarm file failed")
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%path, %entry, error = %e, "not a CID in the prewarm file")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// How long demand takes to halve.
+    pub fn half_life(&self) -> Duration {
+        self.config.half_life
+    }
+}

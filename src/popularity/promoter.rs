@@ -1,0 +1,507 @@
+//! Promotion and demotion: pinning popular content into the hot layer (pushing the verified DAG)
+//! and unpinning automatic pins that stayed cold. Every pin cidgate made is recorded in the store
+//! before and after it is made, so a restart neither loses one nor makes it twice; pins an
+//! operator made are never demoted.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use cid::Cid;
+use serde::{Deserialize, Serialize};
+
+use super::tracker::{Clock, Tracker};
+use crate::content::dag::car_stream;
+use crate::telemetry::Metrics;
+use crate::tiers::local::{LocalStore, PinReason};
+use crate::tiers::pins::{HotPins, PinError};
+use crate::tiers::BlockSource;
+
+const RECORDS_KEY: &str = "popularity.pins";
+/// Events kept for the status page.
+const EVENTS: usize = 100;
+
+/// Where a pin cidgate made stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinState {
+    /// Being pushed to the hot layer (a restart retries it).
+    Pinning,
+    /// Pinned.
+    Pinned,
+    /// The last attempt failed.
+    Failed,
+    /// Unpinned after staying cold (automatic pins) or by an operator.
+    Unpinned,
+}
+
+/// One pin cidgate made or tried to make.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PinEntry {
+    /// Root CID.
+    pub cid: String,
+    /// Which hot layer.
+    pub target: String,
+    /// Made by the popularity tracker (may be demoted) rather than an operator.
+    pub auto: bool,
+    /// Where it stands.
+    pub state: PinState,
+    /// Human name.
+    #[serde(default)]
+    pub name: String,
+    /// Unix seconds of the last state change.
+    pub since: f64,
+    /// Since when its demand has been below the demotion threshold.
+    #[serde(default)]
+    pub cold_since: Option<f64>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last failure.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Something that happened to a pin (for the status page and the log).
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: f64,
+    /// Root CID.
+    pub cid: String,
+    /// promoted, demoted, pinned, unpinned, failed.
+    pub kind: &'static str,
+    /// Which hot layer.
+    pub target: &'static str,
+    /// More.
+    pub detail: String,
+}
+
+/// Promotion and demotion thresholds.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// Promote above this demand.
+    pub promote: f64,
+    /// An automatic pin is cold below this demand ...
+    pub demote: f64,
+    /// ... and is unpinned after being cold this many seconds.
+    pub demote_after: f64,
+}
+
+/// The promoter.
+pub struct Promoter {
+    target: Arc<dyn HotPins>,
+    source: Arc<dyn BlockSource>,
+    store: LocalStore,
+    limit: u64,
+    clock: Arc<dyn Clock>,
+    records: Mutex<BTreeMap<String, PinEntry>>,
+    busy: Mutex<HashSet<String>>,
+    events: Mutex<VecDeque<Event>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a pin operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    /// The hot layer or the DAG failed.
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    /// The same CID is being pinned right now.
+    #[error("{0} is being pinned already")]
+    Busy(String),
+    /// The records could not be saved.
+    #[error("saving pin records: {0}")]
+    Store(String),
+}
+
+impl Promoter {
+    /// A promoter pinning into `target`, reading DAGs (up to `limit` bytes) through `source`;
+    /// records are loaded from `store`.
+    pub fn new(
+        target: Arc<dyn HotPins>,
+        source: Arc<dyn BlockSource>,
+        store: LocalStore,
+        limit: u64,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let records: BTreeMap<String, PinEntry> = match store.meta_get(RECORDS_KEY) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "pin records unreadable; starting without them");
+                BTreeMap::new()
+            }),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pin records");
+                BTreeMap::new()
+            }
+        };
+        Arc::new(Self {
+            target,
+            source,
+            store,
+            limit,
+            clock,
+            records: Mutex::new(records),
+            busy: Mutex::new(HashSet::new()),
+            events: Mutex::new(VecDeque::new()),
+            metrics,
+        })
+    }
+
+    /// The hot layer pins go to.
+    pub fn target(&self) -> &'static str {
+        self.target.name()
+    }
+
+    /// Every record, by CID.
+    pub fn records(&self) -> Vec<PinEntry> {
+        self.records
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The record of `cid`.
+    pub fn record(&self, cid: &Cid) -> Option<PinEntry> {
+        self.records.lock().ok()?.get(&cid.to_string()).cloned()
+    }
+
+    /// Recent events, newest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .map(|e| e.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn event(&self, cid: &Cid, kind: &'static str, detail: String) {
+        tracing::info!(%cid, kind, target = self.target.name(), %detail, "pin event");
+        if let Ok(mut e) = self.events.lock() {
+            e.push_back(Event {
+                at: self.clock.now(),
+                cid: cid.to_string(),
+                kind,
+                target: self.target.name(),
+                detail,
+            });
+            while e.len() > EVENTS {
+                e.pop_front();
+            }
+        }
+    }
+
+    fn update(&self, cid: &Cid, f: impl FnOnce(&mut PinEntry)) -> Result<(), PromoteError> {
+        let bytes = {
+            let mut records = self
+                .records
+                .lock()
+                .map_err(|_| PromoteError::Store("records lock poisoned".into()))?;
+            let entry = records.entry(cid.to_string()).or_insert_with(|| PinEntry {
+                cid: cid.to_string(),
+                target: self.target.name().into(),
+                auto: true,
+                state: PinState::Pinning,
+                name: String::new(),
+                since: self.clock.now(),
+                cold_since: None,
+                attempts: 0,
+                last_error: None,
+            });
+            f(entry);
+            serde_json::to_vec(&*records).map_err(|e| PromoteError::Store(e.to_string()))?
+        };
+        self.store
+            .meta_put(RECORDS_KEY, &bytes)
+            .map_err(|e| PromoteError::Store(e.to_string()))
+    }
+
+    /// Whether `cid` is pinned (or being pinned) by cidgate, or was demoted recently enough
+    /// that promoting it again would flap.
+    pub fn handled(&self, cid: &Cid) -> bool {
+        let key = cid.to_string();
+        if self.busy.lock().map(|b| b.contains(&key)).unwrap_or(true) {
+            return true;
+        }
+        self.records.lock().is_ok_and(|r| {
+            r.get(&key).is_some_and(|e| match e.state {
+                PinState::Pinned | PinState::Pinning => true,
+                // Failures back off: retry after 2^attempts minutes, at most a day.
+                PinState::Failed => {
+                    let wait = 60.0 * 2f64.powi(e.attempts.min(10) as i32);
+                    self.clock.now() - e.since < wait.min(86_400.0)
+                }
+                PinState::Unpinned => false,
+            })
+        })
+    }
+
+    /// Pins `cid` into the hot layer: `auto` for a promotion, otherwise an operator pin.
+    pub async fn pin(&self, cid: Cid, auto: bool, name: &str) -> Result<(), PromoteError> {
+        let key = cid.to_string();
+        let claimed = self
+            .busy
+            .lock()
+            .map(|mut b| b.insert(key.clone()))
+            .unwrap_or(false);
+        if !claimed {
+            return Err(PromoteError::Busy(key));
+        }
+        let result = self.pin_inner(cid, auto, name).await;
+        if let Ok(mut b) = self.busy.lock() {
+            b.remove(&key);
+        }
+        let action = if auto { "promote" } else { "pin" };
+        self.metrics
+            .action(action, if result.is_ok() { "ok" } else { "error" });
+        result
+    }
+
+    async fn pin_inner(&self, cid: Cid, auto: bool, name: &str) -> Result<(), PromoteError> {
+        let existing = self.record(&cid);
+        if auto {
+            // Content an operator pinned (or pinned by hand on the node) is already hot.
+            let ours = existing
+                .as_ref()
+                .is_some_and(|e| e.state != PinState::Unpinned);
+            if !ours && self.target.is_pinned(&cid).await? {
+                self.metrics.action("promote", "skipped");
+                return Ok(());
+            }
+        }
+        let now = self.clock.now();
+        let name = if name.is_empty() {
+            format!("cidgate {} {cid}", if auto { "auto" } else { "pin" })
+        } else {
+            name.to_string()
+        };
+        self.update(&cid, |e| {
+            e.state = PinState::Pinning;
+            // An operator pin stays an operator pin even if the tracker asks again.
+            e.auto = auto && (e.auto || e.attempts == 0);
+            if !auto {
+                e.auto = false;
+            }
+            e.name = name.clone();
+            e.since = now;
+            e.cold_since = None;
+            e.attempts += 1;
+        })?;
+        let car = car_stream(self.source.clone(), cid, self.limit);
+        match self.target.pin(&cid, car, auto, &name).await {
+            Ok(()) => {
+                self.update(&cid, |e| {
+                    e.state = PinState::Pinned;
+                    e.since = self.clock.now();
+                    e.last_error = None;
+                })?;
+                let kind = if auto { "promoted" } else { "pinned" };
+                self.event(&cid, kind, String::new());
+                Ok(())
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                self.update(&cid, |e| {
+                    e.state = PinState::Failed;
+                    e.since = self.clock.now();
+                    e.last_error = Some(msg.clone());
+                })?;
+                self.event(&cid, "failed", msg);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Removes a pin (operator request). True if something was unpinned.
+    pub async fn unpin(&self, cid: Cid) -> Result<bool, PromoteError> {
+        let removed = self.target.unpin(&cid).await?;
+        if self.record(&cid).is_some() {
+            self.update(&cid, |e| {
+                e.state = PinState::Unpinned;
+                e.since = self.clock.now();
+            })?;
+        }
+        if removed {
+            self.event(&cid, "unpinned", "by the operator".into());
+        }
+        self.metrics.action("unpin", "ok");
+        Ok(removed)
+    }
+
+    /// Re-pushes pins a restart interrupted.
+    pub fn interrupted(&self) -> Vec<(Cid, bool, String)> {
+        self.records()
+            .into_iter()
+            .filter(|e| e.state == PinState::Pinning)
+            .filter_map(|e| Some((Cid::try_from(e.cid.as_str()).ok()?, e.auto, e.name)))
+            .collect()
+    }
+
+    /// Unpins automatic pins whose demand stayed below the threshold long enough.
+    pub async fn demote_cold(&self, tracker: &Tracker, t: Thresholds) {
+        let now = self.clock.now();
+        let candidates: Vec<PinEntry> = self
+            .records()
+            .into_iter()
+            .filter(|e| e.auto && e.state == PinState::Pinned)
+            .collect();
+        for e in candidates {
+            let Ok(cid) = Cid::try_from(e.cid.as_str()) else {
+                continue;
+            };
+            let demand = tracker.get(&cid).map(|d| d.requests).unwrap_or(0.0);
+            if demand >= t.demote {
+                if e.cold_since.is_some() {
+                    let _ = self.update(&cid, |r| r.cold_since = None);
+                }
+                continue;
+            }
+            let since = e.cold_since.unwrap_or(now);
+            if e.cold_since.is_none() {
+                let _ = self.update(&cid, |r| r.cold_since = Some(now));
+            }
+            if now - since < t.demote_after {
+                continue;
+            }
+            // An operator may have pinned the same root since; that pin is theirs to keep.
+            if self.target.name() == "embedded" {
+                if let Ok(Some(p)) = self.store.pin_of(&cid) {
+                    if p.reason != PinReason::Auto {
+                        let _ = self.update(&cid, |r| r.auto = false);
+                        continue;
+                    }
+                }
+            }
+            match self.target.unpin(&cid).await {
+                Ok(_) => {
+                    let _ = self.update(&cid, |r| {
+                        r.state = PinState::Unpinned;
+                        r.since = now;
+                    });
+                    self.metrics.action("demote", "ok");
+                    self.event(
+                        &cid,
+                        "demoted",
+                        format!(
+                            "demand {demand:.2} below {} for {:.0} s",
+                            t.demote,
+                            now - since
+                        ),
+                    );
+                }
+                Err(err) => {
+                    self.metrics.action("demote", "error");
+                    tracing::warn!(%cid, error = %err, "demotion failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::popularity::tracker::{ManualClock, ServedBy};
+    use crate::tiers::pins::EmbeddedPins;
+
+    /// The sample DAG held by a "source" store; the hot layer is a second, empty store.
+    fn setup() -> (Cid, LocalStore, Arc<dyn BlockSource>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = LocalStore::open(&dir.path().join("source")).unwrap();
+        let (root, blocks) = crate::sample::build().unwrap();
+        let batch = source.new_batch().unwrap();
+        source.put_staged(batch, &blocks, false).unwrap();
+        source.commit_batch(batch, &[]).unwrap();
+        let hot = LocalStore::open(&dir.path().join("hot")).unwrap();
+        (root.cid, hot, Arc::new(source), dir)
+    }
+
+    #[tokio::test]
+    async fn cold_automatic_pins_are_demoted_after_demote_after_and_operator_pins_never() {
+        let (root, hot, source, _dir) = setup();
+        let clock = Arc::new(ManualClock::new(1_000_000.0));
+        let metrics = Metrics::new();
+        let promoter = Promoter::new(
+            Arc::new(EmbeddedPins(hot.clone())),
+            source,
+            hot.clone(),
+            1 << 30,
+            clock.clone(),
+            metrics,
+        );
+        let tracker = Tracker::new(16, 60.0, clock.clone());
+        for _ in 0..20 {
+            tracker.record(root, 1000, ServedBy::Cold);
+        }
+        promoter.pin(root, true, "").await.unwrap();
+        assert_eq!(hot.pin_of(&root).unwrap().unwrap().reason, PinReason::Auto);
+        assert_eq!(hot.first_missing(&root).unwrap(), None, "whole DAG pushed");
+        assert!(promoter.handled(&root), "no double promotion");
+        assert!(matches!(
+            promoter.pin(root, true, "").await,
+            Ok(()) | Err(PromoteError::Busy(_))
+        ));
+
+        let t = Thresholds {
+            promote: 10.0,
+            demote: 2.0,
+            demote_after: 3600.0,
+        };
+        // Still warm: nothing happens.
+        promoter.demote_cold(&tracker, t).await;
+        assert!(hot.pin_of(&root).unwrap().is_some());
+        // Demand decays below the threshold (4 half-lives: 20 -> 1.25); the clock starts.
+        clock.advance(240.0);
+        promoter.demote_cold(&tracker, t).await;
+        assert!(
+            hot.pin_of(&root).unwrap().is_some(),
+            "cold, but not for long enough"
+        );
+        // Demand comes back before demote_after: the cold period resets (hysteresis).
+        clock.advance(1800.0);
+        for _ in 0..10 {
+            tracker.record(root, 0, ServedBy::Hot);
+        }
+        promoter.demote_cold(&tracker, t).await;
+        assert_eq!(promoter.record(&root).unwrap().cold_since, None);
+        clock.advance(600.0);
+        promoter.demote_cold(&tracker, t).await;
+        clock.advance(3599.0);
+        promoter.demote_cold(&tracker, t).await;
+        assert!(
+            hot.pin_of(&root).unwrap().is_some(),
+            "3599 s cold is not enough"
+        );
+        clock.advance(2.0);
+        promoter.demote_cold(&tracker, t).await;
+        assert!(
+            hot.pin_of(&root).unwrap().is_none(),
+            "demoted after an hour cold"
+        );
+        let rec = promoter.record(&root).unwrap();
+        assert_eq!(rec.state, PinState::Unpinned);
+        assert_eq!(promoter.events()[0].kind, "demoted");
+
+        // An operator pin of the same root is never demoted.
+        promoter.pin(root, false, "keep").await.unwrap();
+        assert_eq!(
+            hot.pin_of(&root).unwrap().unwrap().reason,
+            PinReason::Operator
+        );
+        clock.advance(100_000.0);
+        promoter.demote_cold(&tracker, t).await;
+        promoter.demote_cold(&tracker, t).await;
+        assert!(hot.pin_of(&root).unwrap().is_some());
+
+        // Records survive a restart.
+        let again = Promoter::new(
+            Arc::new(EmbeddedPins(hot.clone())),
+            Arc::new(hot.clone()),
+            hot.clone(),
+            1 << 30,
+            clock,
+            Metrics::new(),
+        );
+        let rec = again.record(&root).unwrap();
+        assert_eq!((rec.state, rec.auto), (PinState::Pinned, false));
+    }
+}

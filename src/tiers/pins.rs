@@ -1,0 +1,340 @@
+//! Pinning into the hot layer: the embedded store, a Kubo node (`/api/v0/dag/import`,
+//! `/api/v0/pin/ls`, `/api/v0/pin/rm`) or an IPFS Cluster (`POST /add?format=car`,
+//! `GET/DELETE /pins/{cid}`). Content is pushed as a verified CAR stream, so the pinning node
+//! never has to go and fetch it again.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use futures::stream::BoxStream;
+use tokio_util::io::StreamReader;
+
+use super::import::import_car;
+use super::local::{LocalStore, PinReason};
+
+/// A verified CARv1 byte stream of one DAG.
+pub type CarBytes = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Why pinning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The pinning node refused or failed.
+    #[error("{target}: {reason}")]
+    Target {
+        /// Which hot layer.
+        target: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The DAG could not be read or was incomplete.
+    #[error("DAG {0}")]
+    Dag(String),
+}
+
+/// A hot layer that can hold pins.
+#[async_trait]
+pub trait HotPins: Send + Sync {
+    /// Short name (`embedded`, `kubo`, `cluster`).
+    fn name(&self) -> &'static str;
+
+    /// Whether `root` is pinned there.
+    async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError>;
+
+    /// Pins `root`, pushing its blocks from `car`; `auto` marks a pin that automation may remove.
+    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError>;
+
+    /// Removes the pin of `root`; true if there was one.
+    async fn unpin(&self, root: &Cid) -> Result<bool, PinError>;
+}
+
+/// Pins in the embedded store.
+pub struct EmbeddedPins(pub LocalStore);
+
+fn embedded(reason: impl ToString) -> PinError {
+    PinError::Target {
+        target: "embedded",
+        reason: reason.to_string(),
+    }
+}
+
+#[async_trait]
+impl HotPins for EmbeddedPins {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError> {
+        let store = self.0.clone();
+        let root = *root;
+        tokio::task::spawn_blocking(move || store.pin_of(&root))
+            .await
+            .map_err(embedded)?
+            .map(|p| p.is_some())
+            .map_err(embedded)
+    }
+
+    async fn pin(
+        &self,
+        root: &Cid,
+        car: CarBytes,
+        auto: bool,
+        _name: &str,
+    ) -> Result<(), PinError> {
+        let reason = if auto {
+            PinReason::Auto
+        } else {
+            PinReason::Operator
+        };
+        let report = import_car(&self.0, StreamReader::new(car), reason, |_, _| {})
+            .await
+            .map_err(|e| PinError::Dag(e.to_string()))?;
+        let complete = report
+            .roots
+            .iter()
+            .any(|r| r.cid == root.to_string() && r.complete);
+        if !complete {
+            return Err(PinError::Dag(format!(
+                "{root} was not complete after import"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn unpin(&self, root: &Cid) -> Result<bool, PinError> {
+        let store = self.0.clone();
+        let root = *root;
+        tokio::task::spawn_blocking(move || store.unpin(&root))
+            .await
+            .map_err(embedded)?
+            .map_err(embedded)
+    }
+}
+
+/// A multipart body with the CAR as its one file part.
+fn car_form(car: CarBytes) -> reqwest::multipart::Form {
+    let part =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(car)).file_name("dag.car");
+    reqwest::multipart::Form::new().part("file", part)
+}
+
+/// Pins in a Kubo node through its RPC API.
+pub struct KuboPins {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl KuboPins {
+    /// Pins through the RPC API at `base`; `timeout` bounds each call but the import.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, PinError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| kubo(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+fn kubo(reason: impl ToString) -> PinError {
+    PinError::Target {
+        target: "kubo",
+        reason: reason.to_string(),
+    }
+}
+
+#[async_trait]
+impl HotPins for KuboPins {
+    fn name(&self) -> &'static str {
+        "kubo"
+    }
+
+    async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError> {
+        let resp = self
+            .client
+            .post(format!("{}/api/v0/pin/ls", self.base))
+            .query(&[("arg", root.to_string().as_str()), ("type", "recursive")])
+            .send()
+            .await
+            .map_err(kubo)?;
+        let ok = resp.status().is_success();
+        let body = resp.text().await.map_err(kubo)?;
+        if !ok {
+            // Kubo answers 500 "is not pinned" for a CID it does not pin.
+            return if body.to_ascii_lowercase().contains("not pinned") {
+                Ok(false)
+            } else {
+                Err(kubo(format!("pin/ls: {}", body.trim())))
+            };
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| kubo(format!("pin/ls: {e}")))?;
+        // Keys are printed in the node's own base: compare multihashes.
+        Ok(v.get("Keys")
+            .and_then(|k| k.as_object())
+            .is_some_and(|keys| {
+                keys.keys()
+                    .filter_map(|k| Cid::try_from(k.as_str()).ok())
+                    .any(|c| c.hash() == root.hash())
+            }))
+    }
+
+    async fn pin(
+        &self,
+        root: &Cid,
+        car: CarBytes,
+        _auto: bool,
+        _name: &str,
+    ) -> Result<(), PinError> {
+        let resp = self
+            .client
+            .post(format!("{}/api/v0/dag/import", self.base))
+            .query(&[("pin-roots", "true")])
+            .multipart(car_form(car))
+            .send()
+            .await
+            .map_err(kubo)?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(kubo(format!("dag/import: {}", text.trim())));
+        }
+        // The import answers per root; the pin list is what counts.
+        let _ = resp.bytes().await;
+        if !self.is_pinned(root).await? {
+            return Err(kubo(format!("{root} not pinned after dag/import")));
+        }
+        Ok(())
+    }
+
+    async fn unpin(&self, root: &Cid) -> Result<bool, PinError> {
+        if !self.is_pinned(root).await? {
+            return Ok(false);
+        }
+        let resp = self
+            .client
+            .post(format!("{}/api/v0/pin/rm", self.base))
+            .query(&[("arg", root.to_string())])
+            .send()
+            .await
+            .map_err(kubo)?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(kubo(format!("pin/rm: {}", text.trim())));
+        }
+        Ok(true)
+    }
+}
+
+/// Pins in an IPFS Cluster through its REST API, with replication factors.
+pub struct ClusterPins {
+    client: reqwest::Client,
+    base: String,
+    replication_min: i32,
+    replication_max: i32,
+}
+
+impl ClusterPins {
+    /// Pins through the Cluster REST API at `base` with these replication factors (-1: all peers).
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        replication_min: i32,
+        replication_max: i32,
+    ) -> Result<Self, PinError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| cluster(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            replication_min,
+            replication_max,
+        })
+    }
+
+    /// Query parameters of an add: CAR format, replication, a name and metadata saying who pinned.
+    pub fn add_query(&self, name: &str, auto: bool) -> Vec<(String, String)> {
+        vec![
+            ("format".into(), "car".into()),
+            ("name".into(), name.into()),
+            ("replication-min".into(), self.replication_min.to_string()),
+            ("replication-max".into(), self.replication_max.to_string()),
+            (
+                "meta-cidgate-pin".into(),
+                if auto { "auto" } else { "operator" }.into(),
+            ),
+        ]
+    }
+}
+
+fn cluster(reason: impl ToString) -> PinError {
+    PinError::Target {
+        target: "cluster",
+        reason: reason.to_string(),
+    }
+}
+
+#[async_trait]
+impl HotPins for ClusterPins {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError> {
+        let resp = self
+            .client
+            .get(format!("{}/pins/{root}", self.base))
+            .send()
+            .await
+            .map_err(cluster)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => Err(cluster(format!("GET /pins answered {s}"))),
+        }
+    }
+
+    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError> {
+        let resp = self
+            .client
+            .post(format!("{}/add", self.base))
+            .query(&self.add_query(name, auto))
+            .multipart(car_form(car))
+            .send()
+            .await
+            .map_err(cluster)?;
+        if !resp.status().is_success() {
+            let s = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(cluster(format!("add answered {s}: {}", text.trim())));
+        }
+        let _ = resp.bytes().await;
+        if !self.is_pinned(root).await? {
+            return Err(cluster(format!("{root} not pinned after add")));
+        }
+        Ok(())
+    }
+
+    async fn unpin(&self, root: &Cid) -> Result<bool, PinError> {
+        let resp = self
+            .client
+            .delete(format!("{}/pins/{root}", self.base))
+            .send()
+            .await
+            .map_err(cluster)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            s => Err(cluster(format!("DELETE /pins answered {s}"))),
+        }
+    }
+}
+
+/// Turns an in-memory CAR into [`CarBytes`] (tests, small imports).
+pub fn car_bytes(bytes: Bytes) -> CarBytes {
+    Box::pin(futures::stream::once(futures::future::ready(Ok(bytes))))
+}
