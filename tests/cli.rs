@@ -144,7 +144,8 @@ async fn import_goes_through_a_running_server() {
         .await
         .unwrap();
     let pins: serde_json::Value = serde_json::from_slice(&pins.bytes().await.unwrap()).unwrap();
-    assert_eq!(pins.as_array().unwrap().len(), 1);
+    assert_eq!(pins["store"].as_array().unwrap().len(), 1);
+    assert_eq!(pins["target"], "embedded");
 }
 
 #[test]
