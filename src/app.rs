@@ -357,12 +357,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cold = cold_tier(&config, &store, &metrics)?;
     let source = tiered_source(&config, store.clone(), metrics.clone(), cold.clone())?;
     let popularity = if config.popularity.enabled {
-        let cache = source.cache().clone();
         Some(Popularity::new(
             config.popularity.clone(),
             store.clone(),
             source.clone(),
-            Box::new(move |cid| cache.contains(cid)),
             hot_pins(&config, &store)?,
             Arc::new(SystemClock),
             metrics.clone(),

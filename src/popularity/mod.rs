@@ -37,8 +37,6 @@ pub struct Popularity {
     pub promoter: Arc<Promoter>,
     config: PopularityConfig,
     store: LocalStore,
-    /// Whether the edge cache holds a root (prewarming skips those).
-    cached: Box<dyn Fn(&Cid) -> bool + Send + Sync>,
     /// Where each file being read with ranges was last read up to.
     sequential: Mutex<lru::LruCache<(Cid, String), u64>>,
     cancel: CancellationToken,
@@ -52,7 +50,6 @@ impl Popularity {
         config: PopularityConfig,
         store: LocalStore,
         source: Arc<dyn BlockSource>,
-        cached: Box<dyn Fn(&Cid) -> bool + Send + Sync>,
         target: Arc<dyn HotPins>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -87,7 +84,6 @@ impl Popularity {
             promoter,
             config,
             store,
-            cached,
             sequential: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -146,9 +142,11 @@ impl Popularity {
                     }
                 });
             } else if d.requests >= self.config.prewarm_threshold
-                && !(self.cached)(&d.cid)
                 && !self.prewarmer.warmed_within(&d.cid, half_life)
             {
+                // A cached root says nothing about the rest of its DAG; walking blocks that are
+                // cached already costs no network, so popular DAGs are simply walked again once
+                // per half-life.
                 self.prewarmer.spawn(d.cid);
             }
         }

@@ -21,9 +21,10 @@ use multihash::Multihash;
 use tokio::sync::{oneshot, Notify};
 
 use super::cache::EdgeCache;
+use super::cold::walk::DagWalk;
 use super::local::LocalStore;
 use super::{identity_block, BlockSource, DagRequest, DagSink, TierError};
-use crate::ipld::{codec, Block};
+use crate::ipld::Block;
 use crate::telemetry::{trace, Metrics, TRACE};
 
 type Mh = Multihash<64>;
@@ -129,6 +130,8 @@ struct Progress {
 /// The sink of one DAG stream: delivers to parked readers, the cache and the ready set, and
 /// holds the stream back while its readers are more than [`READ_AHEAD_BYTES`] behind.
 struct FlightSink {
+    /// The walk of the stream's request: which children each block makes expected.
+    walk: DagWalk,
     flights: Arc<Mutex<Flights>>,
     cache: EdgeCache,
     ready_count: Arc<AtomicUsize>,
@@ -140,12 +143,19 @@ struct FlightSink {
 #[async_trait]
 impl DagSink for FlightSink {
     async fn accept(&mut self, block: Block) -> bool {
+        let mut children = Vec::new();
+        // A block the walk does not reach (another stream already brought it, or a remote
+        // that sends extra) is still verified and worth caching; it just expects nothing.
+        let _ = self
+            .walk
+            .accept_expecting(block.cid(), block.data(), &mut children);
         TieredSource::deliver(
             &self.flights,
             &self.cache,
             &self.ready_count,
             self.id,
             block,
+            &children,
             self.tier,
         );
         loop {
@@ -263,6 +273,40 @@ impl TieredSource {
         }
     }
 
+    /// The blocks `req` selects that neither the cache nor the store holds, as far as the
+    /// local blocks show (children of a missing block are unknown until it arrives).
+    async fn missing_locally(&self, req: &DagRequest) -> Vec<Cid> {
+        let mut walk = DagWalk::new(req.clone());
+        let mut missing = Vec::new();
+        // Bounded: a range selects a few inner nodes and the leaves it covers.
+        for _ in 0..4096 {
+            let pending: Vec<Cid> = walk
+                .pending()
+                .into_iter()
+                .filter(|c| !missing.contains(c))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            for cid in pending {
+                let block = match self.cache.get_uncounted(&cid) {
+                    Some(b) => b,
+                    None => match self.read_local(&cid).await {
+                        Some(b) => b,
+                        None => {
+                            missing.push(cid);
+                            continue;
+                        }
+                    },
+                };
+                if walk.accept(&cid, block.data()).is_err() {
+                    missing.push(cid);
+                }
+            }
+        }
+        missing
+    }
+
     /// A block a DAG stream delivered ahead of this reader, with the tier that brought it.
     fn take_ready(&self, cid: &Cid) -> Option<(Block, &'static str)> {
         if self.ready_count.load(Ordering::Acquire) == 0 {
@@ -344,6 +388,7 @@ impl TieredSource {
                 Some(f) => (f.clone(), true),
                 None => {
                     let c = *cid;
+                    tracing::debug!(cid = %c, "block fetch outside any DAG stream");
                     let fut = async move {
                         let hot = match &remote {
                             Some(r) => Some(hot_block(r.as_ref(), &breaker, &c).await),
@@ -393,20 +438,24 @@ impl TieredSource {
         ready_count: &AtomicUsize,
         id: u64,
         block: Block,
+        children: &[Cid],
         tier: &'static str,
     ) {
-        let links = codec::links(block.cid(), block.data()).unwrap_or_default();
         let Ok(mut f) = flights.lock() else {
             cache.insert(&block);
             return;
         };
         // Children are registered before the block becomes visible in the cache: a reader that
-        // sees the parent must find its children expected, or it would fetch them alone.
-        for l in links {
-            let lm = *l.hash();
-            if !cache.contains(&l) {
-                f.expected.insert(lm, id);
-                f.by_flight.entry(id).or_default().push(lm);
+        // sees the parent must find its children expected, or it would fetch them alone. Only
+        // the children this stream's request selects are claimed (a byte range brings a few of
+        // a file's leaves); a child another stream claimed stays with it.
+        for l in children {
+            if cache.contains(l) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(v) = f.expected.entry(*l.hash()) {
+                v.insert(id);
+                f.by_flight.entry(id).or_default().push(*l.hash());
             }
         }
         cache.insert(&block);
@@ -560,15 +609,25 @@ impl BlockSource for TieredSource {
         if self.remote.is_none() && self.cold.is_none() {
             return;
         }
-        // Content held here needs no stream (a missing block deeper down is fetched alone).
-        if self.cache.contains(&req.root) {
-            return;
-        }
-        if let Some(store) = &self.local {
-            if store.has(&req.root).await.unwrap_or(false) {
-                return;
+        let root_local = self.cache.contains(&req.root)
+            || match &self.local {
+                Some(store) => store.has(&req.root).await.unwrap_or(false),
+                None => false,
+            };
+        // Content rooted here needs no stream (a missing block deeper down is fetched alone),
+        // except for a byte range, whose blocks are checked: a range read of a large file whose
+        // root is cached would otherwise fetch every missing block on its own.
+        let missing = match (root_local, req.entity_bytes.is_some()) {
+            (false, _) => Vec::new(),
+            (true, false) => return,
+            (true, true) => {
+                let m = self.missing_locally(req).await;
+                if m.is_empty() {
+                    return;
+                }
+                m
             }
-        }
+        };
         let id = {
             let Ok(mut f) = self.flights.lock() else {
                 return;
@@ -582,6 +641,15 @@ impl BlockSource for TieredSource {
             f.active.insert(req.clone(), id);
             f.expected.insert(*req.root.hash(), id);
             f.by_flight.entry(id).or_default().push(*req.root.hash());
+            // Readers of a locally rooted range get past the root at once: what they will miss
+            // must be known to be coming before the stream's first block arrives.
+            for cid in &missing {
+                let mh = *cid.hash();
+                if let std::collections::hash_map::Entry::Vacant(v) = f.expected.entry(mh) {
+                    v.insert(id);
+                    f.by_flight.entry(id).or_default().push(mh);
+                }
+            }
             f.progress.insert(
                 id,
                 Progress {
@@ -599,6 +667,7 @@ impl BlockSource for TieredSource {
         let flights = self.flights.clone();
         let ready_count = self.ready_count.clone();
         let sink = |tier| FlightSink {
+            walk: DagWalk::new(req.clone()),
             flights: self.flights.clone(),
             cache: self.cache.clone(),
             ready_count: self.ready_count.clone(),

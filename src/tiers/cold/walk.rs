@@ -115,6 +115,11 @@ impl DagWalk {
         self.expected.is_empty()
     }
 
+    /// The CIDs expected next.
+    pub fn pending(&self) -> Vec<Cid> {
+        self.expected.values().map(|e| e.cid).collect()
+    }
+
     /// Blocks received so far.
     pub fn received(&self) -> usize {
         self.received.len()
@@ -133,6 +138,16 @@ impl DagWalk {
 
     /// Records a block whose bytes were verified against `cid`, expecting its children.
     pub fn accept(&mut self, cid: &Cid, data: &Bytes) -> Result<Accepted, WalkError> {
+        self.accept_expecting(cid, data, &mut Vec::new())
+    }
+
+    /// Like [`DagWalk::accept`], adding the CIDs it now expects because of this block to `newly`.
+    pub fn accept_expecting(
+        &mut self,
+        cid: &Cid,
+        data: &Bytes,
+        newly: &mut Vec<Cid>,
+    ) -> Result<Accepted, WalkError> {
         let mh = *cid.hash();
         if self.received.contains(&mh) {
             return Ok(Accepted::Duplicate);
@@ -151,6 +166,7 @@ impl DagWalk {
             if self.received.contains(&cm) || self.expected.contains_key(&cm) {
                 continue;
             }
+            newly.push(child);
             self.expected.insert(
                 cm,
                 Expected {
