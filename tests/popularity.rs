@@ -284,7 +284,7 @@ async fn admin_api_checks_tokens_and_input_and_speaks_the_pinning_service_api() 
     assert_eq!(r.status(), 202);
     let status: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     let id = status["requestid"].as_str().unwrap().to_string();
-    assert!(status["delegates"].as_array().unwrap().len() >= 1);
+    assert!(!status["delegates"].as_array().unwrap().is_empty());
     let pinned = wait_status(&g, &id, "pinned").await;
     assert_eq!(pinned["pin"]["name"], "first");
     let pins = admin_json(&g, "/admin/pins").await;
