@@ -580,3 +580,83 @@ async fn a_kubo_rpc_node_as_the_hot_tier() {
     assert_eq!(r.headers()["x-cidgate-tier"], "cache");
     assert_eq!(r.bytes().await.unwrap(), want);
 }
+
+/// Popular content retrieved from a storage provider is promoted into the Kubo-RPC node (pushed
+/// with `dag/import`, confirmed with `pin/ls`), and a fresh gateway reads it from that node once
+/// the provider is gone.
+#[tokio::test]
+#[ignore = "needs ../shared/peers (run by .ci/run)"]
+async fn popular_content_is_promoted_into_the_kubo_rpc_node() {
+    const MIXED: &str = "bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu";
+    let kubo = KuboNode::start().await;
+    let provider = Server::start(&["trustless_gateway_car/subdir-with-mixed-block-files.car"]);
+    let file = format!("/ipfs/{MIXED}/subdir/multiblock.txt");
+    let want = get_bytes(&format!("{}{file}", provider.url)).await;
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "kubo"),
+            ("CIDGATE_HOT__URL", &kubo.api),
+            ("CIDGATE_HOT__TIMEOUT", "5s"),
+            ("CIDGATE_COLD__PROVIDERS", &provider.url),
+            ("CIDGATE_POPULARITY__INTERVAL", "200ms"),
+            ("CIDGATE_POPULARITY__PREWARM_THRESHOLD", "2"),
+            ("CIDGATE_POPULARITY__PROMOTE_THRESHOLD", "4"),
+        ],
+        &[],
+    );
+    for _ in 0..6 {
+        assert_eq!(get_bytes(&format!("{}{file}", g.url)).await, want);
+    }
+    let pinned = || async {
+        let r = client()
+            .post(format!(
+                "{}/api/v0/pin/ls?arg={MIXED}&type=recursive",
+                kubo.api
+            ))
+            .send()
+            .await
+            .unwrap();
+        r.status().is_success() && r.text().await.unwrap().contains("recursive")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pinned().await {
+        if std::time::Instant::now() > deadline {
+            let pins = get_bytes(&format!("{}/admin/pins", g.admin)).await;
+            panic!(
+                "not pinned in the Kubo node: {}",
+                String::from_utf8_lossy(&pins)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let pins: serde_json::Value =
+        serde_json::from_slice(&get_bytes(&format!("{}/admin/pins", g.admin)).await).unwrap();
+    assert_eq!(pins["target"], "kubo");
+    let made = pins["made_by_cidgate"].as_array().unwrap();
+    assert!(made
+        .iter()
+        .any(|p| p["cid"] == MIXED && p["state"] == "pinned" && p["auto"] == true));
+    drop(provider);
+    drop(g);
+    let fresh = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "kubo"),
+            ("CIDGATE_HOT__URL", &kubo.api),
+            ("CIDGATE_HOT__TIMEOUT", "5s"),
+        ],
+        &[],
+    );
+    let r = client()
+        .get(format!("{}{file}", fresh.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["x-cidgate-tier"]
+        .to_str()
+        .unwrap()
+        .contains("hot"));
+    assert_eq!(r.bytes().await.unwrap(), want);
+}

@@ -112,11 +112,16 @@ impl HotPins for EmbeddedPins {
     }
 }
 
-/// A multipart body with the CAR as its one file part.
-fn car_form(car: CarBytes) -> reqwest::multipart::Form {
-    let part =
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(car)).file_name("dag.car");
-    reqwest::multipart::Form::new().part("file", part)
+/// A multipart body with the CAR as its one file part (Kubo insists on a part content type).
+fn car_form(car: CarBytes, target: &'static str) -> Result<reqwest::multipart::Form, PinError> {
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(car))
+        .file_name("dag.car")
+        .mime_str("application/vnd.ipld.car")
+        .map_err(|e| PinError::Target {
+            target,
+            reason: format!("multipart body: {e}"),
+        })?;
+    Ok(reqwest::multipart::Form::new().part("file", part))
 }
 
 /// Pins in a Kubo node through its RPC API.
@@ -193,7 +198,7 @@ impl HotPins for KuboPins {
             .client
             .post(format!("{}/api/v0/dag/import", self.base))
             .query(&[("pin-roots", "true")])
-            .multipart(car_form(car))
+            .multipart(car_form(car, "kubo")?)
             .send()
             .await
             .map_err(kubo)?;
@@ -303,7 +308,7 @@ impl HotPins for ClusterPins {
             .client
             .post(format!("{}/add", self.base))
             .query(&self.add_query(name, auto))
-            .multipart(car_form(car))
+            .multipart(car_form(car, "cluster")?)
             .send()
             .await
             .map_err(cluster)?;
