@@ -18,7 +18,9 @@ fn chromium() -> PathBuf {
     panic!("chromium is not installed (apt-get install chromium)");
 }
 
-fn run_chromium(url: &str, extra: &[&str]) -> String {
+/// Runs headless Chromium on `url` for `budget_ms` of virtual time (a page that refreshes itself
+/// must get less than its refresh period, or Chromium keeps following the refreshes).
+fn run_chromium(url: &str, budget_ms: u32, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([
@@ -30,8 +32,8 @@ fn run_chromium(url: &str, extra: &[&str]) -> String {
             "--disable-sync",
             "--no-first-run",
             "--disable-quic",
-            "--virtual-time-budget=10000",
         ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)
@@ -46,7 +48,7 @@ fn run_chromium(url: &str, extra: &[&str]) -> String {
 }
 
 fn check_site(url: &str, shot: &str) {
-    let dom = run_chromium(url, &["--dump-dom"]);
+    let dom = run_chromium(url, 10_000, &["--dump-dom"]);
     assert!(
         dom.contains("Hello from cidgate"),
         "page did not render from {url}:\n{dom}"
@@ -62,6 +64,7 @@ fn check_site(url: &str, shot: &str) {
     let _ = std::fs::remove_file(&png);
     run_chromium(
         url,
+        10_000,
         &[
             &format!("--screenshot={}", png.display()),
             "--window-size=900,700",
@@ -98,4 +101,60 @@ fn sample_site_renders_through_path_and_subdomain_gateways() {
         &format!("http://{label}.ipfs.localhost:{port}/"),
         "browser-subdomain-gateway.png",
     );
+}
+
+/// The admin status page renders its four inline SVG charts in a real browser (the page's own
+/// script counts the charts whose boxes have a size and writes the count into the DOM). The page
+/// refreshes every 5 s, so Chromium gets 3 s of virtual time.
+#[tokio::test]
+#[ignore = "needs chromium (installed by .ci/run)"]
+async fn status_page_charts_render_in_chromium() {
+    let provider = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[("CIDGATE_SERVER__SAMPLE", "true")],
+        &[],
+    );
+    let s = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[("CIDGATE_COLD__PROVIDERS", provider.url.as_str())],
+        &[],
+    );
+    let (root, _) = cidgate::sample::build().unwrap();
+    // Some traffic so every chart has data: cold first, then cache hits.
+    for _ in 0..5 {
+        let r = common::client()
+            .get(format!("{}/ipfs/{}/verified-lines.txt", s.url, root.cid))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let url = format!("{}/", s.admin);
+    let dom = tokio::task::spawn_blocking(move || run_chromium(&url, 3_000, &["--dump-dom"]))
+        .await
+        .unwrap();
+    for chart in ["tiers", "hit-ratio", "top", "providers"] {
+        assert!(
+            dom.contains(&format!("data-chart=\"{chart}\"")),
+            "no {chart} chart:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("data-charts-rendered=\"4\""),
+        "charts did not render:\n{dom}"
+    );
+    assert!(dom.contains(&root.cid.to_string()), "top content missing");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let png = target.join("status-page.png");
+    let _ = std::fs::remove_file(&png);
+    let url = format!("{}/", s.admin);
+    let shot = format!("--screenshot={}", png.display());
+    tokio::task::spawn_blocking(move || {
+        run_chromium(&url, 3_000, &[&shot, "--window-size=1200,1400"])
+    })
+    .await
+    .unwrap();
+    assert!(png.exists() && std::fs::metadata(&png).unwrap().len() > 1000);
 }

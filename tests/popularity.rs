@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::FakeCluster;
 use common::fault_proxy::{FaultProxy, ProxyFault};
 use common::{bin, cidgate, client, metric_sum, metrics, Server};
 
@@ -473,4 +474,57 @@ async fn sequential_range_readers_are_read_ahead() {
     let r = range(14 * MIB).await.unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), MIB);
     assert!(counted.request_count() > before);
+}
+
+#[tokio::test]
+async fn promotions_and_operator_pins_go_to_an_ipfs_cluster_with_replication_factors() {
+    let (p, roots) = provider(2);
+    let cluster = FakeCluster::start().await;
+    let mut env: Vec<(&str, &str)> = THRESHOLDS.to_vec();
+    env.extend([
+        ("CIDGATE_COLD__PROVIDERS", p.url.as_str()),
+        ("CIDGATE_HOT__CLUSTER_URL", cluster.url.as_str()),
+        ("CIDGATE_HOT__CLUSTER_REPLICATION_MIN", "2"),
+        ("CIDGATE_HOT__CLUSTER_REPLICATION_MAX", "3"),
+    ]);
+    let g = Server::spawn(tempfile::tempdir().unwrap(), &env, &[]);
+    for _ in 0..7 {
+        let r = get(&format!("{}/ipfs/{}/b.txt", g.url, roots[0])).await;
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pin = loop {
+        if let Some(pin) = cluster.pin(&roots[0]) {
+            break pin;
+        }
+        assert!(Instant::now() < deadline, "not added to the cluster");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The whole verified DAG was pushed: directory, b.txt, a.bin's root and two leaves.
+    assert_eq!(pin.blocks, 5);
+    assert_eq!(pin.options["replication-min"], "2");
+    assert_eq!(pin.options["replication-max"], "3");
+    assert_eq!(pin.options["meta-cidgate-pin"], "auto");
+    assert!(pin.options["name"].contains(&roots[0]));
+
+    // An operator pin is marked as such; unpinning deletes it from the cluster.
+    let c = client();
+    let r = c
+        .post(format!("{}/admin/pins/{}?name=mine", g.admin, roots[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let pin = cluster.pin(&roots[1]).unwrap();
+    assert_eq!(pin.options["meta-cidgate-pin"], "operator");
+    assert_eq!(pin.options["name"], "mine");
+    let r = c
+        .delete(format!("{}/admin/pins/{}", g.admin, roots[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(cluster.deletes(), vec![roots[1].clone()]);
+    let pins = admin_json(&g, "/admin/pins").await;
+    assert_eq!(pins["target"], "cluster");
 }

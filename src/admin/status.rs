@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub struct StatusSnapshot {
     /// Seconds since the process started.
     pub uptime_secs: u64,
-    /// Blocks served per tier since start: ("cache", n), ("store", n), ("hot", n), ("cold", n).
+    /// Requests per serving tier since start (the slowest tier each request needed).
     pub tiers: Vec<TierShare>,
     /// Edge-cache hit ratio samples (unix seconds, ratio 0..=1), oldest first, up to ~360.
     pub hit_ratio_history: Vec<(u64, f64)>,
@@ -27,7 +27,7 @@ pub struct StatusSnapshot {
     pub daily_budget: f64,
 }
 
-/// Blocks served by one tier since start.
+/// Requests one tier served since start.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct TierShare {
     /// Tier name: "cache", "store", "hot" or "cold".
@@ -174,13 +174,13 @@ pub fn render(s: &StatusSnapshot) -> String {
         .fold(0u64, |acc, t| acc.saturating_add(t.blocks));
     let _ = writeln!(
         out,
-        "<p class=\"meta\">up {} · {} blocks served · refreshes every 5 s</p>",
+        "<p class=\"meta\">up {} · {} requests served · refreshes every 5 s</p>",
         humantime::format_duration(Duration::from_secs(s.uptime_secs)),
         served
     );
 
     out.push_str("<section class=\"charts\">\n");
-    figure(&mut out, "Blocks served per tier", |o| {
+    figure(&mut out, "Requests by serving tier (hit ratio per tier)", |o| {
         tiers_chart(o, &s.tiers)
     });
     figure(&mut out, "Edge-cache hit ratio", |o| {
@@ -315,7 +315,7 @@ fn tiers_chart(out: &mut String, tiers: &[TierShare]) {
         bar_chart(
             out,
             "tiers",
-            "Share of blocks served per tier: no traffic yet",
+            "Share of requests per serving tier: no traffic yet",
             "no traffic yet",
             &[],
             0,
@@ -337,7 +337,7 @@ fn tiers_chart(out: &mut String, tiers: &[TierShare]) {
         })
         .collect();
     let aria = format!(
-        "Share of blocks served per tier: {}",
+        "Share of requests per serving tier: {}",
         bars.iter()
             .map(|b| format!("{} {:.1} %", b.label, b.fraction * 100.0))
             .collect::<Vec<_>>()

@@ -212,6 +212,7 @@ pub fn parse_car(bytes: &[u8]) -> Car {
     Car { roots, blocks }
 }
 
+pub mod cluster;
 pub mod fault_proxy;
 pub mod faulty;
 pub mod routing;
