@@ -247,7 +247,7 @@ impl Admin {
             .into_iter()
             .map(|t| TierShare {
                 name: t.into(),
-                blocks: self
+                requests: self
                     .metrics
                     .served_by
                     .get_or_create(&TierName { tier: t.into() })

@@ -32,8 +32,8 @@ pub struct StatusSnapshot {
 pub struct TierShare {
     /// Tier name: "cache", "store", "hot" or "cold".
     pub name: String,
-    /// Blocks this tier served.
-    pub blocks: u64,
+    /// Requests this tier served.
+    pub requests: u64,
 }
 
 /// One entry of the popularity ranking.
@@ -171,7 +171,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     let served = s
         .tiers
         .iter()
-        .fold(0u64, |acc, t| acc.saturating_add(t.blocks));
+        .fold(0u64, |acc, t| acc.saturating_add(t.requests));
     let _ = writeln!(
         out,
         "<p class=\"meta\">up {} · {} requests served · refreshes every 5 s</p>",
@@ -310,7 +310,7 @@ fn bar_chart(out: &mut String, chart: &str, aria: &str, empty: &str, bars: &[Bar
 fn tiers_chart(out: &mut String, tiers: &[TierShare]) {
     let total = tiers
         .iter()
-        .fold(0u64, |acc, t| acc.saturating_add(t.blocks));
+        .fold(0u64, |acc, t| acc.saturating_add(t.requests));
     if total == 0 {
         bar_chart(
             out,
@@ -326,13 +326,13 @@ fn tiers_chart(out: &mut String, tiers: &[TierShare]) {
     let bars: Vec<Bar> = tiers[..shown]
         .iter()
         .map(|t| {
-            let share = t.blocks as f64 / total as f64;
+            let share = t.requests as f64 / total as f64;
             Bar {
                 label: t.name.clone(),
                 title: None,
                 fraction: share,
                 class: tier_class(&t.name),
-                value: format!("{:.1} % ({})", share * 100.0, t.blocks),
+                value: format!("{:.1} % ({})", share * 100.0, t.requests),
             }
         })
         .collect();
@@ -730,7 +730,7 @@ mod tests {
                 .zip([600, 250, 100, 50])
                 .map(|(n, b)| TierShare {
                     name: n.to_string(),
-                    blocks: b,
+                    requests: b,
                 })
                 .collect(),
             hit_ratio_history: (0..60u64)
