@@ -41,22 +41,12 @@ PY
   rm "$work/big.bin"
 done
 
-# start NAME DIR [ENV...]: runs `cidgate serve`, prints its public URL.
-start() {
-  local name=$1 dir=$2
-  shift 2
-  env CIDGATE_SERVER__SAMPLE=false RUST_LOG=warn "$@" \
-    $bin --data-dir "$dir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  echo $! >"$work/$name.pid"
-  for _ in $(seq 100); do grep -q "cidgate: public" "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-  sed -n 's/^cidgate: public //p' "$work/$name.out"
-}
+source loadtest/lib/serve.sh
 
 # The provider's own edge cache is kept at its minimum: a block it serves twice in a row would
 # skip its store read and re-verification, favouring whichever client asks second.
-provider=$(start provider "$work/provider" CIDGATE_CACHE__MEMORY="8 MiB")
+start_cidgate provider "$work/provider" CIDGATE_CACHE__MEMORY="8 MiB"
+provider=$(cidgate_url provider public)
 if [[ -n $link ]]; then
   port=${provider##*:}
   tc qdisc add dev lo root handle 1: htb default 10 r2q 100000
@@ -70,7 +60,8 @@ accept="Accept: application/vnd.ipld.car;version=1;order=dfs;dups=y"
 fetch() { curl -s -o /dev/null -H "$accept" -w '%{time_starttransfer} %{speed_download} %{size_download}\n' "$1"; }
 # Warm the provider's page cache so both paths read the same way.
 for root in "${roots[@]}"; do fetch "$provider/ipfs/$root?$query" >/dev/null; done
-gw=$(start gw "$work/gw" CIDGATE_COLD__PROVIDERS="$provider" CIDGATE_CACHE__MEMORY="64 MiB")
+start_cidgate gw "$work/gw" CIDGATE_COLD__PROVIDERS="$provider" CIDGATE_CACHE__MEMORY="64 MiB"
+gw=$(cidgate_url gw public)
 # One unmeasured request first, as a running gateway has its connections and threads up.
 curl -s -o /dev/null "$gw/ipfs/bafkqaaa" || true
 

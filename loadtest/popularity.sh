@@ -41,20 +41,10 @@ for d in "$work"/src/item*; do
   $bin --data-dir "$work/provider" add "$d" >>"$work/roots"
 done
 
-start() {
-  local name=$1 dir=$2
-  shift 2
-  env CIDGATE_SERVER__SAMPLE=false RUST_LOG=warn "$@" \
-    $bin --data-dir "$dir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  echo $! >"$work/$name.pid"
-  for _ in $(seq 100); do grep -q "cidgate: admin" "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-}
-url() { sed -n "s/^cidgate: $2 //p" "$work/$1.out"; }
+source loadtest/lib/serve.sh
 
-start provider "$work/provider" CIDGATE_CACHE__MEMORY="8 MiB"
-provider=$(url provider public)
+start_cidgate provider "$work/provider" CIDGATE_CACHE__MEMORY="8 MiB"
+provider=$(cidgate_url provider public)
 python3 loadtest/lib/delay_proxy.py --upstream "${provider#http://}" --delay "$delay" \
   --port-file "$work/proxy.port" &
 pids+=($!)
@@ -72,16 +62,16 @@ scenario() {
   local name=$1
   shift
   rm -rf "$work/gw-$name"
-  start "gw-$name" "$work/gw-$name" "${common[@]}" "$@"
+  start_cidgate "gw-$name" "$work/gw-$name" "${common[@]}" "$@"
   local g a
-  g=$(url "gw-$name" public)
-  a=$(url "gw-$name" admin)
+  g=$(cidgate_url "gw-$name" public)
+  a=$(cidgate_url "gw-$name" admin)
   local wait=0
   [[ $name == listed ]] && wait=5
   echo "{\"run\": \"$name, pass 1\", \"result\": $(load "$g" "$a" --wait $wait)}" >>"$results"
   # Let the last decision round finish its prewarms and promotions, then the same list again.
   echo "{\"run\": \"$name, pass 2\", \"result\": $(load "$g" "$a" --wait 3)}" >>"$results"
-  kill "$(cat "$work/gw-$name.pid")"
+  stop_cidgate "gw-$name"
 }
 scenario off CIDGATE_POPULARITY__ENABLED=false
 scenario prewarm CIDGATE_POPULARITY__PROMOTE_THRESHOLD=1000000000

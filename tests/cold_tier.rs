@@ -10,22 +10,9 @@ use std::time::Duration;
 
 use common::fault_proxy::{FaultProxy, ProxyFault};
 use common::routing::{FakeProvider, RoutingServer};
-use common::{cidgate, client, metric_sum, metrics, parse_car, Server};
+use common::{cidgate, get, metric_sum, metrics, noise, parse_car, Server};
 
 const MIB: usize = 1 << 20;
-
-/// Deterministic pseudo-random bytes (xorshift), so every provider builds the same CIDs.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// The content every provider holds: `site/` (a 12 MiB file of twelve leaves and a small nested
 /// file) and `other/` (a different `big.bin`, used to answer for the wrong root).
@@ -81,13 +68,6 @@ fn gateway(env: &[(&str, &str)]) -> Server {
     ];
     all.extend_from_slice(env);
     Server::spawn(tempfile::tempdir().unwrap(), &all, &[])
-}
-
-async fn get(url: &str) -> reqwest::Response {
-    match client().get(url).send().await {
-        Ok(r) => r,
-        Err(e) => panic!("GET {url}: {e:?}"),
-    }
 }
 
 fn header(r: &reqwest::Response, name: &str) -> String {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::faulty::{Fault, FaultyNode};
-use common::{client, metric_sum, metrics, parse_car, Server};
+use common::{client, metric_sum, metrics, parse_car, tier, Server};
 
 const MIXED: &str = "bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu";
 const LISTING: &str = "bafybeig6ka5mlwkl4subqhaiatalkcleo4jgnr3hqwvpmsqfca27cijp3i";
@@ -32,13 +32,6 @@ async fn get(url: String) -> reqwest::Response {
         Ok(r) => r,
         Err(e) => panic!("GET {url}: {e:?}"),
     }
-}
-
-fn tier(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("x-cidgate-tier")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -10,21 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::FakeCluster;
 use common::fault_proxy::{FaultProxy, ProxyFault};
-use common::{bin, cidgate, client, metric_sum, metrics, Server};
+use common::{bin, cidgate, client, get, metric_sum, metrics, noise, tier, Server};
 
 const MIB: usize = 1 << 20;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A provider holding `n` items, each a directory with `a.bin` (1.5 MiB, two leaves) and
 /// `b.txt`; returns it and the item roots.
@@ -42,20 +30,6 @@ fn provider(n: usize) -> (Server, Vec<String>) {
         roots.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
     }
     (Server::spawn(dir, &[], &[]), roots)
-}
-
-async fn get(url: &str) -> reqwest::Response {
-    match client().get(url).send().await {
-        Ok(r) => r,
-        Err(e) => panic!("GET {url}: {e:?}"),
-    }
-}
-
-fn tier(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("x-cidgate-tier")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 async fn admin_json(s: &Server, path: &str) -> serde_json::Value {

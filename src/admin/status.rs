@@ -180,9 +180,11 @@ pub fn render(s: &StatusSnapshot) -> String {
     );
 
     out.push_str("<section class=\"charts\">\n");
-    figure(&mut out, "Requests by serving tier (hit ratio per tier)", |o| {
-        tiers_chart(o, &s.tiers)
-    });
+    figure(
+        &mut out,
+        "Requests by serving tier (hit ratio per tier)",
+        |o| tiers_chart(o, &s.tiers),
+    );
     figure(&mut out, "Edge-cache hit ratio", |o| {
         hit_ratio_chart(o, &s.hit_ratio_history)
     });
@@ -629,18 +631,7 @@ fn spend(out: &mut String, spent: f64, budget: f64) {
 
 /// Escapes text for HTML element content and quoted attribute values.
 fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::gateway::unixfs_dir::html_escape(s)
 }
 
 /// NaN and infinities become 0 so they never reach the page or SVG geometry; adding 0.0 also

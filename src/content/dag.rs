@@ -73,13 +73,18 @@ pub enum ExportError {
     TooLarge(u64),
 }
 
-struct Frames {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    bytes: u64,
-    limit: u64,
+/// A sink that sends each block as a CAR section (length prefix and CID, then the bytes,
+/// shared without copying) down a channel, stopping after `limit` block bytes.
+pub struct CarFrames<E> {
+    /// Where the sections go.
+    pub tx: mpsc::Sender<Result<Bytes, E>>,
+    /// Block bytes sent so far.
+    pub bytes: u64,
+    /// Most block bytes to send.
+    pub limit: u64,
 }
 
-impl BlockSink for Frames {
+impl<E: Send> BlockSink for CarFrames<E> {
     async fn emit(&mut self, block: Block) -> bool {
         self.bytes += block.data().len() as u64;
         if self.bytes > self.limit {
@@ -120,7 +125,7 @@ pub fn car_stream(
             if tx.send(Ok(header)).await.is_err() {
                 return Ok(());
             }
-            let mut frames = Frames {
+            let mut frames = CarFrames {
                 tx: tx.clone(),
                 bytes: 0,
                 limit,

@@ -11,9 +11,10 @@ use super::error::GatewayError;
 use super::headers::set;
 use super::request::{CarParams, GatewayRequest};
 use super::{Body, Gateway};
+use crate::content::dag::CarFrames;
 use crate::content::resolve;
-use crate::content::selector::{self, BlockSink, DagScope};
-use crate::ipld::{car, Block};
+use crate::content::selector::{self, DagScope};
+use crate::ipld::car;
 
 /// Chunks buffered between the DAG walk and the socket (two per block: prefix and data).
 const CHANNEL_CHUNKS: usize = 32;
@@ -47,21 +48,6 @@ pub fn etag(req: &GatewayRequest, p: &CarParams) -> String {
     let d = h.finalize();
     let tag = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
     format!("W/\"{}.car.{tag:x}\"", req.root)
-}
-
-struct FrameSink {
-    tx: mpsc::Sender<Result<Bytes, BodyError>>,
-}
-
-impl BlockSink for FrameSink {
-    async fn emit(&mut self, block: Block) -> bool {
-        let (cid, data) = block.into_parts();
-        self.tx
-            .send(Ok(car::frame_prefix(&cid, data.len())))
-            .await
-            .is_ok()
-            && self.tx.send(Ok(data)).await.is_ok()
-    }
 }
 
 /// Serves a CAR of the request's path and selection.
@@ -98,14 +84,18 @@ pub async fn respond(
         return Ok(resp);
     }
     let header = car::header(&[req.root]).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(CHANNEL_CHUNKS);
     let src = gw.source_arc();
     let selection = params.selection;
     tokio::spawn(async move {
         if tx.send(Ok(header)).await.is_err() {
             return;
         }
-        let mut sink = FrameSink { tx };
+        let mut sink = CarFrames {
+            tx,
+            bytes: 0,
+            limit: u64::MAX,
+        };
         if let Err(e) = selector::walk(src.as_ref(), &resolved, &selection, &mut sink).await {
             tracing::warn!(root = %resolved.root, error = %e, "CAR stream cut short");
             let _ = sink.tx.send(Err(Box::new(e))).await;

@@ -254,3 +254,32 @@ pub async fn get_bytes(url: &str) -> bytes::Bytes {
         .await
         .unwrap_or_else(|e| panic!("GET {url} body: {e}"))
 }
+
+/// Deterministic pseudo-random bytes (xorshift): every process builds the same content and CIDs.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// GET `url`, panicking with the URL on a transport error.
+pub async fn get(url: &str) -> reqwest::Response {
+    match client().get(url).send().await {
+        Ok(r) => r,
+        Err(e) => panic!("GET {url}: {e:?}"),
+    }
+}
+
+/// The `X-Cidgate-Tier` header of a response, empty when absent.
+pub fn tier(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-cidgate-tier")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
