@@ -4,15 +4,12 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 use super::parse_car;
 
@@ -36,30 +33,16 @@ pub struct FakeCluster {
 impl FakeCluster {
     /// Starts it.
     pub async fn start() -> FakeCluster {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let pins: Arc<Mutex<HashMap<String, ClusterPin>>> = Arc::default();
         let deletes: Arc<Mutex<Vec<String>>> = Arc::default();
         let (p, d) = (pins.clone(), deletes.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (p, d) = (p.clone(), d.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (p, d) = (p.clone(), d.clone());
-                        async move { Ok::<_, Infallible>(handle(req, &p, &d).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (url, task) = super::serve_http(move |req: Request<Incoming>| {
+            let (p, d) = (p.clone(), d.clone());
+            async move { handle(req, &p, &d).await }
+        })
+        .await;
         FakeCluster {
-            url: format!("http://{addr}"),
+            url,
             pins,
             deletes,
             task,

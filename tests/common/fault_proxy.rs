@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,11 +15,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// How the proxy misbehaves.
@@ -90,8 +87,6 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy in front of `upstream` (a base URL such as `http://127.0.0.1:PORT`).
     pub async fn start(upstream: &str, fault: ProxyFault) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let fault = Arc::new(Mutex::new(fault));
         let paths = Arc::new(Mutex::new(Vec::new()));
@@ -106,28 +101,13 @@ impl FaultProxy {
             requests: requests.clone(),
             paths: paths.clone(),
         });
-        let task = tokio::spawn(async move {
-            // Connections live in the set so that aborting this task also ends them.
-            let mut connections: JoinSet<()> = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                while connections.try_join_next().is_some() {}
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (url, task) = super::serve_http(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            async move { handle(&shared, req).await }
+        })
+        .await;
         FaultProxy {
-            url: format!("http://{addr}"),
+            url,
             requests,
             fault,
             paths,

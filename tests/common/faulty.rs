@@ -3,16 +3,13 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// How the fake node misbehaves.
 #[derive(Clone, Copy, Debug)]
@@ -35,61 +32,43 @@ pub struct FaultyNode {
 impl FaultyNode {
     /// Starts a node with `fault`.
     pub async fn start(fault: Fault) -> FaultyNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        async move {
-                            let is_car = req.uri().query().unwrap_or("").contains("format=car");
-                            match fault {
-                                Fault::Stall => {
-                                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                                }
-                                Fault::ServerError => {
-                                    let mut r =
-                                        Response::new(Full::new(Bytes::from_static(b"boom")));
-                                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                                    Ok(r)
-                                }
-                                Fault::WrongBytes if is_car => {
-                                    // A CAR whose block claims the requested root but carries other bytes.
-                                    let path = req.uri().path().trim_start_matches("/ipfs/");
-                                    let root: cidgate::ipld::Cid =
-                                        path.split('/').next().unwrap_or("").parse().unwrap();
-                                    let mut car =
-                                        cidgate::ipld::car::header(&[root]).unwrap().to_vec();
-                                    let evil = b"these are not the bytes you are looking for";
-                                    car.extend_from_slice(&cidgate::ipld::car::frame_prefix(
-                                        &root,
-                                        evil.len(),
-                                    ));
-                                    car.extend_from_slice(evil);
-                                    Ok(Response::new(Full::new(Bytes::from(car))))
-                                }
-                                Fault::WrongBytes => {
-                                    Ok(Response::new(Full::new(Bytes::from_static(b"evil bytes"))))
-                                }
-                            }
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+        let (url, task) = super::serve_http(move |req: Request<hyper::body::Incoming>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let is_car = req.uri().query().unwrap_or("").contains("format=car");
+                match fault {
+                    Fault::Stall => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                    Fault::ServerError => {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"boom")));
+                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok(r)
+                    }
+                    Fault::WrongBytes if is_car => {
+                        // A CAR whose block claims the requested root but carries other bytes.
+                        let path = req.uri().path().trim_start_matches("/ipfs/");
+                        let root: cidgate::ipld::Cid =
+                            path.split('/').next().unwrap_or("").parse().unwrap();
+                        let mut car = cidgate::ipld::car::header(&[root]).unwrap().to_vec();
+                        let evil = b"these are not the bytes you are looking for";
+                        car.extend_from_slice(&cidgate::ipld::car::frame_prefix(&root, evil.len()));
+                        car.extend_from_slice(evil);
+                        Ok(Response::new(Full::new(Bytes::from(car))))
+                    }
+                    Fault::WrongBytes => {
+                        Ok(Response::new(Full::new(Bytes::from_static(b"evil bytes"))))
+                    }
+                }
+                .unwrap_or_else(|e: Infallible| match e {})
             }
-        });
+        })
+        .await;
         FaultyNode {
-            url: format!("http://{addr}"),
+            url,
             requests,
             task,
         }

@@ -283,3 +283,41 @@ pub fn tier(r: &reqwest::Response) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// Serves HTTP/1.1 and HTTP/2 on 127.0.0.1:0 with `handler` until the returned task is aborted
+/// (which ends its connections too); returns the base URL and the task. Every fake server of
+/// the tests runs on this.
+pub async fn serve_http<F, Fut, B>(handler: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = std::sync::Arc::new(handler);
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            while connections.try_join_next().is_some() {}
+            let handler = handler.clone();
+            connections.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let reply = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), task)
+}

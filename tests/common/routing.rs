@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD;
@@ -14,11 +12,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// Multicodec of the trustless HTTP gateway transport.
 pub const TRANSPORT_IPFS_GATEWAY_HTTP: u64 = 0x0920;
@@ -139,33 +135,16 @@ pub struct RoutingServer {
 impl RoutingServer {
     /// Starts a server with no providers.
     pub async fn start() -> RoutingServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let requests: Requests = Arc::new(Mutex::new(Vec::new()));
         let providers: Providers = Arc::new(Mutex::new(HashMap::new()));
         let (req_log, table) = (requests.clone(), providers.clone());
-        let task = tokio::spawn(async move {
-            // Connections live in the set so that aborting this task also ends them.
-            let mut connections: JoinSet<()> = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                while connections.try_join_next().is_some() {}
-                let (req_log, table) = (req_log.clone(), table.clone());
-                connections.spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let resp = handle(&req_log, &table, &req);
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (url, task) = super::serve_http(move |req: Request<Incoming>| {
+            let resp = handle(&req_log, &table, &req);
+            async move { resp }
+        })
+        .await;
         RoutingServer {
-            url: format!("http://{addr}"),
+            url,
             requests,
             providers,
             task,
