@@ -101,6 +101,9 @@ impl CircuitBreaker {
 
 /// Bytes a DAG stream may deliver ahead of its readers before it waits for them.
 const READ_AHEAD_BYTES: usize = 8 << 20;
+/// Bytes all DAG streams together may hold for their readers; past it, a stream that is ahead
+/// of its own readers at all waits for them.
+const READY_TOTAL_BYTES: usize = 128 << 20;
 /// A stream whose delivered blocks nobody took for this long stops (its client went away).
 const ABANDON_AFTER: Duration = Duration::from_secs(10);
 /// Delivered blocks of a finished stream that nobody took are dropped after this long.
@@ -117,6 +120,8 @@ struct Flights {
     /// Delivered blocks no reader has taken yet, with their stream and tier. They are in the
     /// cache too, but a small or busy cache may evict them before a lagging reader gets there.
     ready: HashMap<Mh, (u64, Block, &'static str)>,
+    /// Bytes in `ready`.
+    ready_total: usize,
     progress: HashMap<u64, Progress>,
 }
 
@@ -162,14 +167,16 @@ impl DagSink for FlightSink {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (ahead, last_take) = match self.flights.lock() {
+            let (ahead, total, last_take) = match self.flights.lock() {
                 Ok(f) => match f.progress.get(&self.id) {
-                    Some(p) => (p.ready_bytes, p.last_take),
+                    Some(p) => (p.ready_bytes, f.ready_total, p.last_take),
                     None => return true,
                 },
                 Err(_) => return true,
             };
-            if ahead <= READ_AHEAD_BYTES {
+            // A stream its readers have caught up with always goes on, so the global bound
+            // cannot starve the stream a reader is waiting for.
+            if ahead == 0 || (ahead <= READ_AHEAD_BYTES && total <= READY_TOTAL_BYTES) {
                 return true;
             }
             let idle = last_take.elapsed();
@@ -325,6 +332,7 @@ impl TieredSource {
     fn take_ready_locked(&self, f: &mut Flights, cid: &Cid) -> Option<(Block, &'static str)> {
         let (id, block, tier) = f.ready.remove(cid.hash())?;
         self.ready_count.fetch_sub(1, Ordering::AcqRel);
+        f.ready_total = f.ready_total.saturating_sub(block.data().len());
         if let Some(p) = f.progress.get_mut(&id) {
             p.ready_bytes = p.ready_bytes.saturating_sub(block.data().len());
             p.last_take = Instant::now();
@@ -476,6 +484,7 @@ impl TieredSource {
                 if let Some(p) = f.progress.get_mut(&id) {
                     p.ready_bytes += block.data().len();
                 }
+                f.ready_total += block.data().len();
                 f.ready.insert(mh, (id, block, tier));
                 ready_count.fetch_add(1, Ordering::AcqRel);
             }
@@ -507,6 +516,7 @@ impl TieredSource {
             let before = f.ready.len();
             f.ready.retain(|_, (owner, _, _)| !stale.contains(owner));
             ready_count.fetch_sub(before - f.ready.len(), Ordering::AcqRel);
+            f.ready_total = f.ready.values().map(|(_, b, _)| b.data().len()).sum();
             for s in stale {
                 f.progress.remove(&s);
             }
