@@ -387,6 +387,13 @@ impl TieredSource {
         let remote = self.remote.clone();
         let cold = self.cold.clone();
         let breaker = self.breaker.clone();
+        let deadline = self.flight_wait;
+        // Providers are asked one after another; the client waits at most the cold deadline.
+        let ask_cold = move |cold: Arc<dyn BlockSource>, c: Cid| async move {
+            tokio::time::timeout(deadline, cold.get(&c))
+                .await
+                .unwrap_or(Err(TierError::Timeout("cold")))
+        };
         let (fut, joined) = {
             let mut inflight = self.inflight.lock().map_err(|_| TierError::Unavailable {
                 tier: "hot",
@@ -404,12 +411,12 @@ impl TieredSource {
                         };
                         match (hot, cold) {
                             (Some(Ok(b)), _) => Ok(b),
-                            (None, Some(cold)) => cold.get(&c).await,
+                            (None, Some(cold)) => ask_cold(cold, c).await,
                             (Some(Err(e)), Some(cold)) => {
                                 if !e.is_not_found() {
                                     tracing::debug!(cid = %c, error = %e, "hot node failed; asking the cold tier");
                                 }
-                                cold.get(&c).await
+                                ask_cold(cold, c).await
                             }
                             (Some(Err(e)), None) => Err(e),
                             (None, None) => Err(TierError::NotFound(c)),
