@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{cidgate, client, fixture, get_bytes, Server};
+use common::{cidgate, client, fixture, get, get_bytes, tier, Server};
 
 fn peers_run() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/run");
@@ -543,16 +543,9 @@ async fn a_kubo_rpc_node_as_the_hot_tier() {
     let file =
         "/ipfs/bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu/subdir/multiblock.txt";
     let want = get_bytes(&format!("{}{file}", reference.url)).await;
-    let r = client()
-        .get(format!("{}{file}", front.url))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&format!("{}{file}", front.url)).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["x-cidgate-tier"]
-        .to_str()
-        .unwrap()
-        .contains("hot"));
+    assert!(tier(&r).contains("hot"), "{}", tier(&r));
     assert_eq!(
         r.bytes().await.unwrap(),
         want,
@@ -648,15 +641,8 @@ async fn popular_content_is_promoted_into_the_kubo_rpc_node() {
         ],
         &[],
     );
-    let r = client()
-        .get(format!("{}{file}", fresh.url))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&format!("{}{file}", fresh.url)).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["x-cidgate-tier"]
-        .to_str()
-        .unwrap()
-        .contains("hot"));
+    assert!(tier(&r).contains("hot"), "{}", tier(&r));
     assert_eq!(r.bytes().await.unwrap(), want);
 }
