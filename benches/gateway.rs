@@ -31,17 +31,19 @@ fn gateway(c: &mut Criterion) {
     let mut config = Config::default();
     config.server.subdomain_hosts = vec!["localhost".into()];
     let source = cidgate::app::tiered_source(&config, store, Metrics::new(), None).unwrap();
-    let gw = Gateway::new(
-        source,
-        GatewayOptions {
-            subdomain_hosts: config.server.subdomain_hosts.clone(),
-            tls: false,
-        },
-    );
+    let options = |responses: u64| GatewayOptions {
+        subdomain_hosts: config.server.subdomain_hosts.clone(),
+        tls: false,
+        response_cache_bytes: responses,
+    };
+    // The block path alone, and with the whole response kept (the default configuration).
+    let gw_blocks = Gateway::new(source.clone(), options(0));
+    let gw_default = Gateway::new(source, options(config.cache.responses.as_u64()));
     let mut g = c.benchmark_group("gateway-hit");
-    for (name, uri) in [
-        ("file-4k", format!("/ipfs/{cid}")),
-        ("raw-4k", format!("/ipfs/{cid}?format=raw")),
+    for (name, gw, uri) in [
+        ("file-4k", &gw_blocks, format!("/ipfs/{cid}")),
+        ("raw-4k", &gw_blocks, format!("/ipfs/{cid}?format=raw")),
+        ("file-4k-response-cache", &gw_default, format!("/ipfs/{cid}")),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {

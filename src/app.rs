@@ -352,6 +352,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let options = GatewayOptions {
         subdomain_hosts: config.server.subdomain_hosts.clone(),
         tls: tls.is_some(),
+        response_cache_bytes: config.cache.responses.as_u64(),
     };
     let metrics = Metrics::new();
     let cold = cold_tier(&config, &store, &metrics)?;

@@ -155,12 +155,16 @@ impl StoreConfig {
 pub struct CacheConfig {
     /// Bytes of verified blocks the in-memory edge cache may hold.
     pub memory: bytesize::ByteSize,
+    /// Bytes of whole small responses (≤ 64 KiB bodies, immutable content) kept for repeated
+    /// plain requests; 0 turns it off.
+    pub responses: bytesize::ByteSize,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             memory: bytesize::ByteSize::mib(256),
+            responses: bytesize::ByteSize::mib(16),
         }
     }
 }

@@ -77,6 +77,8 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
         }
     };
     if !req.head {
+        resp.extensions_mut()
+            .insert(super::response_cache::CompleteBody(body.clone()));
         *resp.body_mut() = full(body);
     }
     Ok(resp)

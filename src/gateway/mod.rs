@@ -11,6 +11,7 @@ pub mod error;
 pub mod headers;
 pub mod range;
 pub mod request;
+pub mod response_cache;
 pub mod sniff;
 pub mod subdomain;
 pub mod tar;
@@ -33,6 +34,7 @@ pub use body::Body;
 use error::GatewayError;
 use headers::{set, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
 use request::{GatewayRequest, ResponseFormat};
+use response_cache::ResponseCache;
 
 use crate::content::{resolve, ContentError};
 use crate::ipld::unixfs::FsNode;
@@ -46,6 +48,8 @@ pub struct GatewayOptions {
     pub subdomain_hosts: Vec<String>,
     /// The listener speaks TLS (redirects use `https`).
     pub tls: bool,
+    /// Bytes of whole small responses kept for repeated plain requests (0: none).
+    pub response_cache_bytes: u64,
 }
 
 /// The gateway's shared state.
@@ -53,6 +57,7 @@ pub struct GatewayOptions {
 pub struct Gateway {
     source: Arc<dyn BlockSource>,
     options: Arc<GatewayOptions>,
+    responses: Option<Arc<ResponseCache>>,
 }
 
 /// Which content a response served, for the layers around the gateway that count demand.
@@ -68,9 +73,12 @@ pub struct ServedContent {
 impl Gateway {
     /// A gateway reading from `source`.
     pub fn new(source: Arc<dyn BlockSource>, options: GatewayOptions) -> Self {
+        let responses = (options.response_cache_bytes > 0)
+            .then(|| Arc::new(ResponseCache::new(options.response_cache_bytes)));
         Self {
             source,
             options: Arc::new(options),
+            responses,
         }
     }
 
@@ -104,6 +112,18 @@ impl Gateway {
     /// Answers one request. Never fails: errors become their status with a one-line reason.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let (parts, _body) = req.into_parts();
+        let key = self
+            .responses
+            .as_ref()
+            .and_then(|_| ResponseCache::key(&parts));
+        if let (Some(cache), Some(key)) = (&self.responses, &key) {
+            if let Some(resp) = cache.get(key) {
+                // Answered from memory like an edge-cache hit, and counted as one.
+                self.source.note_cache_hit();
+                crate::telemetry::trace("cache", std::time::Duration::ZERO);
+                return resp;
+            }
+        }
         let result = self.route(&parts).await;
         let mut resp = match result {
             Ok(r) => r,
@@ -111,6 +131,9 @@ impl Gateway {
         };
         if parts.uri.path().starts_with("/ipfs/") || parts.uri.path().starts_with("/ipns/") {
             cors(resp.headers_mut());
+        }
+        if let (Some(cache), Some(key)) = (&self.responses, key) {
+            cache.put(key, &resp);
         }
         resp
     }

@@ -125,7 +125,10 @@ pub async fn respond(
             // a streaming task (the common case of small files and 1 MiB leaves).
             Some(data) if parts.len() == 1 && parts[0].1 < data.len() as u64 => {
                 let (s, e) = parts[0];
-                super::body::full(data.slice(s as usize..=e as usize))
+                let slice = data.slice(s as usize..=e as usize);
+                resp.extensions_mut()
+                    .insert(super::response_cache::CompleteBody(slice.clone()));
+                super::body::full(slice)
             }
             _ => stream_parts(gw, f.block, parts),
         };

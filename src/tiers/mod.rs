@@ -160,6 +160,10 @@ pub trait BlockSource: Send + Sync + 'static {
         self.has(cid).await
     }
 
+    /// Counts a request answered from memory above the block level (a whole cached response)
+    /// as an edge-cache hit.
+    fn note_cache_hit(&self) {}
+
     /// Hints that a response is about to read `req`; a tiered source starts fetching it from a
     /// remote tier as one stream. Sources that hold everything locally ignore it.
     async fn prefetch(&self, _req: &DagRequest) {}

@@ -612,6 +612,10 @@ impl BlockSource for TieredSource {
         "tiered"
     }
 
+    fn note_cache_hit(&self) {
+        self.metrics.cache_hits.inc();
+    }
+
     async fn holds_locally(&self, cid: &Cid) -> Result<bool, TierError> {
         if identity_block(cid).is_some() || self.cache.contains(cid) {
             return Ok(true);
