@@ -43,7 +43,11 @@ fn gateway(c: &mut Criterion) {
     for (name, gw, uri) in [
         ("file-4k", &gw_blocks, format!("/ipfs/{cid}")),
         ("raw-4k", &gw_blocks, format!("/ipfs/{cid}?format=raw")),
-        ("file-4k-response-cache", &gw_default, format!("/ipfs/{cid}")),
+        (
+            "file-4k-response-cache",
+            &gw_default,
+            format!("/ipfs/{cid}"),
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {

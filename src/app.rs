@@ -46,16 +46,44 @@ struct GatewayHandler {
     gateway: Gateway,
     metrics: Arc<Metrics>,
     popularity: Option<Arc<Popularity>>,
+    /// `served_by` counters, created once: a label lookup per request costs an allocation.
+    served_by: Arc<[(&'static str, prometheus_client::metrics::counter::Counter); 4]>,
 }
+
+impl GatewayHandler {
+    fn new(gateway: Gateway, metrics: Arc<Metrics>, popularity: Option<Arc<Popularity>>) -> Self {
+        let counter = |tier: &'static str| {
+            (
+                tier,
+                metrics
+                    .served_by
+                    .get_or_create(&crate::telemetry::TierName { tier: tier.into() })
+                    .clone(),
+            )
+        };
+        let served_by = Arc::new(SERVED_ORDER.map(counter));
+        Self {
+            gateway,
+            metrics,
+            popularity,
+            served_by,
+        }
+    }
+}
+
+/// Tiers from slowest to fastest: a request is counted under the slowest one it needed.
+const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
 
 impl Handler for GatewayHandler {
     fn call(&self, req: http::Request<hyper::body::Incoming>, _peer: SocketAddr) -> ResponseFuture {
         let gw = self.gateway.clone();
         let metrics = self.metrics.clone();
         let popularity = self.popularity.clone();
+        let served_by = self.served_by.clone();
         Box::pin(async move {
             let method = req.method().clone();
-            let path = req.uri().path().to_string();
+            let uri = req.uri().clone();
+            let path = uri.path();
             let start = Instant::now();
             metrics.inflight.inc();
             let trace = RequestTrace::default();
@@ -77,17 +105,25 @@ impl Handler for GatewayHandler {
             let ttfb = start.elapsed();
             metrics.ttfb.observe(ttfb.as_secs_f64());
             let tiers = trace.tiers();
-            if let Some(slowest) = slowest_tier(&tiers) {
-                metrics
-                    .served_by
-                    .get_or_create(&crate::telemetry::TierName {
-                        tier: slowest.into(),
-                    })
-                    .inc();
+            if let Some((_, counter)) = served_by
+                .iter()
+                .find(|(t, _)| tiers.split(',').any(|x| x == *t))
+            {
+                counter.inc();
             }
             if !tiers.is_empty() {
                 let h = resp.headers_mut();
-                crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, &tiers);
+                match &tiers {
+                    std::borrow::Cow::Borrowed(t) => {
+                        h.insert(
+                            crate::gateway::headers::X_CIDGATE_TIER,
+                            http::HeaderValue::from_static(t),
+                        );
+                    }
+                    std::borrow::Cow::Owned(t) => {
+                        crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, t)
+                    }
+                }
                 crate::gateway::headers::set(
                     h,
                     crate::gateway::headers::SERVER_TIMING,
@@ -119,7 +155,7 @@ impl Handler for GatewayHandler {
 fn demand_hook(
     popularity: Arc<Popularity>,
     resp: &http::Response<crate::gateway::Body>,
-    tiers: String,
+    tiers: std::borrow::Cow<'static, str>,
 ) -> Option<Box<dyn FnOnce(u64) + Send + Sync>> {
     let status = resp.status().as_u16();
     if !matches!(status, 200 | 206 | 304) {
@@ -139,13 +175,6 @@ fn demand_hook(
     Some(Box::new(move |bytes| {
         popularity.observe(served.root, bytes, &tiers)
     }))
-}
-
-/// The slowest tier in an `X-Cidgate-Tier` list: what a request's latency depended on.
-fn slowest_tier(tiers: &str) -> Option<&'static str> {
-    ["cold", "hot", "store", "cache"]
-        .into_iter()
-        .find(|t| tiers.split(',').any(|x| x == *t))
 }
 
 /// `bytes START-END/SIZE` of a single-range response.
@@ -399,11 +428,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public,
         tls,
         limits.clone(),
-        Arc::new(GatewayHandler {
-            gateway,
-            metrics,
-            popularity: popularity.clone(),
-        }),
+        Arc::new(GatewayHandler::new(gateway, metrics, popularity.clone())),
         shutdown.clone(),
     ));
     let admin_task = tokio::spawn(server::serve(

@@ -413,11 +413,18 @@ impl RequestTrace {
             .unwrap_or_default()
     }
 
-    /// The tiers, fastest first as recorded, for `X-Cidgate-Tier`.
-    pub fn tiers(&self) -> String {
+    /// The tiers, fastest first as recorded, for `X-Cidgate-Tier` (no allocation for the
+    /// common case of one tier).
+    pub fn tiers(&self) -> std::borrow::Cow<'static, str> {
         self.inner
             .lock()
-            .map(|v| v.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(","))
+            .map(|v| match v.as_slice() {
+                [] => std::borrow::Cow::Borrowed(""),
+                [(t, _)] => std::borrow::Cow::Borrowed(*t),
+                many => std::borrow::Cow::Owned(
+                    many.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(","),
+                ),
+            })
             .unwrap_or_default()
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cid::Cid;
 use http::header::{
-    HeaderValue, ACCEPT, CACHE_CONTROL, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    HeaderValue, ACCEPT, CACHE_CONTROL, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 use quick_cache::sync::Cache;
@@ -191,7 +191,10 @@ mod tests {
             ResponseCache::key(&parts("GET", uri, &[("host", host), ("accept", accept)])).unwrap()
         };
         assert_ne!(k("/ipfs/x", "a", "*/*"), k("/ipfs/x", "b", "*/*"));
-        assert_ne!(k("/ipfs/x", "a", "*/*"), k("/ipfs/x?format=raw", "a", "*/*"));
+        assert_ne!(
+            k("/ipfs/x", "a", "*/*"),
+            k("/ipfs/x?format=raw", "a", "*/*")
+        );
         assert_ne!(
             k("/ipfs/x", "a", "*/*"),
             k("/ipfs/x", "a", "application/vnd.ipld.raw")
@@ -202,8 +205,14 @@ mod tests {
     fn keeps_complete_immutable_200s_only() {
         let cache = ResponseCache::new(1 << 20);
         let key = |p: &str| ResponseCache::key(&parts("GET", p, &[])).unwrap();
-        cache.put(key("/a"), &response(200, "public, max-age=29030400, immutable", b"hi"));
-        cache.put(key("/b"), &response(206, "public, max-age=29030400, immutable", b"hi"));
+        cache.put(
+            key("/a"),
+            &response(200, "public, max-age=29030400, immutable", b"hi"),
+        );
+        cache.put(
+            key("/b"),
+            &response(206, "public, max-age=29030400, immutable", b"hi"),
+        );
         cache.put(key("/c"), &response(200, "no-cache", b"hi"));
         let mut no_body = response(200, "public, immutable", b"hi");
         no_body.extensions_mut().remove::<CompleteBody>();
