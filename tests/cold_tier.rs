@@ -467,3 +467,39 @@ async fn a_slow_reader_holds_the_provider_stream_back_instead_of_refetching() {
         counted.paths()
     );
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_provider_stream() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("long.bin");
+    std::fs::write(&file, noise(48 * MIB, 9)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = cidgate(dir.path(), &["add", file.to_str().unwrap()]);
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let p = Server::spawn(dir, &[], &[]);
+    let g = gateway(&[
+        ("CIDGATE_COLD__PROVIDERS", &p.url),
+        ("CIDGATE_CACHE__MEMORY", "8 MiB"),
+    ]);
+    let mut r = get(&format!("{}/ipfs/{root}?format=car", g.url)).await;
+    let mut read = 0;
+    while read < 2 * MIB {
+        read += r.chunk().await.unwrap().unwrap().len();
+    }
+    drop(r);
+    // The stream waits for its reader (bounded read-ahead), then stops when nobody reads.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let cold = metric_sum(
+        &metrics(&g).await,
+        "cidgate_tier_bytes_total",
+        "tier=\"cold\"",
+    );
+    assert!(
+        cold < (24 * MIB) as f64,
+        "{cold} bytes pulled from the provider for a reader that left after 2 MiB"
+    );
+    // The gateway is healthy and serves the content again from the start.
+    let again = get(&format!("{}/ipfs/{root}?format=car", g.url)).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.bytes().await.unwrap().len() > 48 * MIB);
+}
