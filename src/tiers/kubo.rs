@@ -35,10 +35,7 @@ fn missing_message(body: &str) -> bool {
 impl KuboBackend {
     /// A backend for the RPC API at `base` (e.g. `http://127.0.0.1:5001`).
     pub fn new(base: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, TierError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| upstream(format!("HTTP client: {e}")))?;
+        let client = super::remote::http_client(timeout, 32).map_err(upstream)?;
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),

@@ -133,10 +133,7 @@ pub struct KuboPins {
 impl KuboPins {
     /// Pins through the RPC API at `base`; `timeout` bounds each call but the import.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, PinError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| kubo(format!("HTTP client: {e}")))?;
+        let client = super::remote::http_client(timeout, 8).map_err(kubo)?;
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),
@@ -249,10 +246,7 @@ impl ClusterPins {
         replication_min: i32,
         replication_max: i32,
     ) -> Result<Self, PinError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| cluster(format!("HTTP client: {e}")))?;
+        let client = super::remote::http_client(timeout, 8).map_err(cluster)?;
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),

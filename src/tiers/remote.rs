@@ -19,6 +19,20 @@ use crate::telemetry::{Metrics, TierName};
 /// The tier name of remote hot nodes in errors and metrics.
 pub const HOT: &str = "hot";
 
+/// The HTTP client every remote tier uses: connect deadline, idle connections kept per host,
+/// and never an environment proxy (remote nodes are reached directly).
+pub fn http_client(
+    connect_timeout: Duration,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(idle_per_host)
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// A failure of the remote node.
 pub fn upstream(reason: String) -> TierError {
     TierError::Upstream { tier: HOT, reason }

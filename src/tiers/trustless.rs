@@ -29,11 +29,7 @@ pub struct TrustlessBackend {
 impl TrustlessBackend {
     /// A backend for the gateway at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, TierError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| upstream(format!("HTTP client: {e}")))?;
+        let client = super::remote::http_client(timeout, 64).map_err(upstream)?;
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),

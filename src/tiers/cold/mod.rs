@@ -94,15 +94,9 @@ impl ColdTier {
         store: Option<LocalStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, TierError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.per_provider as usize)
-            .no_proxy()
-            .build()
-            .map_err(|e| TierError::Unavailable {
-                tier: COLD,
-                reason: format!("HTTP client: {e}"),
-            })?;
+        let client =
+            super::remote::http_client(config.connect_timeout, config.per_provider as usize)
+                .map_err(|reason| TierError::Unavailable { tier: COLD, reason })?;
         let book = ProviderBook::load(store, config.per_provider as usize);
         let tier = Arc::new(Self {
             discovery: Discovery::new(config, client.clone(), metrics.clone()),
