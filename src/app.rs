@@ -261,7 +261,11 @@ pub fn tiered_source(
     metrics: Arc<Metrics>,
     cold: Option<Arc<ColdTier>>,
 ) -> anyhow::Result<Arc<TieredSource>> {
-    let cache = EdgeCache::new(config.cache.memory.as_u64(), metrics.clone())?;
+    let cache = if config.cache.zero_copy {
+        EdgeCache::with_zero_copy(config.cache.memory.as_u64(), metrics.clone())?
+    } else {
+        EdgeCache::new(config.cache.memory.as_u64(), metrics.clone())?
+    };
     let hot = &config.hot;
     let remote: Option<Arc<dyn BlockSource>> = match hot.backend {
         HotBackend::Embedded => None,
@@ -371,6 +375,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_url_bytes: config.server.max_url_bytes,
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
+        zero_copy_sent: None,
     };
     let public = server::bind(config.server.listen).await?;
     let admin_listener = server::bind(config.admin.listen).await?;
@@ -399,6 +404,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let gateway = Gateway::new(source, options);
+    let public_limits = Limits {
+        zero_copy_sent: config
+            .cache
+            .zero_copy
+            .then(|| metrics.zero_copy_bytes.clone()),
+        ..limits.clone()
+    };
     let admin = Arc::new(
         Admin::new(
             store.clone(),
@@ -427,7 +439,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let public_task = tokio::spawn(server::serve(
         public,
         tls,
-        limits.clone(),
+        public_limits,
         Arc::new(GatewayHandler::new(gateway, metrics, popularity.clone())),
         shutdown.clone(),
     ));

@@ -17,3 +17,4 @@ pub mod sample;
 pub mod server;
 pub mod telemetry;
 pub mod tiers;
+pub mod zero_copy;

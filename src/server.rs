@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -60,6 +61,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Drain deadline at shutdown.
     pub shutdown_grace: Duration,
+    /// Plain-TCP connections send cache-arena bytes with `sendfile`, counted here; `None` writes
+    /// every byte (see [`crate::zero_copy`]).
+    pub zero_copy_sent: Option<Counter>,
 }
 
 /// Loads a rustls acceptor (ALPN h2, http/1.1) from PEM files.
@@ -156,6 +160,7 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let max_url = limits.max_url_bytes;
+        let zero_copy_sent = limits.zero_copy_sent.clone();
         tokio::spawn(async move {
             let overloaded = permit.is_none();
             let service = service_fn(move |req: Request<Incoming>| {
@@ -202,10 +207,18 @@ pub async fn serve(
                         Err(_) => return,
                     }
                 }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+                None => match zero_copy_sent {
+                    #[cfg(target_os = "linux")]
+                    Some(sent) => {
+                        let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    _ => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                },
             };
             drop(permit);
             if let Err(e) = result {

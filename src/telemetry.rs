@@ -89,6 +89,12 @@ pub struct Metrics {
     pub cache_evictions: Counter,
     /// Bytes held by the edge cache.
     pub cache_bytes: Gauge,
+    /// Bytes of cached blocks in the zero-copy arena (whole pages).
+    pub cache_arena_bytes: Gauge,
+    /// Large blocks cached on the heap because the arena had no room.
+    pub cache_arena_full: Counter,
+    /// Body bytes sent with `sendfile` from the arena instead of copied.
+    pub zero_copy_bytes: Counter,
     /// Fetches per tier and outcome.
     pub tier_fetches: Family<TierLabels, Counter>,
     /// Fetch latency per tier.
@@ -146,6 +152,9 @@ impl Metrics {
             cache_misses: Counter::default(),
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),
+            cache_arena_bytes: Gauge::default(),
+            cache_arena_full: Counter::default(),
+            zero_copy_bytes: Counter::default(),
             tier_fetches: Family::default(),
             tier_latency: Family::new_with_constructor(seconds_histogram),
             verify_failures: Family::default(),
@@ -206,6 +215,21 @@ impl Metrics {
             "cache_bytes",
             "Bytes held by the edge cache",
             m.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_arena_bytes",
+            "Bytes of cached blocks in the zero-copy arena",
+            m.cache_arena_bytes.clone(),
+        );
+        registry.register(
+            "cache_arena_full",
+            "Large blocks cached on the heap because the arena had no room",
+            m.cache_arena_full.clone(),
+        );
+        registry.register(
+            "zero_copy_response_bytes",
+            "Body bytes sent with sendfile from the cache arena",
+            m.zero_copy_bytes.clone(),
         );
         registry.register(
             "tier_fetches",

@@ -4,7 +4,8 @@
 //! remembers recently evicted keys, so the many CIDs requested only once pass through without
 //! pushing out the popular ones (measured against a plain LRU in `benches/hit_ratio.rs`).
 //! Keyed by multihash, so CIDv0 / CIDv1 and any codec share an entry; hits are not re-hashed
-//! because only verified blocks get in.
+//! because only verified blocks get in. Large blocks are copied once, on admission, into a
+//! [`crate::zero_copy::Arena`] so that hits on them can be sent without another copy.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use crate::ipld::Block;
 use crate::telemetry::Metrics;
+use crate::zero_copy::{Arena, MIN_ZERO_COPY_BYTES};
 
 /// Target bytes per cache shard.
 const SHARD_BYTES: u64 = 32 * 1024 * 1024;
@@ -26,6 +28,12 @@ const HOT_ALLOCATION: f64 = 0.8;
 
 /// Fixed cost per entry besides its bytes (key, handle, bookkeeping).
 pub const ENTRY_OVERHEAD: u64 = 128;
+
+/// Arena room beyond the cache's own bound: evicted blocks stay in their slots while responses
+/// still send them.
+fn arena_bytes(cache_bytes: u64) -> u64 {
+    cache_bytes + cache_bytes / 4 + 4 * crate::ipld::MAX_BLOCK_SIZE as u64
+}
 
 #[derive(Clone)]
 struct BlockWeight;
@@ -75,11 +83,29 @@ pub fn cache_options(bytes: u64) -> Result<quick_cache::Options, CacheError> {
 pub struct EdgeCache {
     cache: Arc<Cache<Multihash<64>, Bytes, BlockWeight, DefaultHashBuilder, Evictions>>,
     metrics: Arc<Metrics>,
+    arena: Option<Arena>,
 }
 
 impl EdgeCache {
-    /// A cache holding up to `bytes` of blocks.
+    /// A cache holding up to `bytes` of blocks, all on the heap.
     pub fn new(bytes: u64, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        Self::build(bytes, metrics, None)
+    }
+
+    /// A cache holding up to `bytes` of blocks, the large ones in a zero-copy arena when this
+    /// platform has one (otherwise on the heap, with a warning).
+    pub fn with_zero_copy(bytes: u64, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let arena = match Arena::new(arena_bytes(bytes)) {
+            Ok(arena) => Some(arena),
+            Err(e) => {
+                tracing::warn!(error = %e, "cached blocks stay on the heap");
+                None
+            }
+        };
+        Self::build(bytes, metrics, arena)
+    }
+
+    fn build(bytes: u64, metrics: Arc<Metrics>, arena: Option<Arena>) -> Result<Self, CacheError> {
         let cache = Cache::with_options(
             cache_options(bytes)?,
             BlockWeight,
@@ -89,6 +115,7 @@ impl EdgeCache {
         Ok(Self {
             cache: Arc::new(cache),
             metrics,
+            arena,
         })
     }
 
@@ -120,8 +147,25 @@ impl EdgeCache {
 
     /// Admits a verified block.
     pub fn insert(&self, block: &Block) {
-        self.cache.insert(*block.cid().hash(), block.data().clone());
+        let data = block.data();
+        let stored = match &self.arena {
+            Some(arena) if data.len() >= MIN_ZERO_COPY_BYTES && !arena.holds(data) => {
+                if self.cache.peek(block.cid().hash()).is_some() {
+                    // Same key, same bytes (the key is their hash): another copy buys nothing.
+                    return;
+                }
+                arena.copy_in(data).unwrap_or_else(|| {
+                    self.metrics.cache_arena_full.inc();
+                    data.clone()
+                })
+            }
+            _ => data.clone(),
+        };
+        self.cache.insert(*block.cid().hash(), stored);
         self.metrics.cache_bytes.set(self.cache.weight() as i64);
+        if let Some(arena) = &self.arena {
+            self.metrics.cache_arena_bytes.set(arena.used() as i64);
+        }
     }
 
     /// Bytes held (including per-entry overhead).
@@ -178,5 +222,23 @@ mod tests {
         let hit = cache.get(&other_codec).unwrap();
         assert_eq!(hit.cid(), &other_codec);
         assert_eq!(hit.data(), b.data());
+    }
+
+    #[test]
+    fn large_blocks_move_to_the_arena_small_ones_stay() {
+        let metrics = Metrics::new();
+        let cache = EdgeCache::with_zero_copy(16 * 1024 * 1024, metrics.clone()).unwrap();
+        let arena = cache.arena.clone().unwrap();
+        let big = block(1, 256 * 1024);
+        let small = block(2, 4096);
+        cache.insert(&big);
+        cache.insert(&small);
+        let hit = cache.get(big.cid()).unwrap();
+        assert!(arena.holds(hit.data()) && !arena.holds(big.data()));
+        assert_eq!(hit.data(), big.data());
+        assert!(!arena.holds(cache.get(small.cid()).unwrap().data()));
+        cache.insert(&big);
+        assert_eq!(arena.used(), 256 * 1024, "a second insert copies nothing");
+        assert_eq!(metrics.cache_arena_bytes.get(), 256 * 1024);
     }
 }

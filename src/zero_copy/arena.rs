@@ -1,0 +1,258 @@
+//! The arena: a mapped memory file whose slots hold cached blocks.
+
+use std::ffi::c_void;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use offset_allocator::{Allocation, Allocator};
+use rustix::fs::{FallocateFlags, MemfdFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+
+use super::ArenaError;
+
+/// Slots are whole pages, so a freed slot can be punched out without touching a neighbour.
+const PAGE: usize = 4096;
+
+/// Every live arena mapping, for [`locate`]; weak so that the registry does not keep one alive.
+static REGIONS: RwLock<Vec<(usize, usize, Weak<Region>)>> = RwLock::new(Vec::new());
+
+/// One mapping of one memory file.
+pub(super) struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is shared memory owned by this value until it drops; slots handed out by
+// the allocator are disjoint, each written once before any reader sees it, so threads never race
+// on the same bytes.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// The memory file, for `sendfile`.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let base = self.base.as_ptr() as usize;
+        if let Ok(mut regions) = REGIONS.write() {
+            regions.retain(|(b, _, weak)| *b != base && weak.strong_count() > 0);
+        }
+        // SAFETY: `base`/`len` are exactly the mapping made in `Arena::new`, and no slot (the
+        // only readers) is alive: each holds an `Arc` to this region.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), self.len) }
+        {
+            tracing::warn!(error = %e, "unmapping the cache arena failed");
+        }
+    }
+}
+
+/// The arena region holding `slice`, with the slice's offset in its memory file.
+pub(super) fn locate(slice: &[u8]) -> Option<(Arc<Region>, u64)> {
+    let start = slice.as_ptr() as usize;
+    let end = start.checked_add(slice.len())?;
+    let regions = REGIONS.read().ok()?;
+    regions.iter().find_map(|(base, len, weak)| {
+        if start >= *base && end <= base + len {
+            weak.upgrade().map(|r| (r, (start - base) as u64))
+        } else {
+            None
+        }
+    })
+}
+
+struct Shared {
+    region: Arc<Region>,
+    allocator: Mutex<Allocator>,
+    used: AtomicU64,
+}
+
+/// Memory for cached blocks that [`super::ZeroCopyStream`] can send with `sendfile`.
+#[derive(Clone)]
+pub struct Arena {
+    shared: Arc<Shared>,
+}
+
+impl Arena {
+    /// An arena of `bytes` (rounded up to whole pages); memory is taken only as slots fill.
+    pub fn new(bytes: u64) -> Result<Self, ArenaError> {
+        let pages = bytes.div_ceil(PAGE as u64).max(1);
+        let pages32 = u32::try_from(pages).map_err(|_| ArenaError::TooLarge(bytes))?;
+        let len = usize::try_from(pages * PAGE as u64).map_err(|_| ArenaError::TooLarge(bytes))?;
+        let fd = rustix::fs::memfd_create("cidgate-cache", MemfdFlags::CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(std::io::Error::from)?;
+        // SAFETY: a fresh shared mapping of a file of exactly `len` bytes, at an address the
+        // kernel chooses; nothing else maps or truncates this file.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(std::io::Error::from)?;
+        let base = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| ArenaError::Os(std::io::Error::other("mmap returned a null mapping")))?;
+        let region = Arc::new(Region { base, len, fd });
+        if let Ok(mut regions) = REGIONS.write() {
+            regions.retain(|(_, _, weak)| weak.strong_count() > 0);
+            regions.push((base.as_ptr() as usize, len, Arc::downgrade(&region)));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                region,
+                allocator: Mutex::new(Allocator::new(pages32)),
+                used: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// A copy of `data` in a fresh slot, or `None` when no slot of that size is free.
+    pub fn copy_in(&self, data: &[u8]) -> Option<Bytes> {
+        let pages = data.len().div_ceil(PAGE).max(1);
+        let allocation = self
+            .shared
+            .allocator
+            .lock()
+            .ok()?
+            .allocate(u32::try_from(pages).ok()?)?;
+        let offset = allocation.offset as usize * PAGE;
+        // SAFETY: the allocator gave these pages to this slot alone and they lie inside the
+        // mapping; no `Bytes` over them exists yet, so nothing reads them while they are written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.shared.region.base.as_ptr().add(offset),
+                data.len(),
+            );
+        }
+        let span = (pages * PAGE) as u64;
+        self.shared.used.fetch_add(span, Ordering::Relaxed);
+        Some(Bytes::from_owner(Slot {
+            shared: self.shared.clone(),
+            allocation,
+            offset,
+            len: data.len(),
+            span,
+        }))
+    }
+
+    /// Whether `data` already lives in this arena.
+    pub fn holds(&self, data: &[u8]) -> bool {
+        let base = self.shared.region.base.as_ptr() as usize;
+        let start = data.as_ptr() as usize;
+        start >= base && start + data.len() <= base + self.shared.region.len
+    }
+
+    /// Bytes of slots in use (whole pages).
+    pub fn used(&self) -> u64 {
+        self.shared.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One block's pages; dropped with the last `Bytes` over them.
+struct Slot {
+    shared: Arc<Shared>,
+    allocation: Allocation,
+    offset: usize,
+    len: usize,
+    span: u64,
+}
+
+impl AsRef<[u8]> for Slot {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the slot's pages were filled in `copy_in` before this slot existed, are never
+        // written again while it lives, and the mapping outlives it (it holds the region).
+        unsafe {
+            std::slice::from_raw_parts(self.shared.region.base.as_ptr().add(self.offset), self.len)
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Sockets may still hold these pages from a `sendfile`; punching them out of the file
+        // leaves those pages to the sockets and gives the next slot here fresh ones.
+        let punched = rustix::fs::fallocate(
+            self.shared.region.fd(),
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            self.offset as u64,
+            self.span,
+        );
+        if let Err(e) = punched {
+            // Reusing the pages could change bytes a socket has not sent yet: leak them instead.
+            tracing::warn!(error = %e, "cache arena slot could not be released; left unused");
+            return;
+        }
+        self.shared.used.fetch_sub(self.span, Ordering::Relaxed);
+        if let Ok(mut allocator) = self.shared.allocator.lock() {
+            allocator.free(self.allocation);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_their_bytes_and_are_located() {
+        let arena = Arena::new(1 << 20).unwrap();
+        let a = arena.copy_in(&[1u8; 100_000]).unwrap();
+        let b = arena.copy_in(&[2u8; 5000]).unwrap();
+        assert!(a.iter().all(|&x| x == 1) && a.len() == 100_000);
+        assert!(b.iter().all(|&x| x == 2) && b.len() == 5000);
+        assert!(arena.holds(&a) && arena.holds(&b[10..20]));
+        assert!(!arena.holds(&[0u8; 10]));
+        let (_, offset_a) = locate(&a[..]).unwrap();
+        let (_, offset_b) = locate(&b[..]).unwrap();
+        assert_ne!(offset_a, offset_b);
+        assert_eq!(locate(&a[4096..8192]).unwrap().1, offset_a + 4096);
+        assert!(locate(&[0u8; 100]).is_none());
+        assert_eq!(arena.used(), (25 + 2) * 4096);
+    }
+
+    #[test]
+    fn full_arena_refuses_and_freed_slots_are_reused() {
+        let arena = Arena::new(256 * 1024).unwrap();
+        let first = arena.copy_in(&[7u8; 200 * 1024]).unwrap();
+        assert!(
+            arena.copy_in(&[8u8; 200 * 1024]).is_none(),
+            "no room for a second"
+        );
+        let clone = first.clone();
+        drop(first);
+        assert!(
+            arena.copy_in(&[8u8; 200 * 1024]).is_none(),
+            "a clone holds it"
+        );
+        drop(clone);
+        assert_eq!(arena.used(), 0);
+        let again = arena.copy_in(&[9u8; 200 * 1024]).unwrap();
+        assert!(again.iter().all(|&x| x == 9));
+    }
+
+    #[test]
+    fn a_dropped_arena_is_no_longer_located() {
+        let arena = Arena::new(64 * 1024).unwrap();
+        let bytes = arena.copy_in(&[3u8; 10]).unwrap();
+        let addr = bytes.as_ptr() as usize;
+        drop(arena);
+        assert!(locate(&bytes).is_some(), "slots keep the mapping alive");
+        drop(bytes);
+        let regions = REGIONS.read().unwrap();
+        assert!(regions.iter().all(|(b, _, _)| *b != addr & !(PAGE - 1)));
+    }
+}

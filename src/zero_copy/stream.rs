@@ -1,0 +1,231 @@
+//! A plain TCP connection that sends arena-resident bytes with `sendfile(2)`.
+
+use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use prometheus_client::metrics::counter::Counter;
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::arena::locate;
+use super::MIN_ZERO_COPY_BYTES;
+
+/// A TCP stream whose writes send slices of a cache arena from its memory file instead of
+/// copying them; every other byte is written as usual.
+pub struct ZeroCopyStream {
+    inner: TcpStream,
+    sent: Counter,
+}
+
+impl ZeroCopyStream {
+    /// Wraps `inner`; bytes sent without a copy are added to `sent`.
+    pub fn new(inner: TcpStream, sent: Counter) -> Self {
+        Self { inner, sent }
+    }
+
+    /// Runs one non-blocking socket call once the socket is writable.
+    fn poll_socket(
+        &self,
+        cx: &mut Context<'_>,
+        mut call: impl FnMut(&TcpStream) -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self.inner.try_io(Interest::WRITABLE, || {
+                call(&self.inner).map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let found = bufs.iter().enumerate().find_map(|(i, buf)| {
+            (buf.len() >= MIN_ZERO_COPY_BYTES)
+                .then(|| locate(buf))
+                .flatten()
+                .map(|(region, offset)| (i, region, offset))
+        });
+        match found {
+            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            Some((0, region, offset)) => {
+                let len = bufs[0].len();
+                let sent = ready!(self.poll_socket(cx, |socket| {
+                    let file: BorrowedFd<'_> = region.fd();
+                    let mut at = offset;
+                    rustix::fs::sendfile(socket, file, Some(&mut at), len)
+                }));
+                match sent {
+                    // Cannot happen for a live slot; write the bytes instead of reporting a
+                    // zero-length write, which hyper would treat as a dead connection.
+                    Ok(0) => Pin::new(&mut self.inner).poll_write(cx, &bufs[0]),
+                    Ok(n) => {
+                        self.sent.inc_by(n as u64);
+                        Poll::Ready(Ok(n))
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
+            Some((i, _, _)) => {
+                // The bytes before the slice (a response head, a frame header) go first, held
+                // back with MSG_MORE so that they leave in the same segment as the slice.
+                let head = &bufs[..i];
+                self.poll_socket(cx, |socket| {
+                    rustix::net::sendmsg(
+                        socket,
+                        head,
+                        &mut SendAncillaryBuffer::default(),
+                        SendFlags::MORE | SendFlags::NOSIGNAL,
+                    )
+                })
+            }
+        }
+    }
+}
+
+impl AsyncRead for ZeroCopyStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ZeroCopyStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zero_copy::Arena;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair(sent: Counter) -> (ZeroCopyStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (ZeroCopyStream::new(server, sent), client)
+    }
+
+    fn pattern(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn mixed_writes_arrive_in_order_and_arena_bytes_skip_the_copy() {
+        let arena = Arena::new(8 << 20).unwrap();
+        let big = arena.copy_in(&pattern(1, 3 << 20)).unwrap();
+        let sent = Counter::default();
+        let (mut server, mut client) = pair(sent.clone()).await;
+        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let tail = b"trailer".to_vec();
+        let writer = tokio::spawn({
+            let big = big.clone();
+            async move {
+                let mut bufs: Vec<&[u8]> = vec![&head, &big, &tail];
+                while !bufs.is_empty() {
+                    let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+                    let mut n = server.write_vectored(&slices).await.unwrap();
+                    while n > 0 {
+                        let take = n.min(bufs[0].len());
+                        bufs[0] = &bufs[0][take..];
+                        n -= take;
+                        if bufs[0].is_empty() {
+                            bufs.remove(0);
+                        }
+                    }
+                    while bufs.first().is_some_and(|b| b.is_empty()) {
+                        bufs.remove(0);
+                    }
+                }
+                server.shutdown().await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        let mut want = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"trailer");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes differ");
+        assert_eq!(
+            sent.get(),
+            big.len() as u64,
+            "the arena slice went by sendfile"
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_in_flight_survive_their_slot_being_reused() {
+        let arena = Arena::new(128 * 1024).unwrap();
+        let first = pattern(5, 96 * 1024);
+        let slot = arena.copy_in(&first).unwrap();
+        let (mut server, mut client) = pair(Counter::default()).await;
+        // Small enough to sit whole in the socket buffers while nobody reads.
+        let n = server.write(&slot).await.unwrap();
+        assert_eq!(n, slot.len());
+        let addr = slot.as_ptr() as usize;
+        drop(slot);
+        let reused = arena.copy_in(&pattern(9, 96 * 1024)).unwrap();
+        assert_eq!(
+            reused.as_ptr() as usize,
+            addr,
+            "the allocator hands the same pages out again"
+        );
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(got == first, "the bytes already sent were not overwritten");
+    }
+
+    #[tokio::test]
+    async fn small_and_foreign_slices_are_written_normally() {
+        let sent = Counter::default();
+        let (mut server, mut client) = pair(sent.clone()).await;
+        let heap = pattern(3, 200 * 1024);
+        server.write_all(&heap).await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(got == heap);
+        assert_eq!(sent.get(), 0);
+    }
+}
