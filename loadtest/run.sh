@@ -6,6 +6,8 @@
 #
 # Environment (defaults in brackets):
 #   DURATION [10s, QUICK: 2s]   wrk -d for the hit runs; the Zipf runs are one pass over the list
+#   ROUNDS [3, QUICK: 1]        hit runs per target, alternating which target goes first; the
+#                               median round is reported (a shared machine drifts over a run)
 #   CONNECTIONS [64]  THREADS [2]   wrk -c / -t
 #   TTFB_SAMPLES [200, QUICK: 50]   sequential curl requests per target for TTFB
 #   ZIPF_OBJECTS [2000]  ZIPF_EXPONENT [1.0]
@@ -28,10 +30,12 @@ QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
   DURATION=${DURATION:-2s}
   TTFB_SAMPLES=${TTFB_SAMPLES:-50}
+  ROUNDS=${ROUNDS:-1}
 else
   DURATION=${DURATION:-10s}
   TTFB_SAMPLES=${TTFB_SAMPLES:-200}
 fi
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ZIPF_OBJECTS=${ZIPF_OBJECTS:-2000}
@@ -61,6 +65,7 @@ DURATION_S=$(seconds "$DURATION")
 [[ $DURATION_S =~ ^[0-9]+$ && $DURATION_S -ge 1 ]] || die "DURATION must be whole seconds like 10s (got $DURATION)"
 [[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ && $CONNECTIONS -ge $THREADS && $THREADS -ge 1 ]] ||
   die "CONNECTIONS ($CONNECTIONS) must be a number >= THREADS ($THREADS) >= 1"
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be a whole number >= 1 (got $ROUNDS)"
 [[ $NGINX_CACHE_LOCK == on || $NGINX_CACHE_LOCK == off ]] || die "NGINX_CACHE_LOCK must be on or off"
 ZIPF_REQUESTS=${ZIPF_REQUESTS:-$((20000 * DURATION_S))}
 ZIPF_CAP=${ZIPF_CAP:-$((4 * DURATION_S))s}
@@ -422,20 +427,24 @@ RUNS=$RAW/runs.jsonl
 record() { python3 "$LIB/results.py" record --runs "$RUNS" "$@"; }
 
 # measure SCENARIO TARGET KIND BASE_URL LIST MODE COUNT TTFB_PATHS ADMIN ORIGIN_ADMIN DESCRIPTION
+# (round $ROUND of the scenario; raw files of later rounds are named SCENARIO.rN.TARGET.*)
+ROUND=1
 measure() {
   local scen=$1 target=$2 kind=$3 base=$4 list=$5 mode=$6 count=$7 tpaths=$8 admin=$9 oadmin=${10} desc=${11}
-  local p=$RAW/$scen.$target args=()
-  log "$scen / $target: wrk ($mode over $(grep -c . "$list") URL(s))"
+  local tag=$scen args=()
+  ((ROUND > 1)) && tag=$scen.r$ROUND
+  local p=$RAW/$tag.$target
+  log "$scen / $target: wrk ($mode over $(grep -c . "$list") URL(s))$( ((ROUNDS > 1)) && [[ $mode == loop ]] && echo ", round $ROUND of $ROUNDS")"
   if [[ -n $admin ]]; then scrape "$admin" >"$p.metrics-before.json"; fi
   if [[ -n $oadmin ]]; then scrape "$oadmin" >"$p.origin-before.json"; fi
-  run_wrk "$scen" "$target" "$base" "$list" "$mode" "$count"
+  run_wrk "$tag" "$target" "$base" "$list" "$mode" "$count"
   if [[ -n $admin ]]; then scrape "$admin" >"$p.metrics-after.json"; fi
   if [[ -n $oadmin ]]; then scrape "$oadmin" >"$p.origin-after.json"; fi
-  run_ttfb "$scen" "$target" "$base" "$tpaths"
+  run_ttfb "$tag" "$target" "$base" "$tpaths"
   [[ -n $admin ]] && args+=(--metrics-before "$p.metrics-before.json" --metrics-after "$p.metrics-after.json")
   [[ -n $oadmin ]] && args+=(--origin-before "$p.origin-before.json" --origin-after "$p.origin-after.json")
   [[ $mode == once ]] && args+=(--list-entries "$(grep -c . "$list")")
-  record --scenario "$scen" --target "$target" --kind "$kind" --description "$desc" \
+  record --scenario "$scen" --target "$target" --kind "$kind" --description "$desc" --round "$ROUND" \
     --wrk "$p.wrk.json" --ttfb "$p.ttfb.txt" "${args[@]}"
 }
 
@@ -445,11 +454,23 @@ for size in 4k 1m; do
   list=$LISTS/hit-$size.txt
   tp=$(ttfb_paths "$list" "$TTFB_SAMPLES")
   warm "$URL_main/ipfs/$cid" 20
-  measure "hit-$size" cidgate cidgate "$URL_main" "$list" loop 0 "$tp" "$ADMIN_main" "" \
-    "one $size object requested repeatedly from cidgate (memory cache when built in, else embedded store)"
   warm "$URL_static/ipfs/$cid" 20
-  measure "hit-$size" nginx-static nginx "$URL_static" "$list" loop 0 "$tp" "" "" \
-    "the same bytes as a static file from nginx (sendfile, open_file_cache)"
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    # Odd rounds start with cidgate, even ones with nginx: drift on a shared machine then
+    # favours neither side.
+    order="cidgate nginx"
+    ((ROUND % 2)) || order="nginx cidgate"
+    for who in $order; do
+      if [[ $who == cidgate ]]; then
+        measure "hit-$size" cidgate cidgate "$URL_main" "$list" loop 0 "$tp" "$ADMIN_main" "" \
+          "one $size object requested repeatedly from cidgate (memory cache when built in, else embedded store)"
+      else
+        measure "hit-$size" nginx-static nginx "$URL_static" "$list" loop 0 "$tp" "" "" \
+          "the same bytes as a static file from nginx (sendfile, open_file_cache)"
+      fi
+    done
+  done
+  ROUND=1
 done
 
 ZT=$(ttfb_paths "$ZIPF_LIST" "$TTFB_SAMPLES" $((ZIPF_LEN / 2)))
@@ -467,8 +488,8 @@ measure zipf cidgate-embedded cidgate "$URL_main" "$ZIPF_LIST" once 1 "$ZT" "$AD
   "reference: cidgate with the content in its own store"
 
 # ------------------------------------------------------------------------------------ report
-CONFIG_JSON=$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"duration": a[1], "connections": int(a[2]), "threads": int(a[3]), "ttfb_samples": int(a[4]), "zipf_objects": int(a[5]), "zipf_exponent": float(a[6]), "zipf_requests": int(a[7]), "once_cap": a[8], "cache_memory": a[9], "quick": a[10] == "1", "nginx_cache_lock": a[11], "wrk_timeout": "10s"}))' \
-  "$DURATION" "$CONNECTIONS" "$THREADS" "$TTFB_SAMPLES" "$ZIPF_OBJECTS" "$ZIPF_EXPONENT" "$ZIPF_REQUESTS" "$ZIPF_CAP" "$CACHE_MEMORY" "$QUICK" "$NGINX_CACHE_LOCK")
+CONFIG_JSON=$(python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"duration": a[1], "connections": int(a[2]), "threads": int(a[3]), "ttfb_samples": int(a[4]), "zipf_objects": int(a[5]), "zipf_exponent": float(a[6]), "zipf_requests": int(a[7]), "once_cap": a[8], "cache_memory": a[9], "quick": a[10] == "1", "nginx_cache_lock": a[11], "wrk_timeout": "10s", "rounds": int(a[12])}))' \
+  "$DURATION" "$CONNECTIONS" "$THREADS" "$TTFB_SAMPLES" "$ZIPF_OBJECTS" "$ZIPF_EXPONENT" "$ZIPF_REQUESTS" "$ZIPF_CAP" "$CACHE_MEMORY" "$QUICK" "$NGINX_CACHE_LOCK" "$ROUNDS")
 FEATURES_JSON=$(printf '{"memory_cache": %s, "hot_tier": %s, "metrics": %s, "tier_header": %s}' \
   "$([[ $FEAT_MEMORY == 1 ]] && echo true || echo false)" "$([[ $FEAT_HOT == 1 ]] && echo true || echo false)" \
   "$([[ $FEAT_METRICS == 1 ]] && echo true || echo false)" "$([[ $FEAT_TIER == 1 ]] && echo true || echo false)")
