@@ -158,8 +158,8 @@ pub struct CacheConfig {
     /// Bytes of whole small responses (≤ 64 KiB bodies, immutable content) kept for repeated
     /// plain requests; 0 turns it off.
     pub responses: bytesize::ByteSize,
-    /// Keep cached blocks of 64 KiB and more in a memory file and send them to plain-TCP clients
-    /// with `sendfile(2)`, which skips one copy per response (Linux; elsewhere ignored).
+    /// Move cached blocks of 64 KiB and more into a memory file once read twice and send them
+    /// to plain-TCP clients with `sendfile(2)`, skipping one copy per response (Linux only).
     pub zero_copy: bool,
 }
 

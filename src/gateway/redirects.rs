@@ -73,7 +73,9 @@ pub enum LineError {
     #[error("'{0}' has an invalid percent-escape")]
     BadEscape(&'static str),
     /// `to` is neither a path nor an absolute URL with an allowed scheme.
-    #[error("'to' must be a path starting with '/' or an http, https, ipfs or ipns URL, not {0:?}")]
+    #[error(
+        "'to' must be a path starting with '/' or an http, https, ipfs or ipns URL, not {0:?}"
+    )]
     BadTo(String),
     /// The status ends with `!` (Netlify's forced rule, which would shadow existing files).
     #[error("forced redirects (or \"shadowing\") are not supported")]
@@ -409,9 +411,7 @@ fn parse_status(s: &str) -> Result<u16, LineError> {
     if s.ends_with('!') {
         return Err(LineError::Forced);
     }
-    let code: u32 = s
-        .parse()
-        .map_err(|_| LineError::BadStatus(s.to_string()))?;
+    let code: u32 = s.parse().map_err(|_| LineError::BadStatus(s.to_string()))?;
     u16::try_from(code)
         .ok()
         .filter(|c| STATUSES.contains(c))
@@ -620,7 +620,9 @@ mod tests {
     }
 
     fn get_q(file: &str, path: &str, query: &str) -> Option<(u16, String)> {
-        parse(file).lookup(path, Some(query)).map(|r| (r.status, r.to))
+        parse(file)
+            .lookup(path, Some(query))
+            .map(|r| (r.status, r.to))
     }
 
     fn hit(status: u16, to: &str) -> Option<(u16, String)> {
@@ -679,10 +681,13 @@ mod tests {
 
     #[test]
     fn comments_and_blank_lines_are_ignored() {
-        let file = "# Redirect home to index.html\n\n   \n  # indented comment\n/home /index.html 301\n";
+        let file =
+            "# Redirect home to index.html\n\n   \n  # indented comment\n/home /index.html 301\n";
         assert_eq!(get(file, "/home"), hit(301, "/index.html"));
         assert!(parse("").lookup("/home", None).is_none());
-        assert!(parse("# only a comment\n\n").lookup("/home", None).is_none());
+        assert!(parse("# only a comment\n\n")
+            .lookup("/home", None)
+            .is_none());
     }
 
     #[test]
@@ -765,8 +770,14 @@ mod tests {
             hit(301, "https://blog.example.com/2024/post")
         );
         assert_eq!(get(file, "/gh"), hit(302, "https://github.com/ipfs"));
-        assert_eq!(get("/a HTTPS://X.example/", "/a"), hit(301, "HTTPS://X.example/"));
-        assert_eq!(get("/a ipns://en.wikipedia-on-ipfs.org/ 302", "/a"), hit(302, "ipns://en.wikipedia-on-ipfs.org/"));
+        assert_eq!(
+            get("/a HTTPS://X.example/", "/a"),
+            hit(301, "HTTPS://X.example/")
+        );
+        assert_eq!(
+            get("/a ipns://en.wikipedia-on-ipfs.org/ 302", "/a"),
+            hit(302, "ipns://en.wikipedia-on-ipfs.org/")
+        );
     }
 
     #[test]
@@ -800,13 +811,22 @@ mod tests {
     #[test]
     fn content_targets_are_decoded_paths_inside_the_root() {
         assert_eq!(get("/x /caf%C3%A9.html 200", "/x"), hit(200, "/café.html"));
-        assert_eq!(get("/old/* /new/:splat 404", "/old/a b/ą"), hit(404, "/new/a b/ą"));
-        assert_eq!(get("/old/* /new/:splat 200", "/old/../../x"), hit(200, "/x"));
+        assert_eq!(
+            get("/old/* /new/:splat 404", "/old/a b/ą"),
+            hit(404, "/new/a b/ą")
+        );
+        assert_eq!(
+            get("/old/* /new/:splat 200", "/old/../../x"),
+            hit(200, "/x")
+        );
     }
 
     #[test]
     fn from_literals_match_decoded_request_paths() {
-        assert_eq!(get("/caf%C3%A9 /menu.html", "/café"), hit(301, "/menu.html"));
+        assert_eq!(
+            get("/caf%C3%A9 /menu.html", "/café"),
+            hit(301, "/menu.html")
+        );
         assert_eq!(get("/café /menu.html", "/café"), hit(301, "/menu.html"));
     }
 
@@ -825,7 +845,10 @@ mod tests {
             get_q(QUERY, "/source3/this/is/catch-all/splat-with", dynamic),
             hit(301, "https://example.net/target3/this/is/catch-all/splat-with?dynamic-query1=dynamic-value1&dynamic-query2=dynamic-value2")
         );
-        assert_eq!(get_q(EXAMPLES, "/redirect-one", "x=1"), hit(301, "/one.html?x=1"));
+        assert_eq!(
+            get_q(EXAMPLES, "/redirect-one", "x=1"),
+            hit(301, "/one.html?x=1")
+        );
         // Decoded and re-encoded like Go's url.Values; a bare key gets '='.
         assert_eq!(
             get_q(EXAMPLES, "/redirect-one", "q=a+b&z=%2F&e"),
@@ -839,21 +862,27 @@ mod tests {
         // An empty query changes nothing, and 200/4xx targets are paths: the query is the
         // gateway's to keep.
         assert_eq!(get_q(EXAMPLES, "/redirect-one", ""), hit(301, "/one.html"));
-        assert_eq!(get_q(EXAMPLES, "/200-index", "a=b"), hit(200, "/index.html"));
-        assert_eq!(get_q(EXAMPLES, "/not-found/x", "a=b"), hit(404, "/404.html"));
+        assert_eq!(
+            get_q(EXAMPLES, "/200-index", "a=b"),
+            hit(200, "/index.html")
+        );
+        assert_eq!(
+            get_q(EXAMPLES, "/not-found/x", "a=b"),
+            hit(404, "/404.html")
+        );
     }
 
     #[test]
     fn query_conditions_are_not_matched() {
-        // Netlify's `from key=value to` syntax is not supported: the line has a non-numeric
-        // status field and is rejected rather than silently ignoring the condition.
+        // Netlify's `from key=value to [status]` syntax is not supported: such lines are
+        // rejected rather than matched without their condition.
         assert_eq!(
             bad("/shop id=:id /blog/:id 301\n"),
             (1, LineError::Format(4))
         );
         assert_eq!(
             bad("/shop id=:id /blog/:id\n"),
-            (1, LineError::BadStatus("/blog/:id".to_string()))
+            (1, LineError::BadTo("id=:id".to_string()))
         );
     }
 
@@ -880,7 +909,10 @@ mod tests {
         assert_eq!(bad("/a /b 999\n"), (1, LineError::UnsupportedStatus(999)));
         assert_eq!(bad("/a /b 300"), (1, LineError::UnsupportedStatus(300)));
         assert_eq!(bad("/a /b 304"), (1, LineError::UnsupportedStatus(304)));
-        assert_eq!(bad("/a /b 99999999"), (1, LineError::UnsupportedStatus(99_999_999)));
+        assert_eq!(
+            bad("/a /b 99999999"),
+            (1, LineError::UnsupportedStatus(99_999_999))
+        );
         assert_eq!(
             bad("/a /b abc"),
             (1, LineError::BadStatus("abc".to_string()))
@@ -923,7 +955,10 @@ mod tests {
             bad("/a https://"),
             (1, LineError::BadTo("https://".to_string()))
         );
-        assert!(bad("/a one.html").1.to_string().contains("'to' must be a path"));
+        assert!(bad("/a one.html")
+            .1
+            .to_string()
+            .contains("'to' must be a path"));
     }
 
     #[test]
@@ -974,7 +1009,9 @@ mod tests {
         assert_eq!(too_large.len(), 65_548);
         let err = Redirects::parse(too_large.as_bytes()).expect_err("too large");
         assert_eq!(err, RedirectsError::TooLarge { size: 65_548 });
-        assert!(err.to_string().contains("redirects file size cannot exceed 65536 bytes"));
+        assert!(err
+            .to_string()
+            .contains("redirects file size cannot exceed 65536 bytes"));
 
         let mut at_limit = "/a /b\n".to_string();
         at_limit.push_str(&"#".repeat(MAX_REDIRECTS_FILE_BYTES - at_limit.len()));

@@ -4,8 +4,8 @@
 //! remembers recently evicted keys, so the many CIDs requested only once pass through without
 //! pushing out the popular ones (measured against a plain LRU in `benches/hit_ratio.rs`).
 //! Keyed by multihash, so CIDv0 / CIDv1 and any codec share an entry; hits are not re-hashed
-//! because only verified blocks get in. Large blocks are copied once, on admission, into a
-//! [`crate::zero_copy::Arena`] so that hits on them can be sent without another copy.
+//! because only verified blocks get in. A large block read again is copied once into a
+//! [`crate::zero_copy::Arena`] so that later responses can send it without another copy.
 
 use std::sync::Arc;
 
@@ -84,6 +84,8 @@ pub struct EdgeCache {
     cache: Arc<Cache<Multihash<64>, Bytes, BlockWeight, DefaultHashBuilder, Evictions>>,
     metrics: Arc<Metrics>,
     arena: Option<Arena>,
+    /// Large heap blocks hit once since admission; a second hit moves them to the arena.
+    hit_once: Arc<Cache<Multihash<64>, ()>>,
 }
 
 impl EdgeCache {
@@ -116,6 +118,9 @@ impl EdgeCache {
             cache: Arc::new(cache),
             metrics,
             arena,
+            hit_once: Arc::new(Cache::new(
+                (bytes / MIN_ZERO_COPY_BYTES as u64).clamp(1024, 65536) as usize,
+            )),
         })
     }
 
@@ -124,6 +129,7 @@ impl EdgeCache {
         match self.cache.get(cid.hash()) {
             Some(data) => {
                 self.metrics.cache_hits.inc();
+                let data = self.zero_copy(cid.hash(), data);
                 Some(Block::already_verified(*cid, data))
             }
             None => {
@@ -147,24 +153,39 @@ impl EdgeCache {
 
     /// Admits a verified block.
     pub fn insert(&self, block: &Block) {
-        let data = block.data();
-        let stored = match &self.arena {
-            Some(arena) if data.len() >= MIN_ZERO_COPY_BYTES && !arena.holds(data) => {
-                if self.cache.peek(block.cid().hash()).is_some() {
-                    // Same key, same bytes (the key is their hash): another copy buys nothing.
-                    return;
-                }
-                arena.copy_in(data).unwrap_or_else(|| {
-                    self.metrics.cache_arena_full.inc();
-                    data.clone()
-                })
-            }
-            _ => data.clone(),
-        };
-        self.cache.insert(*block.cid().hash(), stored);
+        self.cache.insert(*block.cid().hash(), block.data().clone());
         self.metrics.cache_bytes.set(self.cache.weight() as i64);
         if let Some(arena) = &self.arena {
+            // Evicted blocks leave the arena when their last reader lets go, not at eviction.
             self.metrics.cache_arena_bytes.set(arena.used() as i64);
+        }
+    }
+
+    /// The arena copy of a large block read for the second time since admission, replacing the
+    /// heap copy in the cache; otherwise the block itself. Not on admission, nor on the first
+    /// hit: a file streamed once is admitted by read-ahead and hit once by its reader, and
+    /// copying it would cost time and, until the heap copy is reused, twice its memory.
+    fn zero_copy(&self, key: &Multihash<64>, data: Bytes) -> Bytes {
+        let Some(arena) = &self.arena else {
+            return data;
+        };
+        if data.len() < MIN_ZERO_COPY_BYTES || arena.holds(&data) {
+            return data;
+        }
+        if self.hit_once.remove(key).is_none() {
+            self.hit_once.insert(*key, ());
+            return data;
+        }
+        match arena.copy_in(&data) {
+            Some(copy) => {
+                self.cache.insert(*key, copy.clone());
+                self.metrics.cache_arena_bytes.set(arena.used() as i64);
+                copy
+            }
+            None => {
+                self.metrics.cache_arena_full.inc();
+                data
+            }
         }
     }
 
@@ -225,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn large_blocks_move_to_the_arena_small_ones_stay() {
+    fn large_blocks_move_to_the_arena_on_their_second_hit() {
         let metrics = Metrics::new();
         let cache = EdgeCache::with_zero_copy(16 * 1024 * 1024, metrics.clone()).unwrap();
         let arena = cache.arena.clone().unwrap();
@@ -233,12 +254,23 @@ mod tests {
         let small = block(2, 4096);
         cache.insert(&big);
         cache.insert(&small);
-        let hit = cache.get(big.cid()).unwrap();
-        assert!(arena.holds(hit.data()) && !arena.holds(big.data()));
-        assert_eq!(hit.data(), big.data());
+        assert_eq!(arena.used(), 0, "admission copies nothing");
+        let first = cache.get(big.cid()).unwrap();
+        assert!(!arena.holds(first.data()), "nor does the first hit");
+        let second = cache.get(big.cid()).unwrap();
+        assert!(arena.holds(second.data()) && !arena.holds(big.data()));
+        assert_eq!(second.data(), big.data());
+        let third = cache.get(big.cid()).unwrap();
+        assert_eq!(third.data().as_ptr(), second.data().as_ptr(), "moved once");
         assert!(!arena.holds(cache.get(small.cid()).unwrap().data()));
-        cache.insert(&big);
-        assert_eq!(arena.used(), 256 * 1024, "a second insert copies nothing");
+        assert_eq!(arena.used(), 256 * 1024);
         assert_eq!(metrics.cache_arena_bytes.get(), 256 * 1024);
+        drop((first, second, third));
+        cache.insert(&block(3, 300));
+        assert_eq!(
+            arena.used(),
+            256 * 1024,
+            "the cache still holds the arena copy"
+        );
     }
 }

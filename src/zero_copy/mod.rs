@@ -3,8 +3,8 @@
 //! A cache hit for a large block costs the server one copy per response: `write(2)` copies the
 //! bytes from the heap into the socket buffer. nginx serves the same bytes with `sendfile(2)`,
 //! which hands page references to the socket instead; on a 1 MiB hit that copy is about half the
-//! server's time. So large cached blocks live in an [`Arena`]: a memory file (`memfd`) mapped
-//! into the process and carved into slots. Their `Bytes` are ordinary slices of that mapping, so
+//! server's time. So large cached blocks that are read again move into an [`Arena`]: a memory
+//! file (`memfd`) mapped into the process and carved into slots. Their `Bytes` are ordinary slices of that mapping, so
 //! every reader (hashing, ranges, CAR frames, TLS) sees plain memory, and [`ZeroCopyStream`], the
 //! plain-TCP connection type of the public listener, recognises a slice inside an arena when
 //! hyper or h2 writes it and sends it with `sendfile` from the memory file at the same offset.
