@@ -34,6 +34,10 @@ pub enum GatewayError {
     /// The content cannot be decoded as its codec claims: 422.
     #[error("{0}")]
     Unprocessable(String),
+    /// The content itself is unusable as the gateway must read it (an invalid `_redirects`
+    /// file, a rewrite to a missing path): 500. Never for anything the client sent.
+    #[error("{0}")]
+    Internal(String),
     /// The request asks for something not implemented: 501.
     #[error("{0}")]
     NotImplemented(String),
@@ -59,6 +63,7 @@ impl GatewayError {
             GatewayError::NotCached(_) => StatusCode::PRECONDITION_FAILED,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod error;
 pub mod headers;
 pub mod range;
+pub mod redirects;
 pub mod request;
 pub mod response_cache;
 pub mod sniff;
@@ -17,6 +18,7 @@ pub mod subdomain;
 pub mod tar;
 pub mod unixfs_dir;
 pub mod unixfs_file;
+pub mod unixfs_redirects;
 
 use std::sync::Arc;
 
@@ -193,7 +195,8 @@ impl Gateway {
         Err(GatewayError::NotFound(format!("nothing at {path}")))
     }
 
-    async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+    /// Serves one parsed `/ipfs/` request (also a request rewritten by `_redirects`).
+    pub(crate) async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
         let mut resp = self.ipfs_format(req).await?;
         let segments = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| req.segments.clone());
         resp.extensions_mut().insert(ServedContent {
@@ -351,7 +354,12 @@ impl Gateway {
                 }
                 let content_path = format!("/ipfs/{cid}{path}");
                 let req = request::parse_path(parts, &content_path, true)?;
-                let mut resp = self.ipfs(&req).await?;
+                let mut resp = match self.ipfs(&req).await {
+                    Err(e) if unixfs_redirects::applies(&req, &e) => {
+                        unixfs_redirects::respond(self, &req, e).await?
+                    }
+                    other => other?,
+                };
                 cors(resp.headers_mut());
                 Ok(Some(resp))
             }

@@ -1,0 +1,212 @@
+//! The `_redirects` file (ipfs/specs `web-redirects-file.md`) on the subdomain gateway, over the
+//! conformance fixtures `redirects_file/redirects.car` and `redirects-spa.car`: rewrites,
+//! redirects with placeholders and splats, custom 404 / 410 / 451 pages, invalid files, and the
+//! places the file must not act (path requests, explicit formats, existing paths).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::Server;
+
+/// `_redirects` with the spec's example rules.
+const EXAMPLES: &str = "bafybeiesjgoros75o5meijhfvnxmy7kzkynhqijlzmypw3nry6nvsjqkzy";
+/// The example rules with CRLF line ends.
+const NEWLINES: &str = "bafybeie6hxr2huda5imzvblcwgxuddackbw5wi35elm3jzeuk4v2ul54kq";
+/// `/a /b 301!`.
+const FORCED: &str = "bafybeicv4452oppsenilwr54bcej2xxr5olcwu3y5xc2k3lemvrvtokljm";
+/// 65 548 bytes of rules.
+const TOO_LARGE: &str = "bafybeia7qpipssvt5ric7m2kuzgnj454njcz5q6vj3fqq67be2dm7r522m";
+/// One rule per supported status.
+const GOOD_CODES: &str = "bafybeidweedjvp3uvnnj63vdavdkmva76ogc3veurukknvpnmtumpfyhcm";
+/// `/a /b 999`, next to an existing `found.html`.
+const BAD_CODES: &str = "bafybeignwkoxmt6a2l3jyvph4m2pmfctvqlom7znwufpkpzgoxtuyjptea";
+/// A single-page app: `/* /index.html 200`.
+const SPA: &str = "bafybeib5lboymwd6p2eo4qb2lkueaine577flvsjjeuevmp2nlio72xv5q";
+
+const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+struct Site {
+    _server: Server,
+    addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Site {
+    fn start() -> Site {
+        let server = Server::start_with(
+            &[
+                "redirects_file/redirects.car",
+                "redirects_file/redirects-spa.car",
+            ],
+            &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "example.com,localhost")],
+            &[],
+        );
+        let addr: SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Site {
+            _server: server,
+            addr,
+            client,
+        }
+    }
+
+    /// A request for `path` on the subdomain host of `cid`.
+    fn get(&self, cid: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("http://{}{path}", self.addr))
+            .header("host", format!("{cid}.ipfs.example.com"))
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> Answer {
+    let resp = req.send().await.unwrap();
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn rules_redirect_rewrite_and_serve_error_pages() {
+    let site = Site::start();
+    for (path, status, location) in [
+        ("/redirect-one", 301, "/one.html"),
+        ("/301-redirect-one", 301, "/one.html"),
+        ("/302-redirect-two", 302, "/two.html"),
+        (
+            "/posts/2022/01/01/hello-world",
+            301,
+            "/articles/2022/01/01/hello-world",
+        ),
+        ("/splat/one.html", 301, "/redirected-splat/one.html"),
+        ("/redirect-one?x=1", 301, "/one.html?x=1"),
+    ] {
+        let a = answer(site.get(EXAMPLES, path)).await;
+        assert_eq!(a.status, status, "{path}");
+        assert_eq!(a.header("location"), location, "{path}");
+        assert!(a.body.contains(location), "{path}: a link for browsers");
+    }
+    for path in ["/200-index", "/catch-all"] {
+        let a = answer(site.get(EXAMPLES, path)).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(
+            a.body.contains("my index"),
+            "{path}: rewritten to index.html"
+        );
+    }
+    for (path, status, etag, text) in [
+        (
+            "/not-found/has-no-redirects-entry",
+            404,
+            "\"Qmd9GD7Bauh6N2ZLfNnYS3b7QVAijbud83b8GE8LPMNBBP\"",
+            "my 404",
+        ),
+        (
+            "/gone/has-no-redirects-entry",
+            410,
+            "\"QmSmR9NShZ89VEBrn9SBy7Xxvjw8Qe6XArD5GqtHvbtBM3\"",
+            "my 410",
+        ),
+        (
+            "/unavail/has-no-redirects-entry",
+            451,
+            "\"QmVQqj9oZig9tH3ENHo4bxV5pNgssUwFCXUjAJAVcZVbJG\"",
+            "my 451",
+        ),
+    ] {
+        let a = answer(site.get(EXAMPLES, path)).await;
+        assert_eq!(a.status, status, "{path}");
+        assert_eq!(a.header("etag"), etag, "{path}");
+        assert_eq!(a.header("cache-control"), IMMUTABLE, "{path}");
+        assert!(a.header("content-type").starts_with("text/html"), "{path}");
+        assert!(a.body.contains(text), "{path}");
+    }
+    let a = answer(site.get(NEWLINES, "/redirect-one")).await;
+    assert_eq!(
+        (a.status, a.header("location")),
+        (301, "/one.html"),
+        "CRLF lines"
+    );
+    let a = answer(site.get(GOOD_CODES, "/a301")).await;
+    assert_eq!((a.status, a.header("location")), (301, "/b301"));
+}
+
+#[tokio::test]
+async fn invalid_files_fail_missing_paths_only() {
+    let site = Site::start();
+    let a = answer(site.get(FORCED, "/not-found")).await;
+    assert_eq!(a.status, 500);
+    assert!(a.body.contains("could not parse _redirects:"), "{}", a.body);
+    assert!(a
+        .body
+        .contains("forced redirects (or \"shadowing\") are not supported"));
+    let a = answer(site.get(TOO_LARGE, "/not-found")).await;
+    assert_eq!(a.status, 500);
+    assert!(a.body.contains("could not parse _redirects:"), "{}", a.body);
+    assert!(a.body.contains("redirects file size cannot exceed"));
+    // Rules never shadow existing files, valid or not.
+    let a = answer(site.get(BAD_CODES, "/found.html")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("my found"));
+    assert!(!a.body.contains("unsupported redirect status"));
+}
+
+#[tokio::test]
+async fn single_page_app_rewrites_answer_conditional_requests() {
+    let site = Site::start();
+    let a = answer(site.get(SPA, "/missing-page").header("accept", "text/html")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("hello world"));
+    let etag = a.header("etag").to_string();
+    assert!(!etag.is_empty());
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let resp = site
+            .client
+            .request(method.clone(), format!("http://{}/missing-page", site.addr))
+            .header("host", format!("{SPA}.ipfs.localhost"))
+            .header("accept", "text/html")
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 304, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn the_file_does_not_act_outside_its_origin_or_for_explicit_formats() {
+    let site = Site::start();
+    // A path gateway shares one origin between all sites: no rules there.
+    let a = answer(
+        site.client
+            .get(format!("http://{}/ipfs/{EXAMPLES}/redirect-one", site.addr)),
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    // An explicit format is answered as asked.
+    let a = answer(site.get(EXAMPLES, "/redirect-one?format=raw")).await;
+    assert_eq!(a.status, 404);
+    // No rule matches: the ordinary 404.
+    let a = answer(site.get(GOOD_CODES, "/no-rule-for-this")).await;
+    assert_eq!(a.status, 404);
+}
