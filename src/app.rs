@@ -254,6 +254,11 @@ fn counted(
     .boxed()
 }
 
+/// The resolver of `/ipns/` names: records in the store, DNSLink domains from the config.
+fn name_resolver(config: &Config, store: &LocalStore) -> crate::ipns::NameResolver {
+    crate::ipns::NameResolver::new(store.clone(), config.dnslink.names.clone())
+}
+
 /// The block source of `serve`: edge cache, embedded store, and the configured hot node.
 pub fn tiered_source(
     config: &Config,
@@ -403,7 +408,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let gateway = Gateway::new(source, options);
+    let names = name_resolver(&config, &store);
+    let gateway = Gateway::new(source, options).with_names(names);
     let public_limits = Limits {
         zero_copy_sent: config
             .cache

@@ -57,6 +57,18 @@ pub struct Config {
     pub popularity: PopularityConfig,
     /// Logs, metrics and traces.
     pub telemetry: TelemetryConfig,
+    /// DNSLink sites.
+    pub dnslink: DnslinkConfig,
+}
+
+/// `[dnslink]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnslinkConfig {
+    /// Domain → content path (`/ipfs/{cid}[/path]` or `/ipns/{name}`), what the domain's
+    /// `_dnslink` TXT record says. A request whose Host is such a domain is served that site;
+    /// `/ipns/{domain}` resolves through the same table.
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 /// `[server]`
@@ -454,6 +466,20 @@ impl Config {
                 message: message.into(),
             })
         };
+        for (domain, path) in &self.dnslink.names {
+            if !domain.contains('.') || domain.starts_with('.') {
+                return bad(
+                    "dnslink.names",
+                    &format!("{domain:?} is not a domain name (it needs a dot)"),
+                );
+            }
+            if !(path.starts_with("/ipfs/") || path.starts_with("/ipns/")) || path.len() < 7 {
+                return bad(
+                    "dnslink.names",
+                    &format!("{domain:?} maps to {path:?}: not an /ipfs/ or /ipns/ path"),
+                );
+            }
+        }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return bad(
                 "server.tls_cert",
@@ -567,6 +593,9 @@ impl Config {
     }
 }
 
+/// Tables whose keys are data (domain names), not settings: taken whole, never checked key by key.
+const FREE_FORM_TABLES: &[&str] = &["dnslink.names"];
+
 /// Overlays `from` onto `into`, refusing tables and keys the defaults do not have.
 fn merge(into: &mut toml::Value, from: toml::Value, prefix: &str) -> Result<(), ConfigError> {
     match (into, from) {
@@ -578,6 +607,17 @@ fn merge(into: &mut toml::Value, from: toml::Value, prefix: &str) -> Result<(), 
                     format!("{prefix}.{k}")
                 };
                 match dst.get_mut(&k) {
+                    Some(slot @ toml::Value::Table(_))
+                        if FREE_FORM_TABLES.contains(&key.as_str()) =>
+                    {
+                        if !v.is_table() {
+                            return Err(ConfigError::Key {
+                                key,
+                                message: "expected a table".into(),
+                            });
+                        }
+                        *slot = v
+                    }
                     Some(slot @ toml::Value::Table(_)) => merge(slot, v, &key)?,
                     Some(slot) => *slot = v,
                     None => {
@@ -654,6 +694,17 @@ fn typed_value(like: &toml::Value, raw: &str) -> Result<toml::Value, String> {
                     .collect::<Result<_, _>>()?,
             )
         }
+        // `key=value,key=value` (DNSLink domains and their paths).
+        toml::Value::Table(_) => {
+            let mut table = toml::map::Map::new();
+            for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+                table.insert(k.trim().to_string(), toml::Value::String(v.trim().into()));
+            }
+            toml::Value::Table(table)
+        }
         _ => toml::Value::String(raw.to_string()),
     })
 }
@@ -725,5 +776,39 @@ mod tests {
     fn tls_needs_both_halves() {
         let err = Config::load(None, env(&[("CIDGATE_SERVER__TLS_CERT", "/x.pem")])).unwrap_err();
         assert!(err.to_string().contains("tls_cert"));
+    }
+
+    #[test]
+    fn dnslink_names_come_from_file_or_env_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[dnslink.names]\n\"a.example.org\" = \"/ipfs/bafkqaaa\"\n\"b.example.org\" = \"/ipns/a.example.org\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), vec![]).unwrap();
+        assert_eq!(c.dnslink.names.len(), 2);
+        assert_eq!(c.dnslink.names["a.example.org"], "/ipfs/bafkqaaa");
+        let c = Config::load(
+            None,
+            env(&[(
+                "CIDGATE_DNSLINK__NAMES",
+                "x.example.org=/ipfs/bafkqaaa, y.example.org=/ipns/x.example.org",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.dnslink.names["y.example.org"], "/ipns/x.example.org");
+        for bad in [
+            "nodot=/ipfs/bafkqaaa",
+            "a.example.org=https://x",
+            "a.example.org",
+        ] {
+            let err = Config::load(None, env(&[("CIDGATE_DNSLINK__NAMES", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("DNSLINK") || err.to_string().contains("dnslink"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

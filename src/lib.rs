@@ -11,6 +11,7 @@ pub mod config;
 pub mod content;
 pub mod gateway;
 pub mod ipld;
+pub mod ipns;
 pub mod path_encoding;
 pub mod popularity;
 pub mod sample;

@@ -50,9 +50,11 @@ enum Command {
     /// A CAR whose DAG is incomplete imports the blocks it has and leaves its root unpinned (exit 0).
     /// A block that does not match its CID, or a malformed CAR, imports nothing from that file (exit 1).
     /// When a running `serve` holds the data directory, the CAR goes through its admin listener.
+    /// Files named `{name}.ipns-record` (or `{name}_{note}.ipns-record`) are signed IPNS records:
+    /// each is verified against its name and stored, and `/ipns/{name}` resolves through it.
     Import {
-        /// CAR files; `-` reads standard input.
-        #[arg(required = true, value_name = "FILE.car|-")]
+        /// CAR files or IPNS records; `-` reads a CAR from standard input.
+        #[arg(required = true, value_name = "FILE.car|FILE.ipns-record|-")]
         files: Vec<String>,
     },
     /// Chunk files and directories into a UnixFS DAG (CIDv1, raw leaves, 1 MiB chunks) and pin it.
@@ -233,6 +235,13 @@ async fn import(config: &Config, files: &[String]) -> anyhow::Result<()> {
     };
     let mut failed = 0;
     for name in files {
+        if name.ends_with(".ipns-record") {
+            if let Err(e) = import_record(config, store.as_ref(), name).await {
+                eprintln!("cidgate: {name}: {e:#}; not imported");
+                failed += 1;
+            }
+            continue;
+        }
         let start = Instant::now();
         let result = match &store {
             Some(store) => import_local(store, name).await,
@@ -247,8 +256,58 @@ async fn import(config: &Config, files: &[String]) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} CAR files failed", files.len());
+        bail!("{failed} of {} files failed", files.len());
     }
+    Ok(())
+}
+
+/// Stores a signed IPNS record, named by its file (`{name}.ipns-record` or
+/// `{name}_{note}.ipns-record`), after verifying it against that name.
+async fn import_record(
+    config: &Config,
+    store: Option<&LocalStore>,
+    file: &str,
+) -> anyhow::Result<()> {
+    let name = cidgate::ipns::name_from_file_name(file).with_context(|| {
+        "the file name must start with the IPNS name: {name}.ipns-record or {name}_{note}.ipns-record"
+    })?;
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {file}"))?;
+    let value = match store {
+        Some(store) => {
+            let names = cidgate::ipns::NameResolver::new(store.clone(), Default::default());
+            names.put_record(&name, &bytes)?.value
+        }
+        None => {
+            let Some(url) = cidgate::app::running_admin_url(&config.store.dir) else {
+                bail!(
+                    "the store at {} is in use and no running server announced its admin address",
+                    config.store.dir.display()
+                );
+            };
+            let mut req = reqwest::Client::new()
+                .put(format!("{url}/routing/v1/ipns/{}", name.to_cid_string()))
+                .header("content-type", "application/vnd.ipfs.ipns-record")
+                .body(bytes);
+            if !config.admin.token.is_empty() {
+                req = req.bearer_auth(&config.admin.token);
+            }
+            let resp = req
+                .send()
+                .await
+                .context("sending the record to the running server")?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("server refused the record ({status}): {}", text.trim());
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&text).context("reading the server's answer")?;
+            v["value"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    println!("/ipns/{} -> {value}", name.to_cid_string());
     Ok(())
 }
 

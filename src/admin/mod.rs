@@ -2,6 +2,7 @@
 //! Every write needs `Authorization: Bearer <admin.token>`; without a configured token, writes
 //! are accepted only when the listener is bound to loopback.
 
+mod ipns;
 pub mod pinning;
 mod pinning_service;
 mod popular;
@@ -127,6 +128,10 @@ impl Admin {
         let path = req.uri().path().to_string();
         if path == "/pins" || path.starts_with("/pins/") {
             return Ok(self.pinning_service(req).await);
+        }
+        if let Some(name) = path.strip_prefix("/routing/v1/ipns/") {
+            let name = name.to_string();
+            return self.ipns_record(req, &name).await;
         }
         if let Some(rest) = path.strip_prefix("/admin/pins/") {
             let rest = rest.to_string();

@@ -9,6 +9,7 @@ pub mod car;
 pub mod codec;
 pub mod error;
 pub mod headers;
+pub mod ipns;
 pub mod range;
 pub mod redirects;
 pub mod request;
@@ -58,6 +59,7 @@ pub struct GatewayOptions {
 #[derive(Clone)]
 pub struct Gateway {
     source: Arc<dyn BlockSource>,
+    names: Option<crate::ipns::NameResolver>,
     options: Arc<GatewayOptions>,
     responses: Option<Arc<ResponseCache>>,
 }
@@ -79,9 +81,16 @@ impl Gateway {
             .then(|| Arc::new(ResponseCache::new(options.response_cache_bytes)));
         Self {
             source,
+            names: None,
             options: Arc::new(options),
             responses,
         }
+    }
+
+    /// Resolves `/ipns/` names (IPNS records and DNSLink domains) with `names`.
+    pub fn with_names(mut self, names: crate::ipns::NameResolver) -> Self {
+        self.names = Some(names);
+        self
     }
 
     /// Tells the block source what a response will read, so a remote tier can stream it.
@@ -155,13 +164,14 @@ impl Gateway {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
         }
+        if let Some(names) = &self.names {
+            // A DNSLink gateway: the Host is a site, and every path is inside it.
+            if let Some(host) = request_host(parts).filter(|h| names.has_dnslink(h)) {
+                return ipns::respond(self, names, parts, host, path, true).await;
+            }
+        }
         if path == "/" {
             return Ok(html_page(INDEX_HTML));
-        }
-        if path.starts_with("/ipns/") {
-            return Err(GatewayError::NotImplemented(
-                "IPNS names are not supported by this gateway".into(),
-            ));
         }
         if path == "/ipfs/" || path == "/ipns/" {
             if let Some(resp) = protocol_handler_redirect(parts)? {
@@ -191,6 +201,23 @@ impl Gateway {
         if path == "/ipfs" || path.starts_with("/ipfs/") {
             let req = request::parse(parts)?;
             return self.ipfs(&req).await;
+        }
+        if let Some(rest) = path.strip_prefix("/ipns/") {
+            let Some(names) = &self.names else {
+                return Err(GatewayError::NotImplemented(
+                    "IPNS names are not resolved by this gateway".into(),
+                ));
+            };
+            let (raw_name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let name = percent_encoding::percent_decode_str(raw_name)
+                .decode_utf8()
+                .map_err(|_| GatewayError::BadRequest("name is not valid UTF-8".into()))?;
+            let tail = if rest.contains('/') {
+                format!("/{tail}")
+            } else {
+                String::new()
+            };
+            return ipns::respond(self, names, parts, &name, &tail, false).await;
         }
         Err(GatewayError::NotFound(format!("nothing at {path}")))
     }
@@ -342,6 +369,25 @@ impl Gateway {
                 set(resp.headers_mut(), http::header::LOCATION, &location);
                 Ok(Some(resp))
             }
+            subdomain::HostRoute::Name(name) => {
+                if parts.method == Method::OPTIONS {
+                    let mut r = Response::new(body::empty());
+                    set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
+                    cors(r.headers_mut());
+                    return Ok(Some(r));
+                }
+                if parts.method != Method::GET && parts.method != Method::HEAD {
+                    return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
+                }
+                let Some(names) = &self.names else {
+                    return Err(GatewayError::NotImplemented(
+                        "IPNS names are not resolved by this gateway".into(),
+                    ));
+                };
+                let mut resp = ipns::respond(self, names, parts, &name, path, true).await?;
+                cors(resp.headers_mut());
+                Ok(Some(resp))
+            }
             subdomain::HostRoute::Content(cid) => {
                 if parts.method == Method::OPTIONS {
                     let mut r = Response::new(body::empty());
@@ -409,6 +455,18 @@ impl Gateway {
             &headers::content_disposition(kind, name),
         );
     }
+}
+
+/// The host the client asked for (behind a proxy, `X-Forwarded-Host`), without its port.
+fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    Some(match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    })
 }
 
 /// `/ipfs/?uri=ipfs://{cid}/path` (a browser's protocol handler) redirects to the gateway path.

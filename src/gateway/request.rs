@@ -163,23 +163,9 @@ pub fn parse_path(
     };
 
     let accept = header_str(parts, ACCEPT)?;
-    let from_accept = match accept {
-        Some(a) => format_from_accept(a)?,
-        None => None,
-    };
     let named_by_query = q("format").is_some();
     let accept_html = accept.is_some_and(|a| a.to_ascii_lowercase().contains("text/html"));
-    let format = match q("format") {
-        Some(f) => {
-            let wanted = format_from_query(f)?;
-            // The query names the format; CAR parameters still come from an Accept that agrees.
-            match (&wanted, &from_accept) {
-                (ResponseFormat::Car(_), Some(ResponseFormat::Car(p))) => ResponseFormat::Car(*p),
-                _ => wanted,
-            }
-        }
-        None => from_accept.unwrap_or(ResponseFormat::Deserialized),
-    };
+    let format = requested_format(q("format"), accept)?;
     let format = match format {
         ResponseFormat::Car(p) => ResponseFormat::Car(car_query_params(p, &q)?),
         other => other,
@@ -209,6 +195,39 @@ pub fn parse_path(
         format_from_query: named_by_query,
         accept_html,
     })
+}
+
+/// The representation asked for by `?format=` (which wins) and `Accept`.
+fn requested_format(
+    query_format: Option<&str>,
+    accept: Option<&str>,
+) -> Result<ResponseFormat, GatewayError> {
+    let from_accept = match accept {
+        Some(a) => format_from_accept(a)?,
+        None => None,
+    };
+    Ok(match query_format {
+        Some(f) => {
+            let wanted = format_from_query(f)?;
+            // The query names the format; CAR parameters still come from an Accept that agrees.
+            match (&wanted, &from_accept) {
+                (ResponseFormat::Car(_), Some(ResponseFormat::Car(p))) => ResponseFormat::Car(*p),
+                _ => wanted,
+            }
+        }
+        None => from_accept.unwrap_or(ResponseFormat::Deserialized),
+    })
+}
+
+/// Whether the request asks for the signed IPNS record itself rather than what it points at.
+pub fn wants_ipns_record(parts: &Parts) -> Result<bool, GatewayError> {
+    let query_format = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "format")
+            .map(|(_, v)| v.into_owned())
+    });
+    let format = requested_format(query_format.as_deref(), header_str(parts, ACCEPT)?)?;
+    Ok(format == ResponseFormat::IpnsRecord)
 }
 
 fn decode_segment(s: &str) -> Result<String, GatewayError> {

@@ -19,6 +19,34 @@ pub enum HostRoute {
     Redirect(String),
     /// `{cid}.ipfs.{host}`: the request path is inside this CID.
     Content(Cid),
+    /// `{name}.ipns.{host}`: the request path is inside what this IPNS name or DNSLink domain
+    /// (decoded from its label) points at.
+    Name(String),
+}
+
+/// `{label}` of a host `{label}{kind}{gw}` (kind `.ipfs.` or `.ipns.`), compared without
+/// allocating; `None` for any other host.
+fn label_under<'h>(hostname: &'h str, kind: &str, gw: &str) -> Option<&'h str> {
+    let suffix_len = gw.len() + kind.len();
+    (hostname.len() > suffix_len
+        && hostname.is_char_boundary(hostname.len() - suffix_len)
+        && hostname.is_char_boundary(hostname.len() - gw.len())
+        && hostname[hostname.len() - gw.len()..].eq_ignore_ascii_case(gw)
+        && hostname[hostname.len() - suffix_len..hostname.len() - gw.len()]
+            .eq_ignore_ascii_case(kind))
+    .then(|| &hostname[..hostname.len() - suffix_len])
+}
+
+/// The DNS label of an IPNS name or DNSLink domain: a libp2p-key CID in base36, or the domain
+/// with `-` doubled and `.` as `-`; `None` for anything else.
+fn ipns_label(name: &str) -> Option<String> {
+    match crate::ipns::IpnsName::parse(name) {
+        Ok(n) => Some(n.to_cid_string()),
+        Err(_) if name.contains('.') => {
+            Some(crate::ipns::dns_label_of_domain(&name.to_ascii_lowercase()))
+        }
+        Err(_) => None,
+    }
 }
 
 /// The DNS label form of a CID: CIDv1 in base32, or base36 when base32 is too long.
@@ -67,6 +95,18 @@ pub fn route(
     let q = || query.map(|q| format!("?{q}")).unwrap_or_default();
     for gw in hosts {
         if hostname.eq_ignore_ascii_case(gw) {
+            if let Some(rest) = path.strip_prefix("/ipns/") {
+                let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+                let Some(label) = ipns_label(name) else {
+                    return Ok(HostRoute::Path);
+                };
+                let port = &host[hostname.len()..];
+                let gw = gw.to_ascii_lowercase();
+                return Ok(HostRoute::Redirect(format!(
+                    "{scheme}://{label}.ipns.{gw}{port}/{tail}{}",
+                    q()
+                )));
+            }
             let Some(rest) = path.strip_prefix("/ipfs/") else {
                 return Ok(HostRoute::Path);
             };
@@ -82,20 +122,42 @@ pub fn route(
                 q()
             )));
         }
-        // `{label}.ipfs.{gw}`, compared without allocating.
-        let suffix_len = gw.len() + ".ipfs.".len();
-        if hostname.len() > suffix_len
-            && hostname.is_char_boundary(hostname.len() - suffix_len)
-            && hostname[hostname.len() - gw.len()..].eq_ignore_ascii_case(gw)
-            && hostname[hostname.len() - suffix_len..hostname.len() - gw.len()]
-                .eq_ignore_ascii_case(".ipfs.")
-        {
-            let label = hostname[..hostname.len() - suffix_len].to_ascii_lowercase();
+        if let Some(raw) = label_under(hostname, ".ipns.", gw) {
+            let label = raw.to_ascii_lowercase();
+            return Ok(match crate::ipns::IpnsName::parse(&label) {
+                Ok(name) => {
+                    let canonical = name.to_cid_string();
+                    if canonical != raw {
+                        let port = &host[hostname.len()..];
+                        let gw = gw.to_ascii_lowercase();
+                        HostRoute::Redirect(format!(
+                            "{scheme}://{canonical}.ipns.{gw}{port}{path}{}",
+                            q()
+                        ))
+                    } else {
+                        HostRoute::Name(canonical)
+                    }
+                }
+                // Older tools wrote keys as dag-pb CIDs: the same key, one spelling.
+                Err(crate::ipns::name::NameError::WrongCodec { fixed, .. }) => {
+                    let port = &host[hostname.len()..];
+                    let gw = gw.to_ascii_lowercase();
+                    HostRoute::Redirect(format!(
+                        "{scheme}://{}.ipns.{gw}{port}{path}{}",
+                        fixed.to_cid_string(),
+                        q()
+                    ))
+                }
+                Err(_) => HostRoute::Name(crate::ipns::domain_of_dns_label(&label)),
+            });
+        }
+        if let Some(raw) = label_under(hostname, ".ipfs.", gw) {
+            let label = raw.to_ascii_lowercase();
             let cid = Cid::try_from(label.as_str()).map_err(|e| {
                 GatewayError::BadRequest(format!("invalid CID in host {label:?}: {e}"))
             })?;
             let canonical = dns_label(&cid)?;
-            if canonical != label || hostname[..hostname.len() - suffix_len] != label {
+            if canonical != label || raw != label {
                 let port = &host[hostname.len()..];
                 let gw = gw.to_ascii_lowercase();
                 return Ok(HostRoute::Redirect(format!(

@@ -1,0 +1,175 @@
+//! `/ipns/{name}[/path]`: content behind a mutable name (an IPNS record or a DNSLink domain),
+//! and `?format=ipns-record` / `Accept: application/vnd.ipfs.ipns-record`, the signed record
+//! itself (a trustless response: the client verifies it against the name).
+
+use http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use http::request::Parts;
+use http::{HeaderValue, Response};
+
+use super::error::GatewayError;
+use super::headers::{set, X_IPFS_PATH, X_IPFS_ROOTS};
+use super::request::{self, wants_ipns_record};
+use super::{body, cors, unixfs_redirects, Body, Gateway};
+use crate::ipns::{IpnsName, NameResolver, ResolveError};
+
+/// Media type of a signed IPNS record.
+pub const IPNS_RECORD_TYPE: &str = "application/vnd.ipfs.ipns-record";
+
+impl From<ResolveError> for GatewayError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Invalid(_) => GatewayError::BadRequest(e.to_string()),
+            ResolveError::Unknown(_) => GatewayError::NotFound(e.to_string()),
+            ResolveError::Record { .. }
+            | ResolveError::BadValue { .. }
+            | ResolveError::TooDeep(_) => GatewayError::BadGateway(e.to_string()),
+            ResolveError::Stale { .. } => GatewayError::BadRequest(e.to_string()),
+            ResolveError::Store(_) => GatewayError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Serves `/ipns/{name}{rest}`; `rest` is the still-encoded path after the name (empty or
+/// starting with '/'). `isolated` is true where the name has an origin of its own (a subdomain
+/// or DNSLink host), which is where a site's `_redirects` applies.
+pub async fn respond(
+    gw: &Gateway,
+    names: &NameResolver,
+    parts: &Parts,
+    name: &str,
+    rest: &str,
+    isolated: bool,
+) -> Result<Response<Body>, GatewayError> {
+    if wants_ipns_record(parts)? {
+        return record(names, parts, name, rest);
+    }
+    if !isolated {
+        // One spelling per key, the base36 CID (what subdomains need too): a peer ID or any
+        // other CID of the same key moves there, with its path and query.
+        let canonical = match IpnsName::parse(name) {
+            Ok(n) => Some(n.to_cid_string()).filter(|c| c != name),
+            Err(crate::ipns::name::NameError::WrongCodec { fixed, .. }) => {
+                Some(fixed.to_cid_string())
+            }
+            Err(_) => None,
+        };
+        if let Some(canonical) = canonical {
+            let query = parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = http::StatusCode::FOUND;
+            set(
+                resp.headers_mut(),
+                http::header::LOCATION,
+                &format!("/ipns/{canonical}{rest}{query}"),
+            );
+            return Ok(resp);
+        }
+    }
+    let resolution = names.resolve(name)?;
+    let content_path = if rest.is_empty() {
+        resolution.path.clone()
+    } else {
+        format!("{}{rest}", resolution.path.trim_end_matches('/'))
+    };
+    let mut req = request::parse_path(parts, &content_path, isolated)?;
+    // Headers name the path the client asked for; the CIDs behind it go in X-Ipfs-Roots.
+    req.content_path = format!("/ipns/{name}{rest}");
+    let mut resp = match gw.ipfs(&req).await {
+        Err(e) if unixfs_redirects::applies(&req, &e) => {
+            unixfs_redirects::respond(gw, &req, e).await?
+        }
+        other => other?,
+    };
+    // What a name points at changes: the answer is fresh for the record's TTL, not forever.
+    let h = resp.headers_mut();
+    if h.contains_key(CACHE_CONTROL) {
+        match resolution.ttl {
+            Some(ttl) => set(
+                h,
+                CACHE_CONTROL,
+                &format!("public, max-age={}", ttl.as_secs()),
+            ),
+            None => {
+                h.remove(CACHE_CONTROL);
+            }
+        }
+    }
+    Ok(resp)
+}
+
+/// The stored record of `name`, as is.
+fn record(
+    names: &NameResolver,
+    parts: &Parts,
+    name: &str,
+    rest: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let ipns = IpnsName::parse(name).map_err(|e| {
+        GatewayError::BadRequest(format!(
+            "{name:?} has no IPNS record (only IPNS keys do, not DNSLink names): {e}"
+        ))
+    })?;
+    if !rest.trim_matches('/').is_empty() {
+        return Err(GatewayError::BadRequest(
+            "an IPNS record is asked for by name alone: /ipns/{name}?format=ipns-record".into(),
+        ));
+    }
+    let Some((bytes, record)) = names.record(&ipns)? else {
+        return Err(GatewayError::NotFound(format!(
+            "no record for /ipns/{name}"
+        )));
+    };
+    let mut resp = Response::new(if parts.method == http::Method::HEAD {
+        body::empty()
+    } else {
+        body::full(bytes.clone())
+    });
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(IPNS_RECORD_TYPE));
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    set(h, CONTENT_LENGTH, &bytes.len().to_string());
+    let filename = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "filename")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| format!("{}.ipns-record", ipns.to_cid_string()));
+    set(
+        h,
+        CONTENT_DISPOSITION,
+        &super::headers::content_disposition("attachment", &filename),
+    );
+    // The record's own hash tells versions apart.
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"{hex}\"");
+    set(h, ETAG, &etag);
+    match record.max_age(std::time::SystemTime::now()) {
+        Some(age) => set(
+            h,
+            CACHE_CONTROL,
+            &format!("public, max-age={}", age.as_secs()),
+        ),
+        None => set(h, CACHE_CONTROL, "public, max-age=60"),
+    }
+    let unchanged = parts
+        .headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| super::headers::none_match(v, &etag));
+    if unchanged {
+        *resp.status_mut() = http::StatusCode::NOT_MODIFIED;
+        *resp.body_mut() = body::empty();
+        resp.headers_mut().remove(CONTENT_LENGTH);
+    }
+    let h = resp.headers_mut();
+    set(h, X_IPFS_PATH, &format!("/ipns/{name}"));
+    h.remove(X_IPFS_ROOTS);
+    cors(h);
+    Ok(resp)
+}
