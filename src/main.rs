@@ -280,28 +280,15 @@ async fn import_record(
             names.put_record(&name, &bytes)?.value
         }
         None => {
-            let Some(url) = cidgate::app::running_admin_url(&config.store.dir) else {
-                bail!(
-                    "the store at {} is in use and no running server announced its admin address",
-                    config.store.dir.display()
-                );
-            };
-            let mut req = reqwest::Client::new()
-                .put(format!("{url}/routing/v1/ipns/{}", name.to_cid_string()))
+            let req = reqwest::Client::new()
+                .put(format!(
+                    "{}/routing/v1/ipns/{}",
+                    running_admin(config)?,
+                    name.to_cid_string()
+                ))
                 .header("content-type", "application/vnd.ipfs.ipns-record")
                 .body(bytes);
-            if !config.admin.token.is_empty() {
-                req = req.bearer_auth(&config.admin.token);
-            }
-            let resp = req
-                .send()
-                .await
-                .context("sending the record to the running server")?;
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            if !status.is_success() {
-                bail!("server refused the record ({status}): {}", text.trim());
-            }
+            let text = send_to_admin(config, req, "the record").await?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).context("reading the server's answer")?;
             v["value"].as_str().unwrap_or_default().to_string()
@@ -377,13 +364,41 @@ async fn import_local(store: &LocalStore, name: &str) -> anyhow::Result<ImportRe
     Ok(result?)
 }
 
-async fn import_remote(config: &Config, name: &str) -> anyhow::Result<ImportReport> {
-    let Some(url) = cidgate::app::running_admin_url(&config.store.dir) else {
-        bail!(
+/// The admin URL of the running server that holds the store.
+fn running_admin(config: &Config) -> anyhow::Result<String> {
+    match cidgate::app::running_admin_url(&config.store.dir) {
+        Some(url) => Ok(url),
+        None => bail!(
             "the store at {} is in use and no running server announced its admin address",
             config.store.dir.display()
-        );
-    };
+        ),
+    }
+}
+
+/// Sends `req` to the running server's admin listener with the configured token; the body of
+/// a successful answer.
+async fn send_to_admin(
+    config: &Config,
+    mut req: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<String> {
+    if !config.admin.token.is_empty() {
+        req = req.bearer_auth(&config.admin.token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("sending {what} to the running server"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("server refused {what} ({status}): {}", text.trim());
+    }
+    Ok(text)
+}
+
+async fn import_remote(config: &Config, name: &str) -> anyhow::Result<ImportReport> {
+    let url = running_admin(config)?;
     tracing::info!("store in use by a running server; importing through {url}");
     let body = if name == "-" {
         reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::io::stdin()))
@@ -393,21 +408,10 @@ async fn import_remote(config: &Config, name: &str) -> anyhow::Result<ImportRepo
             .with_context(|| format!("opening {name}"))?;
         reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
     };
-    let mut req = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .post(format!("{url}/admin/import"))
         .body(body);
-    if !config.admin.token.is_empty() {
-        req = req.bearer_auth(&config.admin.token);
-    }
-    let resp = req
-        .send()
-        .await
-        .context("sending the CAR to the running server")?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("server refused the import ({status}): {}", text.trim());
-    }
+    let text = send_to_admin(config, req, "the CAR").await?;
     serde_json::from_str(&text).context("reading the server's import report")
 }
 

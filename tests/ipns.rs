@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{cidgate, fixture, Server};
+use common::{answer, cidgate, fixture, Answer, Server};
 
 /// Points at gateway-cache's root `/root2`, TTL 30 min.
 const ROOT2_NAME: &str = "k51qzi5uqu5djokp3m1keo36hoxtd6u3a1d2rg1camf6al7p3huy63dojlm57c";
@@ -68,21 +68,6 @@ fn start() -> Server {
     Server::spawn_with_config(dir, &config, &[])
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
 async fn fetch(s: &Server, host: Option<&str>, path: &str, accept: Option<&str>) -> Answer {
     let addr: SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
     let client = reqwest::Client::builder()
@@ -96,12 +81,7 @@ async fn fetch(s: &Server, host: Option<&str>, path: &str, accept: Option<&str>)
     if let Some(a) = accept {
         req = req.header("accept", a);
     }
-    let resp = req.send().await.unwrap();
-    Answer {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.bytes().await.unwrap(),
-    }
+    answer(req).await
 }
 
 #[tokio::test]

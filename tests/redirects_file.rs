@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::Server;
+use common::{answer, Server};
 
 /// `_redirects` with the spec's example rules.
 const EXAMPLES: &str = "bafybeiesjgoros75o5meijhfvnxmy7kzkynhqijlzmypw3nry6nvsjqkzy";
@@ -62,30 +62,6 @@ impl Site {
     }
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-async fn answer(req: reqwest::RequestBuilder) -> Answer {
-    let resp = req.send().await.unwrap();
-    Answer {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    }
-}
-
 #[tokio::test]
 async fn rules_redirect_rewrite_and_serve_error_pages() {
     let site = Site::start();
@@ -104,13 +80,13 @@ async fn rules_redirect_rewrite_and_serve_error_pages() {
         let a = answer(site.get(EXAMPLES, path)).await;
         assert_eq!(a.status, status, "{path}");
         assert_eq!(a.header("location"), location, "{path}");
-        assert!(a.body.contains(location), "{path}: a link for browsers");
+        assert!(a.text().contains(location), "{path}: a link for browsers");
     }
     for path in ["/200-index", "/catch-all"] {
         let a = answer(site.get(EXAMPLES, path)).await;
         assert_eq!(a.status, 200, "{path}");
         assert!(
-            a.body.contains("my index"),
+            a.text().contains("my index"),
             "{path}: rewritten to index.html"
         );
     }
@@ -139,7 +115,7 @@ async fn rules_redirect_rewrite_and_serve_error_pages() {
         assert_eq!(a.header("etag"), etag, "{path}");
         assert_eq!(a.header("cache-control"), IMMUTABLE, "{path}");
         assert!(a.header("content-type").starts_with("text/html"), "{path}");
-        assert!(a.body.contains(text), "{path}");
+        assert!(a.text().contains(text), "{path}");
     }
     let a = answer(site.get(NEWLINES, "/redirect-one")).await;
     assert_eq!(
@@ -156,19 +132,27 @@ async fn invalid_files_fail_missing_paths_only() {
     let site = Site::start();
     let a = answer(site.get(FORCED, "/not-found")).await;
     assert_eq!(a.status, 500);
-    assert!(a.body.contains("could not parse _redirects:"), "{}", a.body);
+    assert!(
+        a.text().contains("could not parse _redirects:"),
+        "{}",
+        a.text()
+    );
     assert!(a
-        .body
+        .text()
         .contains("forced redirects (or \"shadowing\") are not supported"));
     let a = answer(site.get(TOO_LARGE, "/not-found")).await;
     assert_eq!(a.status, 500);
-    assert!(a.body.contains("could not parse _redirects:"), "{}", a.body);
-    assert!(a.body.contains("redirects file size cannot exceed"));
+    assert!(
+        a.text().contains("could not parse _redirects:"),
+        "{}",
+        a.text()
+    );
+    assert!(a.text().contains("redirects file size cannot exceed"));
     // Rules never shadow existing files, valid or not.
     let a = answer(site.get(BAD_CODES, "/found.html")).await;
     assert_eq!(a.status, 200);
-    assert!(a.body.contains("my found"));
-    assert!(!a.body.contains("unsupported redirect status"));
+    assert!(a.text().contains("my found"));
+    assert!(!a.text().contains("unsupported redirect status"));
 }
 
 #[tokio::test]
@@ -176,7 +160,7 @@ async fn single_page_app_rewrites_answer_conditional_requests() {
     let site = Site::start();
     let a = answer(site.get(SPA, "/missing-page").header("accept", "text/html")).await;
     assert_eq!(a.status, 200);
-    assert!(a.body.contains("hello world"));
+    assert!(a.text().contains("hello world"));
     let etag = a.header("etag").to_string();
     assert!(!etag.is_empty());
     for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
@@ -209,4 +193,60 @@ async fn the_file_does_not_act_outside_its_origin_or_for_explicit_formats() {
     // No rule matches: the ordinary 404.
     let a = answer(site.get(GOOD_CODES, "/no-rule-for-this")).await;
     assert_eq!(a.status, 404);
+}
+
+#[tokio::test]
+async fn dnslink_sites_use_their_own_redirects_even_below_a_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::cidgate(
+        dir.path(),
+        &[
+            "import",
+            common::fixture("redirects_file/redirects.car")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let config = dir.path().join("cidgate.toml");
+    // The conformance DNSLink points at the examples directory's CID; a site may also be a
+    // directory below a root, and its `_redirects` is then that directory's.
+    std::fs::write(
+        &config,
+        "[dnslink.names]\n\
+         \"dnslink-redirects-examples.example.org\" = \"/ipfs/QmYBhLYDwVFvxos9h8CGU2ibaY66QNgv8hpfewxaQrPiZj\"\n\
+         \"below-a-root.example.org\" = \"/ipfs/QmQyqMY5vUBSbSxyitJqthgwZunCQjDVtNd8ggVCxzuPQ4/examples\"\n",
+    )
+    .unwrap();
+    let s = Server::spawn_with_config(dir, &config, &[]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for host in [
+        "dnslink-redirects-examples.example.org",
+        "below-a-root.example.org",
+    ] {
+        let get = |path: &str| client.get(format!("{}{path}", s.url)).header("host", host);
+        let a = answer(get("/redirect-one")).await;
+        assert_eq!(
+            (a.status, a.header("location")),
+            (301, "/one.html"),
+            "{host}"
+        );
+        let a = answer(get("/not-found/has-no-redirects-entry")).await;
+        assert_eq!(a.status, 404, "{host}");
+        assert_eq!(
+            a.header("etag"),
+            "\"Qmd9GD7Bauh6N2ZLfNnYS3b7QVAijbud83b8GE8LPMNBBP\""
+        );
+        assert!(
+            !a.header("cache-control").contains("immutable"),
+            "a DNSLink site can change: {host}"
+        );
+        assert!(a.text().contains("my 404"));
+        let a = answer(get("/200-index")).await;
+        assert_eq!(a.status, 200, "{host}");
+        assert!(a.text().contains("my index"), "{host}");
+    }
 }

@@ -45,7 +45,9 @@ impl Admin {
                 });
                 let h = r.headers_mut();
                 h.insert(CONTENT_TYPE, HeaderValue::from_static(IPNS_RECORD_TYPE));
-                let max_age = record.ttl.map_or(60, |t| t.as_secs());
+                let max_age = record
+                    .max_age(std::time::SystemTime::now())
+                    .map_or(60, |t| t.as_secs());
                 if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
                     h.insert(CACHE_CONTROL, v);
                 }

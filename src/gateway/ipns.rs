@@ -70,11 +70,15 @@ pub async fn respond(
         }
     }
     let resolution = names.resolve(name)?;
-    let content_path = if rest.is_empty() {
-        resolution.path.clone()
+    let site = if isolated {
+        // A site's `_redirects` and rewrites are relative to the site's own root, which may be
+        // a directory inside the CID the name points at.
+        site_root(gw, &resolution.path).await?
     } else {
-        format!("{}{rest}", resolution.path.trim_end_matches('/'))
+        resolution.path.clone()
     };
+    // The request's own path decides about the trailing slash, not the value's.
+    let content_path = format!("{}{rest}", site.trim_end_matches('/'));
     let mut req = request::parse_path(parts, &content_path, isolated)?;
     // Headers name the path the client asked for; the CIDs behind it go in X-Ipfs-Roots.
     req.content_path = format!("/ipns/{name}{rest}");
@@ -99,6 +103,23 @@ pub async fn respond(
         }
     }
     Ok(resp)
+}
+
+/// `/ipfs/{cid}` of the directory an `/ipfs/{root}/a/b` value names.
+async fn site_root(gw: &Gateway, path: &str) -> Result<String, GatewayError> {
+    let mut parts = path
+        .trim_start_matches("/ipfs/")
+        .split('/')
+        .filter(|s| !s.is_empty());
+    let root = parts.next().unwrap_or_default();
+    let segments: Vec<String> = parts.map(str::to_string).collect();
+    if segments.is_empty() {
+        return Ok(path.to_string());
+    }
+    let root = cid::Cid::try_from(root)
+        .map_err(|e| GatewayError::BadGateway(format!("the name points at {path:?}: {e}")))?;
+    let resolved = crate::content::resolve(gw.source(), root, &segments).await?;
+    Ok(format!("/ipfs/{}", resolved.target))
 }
 
 /// The stored record of `name`, as is.
@@ -169,6 +190,8 @@ fn record(
     }
     let h = resp.headers_mut();
     set(h, X_IPFS_PATH, &format!("/ipns/{name}"));
+    // The same URL answers with the content unless Accept asks for the record.
+    h.insert(http::header::VARY, HeaderValue::from_static("Accept"));
     h.remove(X_IPFS_ROOTS);
     cors(h);
     Ok(resp)

@@ -164,7 +164,7 @@ impl Gateway {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
         }
-        if let Some(names) = &self.names {
+        if let Some(names) = self.names.as_ref().filter(|n| n.any_dnslink()) {
             // A DNSLink gateway: the Host is a site, and every path is inside it.
             if let Some(host) = request_host(parts).filter(|h| names.has_dnslink(h)) {
                 return ipns::respond(self, names, parts, host, path, true).await;
@@ -370,14 +370,8 @@ impl Gateway {
                 Ok(Some(resp))
             }
             subdomain::HostRoute::Name(name) => {
-                if parts.method == Method::OPTIONS {
-                    let mut r = Response::new(body::empty());
-                    set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
-                    cors(r.headers_mut());
+                if let Some(r) = preflight(parts)? {
                     return Ok(Some(r));
-                }
-                if parts.method != Method::GET && parts.method != Method::HEAD {
-                    return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
                 }
                 let Some(names) = &self.names else {
                     return Err(GatewayError::NotImplemented(
@@ -389,14 +383,8 @@ impl Gateway {
                 Ok(Some(resp))
             }
             subdomain::HostRoute::Content(cid) => {
-                if parts.method == Method::OPTIONS {
-                    let mut r = Response::new(body::empty());
-                    set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
-                    cors(r.headers_mut());
+                if let Some(r) = preflight(parts)? {
                     return Ok(Some(r));
-                }
-                if parts.method != Method::GET && parts.method != Method::HEAD {
-                    return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
                 }
                 let content_path = format!("/ipfs/{cid}{path}");
                 let req = request::parse_path(parts, &content_path, true)?;
@@ -455,6 +443,21 @@ impl Gateway {
             &headers::content_disposition(kind, name),
         );
     }
+}
+
+/// The answer to an `OPTIONS` on a content origin, or the refusal of a method other than GET
+/// and HEAD; `None` for GET and HEAD.
+fn preflight(parts: &http::request::Parts) -> Result<Option<Response<Body>>, GatewayError> {
+    if parts.method == Method::OPTIONS {
+        let mut r = Response::new(body::empty());
+        set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
+        cors(r.headers_mut());
+        return Ok(Some(r));
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
+    }
+    Ok(None)
 }
 
 /// The host the client asked for (behind a proxy, `X-Forwarded-Host`), without its port.

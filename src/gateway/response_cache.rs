@@ -93,8 +93,14 @@ impl ResponseCache {
         if varies {
             return None;
         }
+        // HTTP/2 carries the host in `:authority` (the URI), not in a Host header; routing reads
+        // either, so the key must too, or one site's page would answer for another.
+        let host = match h.get(HOST) {
+            Some(v) => v.clone(),
+            None => http::HeaderValue::from_str(parts.uri.authority()?.as_str()).ok()?,
+        };
         Some(Key {
-            host: h.get(HOST).cloned(),
+            host: Some(host),
             target: parts.uri.path_and_query()?.as_str().to_string(),
             accept: h.get(ACCEPT).cloned(),
         })
@@ -169,6 +175,18 @@ mod tests {
     }
 
     #[test]
+    fn http2_requests_are_keyed_on_their_authority() {
+        // HTTP/2 has no Host header: `:authority` is in the URI, and it routes the request.
+        let a = ResponseCache::key(&parts("GET", "http://a.ipfs.example.com/", &[])).unwrap();
+        let b = ResponseCache::key(&parts("GET", "http://b.ipfs.example.com/", &[])).unwrap();
+        assert_ne!(a, b, "two sites never share an entry");
+        assert!(
+            ResponseCache::key(&parts("GET", "/", &[])).is_none(),
+            "no host at all: not cached"
+        );
+    }
+
+    #[test]
     fn only_plain_gets_are_looked_up() {
         assert!(ResponseCache::key(&parts("GET", "/ipfs/x", &[("host", "a")])).is_some());
         assert!(ResponseCache::key(&parts("HEAD", "/ipfs/x", &[])).is_none());
@@ -182,7 +200,7 @@ mod tests {
             "x-forwarded-proto",
         ] {
             assert!(
-                ResponseCache::key(&parts("GET", "/ipfs/x", &[(h, "1")])).is_none(),
+                ResponseCache::key(&parts("GET", "/ipfs/x", &[("host", "a"), (h, "1")])).is_none(),
                 "{h}"
             );
         }
@@ -204,7 +222,7 @@ mod tests {
     #[test]
     fn keeps_complete_immutable_200s_only() {
         let cache = ResponseCache::new(1 << 20);
-        let key = |p: &str| ResponseCache::key(&parts("GET", p, &[])).unwrap();
+        let key = |p: &str| ResponseCache::key(&parts("GET", p, &[("host", "a")])).unwrap();
         cache.put(
             key("/a"),
             &response(200, "public, max-age=29030400, immutable", b"hi"),

@@ -42,11 +42,36 @@ fn label_under<'h>(hostname: &'h str, kind: &str, gw: &str) -> Option<&'h str> {
 fn ipns_label(name: &str) -> Option<String> {
     match crate::ipns::IpnsName::parse(name) {
         Ok(n) => Some(n.to_cid_string()),
-        Err(_) if name.contains('.') => {
+        Err(crate::ipns::name::NameError::WrongCodec { fixed, .. }) => Some(fixed.to_cid_string()),
+        Err(_) if is_domain_name(name) => {
             Some(crate::ipns::dns_label_of_domain(&name.to_ascii_lowercase()))
         }
         Err(_) => None,
     }
+}
+
+/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
+/// with at least one dot. Anything else (`\`, `:`, `@`, …) could turn the redirect built from
+/// it into a redirect to another host.
+fn is_domain_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            (1..=MAX_LABEL).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A path segment percent-decoded, as the router will read it (`None` if not UTF-8).
+fn decoded(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 /// The DNS label form of a CID: CIDv1 in base32, or base36 when base32 is too long.
@@ -97,7 +122,7 @@ pub fn route(
         if hostname.eq_ignore_ascii_case(gw) {
             if let Some(rest) = path.strip_prefix("/ipns/") {
                 let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
-                let Some(label) = ipns_label(name) else {
+                let Some(label) = decoded(name).and_then(|n| ipns_label(&n)) else {
                     return Ok(HostRoute::Path);
                 };
                 let port = &host[hostname.len()..];
@@ -111,7 +136,7 @@ pub fn route(
                 return Ok(HostRoute::Path);
             };
             let (cid_str, tail) = rest.split_once('/').map_or((rest, ""), |(c, t)| (c, t));
-            let Ok(cid) = Cid::try_from(cid_str) else {
+            let Some(Ok(cid)) = decoded(cid_str).map(|c| Cid::try_from(c.as_str())) else {
                 return Ok(HostRoute::Path);
             };
             let label = dns_label(&cid)?;
@@ -256,5 +281,53 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains("DNS label length limit of 63"));
+    }
+
+    #[test]
+    fn ipns_names_are_redirected_only_as_dns_names() {
+        // A backslash would make browsers read the text before it as the host.
+        for name in [
+            "3627730126\\.a",
+            "evil.com:8080\\.a",
+            "a@b.c",
+            "-a.b",
+            "no-dot",
+        ] {
+            assert_eq!(
+                route(
+                    &hosts(),
+                    "example.com",
+                    "http",
+                    &format!("/ipns/{name}/x"),
+                    None
+                )
+                .unwrap(),
+                HostRoute::Path,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            route(
+                &hosts(),
+                "example.com",
+                "http",
+                "/ipns/en.wikipedia-on-ipfs.org/",
+                None
+            )
+            .unwrap(),
+            HostRoute::Redirect("http://en-wikipedia--on--ipfs-org.ipns.example.com/".into())
+        );
+        // Percent-encoding does not hide a name from its own origin.
+        assert_eq!(
+            route(
+                &hosts(),
+                "example.com",
+                "http",
+                "/ipns/example%2Eorg/",
+                None
+            )
+            .unwrap(),
+            HostRoute::Redirect("http://example-org.ipns.example.com/".into())
+        );
     }
 }

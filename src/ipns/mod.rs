@@ -79,6 +79,8 @@ pub struct Resolution {
 pub struct NameResolver {
     store: LocalStore,
     dnslink: BTreeMap<String, String>,
+    /// Serialises storing records, so that two updates cannot both pass the sequence check.
+    writing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn meta_key(name: &IpnsName) -> String {
@@ -92,27 +94,46 @@ impl NameResolver {
             .into_iter()
             .map(|(d, p)| (d.trim_end_matches('.').to_ascii_lowercase(), p))
             .collect();
-        Self { store, dnslink }
+        Self {
+            store,
+            dnslink,
+            writing: Default::default(),
+        }
     }
 
     /// Whether `domain` has a configured DNSLink (a DNSLink gateway host).
     pub fn has_dnslink(&self, domain: &str) -> bool {
+        if self.dnslink.is_empty() {
+            return false;
+        }
+        let domain = domain.trim_end_matches('.');
+        if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.dnslink.contains_key(&domain.to_ascii_lowercase())
+        } else {
+            self.dnslink.contains_key(domain)
+        }
+    }
+
+    /// Whether any DNSLink domain is configured (so that Host headers are worth looking at).
+    pub fn any_dnslink(&self) -> bool {
         !self.dnslink.is_empty()
-            && self
-                .dnslink
-                .contains_key(&domain.trim_end_matches('.').to_ascii_lowercase())
     }
 
     /// Verifies `bytes` as the record of `name` and stores it, unless the store holds a record
     /// with a higher sequence number.
     pub fn put_record(&self, name: &IpnsName, bytes: &[u8]) -> Result<IpnsRecord, ResolveError> {
         let record = verify(name, bytes)?;
-        if let Some(held) = self.record(name)? {
-            if held.1.sequence > record.sequence {
+        let _writing = self
+            .writing
+            .lock()
+            .map_err(|_| ResolveError::Invalid("record store lock poisoned".into()))?;
+        // A held record that no longer verifies (expired) never blocks its successor.
+        if let Ok(Some((_, held))) = self.record(name) {
+            if held.sequence > record.sequence {
                 return Err(ResolveError::Stale {
                     name: name.to_cid_string(),
                     offered: record.sequence,
-                    held: held.1.sequence,
+                    held: held.sequence,
                 });
             }
         }

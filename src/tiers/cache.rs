@@ -84,7 +84,8 @@ pub struct EdgeCache {
     cache: Arc<Cache<Multihash<64>, Bytes, BlockWeight, DefaultHashBuilder, Evictions>>,
     metrics: Arc<Metrics>,
     arena: Option<Arena>,
-    /// Large heap blocks hit once since admission; a second hit moves them to the arena.
+    /// Large heap blocks hit once (a bounded memory of recent keys, which may outlive an
+    /// eviction); the next hit moves them to the arena.
     hit_once: Arc<Cache<Multihash<64>, ()>>,
 }
 
@@ -100,7 +101,12 @@ impl EdgeCache {
         let arena = match Arena::new(arena_bytes(bytes)) {
             Ok(arena) => Some(arena),
             Err(e) => {
-                tracing::warn!(error = %e, "cached blocks stay on the heap");
+                match e {
+                    crate::zero_copy::ArenaError::Unsupported => {
+                        tracing::info!(error = %e, "cached blocks stay on the heap")
+                    }
+                    _ => tracing::warn!(error = %e, "cached blocks stay on the heap"),
+                }
                 None
             }
         };
@@ -153,6 +159,16 @@ impl EdgeCache {
 
     /// Admits a verified block.
     pub fn insert(&self, block: &Block) {
+        if let Some(arena) = &self.arena {
+            // A block delivered again (another stream) would replace its arena copy with a heap
+            // one; the bytes are the same (the key is their hash), so keep what is there.
+            let key = block.cid().hash();
+            if block.data().len() >= MIN_ZERO_COPY_BYTES
+                && self.cache.peek(key).is_some_and(|held| arena.holds(&held))
+            {
+                return;
+            }
+        }
         self.cache.insert(*block.cid().hash(), block.data().clone());
         self.metrics.cache_bytes.set(self.cache.weight() as i64);
         if let Some(arena) = &self.arena {
@@ -245,6 +261,7 @@ mod tests {
         assert_eq!(hit.data(), b.data());
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn large_blocks_move_to_the_arena_on_their_second_hit() {
         let metrics = Metrics::new();

@@ -13,8 +13,29 @@ use rustix::mm::{MapFlags, ProtFlags};
 
 use super::ArenaError;
 
-/// Slots are whole pages, so a freed slot can be punched out without touching a neighbour.
-const PAGE: usize = 4096;
+/// Where the kernel says whether shared memory may use huge pages.
+const SHMEM_HUGE_SETTINGS: &str = "/sys/kernel/mm/transparent_hugepage";
+
+/// Slots are whole pages of this size (the kernel's base page), so a freed slot can be punched
+/// out without touching a neighbour: punching part of a page would zero it in place, under a
+/// socket that may still be sending it.
+fn page() -> usize {
+    rustix::param::page_size()
+}
+
+/// Whether some setting forces huge pages on all shared memory. A huge page cannot be split
+/// while a socket holds it, so punching a slot out of it would zero bytes in flight; `force`
+/// overrides the `MADV_NOHUGEPAGE` the arena asks for.
+fn shmem_huge_pages_forced() -> bool {
+    let mut files = vec![std::path::PathBuf::from(SHMEM_HUGE_SETTINGS).join("shmem_enabled")];
+    if let Ok(dir) = std::fs::read_dir(SHMEM_HUGE_SETTINGS) {
+        files.extend(dir.flatten().map(|e| e.path().join("shmem_enabled")));
+    }
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|setting| setting.contains("[force]"))
+}
 
 /// Every live arena mapping, for [`locate`]; weak so that the registry does not keep one alive.
 static REGIONS: RwLock<Vec<(usize, usize, Weak<Region>)>> = RwLock::new(Vec::new());
@@ -72,6 +93,8 @@ pub(super) fn locate(slice: &[u8]) -> Option<(Arc<Region>, u64)> {
 struct Shared {
     region: Arc<Region>,
     allocator: Mutex<Allocator>,
+    /// The kernel's base page size: the unit of slots.
+    page: usize,
     used: AtomicU64,
 }
 
@@ -84,9 +107,13 @@ pub struct Arena {
 impl Arena {
     /// An arena of `bytes` (rounded up to whole pages); memory is taken only as slots fill.
     pub fn new(bytes: u64) -> Result<Self, ArenaError> {
-        let pages = bytes.div_ceil(PAGE as u64).max(1);
+        if shmem_huge_pages_forced() {
+            return Err(ArenaError::HugePagesForced);
+        }
+        let page = page();
+        let pages = bytes.div_ceil(page as u64).max(1);
         let pages32 = u32::try_from(pages).map_err(|_| ArenaError::TooLarge(bytes))?;
-        let len = usize::try_from(pages * PAGE as u64).map_err(|_| ArenaError::TooLarge(bytes))?;
+        let len = usize::try_from(pages * page as u64).map_err(|_| ArenaError::TooLarge(bytes))?;
         let fd = rustix::fs::memfd_create("cidgate-cache", MemfdFlags::CLOEXEC)
             .map_err(std::io::Error::from)?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(std::io::Error::from)?;
@@ -106,6 +133,11 @@ impl Arena {
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| ArenaError::Os(std::io::Error::other("mmap returned a null mapping")))?;
         let region = Arc::new(Region { base, len, fd });
+        // SAFETY: advice on the mapping just made (unmapped by `region` if this fails); it
+        // changes how pages are backed, not what they hold. Base pages only, for the reason in
+        // `shmem_huge_pages_forced`.
+        unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxNoHugepage) }
+            .map_err(std::io::Error::from)?;
         if let Ok(mut regions) = REGIONS.write() {
             regions.retain(|(_, _, weak)| weak.strong_count() > 0);
             regions.push((base.as_ptr() as usize, len, Arc::downgrade(&region)));
@@ -113,7 +145,12 @@ impl Arena {
         Ok(Self {
             shared: Arc::new(Shared {
                 region,
-                allocator: Mutex::new(Allocator::new(pages32)),
+                // Room for as many slots as blocks of the smallest size the arena takes.
+                allocator: Mutex::new(Allocator::with_max_allocs(
+                    pages32,
+                    (bytes / super::MIN_ZERO_COPY_BYTES as u64).clamp(1024, 1 << 24) as u32,
+                )),
+                page,
                 used: AtomicU64::new(0),
             }),
         })
@@ -121,14 +158,15 @@ impl Arena {
 
     /// A copy of `data` in a fresh slot, or `None` when no slot of that size is free.
     pub fn copy_in(&self, data: &[u8]) -> Option<Bytes> {
-        let pages = data.len().div_ceil(PAGE).max(1);
+        let page = self.shared.page;
+        let pages = data.len().div_ceil(page).max(1);
         let allocation = self
             .shared
             .allocator
             .lock()
             .ok()?
             .allocate(u32::try_from(pages).ok()?)?;
-        let offset = allocation.offset as usize * PAGE;
+        let offset = allocation.offset as usize * page;
         // SAFETY: the allocator gave these pages to this slot alone and they lie inside the
         // mapping; no `Bytes` over them exists yet, so nothing reads them while they are written.
         unsafe {
@@ -138,7 +176,7 @@ impl Arena {
                 data.len(),
             );
         }
-        let span = (pages * PAGE) as u64;
+        let span = (pages * page) as u64;
         self.shared.used.fetch_add(span, Ordering::Relaxed);
         Some(Bytes::from_owner(Slot {
             shared: self.shared.clone(),
@@ -221,7 +259,11 @@ mod tests {
         assert_ne!(offset_a, offset_b);
         assert_eq!(locate(&a[4096..8192]).unwrap().1, offset_a + 4096);
         assert!(locate(&[0u8; 100]).is_none());
-        assert_eq!(arena.used(), (25 + 2) * 4096);
+        let p = page() as u64;
+        assert_eq!(
+            arena.used(),
+            100_000u64.div_ceil(p) * p + 5000u64.div_ceil(p) * p
+        );
     }
 
     #[test]
@@ -253,6 +295,6 @@ mod tests {
         assert!(locate(&bytes).is_some(), "slots keep the mapping alive");
         drop(bytes);
         let regions = REGIONS.read().unwrap();
-        assert!(regions.iter().all(|(b, _, _)| *b != addr & !(PAGE - 1)));
+        assert!(regions.iter().all(|(b, _, _)| *b != addr & !(page() - 1)));
     }
 }

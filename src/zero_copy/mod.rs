@@ -4,16 +4,20 @@
 //! bytes from the heap into the socket buffer. nginx serves the same bytes with `sendfile(2)`,
 //! which hands page references to the socket instead; on a 1 MiB hit that copy is about half the
 //! server's time. So large cached blocks that are read again move into an [`Arena`]: a memory
-//! file (`memfd`) mapped into the process and carved into slots. Their `Bytes` are ordinary slices of that mapping, so
-//! every reader (hashing, ranges, CAR frames, TLS) sees plain memory, and [`ZeroCopyStream`], the
-//! plain-TCP connection type of the public listener, recognises a slice inside an arena when
-//! hyper or h2 writes it and sends it with `sendfile` from the memory file at the same offset.
+//! file (`memfd`) mapped into the process and carved into slots. Their `Bytes` are ordinary
+//! slices of that mapping, so every reader (hashing, ranges, CAR frames, TLS) sees plain memory,
+//! and [`ZeroCopyStream`], the plain-TCP connection type of the public listener, recognises a
+//! slice of 64 KiB or more inside an arena when hyper writes it and sends it with `sendfile` from
+//! the memory file at the same offset. HTTP/1.1 bodies qualify; HTTP/2 cuts bodies into frames
+//! of the peer's frame size (16 KiB unless it asks for more), which are written as usual.
 //!
 //! Safety of the bytes in flight: once `sendfile` returns, the socket holds references to the
 //! memory file's pages until the peer has read them. A slot is never rewritten in place: when
 //! its last `Bytes` is dropped, its pages are punched out of the file first, which leaves the
-//! old pages to the socket and gives the next slot fresh ones. A slot whose pages cannot be
-//! punched out is never reused.
+//! old pages to the socket and gives the next slot fresh ones. That needs slots of whole base
+//! pages and no huge pages under them: slots use the kernel's page size, the mapping is advised
+//! `MADV_NOHUGEPAGE`, and no arena is made where the kernel forces huge pages on shared memory.
+//! A slot whose pages cannot be punched out is never reused.
 
 #[cfg(target_os = "linux")]
 mod arena;
@@ -46,4 +50,8 @@ pub enum ArenaError {
     /// This platform has no `memfd` / `sendfile`.
     #[error("zero-copy sends need Linux")]
     Unsupported,
+    /// The kernel forces huge pages on shared memory (`shmem_enabled` = `force`), which would
+    /// let a freed slot's pages change under a socket still sending them.
+    #[error("shared memory huge pages are forced (transparent_hugepage/shmem_enabled = force)")]
+    HugePagesForced,
 }

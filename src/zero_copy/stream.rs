@@ -1,7 +1,6 @@
 //! A plain TCP connection that sends arena-resident bytes with `sendfile(2)`.
 
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -52,17 +51,17 @@ impl ZeroCopyStream {
         });
         match found {
             None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
-            Some((0, region, offset)) => {
-                let len = bufs[0].len();
+            // The slice comes first (or only empty buffers precede it): send it from the file.
+            Some((i, region, offset)) if bufs[..i].iter().all(|b| b.is_empty()) => {
+                let slice = &bufs[i];
                 let sent = ready!(self.poll_socket(cx, |socket| {
-                    let file: BorrowedFd<'_> = region.fd();
                     let mut at = offset;
-                    rustix::fs::sendfile(socket, file, Some(&mut at), len)
+                    rustix::fs::sendfile(socket, region.fd(), Some(&mut at), slice.len())
                 }));
                 match sent {
                     // Cannot happen for a live slot; write the bytes instead of reporting a
                     // zero-length write, which hyper would treat as a dead connection.
-                    Ok(0) => Pin::new(&mut self.inner).poll_write(cx, &bufs[0]),
+                    Ok(0) => Pin::new(&mut self.inner).poll_write(cx, slice),
                     Ok(n) => {
                         self.sent.inc_by(n as u64);
                         Poll::Ready(Ok(n))
