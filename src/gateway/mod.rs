@@ -62,6 +62,7 @@ pub struct Gateway {
     names: Option<crate::ipns::NameResolver>,
     options: Arc<GatewayOptions>,
     responses: Option<Arc<ResponseCache>>,
+    redirects: unixfs_redirects::RedirectsCache,
 }
 
 /// Which content a response served, for the layers around the gateway that count demand.
@@ -82,6 +83,7 @@ impl Gateway {
         Self {
             source,
             names: None,
+            redirects: Default::default(),
             options: Arc::new(options),
             responses,
         }

@@ -1,9 +1,14 @@
 //! Applying a site's `_redirects` file (ipfs/specs `web-redirects-file.md`) to a request whose
 //! path is missing from its content root. The rules themselves live in [`super::redirects`].
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use bytes::{Bytes, BytesMut};
+use cid::Cid;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{Response, StatusCode};
+use lru::LruCache;
 use tokio::sync::mpsc;
 
 use super::error::GatewayError;
@@ -18,6 +23,26 @@ use crate::path_encoding::encode_segment;
 
 /// The file's name at the content root.
 const FILE_NAME: &str = "_redirects";
+
+/// Content roots whose `_redirects` were read recently.
+const CACHED_ROOTS: usize = 256;
+
+/// What a root's `_redirects` was found to be.
+type Loaded = Result<Option<Arc<Redirects>>, String>;
+
+/// Parsed `_redirects` files by content root. Content never changes under a CID, so entries
+/// never go stale; without this, every request for a missing path of a site (any made-up
+/// path, any single-page-app route) would read and parse the file again.
+#[derive(Clone)]
+pub struct RedirectsCache(Arc<Mutex<LruCache<Cid, Loaded>>>);
+
+impl Default for RedirectsCache {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(LruCache::new(
+            NonZeroUsize::new(CACHED_ROOTS).unwrap_or(NonZeroUsize::MIN),
+        ))))
+    }
+}
 
 /// Whether a request that ended in `not_found` may be answered by the root's `_redirects`:
 /// only where the root has an origin of its own (a subdomain host), and only for the implicit
@@ -35,7 +60,7 @@ pub async fn respond(
     req: &GatewayRequest,
     not_found: GatewayError,
 ) -> Result<Response<Body>, GatewayError> {
-    let Some(rules) = load(gw, req).await? else {
+    let Some(rules) = cached_load(gw, req).await? else {
         return Err(not_found);
     };
     let mut path = format!("/{}", req.segments.join("/"));
@@ -61,6 +86,32 @@ pub async fn respond(
         301 | 302 | 303 | 307 | 308 => Ok(redirect(req, hit.status, &hit.to)),
         status => error_page(gw, req, status, &hit.to).await,
     }
+}
+
+/// [`load`] through the gateway's cache. Only answers about the content are kept (none, or
+/// parsed, or invalid); a failure to read it (a tier down) is not.
+async fn cached_load(
+    gw: &Gateway,
+    req: &GatewayRequest,
+) -> Result<Option<Arc<Redirects>>, GatewayError> {
+    if let Some(hit) = gw
+        .redirects
+        .0
+        .lock()
+        .ok()
+        .and_then(|mut c| c.get(&req.root).cloned())
+    {
+        return hit.map_err(GatewayError::Internal);
+    }
+    let loaded: Loaded = match load(gw, req).await {
+        Ok(found) => Ok(found.map(Arc::new)),
+        Err(GatewayError::Internal(reason)) => Err(reason),
+        Err(other) => return Err(other),
+    };
+    if let Ok(mut cache) = gw.redirects.0.lock() {
+        cache.put(req.root, loaded.clone());
+    }
+    loaded.map_err(GatewayError::Internal)
 }
 
 /// The parsed `_redirects` of the request's root, `None` when it has none.

@@ -12,7 +12,11 @@ pub mod record;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
+use lru::LruCache;
 
 pub use name::IpnsName;
 pub use record::IpnsRecord;
@@ -80,8 +84,14 @@ pub struct NameResolver {
     store: LocalStore,
     dnslink: BTreeMap<String, String>,
     /// Serialises storing records, so that two updates cannot both pass the sequence check.
-    writing: std::sync::Arc<std::sync::Mutex<()>>,
+    writing: Arc<Mutex<()>>,
+    /// Records verified recently, so that a popular name is not read and its signature checked
+    /// on every request; emptied of a name whenever a record for it is stored.
+    verified: Arc<Mutex<LruCache<IpnsName, (Bytes, IpnsRecord)>>>,
 }
+
+/// Names whose verified records are kept in memory.
+const VERIFIED_NAMES: usize = 1024;
 
 fn meta_key(name: &IpnsName) -> String {
     format!("ipns/{}", name.to_cid_string())
@@ -98,6 +108,9 @@ impl NameResolver {
             store,
             dnslink,
             writing: Default::default(),
+            verified: Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(VERIFIED_NAMES).unwrap_or(NonZeroUsize::MIN),
+            ))),
         }
     }
 
@@ -138,16 +151,34 @@ impl NameResolver {
             }
         }
         self.store.meta_put(&meta_key(name), bytes)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.pop(name);
+        }
         Ok(record)
     }
 
     /// The stored record of `name` (raw bytes and contents), if one is held and still valid.
     pub fn record(&self, name: &IpnsName) -> Result<Option<(Bytes, IpnsRecord)>, ResolveError> {
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|mut v| v.get(name).cloned());
+        if let Some((bytes, record)) = remembered {
+            // Its signature was checked; only its end of validity can have passed since.
+            if record.validity > SystemTime::now() {
+                return Ok(Some((bytes, record)));
+            }
+        }
         let Some(bytes) = self.store.meta_get(&meta_key(name))? else {
             return Ok(None);
         };
         let record = verify(name, &bytes)?;
-        Ok(Some((Bytes::from(bytes), record)))
+        let bytes = Bytes::from(bytes);
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.put(*name, (bytes.clone(), record.clone()));
+        }
+        Ok(Some((bytes, record)))
     }
 
     /// The `/ipfs/` path `name` (an IPNS name or DNSLink domain) points at, following chains.
