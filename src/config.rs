@@ -479,6 +479,15 @@ impl Config {
                     &format!("{domain:?} maps to {path:?}: not an /ipfs/ or /ipns/ path"),
                 );
             }
+            if let Some(rest) = path.strip_prefix("/ipfs/") {
+                let root = rest.split('/').next().unwrap_or_default();
+                if let Err(e) = cid::Cid::try_from(root) {
+                    return bad(
+                        "dnslink.names",
+                        &format!("{domain:?} maps to {path:?}: {root:?} is not a CID: {e}"),
+                    );
+                }
+            }
         }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return bad(
@@ -802,6 +811,7 @@ mod tests {
         for bad in [
             "nodot=/ipfs/bafkqaaa",
             "a.example.org=https://x",
+            "a.example.org=/ipfs/notacid/x",
             "a.example.org",
         ] {
             let err = Config::load(None, env(&[("CIDGATE_DNSLINK__NAMES", bad)])).unwrap_err();

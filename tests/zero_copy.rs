@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cidgate, client, metric_sum, metrics, noise, parse_car, Server};
+use common::{cidgate, client, get_bytes, metric_sum, metrics, noise, parse_car, Server};
 use sha2::{Digest, Sha256};
 
 const SENT: &str = "cidgate_zero_copy_response_bytes_total";
@@ -54,14 +54,7 @@ async fn cached_blocks_go_out_by_sendfile_and_every_byte_is_right() {
     // The first read fills the cache and the second moves the leaves into the arena (a block
     // moves once it is read twice); the next two send from it.
     for _ in 0..4 {
-        let body = client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = get_bytes(&url).await;
         assert!(body == content[..], "whole file over HTTP/1.1");
     }
     let h2 = reqwest::Client::builder()
@@ -93,14 +86,7 @@ async fn cached_blocks_go_out_by_sendfile_and_every_byte_is_right() {
         "the second part of a multipart range is intact"
     );
 
-    let car = client()
-        .get(format!("{url}?format=car"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let car = get_bytes(&format!("{url}?format=car")).await;
     let car = parse_car(&car); // checks every block against its CID
     let total: usize = car.blocks.iter().map(|(_, d)| d.len()).sum();
     assert!(total >= content.len(), "the CAR holds every leaf");
@@ -119,14 +105,7 @@ async fn turned_off_every_byte_is_written() {
     let s = Server::spawn(dir, &[("CIDGATE_CACHE__ZERO_COPY", "false")], &[]);
     let url = format!("{}/ipfs/{cid}", s.url);
     for _ in 0..2 {
-        let body = client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let body = get_bytes(&url).await;
         assert!(body == content[..]);
     }
     let m = metrics(&s).await;
