@@ -136,7 +136,10 @@ async fn names_resolve_to_content_fresh_for_their_ttl() {
     assert_eq!(a.status, 400);
     let unknown = "k51qzi5uqu5dm4tm0wt8srkg9h9suud4wuiwjimndrkydqm81cqtlb5ak6p7ku";
     let a = fetch(&s, None, &format!("/ipns/{unknown}"), None).await;
-    assert_eq!(a.status, 404);
+    assert_eq!(
+        a.status, 502,
+        "a name without a valid record cannot be resolved"
+    );
 }
 
 #[tokio::test]

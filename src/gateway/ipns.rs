@@ -19,7 +19,9 @@ impl From<ResolveError> for GatewayError {
     fn from(e: ResolveError) -> Self {
         match e {
             ResolveError::Invalid(_) => GatewayError::BadRequest(e.to_string()),
-            ResolveError::Unknown(_) => GatewayError::NotFound(e.to_string()),
+            // A name is resolved or not; there is no "nothing at this path" for it. Gateways
+            // answer an unresolvable name (no valid record anywhere) with a 5xx, so do we.
+            ResolveError::Unknown(_) => GatewayError::BadGateway(e.to_string()),
             ResolveError::Record { .. }
             | ResolveError::BadValue { .. }
             | ResolveError::TooDeep(_) => GatewayError::BadGateway(e.to_string()),
