@@ -85,7 +85,9 @@ impl Handler for GatewayHandler {
             let uri = req.uri().clone();
             let path = uri.path();
             let start = Instant::now();
-            metrics.inflight.inc();
+            // Counted out when the response (body included) is done, or when the client
+            // leaves first and this future is dropped at whatever await point.
+            let in_flight = InFlight::new(&metrics);
             let trace = RequestTrace::default();
             let span = tracing::debug_span!("request", %method, %path);
             // A panic is a bug; it must cost one response, not the connection or the process.
@@ -145,7 +147,7 @@ impl Handler for GatewayHandler {
                 .inc();
             tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
             let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
-            resp.map(|body| counted(body, metrics, start, demand))
+            resp.map(|body| counted(body, metrics, start, demand, in_flight))
         })
     }
 }
@@ -200,6 +202,22 @@ fn format_label(content_type: &str) -> &'static str {
     }
 }
 
+/// One request in the `inflight_requests` gauge, until dropped.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(metrics: &Metrics) -> Self {
+        metrics.inflight.inc();
+        InFlight(metrics.inflight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Counts body bytes; the request's latency and in-flight count end when the body is dropped.
 /// A body whose size is known (a whole buffer) is left as it is, so hyper can write head and
 /// body together.
@@ -208,12 +226,13 @@ fn counted(
     metrics: Arc<Metrics>,
     start: Instant,
     on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    in_flight: InFlight,
 ) -> crate::gateway::Body {
     use http_body::Body as _;
     if let Some(n) = body.size_hint().exact() {
         metrics.bytes_served.inc_by(n);
         metrics.latency.observe(start.elapsed().as_secs_f64());
-        metrics.inflight.dec();
+        drop(in_flight);
         if let Some(f) = on_done {
             f(n);
         }
@@ -224,13 +243,13 @@ fn counted(
         start: Instant,
         bytes: u64,
         on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+        _in_flight: InFlight,
     }
     impl Drop for Done {
         fn drop(&mut self) {
             self.metrics
                 .latency
                 .observe(self.start.elapsed().as_secs_f64());
-            self.metrics.inflight.dec();
             if let Some(f) = self.on_done.take() {
                 f(self.bytes);
             }
@@ -241,6 +260,7 @@ fn counted(
         start,
         bytes: 0,
         on_done,
+        _in_flight: in_flight,
     };
     body.map_frame(move |frame| {
         // Borrow the whole struct: capturing only the field would drop `done` right away.

@@ -68,6 +68,21 @@ pub struct ActionLabels {
     pub outcome: &'static str,
 }
 
+/// Label of the in-flight work gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkKind {
+    /// block_flights, dag_streams, dag_waiters, dag_ready_bytes, discovery_lookups, prewarms,
+    /// pins, connections, admin_connections, …
+    pub kind: &'static str,
+}
+
+/// Label of refusals by a limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitReason {
+    /// connections, concurrency, client_rate, timeout, size, …
+    pub reason: &'static str,
+}
+
 /// Every metric cidgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -131,6 +146,11 @@ pub struct Metrics {
     pub cold_spend: Counter<f64, std::sync::atomic::AtomicU64>,
     /// FIL left in today's budget.
     pub cold_budget_remaining: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Shared in-flight work by kind; every kind returns to zero when the gateway is idle, which
+    /// is how tests (and operators) see that nothing was left behind by clients that left.
+    pub inflight_work: Family<WorkKind, Gauge>,
+    /// Connections and requests refused or cut by a limit, by reason.
+    pub limited: Family<LimitReason, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -173,6 +193,8 @@ impl Metrics {
             popularity_tracked: Gauge::default(),
             cold_spend: Counter::default(),
             cold_budget_remaining: Gauge::default(),
+            inflight_work: Family::default(),
+            limited: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -321,7 +343,27 @@ impl Metrics {
             "FIL left in today's retrieval budget",
             m.cold_budget_remaining.clone(),
         );
+        registry.register(
+            "inflight_work",
+            "Shared in-flight work by kind (block flights, DAG streams, parked waiters, permits, connections)",
+            m.inflight_work.clone(),
+        );
+        registry.register(
+            "limited",
+            "Connections and requests refused or cut by a limit, by reason",
+            m.limited.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The in-flight gauge of `kind`.
+    pub fn work(&self, kind: &'static str) -> Gauge {
+        self.inflight_work.get_or_create(&WorkKind { kind }).clone()
+    }
+
+    /// Counts one refusal or cut by a limit.
+    pub fn limit_hit(&self, reason: &'static str) {
+        self.limited.get_or_create(&LimitReason { reason }).inc();
     }
 
     /// Counts a fetch from `tier`.
@@ -459,6 +501,21 @@ tokio::task_local! {
 }
 
 /// Records tier time into the current request's trace, if there is one.
+/// `fut`, recording into the current request's trace wherever it runs: work a request starts
+/// in a task of its own (a coalesced fetch, a DAG stream) still shows in that request's
+/// `Server-Timing` and `X-Cidgate-Tier`.
+pub fn in_current_trace<F>(fut: F) -> futures::future::BoxFuture<'static, F::Output>
+where
+    F: std::future::Future + Send + 'static,
+{
+    use futures::FutureExt;
+    match TRACE.try_with(|t| t.clone()) {
+        Ok(t) => TRACE.scope(t, fut).boxed(),
+        Err(_) => fut.boxed(),
+    }
+}
+
+/// Records time spent in `tier` for the current request, if any.
 pub fn trace(tier: &'static str, took: Duration) {
     let _ = TRACE.try_with(|t| t.record(tier, took));
 }

@@ -46,7 +46,7 @@ pub async fn read_dag(
     limit: u64,
     progress: impl FnMut(WalkReport) + Send,
 ) -> Result<WalkReport, ContentError> {
-    src.prefetch(req).await;
+    let _stream = src.prefetch(req).await;
     let resolved = resolve(src, req.root, &req.segments).await?;
     let selection = Selection {
         scope: req.scope,
@@ -116,7 +116,7 @@ pub fn car_stream(
                 scope: crate::tiers::DagScope::All,
                 entity_bytes: None,
             };
-            src.prefetch(&req).await;
+            let _stream = src.prefetch(&req).await;
             let resolved = resolve(src.as_ref(), root, &[]).await?;
             let header = car::header(&[root]).map_err(|e| ContentError::Malformed {
                 cid: root,

@@ -26,6 +26,44 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// `body`, keeping `guard` alive until the body is dropped: finished, or abandoned by a client
+/// that left. Work a response depends on (a DAG stream's [`crate::tiers::Interest`]) thus lives
+/// exactly as long as the response.
+pub fn holding(body: Body, guard: impl Send + Sync + 'static) -> Body {
+    Holding {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Holding<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + 'static> http_body::Body for Holding<G> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<G> Unpin for Holding<G> {}
+
 /// A body fed by a channel of chunks; an `Err` item aborts it.
 pub fn channel(rx: mpsc::Receiver<Result<Bytes, BodyError>>) -> Body {
     StreamBody::new(ReceiverStream::new(rx).map(|r| r.map(Frame::data))).boxed()

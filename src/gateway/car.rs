@@ -66,11 +66,14 @@ pub async fn respond(
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(resp);
     }
-    if !req.head {
-        // A remote tier streams the whole selection at once instead of block by block.
+    // A remote tier streams the whole selection at once instead of block by block, for as
+    // long as the response body lives.
+    let interest = if req.head {
+        crate::tiers::Interest::none()
+    } else {
         gw.prefetch(req, params.selection.scope, params.selection.entity_bytes)
-            .await;
-    }
+            .await
+    };
     let resolved = resolve(gw.source(), req.root, &req.segments).await?;
     set(
         resp.headers_mut(),
@@ -101,6 +104,6 @@ pub async fn respond(
             let _ = sink.tx.send(Err(Box::new(e))).await;
         }
     });
-    *resp.body_mut() = channel(rx);
+    *resp.body_mut() = super::body::holding(channel(rx), interest);
     Ok(resp)
 }

@@ -42,7 +42,7 @@ use response_cache::ResponseCache;
 use crate::content::{resolve, ContentError};
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
-use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes};
+use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
 
 /// Gateway settings that come from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -101,7 +101,7 @@ impl Gateway {
         req: &GatewayRequest,
         scope: DagScope,
         entity_bytes: Option<EntityBytes>,
-    ) {
+    ) -> Interest {
         self.source
             .prefetch(&DagRequest {
                 root: req.root,
@@ -109,7 +109,7 @@ impl Gateway {
                 scope,
                 entity_bytes,
             })
-            .await;
+            .await
     }
 
     /// The block source.
@@ -257,12 +257,27 @@ impl Gateway {
         }
     }
 
-    /// The path gateway: UnixFS files and directories, symlinks, and documents.
+    /// The path gateway: UnixFS files and directories, symlinks, and documents. A remote tier
+    /// streams what the response reads for as long as its body lives.
     async fn deserialized(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
-        if !req.head {
-            self.prefetch(req, DagScope::Entity, single_range(req.range.as_deref()))
-                .await;
+        if req.head {
+            return self.deserialized_entity(req).await;
         }
+        let interest = self
+            .prefetch(req, DagScope::Entity, single_range(req.range.as_deref()))
+            .await;
+        let resp = self.deserialized_entity(req).await?;
+        Ok(if interest.is_held() {
+            resp.map(|b| body::holding(b, interest))
+        } else {
+            resp
+        })
+    }
+
+    async fn deserialized_entity(
+        &self,
+        req: &GatewayRequest,
+    ) -> Result<Response<Body>, GatewayError> {
         let resolved = resolve(self.source(), req.root, &req.segments).await?;
         if !resolved.remainder.is_empty() {
             let rem = resolved.remainder.join("/");

@@ -25,9 +25,12 @@ pub const OUTSIDE_ROOT: &str =
 
 /// Serves a TAR of the request's UnixFS entity.
 pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
-    if !req.head {
-        gw.prefetch(req, crate::tiers::DagScope::All, None).await;
-    }
+    // The stream runs as long as the response body (see `body::holding` below).
+    let interest = if req.head {
+        crate::tiers::Interest::none()
+    } else {
+        gw.prefetch(req, crate::tiers::DagScope::All, None).await
+    };
     let resolved = resolve(gw.source(), req.root, &req.segments).await?;
     let target = resolved.target;
     if target.codec() != DAG_PB && target.codec() != RAW {
@@ -68,7 +71,7 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
             }
         }
     });
-    *resp.body_mut() = channel(rx);
+    *resp.body_mut() = super::body::holding(channel(rx), interest);
     Ok(resp)
 }
 

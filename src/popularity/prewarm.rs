@@ -2,7 +2,7 @@
 //! files that clients read sequentially with ranges. Bounded concurrency keeps it from starving
 //! client requests; a cancellation token stops it at shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cid::Cid;
@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::tracker::Clock;
+use crate::coalesce::ClaimSet;
 use crate::content::dag::{read_dag, WalkReport};
 use crate::content::ContentError;
 use crate::telemetry::Metrics;
@@ -35,7 +36,7 @@ pub struct Prewarmer {
     clock: Arc<dyn Clock>,
     /// When each root was last prewarmed, so popular content is not re-read every tick.
     recent: Mutex<HashMap<Cid, f64>>,
-    running: Mutex<HashSet<Cid>>,
+    running: ClaimSet<Cid>,
     metrics: Arc<Metrics>,
 }
 
@@ -56,7 +57,7 @@ impl Prewarmer {
             cancel,
             clock,
             recent: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashSet::new()),
+            running: ClaimSet::with_gauge(metrics.work("prewarms")),
             metrics,
         })
     }
@@ -114,24 +115,18 @@ impl Prewarmer {
 
     /// Starts prewarming `root` in the background unless it is already running.
     pub fn spawn(self: &Arc<Self>, root: Cid) -> bool {
-        let claimed = self
-            .running
-            .lock()
-            .map(|mut r| r.insert(root))
-            .unwrap_or(false);
-        if !claimed {
+        // Released when the task ends in any way (a panic included).
+        let Some(claim) = self.running.claim(root) else {
             return false;
-        }
+        };
         let this = self.clone();
         tokio::spawn(async move {
+            let _claim = claim;
             match this.prewarm(root, |_| {}).await {
                 Ok(r) => {
                     tracing::debug!(%root, blocks = r.blocks, bytes = r.bytes, "prewarmed")
                 }
                 Err(e) => tracing::debug!(%root, error = %e, "prewarm failed"),
-            }
-            if let Ok(mut r) = this.running.lock() {
-                r.remove(&root);
             }
         });
         true

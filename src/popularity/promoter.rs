@@ -3,13 +3,14 @@
 //! before and after it is made, so a restart neither loses one nor makes it twice; pins an
 //! operator made are never demoted.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cid::Cid;
 use serde::{Deserialize, Serialize};
 
 use super::tracker::{Clock, Tracker};
+use crate::coalesce::ClaimSet;
 use crate::content::dag::car_stream;
 use crate::telemetry::Metrics;
 use crate::tiers::local::{LocalStore, PinReason};
@@ -94,7 +95,7 @@ pub struct Promoter {
     limit: u64,
     clock: Arc<dyn Clock>,
     records: Mutex<BTreeMap<String, PinEntry>>,
-    busy: Mutex<HashSet<String>>,
+    busy: ClaimSet<String>,
     events: Mutex<VecDeque<Event>>,
     metrics: Arc<Metrics>,
 }
@@ -142,7 +143,7 @@ impl Promoter {
             limit,
             clock,
             records: Mutex::new(records),
-            busy: Mutex::new(HashSet::new()),
+            busy: ClaimSet::with_gauge(metrics.work("pins")),
             events: Mutex::new(VecDeque::new()),
             metrics,
         })
@@ -219,7 +220,7 @@ impl Promoter {
     /// that promoting it again would flap.
     pub fn handled(&self, cid: &Cid) -> bool {
         let key = cid.to_string();
-        if self.busy.lock().map(|b| b.contains(&key)).unwrap_or(true) {
+        if self.busy.contains(&key) {
             return true;
         }
         self.records.lock().is_ok_and(|r| {
@@ -238,18 +239,13 @@ impl Promoter {
     /// Pins `cid` into the hot layer: `auto` for a promotion, otherwise an operator pin.
     pub async fn pin(&self, cid: Cid, auto: bool, name: &str) -> Result<(), PromoteError> {
         let key = cid.to_string();
-        let claimed = self
-            .busy
-            .lock()
-            .map(|mut b| b.insert(key.clone()))
-            .unwrap_or(false);
-        if !claimed {
+        // Released however this future ends: an admin client that leaves mid-pin must not
+        // leave the CID busy for ever.
+        let Some(claim) = self.busy.claim(key.clone()) else {
             return Err(PromoteError::Busy(key));
-        }
+        };
         let result = self.pin_inner(cid, auto, name).await;
-        if let Ok(mut b) = self.busy.lock() {
-            b.remove(&key);
-        }
+        drop(claim);
         let action = if auto { "promote" } else { "pin" };
         self.metrics
             .action(action, if result.is_ok() { "ok" } else { "error" });

@@ -165,8 +165,12 @@ pub trait BlockSource: Send + Sync + 'static {
     fn note_cache_hit(&self) {}
 
     /// Hints that a response is about to read `req`; a tiered source starts fetching it from a
-    /// remote tier as one stream. Sources that hold everything locally ignore it.
-    async fn prefetch(&self, _req: &DagRequest) {}
+    /// remote tier as one stream (or joins the stream already fetching it). The stream runs
+    /// while some caller holds the returned [`Interest`]: keep it until the response that reads
+    /// `req` is done. Sources that hold everything locally ignore it.
+    async fn prefetch(&self, _req: &DagRequest) -> Interest {
+        Interest::none()
+    }
 
     /// Streams the verified blocks of `req` from this source to `sink` (remote tiers only).
     async fn fetch_dag(&self, req: &DagRequest, _sink: &mut dyn DagSink) -> Result<(), TierError> {
@@ -174,6 +178,35 @@ pub trait BlockSource: Send + Sync + 'static {
             tier: self.name(),
             reason: format!("no DAG retrieval for {}", req.root),
         })
+    }
+}
+
+/// A caller's stake in a DAG stream started or joined by [`BlockSource::prefetch`]. When the
+/// last one is dropped, a stream that is still fetching stops: a client that left must not keep
+/// an upstream transfer running for nobody.
+#[must_use = "the stream stops when its last Interest is dropped"]
+pub struct Interest(Option<Box<dyn Send + Sync>>);
+
+impl Interest {
+    /// No stream to keep alive.
+    pub fn none() -> Self {
+        Interest(None)
+    }
+
+    /// Keeps `guard` alive as long as this interest; its `Drop` releases the stream.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        Interest(Some(Box::new(guard)))
+    }
+
+    /// Whether a stream is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Interest").field(&self.is_held()).finish()
     }
 }
 

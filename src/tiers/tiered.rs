@@ -16,19 +16,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cid::Cid;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use multihash::Multihash;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::cache::EdgeCache;
 use super::cold::walk::DagWalk;
 use super::local::LocalStore;
-use super::{identity_block, BlockSource, DagRequest, DagSink, TierError};
+use super::{identity_block, BlockSource, DagRequest, DagSink, Interest, TierError};
+use crate::coalesce::Coalescer;
 use crate::ipld::Block;
-use crate::telemetry::{trace, Metrics, TRACE};
+use crate::telemetry::{in_current_trace, trace, Metrics};
 
 type Mh = Multihash<64>;
-type SharedFetch = Shared<BoxFuture<'static, Result<Block, TierError>>>;
 /// What a DAG stream hands a parked waiter: the block and the tier that brought it, or the
 /// stream's failure; `None` when the stream ended without it (fetch it alone).
 type FlightItem = Option<Result<(Block, &'static str), TierError>>;
@@ -109,6 +110,14 @@ const ABANDON_AFTER: Duration = Duration::from_secs(10);
 /// Delivered blocks of a finished stream that nobody took are dropped after this long.
 const READY_TTL: Duration = Duration::from_secs(30);
 
+/// Gauges of the DAG streams, so that leaks show (and tests can assert there are none).
+#[derive(Default)]
+struct FlightGauges {
+    streams: Gauge,
+    waiters: Gauge,
+    ready_bytes: Gauge,
+}
+
 #[derive(Default)]
 struct Flights {
     next_id: u64,
@@ -123,6 +132,100 @@ struct Flights {
     /// Bytes in `ready`.
     ready_total: usize,
     progress: HashMap<u64, Progress>,
+    gauges: FlightGauges,
+}
+
+impl Flights {
+    /// Mirrors the stream counts in the gauges.
+    fn publish(&self) {
+        let running = self
+            .progress
+            .values()
+            .filter(|p| p.landed.is_none())
+            .count();
+        self.gauges.streams.set(running as i64);
+        let parked: usize = self.waiters.values().map(Vec::len).sum();
+        self.gauges.waiters.set(parked as i64);
+        self.gauges.ready_bytes.set(self.ready_total as i64);
+    }
+
+    /// Drops the undelivered blocks of streams `ids` and forgets those streams.
+    fn forget(&mut self, ids: &[u64], ready_count: &AtomicUsize) {
+        if ids.is_empty() {
+            return;
+        }
+        let before = self.ready.len();
+        self.ready.retain(|_, (owner, _, _)| !ids.contains(owner));
+        ready_count.fetch_sub(before - self.ready.len(), Ordering::AcqRel);
+        self.ready_total = self.ready.values().map(|(_, b, _)| b.data().len()).sum();
+        for id in ids {
+            self.progress.remove(id);
+        }
+    }
+
+    /// Forgets landed streams whose blocks waited longer than [`READY_TTL`] for readers.
+    fn prune_stale(&mut self, ready_count: &AtomicUsize) {
+        let now = Instant::now();
+        let stale: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.landed.is_some_and(|t| now.duration_since(t) >= READY_TTL))
+            .map(|(id, _)| *id)
+            .collect();
+        self.forget(&stale, ready_count);
+    }
+}
+
+/// A caller's interest in DAG stream `id` (see [`crate::tiers::Interest`]).
+struct StreamInterest {
+    flights: Arc<Mutex<Flights>>,
+    ready_count: Arc<AtomicUsize>,
+    id: u64,
+}
+
+impl Drop for StreamInterest {
+    fn drop(&mut self) {
+        let Ok(mut f) = self.flights.lock() else {
+            return;
+        };
+        let Some(p) = f.progress.get_mut(&self.id) else {
+            return;
+        };
+        p.interest = p.interest.saturating_sub(1);
+        if p.interest > 0 {
+            return;
+        }
+        if p.landed.is_none() {
+            // Nobody reads this stream any more: stop it (its task lands it).
+            p.cancel.cancel();
+        } else {
+            // Landed and nobody left to take what it delivered.
+            f.forget(&[self.id], &self.ready_count);
+        }
+        f.publish();
+    }
+}
+
+/// A reader parked on a DAG stream for one block; dropping it (answered, timed out or
+/// cancelled) removes its closed slot, so readers that left are not counted or kept.
+struct Parked<'a> {
+    flights: &'a Mutex<Flights>,
+    mh: Mh,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let Ok(mut f) = self.flights.lock() else {
+            return;
+        };
+        if let Some(ws) = f.waiters.get_mut(&self.mh) {
+            ws.retain(|w| !w.is_closed());
+            if ws.is_empty() {
+                f.waiters.remove(&self.mh);
+            }
+        }
+        f.publish();
+    }
 }
 
 /// How far a stream is ahead of its readers.
@@ -130,6 +233,10 @@ struct Progress {
     ready_bytes: usize,
     last_take: Instant,
     landed: Option<Instant>,
+    /// Callers holding an [`crate::tiers::Interest`] in this stream.
+    interest: usize,
+    /// Stops the stream when the last interest is dropped.
+    cancel: CancellationToken,
 }
 
 /// The sink of one DAG stream: delivers to parked readers, the cache and the ready set, and
@@ -197,7 +304,8 @@ pub struct TieredSource {
     breaker: Arc<CircuitBreaker>,
     /// How long a request waits for a block a DAG stream is expected to bring.
     flight_wait: Duration,
-    inflight: Mutex<HashMap<Mh, SharedFetch>>,
+    /// Block fetches outside DAG streams, one per multihash.
+    inflight: Coalescer<Mh, Result<Block, TierError>>,
     flights: Arc<Mutex<Flights>>,
     /// Entries in `Flights::ready`, so that reads skip the lock when no stream is ahead.
     ready_count: Arc<AtomicUsize>,
@@ -241,8 +349,15 @@ impl TieredSource {
             cold: cold.map(|(c, _)| c),
             breaker: Arc::new(breaker),
             flight_wait,
-            inflight: Mutex::new(HashMap::new()),
-            flights: Arc::new(Mutex::new(Flights::default())),
+            inflight: Coalescer::with_gauge(Some(metrics.work("block_flights"))),
+            flights: Arc::new(Mutex::new(Flights {
+                gauges: FlightGauges {
+                    streams: metrics.work("dag_streams"),
+                    waiters: metrics.work("dag_waiters"),
+                    ready_bytes: metrics.work("dag_ready_bytes"),
+                },
+                ..Flights::default()
+            })),
             ready_count: Arc::new(AtomicUsize::new(0)),
             room: Arc::new(Notify::new()),
             metrics,
@@ -333,6 +448,7 @@ impl TieredSource {
         let (id, block, tier) = f.ready.remove(cid.hash())?;
         self.ready_count.fetch_sub(1, Ordering::AcqRel);
         f.ready_total = f.ready_total.saturating_sub(block.data().len());
+        f.gauges.ready_bytes.set(f.ready_total as i64);
         if let Some(p) = f.progress.get_mut(&id) {
             p.ready_bytes = p.ready_bytes.saturating_sub(block.data().len());
             p.last_take = Instant::now();
@@ -342,6 +458,11 @@ impl TieredSource {
 
     /// Waits for `cid` if an active DAG stream is expected to bring it.
     async fn await_flight(&self, cid: &Cid) -> Option<Result<Block, TierError>> {
+        // Declared before the receiver, so dropped after it: the slot is closed by then.
+        let _parked = Parked {
+            flights: &self.flights,
+            mh: *cid.hash(),
+        };
         let rx = {
             let mut f = self.flights.lock().ok()?;
             if let Some((block, tier)) = self.take_ready_locked(&mut f, cid) {
@@ -355,6 +476,7 @@ impl TieredSource {
             }
             let (tx, rx) = oneshot::channel();
             f.waiters.entry(*cid.hash()).or_default().push(tx);
+            f.publish();
             rx
         };
         // It may have arrived between the cache miss and registering.
@@ -379,7 +501,9 @@ impl TieredSource {
     }
 
     /// One upstream block fetch per multihash (hot node, then cold tier), shared by every
-    /// concurrent caller.
+    /// concurrent caller. The fetch runs in a task of its own ([`Coalescer`]): it leaves the
+    /// in-flight map when it ends, whoever still waits, so its failure is never the answer to
+    /// a later request; and it is aborted when every caller has left.
     async fn fetch_remote(&self, cid: &Cid) -> Result<Block, TierError> {
         if self.remote.is_none() && self.cold.is_none() {
             return Err(TierError::NotFound(*cid));
@@ -387,6 +511,7 @@ impl TieredSource {
         let remote = self.remote.clone();
         let cold = self.cold.clone();
         let breaker = self.breaker.clone();
+        let cache = self.cache.clone();
         let deadline = self.flight_wait;
         // Providers are asked one after another; the client waits at most the cold deadline.
         let ask_cold = move |cold: Arc<dyn BlockSource>, c: Cid| async move {
@@ -394,57 +519,45 @@ impl TieredSource {
                 .await
                 .unwrap_or(Err(TierError::Timeout("cold")))
         };
-        let (fut, joined) = {
-            let mut inflight = self.inflight.lock().map_err(|_| TierError::Unavailable {
-                tier: "hot",
-                reason: "lock poisoned".into(),
-            })?;
-            match inflight.get(cid.hash()) {
-                Some(f) => (f.clone(), true),
-                None => {
-                    let c = *cid;
-                    tracing::debug!(cid = %c, "block fetch outside any DAG stream");
-                    let fut = async move {
-                        let hot = match &remote {
-                            Some(r) => Some(hot_block(r.as_ref(), &breaker, &c).await),
-                            None => None,
-                        };
-                        match (hot, cold) {
-                            (Some(Ok(b)), _) => Ok(b),
-                            (None, Some(cold)) => ask_cold(cold, c).await,
-                            (Some(Err(e)), Some(cold)) => {
-                                if !e.is_not_found() {
-                                    tracing::debug!(cid = %c, error = %e, "hot node failed; asking the cold tier");
-                                }
-                                ask_cold(cold, c).await
-                            }
-                            (Some(Err(e)), None) => Err(e),
-                            (None, None) => Err(TierError::NotFound(c)),
+        let c = *cid;
+        let start = Instant::now();
+        let (result, joined) = self
+            .inflight
+            .run(*cid.hash(), move || in_current_trace(async move {
+                tracing::debug!(cid = %c, "block fetch outside any DAG stream");
+                let hot = match &remote {
+                    Some(r) => Some(hot_block(r.as_ref(), &breaker, &c).await),
+                    None => None,
+                };
+                let result = match (hot, cold) {
+                    (Some(Ok(b)), _) => Ok(b),
+                    (None, Some(cold)) => ask_cold(cold, c).await,
+                    (Some(Err(e)), Some(cold)) => {
+                        if !e.is_not_found() {
+                            tracing::debug!(cid = %c, error = %e, "hot node failed; asking the cold tier");
                         }
+                        ask_cold(cold, c).await
                     }
-                    .boxed()
-                    .shared();
-                    inflight.insert(*cid.hash(), fut.clone());
-                    (fut, false)
+                    (Some(Err(e)), None) => Err(e),
+                    (None, None) => Err(TierError::NotFound(c)),
+                };
+                if let Ok(b) = &result {
+                    cache.insert(b);
                 }
-            }
-        };
+                result
+            }))
+            .await;
         if joined {
             self.metrics.coalesced_waiters.inc();
-        }
-        let start = Instant::now();
-        let result = fut.await;
-        if !joined {
-            if let Ok(mut inflight) = self.inflight.lock() {
-                inflight.remove(cid.hash());
+            if self.remote.is_some() {
+                trace("hot", start.elapsed());
             }
-            if let Ok(b) = &result {
-                self.cache.insert(b);
-            }
-        } else if self.remote.is_some() {
-            trace("hot", start.elapsed());
         }
-        result.map(|b| Block::already_verified(*cid, b.data().clone()))
+        let block = result.map_err(|_| TierError::Unavailable {
+            tier: "hot",
+            reason: "the fetch ended without a result".into(),
+        })??;
+        Ok(Block::already_verified(*cid, block.data().clone()))
     }
 
     fn deliver(
@@ -480,6 +593,7 @@ impl TieredSource {
         }
         match f.waiters.remove(&mh) {
             Some(ws) => {
+                f.gauges.waiters.dec_by(ws.len() as i64);
                 for w in ws {
                     let _ = w.send(Some(Ok((block.clone(), tier))));
                 }
@@ -492,6 +606,7 @@ impl TieredSource {
                     p.ready_bytes += block.data().len();
                 }
                 f.ready_total += block.data().len();
+                f.gauges.ready_bytes.set(f.ready_total as i64);
                 f.ready.insert(mh, (id, block, tier));
                 ready_count.fetch_add(1, Ordering::AcqRel);
             }
@@ -500,33 +615,26 @@ impl TieredSource {
     }
 
     /// Ends flight `id`: its remaining waiters get `error`, or fall back to block fetches.
-    /// Untaken blocks of streams that ended long ago are dropped.
+    /// What it delivered stays for its readers while some caller still holds an interest in it,
+    /// at most [`READY_TTL`].
     fn land(
-        flights: &Mutex<Flights>,
-        ready_count: &AtomicUsize,
+        flights: &Arc<Mutex<Flights>>,
+        ready_count: &Arc<AtomicUsize>,
         req: &DagRequest,
         id: u64,
         error: Option<TierError>,
     ) {
         let Ok(mut f) = flights.lock() else { return };
-        let now = Instant::now();
-        if let Some(p) = f.progress.get_mut(&id) {
-            p.landed = Some(now);
-        }
-        let stale: Vec<u64> = f
-            .progress
-            .iter()
-            .filter(|(_, p)| p.landed.is_some_and(|t| now.duration_since(t) > READY_TTL))
-            .map(|(id, _)| *id)
-            .collect();
-        if !stale.is_empty() {
-            let before = f.ready.len();
-            f.ready.retain(|_, (owner, _, _)| !stale.contains(owner));
-            ready_count.fetch_sub(before - f.ready.len(), Ordering::AcqRel);
-            f.ready_total = f.ready.values().map(|(_, b, _)| b.data().len()).sum();
-            for s in stale {
-                f.progress.remove(&s);
+        let interested = match f.progress.get_mut(&id) {
+            Some(p) => {
+                p.landed = Some(Instant::now());
+                p.interest > 0
             }
+            None => false,
+        };
+        f.prune_stale(ready_count);
+        if !interested {
+            f.forget(&[id], ready_count);
         }
         if f.active.get(req) == Some(&id) {
             f.active.remove(req);
@@ -542,6 +650,20 @@ impl TieredSource {
                     }
                 }
             }
+        }
+        f.publish();
+        drop(f);
+        if interested {
+            // Blocks nobody came for are dropped once they are stale, even if no other
+            // stream lands to prune them.
+            let (flights, ready_count) = (flights.clone(), ready_count.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(READY_TTL).await;
+                if let Ok(mut f) = flights.lock() {
+                    f.prune_stale(&ready_count);
+                    f.publish();
+                }
+            });
         }
     }
 }
@@ -626,9 +748,9 @@ impl BlockSource for TieredSource {
         }
     }
 
-    async fn prefetch(&self, req: &DagRequest) {
+    async fn prefetch(&self, req: &DagRequest) -> Interest {
         if self.remote.is_none() && self.cold.is_none() {
-            return;
+            return Interest::none();
         }
         let root_local = self.cache.contains(&req.root)
             || match &self.local {
@@ -640,22 +762,32 @@ impl BlockSource for TieredSource {
         // root is cached would otherwise fetch every missing block on its own.
         let missing = match (root_local, req.entity_bytes.is_some()) {
             (false, _) => Vec::new(),
-            (true, false) => return,
+            (true, false) => return Interest::none(),
             (true, true) => {
                 let m = self.missing_locally(req).await;
                 if m.is_empty() {
-                    return;
+                    return Interest::none();
                 }
                 m
             }
         };
-        let id = {
+        let interest = |id| {
+            Interest::new(StreamInterest {
+                flights: self.flights.clone(),
+                ready_count: self.ready_count.clone(),
+                id,
+            })
+        };
+        let (id, cancel) = {
             let Ok(mut f) = self.flights.lock() else {
-                return;
+                return Interest::none();
             };
-            if f.active.contains_key(req) {
-                self.metrics.coalesced_waiters.inc();
-                return;
+            if let Some(id) = f.active.get(req).copied() {
+                if let Some(p) = f.progress.get_mut(&id) {
+                    p.interest += 1;
+                    self.metrics.coalesced_waiters.inc();
+                    return interest(id);
+                }
             }
             f.next_id += 1;
             let id = f.next_id;
@@ -671,15 +803,19 @@ impl BlockSource for TieredSource {
                     f.by_flight.entry(id).or_default().push(mh);
                 }
             }
+            let cancel = CancellationToken::new();
             f.progress.insert(
                 id,
                 Progress {
                     ready_bytes: 0,
                     last_take: Instant::now(),
                     landed: None,
+                    interest: 1,
+                    cancel: cancel.clone(),
                 },
             );
-            id
+            f.publish();
+            (id, cancel)
         };
         // Ask the breaker only once the flight is really started: a half-open breaker lets
         // exactly one probe through.
@@ -700,41 +836,50 @@ impl BlockSource for TieredSource {
         let req = req.clone();
         let metrics = self.metrics.clone();
         let breaker = self.breaker.clone();
-        let flight = async move {
-            let mut result = Err(TierError::NotFound(req.root));
-            if let Some(remote) = remote {
-                let start = Instant::now();
-                result = remote.fetch_dag(&req, &mut hot_sink).await;
-                match &result {
-                    Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
-                    Err(e) => {
-                        tracing::debug!(root = %req.root, error = %e, "DAG stream from the hot node ended early");
-                        if matches!(
-                            e,
-                            TierError::Upstream { .. }
-                                | TierError::Timeout(_)
-                                | TierError::Corrupt { .. }
-                        ) {
-                            breaker.failure();
+        let fetch = {
+            let req = req.clone();
+            async move {
+                let mut result = Err(TierError::NotFound(req.root));
+                if let Some(remote) = remote {
+                    let start = Instant::now();
+                    result = remote.fetch_dag(&req, &mut hot_sink).await;
+                    match &result {
+                        Ok(()) | Err(TierError::NotFound(_)) => breaker.success(),
+                        Err(e) => {
+                            tracing::debug!(root = %req.root, error = %e, "DAG stream from the hot node ended early");
+                            if matches!(
+                                e,
+                                TierError::Upstream { .. }
+                                    | TierError::Timeout(_)
+                                    | TierError::Corrupt { .. }
+                            ) {
+                                breaker.failure();
+                            }
                         }
                     }
+                    metrics.fetch("hot-dag", super::remote::outcome(&result), start.elapsed());
                 }
-                metrics.fetch("hot-dag", super::remote::outcome(&result), start.elapsed());
+                if let (Err(_), Some(cold)) = (&result, cold) {
+                    result = cold.fetch_dag(&req, &mut cold_sink).await;
+                }
+                match result {
+                    Ok(()) | Err(TierError::NotFound(_)) => None,
+                    Err(e) => Some(e),
+                }
             }
-            if let (Err(_), Some(cold)) = (&result, cold) {
-                result = cold.fetch_dag(&req, &mut cold_sink).await;
-            }
-            let error = match result {
-                Ok(()) | Err(TierError::NotFound(_)) => None,
-                Err(e) => Some(e),
+        };
+        let flight = async move {
+            // Cancelled when the last interest is dropped: parked readers then fetch alone.
+            let error = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                e = fetch => e,
             };
             TieredSource::land(&flights, &ready_count, &req, id, error);
         };
         // Discovery and retrieval time show in the Server-Timing of the request that started it.
-        match TRACE.try_with(|t| t.clone()) {
-            Ok(t) => tokio::spawn(TRACE.scope(t, flight)),
-            Err(_) => tokio::spawn(flight),
-        };
+        tokio::spawn(in_current_trace(flight));
+        interest(id)
     }
 }
 

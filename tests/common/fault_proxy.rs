@@ -42,6 +42,37 @@ pub enum ProxyFault {
     /// Forwards `after` body bytes, then sends nothing more while keeping the connection open.
     /// A body shorter than `after` stalls at its end all the same.
     StallBody { after: usize },
+    /// Waits `wait`, then answers `status` without contacting upstream (a node that fails
+    /// slowly).
+    SlowStatus { wait: Duration, status: u16 },
+    /// Each request gets one of the faults above (or none), chosen by a generator seeded with
+    /// `seed` and the request's number: a flaky node, the same way in every run.
+    Chaos { seed: u64 },
+}
+
+/// The fault request number `n` of a [`ProxyFault::Chaos`] proxy gets.
+fn chaos_fault(seed: u64, n: usize) -> ProxyFault {
+    use rand::{Rng, SeedableRng};
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    match rng.random_range(0..10) {
+        0..=3 => ProxyFault::None,
+        4 => ProxyFault::SlowFirstByte(Duration::from_millis(rng.random_range(0..1500))),
+        5 => ProxyFault::ResetMidBody {
+            after: rng.random_range(0..600_000),
+        },
+        6 => ProxyFault::StallBody {
+            after: rng.random_range(0..600_000),
+        },
+        7 => ProxyFault::Status([500, 502, 503, 504][rng.random_range(0..4)]),
+        8 => ProxyFault::SlowStatus {
+            wait: Duration::from_millis(rng.random_range(0..2000)),
+            status: 502,
+        },
+        _ => ProxyFault::FlipByte {
+            at: rng.random_range(0..400_000),
+        },
+    }
 }
 
 /// The body of every proxy response.
@@ -174,19 +205,30 @@ fn rewrite_root(path: &str, root: &str) -> String {
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let n = shared.requests.fetch_add(1, Ordering::SeqCst);
     let path_and_query = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     shared.paths.lock().unwrap().push(path_and_query.clone());
-    let fault = shared.fault.lock().unwrap().clone();
+    let fault = match shared.fault.lock().unwrap().clone() {
+        ProxyFault::Chaos { seed } => chaos_fault(seed, n),
+        f => f,
+    };
 
     let target = match &fault {
         ProxyFault::Status(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return answer(status, format!("fault proxy: status {code}\n"));
+        }
+        ProxyFault::SlowStatus { wait, status } => {
+            tokio::time::sleep(*wait).await;
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return answer(
+                code,
+                format!("fault proxy: status {status} after {wait:?}\n"),
+            );
         }
         ProxyFault::SlowFirstByte(delay) => {
             tokio::time::sleep(*delay).await;

@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use cid::Cid;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use multiaddr::{Multiaddr, Protocol};
 use serde::Deserialize;
 
 use super::COLD;
+use crate::coalesce::Coalescer;
 use crate::config::{ColdConfig, StaticProvider};
 use crate::telemetry::Metrics;
 use crate::tiers::TierError;
 
 type Mh = multihash::Multihash<64>;
-type Lookup = Shared<BoxFuture<'static, Result<Arc<Vec<Candidate>>, TierError>>>;
+type Lookup = Coalescer<Mh, Result<Arc<Vec<Candidate>>, TierError>>;
 /// A cached discovery answer and when it expires.
 type CachedAnswer = (Instant, Arc<Vec<Candidate>>);
 
@@ -332,7 +332,7 @@ pub struct Discovery {
     negative_ttl: Duration,
     timeout: Duration,
     cache: Mutex<HashMap<Mh, CachedAnswer>>,
-    inflight: Mutex<HashMap<Mh, Lookup>>,
+    inflight: Lookup,
     metrics: Arc<Metrics>,
     unusable: AtomicU64,
 }
@@ -349,7 +349,7 @@ impl Discovery {
             negative_ttl: config.negative_ttl,
             timeout: config.discovery_timeout,
             cache: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Coalescer::with_gauge(Some(metrics.work("discovery_lookups"))),
             metrics,
             unusable: AtomicU64::new(0),
         })
@@ -379,38 +379,38 @@ impl Discovery {
                 }
             }
         }
-        let (lookup, leader) = {
-            let mut inflight = self.inflight.lock().map_err(|_| poisoned())?;
-            match inflight.get(&mh) {
-                Some(l) => (l.clone(), false),
-                None => {
-                    self.metrics.discovery_cache("miss");
-                    let this = self.clone();
-                    let c = *cid;
-                    let l = async move { this.lookup(&c).await }.boxed().shared();
-                    inflight.insert(mh, l.clone());
-                    (l, true)
-                }
-            }
-        };
-        let result = lookup.await;
-        if leader {
-            if let Ok(mut inflight) = self.inflight.lock() {
-                inflight.remove(&mh);
-            }
-            if let (Ok(found), Ok(mut cache)) = (&result, self.cache.lock()) {
-                let ttl = if found.is_empty() {
-                    self.negative_ttl
-                } else {
-                    self.ttl
-                };
-                if cache.len() > 100_000 {
-                    let now = Instant::now();
-                    cache.retain(|_, (until, _)| *until > now);
-                }
-                cache.insert(mh, (Instant::now() + ttl, found.clone()));
-            }
+        // One lookup per multihash, in a task of its own: it caches its answer and leaves when
+        // it ends, whoever still waits, and stops when every asker has gone.
+        let this = self.clone();
+        let c = *cid;
+        let (result, joined) = self
+            .inflight
+            .run(mh, move || {
+                crate::telemetry::in_current_trace(async move {
+                    let result = this.lookup(&c).await;
+                    if let (Ok(found), Ok(mut cache)) = (&result, this.cache.lock()) {
+                        let ttl = if found.is_empty() {
+                            this.negative_ttl
+                        } else {
+                            this.ttl
+                        };
+                        if cache.len() > 100_000 {
+                            let now = Instant::now();
+                            cache.retain(|_, (until, _)| *until > now);
+                        }
+                        cache.insert(c.hash().to_owned(), (Instant::now() + ttl, found.clone()));
+                    }
+                    result
+                })
+            })
+            .await;
+        if !joined {
+            self.metrics.discovery_cache("miss");
         }
+        let result = result.map_err(|_| TierError::Unavailable {
+            tier: COLD,
+            reason: "discovery lookup ended without an answer".into(),
+        })?;
         match result {
             Ok(found) => self.with_statics(cid, found),
             Err(e) if !self.statics.is_empty() => {
@@ -540,13 +540,6 @@ fn trimmed(urls: &[String]) -> Vec<String> {
     urls.iter()
         .map(|u| u.trim_end_matches('/').to_string())
         .collect()
-}
-
-fn poisoned() -> TierError {
-    TierError::Unavailable {
-        tier: COLD,
-        reason: "discovery lock poisoned".into(),
-    }
 }
 
 #[cfg(test)]

@@ -460,7 +460,15 @@ enum State {
 
 /// Reads `frames` into `tx` until the stream ends, fails, or the receiver goes away.
 async fn parse_ahead(mut frames: Frames, tx: tokio::sync::mpsc::Sender<Result<CarItem, String>>) {
-    while let Some(item) = frames.next().await {
+    loop {
+        // A provider that stalls mid-body never ends `next`: stop as soon as the reader has
+        // gone (timed out, failed over, or its client left), which releases the request's
+        // permits and connection with it.
+        let item = tokio::select! {
+            _ = tx.closed() => return,
+            item = frames.next() => item,
+        };
+        let Some(item) = item else { return };
         let failed = item.is_err();
         if tx.send(item.map_err(|e| e.to_string())).await.is_err() || failed {
             return;
