@@ -35,6 +35,7 @@ fn gateway(c: &mut Criterion) {
         subdomain_hosts: config.server.subdomain_hosts.clone(),
         tls: false,
         response_cache_bytes: responses,
+        ..Default::default()
     };
     // The block path alone, and with the whole response kept (the default configuration).
     let gw_blocks = Gateway::new(source.clone(), options(0));

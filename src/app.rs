@@ -1,7 +1,6 @@
 //! Wiring for `cidgate serve`: open the store, add the sample, start the public and admin
 //! listeners, and shut down gracefully on SIGINT / SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +18,7 @@ use crate::config::HotBackend;
 use crate::gateway::{Gateway, GatewayOptions, ServedContent};
 use crate::popularity::tracker::SystemClock;
 use crate::popularity::Popularity;
-use crate::server::{self, Handler, Limits, ResponseFuture};
+use crate::server::{self, Admission, Client, ClientLimits, Handler, Limits, ResponseFuture};
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 use crate::tiers::cache::EdgeCache;
 use crate::tiers::cold::ColdTier;
@@ -34,6 +33,18 @@ use crate::tiers::BlockSource;
 /// admin listener is.
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
 
+/// Open files kept for the store, logs and connections to the hot node and the providers.
+const FD_FOR_THE_PROCESS: u64 = 256;
+
+/// Connections the admin listener takes at once.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// Over-limit connections answered with a 503 at once (see `server::Limits::max_refusing`).
+const MAX_REFUSING: usize = 128;
+
+/// The same for the admin listener.
+const ADMIN_REFUSING: usize = 16;
+
 /// Where the data directory's running server listens, if one does.
 pub fn running_admin_url(data_dir: &Path) -> Option<String> {
     std::fs::read_to_string(data_dir.join(ADMIN_ADDR_FILE))
@@ -42,8 +53,20 @@ pub fn running_admin_url(data_dir: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Time limits of public requests (see `[server]` in the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadlines {
+    /// Until the response head.
+    pub retrieval: std::time::Duration,
+    /// Between body chunks.
+    pub stall: std::time::Duration,
+    /// For the whole response; zero: unbounded.
+    pub total: std::time::Duration,
+}
+
 struct GatewayHandler {
     gateway: Gateway,
+    deadlines: RequestDeadlines,
     metrics: Arc<Metrics>,
     popularity: Option<Arc<Popularity>>,
     /// `served_by` counters, created once: a label lookup per request costs an allocation.
@@ -51,7 +74,12 @@ struct GatewayHandler {
 }
 
 impl GatewayHandler {
-    fn new(gateway: Gateway, metrics: Arc<Metrics>, popularity: Option<Arc<Popularity>>) -> Self {
+    fn new(
+        gateway: Gateway,
+        deadlines: RequestDeadlines,
+        metrics: Arc<Metrics>,
+        popularity: Option<Arc<Popularity>>,
+    ) -> Self {
         let counter = |tier: &'static str| {
             (
                 tier,
@@ -64,6 +92,7 @@ impl GatewayHandler {
         let served_by = Arc::new(SERVED_ORDER.map(counter));
         Self {
             gateway,
+            deadlines,
             metrics,
             popularity,
             served_by,
@@ -75,8 +104,9 @@ impl GatewayHandler {
 const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
 
 impl Handler for GatewayHandler {
-    fn call(&self, req: http::Request<hyper::body::Incoming>, _peer: SocketAddr) -> ResponseFuture {
+    fn call(&self, req: http::Request<hyper::body::Incoming>, _client: Client) -> ResponseFuture {
         let gw = self.gateway.clone();
+        let deadlines = self.deadlines;
         let metrics = self.metrics.clone();
         let popularity = self.popularity.clone();
         let served_by = self.served_by.clone();
@@ -95,13 +125,25 @@ impl Handler for GatewayHandler {
                 trace.clone(),
                 AssertUnwindSafe(gw.handle(req)).catch_unwind(),
             );
-            let mut resp = match handled.instrument(span).await {
-                Ok(resp) => resp,
-                Err(_) => {
+            let mut resp = match tokio::time::timeout(deadlines.retrieval, handled.instrument(span))
+                .await
+            {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(_)) => {
                     tracing::error!(%method, %path, "request handler panicked");
                     let mut r = http::Response::new(crate::gateway::body::full("internal error\n"));
                     *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
                     r
+                }
+                Err(_) => {
+                    // Dropping the handler releases whatever it waited for (invariant 7).
+                    metrics.limit_hit("retrieval_timeout");
+                    crate::gateway::error_response(&crate::gateway::error::GatewayError::Timeout(
+                        format!(
+                            "no response from the content tiers within {}",
+                            humantime::format_duration(deadlines.retrieval)
+                        ),
+                    ))
                 }
             };
             let ttfb = start.elapsed();
@@ -147,7 +189,18 @@ impl Handler for GatewayHandler {
                 .inc();
             tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
             let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
-            resp.map(|body| counted(body, metrics, start, demand, in_flight))
+            let end = (!deadlines.total.is_zero())
+                .then(|| tokio::time::Instant::from_std(start) + deadlines.total);
+            resp.map(|body| {
+                use http_body::Body as _;
+                // A whole buffer cannot stall; a stream can.
+                let body = if body.size_hint().exact().is_some() {
+                    body
+                } else {
+                    crate::gateway::body::deadlined(body, deadlines.stall, end)
+                };
+                counted(body, metrics, start, demand, in_flight)
+            })
         })
     }
 }
@@ -394,13 +447,49 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             &config.server.tls_key,
         )?)
     };
+    let s = &config.server;
+    // Descriptors for the admin listener, refused connections, the store and the remote tiers
+    // stay free even when the public port is full: the public port can never run the process
+    // out of files.
+    let reserve = FD_FOR_THE_PROCESS + (ADMIN_CONNECTIONS + MAX_REFUSING + ADMIN_REFUSING) as u64;
+    let max_connections = match server::raise_fd_limit() {
+        Some(files) if (s.max_connections as u64).saturating_add(reserve) > files => {
+            let clamped = files.saturating_sub(reserve).max(16) as usize;
+            tracing::warn!(
+                configured = s.max_connections,
+                open_files_limit = files,
+                max_connections = clamped,
+                "server.max_connections lowered to fit the open-files limit (raise LimitNOFILE / ulimit -n)"
+            );
+            clamped
+        }
+        _ => s.max_connections,
+    };
     let limits = Limits {
-        max_connections: config.server.max_connections,
-        max_header_bytes: config.server.max_header_bytes,
-        max_url_bytes: config.server.max_url_bytes,
-        header_read_timeout: config.server.header_read_timeout,
-        shutdown_grace: config.server.shutdown_grace,
+        max_connections,
+        max_connections_per_client: s.max_connections_per_client,
+        max_header_bytes: s.max_header_bytes,
+        max_url_bytes: s.max_url_bytes,
+        header_read_timeout: s.header_read_timeout,
+        idle_timeout: s.idle_timeout,
+        send_timeout: s.send_timeout,
+        shutdown_grace: s.shutdown_grace,
+        max_refusing: MAX_REFUSING,
+        trusted_proxies: server::TrustedProxies::new(s.trusted_proxies.clone()),
         zero_copy_sent: None,
+    };
+    let admission = Admission::new(
+        s.max_concurrent_requests,
+        ClientLimits {
+            max_concurrent: s.max_requests_per_client,
+            rate: s.client_rate,
+            burst: s.client_burst,
+        },
+    );
+    let deadlines = RequestDeadlines {
+        retrieval: s.retrieval_timeout,
+        stall: s.stall_timeout,
+        total: s.max_request_duration,
     };
     let public = server::bind(config.server.listen).await?;
     let admin_listener = server::bind(config.admin.listen).await?;
@@ -412,6 +501,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         subdomain_hosts: config.server.subdomain_hosts.clone(),
         tls: tls.is_some(),
         response_cache_bytes: config.cache.responses.as_u64(),
+        max_deserialized_response_size: config.gateway.max_deserialized_response_size.as_u64(),
+        max_unixfs_dag_response_size: config.gateway.max_unixfs_dag_response_size.as_u64(),
     };
     let metrics = Metrics::new();
     let cold = cold_tier(&config, &store, &metrics)?;
@@ -463,16 +554,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let public_task = tokio::spawn(server::serve(
-        public,
-        tls,
-        public_limits,
-        Arc::new(GatewayHandler::new(gateway, metrics, popularity.clone())),
+        server::Listener {
+            socket: public,
+            tls,
+            limits: public_limits,
+            admission: Some(admission),
+            metrics: metrics.clone(),
+            gauge: "connections",
+        },
+        Arc::new(GatewayHandler::new(
+            gateway,
+            deadlines,
+            metrics.clone(),
+            popularity.clone(),
+        )),
         shutdown.clone(),
     ));
+    // The admin listener has connection slots of its own, so a saturated public port does
+    // not lock the operator out; it is not rate limited.
+    let admin_limits = Limits {
+        max_connections: ADMIN_CONNECTIONS,
+        max_connections_per_client: 0,
+        max_refusing: ADMIN_REFUSING,
+        ..limits
+    };
     let admin_task = tokio::spawn(server::serve(
-        admin_listener,
-        None,
-        limits,
+        server::Listener {
+            socket: admin_listener,
+            tls: None,
+            limits: admin_limits,
+            admission: None,
+            metrics: metrics.clone(),
+            gauge: "admin_connections",
+        },
         Arc::new(AdminHandler(admin)),
         shutdown.clone(),
     ));

@@ -43,6 +43,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The public gateway listener.
     pub server: ServerConfig,
+    /// What the gateway serves.
+    pub gateway: GatewayConfig,
     /// The admin listener (writes, import, metrics).
     pub admin: AdminConfig,
     /// The embedded store.
@@ -59,6 +61,30 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// DNSLink sites.
     pub dnslink: DnslinkConfig,
+}
+
+/// `[gateway]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Largest UnixFS file or directory DAG served deserialized (as a file, a listing's site,
+    /// a TAR); larger ones get a cacheable 410 naming the cap (verifiable `?format=raw` and
+    /// `?format=car` are not limited by it). A Range request counts the bytes it asks for.
+    /// 0: no cap.
+    pub max_deserialized_response_size: bytesize::ByteSize,
+    /// Largest UnixFS DAG served in any format (deserialized, raw, CAR, TAR); larger ones get a
+    /// cacheable 410 naming the cap. Ranges and `entity-bytes` count the bytes they ask for.
+    /// 0: no cap.
+    pub max_unixfs_dag_response_size: bytesize::ByteSize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_deserialized_response_size: bytesize::ByteSize::b(0),
+            max_unixfs_dag_response_size: bytesize::ByteSize::b(0),
+        }
+    }
 }
 
 /// `[dnslink]`
@@ -83,13 +109,45 @@ pub struct ServerConfig {
     pub tls_key: String,
     /// Concurrent connections; more are answered with 503.
     pub max_connections: usize,
+    /// Concurrent connections from one client address (IPv4, or IPv6 /64) that is not a
+    /// trusted proxy; more are answered with 503. 0: no per-client bound.
+    pub max_connections_per_client: usize,
+    /// Requests in progress on the public listener; more are answered 429 with `Retry-After`.
+    /// 0: unbounded.
+    pub max_concurrent_requests: usize,
+    /// Requests in progress per client (IPv4, or IPv6 /64); more get 429. 0: unbounded.
+    pub max_requests_per_client: usize,
+    /// Sustained requests per second per client (token bucket); 0: no rate limit.
+    pub client_rate: f64,
+    /// Requests a client may send at once above `client_rate`.
+    pub client_burst: u32,
+    /// Networks of proxies whose `X-Forwarded-For`, `-Host` and `-Proto` are believed; the
+    /// headers are removed from every other request.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request head (request line and headers) in bytes; larger ones get 431.
     pub max_header_bytes: usize,
     /// Longest request target in bytes; longer ones get 414.
     pub max_url_bytes: usize,
-    /// Time allowed to receive a request head.
+    /// Time allowed to receive a request head (from accept for the first one).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection without a request in progress for this long is closed (HTTP/1.1
+    /// keep-alive and HTTP/2 alike).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A client that accepts no response bytes for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// A response whose head is not ready within this long is answered 504 (the upstream tiers
+    /// sent nothing in time).
+    #[serde(with = "humantime_serde")]
+    pub retrieval_timeout: Duration,
+    /// A streaming body that produces nothing for this long is cut short (no clean end).
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Longest a response may take in total; longer ones are cut short. 0: unbounded.
+    #[serde(with = "humantime_serde")]
+    pub max_request_duration: Duration,
     /// How long shutdown waits for in-flight responses.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -106,9 +164,29 @@ impl Default for ServerConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             max_connections: 10_000,
+            max_connections_per_client: 256,
+            max_concurrent_requests: 4096,
+            max_requests_per_client: 512,
+            client_rate: 0.0,
+            client_burst: 200,
+            trusted_proxies: vec![
+                ipnet::IpNet::from(ipnet::Ipv4Net::new_assert(
+                    std::net::Ipv4Addr::new(127, 0, 0, 0),
+                    8,
+                )),
+                ipnet::IpNet::from(ipnet::Ipv6Net::new_assert(
+                    std::net::Ipv6Addr::LOCALHOST,
+                    128,
+                )),
+            ],
             max_header_bytes: 16 * 1024,
             max_url_bytes: 8 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            retrieval_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(60),
+            max_request_duration: Duration::from_secs(4 * 3600),
             shutdown_grace: Duration::from_secs(10),
             sample: true,
             subdomain_hosts: vec!["localhost".to_string()],
@@ -497,6 +575,23 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
+        }
+        for (key, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.send_timeout", self.server.send_timeout),
+            ("server.retrieval_timeout", self.server.retrieval_timeout),
+            ("server.stall_timeout", self.server.stall_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be more than zero");
+            }
+        }
+        if !(self.server.client_rate.is_finite() && self.server.client_rate >= 0.0) {
+            return bad("server.client_rate", "must be a non-negative number");
         }
         if self.server.max_header_bytes < 8192 {
             return bad("server.max_header_bytes", "must be at least 8192");

@@ -37,6 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (public listener plus the admin listener).
+    #[command(args_override_self = true)]
     Serve {
         /// Public listen address (overrides server.listen), e.g. 127.0.0.1:8080.
         #[arg(long, value_name = "ADDR")]

@@ -348,9 +348,16 @@ async fn failures_become_502_and_504_with_reasons() {
     let g = gateway(&[("CIDGATE_COLD__PROVIDERS", &broken.url)]);
     let r = get(&format!("{}/ipfs/{}/big.bin", g.url, c.site)).await;
     assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
     assert!(
-        r.text().await.unwrap().contains("500"),
-        "reason names the provider's answer"
+        text.contains("500"),
+        "reason names the provider's answer: {text}"
+    );
+    // … but not the provider: internal addresses stay in the log (design invariant 10).
+    let port = broken.url.rsplit(':').next().unwrap();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains(port),
+        "no internal address in a public answer: {text}"
     );
     drop(g);
 

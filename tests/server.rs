@@ -83,11 +83,7 @@ async fn tls_negotiates_h2_with_alpn() {
 
 #[tokio::test]
 async fn limits_are_answered_not_dropped() {
-    let s = Server::start_with(
-        &["gateway-raw-block.car"],
-        &[("CIDGATE_SERVER__MAX_CONNECTIONS", "1")],
-        &[],
-    );
+    let s = Server::start(&["gateway-raw-block.car"]);
     let long = format!("{}/ipfs/{ASCII}?format=raw&pad={}", s.url, "x".repeat(9000));
     let resp = client().get(long).send().await.unwrap();
     assert_eq!(resp.status(), 414);
@@ -100,6 +96,12 @@ async fn limits_are_answered_not_dropped() {
     assert_eq!(resp.status(), 431);
 
     // Hold the only connection slot, then a second connection is told to come back.
+    drop(s);
+    let s = Server::start_with(
+        &["gateway-raw-block.car"],
+        &[("CIDGATE_SERVER__MAX_CONNECTIONS", "1")],
+        &[],
+    );
     let addr = s.url.trim_start_matches("http://").to_string();
     let _held = TcpStream::connect(&addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -1,6 +1,8 @@
 //! The admin listener: import, pins and health, on a separate (loopback by default) port.
 //! Every write needs `Authorization: Bearer <admin.token>`; without a configured token, writes
-//! are accepted only when the listener is bound to loopback.
+//! are accepted only when the listener is bound to loopback. On a listener that is not
+//! loopback, reads (status page, metrics, pins, popular content, providers) need the token
+//! too; only `/healthz` stays open, for load balancers and supervisors.
 
 mod ipns;
 pub mod pinning;
@@ -21,7 +23,7 @@ use tokio_util::io::StreamReader;
 
 use crate::gateway::{body, Body};
 use crate::popularity::Popularity;
-use crate::server::{Handler, ResponseFuture};
+use crate::server::{Client, Handler, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::tiers::cold::ColdTier;
 use crate::tiers::import::import_car;
@@ -59,7 +61,7 @@ impl Admin {
                     "admin writes accepted without a token: the admin listener is loopback-only"
                 );
             } else {
-                tracing::warn!("admin.token is empty and the admin listener is not loopback: writes are refused");
+                tracing::warn!("admin.token is empty and the admin listener is not loopback: everything but /healthz is refused");
             }
         }
         Self {
@@ -111,7 +113,7 @@ impl Admin {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         match given {
             Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
             _ => Err((
@@ -126,6 +128,9 @@ impl Admin {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, (StatusCode, String)> {
         let path = req.uri().path().to_string();
+        if !self.loopback_only && path != "/healthz" {
+            self.authorized(&req)?;
+        }
         if path == "/pins" || path.starts_with("/pins/") {
             return Ok(self.pinning_service(req).await);
         }
@@ -185,6 +190,16 @@ impl Admin {
     }
 }
 
+/// The credentials of `Authorization: Bearer <token>`; the scheme name is case-insensitive
+/// (RFC 9110 §11.1) and may be followed by more than one space.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -216,7 +231,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 pub struct AdminHandler(pub Arc<Admin>);
 
 impl Handler for AdminHandler {
-    fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
+    fn call(&self, req: Request<Incoming>, _client: Client) -> ResponseFuture {
         let admin = self.0.clone();
         Box::pin(async move {
             match admin.route(req).await {
@@ -224,5 +239,20 @@ impl Handler for AdminHandler {
                 Err((status, msg)) => text(status, &msg),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer  "), None);
     }
 }

@@ -32,6 +32,7 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
         return Ok(resp);
     }
     let block = gw.source().get(&target).await?;
+    gw.check_size(block.data().len() as u64, super::Delivery::Verifiable)?;
     let data = block.data().clone();
     let headers = resp.headers_mut();
     set(headers, CONTENT_TYPE, RAW_TYPE);

@@ -82,7 +82,16 @@ pub async fn respond(
     );
     // The status is committed once headers go out: the entity's own block must be here and
     // verified first, so that a missing or lying source is a clean 404 / 502.
-    gw.source().get(&resolved.target).await?;
+    let target = gw.source().get(&resolved.target).await?;
+    let selected = match (params.selection.scope, params.selection.entity_bytes) {
+        (DagScope::Block, _) => Some(target.data().len() as u64),
+        (scope, Some(eb)) => super::unixfs_dag_size(&target, scope == DagScope::All)
+            .map(|size| eb.resolve(size).map_or(0, |(s, e)| e - s + 1)),
+        (scope, None) => super::unixfs_dag_size(&target, scope == DagScope::All),
+    };
+    if let Some(size) = selected {
+        gw.check_size(size, super::Delivery::Verifiable)?;
+    }
     if req.head {
         return Ok(resp);
     }

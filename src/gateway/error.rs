@@ -20,6 +20,10 @@ pub enum GatewayError {
     /// No acceptable representation: 406.
     #[error("{0}")]
     NotAcceptable(String),
+    /// The content will not be served by this gateway, for good (over a size cap): a
+    /// cacheable 410, so that CDNs shield the origin from repeats.
+    #[error("{0}")]
+    Gone(String),
     /// `Cache-Control: only-if-cached` and the root is not held: 412.
     #[error("{0} not in local datastore")]
     NotCached(String),
@@ -61,6 +65,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             GatewayError::NotCached(_) => StatusCode::PRECONDITION_FAILED,
+            GatewayError::Gone(_) => StatusCode::GONE,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,13 +88,43 @@ impl GatewayError {
 }
 
 impl From<TierError> for GatewayError {
+    /// Failures of the tiers name hot nodes, providers, URLs and disk paths: those go to the
+    /// log, and the public body says only which tier failed (design invariant 10).
     fn from(e: TierError) -> Self {
-        match e {
+        match &e {
             TierError::NotFound(cid) => GatewayError::NotFound(format!("block {cid} not found")),
-            TierError::Corrupt { .. } => GatewayError::BadGateway(e.to_string()),
-            TierError::Timeout(_) => GatewayError::Timeout(e.to_string()),
-            TierError::Unavailable { .. } => GatewayError::Unavailable(e.to_string()),
-            TierError::Upstream { .. } => GatewayError::BadGateway(e.to_string()),
+            TierError::Corrupt { tier, error } => {
+                tracing::warn!(error = %e, "a tier sent bytes that failed verification");
+                GatewayError::BadGateway(format!(
+                    "the {tier} tier sent bytes that failed verification ({error}); they were discarded"
+                ))
+            }
+            TierError::Timeout(tier) => {
+                GatewayError::Timeout(format!("the {tier} tier did not answer in time"))
+            }
+            TierError::Unavailable { tier, reason } => {
+                tracing::warn!(%tier, %reason, "tier unavailable");
+                GatewayError::Unavailable(format!("the {tier} tier is unavailable"))
+            }
+            TierError::CircuitOpen(tier) => GatewayError::BadGateway(format!(
+                "the {tier} tier is skipped after repeated failures (circuit open); retry later"
+            )),
+            TierError::Providers { failures } => {
+                tracing::warn!(error = %e, "storage providers failed");
+                let each: Vec<String> = failures
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (public, _))| format!("provider {}: {public}", i + 1))
+                    .collect();
+                GatewayError::BadGateway(format!(
+                    "the cold tier could not provide the content: every storage provider failed ({})",
+                    each.join("; ")
+                ))
+            }
+            TierError::Upstream { tier, reason } => {
+                tracing::warn!(%tier, %reason, "tier failed");
+                GatewayError::BadGateway(format!("the {tier} tier could not provide the content"))
+            }
         }
     }
 }

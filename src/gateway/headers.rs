@@ -59,6 +59,17 @@ pub fn none_match(header: &str, etag: &str) -> bool {
     })
 }
 
+/// A same-origin redirect target built from a request path: a run of leading slashes (or
+/// backslashes, which browsers read as slashes) becomes one, so that a path like
+/// `//evil.example` can never turn into a protocol-relative URL that leaves the origin.
+pub fn same_origin(location: &str) -> String {
+    let rest = location.trim_start_matches(['/', '\\']);
+    if rest.len() == location.len() {
+        return location.to_string();
+    }
+    format!("/{rest}")
+}
+
 /// Inserts a header from a string, skipping values that are not valid header text.
 pub fn set(headers: &mut HeaderMap, name: impl Into<HeaderName>, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -69,6 +80,15 @@ pub fn set(headers: &mut HeaderMap, name: impl Into<HeaderName>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_targets_stay_on_the_origin() {
+        assert_eq!(same_origin("//evil.example/"), "/evil.example/");
+        assert_eq!(same_origin("/\\evil.example/"), "/evil.example/");
+        assert_eq!(same_origin("///a/b/"), "/a/b/");
+        assert_eq!(same_origin("/ipfs/x/"), "/ipfs/x/");
+        assert_eq!(same_origin("rel/"), "rel/");
+    }
 
     #[test]
     fn disposition_escapes_like_the_reference_gateway() {

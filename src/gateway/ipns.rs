@@ -66,7 +66,7 @@ pub async fn respond(
             set(
                 resp.headers_mut(),
                 http::header::LOCATION,
-                &format!("/ipns/{canonical}{rest}{query}"),
+                &super::headers::same_origin(&format!("/ipns/{canonical}{rest}{query}")),
             );
             return Ok(resp);
         }

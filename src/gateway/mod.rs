@@ -53,6 +53,19 @@ pub struct GatewayOptions {
     pub tls: bool,
     /// Bytes of whole small responses kept for repeated plain requests (0: none).
     pub response_cache_bytes: u64,
+    /// Largest UnixFS DAG (or requested range of one) served deserialized; 0: no cap.
+    pub max_deserialized_response_size: u64,
+    /// Largest UnixFS DAG (or requested range of one) served in any format; 0: no cap.
+    pub max_unixfs_dag_response_size: u64,
+}
+
+/// How a response will read a UnixFS DAG, for the size caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// As a file, a page or a TAR.
+    Deserialized,
+    /// As verifiable blocks or a CAR.
+    Verifiable,
 }
 
 /// The gateway's shared state.
@@ -440,6 +453,39 @@ impl Gateway {
             .is_some_and(|h| headers::none_match(h, etag))
     }
 
+    /// Refuses (410) a response of `bytes` bytes read from a UnixFS DAG when it passes a
+    /// configured cap for `delivery`; the answer names the cap.
+    pub fn check_size(&self, bytes: u64, delivery: Delivery) -> Result<(), GatewayError> {
+        let o = &self.options;
+        let over = |cap: u64| cap > 0 && bytes > cap;
+        let (cap, key) =
+            if delivery == Delivery::Deserialized && over(o.max_deserialized_response_size) {
+                (
+                    o.max_deserialized_response_size,
+                    "gateway.max_deserialized_response_size",
+                )
+            } else if over(o.max_unixfs_dag_response_size) {
+                (
+                    o.max_unixfs_dag_response_size,
+                    "gateway.max_unixfs_dag_response_size",
+                )
+            } else {
+                return Ok(());
+            };
+        let size = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
+        let hint = match delivery {
+            Delivery::Deserialized => {
+                "; fetch it as verifiable blocks (?format=raw) or a CAR (?format=car), or ask for a byte range"
+            }
+            Delivery::Verifiable => "; ask for a part of it (a byte range or entity-bytes), or run your own IPFS node",
+        };
+        Err(GatewayError::Gone(format!(
+            "this response would be {}, over this gateway's limit of {} ({key}){hint}",
+            size(bytes),
+            size(cap)
+        )))
+    }
+
     /// Sets `Content-Disposition` from `?filename=` / `?download=` or `default_name`.
     pub fn set_disposition(
         &self,
@@ -541,6 +587,21 @@ fn single_range(range: Option<&str>) -> Option<EntityBytes> {
     Some(EntityBytes { from, to })
 }
 
+/// The bytes a UnixFS DAG holds, from its root block alone: a file's size; a directory's own
+/// block plus, when `whole`, the cumulative sizes its links record. `None` for other codecs.
+pub fn unixfs_dag_size(root: &crate::ipld::Block, whole: bool) -> Option<u64> {
+    let len = root.data().len() as u64;
+    match FsNode::decode(root.cid().codec(), root.data()).ok()? {
+        FsNode::File { size, .. } => Some(size),
+        FsNode::Directory { links } | FsNode::HamtShard { links, .. } if whole => Some(
+            links
+                .iter()
+                .fold(len, |sum, l| sum.saturating_add(l.tsize.unwrap_or(0))),
+        ),
+        _ => Some(len),
+    }
+}
+
 /// `X-Ipfs-Roots`: comma-separated, no spaces.
 pub fn roots_header(roots: &[Cid]) -> String {
     roots
@@ -580,7 +641,12 @@ pub fn error_response(e: &GatewayError) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let cache_control = match e {
+        // Deterministic refusals: a CDN may keep them.
+        GatewayError::Gone(_) => "public, max-age=604800",
+        _ => "no-cache",
+    };
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
     if let Some(secs) = e.retry_after() {
         set(h, RETRY_AFTER, &secs.to_string());
     }

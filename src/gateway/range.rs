@@ -12,7 +12,7 @@ pub enum RangeOutcome {
 }
 
 /// Upper bound on ranges per request; more is a denial-of-service pattern, served whole.
-const MAX_RANGES: usize = 64;
+pub const MAX_RANGES: usize = 64;
 
 /// Interprets a `Range` header for a body of `size` bytes.
 pub fn parse(header: Option<&str>, size: u64) -> RangeOutcome {
@@ -64,10 +64,17 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeOutcome {
         }
     }
     if out.is_empty() {
-        RangeOutcome::Unsatisfiable
-    } else {
-        RangeOutcome::Partial(out)
+        return RangeOutcome::Unsatisfiable;
     }
+    // Ranges that together ask for more than the whole (`bytes=0-,0-,…`) would multiply the
+    // response: serve the representation once instead, as nginx and Go's net/http do.
+    let total = out
+        .iter()
+        .fold(0u64, |sum, (s, e)| sum.saturating_add(e - s + 1));
+    if total > size {
+        return RangeOutcome::Full;
+    }
+    RangeOutcome::Partial(out)
 }
 
 #[cfg(test)]
@@ -102,5 +109,23 @@ mod tests {
         assert_eq!(parse(Some("bytes=5-2"), 10), RangeOutcome::Full);
         assert_eq!(parse(Some("items=1-2"), 10), RangeOutcome::Full);
         assert_eq!(parse(Some("bytes=x-2"), 10), RangeOutcome::Full);
+    }
+
+    #[test]
+    fn ranges_that_ask_for_more_than_the_whole_are_served_whole() {
+        let size = 64 << 20;
+        let many = format!("bytes={}", vec!["0-"; 64].join(","));
+        assert_eq!(parse(Some(&many), size), RangeOutcome::Full);
+        assert_eq!(parse(Some("bytes=0-5,3-9"), 10), RangeOutcome::Full);
+        assert_eq!(
+            parse(Some("bytes=0-4,5-9"), 10),
+            RangeOutcome::Partial(vec![(0, 4), (5, 9)])
+        );
+        let too_many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
+        assert_eq!(parse(Some(&too_many), size), RangeOutcome::Full);
+        // Every returned range lies inside the representation.
+        if let RangeOutcome::Partial(r) = parse(Some("bytes=-5,8-,2-3"), 10) {
+            assert!(r.iter().all(|(s, e)| s <= e && *e < 10));
+        }
     }
 }

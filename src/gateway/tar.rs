@@ -47,6 +47,9 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
         return Ok(resp);
     }
     let root = gw.source().get(&target).await?;
+    if let Some(size) = super::unixfs_dag_size(&root, true) {
+        gw.check_size(size, super::Delivery::Deserialized)?;
+    }
     if req.head {
         return Ok(resp);
     }

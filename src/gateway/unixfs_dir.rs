@@ -28,7 +28,7 @@ pub async fn respond(
     node: FsNode,
 ) -> Result<Response<Body>, GatewayError> {
     if !req.trailing_slash && !req.original_path.ends_with('/') {
-        let mut location = format!("{}/", req.original_path);
+        let mut location = super::headers::same_origin(&format!("{}/", req.original_path));
         if let Some(q) = &req.query {
             location.push('?');
             location.push_str(q);

@@ -57,6 +57,13 @@ pub async fn respond(
     } else {
         RangeOutcome::Full
     };
+    // Before anything is read for the body (sniffing included): the caps count what this
+    // response would send, so a range of a large file is still served.
+    let sending = match &ranges {
+        RangeOutcome::Partial(r) => r.iter().map(|(s, e)| e - s + 1).sum(),
+        _ => size,
+    };
+    gw.check_size(sending, super::Delivery::Deserialized)?;
     let ctype = match (f.content_type, size) {
         (Some(t), _) => t.to_string(),
         (None, 0) => "text/plain".to_string(),

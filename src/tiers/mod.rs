@@ -45,7 +45,17 @@ pub enum TierError {
         /// What went wrong.
         reason: String,
     },
-    /// A remote tier failed (connection refused, 5xx, circuit open).
+    /// Every storage provider asked failed. Each entry is what may be said in public (the kind
+    /// of failure) and the detail for the log (which names the provider).
+    #[error("all storage providers failed: {}", .failures.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; "))]
+    Providers {
+        /// (public, detail) per provider, in the order they were asked.
+        failures: Vec<(String, String)>,
+    },
+    /// A remote tier failed so often that it is skipped for a while (its circuit is open).
+    #[error("{0} circuit open after repeated failures; retry later")]
+    CircuitOpen(&'static str),
+    /// A remote tier failed (connection refused, 5xx).
     #[error("{tier} failed: {reason}")]
     Upstream {
         /// Which source.

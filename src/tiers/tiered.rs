@@ -722,10 +722,7 @@ impl BlockSource for TieredSource {
                     Err(e)
                 }
             },
-            Some(_) => Err(TierError::Upstream {
-                tier: "hot",
-                reason: "circuit open after repeated failures; retry later".into(),
-            }),
+            Some(_) => Err(TierError::CircuitOpen("hot")),
             None => Ok(false),
         }
     }
@@ -890,10 +887,7 @@ async fn hot_block(
     cid: &Cid,
 ) -> Result<Block, TierError> {
     if !breaker.allow() {
-        return Err(TierError::Upstream {
-            tier: "hot",
-            reason: "circuit open after repeated failures; retry later".into(),
-        });
+        return Err(TierError::CircuitOpen("hot"));
     }
     let start = Instant::now();
     let result = remote.get(cid).await;

@@ -566,10 +566,6 @@ fn summarize(cid: &Cid, failures: &[(String, Failure)]) -> TierError {
     {
         return TierError::NotFound(*cid);
     }
-    let reasons: Vec<String> = failures
-        .iter()
-        .map(|(label, f)| format!("{label}: {} ({})", f.outcome(), f.reason()))
-        .collect();
     if failures.iter().all(|(_, f)| {
         matches!(
             f,
@@ -578,9 +574,16 @@ fn summarize(cid: &Cid, failures: &[(String, Failure)]) -> TierError {
     }) {
         return TierError::Timeout(COLD);
     }
-    TierError::Upstream {
-        tier: COLD,
-        reason: format!("all storage providers failed: {}", reasons.join("; ")),
+    TierError::Providers {
+        failures: failures
+            .iter()
+            .map(|(label, f)| {
+                (
+                    f.public(),
+                    format!("{label}: {} ({})", f.outcome(), f.reason()),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -58,6 +58,23 @@ impl Failure {
     }
 
     /// The reason, for logs and error messages.
+    /// What may be said of this failure in a public answer: the kind, and the HTTP status a
+    /// provider answered, never its address.
+    pub fn public(&self) -> String {
+        match self {
+            Failure::NotFound(_) => "not found".into(),
+            Failure::Timeout(_) => "timed out".into(),
+            Failure::Error(r) => match r.rsplit_once(" answered ") {
+                Some((_, status)) => format!("answered {status}"),
+                None => "failed".into(),
+            },
+            Failure::Corrupt(_) => "sent bytes that failed verification".into(),
+            Failure::Lie(_) => "sent blocks outside the requested DAG".into(),
+            Failure::Declined(_) => "not asked (price or concurrency limit)".into(),
+        }
+    }
+
+    /// The full reason, naming the provider: for logs and the admin API only.
     pub fn reason(&self) -> &str {
         match self {
             Failure::NotFound(r)

@@ -1,0 +1,506 @@
+//! Listeners: HTTP/1.1 and HTTP/2 (h2c prior knowledge, or TLS with ALPN) on one port, and the
+//! limits that keep one listener usable under hostile traffic (design invariants 8 and 10):
+//!
+//! - every connection has a deadline from accept until its first request head (protocol
+//!   detection included) and an idle deadline between requests, for HTTP/1.1 and HTTP/2 alike
+//!   ([`watch`]); a client that stops reading is cut after `send_timeout` ([`io::Deadlined`]);
+//! - connections past `max_connections` (or past the per-client share) are answered with a
+//!   503 and closed at once, without reading them; accept backs off while descriptors run out;
+//! - requests past `max_concurrent_requests`, or past a client's concurrency or rate share, are
+//!   answered 429 with `Retry-After` ([`admission`]);
+//! - forwarding headers count only from trusted proxies ([`client`]);
+//! - graceful shutdown drains in-flight responses up to a deadline.
+
+pub mod admission;
+pub mod client;
+mod io;
+mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use admission::{Admission, ClientLimits};
+pub use client::{Client, TrustedProxies};
+
+use crate::gateway::{body, Body};
+use crate::telemetry::Metrics;
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the address failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Something that answers requests (the gateway, the admin API).
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request from `client`; must not fail.
+    fn call(&self, req: Request<Incoming>, client: Client) -> ResponseFuture;
+}
+
+/// Limits applied to every connection of one listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Concurrent connections; further ones get 503.
+    pub max_connections: usize,
+    /// Concurrent connections from one client (an IPv4 address or an IPv6 /64) that is not a
+    /// trusted proxy; further ones get 503. 0: no per-client bound.
+    pub max_connections_per_client: usize,
+    /// Largest request head in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes (414 beyond).
+    pub max_url_bytes: usize,
+    /// Time allowed to send a request head, counted from accept for the first request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (keep-alive idle).
+    pub idle_timeout: Duration,
+    /// A client that accepts no bytes of a response for this long is cut off.
+    pub send_timeout: Duration,
+    /// Drain deadline at shutdown.
+    pub shutdown_grace: Duration,
+    /// Over-limit connections answered (503) at the same time; past it they are closed
+    /// unanswered, so a flood of them cannot use up descriptors either.
+    pub max_refusing: usize,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Plain-TCP connections send cache-arena bytes with `sendfile`, counted here; `None` writes
+    /// every byte (see [`crate::zero_copy`]).
+    pub zero_copy_sent: Option<Counter>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_client: 0,
+            max_header_bytes: 16 * 1024,
+            max_url_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            max_refusing: 128,
+            trusted_proxies: TrustedProxies::default(),
+            zero_copy_sent: None,
+        }
+    }
+}
+
+/// Loads a rustls acceptor (ALPN h2, http/1.1) from PEM files.
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, ServerError> {
+    let certs = {
+        let mut r = std::io::BufReader::new(
+            std::fs::File::open(cert)
+                .map_err(|e| ServerError::Tls(format!("opening {cert}: {e}")))?,
+        );
+        rustls_pemfile::certs(&mut r)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServerError::Tls(format!("reading {cert}: {e}")))?
+    };
+    let key = {
+        let mut r = std::io::BufReader::new(
+            std::fs::File::open(key)
+                .map_err(|e| ServerError::Tls(format!("opening {key}: {e}")))?,
+        );
+        rustls_pemfile::private_key(&mut r)
+            .map_err(|e| ServerError::Tls(format!("reading {key}: {e}")))?
+            .ok_or_else(|| ServerError::Tls(format!("no private key in {key}")))?
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds a listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// A plain-text response with `status`.
+pub fn plain_response(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's head timer runs from the end of one response to the next head, so it is the
+    // keep-alive idle timeout as well; the first request's deadline (from accept) is the
+    // connection watch's.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        // Dead peers are found by pings; idle live ones by the connection watch.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Raises the soft limit on open files to the hard limit and returns it, so that
+/// `max_connections` can be checked against what the process may really open.
+pub fn raise_fd_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        let hard = lim.maximum;
+        if lim.current != hard {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: hard,
+                    maximum: hard,
+                },
+            );
+        }
+        getrlimit(Resource::Nofile).current
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// One listener and what applies to it.
+pub struct Listener {
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Connection limits and deadlines.
+    pub limits: Limits,
+    /// Bounds on requests in progress (public listener only).
+    pub admission: Option<Arc<Admission>>,
+    /// Where refusals and open connections are counted.
+    pub metrics: Arc<Metrics>,
+    /// The `inflight_work` kind its open connections are counted under.
+    pub gauge: &'static str,
+}
+
+/// Serves `handler` on `listener` until `shutdown` fires, then drains for up to the grace
+/// period.
+pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: CancellationToken) {
+    let Listener {
+        socket: listener,
+        tls,
+        limits,
+        admission,
+        metrics,
+        gauge: gauge_kind,
+    } = listener;
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(admission::Counts::default());
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let builder = Arc::new(builder(&limits));
+    let open = metrics.work(gauge_kind);
+    let limits = Arc::new(limits);
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => {
+                    backoff = Duration::ZERO;
+                    x
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) and similar: back off, doubling up to a
+                    // second, instead of spinning; connections that end free descriptors.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    if backoff == Duration::from_millis(10) {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                    }
+                    metrics.limit_hit("accept_error");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let trusted_peer = limits.trusted_proxies.contains(peer.ip());
+        let client_slot = if trusted_peer || limits.max_connections_per_client == 0 {
+            Some(None)
+        } else {
+            per_client
+                .try_acquire(peer.ip(), limits.max_connections_per_client)
+                .map(Some)
+        };
+        let Some(client_slot) = client_slot else {
+            metrics.limit_hit("client_connections");
+            refuse(stream, tls.is_some(), &refusing, limits.max_refusing);
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.limit_hit("connections");
+            refuse(stream, tls.is_some(), &refusing, limits.max_refusing);
+            continue;
+        };
+        open.inc();
+        let open = open.clone();
+        let handler = handler.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        let limits = limits.clone();
+        let admission = admission.clone();
+        let metrics = metrics.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _client_slot = client_slot;
+            let activity = watch::Activity::new();
+            let service = {
+                let activity = activity.clone();
+                let limits = limits.clone();
+                service_fn(move |mut req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    let admission = admission.clone();
+                    let metrics = metrics.clone();
+                    let busy = activity.begin();
+                    let client = limits.trusted_proxies.client(peer, req.headers_mut());
+                    let max_url = limits.max_url_bytes;
+                    async move {
+                        let resp = answer(req, client, max_url, admission, handler, metrics).await;
+                        // The connection counts as busy until the body is done or dropped.
+                        Ok::<_, std::convert::Infallible>(resp.map(|b| body::holding(b, busy)))
+                    }
+                })
+            };
+            let result = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(
+                        limits.header_read_timeout.min(Duration::from_secs(10)),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let io = io::Deadlined::new(tls_stream, limits.send_timeout);
+                            run(
+                                builder.clone(),
+                                io,
+                                service,
+                                activity.clone(),
+                                limits.clone(),
+                                shutdown.clone(),
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+                None => match limits.zero_copy_sent.clone() {
+                    #[cfg(target_os = "linux")]
+                    Some(sent) => {
+                        let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
+                        let io = io::Deadlined::new(stream, limits.send_timeout);
+                        run(
+                            builder.clone(),
+                            io,
+                            service,
+                            activity.clone(),
+                            limits.clone(),
+                            shutdown.clone(),
+                        )
+                        .await
+                    }
+                    _ => {
+                        let io = io::Deadlined::new(stream, limits.send_timeout);
+                        run(
+                            builder.clone(),
+                            io,
+                            service,
+                            activity.clone(),
+                            limits.clone(),
+                            shutdown.clone(),
+                        )
+                        .await
+                    }
+                },
+            };
+            open.dec();
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Every connection was asked to finish by the same token and is dropped after the grace
+    // period (see `watch`); the margin covers the last writes.
+    tracker.close();
+    if tokio::time::timeout(
+        limits.shutdown_grace + Duration::from_secs(2),
+        tracker.wait(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Serves one connection under the connection watch (first-request and idle deadlines).
+async fn run<I, S>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: I,
+    service: S,
+    activity: watch::Activity,
+    limits: Arc<Limits>,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    watch::serve_watched(
+        conn,
+        activity,
+        shutdown,
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        limits.shutdown_grace,
+    )
+    .await
+}
+
+/// Admission, then the handler; refusals are answered here.
+async fn answer(
+    req: Request<Incoming>,
+    client: Client,
+    max_url: usize,
+    admission: Option<Arc<Admission>>,
+    handler: Arc<dyn Handler>,
+    metrics: Arc<Metrics>,
+) -> Response<Body> {
+    let target_len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if target_len > max_url {
+        return plain_response(StatusCode::URI_TOO_LONG, "request target too long");
+    }
+    let ticket = match &admission {
+        Some(a) => match a.admit(client.ip) {
+            Ok(t) => Some(t),
+            Err(refusal) => {
+                metrics.limit_hit(refusal.reason());
+                let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, &refusal.to_string());
+                let secs = refusal.retry_after().as_secs().max(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    r.headers_mut().insert(RETRY_AFTER, v);
+                }
+                return r;
+            }
+        },
+        None => None,
+    };
+    let resp = handler.call(req, client).await;
+    match ticket {
+        Some(t) => resp.map(|b| body::holding(b, t)),
+        None => resp,
+    }
+}
+
+/// Answers an over-limit connection with a 503 and closes it, without reading its request (a
+/// TLS one is only closed): bounded in number and in time, so refusing costs almost nothing.
+fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<AtomicUsize>, max: usize) {
+    if tls {
+        return;
+    }
+    if refusing.fetch_add(1, Ordering::AcqRel) >= max {
+        refusing.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let refusing = refusing.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const BODY: &str = "too many connections, retry later\n";
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Read what the client sent so that closing does not reset the connection before
+            // it has read the answer.
+            let mut sink = [0u8; 4096];
+            let mut total = 0usize;
+            while total < 64 * 1024 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => total += n,
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        refusing.fetch_sub(1, Ordering::AcqRel);
+    });
+}
