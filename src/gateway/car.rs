@@ -79,7 +79,8 @@ pub async fn respond(
     );
     // The status is committed once headers go out: the entity's own block must be here and
     // verified first, so that a missing or lying source is a clean 404 / 502.
-    gw.source().get(&resolved.target).await?;
+    let target = gw.source().get(&resolved.target).await?;
+    selector::check_target(&target, &params.selection)?;
     if req.head {
         return Ok(resp);
     }
