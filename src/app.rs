@@ -430,6 +430,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     admin.start_sampler(shutdown.clone());
+    admin.resume_pin_requests();
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 

@@ -223,10 +223,7 @@ mod completeness {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = tempfile::tempdir().unwrap();
         let store = store_dir.path().to_path_buf();
-        let leaf = (
-            cid_v1_sha256(RAW, b"leaf"),
-            Bytes::from_static(b"leaf"),
-        );
+        let leaf = (cid_v1_sha256(RAW, b"leaf"), Bytes::from_static(b"leaf"));
         let bad_root = (
             cid_v1_sha256(DAG_PB, b"not protobuf: root"),
             Bytes::from_static(b"not protobuf: root"),
@@ -239,7 +236,12 @@ mod completeness {
         let absent = cid_v1_sha256(RAW, b"absent");
         let missing_root = node(&[leaf.0, absent]);
         let cases = [
-            ("bad-root.car", car(bad_root.0, &[&bad_root]), bad_root.0, "does not decode"),
+            (
+                "bad-root.car",
+                car(bad_root.0, &[&bad_root]),
+                bad_root.0,
+                "does not decode",
+            ),
             (
                 "bad-inner.car",
                 car(inner_root.0, &[&inner_root, &leaf, &bad_inner]),

@@ -14,10 +14,13 @@ use super::pinning::{list, validate, ListQuery, Pin, PinRequest, PinningError, S
 use super::popular::read_limited;
 use super::{json, Admin};
 use crate::gateway::Body;
+use crate::popularity::promoter::PromoteError;
 use crate::tiers::local::{LocalStore, StoreError};
 
 const REQUESTS_KEY: &str = "pinning.requests";
 const MAX_BODY: usize = 1 << 20;
+/// How often a request whose root is being pinned by someone else checks again.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Pin requests saved in `store` (none when they were unreadable: those are quarantined). A
 /// store that cannot be read is an error rather than an empty list, which a later save would
@@ -187,7 +190,16 @@ impl Admin {
         self.set_status(&request.requestid, Status::Pinning, None)
             .await;
         let name = request.pin.name.clone().unwrap_or_default();
-        match p.promoter.pin(cid, false, &name).await {
+        // Another pin of the same root (a second request, or the promoter resuming a pin a
+        // restart interrupted) is no failure of this one: it is waited for and then repeated,
+        // which finds the blocks in place.
+        let result = loop {
+            match p.promoter.pin(cid, false, &name).await {
+                Err(PromoteError::Busy(_)) => tokio::time::sleep(BUSY_RETRY).await,
+                other => break other,
+            }
+        };
+        match result {
             Ok(()) => {
                 self.set_status(&request.requestid, Status::Pinned, None)
                     .await
@@ -197,6 +209,26 @@ impl Admin {
                     .await
             }
         }
+    }
+
+    /// Restarts the requests a restart interrupted (queued or pinning when the process
+    /// stopped), so that no request waits for ever on work that no task is doing.
+    pub fn resume_pin_requests(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let pending: Vec<PinRequest> = this
+                .pin_requests
+                .lock()
+                .await
+                .iter()
+                .filter(|r| matches!(r.status, Status::Queued | Status::Pinning))
+                .cloned()
+                .collect();
+            for request in pending {
+                tracing::info!(requestid = %request.requestid, cid = %request.pin.cid, "resuming a pin request a restart interrupted");
+                tokio::spawn(this.clone().run_request(request));
+            }
+        });
     }
 
     /// Unpins `cid` unless another request still wants it.
