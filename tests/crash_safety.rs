@@ -918,3 +918,54 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// Stored records that cannot be decoded (pin requests, promotion records, demand, provider
+/// scores) are moved aside when the server starts, the server starts without them, and the
+/// records it writes later leave the quarantined bytes alone.
+#[tokio::test]
+async fn unreadable_records_are_quarantined_and_the_server_starts() {
+    let dag = make_dag(77, 20, 100);
+    let (p, _pdir) = provider(&[&dag]);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("gateway");
+    let damaged: [(&str, &[u8]); 4] = [
+        ("pinning.requests", b"[{\"requestid\": 1"),
+        ("popularity.pins", b"\xff\x00 not json"),
+        ("popularity.tracker", b"{\"at\": \"noon\"}"),
+        ("cold.providers", b"{\"providers\": 3}"),
+    ];
+    {
+        let store = LocalStore::open(&dir).unwrap();
+        for (key, bytes) in damaged {
+            store.meta_put(key, bytes).unwrap();
+        }
+    }
+    let env = [("CIDGATE_COLD__PROVIDERS", p.url.as_str())];
+    let mut g = serve(&dir, &env).expect("the server starts without the unreadable records");
+    assert!(post_pin(&g, &dag.root).await);
+    let pinned = wait_for("a pin request", Duration::from_secs(30), async || {
+        request_statuses(&g, &dag.root).await == ["pinned"]
+    })
+    .await;
+    assert!(pinned);
+    stop(&mut g.child);
+
+    let store = LocalStore::open(&dir).unwrap();
+    let mut quarantined: Vec<(String, Vec<u8>)> = store
+        .quarantine_list()
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.key, q.bytes))
+        .collect();
+    quarantined.sort();
+    let mut want: Vec<(String, Vec<u8>)> = damaged
+        .iter()
+        .map(|(k, b)| (k.to_string(), b.to_vec()))
+        .collect();
+    want.sort();
+    assert_eq!(
+        quarantined, want,
+        "every unreadable record kept, byte for byte"
+    );
+    assert!(store.pin_of(&dag.root).unwrap().is_some());
+}

@@ -511,14 +511,16 @@ impl LocalStore {
         Ok(())
     }
 
-    /// A value in the metadata table (persisted state of other components).
+    /// Raw bytes in the metadata table. Typed records go through [`Self::load`] and
+    /// [`Self::save`] instead, which never write over a value they could not read.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
         let meta = tx.open_table(META)?;
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))
     }
 
-    /// Stores a value in the metadata table, durably.
+    /// Stores raw bytes in the metadata table, durably, whatever was there (see
+    /// [`Self::save`] for records).
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
