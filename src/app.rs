@@ -423,7 +423,7 @@ pub async fn ensure_sample(store: &LocalStore) -> anyhow::Result<cid::Cid> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let batch = s.new_batch()?;
         s.put_staged(batch, &blocks, false)?;
-        s.commit_batch(batch, &[(root.cid, PinReason::Sample)])?;
+        crate::tiers::import::finish_batch(&s, batch, &[root.cid], PinReason::Sample)?;
         s.set_meta_flag("sample_added")?;
         Ok(())
     })
@@ -515,7 +515,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             hot_pins(&config, &store)?,
             Arc::new(SystemClock),
             metrics.clone(),
-        ))
+        )?)
     } else {
         None
     };
@@ -536,11 +536,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             metrics.clone(),
         )
         .with_cold(cold.clone())
-        .with_popularity(popularity.clone())
+        .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr),
     );
     let shutdown = CancellationToken::new();
     admin.start_sampler(shutdown.clone());
+    admin.resume_pin_requests();
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 

@@ -15,7 +15,7 @@ use cidgate::config::Config;
 use cidgate::content::{resolve, selector};
 use cidgate::ipld::builder::{add_paths, BlockSink, BuildError};
 use cidgate::ipld::Block;
-use cidgate::tiers::import::{import_car, ImportReport};
+use cidgate::tiers::import::{finish_batch, import_car, ImportReport};
 use cidgate::tiers::local::{LocalStore, PinReason, StoreError};
 
 /// cidgate: a caching, verifying HTTP gateway for IPFS content.
@@ -220,9 +220,9 @@ fn print_report(name: &str, report: &ImportReport, elapsed: Duration) {
             println!("  root {} complete, pinned", r.cid);
         } else {
             println!(
-                "  root {} INCOMPLETE (missing {}), not pinned",
+                "  root {} INCOMPLETE ({}), not pinned",
                 r.cid,
-                r.missing.as_deref().unwrap_or("?")
+                r.reason.as_deref().unwrap_or("a block is missing")
             );
         }
     }
@@ -464,7 +464,14 @@ async fn add(config: &Config, paths: &[PathBuf], hidden: bool) -> anyhow::Result
     let built = add_paths(&refs, hidden, &mut sink).and_then(|root| sink.flush().map(|_| root));
     match built {
         Ok(root) => {
-            store.commit_batch(batch, &[(root.cid, PinReason::Operator)])?;
+            // The builder made every block itself, but the pin is checked like any import's.
+            let report = finish_batch(&store, batch, &[root.cid], PinReason::Operator)?;
+            if let Some(reason) = report.first().and_then(|r| r.reason.as_deref()) {
+                bail!(
+                    "the DAG built for {} is incomplete ({reason}); not pinned",
+                    root.cid
+                );
+            }
             println!("{}", root.cid);
             Ok(())
         }

@@ -181,3 +181,120 @@ fn add_then_export_round_trips() {
     let out = cidgate(&store, &["add", "--hidden", src.to_str().unwrap()]);
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), root);
 }
+
+mod completeness {
+    use super::common::{cidgate, client, Server};
+    use bytes::Bytes;
+    use cidgate::ipld::car::{frame_prefix, header};
+    use cidgate::ipld::dagpb::{PbLink, PbNode};
+    use cidgate::ipld::{cid_v1_sha256, Cid, DAG_PB, RAW};
+
+    fn node(links: &[Cid]) -> (Cid, Bytes) {
+        let data = PbNode {
+            links: links
+                .iter()
+                .enumerate()
+                .map(|(i, c)| PbLink {
+                    cid: *c,
+                    name: Some(format!("f{i}")),
+                    tsize: Some(4),
+                })
+                .collect(),
+            data: Some(Bytes::from_static(&[8, 1])),
+        }
+        .encode();
+        (cid_v1_sha256(DAG_PB, &data), data)
+    }
+
+    fn car(root: Cid, blocks: &[&(Cid, Bytes)]) -> Vec<u8> {
+        let mut out = header(&[root]).unwrap().to_vec();
+        for (c, d) in blocks {
+            out.extend_from_slice(&frame_prefix(c, d.len()));
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    /// A dag-pb root whose hash is right but whose bytes are no protobuf, an undecodable inner
+    /// node and a missing child: each imports its blocks, stays unpinned, and says why; a CAR
+    /// of the undecodable root is refused before any 200.
+    #[tokio::test]
+    async fn undecodable_or_incomplete_dags_are_never_pinned_as_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = store_dir.path().to_path_buf();
+        let leaf = (cid_v1_sha256(RAW, b"leaf"), Bytes::from_static(b"leaf"));
+        let bad_root = (
+            cid_v1_sha256(DAG_PB, b"not protobuf: root"),
+            Bytes::from_static(b"not protobuf: root"),
+        );
+        let bad_inner = (
+            cid_v1_sha256(DAG_PB, b"not protobuf: inner"),
+            Bytes::from_static(b"not protobuf: inner"),
+        );
+        let inner_root = node(&[leaf.0, bad_inner.0]);
+        let absent = cid_v1_sha256(RAW, b"absent");
+        let missing_root = node(&[leaf.0, absent]);
+        let cases = [
+            (
+                "bad-root.car",
+                car(bad_root.0, &[&bad_root]),
+                bad_root.0,
+                "does not decode",
+            ),
+            (
+                "bad-inner.car",
+                car(inner_root.0, &[&inner_root, &leaf, &bad_inner]),
+                bad_inner.0,
+                "does not decode",
+            ),
+            (
+                "missing.car",
+                car(missing_root.0, &[&missing_root, &leaf]),
+                absent,
+                "is missing",
+            ),
+        ];
+        for (file, bytes, culprit, why) in &cases {
+            let path = dir.path().join(file);
+            std::fs::write(&path, bytes).unwrap();
+            let out = cidgate(&store, &["import", path.to_str().unwrap()]);
+            assert!(out.status.success(), "{file}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("INCOMPLETE"), "{file}: {stdout}");
+            assert!(
+                stdout.contains(&format!("block {culprit} {why}")),
+                "{file}: {stdout}"
+            );
+            assert!(stdout.contains("not pinned"), "{file}: {stdout}");
+        }
+
+        let s = Server::spawn(store_dir, &[], &[]);
+        let pins: serde_json::Value = serde_json::from_slice(
+            &client()
+                .get(format!("{}/admin/pins", s.admin))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pins["store"].as_array().unwrap().len(), 0, "{pins}");
+        let r = client()
+            .get(format!("{}/ipfs/{}?format=car", s.url, bad_root.0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "refused before the status is committed");
+        // The block itself is still served as the bytes it is.
+        let r = client()
+            .get(format!("{}/ipfs/{}?format=raw", s.url, bad_root.0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&r.bytes().await.unwrap()[..], b"not protobuf: root");
+    }
+}

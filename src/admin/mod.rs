@@ -80,10 +80,13 @@ impl Admin {
 
     /// Serves the popularity subsystem: `/admin/popular`, pin writes, prewarm, the status page
     /// and the Pinning Service API.
-    pub fn with_popularity(mut self, popularity: Option<Arc<Popularity>>) -> Self {
+    pub fn with_popularity(
+        mut self,
+        popularity: Option<Arc<Popularity>>,
+    ) -> Result<Self, crate::tiers::local::StoreError> {
         self.popularity = popularity;
-        self.pin_requests = tokio::sync::Mutex::new(pinning_service::load(&self.store));
-        self
+        self.pin_requests = tokio::sync::Mutex::new(pinning_service::load(&self.store)?);
+        Ok(self)
     }
 
     /// The multiaddr of the public gateway, advertised as the Pinning Service API's delegate.

@@ -14,24 +14,19 @@ use super::pinning::{list, validate, ListQuery, Pin, PinRequest, PinningError, S
 use super::popular::read_limited;
 use super::{json, Admin};
 use crate::gateway::Body;
-use crate::tiers::local::LocalStore;
+use crate::popularity::promoter::PromoteError;
+use crate::tiers::local::{LocalStore, StoreError};
 
 const REQUESTS_KEY: &str = "pinning.requests";
 const MAX_BODY: usize = 1 << 20;
+/// How often a request whose root is being pinned by someone else checks again.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Pin requests saved in `store`.
-pub(super) fn load(store: &LocalStore) -> Vec<PinRequest> {
-    match store.meta_get(REQUESTS_KEY) {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "saved pin requests unreadable");
-            Vec::new()
-        }),
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read saved pin requests");
-            Vec::new()
-        }
-    }
+/// Pin requests saved in `store` (none when they were unreadable: those are quarantined). A
+/// store that cannot be read is an error rather than an empty list, which a later save would
+/// write over the requests.
+pub(super) fn load(store: &LocalStore) -> Result<Vec<PinRequest>, StoreError> {
+    Ok(store.load(REQUESTS_KEY)?.unwrap_or_default())
 }
 
 fn failure(status: StatusCode, reason: &str, details: impl Into<String>) -> Response<Body> {
@@ -195,7 +190,16 @@ impl Admin {
         self.set_status(&request.requestid, Status::Pinning, None)
             .await;
         let name = request.pin.name.clone().unwrap_or_default();
-        match p.promoter.pin(cid, false, &name).await {
+        // Another pin of the same root (a second request, or the promoter resuming a pin a
+        // restart interrupted) is no failure of this one: it is waited for and then repeated,
+        // which finds the blocks in place.
+        let result = loop {
+            match p.promoter.pin(cid, false, &name).await {
+                Err(PromoteError::Busy(_)) => tokio::time::sleep(BUSY_RETRY).await,
+                other => break other,
+            }
+        };
+        match result {
             Ok(()) => {
                 self.set_status(&request.requestid, Status::Pinned, None)
                     .await
@@ -205,6 +209,26 @@ impl Admin {
                     .await
             }
         }
+    }
+
+    /// Restarts the requests a restart interrupted (queued or pinning when the process
+    /// stopped), so that no request waits for ever on work that no task is doing.
+    pub fn resume_pin_requests(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let pending: Vec<PinRequest> = this
+                .pin_requests
+                .lock()
+                .await
+                .iter()
+                .filter(|r| matches!(r.status, Status::Queued | Status::Pinning))
+                .cloned()
+                .collect();
+            for request in pending {
+                tracing::info!(requestid = %request.requestid, cid = %request.pin.cid, "resuming a pin request a restart interrupted");
+                tokio::spawn(this.clone().run_request(request));
+            }
+        });
     }
 
     /// Unpins `cid` unless another request still wants it.
@@ -227,15 +251,49 @@ impl Admin {
     }
 
     fn save_requests(&self, reqs: &[PinRequest]) {
-        let result = serde_json::to_vec(reqs)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                self.store
-                    .meta_put(REQUESTS_KEY, &b)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(error) = result {
+        if let Err(error) = self.store.save(REQUESTS_KEY, reqs) {
             tracing::warn!(%error, "cannot save pin requests");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Metrics;
+
+    #[tokio::test]
+    async fn unreadable_pin_requests_are_quarantined_and_the_admin_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store
+            .meta_put(REQUESTS_KEY, b"[{\"requestid\": \"abc\", \"status\": 3}]")
+            .unwrap();
+        let admin = Admin::new(
+            store.clone(),
+            String::new(),
+            "127.0.0.1:0".parse().unwrap(),
+            Metrics::new(),
+        )
+        .with_popularity(None)
+        .unwrap();
+        assert!(admin.pin_requests.lock().await.is_empty());
+        let q = store.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].key, REQUESTS_KEY);
+        assert_eq!(q[0].bytes, b"[{\"requestid\": \"abc\", \"status\": 3}]");
+        let pin = Pin {
+            cid: "bafkqaaa".into(),
+            name: None,
+            origins: Vec::new(),
+            meta: Default::default(),
+        };
+        admin.save_requests(&[PinRequest::new(pin, 1)]);
+        assert_eq!(
+            store.quarantine_list().unwrap(),
+            q,
+            "the save left it alone"
+        );
+        assert_eq!(load(&store).unwrap().len(), 1);
     }
 }

@@ -176,6 +176,30 @@ pub async fn walk<S: BlockSink>(
     Ok(())
 }
 
+/// Whether a walk of `selection` can start at `target`: its block decodes the way the walk
+/// will read it. A response checks this before it commits to a status, so that a root whose
+/// bytes hash right but do not decode is a clean error instead of a 200 cut after its header.
+pub fn check_target(target: &Block, selection: &Selection) -> Result<(), ContentError> {
+    let cid = *target.cid();
+    let scope = if selection.entity_bytes.is_some() {
+        DagScope::Entity
+    } else {
+        selection.scope
+    };
+    match scope {
+        DagScope::Block => Ok(()),
+        DagScope::All => match codec::links(&cid, target.data()) {
+            Ok(_) | Err(codec::CodecError::Unsupported(_)) => Ok(()),
+            Err(e) => Err((cid, e).into()),
+        },
+        DagScope::Entity if cid.codec() == DAG_PB || cid.codec() == RAW => {
+            FsNode::decode(cid.codec(), target.data()).map_err(|e| (cid, e))?;
+            Ok(())
+        }
+        DagScope::Entity => Ok(()),
+    }
+}
+
 async fn entity<S: BlockSink>(
     w: &mut Walker<'_, S>,
     target: Block,

@@ -83,6 +83,7 @@ pub async fn respond(
     // The status is committed once headers go out: the entity's own block must be here and
     // verified first, so that a missing or lying source is a clean 404 / 502.
     let target = gw.source().get(&resolved.target).await?;
+    selector::check_target(&target, &params.selection)?;
     let selected = match (params.selection.scope, params.selection.entity_bytes) {
         (DagScope::Block, _) => Some(target.data().len() as u64),
         (scope, Some(eb)) => super::unixfs_dag_size(&target, scope == DagScope::All)

@@ -150,7 +150,10 @@ impl NameResolver {
                 });
             }
         }
-        self.store.meta_put(&meta_key(name), bytes)?;
+        // An unreadable record held for the name is quarantined, not written over.
+        self.store.save_with(&meta_key(name), bytes, |old| {
+            readable(name, old).map(|_| ())
+        })?;
         if let Ok(mut verified) = self.verified.lock() {
             verified.pop(name);
         }
@@ -170,11 +173,16 @@ impl NameResolver {
                 return Ok(Some((bytes, record)));
             }
         }
-        let Some(bytes) = self.store.meta_get(&meta_key(name))? else {
+        let Some((bytes, verified)) = self.store.load_with(&meta_key(name), |b| {
+            readable(name, b).map(|v| (Bytes::copy_from_slice(b), v))
+        })?
+        else {
             return Ok(None);
         };
-        let record = verify(name, &bytes)?;
-        let bytes = Bytes::from(bytes);
+        let record = verified.map_err(|source| ResolveError::Record {
+            name: name.to_cid_string(),
+            source,
+        })?;
         if let Ok(mut verified) = self.verified.lock() {
             verified.put(*name, (bytes.clone(), record.clone()));
         }
@@ -245,6 +253,21 @@ fn verify(name: &IpnsName, bytes: &[u8]) -> Result<IpnsRecord, ResolveError> {
         name: name.to_cid_string(),
         source,
     })
+}
+
+/// Reads stored record bytes: the record, or `Err(Expired)` for one that was valid when it was
+/// stored and has expired since (kept: it still holds its sequence number). Any other failure
+/// means the stored bytes are not a record of `name` any more (damaged, or written by a version
+/// that accepted what this one refuses), and the store quarantines them.
+fn readable(
+    name: &IpnsName,
+    bytes: &[u8],
+) -> Result<Result<IpnsRecord, record::RecordError>, String> {
+    match record::verify(name, bytes, SystemTime::now()) {
+        Ok(r) => Ok(Ok(r)),
+        Err(e @ record::RecordError::Expired { .. }) => Ok(Err(e)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The IPNS name a record file is for, from its file name: `{name}.ipns-record` or
@@ -345,5 +368,41 @@ mod tests {
             r.resolve("bad.example.org"),
             Err(ResolveError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn an_unreadable_stored_record_is_quarantined_and_a_new_one_stored_beside_it() {
+        let file = "k51qzi5uqu5dit2ku9mutlfgwyz8u730on38kd10m97m36bjt66my99hb6103f_v2.ipns-record";
+        let good = std::fs::read(format!(
+            "{}/../shared/conformance/fixtures/ipns_records/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let name = name_from_file_name(file).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut damaged = good.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        store.meta_put(&meta_key(&name), &damaged).unwrap();
+
+        let names = NameResolver::new(store.clone(), BTreeMap::new());
+        assert!(names.record(&name).unwrap().is_none(), "starts without it");
+        let q = store.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].bytes, damaged);
+        names.put_record(&name, &good).unwrap();
+        assert_eq!(
+            store.quarantine_list().unwrap(),
+            q,
+            "the save left it alone"
+        );
+        assert!(names.record(&name).unwrap().is_some());
+
+        // Damaged again behind the resolver's back: a store never writes over it.
+        store.meta_put(&meta_key(&name), &damaged).unwrap();
+        let fresh = NameResolver::new(store.clone(), BTreeMap::new());
+        fresh.put_record(&name, &good).unwrap();
+        assert_eq!(store.quarantine_list().unwrap().len(), 2);
     }
 }

@@ -19,7 +19,7 @@ use self::promoter::{Promoter, Thresholds};
 use self::tracker::{Clock, ServedBy, Snapshot, Tracker};
 use crate::config::PopularityConfig;
 use crate::telemetry::Metrics;
-use crate::tiers::local::LocalStore;
+use crate::tiers::local::{LocalStore, StoreError};
 use crate::tiers::pins::HotPins;
 use crate::tiers::BlockSource;
 
@@ -53,19 +53,16 @@ impl Popularity {
         target: Arc<dyn HotPins>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, StoreError> {
         let tracker = Arc::new(Tracker::new(
             config.top_k as usize,
             config.half_life.as_secs_f64(),
             clock.clone(),
         ));
-        match store.meta_get(TRACKER_KEY) {
-            Ok(Some(bytes)) => match serde_json::from_slice::<Snapshot>(&bytes) {
-                Ok(s) => tracker.restore(&s),
-                Err(e) => tracing::warn!(error = %e, "saved demand unreadable; starting fresh"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read saved demand"),
+        // Unreadable demand is quarantined and counting starts fresh; a store that cannot be
+        // read stops the start, since the next save would write over what it holds.
+        if let Some(snapshot) = store.load::<Snapshot>(TRACKER_KEY)? {
+            tracker.restore(&snapshot);
         }
         let cancel = CancellationToken::new();
         let limit = config.max_dag_bytes.as_u64();
@@ -77,8 +74,8 @@ impl Popularity {
             cancel.clone(),
             metrics.clone(),
         );
-        let promoter = Promoter::new(target, source, store.clone(), limit, clock, metrics.clone());
-        Arc::new(Self {
+        let promoter = Promoter::new(target, source, store.clone(), limit, clock, metrics.clone())?;
+        Ok(Arc::new(Self {
             tracker,
             prewarmer,
             promoter,
@@ -89,7 +86,7 @@ impl Popularity {
             )),
             cancel,
             metrics,
-        })
+        }))
     }
 
     /// Counts a response for `root` that sent `bytes`; `tiers` is its `X-Cidgate-Tier` list.
@@ -161,13 +158,8 @@ impl Popularity {
     /// Saves the demand counters.
     pub fn save(&self) {
         let snap = self.tracker.snapshot();
-        match serde_json::to_vec(&snap) {
-            Ok(bytes) => {
-                if let Err(e) = self.store.meta_put(TRACKER_KEY, &bytes) {
-                    tracing::warn!(error = %e, "cannot save demand");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot encode demand"),
+        if let Err(e) = self.store.save(TRACKER_KEY, &snap) {
+            tracing::warn!(error = %e, "cannot save demand");
         }
     }
 
@@ -234,5 +226,42 @@ impl Popularity {
     /// How long demand takes to halve.
     pub fn half_life(&self) -> Duration {
         self.config.half_life
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::popularity::tracker::ManualClock;
+    use crate::tiers::pins::EmbeddedPins;
+
+    #[test]
+    fn unreadable_demand_is_quarantined_and_never_saved_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store
+            .meta_put(TRACKER_KEY, b"{\"at\": \"yesterday\"}")
+            .unwrap();
+        let p = Popularity::new(
+            PopularityConfig::default(),
+            store.clone(),
+            Arc::new(store.clone()),
+            Arc::new(EmbeddedPins(store.clone())),
+            Arc::new(ManualClock::new(1_000.0)),
+            Metrics::new(),
+        )
+        .unwrap();
+        let q = store.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].bytes, b"{\"at\": \"yesterday\"}");
+        let cid = crate::ipld::cid_v1_sha256(crate::ipld::RAW, b"x");
+        p.tracker.record(cid, 10, ServedBy::Cold);
+        p.save();
+        assert_eq!(
+            store.quarantine_list().unwrap(),
+            q,
+            "the save left it alone"
+        );
+        assert!(store.load::<Snapshot>(TRACKER_KEY).unwrap().is_some());
     }
 }

@@ -13,7 +13,7 @@ use super::tracker::{Clock, Tracker};
 use crate::coalesce::ClaimSet;
 use crate::content::dag::car_stream;
 use crate::telemetry::Metrics;
-use crate::tiers::local::{LocalStore, PinReason};
+use crate::tiers::local::{LocalStore, PinReason, StoreError};
 use crate::tiers::pins::{HotPins, PinError};
 use crate::tiers::BlockSource;
 
@@ -116,7 +116,8 @@ pub enum PromoteError {
 
 impl Promoter {
     /// A promoter pinning into `target`, reading DAGs (up to `limit` bytes) through `source`;
-    /// records are loaded from `store`.
+    /// records are loaded from `store` (unreadable ones are quarantined and it starts without
+    /// them; a store that cannot be read is an error, since saving over it would lose them).
     pub fn new(
         target: Arc<dyn HotPins>,
         source: Arc<dyn BlockSource>,
@@ -124,19 +125,9 @@ impl Promoter {
         limit: u64,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        let records: BTreeMap<String, PinEntry> = match store.meta_get(RECORDS_KEY) {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "pin records unreadable; starting without them");
-                BTreeMap::new()
-            }),
-            Ok(None) => BTreeMap::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read pin records");
-                BTreeMap::new()
-            }
-        };
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, StoreError> {
+        let records: BTreeMap<String, PinEntry> = store.load(RECORDS_KEY)?.unwrap_or_default();
+        Ok(Arc::new(Self {
             target,
             source,
             store,
@@ -146,7 +137,7 @@ impl Promoter {
             busy: ClaimSet::with_gauge(metrics.work("pins")),
             events: Mutex::new(VecDeque::new()),
             metrics,
-        })
+        }))
     }
 
     /// The hot layer pins go to.
@@ -192,27 +183,26 @@ impl Promoter {
     }
 
     fn update(&self, cid: &Cid, f: impl FnOnce(&mut PinEntry)) -> Result<(), PromoteError> {
-        let bytes = {
-            let mut records = self
-                .records
-                .lock()
-                .map_err(|_| PromoteError::Store("records lock poisoned".into()))?;
-            let entry = records.entry(cid.to_string()).or_insert_with(|| PinEntry {
-                cid: cid.to_string(),
-                target: self.target.name().into(),
-                auto: true,
-                state: PinState::Pinning,
-                name: String::new(),
-                since: self.clock.now(),
-                cold_since: None,
-                attempts: 0,
-                last_error: None,
-            });
-            f(entry);
-            serde_json::to_vec(&*records).map_err(|e| PromoteError::Store(e.to_string()))?
-        };
+        // Saved under the lock, so two updates cannot reach the store in the opposite order
+        // (an older snapshot saved last would bring back a state the pin has left).
+        let mut records = self
+            .records
+            .lock()
+            .map_err(|_| PromoteError::Store("records lock poisoned".into()))?;
+        let entry = records.entry(cid.to_string()).or_insert_with(|| PinEntry {
+            cid: cid.to_string(),
+            target: self.target.name().into(),
+            auto: true,
+            state: PinState::Pinning,
+            name: String::new(),
+            since: self.clock.now(),
+            cold_since: None,
+            attempts: 0,
+            last_error: None,
+        });
+        f(entry);
         self.store
-            .meta_put(RECORDS_KEY, &bytes)
+            .save(RECORDS_KEY, &*records)
             .map_err(|e| PromoteError::Store(e.to_string()))
     }
 
@@ -423,7 +413,8 @@ mod tests {
             1 << 30,
             clock.clone(),
             metrics,
-        );
+        )
+        .unwrap();
         let tracker = Tracker::new(16, 60.0, clock.clone());
         for _ in 0..20 {
             tracker.record(root, 1000, ServedBy::Cold);
@@ -496,8 +487,32 @@ mod tests {
             1 << 30,
             clock,
             Metrics::new(),
-        );
+        )
+        .unwrap();
         let rec = again.record(&root).unwrap();
         assert_eq!((rec.state, rec.auto), (PinState::Pinned, false));
+    }
+
+    #[tokio::test]
+    async fn unreadable_promotion_records_are_quarantined_and_never_saved_over() {
+        let (root, hot, source, _dir) = setup();
+        hot.meta_put(RECORDS_KEY, b"{\"bafy\": {\"cid\": ").unwrap();
+        let promoter = Promoter::new(
+            Arc::new(EmbeddedPins(hot.clone())),
+            source,
+            hot.clone(),
+            1 << 30,
+            Arc::new(ManualClock::new(1_000_000.0)),
+            Metrics::new(),
+        )
+        .unwrap();
+        assert!(promoter.records().is_empty(), "starts without them");
+        let q = hot.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].bytes, b"{\"bafy\": {\"cid\": ");
+        promoter.pin(root, true, "").await.unwrap();
+        assert_eq!(hot.quarantine_list().unwrap(), q, "saves leave it alone");
+        let saved: BTreeMap<String, PinEntry> = hot.load(RECORDS_KEY).unwrap().unwrap();
+        assert_eq!(saved[&root.to_string()].state, PinState::Pinned);
     }
 }

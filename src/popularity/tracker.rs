@@ -120,7 +120,7 @@ pub struct Demand {
 }
 
 /// Saved tracker state.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// When it was taken (Unix seconds).
     pub at: f64,

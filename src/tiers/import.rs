@@ -46,13 +46,52 @@ pub enum ImportError {
 pub struct RootReport {
     /// The root CID (as in the CAR header).
     pub cid: String,
-    /// Whether every block of its DAG is now stored.
+    /// Whether every block of its DAG is now stored and decodes under its codec.
     pub complete: bool,
-    /// The first missing block, when incomplete.
+    /// The first block that is missing or does not decode, when incomplete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
+    /// Why the root is incomplete ("block … is missing", "block … does not decode: …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Whether the root was pinned (only complete roots are).
     pub pinned: bool,
+}
+
+/// Checks each of `roots` for completeness and, in one durable transaction, makes staged
+/// `batch` permanent and pins (with `reason`) exactly the complete ones. Blocking: call it from
+/// a blocking context. Imports, `add` and the sample all finish through here, so nothing is
+/// pinned that a CAR of it could not be streamed to the end.
+pub fn finish_batch(
+    store: &LocalStore,
+    batch: u64,
+    roots: &[Cid],
+    reason: PinReason,
+) -> Result<Vec<RootReport>, ImportError> {
+    let mut checked = Vec::with_capacity(roots.len());
+    for root in roots {
+        let gap = store.check_dag(root)?;
+        if let Some(gap) = &gap {
+            tracing::warn!(%root, %gap, "root is incomplete; not pinned");
+        }
+        checked.push((*root, gap));
+    }
+    let to_pin: Vec<(Cid, PinReason)> = checked
+        .iter()
+        .filter(|(_, gap)| gap.is_none())
+        .map(|(r, _)| (*r, reason))
+        .collect();
+    store.commit_batch(batch, &to_pin)?;
+    Ok(checked
+        .into_iter()
+        .map(|(r, gap)| RootReport {
+            cid: r.to_string(),
+            complete: gap.is_none(),
+            missing: gap.as_ref().map(|g| g.cid().to_string()),
+            reason: gap.as_ref().map(ToString::to_string),
+            pinned: gap.is_none(),
+        })
+        .collect())
 }
 
 /// What an import did.
@@ -139,28 +178,7 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
     report.new_blocks += write_batch(store, batch, pending, first).await?;
     progress(report.blocks, report.bytes);
 
-    let checked = blocking(store, move |s| {
-        roots
-            .into_iter()
-            .map(|r| s.first_missing(&r).map(|m| (r, m)))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await??;
-    let to_pin: Vec<(Cid, PinReason)> = checked
-        .iter()
-        .filter(|(_, missing)| missing.is_none())
-        .map(|(r, _)| (*r, reason))
-        .collect();
-    blocking(store, move |s| s.commit_batch(batch, &to_pin)).await??;
-    report.roots = checked
-        .into_iter()
-        .map(|(r, missing)| RootReport {
-            cid: r.to_string(),
-            complete: missing.is_none(),
-            missing: missing.map(|m| m.to_string()),
-            pinned: missing.is_none(),
-        })
-        .collect();
+    report.roots = blocking(store, move |s| finish_batch(s, batch, &roots, reason)).await??;
     Ok(report)
 }
 
@@ -186,4 +204,96 @@ async fn write_batch(
         Ok(s.put_staged(batch, &blocks, false)?)
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::car::{frame_prefix, header};
+    use crate::ipld::dagpb::{PbLink, PbNode};
+    use crate::ipld::{cid_v1_sha256, DAG_PB, RAW};
+
+    fn raw(data: &'static [u8]) -> (Cid, Bytes) {
+        (cid_v1_sha256(RAW, data), Bytes::from_static(data))
+    }
+
+    fn node(links: &[Cid]) -> (Cid, Bytes) {
+        let data = PbNode {
+            links: links
+                .iter()
+                .enumerate()
+                .map(|(i, c)| PbLink {
+                    cid: *c,
+                    name: Some(format!("f{i}")),
+                    tsize: Some(1),
+                })
+                .collect(),
+            data: Some(Bytes::from_static(&[8, 1])),
+        }
+        .encode();
+        (cid_v1_sha256(DAG_PB, &data), data)
+    }
+
+    /// Valid hash, bytes that are no protobuf (wire type 6).
+    fn garbage_pb(tag: &'static [u8]) -> (Cid, Bytes) {
+        (cid_v1_sha256(DAG_PB, tag), Bytes::from_static(tag))
+    }
+
+    fn car(root: Cid, blocks: &[(Cid, Bytes)]) -> Vec<u8> {
+        let mut out = header(&[root]).unwrap().to_vec();
+        for (c, d) in blocks {
+            out.extend_from_slice(&frame_prefix(c, d.len()));
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    async fn import(store: &LocalStore, bytes: Vec<u8>) -> RootReport {
+        let report = import_car(store, &bytes[..], PinReason::Operator, |_, _| {})
+            .await
+            .unwrap();
+        report.roots.into_iter().next().unwrap()
+    }
+
+    #[tokio::test]
+    async fn undecodable_or_incomplete_roots_are_not_pinned_and_the_report_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+
+        let bad_root = garbage_pb(b"not protobuf: root");
+        let r = import(&store, car(bad_root.0, std::slice::from_ref(&bad_root))).await;
+        assert!(!r.complete && !r.pinned, "{r:?}");
+        assert_eq!(r.missing.as_deref(), Some(bad_root.0.to_string().as_str()));
+        assert!(
+            r.reason.as_deref().unwrap().contains("does not decode"),
+            "{r:?}"
+        );
+        assert!(store.pin_of(&bad_root.0).unwrap().is_none());
+
+        let leaf = raw(b"leaf");
+        let bad_inner = garbage_pb(b"not protobuf: inner");
+        let root = node(&[leaf.0, bad_inner.0]);
+        let r = import(
+            &store,
+            car(root.0, &[root.clone(), leaf.clone(), bad_inner.clone()]),
+        )
+        .await;
+        assert!(!r.pinned, "{r:?}");
+        assert_eq!(r.missing.as_deref(), Some(bad_inner.0.to_string().as_str()));
+        assert!(store.pin_of(&root.0).unwrap().is_none());
+
+        let absent = raw(b"absent");
+        let root = node(&[leaf.0, absent.0]);
+        let r = import(&store, car(root.0, &[root.clone(), leaf.clone()])).await;
+        assert!(!r.pinned, "{r:?}");
+        assert_eq!(
+            r.reason.as_deref(),
+            Some(format!("block {} is missing", absent.0).as_str())
+        );
+
+        // The same root once the child arrives: complete and pinned.
+        let r = import(&store, car(root.0, &[root.clone(), leaf, absent])).await;
+        assert!(r.complete && r.pinned && r.reason.is_none(), "{r:?}");
+        assert!(store.pin_of(&root.0).unwrap().is_some());
+    }
 }

@@ -6,6 +6,7 @@
 //! interrupted one is rolled back at the next open.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,13 +17,15 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 
 use super::{identity_block, BlockSource, TierError};
-use crate::ipld::{codec, Block, IDENTITY, RAW};
+use crate::ipld::{codec, Block, CBOR, IDENTITY, JSON, RAW};
 
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 /// (batch id, multihash) of blocks a running import added; removed when the import commits.
 const STAGING: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("staging");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Small persisted values of other components (JSON records, flags), read and written through
+/// the typed helper in `records.rs`.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Page cache of the store when the configuration does not say.
 pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -97,8 +100,10 @@ pub struct PinRecord {
 /// The embedded block store.
 #[derive(Clone)]
 pub struct LocalStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
     dir: PathBuf,
+    /// Records moved to quarantine by this process (see `records.rs`).
+    pub(super) quarantine_count: Arc<AtomicU64>,
     /// Imports and promotions run one at a time so that a rollback never removes a block that a
     /// concurrent writer relied on.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -138,9 +143,11 @@ impl LocalStore {
         let store = Self {
             db: Arc::new(db),
             dir: dir.to_path_buf(),
+            quarantine_count: Arc::new(AtomicU64::new(0)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.init_tables()?;
+        store.recover_pins()?;
         let rolled = store.rollback_all_staged()?;
         if rolled > 0 {
             tracing::warn!(
@@ -162,6 +169,7 @@ impl LocalStore {
         tx.open_table(PINS)?;
         tx.open_table(STAGING)?;
         tx.open_table(META)?;
+        tx.open_table(super::records::QUARANTINE)?;
         tx.commit()?;
         Ok(())
     }
@@ -171,27 +179,9 @@ impl LocalStore {
         if let Some(b) = identity_block(cid) {
             return Ok(Some(b));
         }
-        let data = {
-            let tx = self.db.begin_read().map_err(StoreError::from)?;
-            let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
-            let Some(v) = table
-                .get(cid.hash().to_bytes().as_slice())
-                .map_err(StoreError::from)?
-            else {
-                return Ok(None);
-            };
-            Bytes::copy_from_slice(v.value())
-        };
-        match Block::verified(*cid, data) {
-            Ok(b) => Ok(Some(b)),
-            Err(error) => {
-                tracing::error!(%cid, %error, "store holds a corrupt block");
-                Err(TierError::Corrupt {
-                    tier: "store",
-                    error,
-                })
-            }
-        }
+        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
+        read_block(&table, cid)
     }
 
     /// Whether the block is stored (blocking).
@@ -273,10 +263,9 @@ impl LocalStore {
         {
             let mut staging = tx.open_table(STAGING)?;
             staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
-            let mut pins = tx.open_table(PINS)?;
-            for (cid, reason) in roots {
-                insert_pin(&mut pins, cid, *reason, None)?;
-            }
+        }
+        for (cid, reason) in roots {
+            self.insert_pin(&tx, cid, *reason, None)?;
         }
         tx.commit()?;
         Ok(())
@@ -337,10 +326,7 @@ impl LocalStore {
         name: Option<String>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut pins = tx.open_table(PINS)?;
-            insert_pin(&mut pins, cid, reason, name)?;
-        }
+        self.insert_pin(&tx, cid, reason, name)?;
         tx.commit()?;
         Ok(())
     }
@@ -359,28 +345,152 @@ impl LocalStore {
 
     /// The pin record of `cid`, if pinned.
     pub fn pin_of(&self, cid: &Cid) -> Result<Option<PinRecord>, StoreError> {
+        let key = cid.to_bytes();
+        let decoded = {
+            let tx = self.db.begin_read()?;
+            let pins = tx.open_table(PINS)?;
+            let Some(v) = pins.get(key.as_slice())? else {
+                return Ok(None);
+            };
+            decode_pin(v.value())
+        };
+        match decoded {
+            Ok(rec) => Ok(Some(rec)),
+            // Open recovers every unreadable record, so this is a value written since by a
+            // version that wrote something else.
+            Err(_) => {
+                self.recover_pins()?;
+                self.pin_of_decoded(&key)
+            }
+        }
+    }
+
+    fn pin_of_decoded(&self, key: &[u8]) -> Result<Option<PinRecord>, StoreError> {
         let tx = self.db.begin_read()?;
         let pins = tx.open_table(PINS)?;
-        match pins.get(cid.to_bytes().as_slice())? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Record(e.to_string())),
+        match pins.get(key)? {
+            Some(v) => decode_pin(v.value()).map(Some).map_err(StoreError::Record),
             None => Ok(None),
         }
     }
 
     /// Every pin.
     pub fn pins(&self) -> Result<Vec<PinRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let pins = tx.open_table(PINS)?;
-        let mut out = Vec::new();
-        for item in pins.iter()? {
-            let (_, v) = item?;
-            out.push(
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Record(e.to_string()))?,
-            );
+        let read = || -> Result<Result<Vec<PinRecord>, String>, StoreError> {
+            let tx = self.db.begin_read()?;
+            let pins = tx.open_table(PINS)?;
+            let mut out = Vec::new();
+            for item in pins.iter()? {
+                let (_, v) = item?;
+                match decode_pin(v.value()) {
+                    Ok(rec) => out.push(rec),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Ok(Ok(out))
+        };
+        match read()? {
+            Ok(out) => Ok(out),
+            Err(_) => {
+                self.recover_pins()?;
+                read()?.map_err(StoreError::Record)
+            }
         }
-        Ok(out)
+    }
+
+    /// Replaces every pin record that cannot be decoded by an operator pin of the same CID (the
+    /// key says which CID is pinned, so the pin itself is never lost; operator pins are the
+    /// ones automation never removes), quarantining the unreadable bytes. Returns how many.
+    fn recover_pins(&self) -> Result<u64, StoreError> {
+        let bad: Vec<Vec<u8>> = {
+            let tx = self.db.begin_read()?;
+            let pins = tx.open_table(PINS)?;
+            let mut bad = Vec::new();
+            for item in pins.iter()? {
+                let (k, v) = item?;
+                if decode_pin(v.value()).is_err() {
+                    bad.push(k.value().to_vec());
+                }
+            }
+            bad
+        };
+        if bad.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db.begin_write()?;
+        let mut n = 0;
+        for key in &bad {
+            let Ok(cid) = Cid::try_from(key.as_slice()) else {
+                // A key that is no CID pins nothing that could be served; keep its bytes.
+                let value = {
+                    let mut pins = tx.open_table(PINS)?;
+                    let v = pins.remove(key.as_slice())?.map(|v| v.value().to_vec());
+                    v
+                };
+                if let Some(v) = value {
+                    let text = format!("0x{}", hex(key));
+                    self.quarantine_in(&tx, "pins", &text, &v, "pin key is not a CID")?;
+                    n += 1;
+                }
+                continue;
+            };
+            // insert_pin quarantines the unreadable record and writes the recovered one.
+            self.insert_pin(&tx, &cid, PinReason::Operator, None)?;
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Writes the pin record of `cid` inside `tx`. An existing record that cannot be decoded is
+    /// quarantined and counts as an operator pin, so it is never downgraded.
+    fn insert_pin(
+        &self,
+        tx: &redb::WriteTransaction,
+        cid: &Cid,
+        reason: PinReason,
+        name: Option<String>,
+    ) -> Result<(), StoreError> {
+        let key = cid.to_bytes();
+        let mut pins = tx.open_table(PINS)?;
+        let stored = pins.get(key.as_slice())?.map(|v| v.value().to_vec());
+        let mut recovered = false;
+        let existing = match stored {
+            None => None,
+            Some(bytes) => match decode_pin(&bytes) {
+                Ok(rec) => Some(rec),
+                Err(error) => {
+                    self.quarantine_in(tx, "pins", &cid.to_string(), &bytes, &error)?;
+                    recovered = true;
+                    Some(PinRecord {
+                        cid: cid.to_string(),
+                        reason: PinReason::Operator,
+                        name: None,
+                        created: unix_now(),
+                    })
+                }
+            },
+        };
+        // An operator pin is never downgraded to an automatic one.
+        if let Some(old) = &existing {
+            if old.reason == PinReason::Operator && reason != PinReason::Operator {
+                if recovered {
+                    let value =
+                        serde_json::to_vec(old).map_err(|e| StoreError::Record(e.to_string()))?;
+                    pins.insert(key.as_slice(), value.as_slice())?;
+                }
+                return Ok(());
+            }
+        }
+        let record = PinRecord {
+            cid: cid.to_string(),
+            reason,
+            name: name.or_else(|| existing.and_then(|e| e.name)),
+            created: unix_now(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Record(e.to_string()))?;
+        pins.insert(key.as_slice(), value.as_slice())?;
+        Ok(())
     }
 
     /// A flag in the metadata table (e.g. whether the sample was added).
@@ -401,14 +511,16 @@ impl LocalStore {
         Ok(())
     }
 
-    /// A value in the metadata table (persisted state of other components).
+    /// Raw bytes in the metadata table. Typed records go through [`Self::load`] and
+    /// [`Self::save`] instead, which never write over a value they could not read.
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
         let meta = tx.open_table(META)?;
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))
     }
 
-    /// Stores a value in the metadata table, durably.
+    /// Stores raw bytes in the metadata table, durably, whatever was there (see
+    /// [`Self::save`] for records).
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
@@ -419,59 +531,135 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Walks the DAG under `root` in this store; returns the first missing block, if any.
-    /// Only inner nodes are read; leaves are checked by presence.
+    /// Walks the DAG under `root` in this store; returns the first block that is missing or
+    /// does not decode under its codec, if any (see [`Self::check_dag`]).
     pub fn first_missing(&self, root: &Cid) -> Result<Option<Cid>, TierError> {
+        Ok(self.check_dag(root)?.map(|gap| gap.cid()))
+    }
+
+    /// Whether the DAG under `root` is complete: every block reachable from it is stored and
+    /// decodes under its codec (dag-pb, dag-cbor, dag-json, json, cbor; raw always does), so
+    /// that a CAR of it can be streamed to the end. Returns the first gap in depth-first order.
+    /// Raw leaves are checked by presence only (they hold no links and any bytes are raw);
+    /// blocks of codecs cidgate does not decode are served as they are and count as leaves,
+    /// exactly as the CAR walk treats them.
+    pub fn check_dag(&self, root: &Cid) -> Result<Option<DagGap>, TierError> {
+        // One read transaction for the whole walk: a DAG of a million blocks would otherwise
+        // open a million.
+        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
         let mut stack = vec![*root];
         let mut seen = std::collections::HashSet::new();
         while let Some(cid) = stack.pop() {
-            if cid.codec() == RAW || cid.hash().code() == IDENTITY {
-                if !self.has_sync(&cid)? {
-                    return Ok(Some(cid));
-                }
-                continue;
-            }
             if !seen.insert(cid) {
                 continue;
             }
-            let Some(block) = self.get_sync(&cid)? else {
-                return Ok(Some(cid));
+            if cid.codec() == RAW {
+                let present = cid.hash().code() == IDENTITY
+                    || table
+                        .get(cid.hash().to_bytes().as_slice())
+                        .map_err(StoreError::from)?
+                        .is_some();
+                if !present {
+                    return Ok(Some(DagGap::Missing(cid)));
+                }
+                continue;
+            }
+            let block = match identity_block(&cid) {
+                Some(b) => b,
+                None => match read_block(&table, &cid)? {
+                    Some(b) => b,
+                    None => return Ok(Some(DagGap::Missing(cid))),
+                },
             };
-            // Blocks of codecs cidgate cannot read are complete as far as it can tell.
-            if let Ok(mut links) = codec::links(block.cid(), block.data()) {
-                links.reverse();
-                stack.extend(links);
+            let decoded = match cid.codec() {
+                // links() does not look inside plain json / cbor; serving them as documents does.
+                JSON | CBOR => codec::decode_ipld(cid.codec(), block.data()).map(|_| Vec::new()),
+                _ => codec::links(block.cid(), block.data()),
+            };
+            match decoded {
+                Ok(mut links) => {
+                    links.reverse();
+                    stack.extend(links);
+                }
+                Err(codec::CodecError::Unsupported(_)) => {}
+                Err(e) => {
+                    return Ok(Some(DagGap::Undecodable {
+                        cid,
+                        reason: e.to_string(),
+                    }))
+                }
             }
         }
         Ok(None)
     }
 }
 
-fn insert_pin(
-    pins: &mut redb::Table<&[u8], &[u8]>,
+/// Reads `cid` from the blocks table and verifies it against its CID.
+fn read_block(
+    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
     cid: &Cid,
-    reason: PinReason,
-    name: Option<String>,
-) -> Result<(), StoreError> {
-    let key = cid.to_bytes();
-    let existing: Option<PinRecord> = pins
-        .get(key.as_slice())?
-        .and_then(|v| serde_json::from_slice(v.value()).ok());
-    // An operator pin is never downgraded to an automatic one.
-    if let Some(old) = &existing {
-        if old.reason == PinReason::Operator && reason != PinReason::Operator {
-            return Ok(());
+) -> Result<Option<Block>, TierError> {
+    let data = match table
+        .get(cid.hash().to_bytes().as_slice())
+        .map_err(StoreError::from)?
+    {
+        Some(v) => Bytes::copy_from_slice(v.value()),
+        None => return Ok(None),
+    };
+    match Block::verified(*cid, data) {
+        Ok(b) => Ok(Some(b)),
+        Err(error) => {
+            tracing::error!(%cid, %error, "store holds a corrupt block");
+            Err(TierError::Corrupt {
+                tier: "store",
+                error,
+            })
         }
     }
-    let record = PinRecord {
-        cid: cid.to_string(),
-        reason,
-        name: name.or_else(|| existing.and_then(|e| e.name)),
-        created: unix_now(),
-    };
-    let value = serde_json::to_vec(&record).map_err(|e| StoreError::Record(e.to_string()))?;
-    pins.insert(key.as_slice(), value.as_slice())?;
-    Ok(())
+}
+
+/// Why a DAG in the store is not complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DagGap {
+    /// A block the DAG links to is not stored.
+    Missing(Cid),
+    /// A stored block does not decode under its codec, so its links cannot be followed.
+    Undecodable {
+        /// The block.
+        cid: Cid,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+impl DagGap {
+    /// The block where the DAG stops being complete.
+    pub fn cid(&self) -> Cid {
+        match self {
+            DagGap::Missing(c) => *c,
+            DagGap::Undecodable { cid, .. } => *cid,
+        }
+    }
+}
+
+impl std::fmt::Display for DagGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DagGap::Missing(c) => write!(f, "block {c} is missing"),
+            DagGap::Undecodable { cid, reason } => {
+                write!(f, "block {cid} does not decode: {reason}")
+            }
+        }
+    }
+}
+
+fn decode_pin(bytes: &[u8]) -> Result<PinRecord, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> TierError {
@@ -605,5 +793,149 @@ mod tests {
         assert_eq!(rec.name.as_deref(), Some("mine"));
         assert!(store.unpin(&cid).unwrap());
         assert!(store.pins().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_pin_record_is_quarantined_and_the_pin_kept_as_an_operator_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let cid = cid_v1_sha256(RAW, b"pinned");
+        {
+            let store = LocalStore::open(dir.path()).unwrap();
+            store.pin(&cid, PinReason::Auto, None).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut pins = tx.open_table(PINS).unwrap();
+                pins.insert(cid.to_bytes().as_slice(), &b"{\"cid\": 7"[..])
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(store.quarantined(), 1, "moved aside at open");
+        let q = store.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            (q[0].table.as_str(), q[0].key.clone()),
+            ("pins", cid.to_string())
+        );
+        assert_eq!(q[0].bytes, b"{\"cid\": 7");
+        let rec = store.pin_of(&cid).unwrap().unwrap();
+        assert_eq!(
+            rec.reason,
+            PinReason::Operator,
+            "never demoted by automation"
+        );
+        assert_eq!(store.pins().unwrap().len(), 1);
+        // Writing the pin again leaves the quarantined copy alone.
+        store
+            .pin(&cid, PinReason::Operator, Some("n".into()))
+            .unwrap();
+        assert_eq!(store.quarantine_list().unwrap(), q);
+    }
+
+    #[test]
+    fn a_pin_record_damaged_while_open_is_recovered_on_read_and_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let a = cid_v1_sha256(RAW, b"a");
+        let b = cid_v1_sha256(RAW, b"b");
+        for c in [&a, &b] {
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut pins = tx.open_table(PINS).unwrap();
+                pins.insert(c.to_bytes().as_slice(), &b"garbage"[..])
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        assert_eq!(store.pins().unwrap().len(), 2);
+        assert_eq!(store.quarantined(), 2);
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut pins = tx.open_table(PINS).unwrap();
+            pins.insert(a.to_bytes().as_slice(), &b"again"[..]).unwrap();
+        }
+        tx.commit().unwrap();
+        // An automatic pin over an unreadable record does not downgrade it.
+        store.pin(&a, PinReason::Auto, None).unwrap();
+        assert_eq!(
+            store.pin_of(&a).unwrap().unwrap().reason,
+            PinReason::Operator
+        );
+        assert_eq!(store.quarantine_list().unwrap().len(), 3);
+    }
+
+    fn stage(store: &LocalStore, blocks: &[Block]) {
+        let batch = store.new_batch().unwrap();
+        store.put_staged(batch, blocks, false).unwrap();
+        store.commit_batch(batch, &[]).unwrap();
+    }
+
+    fn pb_node(links: &[Cid]) -> Block {
+        use crate::ipld::dagpb::{PbLink, PbNode};
+        let node = PbNode {
+            links: links
+                .iter()
+                .map(|c| PbLink {
+                    cid: *c,
+                    name: Some(c.to_string()),
+                    tsize: Some(1),
+                })
+                .collect(),
+            data: Some(Bytes::from_static(&[8, 1])),
+        };
+        let data = node.encode();
+        Block::verified(cid_v1_sha256(crate::ipld::DAG_PB, &data), data).unwrap()
+    }
+
+    fn pb_garbage() -> Block {
+        // Wire type 6 does not exist: no protobuf decoder accepts this.
+        let data = Bytes::from_static(b"not protobuf");
+        Block::verified(cid_v1_sha256(crate::ipld::DAG_PB, &data), data).unwrap()
+    }
+
+    #[test]
+    fn completeness_means_present_and_decodable_all_the_way_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let leaf = block(b"leaf");
+        let bad = pb_garbage();
+        let good_root = pb_node(&[*leaf.cid()]);
+        let bad_inner_root = pb_node(&[*leaf.cid(), *bad.cid()]);
+        let missing = cid_v1_sha256(RAW, b"never stored");
+        let missing_root = pb_node(&[*leaf.cid(), missing]);
+        let cbor = {
+            let data = Bytes::from_static(b"\xa1\x61");
+            Block::verified(cid_v1_sha256(crate::ipld::DAG_CBOR, &data), data).unwrap()
+        };
+        stage(
+            &store,
+            &[
+                leaf.clone(),
+                bad.clone(),
+                good_root.clone(),
+                bad_inner_root.clone(),
+                missing_root.clone(),
+                cbor.clone(),
+            ],
+        );
+        assert_eq!(store.check_dag(good_root.cid()).unwrap(), None);
+        assert!(matches!(
+            store.check_dag(bad.cid()).unwrap(),
+            Some(DagGap::Undecodable { cid, .. }) if cid == *bad.cid()
+        ));
+        assert_eq!(
+            store.first_missing(bad_inner_root.cid()).unwrap(),
+            Some(*bad.cid())
+        );
+        assert_eq!(
+            store.check_dag(missing_root.cid()).unwrap(),
+            Some(DagGap::Missing(missing))
+        );
+        assert!(matches!(
+            store.check_dag(cbor.cid()).unwrap(),
+            Some(DagGap::Undecodable { .. })
+        ));
+        assert_eq!(store.check_dag(leaf.cid()).unwrap(), None);
     }
 }

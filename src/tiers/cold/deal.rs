@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn quotes_ceilings_and_budget_decide_who_is_asked() {
-        let book = ProviderBook::load(None, 4);
+        let book = ProviderBook::load(None, 4).unwrap();
         let policy = DealPolicy {
             max_price_per_gib: 1.0,
             request_ceiling: 0.1,
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn observed_scores_rank_providers() {
-        let book = ProviderBook::load(None, 4);
+        let book = ProviderBook::load(None, 4).unwrap();
         let policy = DealPolicy {
             max_price_per_gib: 1.0,
             request_ceiling: 0.1,

@@ -97,7 +97,7 @@ impl ColdTier {
         let client =
             super::remote::http_client(config.connect_timeout, config.per_provider as usize)
                 .map_err(|reason| TierError::Unavailable { tier: COLD, reason })?;
-        let book = ProviderBook::load(store, config.per_provider as usize);
+        let book = ProviderBook::load(store, config.per_provider as usize)?;
         let tier = Arc::new(Self {
             discovery: Discovery::new(config, client.clone(), metrics.clone()),
             client,

@@ -19,7 +19,7 @@ use super::discovery::{Candidate, Origin};
 use crate::ipld::car::{CarDecoder, CarItem};
 use crate::ipld::MAX_BLOCK_SIZE;
 use crate::path_encoding::encode_segment;
-use crate::tiers::local::{unix_now, LocalStore};
+use crate::tiers::local::{unix_now, LocalStore, StoreError};
 use crate::tiers::DagRequest;
 
 /// Key of the provider book in the store's metadata table.
@@ -296,7 +296,7 @@ pub struct Spend {
     pub total: f64,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Saved {
     providers: HashMap<String, ProviderStats>,
@@ -314,18 +314,13 @@ pub struct ProviderBook {
 
 impl ProviderBook {
     /// A book loaded from `store` (if any), limiting each provider to `per_provider` requests.
-    pub fn load(store: Option<LocalStore>, per_provider: usize) -> Self {
-        let saved: Saved = store
-            .as_ref()
-            .and_then(|s| match s.meta_get(BOOK_KEY) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read saved provider scores");
-                    None
-                }
-            })
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+    /// An unreadable saved book is quarantined and the book starts empty; a store that cannot
+    /// be read is an error (the next save would write over the scores and the spend).
+    pub fn load(store: Option<LocalStore>, per_provider: usize) -> Result<Self, StoreError> {
+        let saved: Saved = match &store {
+            Some(s) => s.load(BOOK_KEY)?.unwrap_or_default(),
+            None => Saved::default(),
+        };
         let providers = saved
             .providers
             .into_iter()
@@ -338,13 +333,13 @@ impl ProviderBook {
                 (url, p)
             })
             .collect();
-        Self {
+        Ok(Self {
             providers: Mutex::new(providers),
             per_provider,
             store,
             spend: Mutex::new(saved.spend),
             dirty: AtomicBool::new(false),
-        }
+        })
     }
 
     /// The provider for a discovery candidate, refreshing what discovery said about it.
@@ -441,10 +436,7 @@ impl ProviderBook {
                 .unwrap_or_default(),
             spend: self.spend(),
         };
-        let result = serde_json::to_vec(&saved)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| store.meta_put(BOOK_KEY, &bytes).map_err(|e| e.to_string()));
-        if let Err(error) = result {
+        if let Err(error) = store.save(BOOK_KEY, &saved) {
             self.dirty.store(true, Ordering::Relaxed);
             tracing::warn!(%error, "cannot save provider scores");
         }
@@ -729,13 +721,13 @@ mod tests {
             verified_deal: true,
             fast_retrieval: false,
         };
-        let book = ProviderBook::load(Some(store.clone()), 4);
+        let book = ProviderBook::load(Some(store.clone()), 4).unwrap();
         book.provider(&c)
             .update(|s| s.failure(&Failure::Corrupt("bad".into())));
         book.charge(0.25);
         book.save();
         drop(book);
-        let again = ProviderBook::load(Some(store), 4);
+        let again = ProviderBook::load(Some(store), 4).unwrap();
         let all = again.all();
         assert_eq!(all.len(), 1);
         let s = all[0].stats();
@@ -761,5 +753,25 @@ mod tests {
 
     fn c_root() -> Cid {
         crate::ipld::cid_v1_sha256(crate::ipld::RAW, b"root")
+    }
+
+    #[test]
+    fn an_unreadable_book_is_quarantined_and_never_saved_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store
+            .meta_put(BOOK_KEY, b"{\"spend\": {\"total\": \"lots\"}}")
+            .unwrap();
+        let book = ProviderBook::load(Some(store.clone()), 4).unwrap();
+        assert!(book.all().is_empty());
+        assert_eq!(book.spend().total, 0.0);
+        let q = store.quarantine_list().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].key, BOOK_KEY);
+        book.charge(0.5);
+        book.save();
+        assert_eq!(store.quarantine_list().unwrap(), q);
+        let again = ProviderBook::load(Some(store), 4).unwrap();
+        assert_eq!(again.spend().total, 0.5);
     }
 }
