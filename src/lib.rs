@@ -9,6 +9,7 @@ pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod content;
+pub mod denylist;
 pub mod gateway;
 pub mod ipld;
 pub mod ipns;
