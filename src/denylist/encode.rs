@@ -7,9 +7,10 @@
 
 use multihash::Multihash;
 
-/// Bytes kept on the stack before a preimage spills to the heap (paths longer than this are
-/// rare; the CID and multihash forms are at most ~140 characters).
-const INLINE: usize = 512;
+/// Bytes kept on the stack before a preimage spills to the heap: a CID's text form (~60
+/// characters for sha2-256) and a path of typical depth. Kept small because the buffer is
+/// zeroed and may be moved on every check.
+const INLINE: usize = 256;
 
 /// A byte buffer that lives on the stack until it outgrows [`INLINE`].
 pub(crate) struct Preimage {
@@ -20,6 +21,7 @@ pub(crate) struct Preimage {
 
 impl Preimage {
     /// An empty buffer.
+    #[inline]
     pub(crate) fn new() -> Self {
         Self {
             inline: [0; INLINE],
@@ -29,6 +31,7 @@ impl Preimage {
     }
 
     /// The bytes written so far.
+    #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.spill {
             Some(v) => v,
@@ -37,6 +40,7 @@ impl Preimage {
     }
 
     /// Current length (a mark to [`Preimage::truncate`] back to).
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         match &self.spill {
             Some(v) => v.len(),
@@ -45,6 +49,7 @@ impl Preimage {
     }
 
     /// Drops everything after `len` bytes.
+    #[inline]
     pub(crate) fn truncate(&mut self, len: usize) {
         match &mut self.spill {
             Some(v) => v.truncate(len),
@@ -53,6 +58,7 @@ impl Preimage {
     }
 
     /// Appends bytes.
+    #[inline]
     pub(crate) fn push(&mut self, bytes: &[u8]) {
         if let Some(v) = &mut self.spill {
             v.extend_from_slice(bytes);
@@ -84,15 +90,8 @@ pub(crate) const MAX_MH: usize = 84;
 
 /// Writes the binary multihash into `out`; returns its length.
 pub(crate) fn multihash_bytes(mh: &Multihash<64>, out: &mut [u8; MAX_MH]) -> usize {
-    let mut n = 0;
-    let mut vb = unsigned_varint::encode::u64_buffer();
-    let code = unsigned_varint::encode::u64(mh.code(), &mut vb);
-    out[..code.len()].copy_from_slice(code);
-    n += code.len();
-    let mut vb = unsigned_varint::encode::u64_buffer();
-    let size = unsigned_varint::encode::u64(u64::from(mh.size()), &mut vb);
-    out[n..n + size.len()].copy_from_slice(size);
-    n += size.len();
+    let mut n = write_varint(mh.code(), out);
+    n += write_varint(u64::from(mh.size()), &mut out[n..]);
     let d = mh.digest();
     out[n..n + d.len()].copy_from_slice(d);
     n + d.len()
@@ -103,22 +102,37 @@ pub(crate) fn multihash_bytes(mh: &Multihash<64>, out: &mut [u8; MAX_MH]) -> usi
 pub(crate) fn push_cidv1_base32(codec: u64, mh: &Multihash<64>, out: &mut Preimage) {
     let mut bin = [0u8; 1 + 10 + MAX_MH];
     bin[0] = 1;
-    let mut vb = unsigned_varint::encode::u64_buffer();
-    let c = unsigned_varint::encode::u64(codec, &mut vb);
-    bin[1..1 + c.len()].copy_from_slice(c);
-    let mut m = [0u8; MAX_MH];
-    let ml = multihash_bytes(mh, &mut m);
-    let n = 1 + c.len();
-    bin[n..n + ml].copy_from_slice(&m[..ml]);
-    out.push(b"b");
-    push_base32_lower(&bin[..n + ml], out);
+    let mut n = 1 + write_varint(codec, &mut bin[1..]);
+    n += write_varint(mh.code(), &mut bin[n..]);
+    n += write_varint(u64::from(mh.size()), &mut bin[n..]);
+    let d = mh.digest();
+    bin[n..n + d.len()].copy_from_slice(d);
+    n += d.len();
+    push_base32_lower(&bin[..n], b"b", out);
+}
+
+/// Writes `v` as an unsigned varint at the start of `out` (which has room); returns its length.
+#[inline]
+fn write_varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
 }
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// Appends RFC 4648 base32 (lower case, no padding).
-pub(crate) fn push_base32_lower(data: &[u8], out: &mut Preimage) {
-    let mut chunk = [0u8; 8];
+/// Appends `prefix` and RFC 4648 base32 (lower case, no padding) of at most
+/// `1 + 10 + MAX_MH` bytes, in one write (one copy per check instead of one per group).
+pub(crate) fn push_base32_lower(data: &[u8], prefix: &[u8], out: &mut Preimage) {
+    debug_assert!(data.len() <= 1 + 10 + MAX_MH && prefix.len() <= 8);
+    let mut text = [0u8; 8 + (1 + 10 + MAX_MH).div_ceil(5) * 8];
+    text[..prefix.len()].copy_from_slice(prefix);
+    let mut n = prefix.len();
     for group in data.chunks(5) {
         let mut b = [0u8; 5];
         b[..group.len()].copy_from_slice(group);
@@ -127,13 +141,13 @@ pub(crate) fn push_base32_lower(data: &[u8], out: &mut Preimage) {
             | u64::from(b[2]) << 16
             | u64::from(b[3]) << 8
             | u64::from(b[4]);
-        for (i, c) in chunk.iter_mut().enumerate() {
-            *c = BASE32[((v >> (35 - 5 * i)) & 31) as usize];
+        for i in 0..8 {
+            text[n + i] = BASE32[((v >> (35 - 5 * i)) & 31) as usize];
         }
         // 1..5 input bytes give 2, 4, 5, 7, 8 characters.
-        let used = (group.len() * 8).div_ceil(5);
-        out.push(&chunk[..used]);
+        n += (group.len() * 8).div_ceil(5);
     }
+    out.push(&text[..n]);
 }
 
 const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -264,7 +278,7 @@ mod tests {
         for len in 0..40 {
             let data: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
             let mut p = Preimage::new();
-            push_base32_lower(&data, &mut p);
+            push_base32_lower(&data, b"", &mut p);
             assert_eq!(p.as_bytes(), Base::Base32Lower.encode(&data).as_bytes());
         }
     }
