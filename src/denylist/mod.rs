@@ -364,6 +364,18 @@ fn push_domain(d: &[u8], inlined: bool, out: &mut Preimage) {
     out.push(&chunk[..n]);
 }
 
+/// Whether `text` holds at least one rule this parser reads, looking no further than a
+/// thousand non-comment lines (an error page or a binary has none; a list has one early).
+pub(crate) fn has_rules(text: &str) -> bool {
+    let header = parse::header(text, &mut |_, _| {});
+    text[header.body_start..]
+        .split('\n')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with('#'))
+        .take(1000)
+        .any(|t| t.len() < parse::MAX_LINE && parse::line(t, &mut |_| {}).is_ok())
+}
+
 /// Accumulates rules of all lists before they are frozen into a [`Denylist`].
 #[derive(Default)]
 struct Builder {

@@ -30,6 +30,9 @@ use crate::config::DenylistConfig;
 
 /// Bytes of the held copy asked for again to check that it is still the list's start.
 const OVERLAP: usize = 1024;
+/// Longest wait for a connection to a subscription's server: a host that is down must not
+/// hold up the start for the whole request deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest list accepted from a subscription (about 15 million double-hashed lines); a
 /// server streaming without end must not fill the disk or the memory.
 const MAX_LIST_BYTES: usize = 1 << 30;
@@ -124,7 +127,7 @@ impl DenylistService {
                     path: dir.clone(),
                     source,
                 })?;
-            let client = crate::tiers::remote::http_client(config.timeout, 1)
+            let client = crate::tiers::remote::http_client(config.timeout.min(CONNECT_TIMEOUT), 1)
                 .map_err(DenylistError::Client)?;
             let mut subs: Vec<Subscription> = config
                 .urls
@@ -205,6 +208,13 @@ enum Source {
 }
 
 impl Source {
+    /// Whether an unterminated last line is left out of compiles: a subscription's may be a
+    /// rule cut halfway by a list being written (`/ipfs/CID/path*` read as `/ipfs/CID/pa`);
+    /// the next refresh brings the rest. A local file's is the operator's last rule.
+    fn whole_lines_only(&self) -> bool {
+        matches!(self, Source::Url(_))
+    }
+
     fn common(&self) -> &Common {
         match self {
             Source::File(f) => &f.common,
@@ -272,6 +282,7 @@ impl LocalFile {
         let meta = tokio::fs::metadata(&self.path).await?;
         let stamp = (meta.modified().ok(), meta.len());
         if self.seen == Some(stamp) {
+            self.common.last_success = Some(unix_now());
             return Ok(());
         }
         let bytes = tokio::fs::read(&self.path).await?;
@@ -434,6 +445,16 @@ impl Subscription {
             self.save_meta().await;
             return Ok(Fetched::Unchanged);
         }
+        // An error page served with 200 (a proxy, a captive portal, a moved list) must not
+        // replace a list that blocks things with one that blocks nothing.
+        if !super::has_rules(&String::from_utf8_lossy(&body))
+            && super::has_rules(&String::from_utf8_lossy(&self.common.bytes))
+        {
+            return Err(format!(
+                "the fetched list ({n} bytes) has no rule this gateway can read; \
+                 keeping the last good copy"
+            ));
+        }
         // Atomic: a crash leaves the old copy or the new one, never half of one.
         let tmp = self.copy.with_extension("deny.tmp");
         tokio::fs::write(&tmp, &body)
@@ -558,6 +579,29 @@ fn store_stem(url: &str) -> String {
     )
 }
 
+/// One list as handed to a compile off the runtime.
+struct CompileInput {
+    name: Arc<str>,
+    bytes: Arc<Vec<u8>>,
+    changed: bool,
+    whole_lines: bool,
+}
+
+impl CompileInput {
+    /// The text to compile: up to the last newline when only whole lines count.
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        let end = if self.whole_lines {
+            self.bytes
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1)
+        } else {
+            self.bytes.len()
+        };
+        String::from_utf8_lossy(&self.bytes[..end])
+    }
+}
+
 /// The service task's state.
 struct State {
     /// Subscriptions first, then files: later lists override earlier ones, so an operator's
@@ -640,30 +684,32 @@ impl State {
     /// Compiles every list off the runtime and installs the result; logs the warnings of the
     /// lists that changed (all of them at start).
     async fn compile(&mut self, initial: bool) {
-        let inputs: Vec<(Arc<str>, Arc<Vec<u8>>, bool)> = self
+        let inputs: Vec<CompileInput> = self
             .sources
             .iter_mut()
             .map(|s| {
+                let whole_lines = s.whole_lines_only();
                 let c = s.common_mut();
-                let changed = std::mem::take(&mut c.changed) || initial;
-                (c.name.clone(), c.bytes.clone(), changed)
+                CompileInput {
+                    name: c.name.clone(),
+                    bytes: c.bytes.clone(),
+                    changed: std::mem::take(&mut c.changed) || initial,
+                    whole_lines,
+                }
             })
             .collect();
         let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             // Borrowed when the bytes are UTF-8 (the usual case): no copy of a big list.
-            let texts: Vec<std::borrow::Cow<'_, str>> = inputs
-                .iter()
-                .map(|(_, bytes, _)| String::from_utf8_lossy(bytes))
-                .collect();
-            let (list, warnings) = Denylist::compile_lists(
-                inputs.iter().zip(&texts).map(|((n, _, _), t)| (&**n, &**t)),
-            );
+            let texts: Vec<std::borrow::Cow<'_, str>> =
+                inputs.iter().map(CompileInput::text).collect();
+            let (list, warnings) =
+                Denylist::compile_lists(inputs.iter().zip(&texts).map(|(i, t)| (&*i.name, &**t)));
             drop(texts);
             let changed: Vec<Arc<str>> = inputs
                 .into_iter()
-                .filter(|(_, _, changed)| *changed)
-                .map(|(name, _, _)| name)
+                .filter(|i| i.changed)
+                .map(|i| i.name)
                 .collect();
             (list, warnings, changed)
         })

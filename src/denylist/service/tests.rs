@@ -387,6 +387,53 @@ async fn the_last_good_copy_survives_failures_and_restarts() {
 }
 
 #[tokio::test]
+async fn a_half_written_last_line_waits_for_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let served: Shared = Arc::default();
+    let full = list(&[X, Y]);
+    // Cut inside Y's CID: read now it would be a malformed (or worse, another) rule.
+    let cut = &full[..full.len() - 10];
+    served.lock().unwrap().set(cut);
+    let (url, _srv) = server(served.clone()).await;
+    let (svc, _task) = DenylistService::start(
+        &config(vec![], vec![url]),
+        dir.path(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(blocked(&svc, X) && !blocked(&svc, Y));
+    assert_eq!(svc.stats().rules, 1);
+    served.lock().unwrap().set(&full);
+    svc.reload_now().await.unwrap();
+    assert!(blocked(&svc, X) && blocked(&svc, Y));
+    assert_eq!(served.lock().unwrap().log.last().unwrap().1, 206);
+}
+
+#[tokio::test]
+async fn an_error_page_does_not_replace_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let served: Shared = Arc::default();
+    served.lock().unwrap().set(&list(&[X]));
+    let (url, _srv) = server(served.clone()).await;
+    let (svc, _task) = DenylistService::start(
+        &config(vec![], vec![url]),
+        dir.path(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    {
+        let mut s = served.lock().unwrap();
+        s.ignore_range = true;
+        s.set("<html><body>Service moved</body></html>\n");
+    }
+    svc.reload_now().await.unwrap();
+    assert!(blocked(&svc, X));
+    assert_eq!(svc.stats().lists[0].failures, 1);
+}
+
+#[tokio::test]
 async fn an_unreachable_subscription_without_a_copy_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
