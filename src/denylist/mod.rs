@@ -62,7 +62,7 @@ pub struct ListSummary {
 }
 
 /// An immutable compiled set of rules from all configured lists.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Denylist {
     /// Every rule; its index is its precedence (the highest matching index decides).
     rules: Vec<Blocked>,
@@ -79,6 +79,16 @@ pub struct Denylist {
     /// Modern `//B58MH` anchors per hash function.
     modern: Vec<(Code, DigestSet)>,
     lists: Vec<ListSummary>,
+}
+
+impl std::fmt::Debug for Denylist {
+    /// A summary: a million rules do not belong in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Denylist")
+            .field("rules", &self.rules.len())
+            .field("lists", &self.lists)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Denylist {
@@ -142,7 +152,10 @@ impl Denylist {
     /// `segments` are the percent-decoded path segments; empty ones (`//`, a trailing `/`)
     /// are ignored. A root that [`Denylist::check_cid`] blocks blocks every path under it:
     /// the block service would refuse to fetch it anyway, and answering before resolving
-    /// keeps the refusal uniform. Otherwise the last rule matching the path decides.
+    /// keeps the refusal uniform. Otherwise the last rule matching the whole path decides:
+    /// exact rules (`/ipfs/CID/a/b`, legacy and modern anchors of `…/a/b`) and prefix rules
+    /// (`/ipfs/CID/a*`); an exact rule for `a` does not block `a/b` (the spec blocks "the
+    /// exact path"; the blocks met while resolving are checked one by one with `check_cid`).
     pub fn check_ipfs_path(&self, root: &cid::Cid, segments: &[String]) -> Option<&Blocked> {
         if self.rules.is_empty() {
             return None;
@@ -156,9 +169,9 @@ impl Denylist {
     ///
     /// As the spec's test fixtures require, a rule for the bare name does not block paths
     /// under it (use `/ipns/NAME/*` for that); the content the name resolves to is checked
-    /// again as `/ipfs/` paths and blocks. Domains match case-insensitively, also in the
-    /// inlined form of subdomain gateways (`my-site-example` for `my-site.example`... and
-    /// `--` for `-`).
+    /// again as `/ipfs/` paths and blocks. Domains match case-insensitively and also in the
+    /// one-label form subdomain gateways inline them in (`my--site-example-org` for
+    /// `my-site.example.org`).
     pub fn check_ipns_path(&self, name: &str, segments: &[String]) -> Option<&Blocked> {
         if self.rules.is_empty() {
             return None;
@@ -182,7 +195,11 @@ impl Denylist {
 
     fn decide(&self, rule: Option<u32>) -> Option<&Blocked> {
         let i = rule? as usize;
-        if self.allow[i / 64] & (1 << (i % 64)) != 0 {
+        let allowed = self
+            .allow
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0);
+        if allowed {
             return None;
         }
         self.rules.get(i)

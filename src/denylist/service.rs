@@ -118,6 +118,16 @@ impl DenylistService {
         data_dir: &Path,
         shutdown: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), DenylistError> {
+        // Files first: a missing one fails the start before any subscription is fetched.
+        let mut files = Vec::new();
+        for path in &config.files {
+            let mut f = LocalFile::new(path.clone());
+            f.poll().await.map_err(|source| DenylistError::File {
+                path: path.clone(),
+                source,
+            })?;
+            files.push(Source::File(f));
+        }
         let mut sources = Vec::new();
         if !config.urls.is_empty() {
             let dir = data_dir.join("denylists");
@@ -135,18 +145,9 @@ impl DenylistService {
                 .map(|u| Subscription::new(u, &dir, client.clone(), config.timeout))
                 .collect();
             futures::future::join_all(subs.iter_mut().map(|s| s.open())).await;
-            for s in subs {
-                sources.push(Source::Url(s));
-            }
+            sources.extend(subs.into_iter().map(Source::Url));
         }
-        for path in &config.files {
-            let mut f = LocalFile::new(path.clone());
-            f.poll().await.map_err(|source| DenylistError::File {
-                path: path.clone(),
-                source,
-            })?;
-            sources.push(Source::File(f));
-        }
+        sources.extend(files);
         let handle = DenylistHandle::default();
         let stats = Arc::new(Mutex::new(Vec::new()));
         let mut state = State {
