@@ -35,7 +35,7 @@ use parse::{NameKind, Target, SHA2_256};
 use table::{DigestBuilder, DigestSet, KeyedBuilder, KeyedTable};
 
 pub use parse::{DEFAULT_STATUS, STATUS_HINT};
-pub use service::{DenylistError, DenylistService, DenylistStats, ListStats};
+pub use service::{DenylistError, DenylistService, DenylistStats, ListSource, ListStats};
 
 /// Detailed warnings kept per list; beyond them one line counts the rest (a list of garbage
 /// must not turn into a million log lines).
