@@ -61,6 +61,39 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// DNSLink sites.
     pub dnslink: DnslinkConfig,
+    /// Content blocking (IPIP-383 compact denylists).
+    pub denylist: DenylistConfig,
+}
+
+/// `[denylist]`: IPIP-383 compact denylists, from local files and subscriptions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenylistConfig {
+    /// Local `.deny` files, re-read when their modification time or size changes.
+    pub files: Vec<PathBuf>,
+    /// Subscriptions (http:// or https:// URLs), followed as they grow and kept on disk.
+    pub urls: Vec<String>,
+    /// How often subscriptions are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// How often local files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Deadline of one subscription request, body included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DenylistConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            urls: Vec::new(),
+            refresh: Duration::from_secs(300),
+            poll: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[gateway]`
@@ -693,6 +726,21 @@ impl Config {
         if self.store.dir.as_os_str().is_empty() {
             return bad("store.dir", "must not be empty");
         }
+        if !self.denylist.urls.iter().all(|u| http(u)) {
+            return bad("denylist.urls", "each must be an http:// or https:// URL");
+        }
+        if self.denylist.files.iter().any(|f| f.as_os_str().is_empty()) {
+            return bad("denylist.files", "a file name must not be empty");
+        }
+        for (key, d) in [
+            ("denylist.refresh", self.denylist.refresh),
+            ("denylist.poll", self.denylist.poll),
+            ("denylist.timeout", self.denylist.timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be more than zero");
+            }
+        }
         Ok(())
     }
 }
@@ -874,6 +922,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("server.shutdown_grace"));
+    }
+
+    #[test]
+    fn denylist_section_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[denylist]\nfiles = [\"/etc/ipfs/denylists/a.deny\"]\nurls = [\"https://badbits.example/deny\"]\nrefresh = \"1h\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), vec![]).unwrap();
+        assert_eq!(
+            c.denylist.files,
+            [PathBuf::from("/etc/ipfs/denylists/a.deny")]
+        );
+        assert_eq!(c.denylist.refresh, Duration::from_secs(3600));
+        let c = Config::load(None, env(&[("CIDGATE_DENYLIST__FILES", "a.deny, b.deny")])).unwrap();
+        assert_eq!(c.denylist.files.len(), 2);
+        for (k, v) in [
+            ("CIDGATE_DENYLIST__URLS", "ftp://x/deny"),
+            ("CIDGATE_DENYLIST__REFRESH", "0s"),
+            ("CIDGATE_DENYLIST__BOGUS", "1"),
+        ] {
+            let err = Config::load(None, env(&[(k, v)])).unwrap_err();
+            assert!(
+                err.to_string().to_lowercase().contains("denylist"),
+                "{k}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod app;
 pub mod coalesce;
 pub mod config;
 pub mod content;
+pub mod denylist;
 pub mod gateway;
 pub mod ipld;
 pub mod ipns;
