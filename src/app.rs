@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::admin::{Admin, AdminHandler};
 use crate::config::Config;
 use crate::config::HotBackend;
+use crate::denylist::{DenylistHandle, DenylistService};
 use crate::gateway::{Gateway, GatewayOptions, ServedContent};
 use crate::popularity::tracker::SystemClock;
 use crate::popularity::Popularity;
@@ -332,12 +333,14 @@ fn name_resolver(config: &Config, store: &LocalStore) -> crate::ipns::NameResolv
     crate::ipns::NameResolver::new(store.clone(), config.dnslink.names.clone())
 }
 
-/// The block source of `serve`: edge cache, embedded store, and the configured hot node.
+/// The block source of `serve`: edge cache, embedded store, and the configured hot node, with
+/// `denylist`'s blocks refused in front of all of them.
 pub fn tiered_source(
     config: &Config,
     store: LocalStore,
     metrics: Arc<Metrics>,
     cold: Option<Arc<ColdTier>>,
+    denylist: DenylistHandle,
 ) -> anyhow::Result<Arc<TieredSource>> {
     let cache = if config.cache.zero_copy {
         EdgeCache::with_zero_copy(config.cache.memory.as_u64(), metrics.clone())?
@@ -361,7 +364,7 @@ pub fn tiered_source(
     if let Some(r) = &remote {
         tracing::info!(backend = ?hot.backend, url = %hot.url, tier = r.name(), "remote hot node configured");
     }
-    Ok(TieredSource::with_cold(
+    Ok(Arc::new(TieredSource::with_cold(
         cache,
         Some(store),
         remote,
@@ -372,7 +375,8 @@ pub fn tiered_source(
         CircuitBreaker::new(hot.breaker_failures, hot.breaker_cooldown),
         hot.timeout,
         metrics,
-    ))
+    )
+    .with_denylist(denylist)))
 }
 
 /// Where promotions and operator pins go: the Cluster when configured, else the Kubo node
@@ -505,8 +509,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_unixfs_dag_response_size: config.gateway.max_unixfs_dag_response_size.as_u64(),
     };
     let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let (denylists, denylist_task) =
+        DenylistService::start(&config.denylist, &config.store.dir, shutdown.clone()).await?;
+    let denylist = denylists.handle();
+    if !denylist.load().is_empty() {
+        tracing::info!(rules = denylist.load().rules(), "denylists loaded");
+    }
     let cold = cold_tier(&config, &store, &metrics)?;
-    let source = tiered_source(&config, store.clone(), metrics.clone(), cold.clone())?;
+    let source = tiered_source(
+        &config,
+        store.clone(),
+        metrics.clone(),
+        cold.clone(),
+        denylist.clone(),
+    )?;
     let popularity = if config.popularity.enabled {
         Some(Popularity::new(
             config.popularity.clone(),
@@ -520,7 +537,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let names = name_resolver(&config, &store);
-    let gateway = Gateway::new(source, options).with_names(names);
+    let gateway = Gateway::new(source, options)
+        .with_names(names)
+        .with_denylist(denylist.clone(), metrics.blocked.clone());
     let public_limits = Limits {
         zero_copy_sent: config
             .cache
@@ -539,7 +558,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr),
     );
-    let shutdown = CancellationToken::new();
     admin.start_sampler(shutdown.clone());
     admin.resume_pin_requests();
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
@@ -611,9 +629,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     });
-    wait_for_signal().await;
+    let denylist_metrics = tokio::spawn(publish_denylist_stats(denylists.clone(), metrics.clone()));
+    wait_for_shutdown(&denylists).await;
     tracing::info!("shutting down: draining in-flight responses");
     shutdown.cancel();
+    denylist_metrics.abort();
+    let _ = denylist_task.await;
     let _ = tokio::join!(public_task, admin_task);
     if let Some(s) = saver {
         s.abort();
@@ -627,6 +648,62 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&addr_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Mirrors the denylists' figures in metrics, every few seconds.
+async fn publish_denylist_stats(denylists: DenylistService, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let stats = denylists.stats();
+        metrics.denylist_rules.set(stats.rules as i64);
+        for list in &stats.lists {
+            let labels = crate::telemetry::ListName {
+                list: list.name.to_string(),
+            };
+            metrics
+                .denylist_list_rules
+                .get_or_create(&labels)
+                .set(list.rules as i64);
+            metrics
+                .denylist_failures
+                .get_or_create(&labels)
+                .set(list.failures as i64);
+            if let Some(t) = list.last_success {
+                metrics
+                    .denylist_last_success
+                    .get_or_create(&labels)
+                    .set(t as i64);
+            }
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM; SIGHUP reloads what can change without a restart.
+async fn wait_for_shutdown(denylists: &DenylistService) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = wait_for_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading denylists");
+                        match denylists.reload_now().await {
+                            Ok(()) => tracing::info!(rules = denylists.stats().rules, "denylists reloaded"),
+                            Err(e) => tracing::warn!(error = %e, "denylist reload failed; the previous lists stay in force"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = denylists;
+    wait_for_signal().await;
 }
 
 async fn wait_for_signal() {

@@ -76,6 +76,13 @@ pub struct WorkKind {
     pub kind: &'static str,
 }
 
+/// Label of per-denylist series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListName {
+    /// The list's file path or subscription URL (without credentials or query).
+    pub list: String,
+}
+
 /// Label of refusals by a limit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitReason {
@@ -151,6 +158,16 @@ pub struct Metrics {
     pub inflight_work: Family<WorkKind, Gauge>,
     /// Connections and requests refused or cut by a limit, by reason.
     pub limited: Family<LimitReason, Counter>,
+    /// Denylist rules in force.
+    pub denylist_rules: Gauge,
+    /// Rules per denylist.
+    pub denylist_list_rules: Family<ListName, Gauge>,
+    /// Failed reads or fetches per denylist since start.
+    pub denylist_failures: Family<ListName, Gauge>,
+    /// Unix time of each denylist's last successful read or fetch.
+    pub denylist_last_success: Family<ListName, Gauge>,
+    /// Requests and blocks refused because a denylist blocks them.
+    pub blocked: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -195,6 +212,11 @@ impl Metrics {
             cold_budget_remaining: Gauge::default(),
             inflight_work: Family::default(),
             limited: Family::default(),
+            denylist_rules: Gauge::default(),
+            denylist_list_rules: Family::default(),
+            denylist_failures: Family::default(),
+            denylist_last_success: Family::default(),
+            blocked: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -352,6 +374,31 @@ impl Metrics {
             "limited",
             "Connections and requests refused or cut by a limit, by reason",
             m.limited.clone(),
+        );
+        registry.register(
+            "denylist_rules",
+            "Denylist rules in force",
+            m.denylist_rules.clone(),
+        );
+        registry.register(
+            "denylist_list_rules",
+            "Rules per denylist",
+            m.denylist_list_rules.clone(),
+        );
+        registry.register(
+            "denylist_failures",
+            "Failed reads or fetches per denylist since start",
+            m.denylist_failures.clone(),
+        );
+        registry.register(
+            "denylist_last_success_timestamp_seconds",
+            "Unix time of each denylist's last successful read or fetch",
+            m.denylist_last_success.clone(),
+        );
+        registry.register(
+            "blocked_requests",
+            "Requests refused because a denylist blocks their content",
+            m.blocked.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

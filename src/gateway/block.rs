@@ -10,14 +10,13 @@ use super::headers::set;
 use super::range::{self, RangeOutcome};
 use super::request::GatewayRequest;
 use super::Gateway;
-use crate::content::resolve;
 
 /// Media type of raw blocks.
 pub const RAW_TYPE: &str = "application/vnd.ipld.raw";
 
 /// Serves the block at the end of the request's path.
 pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
-    let resolved = resolve(gw.source(), req.root, &req.segments).await?;
+    let resolved = gw.resolve(req.root, &req.segments).await?;
     if !resolved.remainder.is_empty() {
         return Err(GatewayError::NotImplemented(format!(
             "the path ends inside a document at {:?}, not on a block",

@@ -12,7 +12,6 @@ use super::headers::set;
 use super::request::{CarParams, GatewayRequest};
 use super::{Body, Gateway};
 use crate::content::dag::CarFrames;
-use crate::content::resolve;
 use crate::content::selector::{self, DagScope};
 use crate::ipld::car;
 
@@ -74,7 +73,7 @@ pub async fn respond(
         gw.prefetch(req, params.selection.scope, params.selection.entity_bytes)
             .await
     };
-    let resolved = resolve(gw.source(), req.root, &req.segments).await?;
+    let resolved = gw.resolve(req.root, &req.segments).await?;
     set(
         resp.headers_mut(),
         super::headers::X_IPFS_ROOTS,

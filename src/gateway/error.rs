@@ -24,6 +24,15 @@ pub enum GatewayError {
     /// cacheable 410, so that CDNs shield the origin from repeats.
     #[error("{0}")]
     Gone(String),
+    /// The content is on a denylist (IPIP-383): 410 Gone, or 451 when the list's hints ask for
+    /// it; cacheable, as the spec says.
+    #[error("{message}")]
+    Blocked {
+        /// 410 or 451.
+        status: u16,
+        /// What to tell the client.
+        message: String,
+    },
     /// `Cache-Control: only-if-cached` and the root is not held: 412.
     #[error("{0} not in local datastore")]
     NotCached(String),
@@ -57,6 +66,19 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The answer for blocked content (`what` names it as the client asked for it).
+    pub fn blocked(status: u16, what: &str) -> Self {
+        let why = if status == 451 {
+            "unavailable for legal reasons"
+        } else {
+            "blocked by this gateway's content policy"
+        };
+        GatewayError::Blocked {
+            status: if status == 451 { 451 } else { 410 },
+            message: format!("{what} is {why}"),
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -66,6 +88,9 @@ impl GatewayError {
             GatewayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             GatewayError::NotCached(_) => StatusCode::PRECONDITION_FAILED,
             GatewayError::Gone(_) => StatusCode::GONE,
+            GatewayError::Blocked { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::GONE)
+            }
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +131,7 @@ impl From<TierError> for GatewayError {
                 tracing::warn!(%tier, %reason, "tier unavailable");
                 GatewayError::Unavailable(format!("the {tier} tier is unavailable"))
             }
+            TierError::Blocked { cid, status } => GatewayError::blocked(*status, &cid.to_string()),
             TierError::CircuitOpen(tier) => GatewayError::BadGateway(format!(
                 "the {tier} tier is skipped after repeated failures (circuit open); retry later"
             )),

@@ -42,6 +42,17 @@ pub async fn respond(
     rest: &str,
     isolated: bool,
 ) -> Result<Response<Body>, GatewayError> {
+    // A blocked name is refused before it is resolved (its record and its content too).
+    let segments: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    gw.refuse_ipns(name, &segments)?;
     if wants_ipns_record(parts)? {
         return record(names, parts, name, rest);
     }
@@ -120,7 +131,7 @@ async fn site_root(gw: &Gateway, path: &str) -> Result<String, GatewayError> {
     }
     let root = cid::Cid::try_from(root)
         .map_err(|e| GatewayError::BadGateway(format!("the name points at {path:?}: {e}")))?;
-    let resolved = crate::content::resolve(gw.source(), root, &segments).await?;
+    let resolved = gw.resolve(root, &segments).await?;
     Ok(format!("/ipfs/{}", resolved.target))
 }
 

@@ -42,7 +42,10 @@ use response_cache::ResponseCache;
 use crate::content::{resolve, ContentError};
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
+use crate::denylist::DenylistHandle;
 use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Gateway settings that come from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +79,12 @@ pub struct Gateway {
     options: Arc<GatewayOptions>,
     responses: Option<Arc<ResponseCache>>,
     redirects: unixfs_redirects::RedirectsCache,
+    /// Content that is never served (IPIP-383 denylists).
+    denylist: DenylistHandle,
+    /// The denylist generation the caches above were filled under.
+    denylist_seen: Arc<AtomicU64>,
+    /// Requests refused because of the denylist.
+    blocked: Counter,
 }
 
 /// Which content a response served, for the layers around the gateway that count demand.
@@ -99,7 +108,66 @@ impl Gateway {
             redirects: Default::default(),
             options: Arc::new(options),
             responses,
+            denylist: DenylistHandle::default(),
+            denylist_seen: Arc::new(AtomicU64::new(0)),
+            blocked: Counter::default(),
         }
+    }
+
+    /// Refuses what `denylist` blocks, counting refusals in `blocked`.
+    pub fn with_denylist(mut self, denylist: DenylistHandle, blocked: Counter) -> Self {
+        self.denylist_seen = Arc::new(AtomicU64::new(denylist.generation()));
+        self.denylist = denylist;
+        self.blocked = blocked;
+        self
+    }
+
+    /// The refusal of `what` when the denylist blocks it (a content path, or a path from a
+    /// resolved CID).
+    fn refuse_ipfs(&self, root: &Cid, segments: &[String], what: &str) -> Result<(), GatewayError> {
+        let list = self.denylist.load();
+        if list.is_empty() {
+            return Ok(());
+        }
+        match list.check_ipfs_path(root, segments) {
+            Some(b) => {
+                self.blocked.inc();
+                Err(GatewayError::blocked(b.status, what))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The refusal of `/ipns/{name}/{segments}` when the denylist blocks it.
+    pub(crate) fn refuse_ipns(&self, name: &str, segments: &[String]) -> Result<(), GatewayError> {
+        let list = self.denylist.load();
+        if list.is_empty() {
+            return Ok(());
+        }
+        match list.check_ipns_path(name, segments) {
+            Some(b) => {
+                self.blocked.inc();
+                Err(GatewayError::blocked(b.status, &format!("/ipns/{name}")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves `segments` from `root`, refusing the path when the denylist blocks it from any
+    /// CID it passes through (`/ipfs/{dir}/*` blocks the directory however it is reached).
+    pub async fn resolve(
+        &self,
+        root: Cid,
+        segments: &[String],
+    ) -> Result<crate::content::Resolved, GatewayError> {
+        let resolved = resolve(self.source(), root, segments).await?;
+        if !self.denylist.load().is_empty() {
+            for (i, cid) in resolved.roots.iter().enumerate().skip(1) {
+                let rest = segments.get(i..).unwrap_or(&[]);
+                self.refuse_ipfs(cid, rest, &format!("/ipfs/{root}/{}", segments.join("/")))?;
+            }
+        }
+        Ok(resolved)
     }
 
     /// Resolves `/ipns/` names (IPNS records and DNSLink domains) with `names`.
@@ -138,6 +206,15 @@ impl Gateway {
     /// Answers one request. Never fails: errors become their status with a one-line reason.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let (parts, _body) = req.into_parts();
+        // Responses kept in memory were checked against the lists of their time.
+        let generation = self.denylist.generation();
+        if generation != self.denylist_seen.load(Ordering::Acquire) {
+            self.denylist_seen.store(generation, Ordering::Release);
+            if let Some(cache) = &self.responses {
+                cache.clear();
+            }
+            self.redirects.clear();
+        }
         let key = self
             .responses
             .as_ref()
@@ -239,6 +316,7 @@ impl Gateway {
 
     /// Serves one parsed `/ipfs/` request (also a request rewritten by `_redirects`).
     pub(crate) async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
+        self.refuse_ipfs(&req.root, &req.segments, &req.content_path)?;
         let mut resp = self.ipfs_format(req).await?;
         let segments = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| req.segments.clone());
         resp.extensions_mut().insert(ServedContent {
@@ -291,7 +369,7 @@ impl Gateway {
         &self,
         req: &GatewayRequest,
     ) -> Result<Response<Body>, GatewayError> {
-        let resolved = resolve(self.source(), req.root, &req.segments).await?;
+        let resolved = self.resolve(req.root, &req.segments).await?;
         if !resolved.remainder.is_empty() {
             let rem = resolved.remainder.join("/");
             let done = req.segments.len() - resolved.remainder.len();
@@ -643,7 +721,7 @@ pub fn error_response(e: &GatewayError) -> Response<Body> {
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let cache_control = match e {
         // Deterministic refusals: a CDN may keep them.
-        GatewayError::Gone(_) => "public, max-age=604800",
+        GatewayError::Gone(_) | GatewayError::Blocked { .. } => "public, max-age=604800",
         _ => "no-cache",
     };
     h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));

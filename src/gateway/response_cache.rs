@@ -72,6 +72,11 @@ impl ResponseCache {
         }
     }
 
+    /// Forgets every response (the rules about what may be served changed).
+    pub fn clear(&self) {
+        self.cache.clear();
+    }
+
     /// The key of a request that may be answered from the cache, or `None`.
     pub fn key(parts: &http::request::Parts) -> Option<Key> {
         if parts.method != Method::GET {

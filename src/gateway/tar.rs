@@ -14,7 +14,7 @@ use super::headers::set;
 use super::request::GatewayRequest;
 use super::unixfs_file::pump;
 use super::{Body, Gateway};
-use crate::content::{list_directory, resolve, ContentError};
+use crate::content::{list_directory, ContentError};
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{Block, DAG_PB, RAW};
 use crate::tiers::BlockSource;
@@ -31,7 +31,7 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     } else {
         gw.prefetch(req, crate::tiers::DagScope::All, None).await
     };
-    let resolved = resolve(gw.source(), req.root, &req.segments).await?;
+    let resolved = gw.resolve(req.root, &req.segments).await?;
     let target = resolved.target;
     if target.codec() != DAG_PB && target.codec() != RAW {
         return Err(GatewayError::BadRequest(format!(

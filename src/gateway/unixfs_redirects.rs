@@ -36,6 +36,15 @@ type Loaded = Result<Option<Arc<Redirects>>, String>;
 #[derive(Clone)]
 pub struct RedirectsCache(Arc<Mutex<LruCache<Cid, Loaded>>>);
 
+impl RedirectsCache {
+    /// Forgets every parsed file.
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.clear();
+        }
+    }
+}
+
 impl Default for RedirectsCache {
     fn default() -> Self {
         Self(Arc::new(Mutex::new(LruCache::new(

@@ -53,6 +53,14 @@ pub enum TierError {
         /// (public, detail) per provider, in the order they were asked.
         failures: Vec<(String, String)>,
     },
+    /// The block is on a denylist: it is neither fetched, stored, cached nor served.
+    #[error("{cid} is blocked on this gateway")]
+    Blocked {
+        /// The blocked block.
+        cid: Cid,
+        /// 410, or 451 when the list asks for it.
+        status: u16,
+    },
     /// A remote tier failed so often that it is skipped for a while (its circuit is open).
     #[error("{0} circuit open after repeated failures; retry later")]
     CircuitOpen(&'static str),

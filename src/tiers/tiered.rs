@@ -26,6 +26,7 @@ use super::cold::walk::DagWalk;
 use super::local::LocalStore;
 use super::{identity_block, BlockSource, DagRequest, DagSink, Interest, TierError};
 use crate::coalesce::Coalescer;
+use crate::denylist::DenylistHandle;
 use crate::ipld::Block;
 use crate::telemetry::{in_current_trace, trace, Metrics};
 
@@ -250,11 +251,20 @@ struct FlightSink {
     room: Arc<Notify>,
     id: u64,
     tier: &'static str,
+    denylist: DenylistHandle,
 }
 
 #[async_trait]
 impl DagSink for FlightSink {
     async fn accept(&mut self, block: Block) -> bool {
+        // A remote may send a blocked block inside a CAR: it is neither cached nor handed to
+        // a reader, and what it links to is not expected from this stream.
+        {
+            let list = self.denylist.load();
+            if !list.is_empty() && list.check_cid(block.cid()).is_some() {
+                return true;
+            }
+        }
         let mut children = Vec::new();
         // A block the walk does not reach (another stream already brought it, or a remote
         // that sends extra) is still verified and worth caching; it just expects nothing.
@@ -311,6 +321,8 @@ pub struct TieredSource {
     ready_count: Arc<AtomicUsize>,
     /// Signalled when a reader takes a ready block.
     room: Arc<Notify>,
+    /// Blocked blocks are refused before any tier is asked (design invariant 9).
+    denylist: DenylistHandle,
     metrics: Arc<Metrics>,
 }
 
@@ -323,7 +335,7 @@ impl TieredSource {
         breaker: CircuitBreaker,
         remote_timeout: Duration,
         metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    ) -> Self {
         Self::with_cold(cache, local, remote, None, breaker, remote_timeout, metrics)
     }
 
@@ -337,12 +349,12 @@ impl TieredSource {
         breaker: CircuitBreaker,
         remote_timeout: Duration,
         metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
+    ) -> Self {
         let flight_wait = match &cold {
             Some((_, d)) => remote_timeout.max(*d),
             None => remote_timeout,
         };
-        Arc::new(Self {
+        Self {
             cache,
             local,
             remote,
@@ -360,7 +372,26 @@ impl TieredSource {
             })),
             ready_count: Arc::new(AtomicUsize::new(0)),
             room: Arc::new(Notify::new()),
+            denylist: DenylistHandle::default(),
             metrics,
+        }
+    }
+
+    /// Refuses the blocks `denylist` blocks, whatever tier holds them.
+    pub fn with_denylist(mut self, denylist: DenylistHandle) -> Self {
+        self.denylist = denylist;
+        self
+    }
+
+    /// The blocked-content error for `cid`, if the denylist blocks it.
+    fn blocked(&self, cid: &Cid) -> Option<TierError> {
+        let list = self.denylist.load();
+        if list.is_empty() {
+            return None;
+        }
+        list.check_cid(cid).map(|b| TierError::Blocked {
+            cid: *cid,
+            status: b.status,
         })
     }
 
@@ -674,6 +705,9 @@ impl BlockSource for TieredSource {
         if let Some(b) = identity_block(cid) {
             return Ok(b);
         }
+        if let Some(e) = self.blocked(cid) {
+            return Err(e);
+        }
         let start = Instant::now();
         if let Some((b, tier)) = self.take_ready(cid) {
             trace(tier, start.elapsed());
@@ -746,7 +780,7 @@ impl BlockSource for TieredSource {
     }
 
     async fn prefetch(&self, req: &DagRequest) -> Interest {
-        if self.remote.is_none() && self.cold.is_none() {
+        if self.remote.is_none() && self.cold.is_none() || self.blocked(&req.root).is_some() {
             return Interest::none();
         }
         let root_local = self.cache.contains(&req.root)
@@ -828,6 +862,7 @@ impl BlockSource for TieredSource {
             room: self.room.clone(),
             id,
             tier,
+            denylist: self.denylist.clone(),
         };
         let (mut hot_sink, mut cold_sink) = (sink("hot"), sink("cold"));
         let req = req.clone();
