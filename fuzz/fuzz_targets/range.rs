@@ -1,0 +1,17 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use cidgate::gateway::range::{parse, RangeOutcome};
+
+fuzz_target!(|input: (u64, &str)| {
+    let (size, header) = input;
+    match parse(Some(header), size) {
+        RangeOutcome::Partial(ranges) => {
+            assert!(!ranges.is_empty());
+            for (s, e) in ranges {
+                assert!(s <= e, "start after end: {s}-{e} for {header:?}");
+                assert!(e < size, "range {s}-{e} outside size {size} for {header:?}");
+            }
+        }
+        RangeOutcome::Unsatisfiable | RangeOutcome::Full => {}
+    }
+});
