@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if chunk > 1 || data.len() < 4096 {
         let (items2, err2) = decode_chunked(data, chunk);
         assert_eq!(items, items2, "chunk size {chunk} changed the items");
-        assert_eq!(kind, err2.as_ref().map(error_kind), "chunk size {chunk} changed the error");
+        assert_eq!(
+            kind,
+            err2.as_ref().map(error_kind),
+            "chunk size {chunk} changed the error"
+        );
     }
 
     let mut roots = None;
@@ -37,8 +41,12 @@ fuzz_target!(|data: &[u8]| {
                 if cid.hash().code() == SHA2_256 {
                     let full = sha2::Sha256::digest(bytes);
                     let want = cid.hash().digest();
-                    let matches = !want.is_empty() && want.len() <= 32 && full[..want.len()] == *want;
-                    assert_eq!(verified.is_ok(), matches && bytes.len() <= cidgate::ipld::MAX_BLOCK_SIZE);
+                    let matches =
+                        !want.is_empty() && want.len() <= 32 && full[..want.len()] == *want;
+                    assert_eq!(
+                        verified.is_ok(),
+                        matches && bytes.len() <= cidgate::ipld::MAX_BLOCK_SIZE
+                    );
                 }
             }
         }

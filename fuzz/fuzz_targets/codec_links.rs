@@ -23,6 +23,18 @@ fn has_float(ipld: &Ipld) -> bool {
     }
 }
 
+/// A map with a "/" key among others. serde_ipld_dagjson 0.2 decodes `{"a":1,"/":[]}` but its
+/// encoder sorts "/" first, and `{"/":[],"a":1}` is refused by its decoder (it reads the first
+/// key "/" as the start of a link or bytes): no round trip. Not cidgate's code, so the
+/// property skips such documents (found by this target; see docs/reliability.md).
+fn has_slash_key(ipld: &Ipld) -> bool {
+    match ipld {
+        Ipld::List(l) => l.iter().any(has_slash_key),
+        Ipld::Map(m) => m.contains_key("/") || m.values().any(has_slash_key),
+        _ => false,
+    }
+}
+
 /// Paths into `doc` that follow its own keys and indexes, one per depth (up to 8).
 fn own_paths(doc: &Ipld) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -43,7 +55,9 @@ fn own_paths(doc: &Ipld) -> Vec<Vec<String>> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&sel, data)) = input.split_first() else { return };
+    let Some((&sel, data)) = input.split_first() else {
+        return;
+    };
     let codec = CODECS[usize::from(sel) % CODECS.len()];
     let bytes = Bytes::copy_from_slice(data);
     let cid = cid_v1_sha256(codec, data);
@@ -64,13 +78,17 @@ fuzz_target!(|input: &[u8]| {
     if !has_float(&doc) {
         match codec {
             DAG_CBOR => {
-                let re = serde_ipld_dagcbor::to_vec(&doc).expect("dag-cbor encodes what it decoded");
-                let again: Ipld = serde_ipld_dagcbor::from_slice(&re).expect("re-encoded dag-cbor decodes");
+                let re =
+                    serde_ipld_dagcbor::to_vec(&doc).expect("dag-cbor encodes what it decoded");
+                let again: Ipld =
+                    serde_ipld_dagcbor::from_slice(&re).expect("re-encoded dag-cbor decodes");
                 assert_eq!(again, doc, "dag-cbor round trip");
             }
-            DAG_JSON => {
-                let re = serde_ipld_dagjson::to_vec(&doc).expect("dag-json encodes what it decoded");
-                let again: Ipld = serde_ipld_dagjson::from_slice(&re).expect("re-encoded dag-json decodes");
+            DAG_JSON if !has_slash_key(&doc) => {
+                let re =
+                    serde_ipld_dagjson::to_vec(&doc).expect("dag-json encodes what it decoded");
+                let again: Ipld =
+                    serde_ipld_dagjson::from_slice(&re).expect("re-encoded dag-json decodes");
                 assert_eq!(again, doc, "dag-json round trip");
             }
             _ => {}

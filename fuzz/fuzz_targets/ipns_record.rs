@@ -75,7 +75,11 @@ fn check_accepted(name: &IpnsName, bytes: &[u8], now: SystemTime) -> bool {
     match verify(name, bytes, now) {
         Ok(r) => {
             assert!(r.validity > now, "accepted an expired record");
-            assert!(r.value.starts_with("/ipfs/") || r.value.starts_with("/ipns/"), "{:?}", r.value);
+            assert!(
+                r.value.starts_with("/ipfs/") || r.value.starts_with("/ipns/"),
+                "{:?}",
+                r.value
+            );
             if let Some(age) = r.max_age(now) {
                 assert!(Some(age) <= r.ttl);
                 assert!(age <= r.validity.duration_since(now).unwrap_or_default());
@@ -96,10 +100,14 @@ fn libp2p_ed25519_key(public: &[u8]) -> Vec<u8> {
 }
 
 fn signed(flags: u8, data: &[u8]) {
-    let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]) else { return };
+    let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]) else {
+        return;
+    };
     let key = libp2p_ed25519_key(pair.public_key().as_ref());
     let inline = flags & 1 != 0;
-    let Some(name) = name_of_key(&key, inline) else { return };
+    let Some(name) = name_of_key(&key, inline) else {
+        return;
+    };
     let mut message = b"ipns-signature:".to_vec();
     message.extend_from_slice(data);
     let mut entry = Entry {
@@ -137,12 +145,17 @@ fn signed(flags: u8, data: &[u8]) {
         .ok()
         .and_then(|p| name_of_key(&libp2p_ed25519_key(p.public_key().as_ref()), inline));
     if let Some(other) = other {
-        assert!(verify(&other, &bytes, now()).is_err(), "accepted for another key's name");
+        assert!(
+            verify(&other, &bytes, now()).is_err(),
+            "accepted for another key's name"
+        );
     }
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&mode, rest)) = input.split_first() else { return };
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
     match mode % 3 {
         0 => {
             for n in NAMES {
@@ -161,7 +174,9 @@ fuzz_target!(|input: &[u8]| {
             }
         }
         1 => {
-            let Ok(text) = std::str::from_utf8(rest) else { return };
+            let Ok(text) = std::str::from_utf8(rest) else {
+                return;
+            };
             if let Ok(name) = IpnsName::parse(text) {
                 let canonical = name.to_cid_string();
                 assert_eq!(IpnsName::parse(&canonical), Ok(name), "{canonical}");
@@ -176,11 +191,17 @@ fuzz_target!(|input: &[u8]| {
                 .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
             if dns {
                 let label = cidgate::ipns::dns_label_of_domain(text);
-                assert_eq!(cidgate::ipns::domain_of_dns_label(&label), text, "DNS label round trip");
+                assert_eq!(
+                    cidgate::ipns::domain_of_dns_label(&label),
+                    text,
+                    "DNS label round trip"
+                );
             }
         }
         _ => {
-            let Some((&flags, data)) = rest.split_first() else { return };
+            let Some((&flags, data)) = rest.split_first() else {
+                return;
+            };
             signed(flags, data);
         }
     }

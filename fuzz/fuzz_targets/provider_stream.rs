@@ -50,7 +50,13 @@ enum End {
 }
 
 /// What the cold tier does with one provider CAR stream; verified new blocks go to `out`.
-fn consume(req: &DagRequest, walk: &mut DagWalk, car: &[u8], chunk: usize, out: &mut Vec<Block>) -> End {
+fn consume(
+    req: &DagRequest,
+    walk: &mut DagWalk,
+    car: &[u8],
+    chunk: usize,
+    out: &mut Vec<Block>,
+) -> End {
     let (items, err) = decode_chunked(car, chunk);
     for item in items {
         match item {
@@ -69,7 +75,9 @@ fn consume(req: &DagRequest, walk: &mut DagWalk, car: &[u8], chunk: usize, out: 
                     Ok(Accepted::New) => {}
                 }
                 let expected = walk.pending();
-                let Ok(block) = Block::verified(cid, data) else { return End::Corrupt };
+                let Ok(block) = Block::verified(cid, data) else {
+                    return End::Corrupt;
+                };
                 // The very block expected: same multihash and codec (CIDv0 = CIDv1 dag-pb).
                 assert!(
                     expected
@@ -105,7 +113,9 @@ fn check_resume(walk: &DagWalk) {
 // ---- raw CAR mode ----
 
 fn raw_mode(input: &[u8]) {
-    let Some((&scope, rest)) = input.split_first() else { return };
+    let Some((&scope, rest)) = input.split_first() else {
+        return;
+    };
     let (path, car) = match rest.iter().position(|&b| b == 0) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (&[][..], rest),
@@ -142,9 +152,15 @@ fn raw_mode(input: &[u8]) {
 #[derive(Arbitrary, Debug)]
 enum Kind {
     Raw,
-    File { filesize: Option<u64>, sizes: Option<Vec<u64>> },
+    File {
+        filesize: Option<u64>,
+        sizes: Option<Vec<u64>>,
+    },
     Dir,
-    Shard { fanout_log: u8, depth: u8 },
+    Shard {
+        fanout_log: u8,
+        depth: u8,
+    },
     Symlink,
     DagCbor,
     DagJson,
@@ -184,7 +200,11 @@ struct Built {
 }
 
 fn pb(data: Data, links: Vec<PbLink>) -> Bytes {
-    PbNode { links, data: Some(Bytes::from(data.encode_to_vec())) }.encode()
+    PbNode {
+        links,
+        data: Some(Bytes::from(data.encode_to_vec())),
+    }
+    .encode()
 }
 
 fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
@@ -199,7 +219,10 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
                 .take(8)
                 .map(|&(t, name)| {
                     let j = i + 1 + usize::from(t) % (n - i - 1);
-                    (built[j].as_ref().expect("built bottom-up"), NAMES[usize::from(name) % NAMES.len()])
+                    (
+                        built[j].as_ref().expect("built bottom-up"),
+                        NAMES[usize::from(name) % NAMES.len()],
+                    )
                 })
                 .collect()
         } else {
@@ -211,12 +234,23 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
                 let blocksizes: Vec<u64> = children
                     .iter()
                     .enumerate()
-                    .map(|(k, (c, _))| sizes.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(c.size))
+                    .map(|(k, (c, _))| {
+                        sizes
+                            .as_ref()
+                            .and_then(|s| s.get(k).copied())
+                            .unwrap_or(c.size)
+                    })
                     .collect();
-                let size = blocksizes.iter().fold(data.len() as u64, |a, b| a.saturating_add(*b));
+                let size = blocksizes
+                    .iter()
+                    .fold(data.len() as u64, |a, b| a.saturating_add(*b));
                 let links = children
                     .iter()
-                    .map(|(c, _)| PbLink { cid: c.cid, name: None, tsize: Some(c.data.len() as u64) })
+                    .map(|(c, _)| PbLink {
+                        cid: c.cid,
+                        name: None,
+                        tsize: Some(c.data.len() as u64),
+                    })
                     .collect();
                 let d = Data {
                     r#type: DataType::File as i32,
@@ -230,9 +264,16 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
             Kind::Dir => {
                 let links = children
                     .iter()
-                    .map(|(c, name)| PbLink { cid: c.cid, name: Some(name.to_string()), tsize: None })
+                    .map(|(c, name)| PbLink {
+                        cid: c.cid,
+                        name: Some(name.to_string()),
+                        tsize: None,
+                    })
                     .collect();
-                let d = Data { r#type: DataType::Directory as i32, ..Default::default() };
+                let d = Data {
+                    r#type: DataType::Directory as i32,
+                    ..Default::default()
+                };
                 (DAG_PB, pb(d, links), 0)
             }
             Kind::Shard { fanout_log, depth } => {
@@ -251,8 +292,16 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
                         };
                         let prefix = format!("{index:0width$X}");
                         // Every third link is a sub-shard (the bucket prefix alone).
-                        let link_name = if k % 3 == 2 { prefix } else { format!("{prefix}{name}") };
-                        PbLink { cid: c.cid, name: Some(link_name), tsize: None }
+                        let link_name = if k % 3 == 2 {
+                            prefix
+                        } else {
+                            format!("{prefix}{name}")
+                        };
+                        PbLink {
+                            cid: c.cid,
+                            name: Some(link_name),
+                            tsize: None,
+                        }
                     })
                     .collect();
                 let d = Data {
@@ -265,7 +314,11 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
                 (DAG_PB, pb(d, links), 0)
             }
             Kind::Symlink => {
-                let d = Data { r#type: DataType::Symlink as i32, data: Some(data.clone()), ..Default::default() };
+                let d = Data {
+                    r#type: DataType::Symlink as i32,
+                    data: Some(data.clone()),
+                    ..Default::default()
+                };
                 (DAG_PB, pb(d, Vec::new()), 0)
             }
             Kind::DagCbor | Kind::DagJson => {
@@ -276,19 +329,33 @@ fn build(nodes: &[NodeSpec]) -> Option<Vec<Built>> {
                 }
                 let doc = Ipld::Map(map);
                 if matches!(spec.kind, Kind::DagCbor) {
-                    (DAG_CBOR, Bytes::from(serde_ipld_dagcbor::to_vec(&doc).ok()?), 0)
+                    (
+                        DAG_CBOR,
+                        Bytes::from(serde_ipld_dagcbor::to_vec(&doc).ok()?),
+                        0,
+                    )
                 } else {
-                    (DAG_JSON, Bytes::from(serde_ipld_dagjson::to_vec(&doc).ok()?), 0)
+                    (
+                        DAG_JSON,
+                        Bytes::from(serde_ipld_dagjson::to_vec(&doc).ok()?),
+                        0,
+                    )
                 }
             }
         };
-        built[i] = Some(Built { cid: cid_v1_sha256(codec, &bytes), data: bytes, size });
+        built[i] = Some(Built {
+            cid: cid_v1_sha256(codec, &bytes),
+            data: bytes,
+            size,
+        });
     }
     built.into_iter().collect()
 }
 
 fn car_of(root: Cid, frames: &[(Cid, Bytes)]) -> Vec<u8> {
-    let mut out = header(&[root]).expect("a header of one root encodes").to_vec();
+    let mut out = header(&[root])
+        .expect("a header of one root encodes")
+        .to_vec();
     for (cid, data) in frames {
         out.extend_from_slice(&frame_prefix(cid, data.len()));
         out.extend_from_slice(data);
@@ -297,23 +364,37 @@ fn car_of(root: Cid, frames: &[(Cid, Bytes)]) -> Vec<u8> {
 }
 
 fn plan_mode(input: &[u8]) {
-    let Ok(plan) = Plan::arbitrary_take_rest(Unstructured::new(input)) else { return };
+    let Ok(plan) = Plan::arbitrary_take_rest(Unstructured::new(input)) else {
+        return;
+    };
     if plan.nodes.is_empty() || plan.nodes.len() > 16 {
         return;
     }
-    let Some(built) = build(&plan.nodes) else { return };
+    let Some(built) = build(&plan.nodes) else {
+        return;
+    };
     let truth: HashMap<Multihash<64>, &Built> = built.iter().map(|b| (*b.cid.hash(), b)).collect();
     let root = built[0].cid;
     let req = DagRequest {
         root,
-        segments: plan.path.iter().take(4).map(|&p| NAMES[usize::from(p) % NAMES.len()].to_string()).collect(),
+        segments: plan
+            .path
+            .iter()
+            .take(4)
+            .map(|&p| NAMES[usize::from(p) % NAMES.len()].to_string())
+            .collect(),
         scope: SCOPES[usize::from(plan.scope) % 3],
-        entity_bytes: plan.entity_bytes.map(|(f, t)| EntityBytes { from: i64::from(f), to: t.map(i64::from) }),
+        entity_bytes: plan.entity_bytes.map(|(f, t)| EntityBytes {
+            from: i64::from(f),
+            to: t.map(i64::from),
+        }),
     };
     let chunk = usize::from(plan.chunk) + 1;
     let check_out = |out: &[Block]| {
         for b in out {
-            let t = truth.get(b.cid().hash()).unwrap_or_else(|| panic!("delivered {} is not in the DAG", b.cid()));
+            let t = truth
+                .get(b.cid().hash())
+                .unwrap_or_else(|| panic!("delivered {} is not in the DAG", b.cid()));
             assert_eq!(b.data(), &t.data, "delivered other bytes for {}", b.cid());
             assert_eq!(b.cid(), &t.cid, "delivered under another CID");
         }
@@ -327,12 +408,17 @@ fn plan_mode(input: &[u8]) {
             let mut pending = walk.pending();
             pending.sort();
             let Some(next) = pending.first() else { break };
-            let b = truth.get(next.hash()).expect("the walk only expects linked blocks");
+            let b = truth
+                .get(next.hash())
+                .expect("the walk only expects linked blocks");
             assert_eq!(walk.accept(&b.cid, &b.data), Ok(Accepted::New));
             order.push((b.cid, b.data.clone()));
             check_resume(&walk);
         }
-        assert!(walk.complete(), "an honest provider did not complete {req:?}");
+        assert!(
+            walk.complete(),
+            "an honest provider did not complete {req:?}"
+        );
         // The same blocks as one CAR stream.
         let mut walk = DagWalk::new(req.clone());
         let mut out = Vec::new();
@@ -371,10 +457,20 @@ fn plan_mode(input: &[u8]) {
             Op::Foreign(d) => frames.push((cid_v1_sha256(RAW, d), Bytes::copy_from_slice(d))),
         }
     }
-    let header_root = if plan.other_root { cid_v1_sha256(RAW, b"another root") } else { root };
+    let header_root = if plan.other_root {
+        cid_v1_sha256(RAW, b"another root")
+    } else {
+        root
+    };
     let mut walk = DagWalk::new(req.clone());
     let mut out = Vec::new();
-    let end = consume(&req, &mut walk, &car_of(header_root, &frames), chunk, &mut out);
+    let end = consume(
+        &req,
+        &mut walk,
+        &car_of(header_root, &frames),
+        chunk,
+        &mut out,
+    );
     if plan.other_root {
         assert!(out.is_empty() && end == End::Lie);
     }
@@ -383,7 +479,9 @@ fn plan_mode(input: &[u8]) {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&mode, rest)) = input.split_first() else { return };
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
     if mode % 2 == 0 {
         raw_mode(rest);
     } else {

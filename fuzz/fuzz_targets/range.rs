@@ -1,6 +1,6 @@
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 use cidgate::gateway::range::{parse, RangeOutcome};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u64, &str)| {
     let (size, header) = input;

@@ -26,7 +26,9 @@ const PROBES: [&str; 10] = [
 ];
 
 fn check(rules: &Redirects, path: &str, query: Option<&str>) {
-    let Some(hit) = rules.lookup(path, query) else { return };
+    let Some(hit) = rules.lookup(path, query) else {
+        return;
+    };
     match hit.status {
         200 | 404 | 410 | 451 => {
             assert!(hit.to.starts_with('/'), "content target {:?}", hit.to);
@@ -60,7 +62,9 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
     };
-    let Ok(rules) = Redirects::parse(file) else { return };
+    let Ok(rules) = Redirects::parse(file) else {
+        return;
+    };
     for p in PROBES {
         check(&rules, p, None);
         check(&rules, p, Some("x=1&y=%2F"));
@@ -72,7 +76,11 @@ fuzz_target!(|data: &[u8]| {
             None => (line, None),
         };
         let query = query.filter(|q| http::uri::PathAndQuery::try_from(format!("/?{q}")).is_ok());
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
         check(&rules, &path, query);
     }
 });

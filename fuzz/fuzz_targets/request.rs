@@ -27,7 +27,9 @@ fn parts_of(text: &str) -> Option<http::request::Parts> {
         .method(http::Method::from_bytes(method.as_bytes()).ok()?)
         .uri(http::Uri::try_from(target).ok()?);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = http::header::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
         let value = http::header::HeaderValue::from_bytes(value.trim().as_bytes()).ok()?;
         b = b.header(name, value);
@@ -40,33 +42,50 @@ fn check_request(r: &cidgate::gateway::request::GatewayRequest) {
         assert!(!s.is_empty() && s != "." && s != "..", "segment {s:?}");
     }
     let text = r.root.to_string();
-    assert_eq!(cid::Cid::try_from(text.as_str()).ok(), Some(r.root), "root {text}");
+    assert_eq!(
+        cid::Cid::try_from(text.as_str()).ok(),
+        Some(r.root),
+        "root {text}"
+    );
 }
 
 fn check_location(loc: &str, scheme: &str) {
-    assert!(http::HeaderValue::from_str(loc).is_ok(), "Location {loc:?} is not a header value");
+    assert!(
+        http::HeaderValue::from_str(loc).is_ok(),
+        "Location {loc:?} is not a header value"
+    );
     let rest = loc
         .strip_prefix(scheme)
         .and_then(|r| r.strip_prefix("://"))
         .unwrap_or_else(|| panic!("Location {loc:?} does not start with {scheme}://"));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
-        assert!(p.bytes().all(|b| b.is_ascii_digit()), "port {p:?} in {loc:?}");
+        assert!(
+            p.bytes().all(|b| b.is_ascii_digit()),
+            "port {p:?} in {loc:?}"
+        );
         h
     });
     let on_gateway = hosts().iter().any(|gw| {
         host.strip_suffix(gw.as_str())
-            .and_then(|l| l.strip_suffix(".ipfs.").or_else(|| l.strip_suffix(".ipns.")))
+            .and_then(|l| {
+                l.strip_suffix(".ipfs.")
+                    .or_else(|| l.strip_suffix(".ipns."))
+            })
             .is_some_and(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             })
     });
     assert!(on_gateway, "Location {loc:?} leaves the gateway");
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let Some(parts) = parts_of(text) else { return };
     let path = parts.uri.path();
 

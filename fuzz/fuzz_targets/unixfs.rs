@@ -29,13 +29,18 @@ struct Shard<'a> {
 const NAMES: [&str; 6] = ["", "a", "index.html", "ascii.txt", "\u{1F30D}.txt", "x/y"];
 
 fn check_step(links: &[PbLink], fanout: u64, hash_type: u64, name: &str, depth: u32) {
-    let Ok(step) = hamt::step(links, fanout, hash_type, name, depth) else { return };
+    let Ok(step) = hamt::step(links, fanout, hash_type, name, depth) else {
+        return;
+    };
     let width = hamt::prefix_len(fanout);
     match step {
         ShardStep::Found(l) => {
             assert!(l.name_str().len() > width);
             assert_eq!(&l.name_str()[width..], name);
-            assert_eq!(hamt::entry_name(l.name_str(), fanout), Some(name).filter(|n| !n.is_empty()));
+            assert_eq!(
+                hamt::entry_name(l.name_str(), fanout),
+                Some(name).filter(|n| !n.is_empty())
+            );
         }
         ShardStep::Descend(l) => {
             assert_eq!(l.name_str().len(), width);
@@ -46,7 +51,9 @@ fn check_step(links: &[PbLink], fanout: u64, hash_type: u64, name: &str, depth: 
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&mode, rest)) = input.split_first() else { return };
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
     if mode % 2 == 0 {
         block(rest, u32::from(mode / 2 % 4));
     } else if let Ok(shard) = Shard::arbitrary_take_rest(arbitrary::Unstructured::new(rest)) {
@@ -54,10 +61,26 @@ fuzz_target!(|input: &[u8]| {
         let links: Vec<PbLink> = shard
             .names
             .into_iter()
-            .map(|n| PbLink { cid, name: Some(n.to_string()), tsize: None })
+            .map(|n| PbLink {
+                cid,
+                name: Some(n.to_string()),
+                tsize: None,
+            })
             .collect();
-        check_step(&links, shard.fanout, shard.hash_type, shard.name, shard.depth);
-        check_step(&links, shard.fanout, hamt::MURMUR3_X64_64, shard.name, shard.depth);
+        check_step(
+            &links,
+            shard.fanout,
+            shard.hash_type,
+            shard.name,
+            shard.depth,
+        );
+        check_step(
+            &links,
+            shard.fanout,
+            hamt::MURMUR3_X64_64,
+            shard.name,
+            shard.depth,
+        );
         for l in &links {
             let _ = hamt::entry_name(l.name_str(), shard.fanout);
         }
@@ -83,7 +106,11 @@ fn block(block: &[u8], depth: u32) {
         }
     }
     match FsNode::decode_pb(node) {
-        Ok(FsNode::HamtShard { links, fanout, hash_type }) => {
+        Ok(FsNode::HamtShard {
+            links,
+            fanout,
+            hash_type,
+        }) => {
             for l in &links {
                 let _ = hamt::entry_name(l.name_str(), fanout);
             }
@@ -99,7 +126,11 @@ fn block(block: &[u8], depth: u32) {
                 }
             }
         }
-        Ok(FsNode::File { data, size, children }) => {
+        Ok(FsNode::File {
+            data,
+            size,
+            children,
+        }) => {
             let _ = (data.len(), size, children.len());
         }
         Ok(_) | Err(_) => {}

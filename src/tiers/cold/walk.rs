@@ -333,8 +333,8 @@ impl DagWalk {
         let mut offset = start.saturating_add(inline.len() as u64);
         let mut out = Vec::new();
         for (child, len) in children {
-            let end = offset.saturating_add(len); // exclusive
-            // Empty children carry no bytes but are part of the file's DAG.
+            // `end` is exclusive. Empty children carry no bytes but are part of the file's DAG.
+            let end = offset.saturating_add(len);
             if (len == 0 && offset >= from && offset <= to.saturating_add(1))
                 || (offset <= to && end > from)
             {
