@@ -114,7 +114,12 @@ pub fn route(
         }
     });
     // IP hosts are always path gateways; this is also the hot path, so no allocation before it.
-    if hostname.parse::<std::net::IpAddr>().is_ok() || hostname.starts_with('[') {
+    // So is a target that is no path (`*`, authority form): a redirect would glue it to the
+    // port (`http://{cid}.ipfs.localhost:*`), and there is no content path inside it.
+    if hostname.parse::<std::net::IpAddr>().is_ok()
+        || hostname.starts_with('[')
+        || !path.starts_with('/')
+    {
         return Ok(HostRoute::Path);
     }
     let q = || query.map(|q| format!("?{q}")).unwrap_or_default();
@@ -281,6 +286,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.to_string().contains("DNS label length limit of 63"));
+    }
+
+    #[test]
+    fn targets_that_are_not_paths_are_not_routed() {
+        // Found by the `request` fuzz target: `GET *` with a subdomain host redirected to
+        // `http://{cid}.ipfs.localhost:*`.
+        let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        for host in [format!("{v1}.ipfs.localhost:"), "localhost".to_string()] {
+            assert_eq!(
+                route(&hosts(), &host, "http", "*", None).unwrap(),
+                HostRoute::Path
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum HamtError {
     /// The shard is deeper than the 64-bit hash allows.
     #[error("HAMT deeper than its hash allows")]
     TooDeep,
+    /// The fanout is not a power of two of at least 2.
+    #[error("bad HAMT fanout {0}")]
+    BadFanout(u64),
 }
 
 /// What one shard says about a name.
@@ -57,8 +60,15 @@ pub fn step<'a>(
     if hash_type != MURMUR3_X64_64 {
         return Err(HamtError::UnsupportedHash(hash_type));
     }
+    // Decoded shards are checked, but a fanout of 0 would make the bucket mask underflow.
+    if fanout < 2 || !fanout.is_power_of_two() {
+        return Err(HamtError::BadFanout(fanout));
+    }
     let bits = fanout.trailing_zeros();
-    let used = bits.checked_mul(depth + 1).ok_or(HamtError::TooDeep)?;
+    let used = depth
+        .checked_add(1)
+        .and_then(|levels| bits.checked_mul(levels))
+        .ok_or(HamtError::TooDeep)?;
     if bits == 0 || used > 64 {
         return Err(HamtError::TooDeep);
     }
@@ -111,6 +121,26 @@ mod tests {
         );
         assert_eq!(
             step(&[], 256, MURMUR3_X64_64, "x", 8),
+            Err(HamtError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn fanouts_that_are_not_powers_of_two_are_errors_not_panics() {
+        // Found by the `unixfs` fuzz target: fanout 0 underflowed the bucket mask.
+        for fanout in [0, 1, 3, 255, u64::MAX] {
+            assert_eq!(
+                step(&[], fanout, MURMUR3_X64_64, "x", 0),
+                Err(HamtError::BadFanout(fanout))
+            );
+        }
+        assert_eq!(
+            step(&[], 1 << 63, MURMUR3_X64_64, "x", 0),
+            Ok(ShardStep::Absent)
+        );
+        // Found by the same target: the depth itself overflowed.
+        assert_eq!(
+            step(&[], 256, MURMUR3_X64_64, "x", u32::MAX),
             Err(HamtError::TooDeep)
         );
     }

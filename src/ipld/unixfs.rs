@@ -151,7 +151,14 @@ impl FsNode {
                     .zip(&data.blocksizes)
                     .map(|(l, s)| (l.cid, *s))
                     .collect();
-                let computed = inline.len() as u64 + children.iter().map(|c| c.1).sum::<u64>();
+                // Sizes are attacker-chosen: a sum past u64::MAX is no file (and would wrap
+                // the offsets of every reader below this node).
+                let computed = children
+                    .iter()
+                    .try_fold(inline.len() as u64, |total, c| total.checked_add(c.1))
+                    .ok_or_else(|| {
+                        UnixFsError::Data("file node blocksizes overflow a 64-bit size".into())
+                    })?;
                 Ok(FsNode::File {
                     data: inline,
                     size: data.filesize.unwrap_or(computed),
@@ -218,6 +225,33 @@ mod tests {
             data: Some(Bytes::from(data.encode_to_vec())),
         };
         assert!(FsNode::decode(DAG_PB, &node.encode()).is_err());
+    }
+
+    #[test]
+    fn blocksizes_that_overflow_are_an_error_not_a_panic() {
+        // Found by the `provider_stream` fuzz target: the sum overflowed (a panic with overflow
+        // checks, a wrapped size without).
+        let cid = crate::ipld::cid_v1_sha256(RAW, b"x");
+        let link = PbLink {
+            cid,
+            name: None,
+            tsize: None,
+        };
+        let data = Data {
+            r#type: DataType::File as i32,
+            data: Some(Bytes::from_static(b"ab")),
+            filesize: Some(10),
+            blocksizes: vec![u64::MAX - 1, 1],
+            ..Default::default()
+        };
+        let node = PbNode {
+            links: vec![link.clone(), link],
+            data: Some(Bytes::from(data.encode_to_vec())),
+        };
+        assert!(matches!(
+            FsNode::decode(DAG_PB, &node.encode()),
+            Err(UnixFsError::Data(_))
+        ));
     }
 
     #[test]

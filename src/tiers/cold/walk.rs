@@ -129,11 +129,21 @@ impl DagWalk {
     pub fn check(&self, cid: &Cid) -> Result<Accepted, WalkError> {
         if self.received.contains(cid.hash()) {
             Ok(Accepted::Duplicate)
-        } else if self.expected.contains_key(cid.hash()) {
+        } else if self.expecting(cid).is_some() {
             Ok(Accepted::New)
         } else {
             Err(WalkError::Unexpected(*cid))
         }
+    }
+
+    /// The expected entry `cid` answers: same multihash and same codec (CIDv0 and CIDv1 of a
+    /// dag-pb block are the same block). A provider that re-labels a block with another codec
+    /// would make the walk read it as something else: follow links a raw leaf does not have,
+    /// or miss the children of a dag-pb node.
+    fn expecting(&self, cid: &Cid) -> Option<&Expected> {
+        self.expected
+            .get(cid.hash())
+            .filter(|e| e.cid.codec() == cid.codec())
     }
 
     /// Records a block whose bytes were verified against `cid`, expecting its children.
@@ -151,6 +161,9 @@ impl DagWalk {
         let mh = *cid.hash();
         if self.received.contains(&mh) {
             return Ok(Accepted::Duplicate);
+        }
+        if self.expecting(cid).is_none() {
+            return Err(WalkError::Unexpected(*cid));
         }
         let Some(exp) = self.expected.remove(&mh) else {
             return Err(WalkError::Unexpected(*cid));
@@ -315,12 +328,16 @@ impl DagWalk {
         let Some((from, to)) = self.range else {
             return Vec::new();
         };
-        let mut offset = start + inline.len() as u64;
+        // A child's own sizes need not add up to what its parent said it holds: saturate
+        // rather than overflow (offsets past u64::MAX are past any wanted range anyway).
+        let mut offset = start.saturating_add(inline.len() as u64);
         let mut out = Vec::new();
         for (child, len) in children {
-            let end = offset + len; // exclusive
-                                    // Empty children carry no bytes but are part of the file's DAG.
-            if (len == 0 && offset >= from && offset <= to + 1) || (offset <= to && end > from) {
+            // `end` is exclusive. Empty children carry no bytes but are part of the file's DAG.
+            let end = offset.saturating_add(len);
+            if (len == 0 && offset >= from && offset <= to.saturating_add(1))
+                || (offset <= to && end > from)
+            {
                 out.push((child, Place::File { start: offset }));
             }
             offset = end;
@@ -498,6 +515,67 @@ mod tests {
         }
         assert!(w.complete());
         assert!(w.resume_requests().is_empty());
+    }
+
+    #[test]
+    fn a_block_relabelled_with_another_codec_is_unexpected() {
+        // Found by the `provider_stream` fuzz target: the walk keyed blocks by multihash only,
+        // so a raw leaf sent as dag-pb (or a dag-pb node sent as raw) was taken and read with
+        // the provider's codec.
+        let (dir, file, blocks) = tree();
+        let mut w = DagWalk::new(req(dir, &["a.bin"], DagScope::Entity, None));
+        let as_raw = Cid::new_v1(RAW, *dir.hash());
+        assert_eq!(w.check(&as_raw), Err(WalkError::Unexpected(as_raw)));
+        assert_eq!(
+            w.accept(&as_raw, find(&blocks, &dir).data()),
+            Err(WalkError::Unexpected(as_raw))
+        );
+        // CIDv0 is the same dag-pb block as its CIDv1.
+        let v0 = Cid::new_v0(*dir.hash()).unwrap();
+        assert_eq!(w.check(&v0), Ok(Accepted::New));
+        w.accept(&dir, find(&blocks, &dir).data()).unwrap();
+        w.accept(&file, find(&blocks, &file).data()).unwrap();
+        let leaf = blocks.iter().find(|b| b.cid().codec() == RAW).unwrap();
+        let as_pb = Cid::new_v1(DAG_PB, *leaf.cid().hash());
+        assert_eq!(w.check(&as_pb), Err(WalkError::Unexpected(as_pb)));
+        assert_eq!(w.check(leaf.cid()), Ok(Accepted::New));
+    }
+
+    #[test]
+    fn file_offsets_past_u64_max_saturate() {
+        use crate::ipld::dagpb::{PbLink, PbNode};
+        use crate::ipld::unixfs::{Data, DataType};
+        use prost::Message;
+        let file = |inline: &[u8], sizes: Vec<u64>, links: Vec<Cid>| {
+            let data = Data {
+                r#type: DataType::File as i32,
+                data: Some(Bytes::copy_from_slice(inline)),
+                blocksizes: sizes,
+                ..Default::default()
+            };
+            let node = PbNode {
+                links: links
+                    .into_iter()
+                    .map(|cid| PbLink {
+                        cid,
+                        name: None,
+                        tsize: None,
+                    })
+                    .collect(),
+                data: Some(Bytes::from(data.encode_to_vec())),
+            };
+            let bytes = node.encode();
+            (cid_v1_sha256(DAG_PB, &bytes), bytes)
+        };
+        let leaf = cid_v1_sha256(RAW, b"aaa");
+        // The child claims 5 bytes but holds 100 inline and a 10-byte child after them.
+        let (child, child_bytes) = file(&[7; 100], vec![10], vec![leaf]);
+        let (parent, parent_bytes) = file(b"", vec![u64::MAX - 5, 5], vec![leaf, child]);
+        let mut w = DagWalk::new(req(parent, &[], DagScope::All, None));
+        w.accept(&parent, &parent_bytes).unwrap();
+        assert_eq!(w.check(&child), Ok(Accepted::New));
+        assert_eq!(w.accept(&child, &child_bytes), Ok(Accepted::New));
+        let _ = w.resume_requests();
     }
 
     #[test]
