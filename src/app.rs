@@ -556,7 +556,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
         .with_cold(cold.clone())
         .with_popularity(popularity.clone())?
-        .with_gateway_addr(public_addr),
+        .with_gateway_addr(public_addr)
+        .with_denylist(denylist.clone()),
     );
     admin.start_sampler(shutdown.clone());
     admin.resume_pin_requests();

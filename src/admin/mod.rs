@@ -26,7 +26,7 @@ use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::tiers::cold::ColdTier;
-use crate::tiers::import::import_car;
+use crate::tiers::import::import_car_except;
 use crate::tiers::local::{LocalStore, PinReason};
 
 /// Admin API state.
@@ -44,6 +44,8 @@ pub struct Admin {
     pin_requests: tokio::sync::Mutex<Vec<pinning::PinRequest>>,
     /// Multiaddrs of this node, the Pinning Service API's `delegates`.
     delegates: Vec<String>,
+    /// Content never imported or pinned.
+    denylist: crate::denylist::DenylistHandle,
 }
 
 impl Admin {
@@ -74,6 +76,7 @@ impl Admin {
             started: std::time::Instant::now(),
             history: std::sync::Mutex::new(std::collections::VecDeque::new()),
             pin_requests: tokio::sync::Mutex::new(Vec::new()),
+            denylist: Default::default(),
             delegates: vec![format!("/ip4/{}/tcp/{}/http", listen.ip(), listen.port())],
         }
     }
@@ -92,6 +95,12 @@ impl Admin {
     /// The multiaddr of the public gateway, advertised as the Pinning Service API's delegate.
     pub fn with_gateway_addr(mut self, addr: SocketAddr) -> Self {
         self.delegates = vec![format!("/ip4/{}/tcp/{}/http", addr.ip(), addr.port())];
+        self
+    }
+
+    /// Leaves blocked blocks out of imports (design invariant 9).
+    pub fn with_denylist(mut self, denylist: crate::denylist::DenylistHandle) -> Self {
+        self.denylist = denylist;
         self
     }
 
@@ -178,7 +187,16 @@ impl Admin {
                     .into_data_stream()
                     .map_err(std::io::Error::other);
                 let reader = StreamReader::new(stream);
-                match import_car(&self.store, reader, PinReason::Operator, |_, _| {}).await {
+                let denylist = self.denylist.current();
+                match import_car_except(
+                    &self.store,
+                    reader,
+                    PinReason::Operator,
+                    &denylist,
+                    |_, _| {},
+                )
+                .await
+                {
                     Ok(report) => Ok(json(StatusCode::OK, &report)),
                     Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
                 }

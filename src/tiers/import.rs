@@ -8,6 +8,7 @@ use tokio_util::codec::FramedRead;
 
 use super::local::{LocalStore, PinReason, StoreError};
 use super::TierError;
+use crate::denylist::Denylist;
 use crate::ipld::car::{CarDecoder, CarError, CarItem};
 use crate::ipld::verify::VerifyError;
 use crate::ipld::Block;
@@ -105,6 +106,13 @@ pub struct ImportReport {
     pub new_blocks: u64,
     /// Block bytes read.
     pub bytes: u64,
+    /// Blocks left out because a denylist blocks them (their roots stay incomplete).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub blocked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Imports one CARv1 stream: verifies every block, writes them in bounded batches, then pins
@@ -113,6 +121,21 @@ pub async fn import_car<R>(
     store: &LocalStore,
     reader: R,
     reason: PinReason,
+    progress: impl FnMut(u64, u64) + Send,
+) -> Result<ImportReport, ImportError>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    import_car_except(store, reader, reason, &Denylist::empty(), progress).await
+}
+
+/// [`import_car`], leaving out the blocks `denylist` blocks: blocked content is never stored
+/// (design invariant 9), so a root that needs such a block stays unpinned.
+pub async fn import_car_except<R>(
+    store: &LocalStore,
+    reader: R,
+    reason: PinReason,
+    denylist: &Denylist,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<ImportReport, ImportError>
 where
@@ -120,7 +143,7 @@ where
 {
     let _guard = store.writer_lock().await;
     let batch = blocking(store, |s| s.new_batch()).await??;
-    match import_inner(store, reader, batch, reason, &mut progress).await {
+    match import_inner(store, reader, batch, reason, denylist, &mut progress).await {
         Ok(report) => Ok(report),
         Err(e) => {
             if let Err(rb) = blocking(store, move |s| s.rollback_batch(batch)).await {
@@ -146,6 +169,7 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
     reader: R,
     batch: u64,
     reason: PinReason,
+    denylist: &Denylist,
     progress: &mut (impl FnMut(u64, u64) + Send),
 ) -> Result<ImportReport, ImportError> {
     let mut frames = FramedRead::with_capacity(reader, CarDecoder::new(), 256 * 1024);
@@ -164,6 +188,10 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
         };
         report.blocks += 1;
         report.bytes += data.len() as u64;
+        if !denylist.is_empty() && denylist.check_cid(&cid).is_some() {
+            report.blocked += 1;
+            continue;
+        }
         pending_bytes += data.len();
         pending.push((cid, data));
         if pending_bytes >= BATCH_BYTES || pending.len() >= BATCH_BLOCKS {

@@ -1,0 +1,211 @@
+//! IPIP-383 denylists in force (design invariant 9): blocked content answers 410 (or 451) on
+//! every route, is never fetched from the hot node, never put in a CAR, and lists reload
+//! without a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fault_proxy::{FaultProxy, ProxyFault};
+use common::{cidgate, client, metric_sum, metrics, Server};
+use sha2::Digest;
+
+/// A site with `open.txt`, `secret.txt`, `dir/inner.txt` and `legal.txt`; returns the data
+/// dir and the root CID.
+fn site() -> (tempfile::TempDir, String) {
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = src.path().join("site");
+    std::fs::create_dir_all(root.join("dir")).unwrap();
+    std::fs::write(root.join("open.txt"), "open\n").unwrap();
+    std::fs::write(root.join("secret.txt"), "secret\n").unwrap();
+    std::fs::write(root.join("legal.txt"), "legal\n").unwrap();
+    std::fs::write(root.join("dir/inner.txt"), "inner\n").unwrap();
+    let out = cidgate(dir.path(), &["add", root.to_str().unwrap()]);
+    assert!(out.status.success());
+    let cid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (dir, cid)
+}
+
+/// The CID `/ipfs/{root}/{path}` resolves to, from the last entry of `X-Ipfs-Roots`.
+async fn cid_of(s: &Server, root: &str, path: &str) -> String {
+    let r = client()
+        .head(format!("{}/ipfs/{root}/{path}", s.url))
+        .send()
+        .await
+        .unwrap();
+    let roots = r.headers()["x-ipfs-roots"].to_str().unwrap().to_string();
+    roots.rsplit(',').next().unwrap().to_string()
+}
+
+/// The legacy double hash of the Bad Bits list: hex sha256 of `CIDv1-base32/path`.
+fn double_hash(cid: &str, path: &str) -> String {
+    let c = cid::Cid::try_from(cid).unwrap();
+    let v1 = cid::Cid::new_v1(c.codec(), *c.hash());
+    let text = format!("{}/{}", v1, path);
+    let d = sha2::Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn status(url: String, host: Option<String>) -> u16 {
+    let mut r = client().get(url);
+    if let Some(h) = host {
+        r = r.header("host", h);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
+    let (dir, root) = site();
+    let hot = Server::spawn(dir, &[], &[]);
+    let (secret, legal, sub) = (
+        cid_of(&hot, &root, "secret.txt").await,
+        cid_of(&hot, &root, "legal.txt").await,
+        cid_of(&hot, &root, "dir/").await,
+    );
+    let counted = FaultProxy::start(&hot.url, ProxyFault::None).await;
+    let lists = tempfile::tempdir().unwrap();
+    let deny = lists.path().join("site.deny");
+    std::fs::write(
+        &deny,
+        format!(
+            "version: 1\nname: test\n---\n\
+             # a CID, whatever path reaches it\n/ipfs/{secret}\n\
+             # a path below a directory, double-hashed (Bad Bits form)\n//{}\n\
+             # a directory and everything under it\n/ipfs/{sub}/*\n\
+             # a DNSLink name (the name itself; `/ipns/name/*` would block its paths too)\n/ipns/blocked.example\n\
+             # legal reasons\n/ipfs/{legal} gateway_status=451\n",
+            double_hash(&root, "open.txt"),
+        ),
+    )
+    .unwrap();
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "trustless"),
+            ("CIDGATE_HOT__URL", &counted.url),
+            ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
+            ("CIDGATE_DENYLIST__POLL", "200ms"),
+            (
+                "CIDGATE_DNSLINK__NAMES",
+                &format!("blocked.example=/ipfs/{root},open.example=/ipfs/{root}"),
+            ),
+        ],
+        &[],
+    );
+    let base = &g.url;
+    // The path gateway, the trustless gateway (raw and CAR), TAR, the subdomain gateway,
+    // /ipns/ and a DNSLink host: each refuses.
+    let cases = [
+        (format!("{base}/ipfs/{root}/secret.txt"), None, 410),
+        (format!("{base}/ipfs/{secret}"), None, 410),
+        (format!("{base}/ipfs/{secret}?format=raw"), None, 410),
+        (format!("{base}/ipfs/{secret}?format=car"), None, 410),
+        (format!("{base}/ipfs/{root}/secret.txt?format=car"), None, 410),
+        (format!("{base}/ipfs/{root}/open.txt"), None, 410),
+        (format!("{base}/ipfs/{root}/dir/inner.txt"), None, 410),
+        (format!("{base}/ipfs/{sub}/inner.txt"), None, 410),
+        (format!("{base}/ipfs/{root}/legal.txt"), None, 451),
+        (format!("{base}/ipfs/{secret}?format=tar"), None, 410),
+        (format!("{base}/secret.txt"), Some(format!("{root}.ipfs.localhost")), 410),
+        (format!("{base}/ipns/blocked.example/dir/inner.txt"), None, 410),
+        (format!("{base}/ipns/blocked.example/"), None, 410),
+        (format!("{base}/"), Some("blocked.example".to_string()), 410),
+        (format!("{base}/ipns/open.example/secret.txt"), None, 410),
+    ];
+    for (url, host, want) in cases {
+        assert_eq!(status(url.clone(), host.clone()).await, want, "{url} {host:?}");
+    }
+    assert_eq!(status(format!("{base}/ipfs/{root}/dir/"), None).await, 410);
+    // Not blocked: the site's own listing.
+    assert_eq!(status(format!("{base}/ipfs/{root}/"), None).await, 200);
+    let r = client()
+        .get(format!("{base}/ipfs/{root}/secret.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+
+    // The blocked blocks were never asked of the hot node.
+    let asked = counted.paths();
+    for blocked in [&secret, &legal] {
+        assert!(
+            !asked.iter().any(|p| p.contains(blocked.as_str())),
+            "{blocked} fetched: {asked:?}"
+        );
+    }
+    // A CAR of the whole site never carries a blocked block: the stream stops instead.
+    let car = client()
+        .get(format!("{base}/ipfs/{root}?format=car"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(car.status(), 200);
+    let body = car.bytes().await;
+    if let Ok(bytes) = body {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("secret\n"), "blocked bytes in a CAR");
+    }
+    let m = metrics(&g).await;
+    assert!(metric_sum(&m, "cidgate_blocked_requests_total", "") >= 10.0);
+    assert!(metric_sum(&m, "cidgate_denylist_rules", "") >= 5.0);
+}
+
+#[tokio::test]
+async fn lists_reload_without_a_restart_and_cached_answers_follow() {
+    let (dir, root) = site();
+    let lists = tempfile::tempdir().unwrap();
+    let deny = lists.path().join("live.deny");
+    std::fs::write(&deny, "# nothing yet\n").unwrap();
+    let g = Server::spawn(
+        dir,
+        &[
+            ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
+            ("CIDGATE_DENYLIST__POLL", "200ms"),
+        ],
+        &[],
+    );
+    let secret = cid_of(&g, &root, "secret.txt").await;
+    let url = format!("{}/ipfs/{root}/secret.txt", g.url);
+    // Served twice: the second answer comes from the whole-response cache.
+    for _ in 0..2 {
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "secret\n");
+    }
+    std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(url.clone(), None).await != 410 {
+        assert!(Instant::now() < deadline, "the new rule never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An exception appended later lifts it again; SIGHUP reloads at once as well.
+    std::fs::write(&deny, format!("/ipfs/{secret}\n!/ipfs/{secret}\n")).unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(g.child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(url.clone(), None).await != 200 {
+        assert!(Instant::now() < deadline, "the exception never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Blocked content cannot be pinned either.
+    std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(g.child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(url.clone(), None).await != 410 {
+        assert!(Instant::now() < deadline, "the rule never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client()
+        .post(format!("{}/admin/pins/{secret}", g.admin))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.status().is_success(), "a blocked CID was pinned");
+}
