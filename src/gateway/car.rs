@@ -12,9 +12,11 @@ use super::headers::set;
 use super::request::{CarParams, GatewayRequest};
 use super::{Body, Gateway};
 use crate::content::dag::CarFrames;
-use crate::content::resolve;
-use crate::content::selector::{self, DagScope};
-use crate::ipld::car;
+use crate::content::selector::{self, DagScope, Selection};
+use crate::content::{resolve, ContentError};
+use crate::ipld::codec::{self, CodecError};
+use crate::ipld::unixfs::FsNode;
+use crate::ipld::{car, Block, DAG_PB, RAW};
 
 /// Chunks buffered between the DAG walk and the socket (two per block: prefix and data).
 const CHANNEL_CHUNKS: usize = 32;
@@ -50,6 +52,32 @@ pub fn etag(req: &GatewayRequest, p: &CarParams) -> String {
     format!("W/\"{}.car.{tag:x}\"", req.root)
 }
 
+/// Whether the walk can read the entity's own block as the selection needs it. A block that does
+/// not decode (an identity CID the client made up, say) is answered 422 while the status can still
+/// say so, instead of a 200 whose stream is cut after the first block.
+fn walkable(target: &Block, selection: &Selection) -> Result<(), ContentError> {
+    let cid = *target.cid();
+    let scope = if selection.entity_bytes.is_some() {
+        DagScope::Entity
+    } else {
+        selection.scope
+    };
+    match scope {
+        DagScope::Block => Ok(()),
+        // Unknown codecs have no links to follow: the walk sends the block alone.
+        DagScope::All => match codec::links(&cid, target.data()) {
+            Ok(_) | Err(CodecError::Unsupported(_)) => Ok(()),
+            Err(e) => Err((cid, e).into()),
+        },
+        DagScope::Entity if cid.codec() == DAG_PB || cid.codec() == RAW => {
+            FsNode::decode(cid.codec(), target.data())
+                .map(|_| ())
+                .map_err(|e| (cid, e).into())
+        }
+        DagScope::Entity => Ok(()),
+    }
+}
+
 /// Serves a CAR of the request's path and selection.
 pub async fn respond(
     gw: &Gateway,
@@ -79,7 +107,8 @@ pub async fn respond(
     );
     // The status is committed once headers go out: the entity's own block must be here and
     // verified first, so that a missing or lying source is a clean 404 / 502.
-    gw.source().get(&resolved.target).await?;
+    let target = gw.source().get(&resolved.target).await?;
+    walkable(&target, &params.selection)?;
     if req.head {
         return Ok(resp);
     }
@@ -103,4 +132,65 @@ pub async fn respond(
     });
     *resp.body_mut() = channel(rx);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+
+    use super::super::GatewayOptions;
+    use super::*;
+    use crate::ipld::Cid;
+
+    /// An identity CID whose bytes are `data` under `codec`.
+    fn identity(codec: u64, data: &[u8]) -> String {
+        let mh = cid::multihash::Multihash::<64>::wrap(crate::ipld::IDENTITY, data).unwrap();
+        Cid::new_v1(codec, mh).to_string()
+    }
+
+    #[tokio::test]
+    async fn undecodable_roots_are_refused_before_the_stream_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::tiers::local::LocalStore::open(dir.path()).unwrap();
+        let gw = Gateway::new(Arc::new(store), GatewayOptions::default());
+        let get = |uri: String| {
+            let req = http::Request::get(uri)
+                .header("host", "a")
+                .body(())
+                .unwrap();
+            gw.handle(req)
+        };
+        // A truncated dag-cbor map (its links are read for dag-scope=all only; a document is
+        // its own entity) and a dag-pb node that is not one (read in every scope but block).
+        for (root, queries) in [
+            (
+                identity(crate::ipld::DAG_CBOR, &[0xa1]),
+                &["format=car"][..],
+            ),
+            (
+                identity(DAG_PB, &[0xff, 0xfe, 0x00]),
+                &[
+                    "format=car",
+                    "format=car&dag-scope=entity",
+                    "format=car&entity-bytes=0:*",
+                ][..],
+            ),
+        ] {
+            for q in queries {
+                let resp = get(format!("/ipfs/{root}?{q}")).await;
+                assert_eq!(resp.status(), 422, "{root}?{q}");
+            }
+            // The block alone needs no decoding.
+            let resp = get(format!("/ipfs/{root}?format=car&dag-scope=block")).await;
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty());
+        }
+        // A block that decodes is streamed whole.
+        let resp = get(format!("/ipfs/{}?format=car", identity(RAW, b"hello"))).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.into_body().collect().await.is_ok());
+    }
 }
