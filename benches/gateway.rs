@@ -30,7 +30,9 @@ fn gateway(c: &mut Criterion) {
         .unwrap();
     let mut config = Config::default();
     config.server.subdomain_hosts = vec!["localhost".into()];
-    let source = cidgate::app::tiered_source(&config, store, Metrics::new(), None, Default::default()).unwrap();
+    let source =
+        cidgate::app::tiered_source(&config, store, Metrics::new(), None, Default::default())
+            .unwrap();
     let options = |responses: u64| GatewayOptions {
         subdomain_hosts: config.server.subdomain_hosts.clone(),
         tls: false,

@@ -364,19 +364,21 @@ pub fn tiered_source(
     if let Some(r) = &remote {
         tracing::info!(backend = ?hot.backend, url = %hot.url, tier = r.name(), "remote hot node configured");
     }
-    Ok(Arc::new(TieredSource::with_cold(
-        cache,
-        Some(store),
-        remote,
-        cold.map(|c| {
-            let deadline = c.deadline();
-            (c as Arc<dyn BlockSource>, deadline)
-        }),
-        CircuitBreaker::new(hot.breaker_failures, hot.breaker_cooldown),
-        hot.timeout,
-        metrics,
-    )
-    .with_denylist(denylist)))
+    Ok(Arc::new(
+        TieredSource::with_cold(
+            cache,
+            Some(store),
+            remote,
+            cold.map(|c| {
+                let deadline = c.deadline();
+                (c as Arc<dyn BlockSource>, deadline)
+            }),
+            CircuitBreaker::new(hot.breaker_failures, hot.breaker_cooldown),
+            hot.timeout,
+            metrics,
+        )
+        .with_denylist(denylist),
+    ))
 }
 
 /// Where promotions and operator pins go: the Cluster when configured, else the Kubo node

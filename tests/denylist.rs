@@ -102,20 +102,36 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
         (format!("{base}/ipfs/{secret}"), None, 410),
         (format!("{base}/ipfs/{secret}?format=raw"), None, 410),
         (format!("{base}/ipfs/{secret}?format=car"), None, 410),
-        (format!("{base}/ipfs/{root}/secret.txt?format=car"), None, 410),
+        (
+            format!("{base}/ipfs/{root}/secret.txt?format=car"),
+            None,
+            410,
+        ),
         (format!("{base}/ipfs/{root}/open.txt"), None, 410),
         (format!("{base}/ipfs/{root}/dir/inner.txt"), None, 410),
         (format!("{base}/ipfs/{sub}/inner.txt"), None, 410),
         (format!("{base}/ipfs/{root}/legal.txt"), None, 451),
         (format!("{base}/ipfs/{secret}?format=tar"), None, 410),
-        (format!("{base}/secret.txt"), Some(format!("{root}.ipfs.localhost")), 410),
-        (format!("{base}/ipns/blocked.example/dir/inner.txt"), None, 410),
+        (
+            format!("{base}/secret.txt"),
+            Some(format!("{root}.ipfs.localhost")),
+            410,
+        ),
+        (
+            format!("{base}/ipns/blocked.example/dir/inner.txt"),
+            None,
+            410,
+        ),
         (format!("{base}/ipns/blocked.example/"), None, 410),
         (format!("{base}/"), Some("blocked.example".to_string()), 410),
         (format!("{base}/ipns/open.example/secret.txt"), None, 410),
     ];
     for (url, host, want) in cases {
-        assert_eq!(status(url.clone(), host.clone()).await, want, "{url} {host:?}");
+        assert_eq!(
+            status(url.clone(), host.clone()).await,
+            want,
+            "{url} {host:?}"
+        );
     }
     assert_eq!(status(format!("{base}/ipfs/{root}/dir/"), None).await, 410);
     // Not blocked: the site's own listing.
@@ -125,7 +141,10 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
 
     // The blocked blocks were never asked of the hot node.
     let asked = counted.paths();

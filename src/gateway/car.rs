@@ -116,3 +116,68 @@ pub async fn respond(
     *resp.body_mut() = super::body::holding(channel(rx), interest);
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt;
+
+    use super::super::GatewayOptions;
+    use super::*;
+    use crate::ipld::Cid;
+
+    /// An identity CID whose bytes are `data` under `codec`.
+    fn identity(codec: u64, data: &[u8]) -> String {
+        let mh = cid::multihash::Multihash::<64>::wrap(crate::ipld::IDENTITY, data).unwrap();
+        Cid::new_v1(codec, mh).to_string()
+    }
+
+    #[tokio::test]
+    async fn undecodable_roots_are_refused_before_the_stream_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::tiers::local::LocalStore::open(dir.path()).unwrap();
+        let gw = Gateway::new(Arc::new(store), GatewayOptions::default());
+        let get = |uri: String| {
+            let req = http::Request::get(uri)
+                .header("host", "a")
+                .body(())
+                .unwrap();
+            gw.handle(req)
+        };
+        // A truncated dag-cbor map (its links are read for dag-scope=all only; a document is
+        // its own entity) and a dag-pb node that is not one (read in every scope but block).
+        for (root, queries) in [
+            (
+                identity(crate::ipld::DAG_CBOR, &[0xa1]),
+                &["format=car"][..],
+            ),
+            (
+                identity(crate::ipld::DAG_PB, &[0xff, 0xfe, 0x00]),
+                &[
+                    "format=car",
+                    "format=car&dag-scope=entity",
+                    "format=car&entity-bytes=0:*",
+                ][..],
+            ),
+        ] {
+            for q in queries {
+                let resp = get(format!("/ipfs/{root}?{q}")).await;
+                assert_eq!(resp.status(), 422, "{root}?{q}");
+            }
+            // The block alone needs no decoding.
+            let resp = get(format!("/ipfs/{root}?format=car&dag-scope=block")).await;
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty());
+        }
+        // A block that decodes is streamed whole.
+        let resp = get(format!(
+            "/ipfs/{}?format=car",
+            identity(crate::ipld::RAW, b"hello")
+        ))
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.into_body().collect().await.is_ok());
+    }
+}

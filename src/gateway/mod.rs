@@ -40,9 +40,9 @@ use request::{GatewayRequest, ResponseFormat};
 use response_cache::ResponseCache;
 
 use crate::content::{resolve, ContentError};
+use crate::denylist::DenylistHandle;
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
-use crate::denylist::DenylistHandle;
 use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,9 +215,13 @@ impl Gateway {
             }
             self.redirects.clear();
         }
+        // A missing or ambiguous Host is refused before anything reads it, the response cache
+        // included.
+        let host = request::check_host(&parts);
         let key = self
             .responses
             .as_ref()
+            .filter(|_| host.is_ok())
             .and_then(|_| ResponseCache::key(&parts));
         if let (Some(cache), Some(key)) = (&self.responses, &key) {
             if let Some(resp) = cache.get(key) {
@@ -227,13 +231,19 @@ impl Gateway {
                 return resp;
             }
         }
-        let result = self.route(&parts).await;
+        let result = match host {
+            Ok(()) => self.route(&parts).await,
+            Err(e) => Err(e),
+        };
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
         if parts.uri.path().starts_with("/ipfs/") || parts.uri.path().starts_with("/ipns/") {
             cors(resp.headers_mut());
+        }
+        if parts.method == Method::HEAD {
+            without_content(&mut resp);
         }
         if let (Some(cache), Some(key)) = (&self.responses, key) {
             cache.put(key, &resp);
@@ -709,6 +719,24 @@ fn cors(h: &mut HeaderMap) {
     );
 }
 
+/// Drops the content of a response to HEAD (RFC 9110 §9.3.2), keeping the `Content-Length` a GET
+/// would get. HTTP/1.1 never writes it, but HTTP/2 would send it as DATA frames, which clients
+/// reject as a protocol error: error responses and other complete bodies built for GET and HEAD
+/// alike must lose it here.
+fn without_content(resp: &mut Response<Body>) {
+    use http_body::Body as _;
+    let hint = resp.body().size_hint();
+    if hint.exact() == Some(0) {
+        return;
+    }
+    if let Some(len) = hint.exact() {
+        if !resp.headers().contains_key(CONTENT_LENGTH) {
+            set(resp.headers_mut(), CONTENT_LENGTH, &len.to_string());
+        }
+    }
+    *resp.body_mut() = body::empty();
+}
+
 /// The one-line plain-text error response of `e`.
 pub fn error_response(e: &GatewayError) -> Response<Body> {
     let mut resp = Response::new(body::full(Bytes::from(format!("{e}\n"))));
@@ -765,3 +793,60 @@ const INDEX_HTML: &str = r#"<!doctype html>
 <a href="https://specs.ipfs.tech/http-gateways/path-gateway/">path gateway</a>.</p>
 </body></html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn gateway(dir: &std::path::Path) -> Gateway {
+        let store = crate::tiers::local::LocalStore::open(dir).unwrap();
+        Gateway::new(Arc::new(store), GatewayOptions::default())
+    }
+
+    fn request(method: &str, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(uri);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn head_answers_carry_no_content_on_any_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway(dir.path());
+        for uri in [
+            "/",
+            "/ipfs/notacid",
+            "/nothing-here",
+            "/ipfs/bafkqaaa?format=zip",
+        ] {
+            let get = gw.handle(request("GET", uri, &["a"])).await;
+            let head = gw.handle(request("HEAD", uri, &["a"])).await;
+            assert_eq!(head.status(), get.status(), "{uri}");
+            let get_body = get.into_body().collect().await.unwrap().to_bytes();
+            assert!(!get_body.is_empty(), "{uri}");
+            // What a GET would get is still announced, but nothing is sent (HTTP/2 would send
+            // it as DATA frames, and clients reset the stream).
+            assert_eq!(
+                head.headers()[CONTENT_LENGTH],
+                get_body.len().to_string().as_str(),
+                "{uri}"
+            );
+            let head_body = head.into_body().collect().await.unwrap().to_bytes();
+            assert!(head_body.is_empty(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_second_host_is_refused_before_routing() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway(dir.path());
+        assert_eq!(gw.handle(request("GET", "/", &["a"])).await.status(), 200);
+        for hosts in [&[][..], &["a", "b"][..]] {
+            let resp = gw.handle(request("GET", "/", hosts)).await;
+            assert_eq!(resp.status(), 400, "{hosts:?}");
+        }
+    }
+}

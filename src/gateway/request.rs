@@ -2,9 +2,9 @@
 //! CAR parameters and the conditional / caching headers.
 
 use cid::Cid;
-use http::header::{ACCEPT, CACHE_CONTROL, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::header::{ACCEPT, CACHE_CONTROL, HOST, IF_NONE_MATCH, IF_RANGE, RANGE};
 use http::request::Parts;
-use http::Method;
+use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 
 use super::error::GatewayError;
@@ -110,6 +110,26 @@ fn header_str(parts: &Parts, name: http::header::HeaderName) -> Result<Option<&s
             .to_str()
             .map(Some)
             .map_err(|_| bad(format!("header {name} is not valid ASCII"))),
+    }
+}
+
+/// Refuses requests whose host is missing or ambiguous: the host picks the site (subdomain
+/// gateway, DNSLink), so a request that names two must not reach a cache or a router that might
+/// read the other one. RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header (400
+/// otherwise). A Host that differs from the authority of the target (HTTP/1.1 absolute form,
+/// HTTP/2 `:authority`) is refused too, as RFC 9113 §8.3.1 suggests.
+pub fn check_host(parts: &Parts) -> Result<(), GatewayError> {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    match (host, parts.uri.authority()) {
+        (None, _) if parts.version == Version::HTTP_11 => Err(bad("missing Host header")),
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => Err(
+            bad("the Host header and the request target name different hosts"),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -478,6 +498,35 @@ mod tests {
         assert!(r.trailing_slash && r.download && r.only_if_cached);
         assert_eq!(r.filename.as_deref(), Some("x.bin"));
         assert_eq!(r.content_path, format!("/ipfs/{CID}/a%20b/c/"));
+    }
+
+    #[test]
+    fn hosts_must_be_one_and_agree_with_the_target() {
+        let req = |uri: &str, version: Version, hosts: &[&str]| {
+            let mut b = http::Request::builder().uri(uri).version(version);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let v11 = Version::HTTP_11;
+        assert!(check_host(&req("/ipfs/x", v11, &["a"])).is_ok());
+        assert!(check_host(&req("/ipfs/x", Version::HTTP_10, &[])).is_ok());
+        assert!(check_host(&req("http://A:80/ipfs/x", v11, &["a:80"])).is_ok());
+        // HTTP/2: the authority alone, or a Host that agrees with it.
+        assert!(check_host(&req("http://a/", Version::HTTP_2, &[])).is_ok());
+        assert!(check_host(&req("http://a/", Version::HTTP_2, &["a"])).is_ok());
+        for (uri, version, hosts) in [
+            ("/ipfs/x", v11, &[][..]),
+            ("http://a/ipfs/x", v11, &[][..]),
+            ("/ipfs/x", v11, &["a", "b"][..]),
+            ("/ipfs/x", v11, &["a", "a"][..]),
+            ("http://evil.example/ipfs/x", v11, &["a"][..]),
+            ("http://a/", Version::HTTP_2, &["b.ipfs.localhost"][..]),
+        ] {
+            let e = check_host(&req(uri, version, hosts)).unwrap_err();
+            assert_eq!(e.status(), 400, "{uri} {version:?} {hosts:?}");
+        }
     }
 
     #[test]

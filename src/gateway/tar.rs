@@ -50,6 +50,9 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     if let Some(size) = super::unixfs_dag_size(&root, true) {
         gw.check_size(size, super::Delivery::Deserialized)?;
     }
+    // The root must be a UnixFS node: a block that is not (an identity CID the client made up,
+    // say) is a 422 while the status can still say so, not a 200 cut after its headers.
+    FsNode::decode(target.codec(), root.data()).map_err(|e| ContentError::from((target, e)))?;
     if req.head {
         return Ok(resp);
     }
@@ -268,6 +271,29 @@ mod tests {
         assert!(!safe_link("../x", 0));
         assert!(!safe_link("/etc/passwd", 3));
         assert!(!safe_link("a/../../b", 0));
+    }
+
+    #[tokio::test]
+    async fn roots_that_are_not_unixfs_are_refused_before_the_stream_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::tiers::local::LocalStore::open(dir.path()).unwrap();
+        let gw = Gateway::new(std::sync::Arc::new(store), Default::default());
+        let identity = |codec, data: &[u8]| {
+            let mh = cid::multihash::Multihash::<64>::wrap(crate::ipld::IDENTITY, data).unwrap();
+            Cid::new_v1(codec, mh)
+        };
+        // Not dag-pb at all, and a dag-pb node without UnixFS data.
+        for root in [identity(DAG_PB, &[0xff, 0xfe, 0x00]), identity(DAG_PB, &[])] {
+            for method in ["GET", "HEAD"] {
+                let req = http::Request::builder()
+                    .method(method)
+                    .uri(format!("/ipfs/{root}?format=tar"))
+                    .header("host", "a")
+                    .body(())
+                    .unwrap();
+                assert_eq!(gw.handle(req).await.status(), 422, "{method} {root}");
+            }
+        }
     }
 
     #[test]
