@@ -168,6 +168,8 @@ pub struct Metrics {
     pub denylist_last_success: Family<ListName, Gauge>,
     /// Requests and blocks refused because a denylist blocks them.
     pub blocked: Counter,
+    /// Stored records found unreadable and moved aside by this process.
+    pub quarantined: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -217,6 +219,7 @@ impl Metrics {
             denylist_failures: Family::default(),
             denylist_last_success: Family::default(),
             blocked: Counter::default(),
+            quarantined: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -394,6 +397,11 @@ impl Metrics {
             "denylist_last_success_timestamp_seconds",
             "Unix time of each denylist's last successful read or fetch",
             m.denylist_last_success.clone(),
+        );
+        registry.register(
+            "store_quarantined_records",
+            "Stored records found unreadable and moved aside (kept, never overwritten)",
+            m.quarantined.clone(),
         );
         registry.register(
             "blocked_requests",

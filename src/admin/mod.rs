@@ -163,6 +163,9 @@ impl Admin {
             }
             (Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok")),
             (Method::GET, "/metrics") => {
+                self.metrics
+                    .quarantined
+                    .set(self.store.quarantined() as i64);
                 let mut r = Response::new(body::full(self.metrics.encode()));
                 r.headers_mut().insert(
                     CONTENT_TYPE,

@@ -43,27 +43,11 @@ fn ipns_label(name: &str) -> Option<String> {
     match crate::ipns::IpnsName::parse(name) {
         Ok(n) => Some(n.to_cid_string()),
         Err(crate::ipns::name::NameError::WrongCodec { fixed, .. }) => Some(fixed.to_cid_string()),
-        Err(_) if is_domain_name(name) => {
+        Err(_) if crate::ipns::is_dns_name(name) => {
             Some(crate::ipns::dns_label_of_domain(&name.to_ascii_lowercase()))
         }
         Err(_) => None,
     }
-}
-
-/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
-/// with at least one dot. Anything else (`\`, `:`, `@`, …) could turn the redirect built from
-/// it into a redirect to another host.
-fn is_domain_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.contains('.')
-        && name.split('.').all(|label| {
-            (1..=MAX_LABEL).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// A path segment percent-decoded, as the router will read it (`None` if not UTF-8).

@@ -236,7 +236,7 @@ impl NameResolver {
             },
             Err(_) => {
                 let domain = name.trim_end_matches('.').to_ascii_lowercase();
-                if !domain.contains('.') {
+                if !is_dns_name(&domain) {
                     return Err(ResolveError::Invalid(name.to_string()));
                 }
                 match self.dnslink.get(&domain) {
@@ -246,6 +246,28 @@ impl NameResolver {
             }
         }
     }
+}
+
+/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
+/// with at least one dot and a top-level label that is not all digits (an IPv4 address is not
+/// a name). Anything else (`\`, `:`, `@`, `..`, non-ASCII) is refused before it is looked up
+/// or turned into a redirect that could lead to another host.
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn verify(name: &IpnsName, bytes: &[u8]) -> Result<IpnsRecord, ResolveError> {
@@ -306,6 +328,24 @@ pub fn domain_of_dns_label(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dns_names_are_looked_up() {
+        for ok in ["example.org", "a.b-c.example", "docs.ipfs.tech.", "x1.io"] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in [
+            "a..b",
+            "127.0.0.1",
+            "\u{2603}.example.org",
+            "-a.example",
+            "localhost",
+            "a\\b.example",
+            "a:1.example",
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn dnslink_labels_round_trip() {
