@@ -126,7 +126,7 @@ impl Handler for GatewayHandler {
                 trace.clone(),
                 AssertUnwindSafe(gw.handle(req)).catch_unwind(),
             );
-            let mut resp = match tokio::time::timeout(deadlines.retrieval, handled.instrument(span))
+            let mut resp = match LazyTimeout::new(handled.instrument(span), deadlines.retrieval)
                 .await
             {
                 Ok(Ok(resp)) => resp,
@@ -269,6 +269,46 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `fut` with a deadline whose timer is armed only when `fut` is not ready at its first
+    /// poll: most answers (cache hits) are, and skip registering a timer at all.
+    struct LazyTimeout<F> {
+        #[pin]
+        fut: F,
+        after: std::time::Duration,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F> LazyTimeout<F> {
+    fn new(fut: F, after: std::time::Duration) -> Self {
+        Self {
+            fut,
+            after,
+            sleep: None,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for LazyTimeout<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(Ok(v));
+        }
+        let after = *this.after;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        sleep.as_mut().poll(cx).map(|()| Err(()))
     }
 }
 

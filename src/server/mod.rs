@@ -312,11 +312,19 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
                     let client = limits.trusted_proxies.client(peer, req.headers_mut());
                     let (max_url, max_head) = (limits.max_url_bytes, limits.max_header_bytes);
                     async move {
-                        let resp =
+                        let (resp, ticket) =
                             answer(req, client, max_url, max_head, admission, handler, metrics)
                                 .await;
-                        // The connection counts as busy until the body is done or dropped.
-                        Ok::<_, std::convert::Infallible>(resp.map(|b| body::holding(b, busy)))
+                        // The connection counts as busy, and the request as admitted, until a
+                        // streamed body is done or dropped; a whole buffer is as good as sent.
+                        let resp = resp.map(|b| {
+                            if http_body::Body::size_hint(&b).exact().is_some() {
+                                b
+                            } else {
+                                body::holding(b, (busy, ticket))
+                            }
+                        });
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 })
             };
@@ -429,7 +437,8 @@ where
     .await
 }
 
-/// Admission, then the handler; refusals are answered here.
+/// Admission, then the handler; refusals are answered here. The admission ticket is returned
+/// for the caller to keep as long as the response body.
 async fn answer(
     req: Request<Incoming>,
     client: Client,
@@ -438,14 +447,17 @@ async fn answer(
     admission: Option<Arc<Admission>>,
     handler: Arc<dyn Handler>,
     metrics: Arc<Metrics>,
-) -> Response<Body> {
+) -> (Response<Body>, Option<admission::Ticket>) {
     let target_len = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(0);
     if target_len > max_url {
-        return plain_response(StatusCode::URI_TOO_LONG, "request target too long");
+        return (
+            plain_response(StatusCode::URI_TOO_LONG, "request target too long"),
+            None,
+        );
     }
     // hyper bounds its read buffer, not the head: on a kept-alive connection whose buffer grew,
     // a head up to twice the limit can get through; count it here so the limit is exact.
@@ -457,9 +469,12 @@ async fn answer(
         + target_len
         + req.method().as_str().len();
     if head > max_head {
-        return plain_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
+        return (
+            plain_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            ),
+            None,
         );
     }
     let ticket = match &admission {
@@ -472,16 +487,12 @@ async fn answer(
                 if let Ok(v) = HeaderValue::from_str(&secs) {
                     r.headers_mut().insert(RETRY_AFTER, v);
                 }
-                return r;
+                return (r, None);
             }
         },
         None => None,
     };
-    let resp = handler.call(req, client).await;
-    match ticket {
-        Some(t) => resp.map(|b| body::holding(b, t)),
-        None => resp,
-    }
+    (handler.call(req, client).await, ticket)
 }
 
 /// Answers an over-limit connection with a 503 and closes it, without reading its request (a

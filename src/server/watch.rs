@@ -9,12 +9,11 @@
 //! A connection past a deadline is shut down gracefully (an HTTP/2 GOAWAY; HTTP/1.1 closes)
 //! and dropped one second later if it still has not finished without a request in progress.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,10 +27,13 @@ pub struct Activity(Arc<Inner>);
 
 struct Inner {
     busy: AtomicUsize,
-    /// When the connection became idle (accept, or the end of its last response), and whether
-    /// any request came yet.
-    idle_since: Mutex<(Instant, bool)>,
-    changed: Notify,
+    /// When the connection was accepted: `idle_since` counts from it.
+    base: Instant,
+    /// Nanoseconds after `base` when the connection last became idle (accept, or the end of its
+    /// last response).
+    idle_since: AtomicU64,
+    /// Whether any request came yet.
+    served: AtomicBool,
 }
 
 /// A request in progress on a connection; dropped when its response body is done or dropped.
@@ -40,12 +42,14 @@ pub struct Busy(Activity);
 impl Drop for Busy {
     fn drop(&mut self) {
         let inner = &(self.0).0;
+        // Only the change to idle matters to the watch, which reads it when its timer fires:
+        // a request costs two atomic updates, never a wake-up or a timer.
         if inner.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Ok(mut s) = inner.idle_since.lock() {
-                s.0 = Instant::now();
-            }
+            let since = Instant::now().saturating_duration_since(inner.base);
+            inner
+                .idle_since
+                .store(since.as_nanos() as u64, Ordering::Release);
         }
-        inner.changed.notify_waiters();
     }
 }
 
@@ -54,18 +58,18 @@ impl Activity {
     pub fn new() -> Self {
         Activity(Arc::new(Inner {
             busy: AtomicUsize::new(0),
-            idle_since: Mutex::new((Instant::now(), false)),
-            changed: Notify::new(),
+            base: Instant::now(),
+            idle_since: AtomicU64::new(0),
+            served: AtomicBool::new(false),
         }))
     }
 
     /// A request begins.
     pub fn begin(&self) -> Busy {
-        self.0.busy.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut s) = self.0.idle_since.lock() {
-            s.1 = true;
+        if !self.0.served.load(Ordering::Relaxed) {
+            self.0.served.store(true, Ordering::Relaxed);
         }
-        self.0.changed.notify_waiters();
+        self.0.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 
@@ -85,27 +89,20 @@ impl Activity {
 
     async fn idle_past_inner(&self, first: Duration, idle: Duration) {
         loop {
-            let notified = self.0.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if self.busy() {
-                notified.await;
+                // Checked again a whole idle period later: a connection that keeps busy costs
+                // one timer per period, not one per request.
+                tokio::time::sleep(idle).await;
                 continue;
             }
-            let (since, served) = self
-                .0
-                .idle_since
-                .lock()
-                .map(|s| *s)
-                .unwrap_or((Instant::now(), true));
+            let since =
+                self.0.base + Duration::from_nanos(self.0.idle_since.load(Ordering::Acquire));
+            let served = self.0.served.load(Ordering::Relaxed);
             let until = since + if served { idle } else { first };
             if Instant::now() >= until {
                 return;
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = notified => {}
-            }
+            tokio::time::sleep_until(until).await;
         }
     }
 }
