@@ -155,10 +155,22 @@ async fn over_limit_connections_are_answered_at_once_and_admin_stays_up() {
         ],
         &[],
     );
-    let _held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+    // Four clients that are served and stay connected (keep-alive) hold every place.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&s)).unwrap();
+            c.write_all(
+                format!("GET /ipfs/{root}/small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let mut buf = [0u8; 1024];
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let n = c.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            c
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     // Refused without even sending a request: the answer comes at once, then the close.
     for _ in 0..50 {
         let mut extra = TcpStream::connect(addr(&s)).unwrap();
@@ -179,7 +191,7 @@ async fn over_limit_connections_are_answered_at_once_and_admin_stays_up() {
     assert_eq!(r.status(), 200);
     let m = metrics(&s).await;
     assert!(metric_sum(&m, "cidgate_limited_total", "reason=\"connections\"") >= 50.0);
-    drop(_held);
+    drop(held);
     // Freed slots serve again.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -195,6 +207,39 @@ async fn over_limit_connections_are_answered_at_once_and_admin_stays_up() {
         assert!(Instant::now() < deadline, "slots never freed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn silent_connections_give_their_place_to_real_clients() {
+    let (dir, root) = site(1000);
+    let s = Server::spawn(
+        dir,
+        &[
+            ("CIDGATE_SERVER__MAX_CONNECTIONS", "4"),
+            ("CIDGATE_SERVER__HEADER_READ_TIMEOUT", "60s"),
+        ],
+        &[],
+    );
+    // A flood that fills every place and never sends a request …
+    let mut silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // … does not keep a real client out for the header timeout: the oldest silent one goes.
+    for _ in 0..3 {
+        let r = client()
+            .get(format!("{}/ipfs/{root}/small.txt", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        closed_within(&mut silent[0], Duration::from_secs(3)),
+        "evicted"
+    );
+    let m = metrics(&s).await;
+    assert!(metric_sum(&m, "cidgate_limited_total", "reason=\"evicted_unproven\"") >= 1.0);
 }
 
 #[tokio::test]

@@ -226,6 +226,22 @@ pub struct Listener {
     pub gauge: &'static str,
 }
 
+/// What every connection task of one listener shares.
+struct Shared {
+    handler: Arc<dyn Handler>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    limits: Arc<Limits>,
+    admission: Option<Arc<Admission>>,
+    metrics: Arc<Metrics>,
+    /// Open connections (the `inflight_work` gauge of this listener).
+    open: prometheus_client::metrics::gauge::Gauge,
+    /// Connections that have not sent a request yet, oldest first.
+    unproven: Arc<watch::Unproven>,
+    refusing: Arc<AtomicUsize>,
+}
+
 /// Serves `handler` on `listener` until `shutdown` fires, then drains for up to the grace
 /// period.
 pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: CancellationToken) {
@@ -240,10 +256,20 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(admission::Counts::default());
-    let refusing = Arc::new(AtomicUsize::new(0));
-    let builder = Arc::new(builder(&limits));
-    let open = metrics.work(gauge_kind);
-    let limits = Arc::new(limits);
+    let shared = Arc::new(Shared {
+        handler,
+        builder: Arc::new(builder(&limits)),
+        tls,
+        shutdown: shutdown.clone(),
+        limits: Arc::new(limits),
+        admission,
+        open: metrics.work(gauge_kind),
+        metrics,
+        unproven: Arc::new(watch::Unproven::default()),
+        refusing: Arc::new(AtomicUsize::new(0)),
+    });
+    let limits = shared.limits.clone();
+    let metrics = shared.metrics.clone();
     let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = tokio::select! {
@@ -280,115 +306,43 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
         };
         let Some(client_slot) = client_slot else {
             metrics.limit_hit("client_connections");
-            refuse(stream, tls.is_some(), &refusing, limits.max_refusing);
+            refuse(stream, &shared);
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.limit_hit("connections");
-            refuse(stream, tls.is_some(), &refusing, limits.max_refusing);
-            continue;
-        };
-        open.inc();
-        let open = open.clone();
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        let limits = limits.clone();
-        let admission = admission.clone();
-        let metrics = metrics.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let _client_slot = client_slot;
-            let activity = watch::Activity::new();
-            let service = {
-                let activity = activity.clone();
-                let limits = limits.clone();
-                service_fn(move |mut req: Request<Incoming>| {
-                    let handler = handler.clone();
-                    let admission = admission.clone();
-                    let metrics = metrics.clone();
-                    let busy = activity.begin();
-                    let client = limits.trusted_proxies.client(peer, req.headers_mut());
-                    let (max_url, max_head) = (limits.max_url_bytes, limits.max_header_bytes);
-                    async move {
-                        let (resp, ticket) =
-                            answer(req, client, max_url, max_head, admission, handler, metrics)
-                                .await;
-                        // The connection counts as busy, and the request as admitted, until a
-                        // streamed body is done or dropped; a whole buffer is as good as sent.
-                        let resp = resp.map(|b| {
-                            if http_body::Body::size_hint(&b).exact().is_some() {
-                                b
-                            } else {
-                                body::holding(b, (busy, ticket))
-                            }
-                        });
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                })
-            };
-            let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(
-                        limits.header_read_timeout.min(Duration::from_secs(10)),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            let io = io::Deadlined::new(tls_stream, limits.send_timeout);
-                            run(
-                                builder.clone(),
-                                io,
-                                service,
-                                activity.clone(),
-                                limits.clone(),
-                                shutdown.clone(),
-                            )
-                            .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => Ok(()),
-                    }
-                }
-                None => match limits.zero_copy_sent.clone() {
-                    #[cfg(target_os = "linux")]
-                    Some(sent) => {
-                        let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
-                        let io = io::Deadlined::new(stream, limits.send_timeout);
-                        run(
-                            builder.clone(),
-                            io,
-                            service,
-                            activity.clone(),
-                            limits.clone(),
-                            shutdown.clone(),
-                        )
-                        .await
-                    }
-                    _ => {
-                        let io = io::Deadlined::new(stream, limits.send_timeout);
-                        run(
-                            builder.clone(),
-                            io,
-                            service,
-                            activity.clone(),
-                            limits.clone(),
-                            shutdown.clone(),
-                        )
-                        .await
-                    }
-                },
-            };
-            open.dec();
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(connection(
+                    shared.clone(),
+                    stream,
+                    peer,
+                    permit,
+                    client_slot,
+                ));
             }
-        });
+            // Full: a connection that never sent a request (a silent or slow-loris one) gives
+            // its place to the newcomer, oldest first, instead of the newcomer being refused.
+            Err(_) if shared.unproven.evict_oldest() => {
+                metrics.limit_hit("evicted_unproven");
+                let (shared, slots) = (shared.clone(), slots.clone());
+                tracker.spawn(async move {
+                    let waited =
+                        tokio::time::timeout(Duration::from_secs(1), slots.acquire_owned()).await;
+                    match waited {
+                        Ok(Ok(permit)) => {
+                            connection(shared, stream, peer, permit, client_slot).await
+                        }
+                        _ => {
+                            shared.metrics.limit_hit("connections");
+                            refuse(stream, &shared);
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                metrics.limit_hit("connections");
+                refuse(stream, &shared);
+            }
+        }
     }
     drop(listener);
     // Every connection was asked to finish by the same token and is dropped after the grace
@@ -405,14 +359,91 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
     }
 }
 
-/// Serves one connection under the connection watch (first-request and idle deadlines).
+/// Serves one accepted connection holding `permit` (and its client's `client_slot`).
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    client_slot: Option<admission::CountGuard>,
+) {
+    let _permit = permit;
+    let _client_slot = client_slot;
+    shared.open.inc();
+    let unproven = shared.unproven.enter();
+    let activity = watch::Activity::new(unproven.clone());
+    let service = {
+        let activity = activity.clone();
+        let shared = shared.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let shared = shared.clone();
+            let busy = activity.begin();
+            let client = shared
+                .limits
+                .trusted_proxies
+                .client(peer, req.headers_mut());
+            async move {
+                let (resp, ticket) = answer(req, client, &shared).await;
+                // The connection counts as busy, and the request as admitted, until a streamed
+                // body is done or dropped; a whole buffer is as good as sent.
+                let resp = resp.map(|b| {
+                    if http_body::Body::size_hint(&b).exact().is_some() {
+                        b
+                    } else {
+                        body::holding(b, (busy, ticket))
+                    }
+                });
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let limits = shared.limits.clone();
+    let result = match shared.tls.clone() {
+        Some(acceptor) => {
+            match tokio::time::timeout(
+                limits.header_read_timeout.min(Duration::from_secs(10)),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(tls_stream)) => {
+                    let io = io::Deadlined::new(tls_stream, limits.send_timeout);
+                    run(&shared, io, service, activity).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => Ok(()),
+            }
+        }
+        None => match limits.zero_copy_sent.clone() {
+            #[cfg(target_os = "linux")]
+            Some(sent) => {
+                let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
+                let io = io::Deadlined::new(stream, limits.send_timeout);
+                run(&shared, io, service, activity).await
+            }
+            _ => {
+                let io = io::Deadlined::new(stream, limits.send_timeout);
+                run(&shared, io, service, activity).await
+            }
+        },
+    };
+    shared.unproven.leave(&unproven);
+    shared.open.dec();
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves one connection under the connection watch (first-request and idle deadlines,
+/// eviction while it has sent no request).
 async fn run<I, S>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    shared: &Shared,
     io: I,
     service: S,
     activity: watch::Activity,
-    limits: Arc<Limits>,
-    shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -423,16 +454,20 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = builder
+    let conn = shared
+        .builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
+    let limits = &shared.limits;
     watch::serve_watched(
         conn,
         activity,
-        shutdown,
-        limits.header_read_timeout,
-        limits.idle_timeout,
-        limits.shutdown_grace,
+        shared.shutdown.clone(),
+        watch::Deadlines {
+            first: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+            grace: limits.shutdown_grace,
+        },
     )
     .await
 }
@@ -442,17 +477,14 @@ where
 async fn answer(
     req: Request<Incoming>,
     client: Client,
-    max_url: usize,
-    max_head: usize,
-    admission: Option<Arc<Admission>>,
-    handler: Arc<dyn Handler>,
-    metrics: Arc<Metrics>,
+    shared: &Shared,
 ) -> (Response<Body>, Option<admission::Ticket>) {
     let target_len = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(0);
+    let (max_url, max_head) = (shared.limits.max_url_bytes, shared.limits.max_header_bytes);
     if target_len > max_url {
         return (
             plain_response(StatusCode::URI_TOO_LONG, "request target too long"),
@@ -477,11 +509,11 @@ async fn answer(
             None,
         );
     }
-    let ticket = match &admission {
+    let ticket = match &shared.admission {
         Some(a) => match a.admit(client.ip) {
             Ok(t) => Some(t),
             Err(refusal) => {
-                metrics.limit_hit(refusal.reason());
+                shared.metrics.limit_hit(refusal.reason());
                 let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, &refusal.to_string());
                 let secs = refusal.retry_after().as_secs().max(1).to_string();
                 if let Ok(v) = HeaderValue::from_str(&secs) {
@@ -492,20 +524,20 @@ async fn answer(
         },
         None => None,
     };
-    (handler.call(req, client).await, ticket)
+    (shared.handler.call(req, client).await, ticket)
 }
 
 /// Answers an over-limit connection with a 503 and closes it, without reading its request (a
 /// TLS one is only closed): bounded in number and in time, so refusing costs almost nothing.
-fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<AtomicUsize>, max: usize) {
-    if tls {
+fn refuse(stream: TcpStream, shared: &Shared) {
+    if shared.tls.is_some() {
         return;
     }
-    if refusing.fetch_add(1, Ordering::AcqRel) >= max {
+    let refusing = shared.refusing.clone();
+    if refusing.fetch_add(1, Ordering::AcqRel) >= shared.limits.max_refusing {
         refusing.fetch_sub(1, Ordering::AcqRel);
         return;
     }
-    let refusing = refusing.clone();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const BODY: &str = "too many connections, retry later\n";

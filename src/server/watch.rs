@@ -25,8 +25,62 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Activity(Arc<Inner>);
 
+/// The connections of a listener that have not sent a request yet, oldest first. When the
+/// listener is full, the oldest of them is evicted for a newcomer: a flood of silent or
+/// slow-loris connections then cannot keep real clients out for a whole header timeout.
+#[derive(Default)]
+pub struct Unproven {
+    next: AtomicU64,
+    waiting: std::sync::Mutex<std::collections::BTreeMap<u64, CancellationToken>>,
+}
+
+/// One connection's entry in [`Unproven`]: its id and the token that evicts it.
+#[derive(Clone)]
+pub struct Entry {
+    id: u64,
+    evict: CancellationToken,
+    set: std::sync::Weak<Unproven>,
+}
+
+impl Unproven {
+    /// Registers a new connection.
+    pub fn enter(self: &Arc<Self>) -> Entry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evict = CancellationToken::new();
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(id, evict.clone());
+        }
+        Entry {
+            id,
+            evict,
+            set: Arc::downgrade(self),
+        }
+    }
+
+    /// The connection sent a request (or ended): it can no longer be evicted.
+    pub fn leave(&self, entry: &Entry) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&entry.id);
+        }
+    }
+
+    /// Evicts the oldest connection that has sent nothing; false when there is none.
+    pub fn evict_oldest(&self) -> bool {
+        let victim = self.waiting.lock().ok().and_then(|mut w| w.pop_first());
+        match victim {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 struct Inner {
     busy: AtomicUsize,
+    /// Its place among the connections that have sent nothing yet.
+    unproven: Entry,
     /// When the connection was accepted: `idle_since` counts from it.
     base: Instant,
     /// Nanoseconds after `base` when the connection last became idle (accept, or the end of its
@@ -55,9 +109,10 @@ impl Drop for Busy {
 
 impl Activity {
     /// A fresh connection, idle since now.
-    pub fn new() -> Self {
+    pub fn new(unproven: Entry) -> Self {
         Activity(Arc::new(Inner {
             busy: AtomicUsize::new(0),
+            unproven,
             base: Instant::now(),
             idle_since: AtomicU64::new(0),
             served: AtomicBool::new(false),
@@ -68,6 +123,9 @@ impl Activity {
     pub fn begin(&self) -> Busy {
         if !self.0.served.load(Ordering::Relaxed) {
             self.0.served.store(true, Ordering::Relaxed);
+            if let Some(set) = self.0.unproven.set.upgrade() {
+                set.leave(&self.0.unproven);
+            }
         }
         self.0.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
@@ -107,7 +165,19 @@ impl Activity {
     }
 }
 
-/// Drives `conn` to its end under the deadlines of the module documentation.
+/// The deadlines of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// From accept to the first request head.
+    pub first: Duration,
+    /// Between requests.
+    pub idle: Duration,
+    /// After a shutdown request.
+    pub grace: Duration,
+}
+
+/// Drives `conn` to its end under the deadlines of the module documentation; it is dropped at
+/// once when evicted before its first request.
 // Not an `async fn`: the explicit `Send + 'static` future lets the compiler prove the
 // connection task `Send` (an `async fn` here hits a higher-ranked lifetime error).
 #[allow(clippy::manual_async_fn)]
@@ -115,13 +185,13 @@ pub fn serve_watched<C>(
     conn: C,
     activity: Activity,
     shutdown: CancellationToken,
-    first: Duration,
-    idle: Duration,
-    grace: Duration,
+    deadlines: Deadlines,
 ) -> impl std::future::Future<Output = Result<(), C::Error>> + Send + 'static
 where
     C: GracefulConnection + Send + 'static,
 {
+    let Deadlines { first, idle, grace } = deadlines;
+    let evicted = activity.0.unproven.evict.clone();
     async move {
         tokio::pin!(conn);
         // Set once the connection was asked to close: by then it must be done.
@@ -131,6 +201,8 @@ where
                 None => {
                     tokio::select! {
                         r = conn.as_mut() => return r,
+                        // Sent nothing, and its place went to a newcomer.
+                        _ = evicted.cancelled() => return Ok(()),
                         _ = shutdown.cancelled() => {
                             conn.as_mut().graceful_shutdown();
                             close_by = Some(Instant::now() + grace);
