@@ -20,7 +20,9 @@ pub enum ClientError {
     #[error("no running server announced its admin address in {} (start `cidgate serve` or pass --admin URL)", .0.display())]
     NoServer(PathBuf),
     /// The listener wants a (different) bearer token.
-    #[error("the admin listener refused the token (401): pass --token or set CIDGATE_ADMIN__TOKEN")]
+    #[error(
+        "the admin listener refused the token (401): pass --token or set CIDGATE_ADMIN__TOKEN"
+    )]
     Unauthorized,
     /// The listener answered with an error status; `message` is its one-line reason.
     #[error("the admin listener answered {status}: {message}")]
@@ -30,7 +32,16 @@ pub enum ClientError {
         /// The body of the answer, trimmed.
         message: String,
     },
-    /// The listener could not be reached, or the exchange broke off.
+    /// Nothing answers at the listener's address.
+    #[error("cannot connect to the admin listener at {url} (is its `cidgate serve` running?)")]
+    NotListening {
+        /// The listener's base URL.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The exchange with the listener broke off.
     #[error("talking to the admin listener at {url}")]
     Unreachable {
         /// The listener's base URL.
@@ -210,9 +221,11 @@ impl AdminClient {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
+        let url = self.base.clone();
+        if source.is_connect() {
+            ClientError::NotListening { url, source }
+        } else {
+            ClientError::Unreachable { url, source }
         }
     }
 
@@ -263,9 +276,10 @@ impl AdminClient {
     /// cause, the transport error otherwise.
     async fn explain(&self, e: ClientError) -> ClientError {
         match (&e, self.check_token().await) {
-            (ClientError::Unreachable { .. }, Err(ClientError::Unauthorized)) => {
-                ClientError::Unauthorized
-            }
+            (
+                ClientError::Unreachable { .. } | ClientError::NotListening { .. },
+                Err(ClientError::Unauthorized),
+            ) => ClientError::Unauthorized,
             _ => e,
         }
     }
@@ -333,7 +347,11 @@ impl AdminClient {
     }
 
     /// `PUT /routing/v1/ipns/{name}`: stores a signed IPNS record; the path it points to.
-    pub async fn put_ipns_record(&self, name: &str, record: Vec<u8>) -> Result<String, ClientError> {
+    pub async fn put_ipns_record(
+        &self,
+        name: &str,
+        record: Vec<u8>,
+    ) -> Result<String, ClientError> {
         let v: serde_json::Value = self
             .send_json(
                 self.request(reqwest::Method::PUT, &format!("/routing/v1/ipns/{name}"))

@@ -84,8 +84,7 @@ impl Progress {
 
     /// Sets the bytes done so far.
     pub fn set(&self, done: u64) {
-        self.done
-            .store(done, std::sync::atomic::Ordering::Relaxed);
+        self.done.store(done, std::sync::atomic::Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             // A total that was only an estimate grows rather than showing more than 100 %.
             if bar.length().is_some_and(|len| done > len) {
@@ -97,10 +96,7 @@ impl Progress {
 
     /// Adds to the bytes done.
     pub fn add(&self, n: u64) {
-        let done = self
-            .done
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
-            + n;
+        let done = self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         self.set(done);
     }
 
@@ -187,7 +183,10 @@ pub fn pin_table(list: &PinList) -> String {
         .map(|p| {
             vec![
                 p.cid.clone(),
-                p.name.clone().filter(|n| !n.is_empty()).unwrap_or("-".into()),
+                p.name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("-".into()),
                 p.reason.clone(),
                 p.size.map(size).unwrap_or("-".into()),
                 when(p.created),
@@ -203,7 +202,11 @@ pub fn pin_table(list: &PinList) -> String {
                 .map(|p| {
                     vec![
                         p.cid.clone(),
-                        if p.name.is_empty() { "-".into() } else { p.name.clone() },
+                        if p.name.is_empty() {
+                            "-".into()
+                        } else {
+                            p.name.clone()
+                        },
                         if p.auto { "auto" } else { "operator" }.into(),
                         "-".into(),
                         when(p.since.max(0.0) as u64),
@@ -212,7 +215,10 @@ pub fn pin_table(list: &PinList) -> String {
                 }),
         );
     }
-    table(&["CID", "NAME", "KIND", "SIZE", "PINNED AT", "WHERE"], &rows)
+    table(
+        &["CID", "NAME", "KIND", "SIZE", "PINNED AT", "WHERE"],
+        &rows,
+    )
 }
 
 /// The line for a finished prewarm: how much was read and, when not all of it stays in the
@@ -231,7 +237,10 @@ pub fn prewarm_line(ev: &PrewarmEvent) -> String {
     match (ev.cached_bytes, ev.cache_capacity) {
         (Some(cached), Some(capacity)) if cached < ev.bytes => {
             let why = if ev.bytes > capacity {
-                format!("larger than the edge cache ({}, cache.memory)", size(capacity))
+                format!(
+                    "larger than the edge cache ({}, cache.memory)",
+                    size(capacity)
+                )
             } else {
                 format!(
                     "more than the edge cache ({}, cache.memory) keeps of blocks read once",
@@ -289,7 +298,10 @@ mod tests {
     fn each_cause_is_said_once() {
         let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
         let e = anyhow::Error::new(Embeds { source: inner }).context("adding");
-        assert_eq!(format!("{e:#}"), "adding: reading /x: No such file: No such file");
+        assert_eq!(
+            format!("{e:#}"),
+            "adding: reading /x: No such file: No such file"
+        );
         assert_eq!(error_report(e.chain()), "adding: reading /x: No such file");
     }
 
@@ -326,7 +338,10 @@ mod tests {
         let t = pin_table(&list);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("CID "), "{t}");
-        assert!(lines[0].contains("NAME") && lines[0].contains("PINNED AT"), "{t}");
+        assert!(
+            lines[0].contains("NAME") && lines[0].contains("PINNED AT"),
+            "{t}"
+        );
         let col = lines[0].find("NAME").unwrap();
         assert_eq!(&lines[1][col..col + 4], "site", "{t}");
         assert_eq!(&lines[2][col..col + 1], "-", "{t}");
@@ -345,8 +360,14 @@ mod tests {
             ..Default::default()
         };
         let line = prewarm_line(&ev);
-        assert!(line.contains("larger than the edge cache (8.0 MiB"), "{line}");
-        assert!(line.contains("6.0 MiB stayed cached, 14.0 MiB did not"), "{line}");
+        assert!(
+            line.contains("larger than the edge cache (8.0 MiB"),
+            "{line}"
+        );
+        assert!(
+            line.contains("6.0 MiB stayed cached, 14.0 MiB did not"),
+            "{line}"
+        );
         assert!(!prewarm_complete(&ev));
         let fits = PrewarmEvent {
             cached_bytes: Some(20 << 20),

@@ -268,7 +268,10 @@ fn target(config: &Config, admin: Option<&str>) -> anyhow::Result<Target> {
                     config.store.dir.display()
                 )
             })?;
-            tracing::info!(url = client.url(), "the store is held by a running server; going through its admin listener");
+            tracing::debug!(
+                url = client.url(),
+                "the store is held by a running server; going through its admin listener"
+            );
             Ok(Target::Server(client))
         }
         Err(e) => Err(e.into()),
@@ -306,7 +309,8 @@ async fn open_input(
         Box::new(
             tokio::fs::File::open(name)
                 .await
-                .with_context(|| format!("opening {name}"))?,
+                // The caller's messages start with the file's name already.
+                .context("opening it")?,
         )
     };
     Ok(Counted {
@@ -343,7 +347,10 @@ async fn import(config: &Config, admin: Option<&str>, files: &[String]) -> anyho
     for name in files {
         if name.ends_with(".ipns-record") {
             if let Err(e) = import_record(&target, name).await {
-                eprintln!("cidgate: {name}: {}; not imported", cli::error_report(e.chain()));
+                eprintln!(
+                    "cidgate: {name}: {}; not imported",
+                    cli::error_report(e.chain())
+                );
                 failed += 1;
             }
             continue;
@@ -402,11 +409,7 @@ async fn import_record(target: &Target, file: &str) -> anyhow::Result<()> {
             let names = cidgate::ipns::NameResolver::new(store.clone(), Default::default());
             names.put_record(&name, &bytes)?.value
         }
-        Target::Server(client) => {
-            client
-                .put_ipns_record(&name.to_cid_string(), bytes)
-                .await?
-        }
+        Target::Server(client) => client.put_ipns_record(&name.to_cid_string(), bytes).await?,
     };
     println!("/ipns/{} -> {value}", name.to_cid_string());
     Ok(())
@@ -512,7 +515,10 @@ async fn export(
         }
         Target::Server(client) => {
             let export = client.export(target_path).await?;
-            (export.dag_size, Box::pin(export.body.map(|r| r.map_err(Into::into))))
+            (
+                export.dag_size,
+                Box::pin(export.body.map(|r| r.map_err(Into::into))),
+            )
         }
     };
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match output {

@@ -4,7 +4,6 @@ mod common;
 
 use common::{cidgate, client, fixture, parse_car, Server};
 
-
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,7 +340,10 @@ async fn add_and_export_go_through_a_running_server() {
     let s = Server::start(&[]);
     let work = tempfile::tempdir().unwrap();
     let (src, big) = site(work.path());
-    let offline = cidgate(&work.path().join("offline"), &["add", src.to_str().unwrap()]);
+    let offline = cidgate(
+        &work.path().join("offline"),
+        &["add", src.to_str().unwrap()],
+    );
     assert!(offline.status.success(), "{}", text(&offline.stderr));
     let expected = text(&offline.stdout).trim().to_string();
 
@@ -351,7 +353,11 @@ async fn add_and_export_go_through_a_running_server() {
     assert_eq!(root, expected, "the same DAG through the server");
     let stderr = text(&out.stderr);
     let summary: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(summary.len(), 1, "one summary line when not a terminal: {stderr}");
+    assert_eq!(
+        summary.len(),
+        1,
+        "one summary line when not a terminal: {stderr}"
+    );
     assert!(
         summary[0].starts_with("cidgate: added 2.0 MiB") && summary[0].contains("pinned"),
         "{stderr}"
@@ -376,7 +382,11 @@ async fn add_and_export_go_through_a_running_server() {
     );
     let car = parse_car(&std::fs::read(&car_path).unwrap());
     assert_eq!(car.roots[0].to_string(), root);
-    assert_eq!(car.blocks.len(), 7, "root, a.txt, sub, big.bin root + 3 leaves");
+    assert_eq!(
+        car.blocks.len(),
+        7,
+        "root, a.txt, sub, big.bin root + 3 leaves"
+    );
 
     // With a path: the path's blocks, then the subtree; to standard output.
     let out = cidgate(s.dir.path(), &["export", &format!("{root}/sub")]);
@@ -464,7 +474,8 @@ fn the_admin_token_comes_from_a_flag_or_the_environment_and_a_401_says_so() {
     let car_path = work.path().join("big.car");
     std::fs::write(&car_path, car).unwrap();
 
-    let refused = "the admin listener refused the token (401): pass --token or set CIDGATE_ADMIN__TOKEN";
+    let refused =
+        "the admin listener refused the token (401): pass --token or set CIDGATE_ADMIN__TOKEN";
     let dir = s.dir.path();
     for (args, env) in [
         (vec!["import", car_path.to_str().unwrap()], vec![]),
@@ -499,13 +510,20 @@ fn the_admin_token_comes_from_a_flag_or_the_environment_and_a_401_says_so() {
         &[("CIDGATE_ADMIN__TOKEN", "s3cret")],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = cidgate_env(dir, &["export", "--token", "s3cret", &root.cid.to_string()], &[]);
+    let out = cidgate_env(
+        dir,
+        &["export", "--token", "s3cret", &root.cid.to_string()],
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(parse_car(&out.stdout).roots[0], root.cid);
 
     let help = cidgate_env(dir, &["--help"], &[]);
     let help = text(&help.stdout);
-    assert!(help.contains("--token") && help.contains("CIDGATE_ADMIN__TOKEN"), "{help}");
+    assert!(
+        help.contains("--token") && help.contains("CIDGATE_ADMIN__TOKEN"),
+        "{help}"
+    );
 }
 
 /// `pin ls`: a header row, then aligned columns with the name given to `pin add`.
@@ -557,7 +575,10 @@ fn prewarm_says_when_the_dag_is_larger_than_the_cache() {
         big_line.contains("larger than the edge cache (8.0 MiB, cache.memory)"),
         "{stdout}"
     );
-    assert!(big_line.contains("stayed cached") && big_line.contains("did not"), "{stdout}");
+    assert!(
+        big_line.contains("stayed cached") && big_line.contains("did not"),
+        "{stdout}"
+    );
     let small_line = stdout.lines().find(|l| l.starts_with(&small_root)).unwrap();
     assert!(small_line.ends_with("all in the edge cache"), "{stdout}");
     assert!(
@@ -580,7 +601,7 @@ fn a_terminal_gets_a_progress_bar() {
     }
     let work = tempfile::tempdir().unwrap();
     let big = work.path().join("big.bin");
-    std::fs::write(&big, common::noise(64 << 20, 5)).unwrap();
+    std::fs::write(&big, common::noise(32 << 20, 5)).unwrap();
     let cmd = format!(
         "{} --data-dir {} add {}",
         common::bin(),
@@ -595,5 +616,49 @@ fn a_terminal_gets_a_progress_bar() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     let all = text(&out.stdout);
     assert!(all.contains('%') && all.contains("ETA"), "{all:?}");
-    assert!(all.contains("cidgate: added 64.0 MiB"), "{all:?}");
+    assert!(all.contains("cidgate: added 32.0 MiB"), "{all:?}");
+}
+
+/// `serve` logs the sample site's subdomain URL, the one a browser should open.
+#[test]
+fn the_start_log_names_the_sample_subdomain_url() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .env("CIDGATE_SERVER__SAMPLE", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let port = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("cidgate: public http://")
+                .map(str::to_string)
+        })
+        .and_then(|addr| addr.rsplit(':').next().map(str::to_string))
+        .expect("serve announced its port");
+    let (root, _) = cidgate::sample::build().unwrap();
+    let want = format!("sample site: http://{}.ipfs.localhost:{port}/", root.cid);
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let found = stderr
+        .lines()
+        .map_while(Result::ok)
+        .take(200)
+        .any(|l| l.contains(&want));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no {want:?} in the start log");
 }

@@ -61,17 +61,29 @@ impl BlockSource for Unblocked {
 
 impl Admin {
     /// `GET /admin/export/{cid}[/path]` (the path percent-encoded per segment).
-    pub(super) async fn export(&self, target: &str) -> Result<Response<Body>, (StatusCode, String)> {
+    pub(super) async fn export(
+        &self,
+        target: &str,
+    ) -> Result<Response<Body>, (StatusCode, String)> {
         let mut parts = target.split('/').filter(|s| !s.is_empty());
         let root_text = parts.next().unwrap_or("");
-        let root = Cid::try_from(root_text)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid CID {root_text:?}: {e}")))?;
+        let root = Cid::try_from(root_text).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid CID {root_text:?}: {e}"),
+            )
+        })?;
         let segments = parts
             .map(|p| {
                 percent_encoding::percent_decode_str(p)
                     .decode_utf8()
                     .map(|s| s.into_owned())
-                    .map_err(|_| (StatusCode::BAD_REQUEST, format!("path segment {p:?} is not UTF-8")))
+                    .map_err(|_| {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            format!("path segment {p:?} is not UTF-8"),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let denylist = self.denylist.current();
@@ -97,7 +109,8 @@ impl Admin {
             HeaderValue::from_static("application/vnd.ipld.car; version=1"),
         );
         if let Some(n) = size {
-            resp.headers_mut().insert(DAG_SIZE_HEADER, HeaderValue::from(n));
+            resp.headers_mut()
+                .insert(DAG_SIZE_HEADER, HeaderValue::from(n));
         }
         Ok(resp)
     }

@@ -164,7 +164,9 @@ pub fn resolved_car<E: From<std::io::Error> + Send + 'static>(
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         if let Err(e) = send_car(src.as_ref(), &resolved, limit, &tx).await {
-            let _ = tx.send(Err(std::io::Error::other(e.to_string()).into())).await;
+            let _ = tx
+                .send(Err(std::io::Error::other(e.to_string()).into()))
+                .await;
         }
     });
     rx

@@ -61,7 +61,7 @@ impl Residency {
         if self.stride == 0 {
             self.stride = 1;
         }
-        if self.seen % self.stride == 0 {
+        if self.seen.is_multiple_of(self.stride) {
             if self.sample.len() == RESIDENCY_SAMPLE {
                 let mut i = 0;
                 self.sample.retain(|_| {
@@ -70,7 +70,7 @@ impl Residency {
                 });
                 self.stride *= 2;
             }
-            if self.seen % self.stride == 0 {
+            if self.seen.is_multiple_of(self.stride) {
                 self.sample.push((*block.cid(), block.len() as u64));
             }
         }
@@ -255,5 +255,44 @@ impl Prewarmer {
             };
             this.metrics.action("prefetch", outcome);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::{cid_v1_sha256, RAW};
+
+    fn block(i: u64) -> Block {
+        let data = bytes::Bytes::from(i.to_le_bytes().to_vec());
+        Block::already_verified(cid_v1_sha256(RAW, &data), data)
+    }
+
+    /// The sample stays bounded and even however many blocks a walk reads, and what it finds
+    /// in the cache scales to the whole walk.
+    #[test]
+    fn residency_is_measured_from_a_bounded_even_sample() {
+        let cache = EdgeCache::new(64 << 20, Metrics::new()).unwrap();
+        let mut r = Residency::default();
+        let n = RESIDENCY_SAMPLE as u64 * 3;
+        for i in 0..n {
+            let b = block(i);
+            // Every other block is cached.
+            if i % 2 == 0 {
+                cache.insert(&b);
+            }
+            r.note(&b);
+        }
+        assert!(r.sample.len() <= RESIDENCY_SAMPLE);
+        assert!(r.stride >= 4);
+        // Strides are even, so the sample holds only cached blocks: all of it looks cached.
+        assert_eq!(r.cached(&cache, 1000), 1000);
+
+        let mut r = Residency::default();
+        for i in 0..1000 {
+            r.note(&block(i + n));
+        }
+        assert_eq!(r.sample.len(), 1000, "exact below the bound");
+        assert_eq!(r.cached(&cache, 8000), 0);
     }
 }

@@ -283,7 +283,6 @@ async fn write_batch(
     .await?
 }
 
-
 /// What `add` built and stored.
 #[derive(Clone, Copy, Debug)]
 pub struct AddReport {

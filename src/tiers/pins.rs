@@ -81,13 +81,7 @@ impl HotPins for EmbeddedPins {
             .map_err(embedded)
     }
 
-    async fn pin(
-        &self,
-        root: &Cid,
-        car: CarBytes,
-        auto: bool,
-        name: &str,
-    ) -> Result<(), PinError> {
+    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError> {
         let reason = if auto {
             PinReason::Auto
         } else {
