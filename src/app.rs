@@ -571,6 +571,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.popularity.clone(),
             store.clone(),
             source.clone(),
+            Some(source.cache().clone()),
             hot_pins(&config, &store)?,
             Arc::new(SystemClock),
             metrics.clone(),
@@ -611,8 +612,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("cidgate: admin http://{admin_addr}");
     tracing::info!(%public_addr, %admin_addr, store = %config.store.dir.display(), "cidgate serving");
     if let Some(root) = sample {
-        tracing::info!("sample site: {scheme}://{public_addr}/ipfs/{root}/index.html?format=raw");
-        tracing::info!("sample CAR:  {scheme}://{public_addr}/ipfs/{root}?format=car");
+        // The subdomain gateway gives the site its own origin, as browsers should see it.
+        let subdomain = config.server.subdomain_hosts.first().and_then(|host| {
+            let label = crate::gateway::subdomain::dns_label(&root).ok()?;
+            Some(format!(
+                "{scheme}://{label}.ipfs.{host}:{}/",
+                public_addr.port()
+            ))
+        });
+        if let Some(url) = subdomain {
+            tracing::info!("sample site: {url}");
+        }
+        tracing::info!("sample site (path gateway): {scheme}://{public_addr}/ipfs/{root}/");
+        tracing::info!("sample listing: {scheme}://{public_addr}/ipfs/{root}/docs/");
+        tracing::info!("sample CAR: {scheme}://{public_addr}/ipfs/{root}?format=car");
     }
 
     let public_task = tokio::spawn(server::serve(

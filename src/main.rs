@@ -1,24 +1,35 @@
-//! The `cidgate` command: a thin shell over the library.
+//! The `cidgate` command: a thin shell over the library. It parses arguments, opens the store
+//! when no running server holds it (or talks to that server's admin listener when one does),
+//! and prints; the work is done by `tiers::import`, `content::dag`, `admin_client` and `cli`.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use cid::Cid;
 use clap::{Parser, Subcommand};
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use cidgate::admin_client::AdminClient;
+use cidgate::cli::{self, size, Progress};
 use cidgate::config::Config;
-use cidgate::content::{resolve, selector};
-use cidgate::ipld::builder::{add_paths, BlockSink, BuildError};
-use cidgate::ipld::Block;
-use cidgate::tiers::import::{finish_batch, import_car, ImportReport};
+use cidgate::content::{dag, resolve};
+use cidgate::ipld::builder::{input_size, BuildError};
+use cidgate::tiers::import::{add_car_stream, add_paths, import_car, ImportReport};
 use cidgate::tiers::local::{LocalStore, PinReason, StoreError};
 
 /// cidgate: a caching, verifying HTTP gateway for IPFS content.
+///
+/// import, add and export work on the data directory's store, or through the admin listener of
+/// the `cidgate serve` that holds it (found in the directory's admin.addr file, or --admin URL);
+/// pin and prewarm always go through a running server. Progress bars (percentage, ETA) are
+/// drawn when stderr is a terminal; otherwise each transfer prints one summary line.
 ///
 /// Exit codes: 0 success, 1 failure (bad input, verification failure, I/O), 2 usage error.
 #[derive(Parser)]
@@ -30,6 +41,20 @@ struct Cli {
     /// Data directory of the embedded store (overrides store.dir).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Bearer token for the admin listener (overrides admin.token; the listener answers 401
+    /// without the right one when a token is configured).
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "CIDGATE_ADMIN__TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Admin listener URL of the running server to use (default: the one the data directory's
+    /// running server announced in its admin.addr file).
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +85,9 @@ enum Command {
     },
     /// Chunk files and directories into a UnixFS DAG (CIDv1, raw leaves, 1 MiB chunks) and pin it.
     ///
-    /// Gives the same root CID as `ipfs-car pack` (with --no-wrap for a single file).
+    /// Gives the same root CID as `ipfs-car pack` (with --no-wrap for a single file), printed on
+    /// standard output. When a running `serve` holds the data directory, the DAG is streamed to
+    /// its admin listener as it is built (verified there, all or nothing).
     Add {
         /// Files or directories; several are wrapped in one directory.
         #[arg(required = true, value_name = "PATH")]
@@ -73,20 +100,17 @@ enum Command {
     Pin {
         #[command(subcommand)]
         action: PinAction,
-        /// Admin listener URL (default: the one the data directory's running server announced).
-        #[arg(long, global = true, value_name = "URL")]
-        admin: Option<String>,
     },
     /// Read DAGs into the running server's edge cache (progress shown while it works).
+    ///
+    /// Says how much of each DAG stayed in the edge cache: a DAG larger than cache.memory is
+    /// read, but only part of it can stay warm.
     Prewarm {
         /// Root CIDs.
         #[arg(required = true, value_name = "CID")]
         cids: Vec<String>,
-        /// Admin listener URL (default: the one the data directory's running server announced).
-        #[arg(long, value_name = "URL")]
-        admin: Option<String>,
     },
-    /// Write a CARv1 of a stored DAG.
+    /// Write a CARv1 of a stored DAG (through the running server when one holds the store).
     Export {
         /// Root CID, optionally followed by a path (CID/a/b).
         cid: String,
@@ -98,7 +122,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PinAction {
-    /// List pins: CID, who pinned it (operator, auto, sample), where.
+    /// List pins: CID, name, who pinned it (operator, auto, sample), size, when, where.
     Ls,
     /// Pin a DAG into the hot layer as an operator pin (fetched from wherever it is, verified).
     Add {
@@ -133,6 +157,9 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.data_dir {
         config.store.dir = dir.clone();
     }
+    if let Some(token) = &cli.token {
+        config.admin.token = token.clone();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,7 +179,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let result = runtime.block_on(run(cli.command, config));
+    let result = runtime.block_on(run(cli.command, config, cli.admin));
     if let Some(p) = provider {
         if let Err(e) = p.shutdown() {
             eprintln!("cidgate: flushing traces: {e}");
@@ -161,13 +188,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cidgate: {e:#}");
+            eprintln!("cidgate: {}", cli::error_report(e.chain()));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, mut config: Config, admin: Option<String>) -> anyhow::Result<()> {
     match command {
         Command::Serve {
             listen,
@@ -181,39 +208,125 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             }
             cidgate::app::serve(config).await
         }
-        Command::Import { files } => import(&config, &files).await,
-        Command::Add { paths, hidden } => add(&config, &paths, hidden).await,
-        Command::Export { cid, output } => export(&config, &cid, output.as_deref()).await,
-        Command::Pin { action, admin } => {
+        Command::Import { files } => import(&config, admin.as_deref(), &files).await,
+        Command::Add { paths, hidden } => add(&config, admin.as_deref(), paths, hidden).await,
+        Command::Export { cid, output } => {
+            export(&config, admin.as_deref(), &cid, output.as_deref()).await
+        }
+        Command::Pin { action } => {
             let client = AdminClient::new(&config, admin.as_deref())?;
             match action {
-                PinAction::Ls => client.pin_ls().await,
+                PinAction::Ls => print!("{}", cli::pin_table(&client.pins().await?)),
                 PinAction::Add { cid, name } => {
-                    Cid::try_from(cid.as_str()).with_context(|| format!("invalid CID {cid:?}"))?;
-                    client.pin_add(&cid, name.as_deref()).await
+                    check_cid(&cid)?;
+                    let target = client.pin_add(&cid, name.as_deref()).await?;
+                    println!("pinned {cid} in {target}");
                 }
                 PinAction::Rm { cid } => {
-                    Cid::try_from(cid.as_str()).with_context(|| format!("invalid CID {cid:?}"))?;
-                    client.pin_rm(&cid).await
+                    check_cid(&cid)?;
+                    if client.pin_rm(&cid).await? {
+                        println!("unpinned {cid}");
+                    } else {
+                        println!("{cid} was not pinned");
+                    }
                 }
             }
+            Ok(())
         }
-        Command::Prewarm { cids, admin } => {
+        Command::Prewarm { cids } => {
             for c in &cids {
-                Cid::try_from(c.as_str()).with_context(|| format!("invalid CID {c:?}"))?;
+                check_cid(c)?;
             }
-            AdminClient::new(&config, admin.as_deref())?
-                .prewarm(&cids)
-                .await
+            prewarm(&AdminClient::new(&config, admin.as_deref())?, &cids).await
         }
     }
 }
 
-fn print_report(name: &str, report: &ImportReport, elapsed: Duration) {
-    let mbps = report.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
+fn check_cid(cid: &str) -> anyhow::Result<()> {
+    Cid::try_from(cid).with_context(|| format!("invalid CID {cid:?}"))?;
+    Ok(())
+}
+
+/// Where a command's blocks go or come from: the store, opened here, or the running server
+/// that holds it.
+enum Target {
+    Store(LocalStore),
+    Server(AdminClient),
+}
+
+/// The store when no server holds it; otherwise (or with `--admin`) the server's admin client.
+fn target(config: &Config, admin: Option<&str>) -> anyhow::Result<Target> {
+    if admin.is_some() {
+        return Ok(Target::Server(AdminClient::new(config, admin)?));
+    }
+    match config.store.open() {
+        Ok(s) => Ok(Target::Store(s)),
+        Err(StoreError::Locked(_)) => {
+            let client = AdminClient::new(config, None).with_context(|| {
+                format!(
+                    "the store at {} is held by another process",
+                    config.store.dir.display()
+                )
+            })?;
+            tracing::debug!(
+                url = client.url(),
+                "the store is held by a running server; going through its admin listener"
+            );
+            Ok(Target::Server(client))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Counts the bytes read through it into a progress bar.
+struct Counted<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.progress.add(read as u64);
+        poll
+    }
+}
+
+/// Standard input or a file, counted into `progress`.
+async fn open_input(
+    name: &str,
+    progress: &Progress,
+) -> anyhow::Result<Counted<Box<dyn AsyncRead + Unpin + Send>>> {
+    let inner: Box<dyn AsyncRead + Unpin + Send> = if name == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(name)
+                .await
+                // The caller's messages start with the file's name already.
+                .context("opening it")?,
+        )
+    };
+    Ok(Counted {
+        inner,
+        progress: progress.clone(),
+    })
+}
+
+fn print_report(name: &str, report: &ImportReport, progress: &Progress) {
     println!(
-        "{name}: {} blocks ({} new), {} bytes, {mbps:.1} MB/s",
-        report.blocks, report.new_blocks, report.bytes
+        "{name}: {} blocks ({} new), {} in {:.1} s ({})",
+        report.blocks,
+        report.new_blocks,
+        size(report.bytes),
+        progress.elapsed().as_secs_f64(),
+        cli::rate(progress.done(), progress.elapsed())
     );
     for r in &report.roots {
         if r.complete {
@@ -228,30 +341,35 @@ fn print_report(name: &str, report: &ImportReport, elapsed: Duration) {
     }
 }
 
-async fn import(config: &Config, files: &[String]) -> anyhow::Result<()> {
-    let store = match config.store.open() {
-        Ok(s) => Some(s),
-        Err(StoreError::Locked(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
+async fn import(config: &Config, admin: Option<&str>, files: &[String]) -> anyhow::Result<()> {
+    let target = target(config, admin)?;
     let mut failed = 0;
     for name in files {
         if name.ends_with(".ipns-record") {
-            if let Err(e) = import_record(config, store.as_ref(), name).await {
-                eprintln!("cidgate: {name}: {e:#}; not imported");
+            if let Err(e) = import_record(&target, name).await {
+                eprintln!(
+                    "cidgate: {name}: {}; not imported",
+                    cli::error_report(e.chain())
+                );
                 failed += 1;
             }
             continue;
         }
-        let start = Instant::now();
-        let result = match &store {
-            Some(store) => import_local(store, name).await,
-            None => import_remote(config, name).await,
+        let total = if name == "-" {
+            None
+        } else {
+            tokio::fs::metadata(name).await.ok().map(|m| m.len())
         };
+        let progress = Progress::new(name, total);
+        let result = import_one(&target, name, &progress).await;
+        progress.clear();
         match result {
-            Ok(report) => print_report(name, &report, start.elapsed()),
+            Ok(report) => print_report(name, &report, &progress),
             Err(e) => {
-                eprintln!("cidgate: {name}: {e:#}; nothing from it was imported");
+                eprintln!(
+                    "cidgate: {name}: {}; nothing from it was imported",
+                    cli::error_report(e.chain())
+                );
                 failed += 1;
             }
         }
@@ -262,251 +380,148 @@ async fn import(config: &Config, files: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn import_one(
+    target: &Target,
+    name: &str,
+    progress: &Progress,
+) -> anyhow::Result<ImportReport> {
+    let input = open_input(name, progress).await?;
+    Ok(match target {
+        Target::Store(store) => import_car(store, input, PinReason::Operator, |_, _| {}).await?,
+        Target::Server(client) => {
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(input));
+            client.import_car(body, false).await?
+        }
+    })
+}
+
 /// Stores a signed IPNS record, named by its file (`{name}.ipns-record` or
 /// `{name}_{note}.ipns-record`), after verifying it against that name.
-async fn import_record(
-    config: &Config,
-    store: Option<&LocalStore>,
-    file: &str,
-) -> anyhow::Result<()> {
+async fn import_record(target: &Target, file: &str) -> anyhow::Result<()> {
     let name = cidgate::ipns::name_from_file_name(file).with_context(|| {
         "the file name must start with the IPNS name: {name}.ipns-record or {name}_{note}.ipns-record"
     })?;
     let bytes = tokio::fs::read(file)
         .await
         .with_context(|| format!("reading {file}"))?;
-    let value = match store {
-        Some(store) => {
+    let value = match target {
+        Target::Store(store) => {
             let names = cidgate::ipns::NameResolver::new(store.clone(), Default::default());
             names.put_record(&name, &bytes)?.value
         }
-        None => {
-            let req = reqwest::Client::new()
-                .put(format!(
-                    "{}/routing/v1/ipns/{}",
-                    running_admin(config)?,
-                    name.to_cid_string()
-                ))
-                .header("content-type", "application/vnd.ipfs.ipns-record")
-                .body(bytes);
-            let text = send_to_admin(config, req, "the record").await?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).context("reading the server's answer")?;
-            v["value"].as_str().unwrap_or_default().to_string()
-        }
+        Target::Server(client) => client.put_ipns_record(&name.to_cid_string(), bytes).await?,
     };
     println!("/ipns/{} -> {value}", name.to_cid_string());
     Ok(())
 }
 
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    start: Instant,
-    last_log: Instant,
-}
-
-impl Progress {
-    fn new(name: &str) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            bar.set_prefix(name.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Self {
-            bar,
-            start: Instant::now(),
-            last_log: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, blocks: u64, bytes: u64) {
-        let mbps = bytes as f64 / 1e6 / self.start.elapsed().as_secs_f64().max(1e-6);
-        let msg = format!("{blocks} blocks, {} MB, {mbps:.1} MB/s", bytes / 1_000_000);
-        match &self.bar {
-            Some(bar) => bar.set_message(msg),
-            None => {
-                if self.last_log.elapsed() >= Duration::from_secs(2) {
-                    tracing::info!("import: {msg}");
-                    self.last_log = Instant::now();
-                }
-            }
-        }
-    }
-
-    fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-async fn import_local(store: &LocalStore, name: &str) -> anyhow::Result<ImportReport> {
-    let mut progress = Progress::new(name);
-    let result = if name == "-" {
-        import_car(store, tokio::io::stdin(), PinReason::Operator, |b, n| {
-            progress.update(b, n)
-        })
-        .await
-    } else {
-        let file = tokio::fs::File::open(name)
-            .await
-            .with_context(|| format!("opening {name}"))?;
-        import_car(store, file, PinReason::Operator, |b, n| {
-            progress.update(b, n)
-        })
-        .await
-    };
-    progress.finish();
-    Ok(result?)
-}
-
-/// The admin URL of the running server that holds the store.
-fn running_admin(config: &Config) -> anyhow::Result<String> {
-    match cidgate::app::running_admin_url(&config.store.dir) {
-        Some(url) => Ok(url),
-        None => bail!(
-            "the store at {} is in use and no running server announced its admin address",
-            config.store.dir.display()
-        ),
-    }
-}
-
-/// Sends `req` to the running server's admin listener with the configured token; the body of
-/// a successful answer.
-async fn send_to_admin(
+async fn add(
     config: &Config,
-    mut req: reqwest::RequestBuilder,
-    what: &str,
-) -> anyhow::Result<String> {
-    if !config.admin.token.is_empty() {
-        req = req.bearer_auth(&config.admin.token);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("sending {what} to the running server"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("server refused {what} ({status}): {}", text.trim());
-    }
-    Ok(text)
-}
-
-async fn import_remote(config: &Config, name: &str) -> anyhow::Result<ImportReport> {
-    let url = running_admin(config)?;
-    tracing::info!("store in use by a running server; importing through {url}");
-    let body = if name == "-" {
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::io::stdin()))
-    } else {
-        let file = tokio::fs::File::open(name)
-            .await
-            .with_context(|| format!("opening {name}"))?;
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file))
-    };
-    let req = reqwest::Client::new()
-        .post(format!("{url}/admin/import"))
-        .body(body);
-    let text = send_to_admin(config, req, "the CAR").await?;
-    serde_json::from_str(&text).context("reading the server's import report")
-}
-
-struct StoreSink {
-    pending: Vec<Block>,
-    pending_bytes: usize,
-    store: LocalStore,
-    batch: u64,
-}
-
-impl BlockSink for StoreSink {
-    fn put(&mut self, block: Block) -> Result<(), BuildError> {
-        self.pending_bytes += block.len();
-        self.pending.push(block);
-        if self.pending_bytes >= 16 * 1024 * 1024 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-}
-
-impl StoreSink {
-    fn flush(&mut self) -> Result<(), BuildError> {
-        let blocks = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.store
-            .put_staged(self.batch, &blocks, false)
-            .map(|_| ())
-            .map_err(|e| BuildError::Sink(e.to_string()))
-    }
-}
-
-async fn add(config: &Config, paths: &[PathBuf], hidden: bool) -> anyhow::Result<()> {
-    let store = config.store.open().map_err(|e| match e {
-        StoreError::Locked(_) => {
-            anyhow::anyhow!("{e}; stop it or use `ipfs-car pack` + `cidgate import`")
-        }
-        other => other.into(),
-    })?;
-    let _guard = store.writer_lock().await;
-    let batch = store.new_batch()?;
+    admin: Option<&str>,
+    paths: Vec<PathBuf>,
+    hidden: bool,
+) -> anyhow::Result<()> {
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let mut sink = StoreSink {
-        pending: Vec::new(),
-        pending_bytes: 0,
-        store: store.clone(),
-        batch,
-    };
-    let built = add_paths(&refs, hidden, &mut sink).and_then(|root| sink.flush().map(|_| root));
-    match built {
-        Ok(root) => {
-            // The builder made every block itself, but the pin is checked like any import's.
-            let report = finish_batch(&store, batch, &[root.cid], PinReason::Operator)?;
-            if let Some(reason) = report.first().and_then(|r| r.reason.as_deref()) {
-                bail!(
-                    "the DAG built for {} is incomplete ({reason}); not pinned",
-                    root.cid
-                );
+    let total = input_size(&refs, hidden)?;
+    let target = target(config, admin)?;
+    let progress = Progress::new("add", Some(total));
+    let p = progress.clone();
+    let on_content = move |n| p.set(n);
+    let (root, blocks, new_blocks) = match &target {
+        Target::Store(store) => {
+            let report = add_paths(store, paths, hidden, on_content);
+            let report = match report.await {
+                Ok(r) => r,
+                Err(e) => {
+                    progress.clear();
+                    return Err(e.into());
+                }
+            };
+            (report.root, report.blocks, report.new_blocks)
+        }
+        Target::Server(client) => {
+            if let Err(e) = client.check_token().await {
+                progress.clear();
+                return Err(e.into());
             }
-            println!("{}", root.cid);
-            Ok(())
+            let (stream, build) = add_car_stream(paths, hidden, on_content);
+            let sent = client
+                .import_car(reqwest::Body::wrap_stream(stream), true)
+                .await;
+            let built = build.await.context("the build task failed")?;
+            progress.clear();
+            // The first failure is the cause: a build that failed cut the stream short, a
+            // server that refused the stream made the build stop.
+            let root = match (built, sent) {
+                (Err(e @ BuildError::Io { .. } | e @ BuildError::Unsupported(_)), _) => {
+                    return Err(e.into())
+                }
+                (_, Err(e)) => return Err(e.into()),
+                (Err(e), Ok(_)) => return Err(e.into()),
+                (Ok(root), Ok(report)) => {
+                    let r = report
+                        .roots
+                        .first()
+                        .context("the server's import report names no root")?;
+                    if r.cid != root.cid.to_string() || !r.pinned {
+                        bail!(
+                            "the server did not pin {} ({})",
+                            root.cid,
+                            r.reason.as_deref().unwrap_or("it reports another root")
+                        );
+                    }
+                    (root, report.blocks, report.new_blocks)
+                }
+            };
+            root
         }
-        Err(e) => {
-            store.rollback_batch(batch)?;
-            Err(e.into())
-        }
-    }
+    };
+    progress.finish(&format!(
+        "cidgate: added {} of files as {} blocks ({new_blocks} new, DAG {}) in {:.1} s ({}); root {} pinned",
+        size(root.content_size.max(progress.done())),
+        blocks,
+        size(root.dag_size),
+        progress.elapsed().as_secs_f64(),
+        cli::rate(progress.done(), progress.elapsed()),
+        root.cid,
+    ));
+    println!("{}", root.cid);
+    Ok(())
 }
 
-async fn export(config: &Config, target: &str, output: Option<&Path>) -> anyhow::Result<()> {
-    let store = config.store.open().map_err(|e| match e {
-        StoreError::Locked(_) => {
-            anyhow::anyhow!("{e}; fetch /ipfs/{target}?format=car from it instead")
-        }
-        other => other.into(),
-    })?;
-    let target = target.trim_start_matches("/ipfs/");
-    let mut parts = target.split('/').filter(|s| !s.is_empty());
-    let root: Cid = parts.next().unwrap_or("").parse().context("invalid CID")?;
+async fn export(
+    config: &Config,
+    admin: Option<&str>,
+    target_path: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let target_path = target_path.trim_start_matches("/ipfs/");
+    let mut parts = target_path.split('/').filter(|s| !s.is_empty());
+    let root_text = parts.next().unwrap_or("");
+    let root: Cid = root_text
+        .parse()
+        .with_context(|| format!("invalid CID {root_text:?}"))?;
     let segments: Vec<String> = parts.map(str::to_string).collect();
-    let resolved = resolve(&store, root, &segments).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Block>(64);
-    let walk_store = store.clone();
-    let walker = tokio::spawn(async move {
-        let mut tx = tx;
-        selector::walk(
-            &walk_store,
-            &resolved,
-            &selector::Selection::default(),
-            &mut tx,
-        )
-        .await
-    });
-    let out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match output {
+    type CarStream = Pin<Box<dyn Stream<Item = anyhow::Result<Bytes>> + Send>>;
+    let (dag_size, mut car): (Option<u64>, CarStream) = match target(config, admin)? {
+        Target::Store(store) => {
+            let resolved = resolve(&store, root, &segments).await?;
+            let dag_size = dag::dag_size(&store, &resolved.target).await?;
+            // No size limit: the operator's own store, streamed with bounded memory.
+            let rx = dag::resolved_car::<std::io::Error>(Arc::new(store), resolved, u64::MAX);
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|r| r.context("reading the DAG"));
+            (dag_size, Box::pin(stream))
+        }
+        Target::Server(client) => {
+            let export = client.export(target_path).await?;
+            (
+                export.dag_size,
+                Box::pin(export.body.map(|r| r.map_err(Into::into))),
+            )
+        }
+    };
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match output {
         Some(p) => Box::new(
             tokio::fs::File::create(p)
                 .await
@@ -514,20 +529,73 @@ async fn export(config: &Config, target: &str, output: Option<&Path>) -> anyhow:
         ),
         None => Box::new(tokio::io::stdout()),
     };
-    let mut writer = iroh_car::CarWriter::new(
-        iroh_car::CarHeader::new_v1(vec![root]),
-        tokio::io::BufWriter::new(out),
-    );
-    writer.write_header().await?;
-    let mut blocks = 0u64;
-    while let Some(block) = rx.recv().await {
-        let (cid, data) = block.into_parts();
-        writer.write(cid, &data).await?;
-        blocks += 1;
+    let progress = Progress::new("export", dag_size);
+    let written = async {
+        while let Some(chunk) = car.next().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).await.context("writing the CAR")?;
+            progress.add(chunk.len() as u64);
+        }
+        out.flush().await.context("writing the CAR")?;
+        anyhow::Ok(())
     }
-    walker.await.context("export task failed")??;
-    let mut inner = writer.finish().await?;
-    tokio::io::AsyncWriteExt::flush(&mut inner).await?;
-    tracing::info!(blocks, "exported");
+    .await;
+    if let Err(e) = written {
+        progress.clear();
+        if let Some(p) = output {
+            // A partial CAR must not pass for a whole one.
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        return Err(e);
+    }
+    progress.finish(&format!(
+        "cidgate: exported {target_path}: {} of CAR in {:.1} s ({}) to {}",
+        size(progress.done()),
+        progress.elapsed().as_secs_f64(),
+        cli::rate(progress.done(), progress.elapsed()),
+        output.map_or("standard output".into(), |p| p.display().to_string()),
+    ));
+    Ok(())
+}
+
+/// `cidgate prewarm`: one line per DAG saying what stayed in the edge cache.
+async fn prewarm(client: &AdminClient, cids: &[String]) -> anyhow::Result<()> {
+    let mut events = client.prewarm(cids).await?;
+    let mut progress: Option<(String, Progress)> = None;
+    let (mut failed, mut partial) = (0, 0);
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        if !ev.done {
+            let same = progress.as_ref().is_some_and(|(c, _)| *c == ev.cid);
+            if !same {
+                progress = Some((ev.cid.clone(), Progress::new(&ev.cid, None)));
+            }
+            if let Some((_, p)) = &progress {
+                p.set(ev.bytes);
+            }
+            continue;
+        }
+        if let Some((_, p)) = progress.take() {
+            p.clear();
+        }
+        if ev.error.is_some() {
+            failed += 1;
+        } else if !cli::prewarm_complete(&ev) {
+            partial += 1;
+        }
+        println!("{}", cli::prewarm_line(&ev));
+    }
+    if let Some((_, p)) = progress.take() {
+        p.clear();
+    }
+    if failed > 0 {
+        bail!("{failed} of {} prewarms failed", cids.len());
+    }
+    if partial > 0 {
+        eprintln!(
+            "cidgate: {partial} of {} DAGs are only partly in the edge cache",
+            cids.len()
+        );
+    }
     Ok(())
 }

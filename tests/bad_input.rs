@@ -46,7 +46,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 const ANSWER_5XX: &[u16] = &[501, 502, 505];
 
 // Content the server holds.
-const SAMPLE: &str = "bafybeigowmof4z2snx5rivld2ourlvt26m44hd7i6c7ximgjdhaysfwpla";
+const SAMPLE: &str = "bafybeie22v3i4c33ddbnbawqlp5o3fjbyiag2lopap5csr5x75tzfmeqqa";
 const DIR: &str = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy";
 const HAMT: &str = "bafybeidbclfqleg2uojchspzd4bob56dqetqjsj27gy2cq3klkkgxtpn4i";
 const DAG_CBOR: &str = "bafyreibs4utpgbn7uqegmd2goqz4bkyflre2ek2iwv743fhvylwi4zeeim";

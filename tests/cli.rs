@@ -298,3 +298,367 @@ mod completeness {
         assert_eq!(&r.bytes().await.unwrap()[..], b"not protobuf: root");
     }
 }
+
+/// Runs a cidgate command with extra environment variables.
+fn cidgate_env(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("CIDGATE_ADMIN__TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running cidgate")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A folder with a small file, a hidden one and a 2 MiB + 17 B file in a subdirectory.
+fn site(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let src = dir.join("site");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello\n").unwrap();
+    std::fs::write(src.join(".hidden"), b"secret").unwrap();
+    let big = common::noise(2 * 1024 * 1024 + 17, 7);
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    (src, big)
+}
+
+/// `add` and `export` while `serve` holds the data directory: the DAG is streamed to the admin
+/// listener as it is built and pinned there (same root as offline), served at once, listed by
+/// `pin ls`; export streams it back, with a path too; each prints one summary line in KiB / MiB.
+#[tokio::test]
+async fn add_and_export_go_through_a_running_server() {
+    let s = Server::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let (src, big) = site(work.path());
+    let offline = cidgate(
+        &work.path().join("offline"),
+        &["add", src.to_str().unwrap()],
+    );
+    assert!(offline.status.success(), "{}", text(&offline.stderr));
+    let expected = text(&offline.stdout).trim().to_string();
+
+    let out = cidgate(s.dir.path(), &["add", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = text(&out.stdout).trim().to_string();
+    assert_eq!(root, expected, "the same DAG through the server");
+    let stderr = text(&out.stderr);
+    let summary: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        summary.len(),
+        1,
+        "one summary line when not a terminal: {stderr}"
+    );
+    assert!(
+        summary[0].starts_with("cidgate: added 2.0 MiB") && summary[0].contains("pinned"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no control codes: {stderr:?}");
+
+    let served = common::get_bytes(&format!("{}/ipfs/{root}/sub/big.bin", s.url)).await;
+    assert_eq!(&served[..], &big[..]);
+    let ls = cidgate(s.dir.path(), &["pin", "ls"]);
+    assert!(text(&ls.stdout).contains(&root), "{}", text(&ls.stdout));
+
+    let car_path = work.path().join("out.car");
+    let out = cidgate(
+        s.dir.path(),
+        &["export", &root, "-o", car_path.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("cidgate: exported ") && stderr.contains("MiB of CAR"),
+        "{stderr}"
+    );
+    let car = parse_car(&std::fs::read(&car_path).unwrap());
+    assert_eq!(car.roots[0].to_string(), root);
+    assert_eq!(
+        car.blocks.len(),
+        7,
+        "root, a.txt, sub, big.bin root + 3 leaves"
+    );
+
+    // With a path: the path's blocks, then the subtree; to standard output.
+    let out = cidgate(s.dir.path(), &["export", &format!("{root}/sub")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let car = parse_car(&out.stdout);
+    assert_eq!(car.roots[0].to_string(), root);
+    assert_eq!(car.blocks.len(), 6);
+
+    // A DAG the store lacks: a clear error, no partial file left behind.
+    let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    let partial = work.path().join("missing.car");
+    let out = cidgate(
+        s.dir.path(),
+        &["export", missing, "-o", partial.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    assert!(!partial.exists());
+
+    // A path that does not exist: the cause, once, and nothing pinned.
+    let out = cidgate(s.dir.path(), &["add", "/nonexistent/cidgate-test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "each cause once: {stderr}"
+    );
+}
+
+/// The server side of `add`: `POST /admin/import?root=last` pins the last block of the CAR,
+/// and a stream cut short keeps nothing.
+#[tokio::test]
+async fn import_with_the_last_block_as_root_is_all_or_nothing() {
+    use cidgate::ipld::car::{frame_prefix, header};
+    let s = Server::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let (src, _) = site(work.path());
+    let mut blocks = Vec::new();
+    let root = cidgate::ipld::builder::add_paths(&[src.as_path()], false, &mut blocks).unwrap();
+    let mut car = header(&[cidgate::tiers::import::placeholder_root()])
+        .unwrap()
+        .to_vec();
+    for b in &blocks {
+        car.extend_from_slice(&frame_prefix(b.cid(), b.len()));
+        car.extend_from_slice(b.data());
+    }
+    let url = format!("{}/admin/import?root=last", s.admin);
+    let cut = client()
+        .post(&url)
+        .body(car[..car.len() - 10].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut.status(), 400);
+    let leaf = blocks[0].cid().to_string();
+    let r = common::get(&format!("{}/ipfs/{leaf}?format=raw", s.url)).await;
+    assert_eq!(r.status(), 404, "nothing of a cut stream was kept");
+
+    let whole = client().post(&url).body(car).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let report: serde_json::Value = serde_json::from_slice(&whole.bytes().await.unwrap()).unwrap();
+    assert_eq!(report["roots"][0]["cid"], root.cid.to_string());
+    assert_eq!(report["roots"][0]["pinned"], true);
+}
+
+/// A token on the admin listener: without it (or with a wrong one) the CLI says the listener
+/// refused the token, also for a CAR or a DAG it would stream; `--token` and
+/// `CIDGATE_ADMIN__TOKEN` both work, and `--help` documents the variable.
+#[test]
+fn the_admin_token_comes_from_a_flag_or_the_environment_and_a_401_says_so() {
+    let s = Server::start_with(&[], &[("CIDGATE_ADMIN__TOKEN", "s3cret")], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let (src, _) = site(work.path());
+    // A CAR of several MiB: a server that refuses it early must not look like a broken pipe.
+    let mut blocks = Vec::new();
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, common::noise(6 << 20, 3)).unwrap();
+    let root = cidgate::ipld::builder::add_paths(&[big.as_path()], false, &mut blocks).unwrap();
+    let mut car = cidgate::ipld::car::header(&[root.cid]).unwrap().to_vec();
+    for b in &blocks {
+        car.extend_from_slice(&cidgate::ipld::car::frame_prefix(b.cid(), b.len()));
+        car.extend_from_slice(b.data());
+    }
+    let car_path = work.path().join("big.car");
+    std::fs::write(&car_path, car).unwrap();
+
+    let refused =
+        "the admin listener refused the token (401): pass --token or set CIDGATE_ADMIN__TOKEN";
+    let dir = s.dir.path();
+    for (args, env) in [
+        (vec!["import", car_path.to_str().unwrap()], vec![]),
+        (vec!["add", src.to_str().unwrap()], vec![]),
+        (vec!["export", &root.cid.to_string()], vec![]),
+        (vec!["pin", "add", &root.cid.to_string()], vec![]),
+        (
+            vec!["--token", "wrong", "add", src.to_str().unwrap()],
+            vec![],
+        ),
+        (
+            vec!["add", src.to_str().unwrap()],
+            vec![("CIDGATE_ADMIN__TOKEN", "wrong")],
+        ),
+    ] {
+        let out = cidgate_env(dir, &args, &env);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(refused), "{args:?}: {stderr}");
+        assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    }
+    let out = cidgate_env(
+        dir,
+        &["--token", "s3cret", "import", car_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("complete, pinned"));
+    let out = cidgate_env(
+        dir,
+        &["add", src.to_str().unwrap()],
+        &[("CIDGATE_ADMIN__TOKEN", "s3cret")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cidgate_env(
+        dir,
+        &["export", "--token", "s3cret", &root.cid.to_string()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(parse_car(&out.stdout).roots[0], root.cid);
+
+    let help = cidgate_env(dir, &["--help"], &[]);
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("--token") && help.contains("CIDGATE_ADMIN__TOKEN"),
+        "{help}"
+    );
+}
+
+/// `pin ls`: a header row, then aligned columns with the name given to `pin add`.
+#[test]
+fn pin_ls_has_a_header_row_and_shows_names() {
+    let s = Server::start(&["gateway-raw-block.car"]);
+    let cid = "bafkreihhpc5y2pqvl5rbe5uuyhqjouybfs3rvlmisccgzue2kkt5zq6upq";
+    let out = cidgate(s.dir.path(), &["pin", "add", cid, "--name", "my site"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cidgate(s.dir.path(), &["pin", "ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines[0];
+    for col in ["CID", "NAME", "KIND", "SIZE", "PINNED AT", "WHERE"] {
+        assert!(header.contains(col), "{table}");
+    }
+    let at = |col: &str| header.find(col).unwrap();
+    let row = lines.iter().find(|l| l.starts_with(cid)).unwrap();
+    assert!(row[at("NAME")..].starts_with("my site"), "{table}");
+    assert!(row[at("KIND")..].starts_with("operator"), "{table}");
+    assert!(row[at("SIZE")..].starts_with("31 B "), "{table}");
+    assert!(row[at("PINNED AT")..].starts_with("20"), "{table}");
+    assert!(row.ends_with("store"), "{table}");
+}
+
+/// `prewarm` of a DAG larger than `cache.memory` says what stayed cached and what did not; a
+/// small DAG is reported as all in the cache.
+#[test]
+fn prewarm_says_when_the_dag_is_larger_than_the_cache() {
+    let s = Server::start_with(&[], &[("CIDGATE_CACHE__MEMORY", "8 MiB")], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, common::noise(20 << 20, 11)).unwrap();
+    let out = cidgate(s.dir.path(), &["add", big.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = text(&out.stdout).trim().to_string();
+    let small = work.path().join("small.txt");
+    std::fs::write(&small, b"a small file\n").unwrap();
+    let out = cidgate(s.dir.path(), &["add", small.to_str().unwrap()]);
+    let small_root = text(&out.stdout).trim().to_string();
+
+    let out = cidgate(s.dir.path(), &["prewarm", &root, &small_root]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let big_line = stdout.lines().find(|l| l.starts_with(&root)).unwrap();
+    assert!(big_line.contains("20.0 MiB read"), "{stdout}");
+    assert!(
+        big_line.contains("larger than the edge cache (8.0 MiB, cache.memory)"),
+        "{stdout}"
+    );
+    assert!(
+        big_line.contains("stayed cached") && big_line.contains("did not"),
+        "{stdout}"
+    );
+    let small_line = stdout.lines().find(|l| l.starts_with(&small_root)).unwrap();
+    assert!(small_line.ends_with("all in the edge cache"), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("1 of 2 DAGs are only partly in the edge cache"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// With stderr on a terminal, `add` draws a bar with a percentage and an ETA.
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` to give the command a terminal");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, common::noise(32 << 20, 5)).unwrap();
+    let cmd = format!(
+        "{} --data-dir {} add {}",
+        common::bin(),
+        work.path().join("store").display(),
+        big.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let all = text(&out.stdout);
+    assert!(all.contains('%') && all.contains("ETA"), "{all:?}");
+    assert!(all.contains("cidgate: added 32.0 MiB"), "{all:?}");
+}
+
+/// `serve` logs the sample site's subdomain URL, the one a browser should open.
+#[test]
+fn the_start_log_names_the_sample_subdomain_url() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .env("CIDGATE_SERVER__SAMPLE", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let port = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("cidgate: public http://")
+                .map(str::to_string)
+        })
+        .and_then(|addr| addr.rsplit(':').next().map(str::to_string))
+        .expect("serve announced its port");
+    let (root, _) = cidgate::sample::build().unwrap();
+    let want = format!("sample site: http://{}.ipfs.localhost:{port}/", root.cid);
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let found = stderr
+        .lines()
+        .map_while(Result::ok)
+        .take(200)
+        .any(|l| l.contains(&want));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no {want:?} in the start log");
+}

@@ -4,6 +4,7 @@
 //! loopback, reads (status page, metrics, pins, popular content, providers) need the token
 //! too; only `/healthz` stays open, for load balancers and supervisors.
 
+pub mod export;
 mod ipns;
 pub mod pinning;
 mod pinning_service;
@@ -26,7 +27,7 @@ use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::tiers::cold::ColdTier;
-use crate::tiers::import::import_car_except;
+use crate::tiers::import::{import_car_except, Roots};
 use crate::tiers::local::{LocalStore, PinReason};
 
 /// Admin API state.
@@ -154,6 +155,15 @@ impl Admin {
             let rest = rest.to_string();
             return self.pin_write(req, &rest).await;
         }
+        if let Some(rest) = path.strip_prefix("/admin/export/") {
+            if req.method() != Method::GET {
+                return Err((StatusCode::METHOD_NOT_ALLOWED, "use GET".into()));
+            }
+            // Reading the store's content whole is an operator's act, as writes are.
+            self.authorized(&req)?;
+            let rest = rest.to_string();
+            return self.export(&rest).await;
+        }
         match (req.method().clone(), path.as_str()) {
             (Method::GET, "/") => Ok(self.status_page()),
             (Method::GET, "/admin/popular") => self.popular(&req),
@@ -175,7 +185,13 @@ impl Admin {
                 );
                 Ok(r)
             }
-            (Method::GET, "/admin/pins") => self.pins(),
+            (Method::GET, "/admin/pins") => self.pins().await,
+            // Lets a client learn that its token is refused before it streams a large body
+            // (a server answering 401 early and closing would otherwise look like a broken pipe).
+            (Method::GET, "/admin/auth") => {
+                self.authorized(&req)?;
+                Ok(text(StatusCode::OK, "ok"))
+            }
             (Method::GET, "/admin/providers") => match &self.cold {
                 Some(cold) => Ok(json(StatusCode::OK, &cold.report())),
                 None => Ok(json(
@@ -185,6 +201,23 @@ impl Admin {
             },
             (Method::POST, "/admin/import") => {
                 self.authorized(&req)?;
+                let roots = match req.uri().query() {
+                    None => Roots::Header,
+                    Some(q) => match form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "root")
+                        .map(|(_, v)| v.into_owned())
+                        .as_deref()
+                    {
+                        None | Some("header") => Roots::Header,
+                        Some("last") => Roots::LastBlock,
+                        Some(other) => {
+                            return Err((
+                                StatusCode::BAD_REQUEST,
+                                format!("root must be \"header\" or \"last\", not {other:?}"),
+                            ))
+                        }
+                    },
+                };
                 let stream = req
                     .into_body()
                     .into_data_stream()
@@ -195,6 +228,7 @@ impl Admin {
                     &self.store,
                     reader,
                     PinReason::Operator,
+                    roots,
                     &denylist,
                     |_, _| {},
                 )
@@ -207,7 +241,7 @@ impl Admin {
             (
                 _,
                 "/" | "/healthz" | "/metrics" | "/admin/pins" | "/admin/import"
-                | "/admin/providers" | "/admin/popular" | "/admin/prewarm",
+                | "/admin/providers" | "/admin/popular" | "/admin/prewarm" | "/admin/auth",
             ) => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
             _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),
         }

@@ -89,9 +89,23 @@ impl Admin {
         ))
     }
 
-    /// `GET /admin/pins`: pins in the embedded store and the pins cidgate made in the hot layer.
-    pub(super) fn pins(&self) -> Reply {
-        let store = self.store.pins().map_err(super::internal)?;
+    /// `GET /admin/pins`: pins in the embedded store (with the size of each DAG as its root
+    /// records it) and the pins cidgate made in the hot layer.
+    pub(super) async fn pins(&self) -> Reply {
+        let mut store = Vec::new();
+        for pin in self.store.pins().map_err(super::internal)? {
+            // One block read per pin; a root that records no size (or is unreadable) has none.
+            let size = match Cid::try_from(pin.cid.as_str()) {
+                Ok(cid) => crate::content::dag::dag_size(&self.store, &cid)
+                    .await
+                    .ok()
+                    .flatten(),
+                Err(_) => None,
+            };
+            let mut v = serde_json::to_value(&pin).map_err(super::internal)?;
+            v["size"] = json!(size);
+            store.push(v);
+        }
         let (target, made) = match &self.popularity {
             Some(p) => (p.promoter.target(), p.promoter.records()),
             None => ("embedded", Vec::new()),
@@ -178,9 +192,13 @@ impl Admin {
                     })
                     .await;
                 let done = match result {
-                    Ok(r) => {
-                        json!({"cid": cid.to_string(), "done": true, "blocks": r.blocks, "bytes": r.bytes})
-                    }
+                    // What stayed cached is part of the answer: a DAG larger than the cache is
+                    // read, but only part of it is warm afterwards.
+                    Ok(r) => json!({
+                        "cid": cid.to_string(), "done": true, "blocks": r.blocks, "bytes": r.bytes,
+                        "truncated": r.truncated, "max_dag_bytes": p.prewarmer.limit(),
+                        "cache_capacity": r.cache_capacity, "cached_bytes": r.cached_bytes,
+                    }),
                     Err(e) => json!({"cid": cid.to_string(), "done": true, "error": e.to_string()}),
                 };
                 if tx.send(line(done)).await.is_err() {

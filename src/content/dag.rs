@@ -9,7 +9,7 @@ use cid::Cid;
 use tokio::sync::mpsc;
 
 use super::selector::{walk, BlockSink, Selection};
-use super::{resolve, ContentError};
+use super::{resolve, ContentError, Resolved};
 use crate::ipld::car;
 use crate::ipld::Block;
 use crate::tiers::{BlockSource, DagRequest};
@@ -23,28 +23,29 @@ pub struct WalkReport {
     pub bytes: u64,
 }
 
-struct Counting<F: FnMut(WalkReport) + Send> {
+struct Counting<F: FnMut(&Block, WalkReport) + Send> {
     report: WalkReport,
     limit: u64,
     progress: F,
 }
 
-impl<F: FnMut(WalkReport) + Send> BlockSink for Counting<F> {
+impl<F: FnMut(&Block, WalkReport) + Send> BlockSink for Counting<F> {
     async fn emit(&mut self, block: Block) -> bool {
         self.report.blocks += 1;
         self.report.bytes += block.data().len() as u64;
-        (self.progress)(self.report);
+        (self.progress)(&block, self.report);
         self.report.bytes <= self.limit
     }
 }
 
-/// Reads every block `req` selects (asking the source to stream it first), up to `limit` bytes;
-/// `progress` sees the running totals.
+/// Reads every block `req` selects (asking the source to stream it first), up to `limit` bytes
+/// (a report with more bytes than `limit` means the walk stopped there); `progress` sees each
+/// block and the running totals.
 pub async fn read_dag(
     src: &dyn BlockSource,
     req: &DagRequest,
     limit: u64,
-    progress: impl FnMut(WalkReport) + Send,
+    progress: impl FnMut(&Block, WalkReport) + Send,
 ) -> Result<WalkReport, ContentError> {
     let _stream = src.prefetch(req).await;
     let resolved = resolve(src, req.root, &req.segments).await?;
@@ -60,6 +61,28 @@ pub async fn read_dag(
     };
     walk(src, &resolved, &selection, &mut sink).await?;
     Ok(sink.report)
+}
+
+/// The bytes of every block of the DAG under `cid` as its root block records them (a raw
+/// block's length; a dag-pb node's length plus its links' cumulative sizes), without reading
+/// the rest of the DAG; `None` when the root does not record it. Progress bars and listings
+/// use it; nothing relies on it being true.
+pub async fn dag_size(src: &dyn BlockSource, cid: &Cid) -> Result<Option<u64>, ContentError> {
+    match cid.codec() {
+        crate::ipld::RAW => Ok(Some(src.get(cid).await?.len() as u64)),
+        crate::ipld::DAG_PB => {
+            let block = src.get(cid).await?;
+            let node = crate::ipld::dagpb::PbNode::decode(block.data())
+                .map_err(|e| ContentError::malformed(cid, e))?;
+            Ok(node
+                .links
+                .iter()
+                .map(|l| l.tsize)
+                .sum::<Option<u64>>()
+                .map(|links| links + block.len() as u64))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Why a DAG could not be turned into a CAR.
@@ -118,28 +141,7 @@ pub fn car_stream(
             };
             let _stream = src.prefetch(&req).await;
             let resolved = resolve(src.as_ref(), root, &[]).await?;
-            let header = car::header(&[root]).map_err(|e| ContentError::Malformed {
-                cid: root,
-                reason: e.to_string(),
-            })?;
-            if tx.send(Ok(header)).await.is_err() {
-                return Ok(());
-            }
-            let mut frames = CarFrames {
-                tx: tx.clone(),
-                bytes: 0,
-                limit,
-            };
-            let selection = Selection {
-                scope: crate::tiers::DagScope::All,
-                entity_bytes: None,
-                dups: false,
-            };
-            walk(src.as_ref(), &resolved, &selection, &mut frames).await?;
-            if frames.bytes > limit {
-                return Err(ExportError::TooLarge(limit));
-            }
-            Ok::<(), ExportError>(())
+            send_car(src.as_ref(), &resolved, limit, &tx).await
         }
         .await;
         if let Err(e) = result {
@@ -147,4 +149,57 @@ pub fn car_stream(
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The CARv1 of a path already resolved (`cidgate export CID/path`), as a channel of chunks:
+/// the header names the path's root, then come the blocks of the path and every block of the
+/// DAG it ends at, depth first, no duplicates; an error instead of a clean end as in
+/// [`car_stream`]. Resolving first lets a caller answer "not found" before it commits to a
+/// response; the channel's few chunks bound the memory.
+pub fn resolved_car<E: From<std::io::Error> + Send + 'static>(
+    src: Arc<dyn BlockSource>,
+    resolved: Resolved,
+    limit: u64,
+) -> mpsc::Receiver<Result<Bytes, E>> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        if let Err(e) = send_car(src.as_ref(), &resolved, limit, &tx).await {
+            let _ = tx
+                .send(Err(std::io::Error::other(e.to_string()).into()))
+                .await;
+        }
+    });
+    rx
+}
+
+/// Sends the header and the frames of `resolved`'s CAR down `tx`; stops quietly when the
+/// receiver goes away.
+async fn send_car<E: Send>(
+    src: &dyn BlockSource,
+    resolved: &Resolved,
+    limit: u64,
+    tx: &mpsc::Sender<Result<Bytes, E>>,
+) -> Result<(), ExportError> {
+    let header = car::header(&[resolved.root]).map_err(|e| ContentError::Malformed {
+        cid: resolved.root,
+        reason: e.to_string(),
+    })?;
+    if tx.send(Ok(header)).await.is_err() {
+        return Ok(());
+    }
+    let mut frames = CarFrames {
+        tx: tx.clone(),
+        bytes: 0,
+        limit,
+    };
+    let selection = Selection {
+        scope: crate::tiers::DagScope::All,
+        entity_bytes: None,
+        dups: false,
+    };
+    walk(src, resolved, &selection, &mut frames).await?;
+    if frames.bytes > limit {
+        return Err(ExportError::TooLarge(limit));
+    }
+    Ok(())
 }

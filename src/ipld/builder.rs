@@ -350,6 +350,28 @@ pub fn add_path(
     }
 }
 
+/// Bytes of file content [`add_paths`] would read under `paths` (the same files: symbolic
+/// links followed, hidden entries skipped unless `hidden`), found from metadata alone, so
+/// progress can be shown as a share of it.
+pub fn input_size(paths: &[&Path], hidden: bool) -> Result<u64, BuildError> {
+    fn walk(path: &Path, hidden: bool) -> Result<u64, BuildError> {
+        let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        if !meta.is_dir() {
+            return Ok(meta.len());
+        }
+        let mut total = 0;
+        for item in std::fs::read_dir(path).map_err(io_err(path))? {
+            let item = item.map_err(io_err(path))?;
+            if !hidden && item.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            total += walk(&item.path(), hidden)?;
+        }
+        Ok(total)
+    }
+    paths.iter().map(|p| walk(p, hidden)).sum()
+}
+
 /// What `cidgate add PATH...` builds, as `ipfs-car pack` would: one file alone (`--no-wrap`), one
 /// directory as itself, several paths wrapped in a directory named by their base names.
 pub fn add_paths(

@@ -44,12 +44,14 @@ pub struct Popularity {
 }
 
 impl Popularity {
-    /// The subsystem over `source` (the tiered source), pinning into `target`; demand saved
-    /// earlier in `store` is restored.
+    /// The subsystem over `source` (the tiered source, filling `cache` when it has one),
+    /// pinning into `target`; demand saved earlier in `store` is restored.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: PopularityConfig,
         store: LocalStore,
         source: Arc<dyn BlockSource>,
+        cache: Option<crate::tiers::cache::EdgeCache>,
         target: Arc<dyn HotPins>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -68,6 +70,7 @@ impl Popularity {
         let limit = config.max_dag_bytes.as_u64();
         let prewarmer = Prewarmer::new(
             source.clone(),
+            cache,
             config.prewarm_concurrency as usize,
             limit,
             clock.clone(),
@@ -207,7 +210,7 @@ impl Popularity {
                     tokio::spawn(async move {
                         match this.prewarmer.prewarm(cid, |_| {}).await {
                             Ok(r) => {
-                                tracing::info!(%cid, blocks = r.blocks, bytes = r.bytes, "prewarmed from the prewarm file")
+                                tracing::info!(%cid, blocks = r.blocks, bytes = r.bytes, all_cached = r.all_cached(), cached_bytes = r.cached_bytes, "prewarmed from the prewarm file")
                             }
                             Err(e) => {
                                 tracing::warn!(%cid, error = %e, "prewarm from the prewarm file failed")
@@ -246,6 +249,7 @@ mod tests {
             PopularityConfig::default(),
             store.clone(),
             Arc::new(store.clone()),
+            None,
             Arc::new(EmbeddedPins(store.clone())),
             Arc::new(ManualClock::new(1_000.0)),
             Metrics::new(),

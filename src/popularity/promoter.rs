@@ -256,7 +256,7 @@ impl Promoter {
         }
         let now = self.clock.now();
         let name = if name.is_empty() {
-            format!("cidgate {} {cid}", if auto { "auto" } else { "pin" })
+            crate::tiers::pins::default_pin_name(&cid, auto)
         } else {
             name.to_string()
         };

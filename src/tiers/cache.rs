@@ -205,6 +205,11 @@ impl EdgeCache {
         }
     }
 
+    /// Bytes it may hold (`cache.memory`).
+    pub fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
     /// Bytes held (including per-entry overhead).
     pub fn weight(&self) -> u64 {
         self.cache.weight()

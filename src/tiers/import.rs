@@ -1,17 +1,23 @@
-//! Streaming CAR import into the embedded store: every block verified, all or nothing per CAR.
+//! Getting DAGs into the embedded store, all or nothing: streaming CAR import (every block
+//! verified), and `cidgate add` (files chunked into UnixFS straight into the store, or into a
+//! CAR stream for a running server's `POST /admin/import?root=last`).
+
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use cid::Cid;
 use futures::StreamExt;
 use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use super::local::{LocalStore, PinReason, StoreError};
 use super::TierError;
 use crate::denylist::Denylist;
-use crate::ipld::car::{CarDecoder, CarError, CarItem};
+use crate::ipld::builder::{self, BuildError, Entry};
+use crate::ipld::car::{self, CarDecoder, CarError, CarItem};
 use crate::ipld::verify::VerifyError;
-use crate::ipld::Block;
+use crate::ipld::{Block, IDENTITY, RAW};
 
 /// Blocks are written in transactions of about this many bytes, so memory stays bounded.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -40,6 +46,32 @@ pub enum ImportError {
     /// A background task died.
     #[error("import task failed: {0}")]
     Task(String),
+    /// Building a DAG from files failed (`add`).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// [`Roots::LastBlock`] was asked for, but the CAR holds no block.
+    #[error("the CAR holds no block, so it has no last block to pin")]
+    NoBlocks,
+    /// A DAG built from files is not complete in the store (`add`); nothing was kept.
+    #[error("the DAG built for {root} is incomplete ({reason}); not pinned")]
+    Incomplete {
+        /// The root that was built.
+        root: Cid,
+        /// What the completeness check found.
+        reason: String,
+    },
+}
+
+/// Which CIDs an import checks for completeness and pins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Roots {
+    /// The roots the CAR header names.
+    #[default]
+    Header,
+    /// The CID of the last block, whatever the header says: a CAR written while its DAG is
+    /// built (children before parents, as `cidgate add` streams to a running server) knows its
+    /// root only at the end, after the header has gone out.
+    LastBlock,
 }
 
 /// Completeness of one root after an import.
@@ -126,15 +158,24 @@ pub async fn import_car<R>(
 where
     R: AsyncRead + Unpin + Send,
 {
-    import_car_except(store, reader, reason, &Denylist::empty(), progress).await
+    import_car_except(
+        store,
+        reader,
+        reason,
+        Roots::Header,
+        &Denylist::empty(),
+        progress,
+    )
+    .await
 }
 
-/// [`import_car`], leaving out the blocks `denylist` blocks: blocked content is never stored
-/// (design invariant 9), so a root that needs such a block stays unpinned.
+/// [`import_car`] pinning `roots`, leaving out the blocks `denylist` blocks: blocked content is
+/// never stored (design invariant 9), so a root that needs such a block stays unpinned.
 pub async fn import_car_except<R>(
     store: &LocalStore,
     reader: R,
     reason: PinReason,
+    roots: Roots,
     denylist: &Denylist,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<ImportReport, ImportError>
@@ -143,7 +184,8 @@ where
 {
     let _guard = store.writer_lock().await;
     let batch = blocking(store, |s| s.new_batch()).await??;
-    match import_inner(store, reader, batch, reason, denylist, &mut progress).await {
+    let result = import_inner(store, reader, batch, reason, roots, denylist, &mut progress).await;
+    match result {
         Ok(report) => Ok(report),
         Err(e) => {
             if let Err(rb) = blocking(store, move |s| s.rollback_batch(batch)).await {
@@ -169,11 +211,12 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
     reader: R,
     batch: u64,
     reason: PinReason,
+    which_roots: Roots,
     denylist: &Denylist,
     progress: &mut (impl FnMut(u64, u64) + Send),
 ) -> Result<ImportReport, ImportError> {
     let mut frames = FramedRead::with_capacity(reader, CarDecoder::new(), 256 * 1024);
-    let roots = match frames.next().await {
+    let header_roots = match frames.next().await {
         Some(Ok(CarItem::Header(roots))) => roots,
         Some(Ok(CarItem::Block(..))) => return Err(CarError::Header("no header".into()).into()),
         Some(Err(e)) => return Err(e.into()),
@@ -182,12 +225,14 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
     let mut report = ImportReport::default();
     let mut pending: Vec<(Cid, Bytes)> = Vec::new();
     let mut pending_bytes = 0;
+    let mut last = None;
     while let Some(item) = frames.next().await {
         let CarItem::Block(cid, data) = item? else {
             return Err(CarError::Frame("second header".into()).into());
         };
         report.blocks += 1;
         report.bytes += data.len() as u64;
+        last = Some(cid);
         if !denylist.is_empty() && denylist.check_cid(&cid).is_some() {
             report.blocked += 1;
             continue;
@@ -206,6 +251,10 @@ async fn import_inner<R: AsyncRead + Unpin + Send>(
     report.new_blocks += write_batch(store, batch, pending, first).await?;
     progress(report.blocks, report.bytes);
 
+    let roots = match which_roots {
+        Roots::Header => header_roots,
+        Roots::LastBlock => vec![last.ok_or(ImportError::NoBlocks)?],
+    };
     report.roots = blocking(store, move |s| finish_batch(s, batch, &roots, reason)).await??;
     Ok(report)
 }
@@ -232,6 +281,197 @@ async fn write_batch(
         Ok(s.put_staged(batch, &blocks, false)?)
     })
     .await?
+}
+
+/// What `add` built and stored.
+#[derive(Clone, Copy, Debug)]
+pub struct AddReport {
+    /// The root, with its content and DAG sizes.
+    pub root: Entry,
+    /// Blocks built.
+    pub blocks: u64,
+    /// Blocks that were not already stored.
+    pub new_blocks: u64,
+}
+
+/// Counts what the builder makes: file content is exactly the bytes of the raw leaves, which is
+/// what progress is measured against (the sum of the input files' sizes).
+struct Tally<F: FnMut(u64)> {
+    content: u64,
+    blocks: u64,
+    progress: F,
+}
+
+impl<F: FnMut(u64)> Tally<F> {
+    fn count(&mut self, block: &Block) {
+        self.blocks += 1;
+        if block.cid().codec() == RAW {
+            self.content += block.len() as u64;
+            (self.progress)(self.content);
+        }
+    }
+}
+
+/// Stages built blocks in the store in bounded transactions.
+struct StoreSink<F: FnMut(u64)> {
+    store: LocalStore,
+    batch: u64,
+    pending: Vec<Block>,
+    pending_bytes: usize,
+    new_blocks: u64,
+    tally: Tally<F>,
+}
+
+impl<F: FnMut(u64)> StoreSink<F> {
+    fn flush(&mut self) -> Result<(), BuildError> {
+        let blocks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        self.new_blocks += self
+            .store
+            .put_staged(self.batch, &blocks, false)
+            .map_err(|e| BuildError::Sink(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl<F: FnMut(u64)> builder::BlockSink for StoreSink<F> {
+    fn put(&mut self, block: Block) -> Result<(), BuildError> {
+        self.tally.count(&block);
+        self.pending_bytes += block.len();
+        self.pending.push(block);
+        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_BLOCKS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// `cidgate add` into a store this process holds: chunks `paths` into a UnixFS DAG (as
+/// [`builder::add_paths`]), stages its blocks in bounded transactions and pins the root as an
+/// operator pin, all or nothing. `progress` sees the file content bytes read so far.
+pub async fn add_paths(
+    store: &LocalStore,
+    paths: Vec<PathBuf>,
+    hidden: bool,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<AddReport, ImportError> {
+    let _guard = store.writer_lock().await;
+    let batch = blocking(store, |s| s.new_batch()).await??;
+    let s = store.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let mut sink = StoreSink {
+            store: s.clone(),
+            batch,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            new_blocks: 0,
+            tally: Tally {
+                content: 0,
+                blocks: 0,
+                progress,
+            },
+        };
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        let root = builder::add_paths(&refs, hidden, &mut sink)?;
+        sink.flush()?;
+        // The builder made every block itself, but the pin is checked like any import's.
+        let report = finish_batch(&s, batch, &[root.cid], PinReason::Operator)?;
+        if let Some(reason) = report.first().and_then(|r| r.reason.clone()) {
+            return Err(ImportError::Incomplete {
+                root: root.cid,
+                reason,
+            });
+        }
+        Ok(AddReport {
+            root,
+            blocks: sink.tally.blocks,
+            new_blocks: sink.new_blocks,
+        })
+    })
+    .await
+    .map_err(|e| ImportError::Task(e.to_string()))
+    .and_then(|r| r);
+    if built.is_err() {
+        // A failed build leaves its blocks staged; an incomplete DAG (which the builder cannot
+        // make) was committed unpinned by `finish_batch`, like an import's.
+        if let Err(rb) = blocking(store, move |s| s.rollback_batch(batch)).await {
+            tracing::error!(error = %rb, "rollback of failed add did not run; it runs at next open");
+        }
+    }
+    built
+}
+
+/// Sends built blocks down a channel as CAR sections; the receiver going away stops the build.
+struct CarSink<F: FnMut(u64)> {
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    tally: Tally<F>,
+}
+
+impl<F: FnMut(u64)> builder::BlockSink for CarSink<F> {
+    fn put(&mut self, block: Block) -> Result<(), BuildError> {
+        self.tally.count(&block);
+        let (cid, data) = block.into_parts();
+        let gone = |_| BuildError::Sink("the receiver of the CAR stream went away".into());
+        self.tx
+            .blocking_send(Ok(car::frame_prefix(&cid, data.len())))
+            .map_err(gone)?;
+        self.tx.blocking_send(Ok(data)).map_err(gone)
+    }
+}
+
+/// The header root of a CAR whose root is its last block (an identity CID of no bytes: the
+/// header must name one, and this one claims nothing).
+pub fn placeholder_root() -> Cid {
+    Cid::new_v1(
+        RAW,
+        multihash::Multihash::wrap(IDENTITY, &[]).unwrap_or_default(),
+    )
+}
+
+/// `cidgate add` for a store a running server holds: builds the DAG of `paths` on a blocking
+/// thread and streams it as CAR bytes, children before parents, so the root is the last block
+/// (send it to `POST /admin/import?root=last`). Memory stays at a few blocks: the build waits
+/// for the stream to be read. The handle gives the root, or why the build failed (the stream
+/// then ends with an error, so the server keeps nothing).
+pub fn add_car_stream(
+    paths: Vec<PathBuf>,
+    hidden: bool,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> (
+    futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    tokio::task::JoinHandle<Result<Entry, BuildError>>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let task = tokio::task::spawn_blocking(move || {
+        let header = car::header(&[placeholder_root()])
+            .map_err(|e| BuildError::Unsupported(format!("CAR header: {e}")))?;
+        let failed = |tx: &mpsc::Sender<std::io::Result<Bytes>>, e: &BuildError| {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        };
+        if tx.blocking_send(Ok(header)).is_err() {
+            return Err(BuildError::Sink(
+                "the receiver of the CAR stream went away".into(),
+            ));
+        }
+        let mut sink = CarSink {
+            tx: tx.clone(),
+            tally: Tally {
+                content: 0,
+                blocks: 0,
+                progress,
+            },
+        };
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        let built = builder::add_paths(&refs, hidden, &mut sink);
+        if let Err(e) = &built {
+            failed(&tx, e);
+        }
+        built
+    });
+    (
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        task,
+    )
 }
 
 #[cfg(test)]

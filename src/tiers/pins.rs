@@ -49,6 +49,12 @@ pub trait HotPins: Send + Sync {
     async fn unpin(&self, root: &Cid) -> Result<bool, PinError>;
 }
 
+/// The name a pin gets in the hot layer when the operator gives none (Kubo and Cluster show
+/// it; the embedded store keeps only names an operator gave).
+pub fn default_pin_name(root: &Cid, auto: bool) -> String {
+    format!("cidgate {} {root}", if auto { "auto" } else { "pin" })
+}
+
 /// Pins in the embedded store.
 pub struct EmbeddedPins(pub LocalStore);
 
@@ -75,13 +81,7 @@ impl HotPins for EmbeddedPins {
             .map_err(embedded)
     }
 
-    async fn pin(
-        &self,
-        root: &Cid,
-        car: CarBytes,
-        auto: bool,
-        _name: &str,
-    ) -> Result<(), PinError> {
+    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError> {
         let reason = if auto {
             PinReason::Auto
         } else {
@@ -98,6 +98,14 @@ impl HotPins for EmbeddedPins {
             return Err(PinError::Dag(format!(
                 "{root} was not complete after import"
             )));
+        }
+        // The import pinned it unnamed; `cidgate pin ls` shows the name the operator gave.
+        if !name.is_empty() && name != default_pin_name(root, auto) {
+            let (store, root, name) = (self.0.clone(), *root, name.to_string());
+            tokio::task::spawn_blocking(move || store.pin(&root, reason, Some(name)))
+                .await
+                .map_err(embedded)?
+                .map_err(embedded)?;
         }
         Ok(())
     }
