@@ -121,13 +121,45 @@ impl Default for GatewayConfig {
 }
 
 /// `[dnslink]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnslinkConfig {
     /// Domain → content path (`/ipfs/{cid}[/path]` or `/ipns/{name}`), what the domain's
     /// `_dnslink` TXT record says. A request whose Host is such a domain is served that site;
-    /// `/ipns/{domain}` resolves through the same table.
+    /// `/ipns/{domain}` resolves through the same table. Checked before DNS, and always served.
     pub names: std::collections::BTreeMap<String, String>,
+    /// Domain suffix (`"."` for every domain) → resolver, `https://host[:port]/dns-query` (DNS
+    /// over HTTPS) or `udp://IP:PORT`; the longest matching suffix wins, and domains no suffix
+    /// matches use the system resolver (`/etc/resolv.conf`).
+    pub resolvers: std::collections::BTreeMap<String, String>,
+    /// Domains that may be served as DNSLink sites and looked up in DNS: `"*"` for all, exact
+    /// domains, and `.suffix` entries for every domain below a suffix. Empty: no DNS lookups.
+    pub allowed: Vec<String>,
+    /// Deadline of one DNSLink lookup.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long "no DNSLink record" is remembered.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Longest a DNSLink answer is reused, whatever its TTL says.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Domains whose answers (DNSLink or none) are kept in memory.
+    pub cache_entries: usize,
+}
+
+impl Default for DnslinkConfig {
+    fn default() -> Self {
+        Self {
+            names: Default::default(),
+            resolvers: Default::default(),
+            allowed: vec!["*".to_string()],
+            timeout: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(3600),
+            cache_entries: 10_000,
+        }
+    }
 }
 
 /// `[server]`
@@ -600,6 +632,20 @@ impl Config {
                 }
             }
         }
+        for (suffix, url) in &self.dnslink.resolvers {
+            if let Err(e) = crate::ipns::dnslink::Upstream::parse(suffix, url) {
+                return bad("dnslink.resolvers", &e);
+            }
+        }
+        if let Err(e) = crate::ipns::dnslink::Allowed::parse(&self.dnslink.allowed) {
+            return bad("dnslink.allowed", &e);
+        }
+        if self.dnslink.timeout.is_zero() {
+            return bad("dnslink.timeout", "must be more than zero");
+        }
+        if self.dnslink.cache_entries == 0 {
+            return bad("dnslink.cache_entries", "must be at least 1");
+        }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return bad(
                 "server.tls_cert",
@@ -746,7 +792,7 @@ impl Config {
 }
 
 /// Tables whose keys are data (domain names), not settings: taken whole, never checked key by key.
-const FREE_FORM_TABLES: &[&str] = &["dnslink.names"];
+const FREE_FORM_TABLES: &[&str] = &["dnslink.names", "dnslink.resolvers"];
 
 /// Overlays `from` onto `into`, refusing tables and keys the defaults do not have.
 fn merge(into: &mut toml::Value, from: toml::Value, prefix: &str) -> Result<(), ConfigError> {
