@@ -32,11 +32,12 @@ impl From<ResolveError> for GatewayError {
             ResolveError::Dnslink(DnslinkError::NotFound(_) | DnslinkError::NotAllowed(_)) => {
                 GatewayError::NotFound(e.to_string())
             }
-            ResolveError::Dnslink(DnslinkError::Timeout(_))
-            | ResolveError::Routing(RoutingError::Timeout(_)) => {
-                GatewayError::Timeout(e.to_string())
-            }
-            ResolveError::Dnslink(DnslinkError::Ambiguous(_) | DnslinkError::Failed(_))
+            ResolveError::Routing(RoutingError::Timeout(_)) => GatewayError::Timeout(e.to_string()),
+            // A DNS server that is down does not refuse over UDP: it just never answers. So a
+            // resolver silent for `dnslink.timeout` is a failed upstream, like one that errs.
+            ResolveError::Dnslink(
+                DnslinkError::Ambiguous(_) | DnslinkError::Failed(_) | DnslinkError::Timeout(_),
+            )
             | ResolveError::Routing(RoutingError::Failed(_) | RoutingError::Invalid { .. }) => {
                 GatewayError::BadGateway(e.to_string())
             }
