@@ -218,6 +218,7 @@ pub fn parse_car(bytes: &[u8]) -> Car {
 pub mod cluster;
 pub mod dns;
 pub mod fault_proxy;
+pub mod ipns_records;
 pub mod faulty;
 pub mod routing;
 
