@@ -562,7 +562,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let names = name_resolver(&config, &store, &metrics)?;
     let gateway = Gateway::new(source, options)
-        .with_names(names)
+        .with_names(names.clone())
         .with_denylist(denylist.clone(), metrics.blocked.clone());
     let public_limits = Limits {
         zero_copy_sent: config
@@ -581,7 +581,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_cold(cold.clone())
         .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr)
-        .with_denylist(denylist.clone()),
+        .with_denylist(denylist.clone())
+        .with_names(names),
     );
     admin.start_sampler(shutdown.clone());
     admin.resume_pin_requests();

@@ -1007,6 +1007,50 @@ mod tests {
     }
 
     #[test]
+    fn dnslink_resolvers_and_allowed_domains_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "CIDGATE_DNSLINK__RESOLVERS",
+                    ".=udp://127.0.0.1:5353, eth.=https://dns.eth.limo/dns-query",
+                ),
+                ("CIDGATE_DNSLINK__ALLOWED", "docs.example.org, .eth"),
+                ("CIDGATE_DNSLINK__TIMEOUT", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.dnslink.resolvers["."], "udp://127.0.0.1:5353");
+        assert_eq!(c.dnslink.resolvers["eth."], "https://dns.eth.limo/dns-query");
+        assert_eq!(c.dnslink.allowed, ["docs.example.org", ".eth"]);
+        assert_eq!(c.dnslink.timeout, Duration::from_secs(2));
+        // Empty: no DNS lookups at all.
+        let c = Config::load(None, env(&[("CIDGATE_DNSLINK__ALLOWED", "")])).unwrap();
+        assert!(c.dnslink.allowed.is_empty());
+        assert_eq!(Config::default().dnslink.allowed, ["*"]);
+        for (k, v) in [
+            ("CIDGATE_DNSLINK__RESOLVERS", ".=tcp://127.0.0.1:53"),
+            ("CIDGATE_DNSLINK__RESOLVERS", ".=udp://resolver.example:53"),
+            ("CIDGATE_DNSLINK__RESOLVERS", "a..b=udp://127.0.0.1:53"),
+            ("CIDGATE_DNSLINK__ALLOWED", "http://x.org"),
+            ("CIDGATE_DNSLINK__TIMEOUT", "0s"),
+            ("CIDGATE_DNSLINK__CACHE_ENTRIES", "0"),
+        ] {
+            let err = Config::load(None, env(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains("dnslink"), "{k}={v}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[dnslink]\nallowed = [\"*\"]\nresolvers = { \".\" = \"https://1.1.1.1/dns-query\" }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), vec![]).unwrap();
+        assert_eq!(c.dnslink.resolvers.len(), 1);
+    }
+
+    #[test]
     fn dnslink_names_come_from_file_or_env_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");

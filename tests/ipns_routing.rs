@@ -201,4 +201,16 @@ async fn a_newer_stored_record_is_never_replaced_by_an_older_fetched_one() {
     let a = get(&s, &format!("/ipns/{}", key.name)).await;
     assert_eq!(&a.body[..], b"newer", "sequence 5 stays");
     assert_eq!(router.count(IPNS), 1);
+
+    // A record stored through the admin API is served at once, not once the one the gateway
+    // remembers expires.
+    let put = common::client()
+        .put(format!("{}/routing/v1/ipns/{}", s.admin, key.name))
+        .body(key.record(&inline_path("newest"), 6, Duration::from_secs(60)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let a = get(&s, &format!("/ipns/{}", key.name)).await;
+    assert_eq!(&a.body[..], b"newest");
 }
