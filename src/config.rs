@@ -1021,7 +1021,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.dnslink.resolvers["."], "udp://127.0.0.1:5353");
-        assert_eq!(c.dnslink.resolvers["eth."], "https://dns.eth.limo/dns-query");
+        assert_eq!(
+            c.dnslink.resolvers["eth."],
+            "https://dns.eth.limo/dns-query"
+        );
         assert_eq!(c.dnslink.allowed, ["docs.example.org", ".eth"]);
         assert_eq!(c.dnslink.timeout, Duration::from_secs(2));
         // Empty: no DNS lookups at all.

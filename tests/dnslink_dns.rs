@@ -228,17 +228,19 @@ async fn no_dnslink_two_dnslinks_the_allowed_list_and_the_static_table() {
     assert_eq!(a.status, 200, "the path gateway: {}", a.text());
     let a = get(&s, Some("site.example.net"), "/").await;
     assert_eq!(a.status, 200);
-    assert!(
-        !a.text().starts_with("hello"),
-        "not the site: {}",
-        a.text()
-    );
+    assert!(!a.text().starts_with("hello"), "not the site: {}", a.text());
     let a = get(&s, None, "/ipns/site.example.net/").await;
     assert_eq!(a.status, 404, "{}", a.text());
     let a = get(&s, Some("site-example-net.ipns.localhost"), "/").await;
     assert_eq!(a.status, 404, "{}", a.text());
     // The gateway's own hosts and IP addresses are not looked up either.
-    for host in ["localhost", "example.com", "x.example.com", "127.0.0.1", "[::1]"] {
+    for host in [
+        "localhost",
+        "example.com",
+        "x.example.com",
+        "127.0.0.1",
+        "[::1]",
+    ] {
         let a = get(&s, Some(host), &format!("/ipfs/{HELLO}")).await;
         assert!(a.status == 200 || a.status == 301, "{host}: {}", a.status);
     }
@@ -262,7 +264,13 @@ async fn no_dnslink_two_dnslinks_the_allowed_list_and_the_static_table() {
     let m = metrics(&s).await;
     assert!(metric_sum(&m, "cidgate_dnslink_lookups_total", "outcome=\"not_found\"") >= 1.0);
     assert!(metric_sum(&m, "cidgate_dnslink_lookups_total", "outcome=\"ambiguous\"") >= 1.0);
-    assert!(metric_sum(&m, "cidgate_dnslink_cache_total", "outcome=\"negative_hit\"") >= 1.0);
+    assert!(
+        metric_sum(
+            &m,
+            "cidgate_dnslink_cache_total",
+            "outcome=\"negative_hit\""
+        ) >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -294,10 +302,18 @@ async fn a_resolver_that_is_down_answers_502() {
     let start = Instant::now();
     let a = get(&s, None, "/ipns/dnslink-over-ipns.example.org/").await;
     assert_eq!(a.status, 502, "{}", a.text());
-    assert!(!a.text().contains("127.0.0.1"), "no internal address: {}", a.text());
+    assert!(
+        !a.text().contains("127.0.0.1"),
+        "no internal address: {}",
+        a.text()
+    );
     let a = get(&s, Some("other.example.org"), "/").await;
     assert_eq!(a.status, 502, "a Host that may be a site: {}", a.text());
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let m = metrics(&s).await;
     let failed = metric_sum(&m, "cidgate_dnslink_lookups_total", "outcome=\"failed\"")
         + metric_sum(&m, "cidgate_dnslink_lookups_total", "outcome=\"timeout\"");

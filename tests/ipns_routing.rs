@@ -78,7 +78,13 @@ async fn a_name_is_fetched_verified_stored_and_cached_for_its_ttl() {
         metric_sum(&m, "cidgate_ipns_routing_fetches_total", "outcome=\"ok\""),
         1.0
     );
-    assert!(metric_sum(&m, "cidgate_ipns_routing_answers_total", "outcome=\"fresh\"") >= 3.0);
+    assert!(
+        metric_sum(
+            &m,
+            "cidgate_ipns_routing_answers_total",
+            "outcome=\"fresh\""
+        ) >= 3.0
+    );
 }
 
 #[tokio::test]
@@ -107,7 +113,10 @@ async fn a_stale_record_answers_at_once_while_one_refresh_runs() {
     let took = start.elapsed();
     assert_eq!(a.status, 200);
     assert_eq!(&a.body[..], b"old", "the held record, at once");
-    assert!(took < Duration::from_millis(700), "not delayed by the router: {took:?}");
+    assert!(
+        took < Duration::from_millis(700),
+        "not delayed by the router: {took:?}"
+    );
     assert_eq!(
         a.header("cache-control"),
         "public, max-age=0",
@@ -131,7 +140,13 @@ async fn a_stale_record_answers_at_once_while_one_refresh_runs() {
     assert!(!a.header("cache-control").ends_with("max-age=0"));
     assert_eq!(router.count(IPNS), 2);
     let m = metrics(&s).await;
-    assert!(metric_sum(&m, "cidgate_ipns_routing_answers_total", "outcome=\"stale\"") >= 4.0);
+    assert!(
+        metric_sum(
+            &m,
+            "cidgate_ipns_routing_answers_total",
+            "outcome=\"stale\""
+        ) >= 4.0
+    );
 }
 
 #[tokio::test]
@@ -160,7 +175,11 @@ async fn invalid_and_forged_records_and_a_router_that_is_down_answer_502() {
     assert_eq!(a.status, 502, "{}", a.text());
     let m = metrics(&s).await;
     assert_eq!(
-        metric_sum(&m, "cidgate_ipns_routing_fetches_total", "outcome=\"invalid\""),
+        metric_sum(
+            &m,
+            "cidgate_ipns_routing_fetches_total",
+            "outcome=\"invalid\""
+        ),
         2.0
     );
 

@@ -116,9 +116,9 @@ impl Admin {
 
     /// The name resolver records are stored through.
     pub(crate) fn names(&self) -> crate::ipns::NameResolver {
-        self.names
-            .clone()
-            .unwrap_or_else(|| crate::ipns::NameResolver::new(self.store.clone(), Default::default()))
+        self.names.clone().unwrap_or_else(|| {
+            crate::ipns::NameResolver::new(self.store.clone(), Default::default())
+        })
     }
 
     /// Reports this cold tier's providers at `GET /admin/providers`.

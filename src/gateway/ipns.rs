@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use super::headers::{set, X_IPFS_PATH, X_IPFS_ROOTS};
 use super::request::{self, wants_ipns_record};
 use super::{body, cors, unixfs_redirects, Body, Gateway};
-use crate::ipns::{DnslinkError, IpnsName, NameResolver, ResolveError, Resolution, RoutingError};
+use crate::ipns::{DnslinkError, IpnsName, NameResolver, Resolution, ResolveError, RoutingError};
 
 /// Media type of a signed IPNS record.
 pub const IPNS_RECORD_TYPE: &str = "application/vnd.ipfs.ipns-record";

@@ -146,9 +146,7 @@ pub fn route(
                         "{raw:?} in the host is neither an IPNS name nor a DNSLink domain"
                     )));
                 }
-                return Ok(HostRoute::Name(
-                    label.trim_end_matches('.').to_string(),
-                ));
+                return Ok(HostRoute::Name(label.trim_end_matches('.').to_string()));
             }
             return Ok(match crate::ipns::IpnsName::parse(&label) {
                 Ok(name) => {

@@ -46,7 +46,9 @@ const DOH_PATH: &str = "/dns-query";
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DnslinkError {
     /// DNS answered: no DNSLink TXT record (NXDOMAIN, no TXT, or TXT without a DNSLink).
-    #[error("{0:?} has no DNSLink: no dnslink=/ipfs/… or dnslink=/ipns/… TXT record at _dnslink.{0}")]
+    #[error(
+        "{0:?} has no DNSLink: no dnslink=/ipfs/… or dnslink=/ipns/… TXT record at _dnslink.{0}"
+    )]
     NotFound(String),
     /// The domain is not in `dnslink.allowed`: it was not looked up.
     #[error("{0:?} is not served as a DNSLink site by this gateway")]
@@ -230,9 +232,7 @@ impl Upstream {
 
     /// The resolver, built on first use; a failure to build is not remembered.
     async fn resolver(&self, timeout: Duration) -> Result<&DnsResolver, String> {
-        self.resolver
-            .get_or_try_init(|| self.build(timeout))
-            .await
+        self.resolver.get_or_try_init(|| self.build(timeout)).await
     }
 
     async fn build(&self, timeout: Duration) -> Result<DnsResolver, String> {
@@ -264,8 +264,10 @@ impl Upstream {
                         .next()
                         .ok_or_else(|| format!("the DoH server {host} has no address"))?,
                 };
-                let mut https =
-                    ConnectionConfig::https(Arc::from(host.as_str()), Some(Arc::from(path.as_str())));
+                let mut https = ConnectionConfig::https(
+                    Arc::from(host.as_str()),
+                    Some(Arc::from(path.as_str())),
+                );
                 https.port = *port;
                 DnsResolver::builder_with_config(name_server(ip, vec![https]), provider)
             }
@@ -459,7 +461,11 @@ impl Dnslink {
         for record in lookup.answers() {
             if let RData::TXT(txt) = &record.data {
                 // A TXT record's strings are one value cut in 255-byte pieces.
-                let text: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                let text: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
                 if let Some(value) = parse_txt(&text) {
                     values.insert(value);
                     ttl = ttl.min(Duration::from_secs(u64::from(record.ttl)));
@@ -533,8 +539,12 @@ mod tests {
 
     #[test]
     fn allowed_lists_domains_and_suffixes() {
-        let a = Allowed::parse(&["docs.example.org".into(), ".eth".into(), ".ipfs.tech.".into()])
-            .unwrap();
+        let a = Allowed::parse(&[
+            "docs.example.org".into(),
+            ".eth".into(),
+            ".ipfs.tech.".into(),
+        ])
+        .unwrap();
         assert!(a.allows("docs.example.org"));
         assert!(!a.allows("example.org"));
         assert!(!a.allows("xdocs.example.org"));
@@ -542,7 +552,9 @@ mod tests {
         assert!(a.allows("blog.ipfs.tech"));
         assert!(!a.allows("ipfs.tech"));
         assert!(!a.allows("notipfs.tech"));
-        assert!(Allowed::parse(&["*".into()]).unwrap().allows("anything.example"));
+        assert!(Allowed::parse(&["*".into()])
+            .unwrap()
+            .allows("anything.example"));
         assert!(Allowed::parse(&[]).unwrap().is_empty());
         for bad in ["", "a..b", "-x.org", ".", "http://x.org", "x"] {
             assert!(Allowed::parse(&[bad.into()]).is_err(), "{bad:?}");
@@ -552,7 +564,10 @@ mod tests {
     #[test]
     fn resolvers_are_chosen_by_longest_suffix() {
         let root = Upstream::parse(".", "udp://127.0.0.1:5353").unwrap();
-        assert_eq!(root.transport, Transport::Udp("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(
+            root.transport,
+            Transport::Udp("127.0.0.1:5353".parse().unwrap())
+        );
         assert!(root.serves("example.org"));
         let eth = Upstream::parse("eth.", "https://dns.eth.limo/dns-query").unwrap();
         assert!(eth.serves("vitalik.eth") && eth.serves("eth") && !eth.serves("beth"));
@@ -602,11 +617,42 @@ mod tests {
             dns.lookup("evil.example.com").await,
             Err(DnslinkError::NotAllowed("evil.example.com".into()))
         );
-        assert!(dns.upstreams[0].resolver.get().is_none(), "no resolver was even built");
+        assert!(
+            dns.upstreams[0].resolver.get().is_none(),
+            "no resolver was even built"
+        );
         assert!(matches!(
             dns.lookup("Site.Example.org.").await,
             Err(DnslinkError::Failed(d) | DnslinkError::Timeout(d)) if d == "site.example.org"
         ));
         assert!(dns.inflight.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lookup_nobody_waits_for_stops() {
+        // A DNS server that never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let config = DnslinkConfig {
+            resolvers: [(
+                ".".to_string(),
+                format!("udp://{}", silent.local_addr().unwrap()),
+            )]
+            .into(),
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let dns = Dnslink::new(&config, Metrics::new()).unwrap();
+        let (a, b) = (dns.clone(), dns.clone());
+        let both =
+            async move { tokio::join!(a.lookup("slow.example.org"), b.lookup("slow.example.org")) };
+        assert!(tokio::time::timeout(Duration::from_millis(200), both)
+            .await
+            .is_err());
+        assert!(
+            dns.inflight.is_empty(),
+            "the shared query was dropped with its askers"
+        );
+        // Nothing was cached: the next asker starts afresh.
+        assert!(dns.cached("slow.example.org").is_none());
     }
 }

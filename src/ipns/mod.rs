@@ -371,7 +371,10 @@ impl NameResolver {
         match (check, held) {
             (Some(c), Some((_, record))) if c.until > instant => {
                 Metrics::name_event(answers, "fresh");
-                let left = record.validity.duration_since(now).unwrap_or(Duration::ZERO);
+                let left = record
+                    .validity
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO);
                 Ok((record.value, Some((c.until - instant).min(left))))
             }
             (Some(c), None) if c.until > instant && !c.found => {
@@ -394,7 +397,10 @@ impl NameResolver {
                 self.refresh(name).await?;
                 match (self.held(name)?, routing.check(name)) {
                     (Some((_, record)), Some(c)) => {
-                        let left = record.validity.duration_since(now).unwrap_or(Duration::ZERO);
+                        let left = record
+                            .validity
+                            .duration_since(now)
+                            .unwrap_or(Duration::ZERO);
                         let fresh = c.until.saturating_duration_since(Instant::now());
                         Ok((record.value, Some(fresh.min(left))))
                     }
@@ -631,12 +637,21 @@ mod tests {
             r.resolve("nope.example.org").await,
             Err(ResolveError::Unknown(_))
         ));
-        assert!(matches!(r.resolve("nodots").await, Err(ResolveError::Invalid(_))));
+        assert!(matches!(
+            r.resolve("nodots").await,
+            Err(ResolveError::Invalid(_))
+        ));
         // Each hop's path is kept, the innermost hop's last.
         let mut map = BTreeMap::new();
         map.insert("a.example.org".to_string(), format!("/ipfs/{cid}/x"));
-        map.insert("b.example.org".to_string(), "/ipns/a.example.org/y".to_string());
-        map.insert("c.example.org".to_string(), "/ipns/b.example.org/z".to_string());
+        map.insert(
+            "b.example.org".to_string(),
+            "/ipns/a.example.org/y".to_string(),
+        );
+        map.insert(
+            "c.example.org".to_string(),
+            "/ipns/b.example.org/z".to_string(),
+        );
         let dir2 = tempfile::tempdir().unwrap();
         let r2 = NameResolver::new(LocalStore::open(dir2.path()).unwrap(), map);
         assert_eq!(

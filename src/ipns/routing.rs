@@ -144,13 +144,19 @@ impl IpnsRouting {
     /// How long a verified record is fresh: its TTL (60 s without one, at least 1 s), never past
     /// its end of validity.
     pub fn freshness(record: &IpnsRecord, now: SystemTime) -> Duration {
-        let left = record.validity.duration_since(now).unwrap_or(Duration::ZERO);
+        let left = record
+            .validity
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO);
         record.ttl.unwrap_or(DEFAULT_TTL).max(MIN_TTL).min(left)
     }
 
     /// Asks every router for `name`: the valid record with the highest sequence, `None` when
     /// every router answered that it has none.
-    pub async fn fetch(&self, name: &IpnsName) -> Result<Option<(Bytes, IpnsRecord)>, RoutingError> {
+    pub async fn fetch(
+        &self,
+        name: &IpnsName,
+    ) -> Result<Option<(Bytes, IpnsRecord)>, RoutingError> {
         let answers =
             futures::future::join_all(self.routers.iter().map(|r| self.ask(r, name))).await;
         let text = name.to_cid_string();
@@ -159,7 +165,10 @@ impl IpnsRouting {
         for said in answers {
             match said {
                 Said::Record(bytes, record) => {
-                    if best.as_ref().is_none_or(|(_, b)| record.sequence > b.sequence) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| record.sequence > b.sequence)
+                    {
                         best = Some((bytes, record));
                     }
                 }

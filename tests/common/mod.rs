@@ -218,8 +218,8 @@ pub fn parse_car(bytes: &[u8]) -> Car {
 pub mod cluster;
 pub mod dns;
 pub mod fault_proxy;
-pub mod ipns_records;
 pub mod faulty;
+pub mod ipns_records;
 pub mod routing;
 
 /// Sum of all samples of a Prometheus counter family in `/metrics` text (optionally filtered
