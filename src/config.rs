@@ -146,6 +146,9 @@ pub struct DnslinkConfig {
     pub max_ttl: Duration,
     /// Domains whose answers (DNSLink or none) are kept in memory.
     pub cache_entries: usize,
+    /// PEM file of root certificates DNS-over-HTTPS resolvers may also chain to (a resolver
+    /// with a private CA); empty: the web PKI roots only.
+    pub tls_ca: String,
 }
 
 impl Default for DnslinkConfig {
@@ -158,6 +161,7 @@ impl Default for DnslinkConfig {
             negative_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(3600),
             cache_entries: 10_000,
+            tls_ca: String::new(),
         }
     }
 }

@@ -319,3 +319,42 @@ async fn a_resolver_that_is_down_answers_502() {
         + metric_sum(&m, "cidgate_dnslink_lookups_total", "outcome=\"timeout\"");
     assert!(failed >= 2.0, "{failed}");
 }
+
+#[tokio::test]
+async fn dns_over_https_with_a_private_ca() {
+    let doh = common::dns::FakeDoh::start(
+        vec![(
+            "_dnslink.doh.example.org".to_string(),
+            format!("dnslink=/ipfs/{HELLO}"),
+        )],
+        TTL,
+    )
+    .await;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca, &doh.ca_pem).unwrap();
+    let s = gateway(
+        &doh.url,
+        "*",
+        &format!("tls_ca = {:?}", ca.display().to_string()),
+    );
+    let a = get(&s, Some("doh.example.org"), "/").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(&a.body[..], b"hello\n");
+    let a = get(&s, None, "/ipns/doh.example.org").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        doh.count("_dnslink.doh.example.org"),
+        1,
+        "{:?}",
+        doh.queries
+    );
+    let a = get(&s, None, "/ipns/missing.example.org").await;
+    assert_eq!(a.status, 404, "{}", a.text());
+
+    // Without the CA the server is not trusted: a failed resolver, never an answer.
+    let s = gateway(&doh.url, "*", "");
+    let a = get(&s, None, "/ipns/doh.example.org").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(doh.count("_dnslink.doh.example.org"), 1);
+}

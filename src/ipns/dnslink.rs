@@ -231,11 +231,21 @@ impl Upstream {
     }
 
     /// The resolver, built on first use; a failure to build is not remembered.
-    async fn resolver(&self, timeout: Duration) -> Result<&DnsResolver, String> {
-        self.resolver.get_or_try_init(|| self.build(timeout)).await
+    async fn resolver(
+        &self,
+        timeout: Duration,
+        tls: &Option<rustls::ClientConfig>,
+    ) -> Result<&DnsResolver, String> {
+        self.resolver
+            .get_or_try_init(|| self.build(timeout, tls))
+            .await
     }
 
-    async fn build(&self, timeout: Duration) -> Result<DnsResolver, String> {
+    async fn build(
+        &self,
+        timeout: Duration,
+        tls: &Option<rustls::ClientConfig>,
+    ) -> Result<DnsResolver, String> {
         let provider = TokioRuntimeProvider::default();
         let name_server = |ip: IpAddr, connections: Vec<ConnectionConfig>| {
             ResolverConfig::from_parts(
@@ -272,6 +282,9 @@ impl Upstream {
                 DnsResolver::builder_with_config(name_server(ip, vec![https]), provider)
             }
         };
+        if let (Transport::Https { .. }, Some(tls)) = (&self.transport, tls) {
+            builder = builder.with_tls_config(tls.clone());
+        }
         let options: &mut ResolverOpts = builder.options_mut();
         options.timeout = timeout;
         // One try per server within the deadline: a retry would only outlive it.
@@ -306,6 +319,32 @@ pub struct Dnslink {
     cache: Mutex<LruCache<String, Cached>>,
     inflight: Coalescer<String, Result<Answer, DnslinkError>>,
     metrics: Arc<Metrics>,
+    /// TLS for DNS over HTTPS when `tls_ca` adds roots; `None`: hickory's web PKI roots.
+    tls: Option<rustls::ClientConfig>,
+}
+
+/// A TLS client trusting the web PKI roots and the certificates of the PEM file `path`.
+fn tls_with_roots(path: &str) -> Result<rustls::ClientConfig, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("tls_ca {path}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("tls_ca {path}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("tls_ca {path}: {e}"))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(format!("tls_ca {path}: no PEM certificate in it"));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
 }
 
 impl Dnslink {
@@ -329,6 +368,10 @@ impl Dnslink {
             )),
             inflight: Coalescer::with_gauge(Some(metrics.work("dnslink_lookups"))),
             metrics,
+            tls: match config.tls_ca.as_str() {
+                "" => None,
+                path => Some(tls_with_roots(path)?),
+            },
         }))
     }
 
@@ -441,7 +484,7 @@ impl Dnslink {
             .iter()
             .find(|u| u.serves(domain))
             .unwrap_or(&self.system);
-        let resolver = upstream.resolver(self.timeout).await.map_err(|error| {
+        let resolver = upstream.resolver(self.timeout, &self.tls).await.map_err(|error| {
             tracing::warn!(%domain, %error, resolver = %upstream.describe(), "DNSLink resolver unavailable");
             DnslinkError::Failed(domain.to_string())
         })?;

@@ -201,3 +201,168 @@ pub fn fixture_dnslinks(rel: &str) -> Vec<(String, String)> {
     assert!(!out.is_empty(), "no DNSLink entries in {rel}");
     out
 }
+
+/// A DNS-over-HTTPS server (RFC 8484: GET `?dns=` base64url and POST, `application/dns-message`,
+/// HTTP/2 over TLS) on 127.0.0.1 answering TXT queries from a table; its certificate is
+/// self-signed for 127.0.0.1 (`ca_pem`, to trust it with `dnslink.tls_ca`).
+pub struct FakeDoh {
+    /// `https://127.0.0.1:PORT/dns-query`.
+    pub url: String,
+    /// The server's certificate, PEM.
+    pub ca_pem: String,
+    /// `(method, query name)` of every query received.
+    pub queries: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDoh {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeDoh {
+    /// Starts a server answering `txt` (`(name, value)`) with TTL `ttl`; other names NXDOMAIN.
+    pub async fn start(txt: Vec<(String, String)>, ttl: u32) -> FakeDoh {
+        use hickory_resolver::proto::op::{Message, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::TXT;
+        use hickory_resolver::proto::rr::{Name, RData, Record};
+        use http_body_util::BodyExt;
+
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let ca_pem = certified.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let table = Arc::new(txt);
+        let log = queries.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, table, log) = (acceptor.clone(), table.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (table, log) = (table.clone(), log.clone());
+                            async move {
+                                let method = req.method().to_string();
+                                let wire = if req.method() == hyper::Method::POST {
+                                    req.into_body()
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes().to_vec())
+                                        .unwrap_or_default()
+                                } else {
+                                    let dns = req
+                                        .uri()
+                                        .query()
+                                        .and_then(|q| {
+                                            form_urlencoded::parse(q.as_bytes())
+                                                .find(|(k, _)| k == "dns")
+                                                .map(|(_, v)| v.into_owned())
+                                        })
+                                        .unwrap_or_default();
+                                    use base64::Engine;
+                                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                                        .decode(dns)
+                                        .unwrap_or_default()
+                                };
+                                let mut status = hyper::StatusCode::OK;
+                                let body = match Message::from_vec(&wire) {
+                                    Ok(query) => {
+                                        let mut resp = Message::response(
+                                            query.metadata.id,
+                                            query.metadata.op_code,
+                                        );
+                                        resp.metadata.recursion_desired =
+                                            query.metadata.recursion_desired;
+                                        resp.metadata.recursion_available = true;
+                                        let mut found = false;
+                                        for q in &query.queries {
+                                            let name = q
+                                                .name()
+                                                .to_ascii()
+                                                .trim_end_matches('.')
+                                                .to_ascii_lowercase();
+                                            log.lock()
+                                                .unwrap()
+                                                .push((method.clone(), name.clone()));
+                                            for (n, v) in table.iter().filter(|(n, _)| *n == name) {
+                                                found = true;
+                                                let owner =
+                                                    Name::from_ascii(format!("{n}.")).unwrap();
+                                                resp.add_answer(Record::from_rdata(
+                                                    owner,
+                                                    ttl,
+                                                    RData::TXT(TXT::new(vec![v.clone()])),
+                                                ));
+                                            }
+                                            resp.add_query(q.clone());
+                                        }
+                                        if !found {
+                                            resp.metadata.response_code = ResponseCode::NXDomain;
+                                        }
+                                        resp.to_vec().unwrap()
+                                    }
+                                    Err(_) => {
+                                        status = hyper::StatusCode::BAD_REQUEST;
+                                        Vec::new()
+                                    }
+                                };
+                                let mut r = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from(body),
+                                ));
+                                *r.status_mut() = status;
+                                r.headers_mut().insert(
+                                    "content-type",
+                                    hyper::header::HeaderValue::from_static(
+                                        "application/dns-message",
+                                    ),
+                                );
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        FakeDoh {
+            url: format!("https://127.0.0.1:{port}/dns-query"),
+            ca_pem,
+            queries,
+            task,
+        }
+    }
+
+    /// Queries received for `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.queries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n == name)
+            .count()
+    }
+}
