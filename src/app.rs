@@ -368,9 +368,31 @@ fn counted(
     .boxed()
 }
 
-/// The resolver of `/ipns/` names: records in the store, DNSLink domains from the config.
-fn name_resolver(config: &Config, store: &LocalStore) -> crate::ipns::NameResolver {
-    crate::ipns::NameResolver::new(store.clone(), config.dnslink.names.clone())
+/// The resolver of `/ipns/` names: records in the store (kept fresh from `cold.routers` when
+/// any are configured), DNSLink domains from the config, then from DNS for allowed domains.
+fn name_resolver(
+    config: &Config,
+    store: &LocalStore,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<crate::ipns::NameResolver> {
+    let mut names = crate::ipns::NameResolver::new(store.clone(), config.dnslink.names.clone());
+    let dns = crate::ipns::Dnslink::new(&config.dnslink, metrics.clone())
+        .map_err(|e| anyhow::anyhow!("dnslink: {e}"))?;
+    if dns.enabled() {
+        names = names.with_dns(dns);
+    }
+    if !config.cold.routers.is_empty() {
+        let client = crate::tiers::remote::http_client(config.cold.connect_timeout, 4)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        names = names.with_routing(crate::ipns::IpnsRouting::new(
+            client,
+            &config.cold.routers,
+            config.cold.discovery_timeout,
+            config.cold.negative_ttl,
+            metrics.clone(),
+        ));
+    }
+    Ok(names)
 }
 
 /// The block source of `serve`: edge cache, embedded store, and the configured hot node, with
@@ -579,9 +601,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let names = name_resolver(&config, &store);
+    let names = name_resolver(&config, &store, &metrics)?;
     let gateway = Gateway::new(source, options)
-        .with_names(names)
+        .with_names(names.clone())
         .with_denylist(denylist.clone(), metrics.blocked.clone());
     let public_limits = Limits {
         zero_copy_sent: config
@@ -600,7 +622,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_cold(cold.clone())
         .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr)
-        .with_denylist(denylist.clone()),
+        .with_denylist(denylist.clone())
+        .with_names(names),
     );
     admin.start_sampler(shutdown.clone());
     admin.resume_pin_requests();

@@ -121,13 +121,49 @@ impl Default for GatewayConfig {
 }
 
 /// `[dnslink]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnslinkConfig {
     /// Domain → content path (`/ipfs/{cid}[/path]` or `/ipns/{name}`), what the domain's
     /// `_dnslink` TXT record says. A request whose Host is such a domain is served that site;
-    /// `/ipns/{domain}` resolves through the same table.
+    /// `/ipns/{domain}` resolves through the same table. Checked before DNS, and always served.
     pub names: std::collections::BTreeMap<String, String>,
+    /// Domain suffix (`"."` for every domain) → resolver, `https://host[:port]/dns-query` (DNS
+    /// over HTTPS) or `udp://IP:PORT`; the longest matching suffix wins, and domains no suffix
+    /// matches use the system resolver (`/etc/resolv.conf`).
+    pub resolvers: std::collections::BTreeMap<String, String>,
+    /// Domains that may be served as DNSLink sites and looked up in DNS: `"*"` for all, exact
+    /// domains, and `.suffix` entries for every domain below a suffix. Empty: no DNS lookups.
+    pub allowed: Vec<String>,
+    /// Deadline of one DNSLink lookup.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long "no DNSLink record" is remembered.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Longest a DNSLink answer is reused, whatever its TTL says.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Domains whose answers (DNSLink or none) are kept in memory.
+    pub cache_entries: usize,
+    /// PEM file of root certificates DNS-over-HTTPS resolvers may also chain to (a resolver
+    /// with a private CA); empty: the web PKI roots only.
+    pub tls_ca: String,
+}
+
+impl Default for DnslinkConfig {
+    fn default() -> Self {
+        Self {
+            names: Default::default(),
+            resolvers: Default::default(),
+            allowed: vec!["*".to_string()],
+            timeout: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(3600),
+            cache_entries: 10_000,
+            tls_ca: String::new(),
+        }
+    }
 }
 
 /// `[server]`
@@ -600,6 +636,20 @@ impl Config {
                 }
             }
         }
+        for (suffix, url) in &self.dnslink.resolvers {
+            if let Err(e) = crate::ipns::dnslink::Upstream::parse(suffix, url) {
+                return bad("dnslink.resolvers", &e);
+            }
+        }
+        if let Err(e) = crate::ipns::dnslink::Allowed::parse(&self.dnslink.allowed) {
+            return bad("dnslink.allowed", &e);
+        }
+        if self.dnslink.timeout.is_zero() {
+            return bad("dnslink.timeout", "must be more than zero");
+        }
+        if self.dnslink.cache_entries == 0 {
+            return bad("dnslink.cache_entries", "must be at least 1");
+        }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return bad(
                 "server.tls_cert",
@@ -746,7 +796,7 @@ impl Config {
 }
 
 /// Tables whose keys are data (domain names), not settings: taken whole, never checked key by key.
-const FREE_FORM_TABLES: &[&str] = &["dnslink.names"];
+const FREE_FORM_TABLES: &[&str] = &["dnslink.names", "dnslink.resolvers"];
 
 /// Overlays `from` onto `into`, refusing tables and keys the defaults do not have.
 fn merge(into: &mut toml::Value, from: toml::Value, prefix: &str) -> Result<(), ConfigError> {
@@ -958,6 +1008,53 @@ mod tests {
     fn tls_needs_both_halves() {
         let err = Config::load(None, env(&[("CIDGATE_SERVER__TLS_CERT", "/x.pem")])).unwrap_err();
         assert!(err.to_string().contains("tls_cert"));
+    }
+
+    #[test]
+    fn dnslink_resolvers_and_allowed_domains_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "CIDGATE_DNSLINK__RESOLVERS",
+                    ".=udp://127.0.0.1:5353, eth.=https://dns.eth.limo/dns-query",
+                ),
+                ("CIDGATE_DNSLINK__ALLOWED", "docs.example.org, .eth"),
+                ("CIDGATE_DNSLINK__TIMEOUT", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.dnslink.resolvers["."], "udp://127.0.0.1:5353");
+        assert_eq!(
+            c.dnslink.resolvers["eth."],
+            "https://dns.eth.limo/dns-query"
+        );
+        assert_eq!(c.dnslink.allowed, ["docs.example.org", ".eth"]);
+        assert_eq!(c.dnslink.timeout, Duration::from_secs(2));
+        // Empty: no DNS lookups at all.
+        let c = Config::load(None, env(&[("CIDGATE_DNSLINK__ALLOWED", "")])).unwrap();
+        assert!(c.dnslink.allowed.is_empty());
+        assert_eq!(Config::default().dnslink.allowed, ["*"]);
+        for (k, v) in [
+            ("CIDGATE_DNSLINK__RESOLVERS", ".=tcp://127.0.0.1:53"),
+            ("CIDGATE_DNSLINK__RESOLVERS", ".=udp://resolver.example:53"),
+            ("CIDGATE_DNSLINK__RESOLVERS", "a..b=udp://127.0.0.1:53"),
+            ("CIDGATE_DNSLINK__ALLOWED", "http://x.org"),
+            ("CIDGATE_DNSLINK__TIMEOUT", "0s"),
+            ("CIDGATE_DNSLINK__CACHE_ENTRIES", "0"),
+        ] {
+            let err = Config::load(None, env(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains("dnslink"), "{k}={v}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[dnslink]\nallowed = [\"*\"]\nresolvers = { \".\" = \"https://1.1.1.1/dns-query\" }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), vec![]).unwrap();
+        assert_eq!(c.dnslink.resolvers.len(), 1);
     }
 
     #[test]

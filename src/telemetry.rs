@@ -90,6 +90,13 @@ pub struct LimitReason {
     pub reason: &'static str,
 }
 
+/// Label of the name-resolution series (DNSLink and IPNS over routing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameOutcome {
+    /// What happened: ok, not_found, failed, timeout, …; hit, miss, stale, … for caches.
+    pub outcome: &'static str,
+}
+
 /// Every metric cidgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -170,6 +177,16 @@ pub struct Metrics {
     pub blocked: Counter,
     /// Stored records found unreadable and moved aside by this process.
     pub quarantined: Gauge,
+    /// DNSLink TXT lookups sent to DNS, by outcome.
+    pub dnslink_lookups: Family<NameOutcome, Counter>,
+    /// DNSLink answers by cache outcome (hit, negative_hit, miss, coalesced).
+    pub dnslink_cache: Family<NameOutcome, Counter>,
+    /// Time of DNSLink TXT lookups sent to DNS.
+    pub dnslink_latency: Histogram,
+    /// IPNS record fetches from Delegated Routing V1 endpoints, by outcome.
+    pub ipns_fetches: Family<NameOutcome, Counter>,
+    /// IPNS names resolved with routing, by freshness (fresh, stale, miss, negative_hit).
+    pub ipns_routing_answers: Family<NameOutcome, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -220,6 +237,11 @@ impl Metrics {
             denylist_last_success: Family::default(),
             blocked: Counter::default(),
             quarantined: Gauge::default(),
+            dnslink_lookups: Family::default(),
+            dnslink_cache: Family::default(),
+            dnslink_latency: seconds_histogram(),
+            ipns_fetches: Family::default(),
+            ipns_routing_answers: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -408,7 +430,37 @@ impl Metrics {
             "Requests refused because a denylist blocks their content",
             m.blocked.clone(),
         );
+        registry.register(
+            "dnslink_lookups",
+            "DNSLink TXT lookups sent to DNS by outcome (ok, not_found, ambiguous, failed, timeout)",
+            m.dnslink_lookups.clone(),
+        );
+        registry.register(
+            "dnslink_cache",
+            "DNSLink answers by cache outcome (hit, negative_hit, miss, coalesced)",
+            m.dnslink_cache.clone(),
+        );
+        registry.register(
+            "dnslink_lookup_duration_seconds",
+            "Time of DNSLink TXT lookups sent to DNS",
+            m.dnslink_latency.clone(),
+        );
+        registry.register(
+            "ipns_routing_fetches",
+            "IPNS record fetches from Delegated Routing V1 endpoints by outcome (ok, not_found, invalid, failed, timeout)",
+            m.ipns_fetches.clone(),
+        );
+        registry.register(
+            "ipns_routing_answers",
+            "IPNS names resolved with routing by freshness (fresh, stale, miss, negative_hit, coalesced)",
+            m.ipns_routing_answers.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Counts one name-resolution event in `family`.
+    pub fn name_event(family: &Family<NameOutcome, Counter>, outcome: &'static str) {
+        family.get_or_create(&NameOutcome { outcome }).inc();
     }
 
     /// The in-flight gauge of `kind`.

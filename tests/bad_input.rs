@@ -204,6 +204,8 @@ impl Gateway {
                 format!("{}s", HEADER_READ_TIMEOUT.as_secs()),
             )
             .env("CIDGATE_DNSLINK__NAMES", dnslink_names())
+            // The sweep's made-up hosts must never become queries to the machine's resolver.
+            .env("CIDGATE_DNSLINK__ALLOWED", "")
             // No peer is a trusted proxy: the sweep's forwarding headers must choose nothing.
             .env("CIDGATE_SERVER__TRUSTED_PROXIES", "")
             .stdout(Stdio::piped())

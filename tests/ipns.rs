@@ -263,6 +263,17 @@ async fn subdomains_and_dnslink_hosts() {
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(&a.body[..], b"hello\n");
+    // A name that keeps its dots is that name, not an inlined label (upstream conformance).
+    let a = fetch(
+        &s,
+        Some("dnslink-test.example.org.ipns.example.com"),
+        "/",
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(&a.body[..], b"hello\n");
+    assert_eq!(a.header("x-ipfs-path"), "/ipns/dnslink-test.example.org/");
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ impl Admin {
     pub(super) async fn ipns_record(&self, req: Request<Incoming>, name: &str) -> Reply {
         let name = IpnsName::parse(name)
             .map_err(|e| (StatusCode::BAD_REQUEST, format!("{name:?}: {e}")))?;
-        let names = NameResolver::new(self.store.clone(), Default::default());
+        let names: NameResolver = self.names();
         match *req.method() {
             Method::GET | Method::HEAD => {
                 let Some((bytes, record)) = names.record(&name).map_err(refused)? else {

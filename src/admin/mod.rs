@@ -47,6 +47,8 @@ pub struct Admin {
     delegates: Vec<String>,
     /// Content never imported or pinned.
     denylist: crate::denylist::DenylistHandle,
+    /// The gateway's name resolver, so a stored record replaces the one it remembers.
+    names: Option<crate::ipns::NameResolver>,
 }
 
 impl Admin {
@@ -78,6 +80,7 @@ impl Admin {
             history: std::sync::Mutex::new(std::collections::VecDeque::new()),
             pin_requests: tokio::sync::Mutex::new(Vec::new()),
             denylist: Default::default(),
+            names: None,
             delegates: vec![format!("/ip4/{}/tcp/{}/http", listen.ip(), listen.port())],
         }
     }
@@ -103,6 +106,20 @@ impl Admin {
     pub fn with_denylist(mut self, denylist: crate::denylist::DenylistHandle) -> Self {
         self.denylist = denylist;
         self
+    }
+
+    /// Stores and reads IPNS records through the gateway's resolver: a record stored here is
+    /// the one the gateway serves at once, not after its memory of the old one expires.
+    pub fn with_names(mut self, names: crate::ipns::NameResolver) -> Self {
+        self.names = Some(names);
+        self
+    }
+
+    /// The name resolver records are stored through.
+    pub(crate) fn names(&self) -> crate::ipns::NameResolver {
+        self.names.clone().unwrap_or_else(|| {
+            crate::ipns::NameResolver::new(self.store.clone(), Default::default())
+        })
     }
 
     /// Reports this cold tier's providers at `GET /admin/providers`.

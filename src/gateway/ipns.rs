@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use super::headers::{set, X_IPFS_PATH, X_IPFS_ROOTS};
 use super::request::{self, wants_ipns_record};
 use super::{body, cors, unixfs_redirects, Body, Gateway};
-use crate::ipns::{IpnsName, NameResolver, ResolveError};
+use crate::ipns::{DnslinkError, IpnsName, NameResolver, Resolution, ResolveError, RoutingError};
 
 /// Media type of a signed IPNS record.
 pub const IPNS_RECORD_TYPE: &str = "application/vnd.ipfs.ipns-record";
@@ -27,13 +27,28 @@ impl From<ResolveError> for GatewayError {
             | ResolveError::TooDeep(_) => GatewayError::BadGateway(e.to_string()),
             ResolveError::Stale { .. } => GatewayError::BadRequest(e.to_string()),
             ResolveError::Store(_) => GatewayError::Unavailable(e.to_string()),
+            // A domain without DNSLink is no site: nothing is at that path. One this gateway
+            // does not serve is refused the same way (it was not even looked up).
+            ResolveError::Dnslink(DnslinkError::NotFound(_) | DnslinkError::NotAllowed(_)) => {
+                GatewayError::NotFound(e.to_string())
+            }
+            ResolveError::Routing(RoutingError::Timeout(_)) => GatewayError::Timeout(e.to_string()),
+            // A DNS server that is down does not refuse over UDP: it just never answers. So a
+            // resolver silent for `dnslink.timeout` is a failed upstream, like one that errs.
+            ResolveError::Dnslink(
+                DnslinkError::Ambiguous(_) | DnslinkError::Failed(_) | DnslinkError::Timeout(_),
+            )
+            | ResolveError::Routing(RoutingError::Failed(_) | RoutingError::Invalid { .. }) => {
+                GatewayError::BadGateway(e.to_string())
+            }
         }
     }
 }
 
 /// Serves `/ipns/{name}{rest}`; `rest` is the still-encoded path after the name (empty or
 /// starting with '/'). `isolated` is true where the name has an origin of its own (a subdomain
-/// or DNSLink host), which is where a site's `_redirects` applies.
+/// or DNSLink host), which is where a site's `_redirects` applies. `resolved` is what the name
+/// points at when the caller has resolved it already (a DNSLink Host).
 pub async fn respond(
     gw: &Gateway,
     names: &NameResolver,
@@ -41,6 +56,7 @@ pub async fn respond(
     name: &str,
     rest: &str,
     isolated: bool,
+    resolved: Option<Resolution>,
 ) -> Result<Response<Body>, GatewayError> {
     // A blocked name is refused before it is resolved (its record and its content too).
     let segments: Vec<String> = rest
@@ -54,7 +70,7 @@ pub async fn respond(
         .collect();
     gw.refuse_ipns(name, &segments)?;
     if wants_ipns_record(parts)? {
-        return record(names, parts, name, rest);
+        return record(names, parts, name, rest).await;
     }
     if !isolated {
         // One spelling per key, the base36 CID (what subdomains need too): a peer ID or any
@@ -82,7 +98,10 @@ pub async fn respond(
             return Ok(resp);
         }
     }
-    let resolution = names.resolve(name)?;
+    let resolution = match resolved {
+        Some(r) => r,
+        None => names.resolve(name).await?,
+    };
     let site = if isolated {
         // A site's `_redirects` and rewrites are relative to the site's own root, which may be
         // a directory inside the CID the name points at.
@@ -135,8 +154,8 @@ async fn site_root(gw: &Gateway, path: &str) -> Result<String, GatewayError> {
     Ok(format!("/ipfs/{}", resolved.target))
 }
 
-/// The stored record of `name`, as is.
-fn record(
+/// The record of `name` (stored, or fetched from the routers), as is.
+async fn record(
     names: &NameResolver,
     parts: &Parts,
     name: &str,
@@ -152,7 +171,7 @@ fn record(
             "an IPNS record is asked for by name alone: /ipns/{name}?format=ipns-record".into(),
         ));
     }
-    let Some((bytes, record)) = names.record(&ipns)? else {
+    let Some((bytes, record)) = names.current_record(&ipns).await? else {
         return Err(GatewayError::NotFound(format!(
             "no record for /ipns/{name}"
         )));

@@ -267,9 +267,12 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
         }
         if let Some(names) = self.names.as_ref().filter(|n| n.any_dnslink()) {
-            // A DNSLink gateway: the Host is a site, and every path is inside it.
-            if let Some(host) = request_host(parts).filter(|h| names.has_dnslink(h)) {
-                return ipns::respond(self, names, parts, host, path, true).await;
+            // A DNSLink gateway: the Host is a site, and every path is inside it. The gateway's
+            // own hosts and IP addresses are never looked up.
+            if let Some(host) = request_host(parts).filter(|h| !self.own_host(h)) {
+                if let Some(site) = names.site(host).await? {
+                    return ipns::respond(self, names, parts, host, path, true, Some(site)).await;
+                }
             }
         }
         if path == "/" {
@@ -319,7 +322,7 @@ impl Gateway {
             } else {
                 String::new()
             };
-            return ipns::respond(self, names, parts, &name, &tail, false).await;
+            return ipns::respond(self, names, parts, &name, &tail, false, None).await;
         }
         Err(GatewayError::NotFound(format!("nothing at {path}")))
     }
@@ -496,7 +499,7 @@ impl Gateway {
                         "IPNS names are not resolved by this gateway".into(),
                     ));
                 };
-                let mut resp = ipns::respond(self, names, parts, &name, path, true).await?;
+                let mut resp = ipns::respond(self, names, parts, &name, path, true, None).await?;
                 cors(resp.headers_mut());
                 Ok(Some(resp))
             }
@@ -516,6 +519,21 @@ impl Gateway {
                 Ok(Some(resp))
             }
         }
+    }
+
+    /// Whether `host` (a Host header without port) is an IP address or one of the gateway's own
+    /// subdomain-gateway hosts or a name below one: never a DNSLink site, never looked up.
+    fn own_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        host.starts_with('[')
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || self.options.subdomain_hosts.iter().any(|gw| {
+                let (h, g) = (host.as_bytes(), gw.as_bytes());
+                h.eq_ignore_ascii_case(g)
+                    || (h.len() > g.len() + 1
+                        && h[h.len() - g.len()..].eq_ignore_ascii_case(g)
+                        && h[h.len() - g.len() - 1] == b'.')
+            })
     }
 
     /// A 200 response with the headers every `/ipfs/` representation carries.

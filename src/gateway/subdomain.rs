@@ -138,6 +138,16 @@ pub fn route(
         }
         if let Some(raw) = label_under(hostname, ".ipns.", gw) {
             let label = raw.to_ascii_lowercase();
+            // A name with dots is the DNSLink domain itself (`docs.ipfs.tech.ipns.{gw}`, fine
+            // without TLS); only a single label is an IPNS key or an inlined domain.
+            if label.contains('.') {
+                if !crate::ipns::is_dns_name(&label) {
+                    return Err(GatewayError::BadRequest(format!(
+                        "{raw:?} in the host is neither an IPNS name nor a DNSLink domain"
+                    )));
+                }
+                return Ok(HostRoute::Name(label.trim_end_matches('.').to_string()));
+            }
             return Ok(match crate::ipns::IpnsName::parse(&label) {
                 Ok(name) => {
                     let canonical = name.to_cid_string();
@@ -283,6 +293,39 @@ mod tests {
                 HostRoute::Path
             );
         }
+    }
+
+    #[test]
+    fn dnslink_names_with_dots_are_themselves() {
+        // The upstream conformance suite asks for `{fqdn}.ipns.{gw}` as well as the inlined label.
+        assert_eq!(
+            route(
+                &hosts(),
+                "dnslink-test.example.org.ipns.localhost:8080",
+                "http",
+                "/",
+                None
+            )
+            .unwrap(),
+            HostRoute::Name("dnslink-test.example.org".into())
+        );
+        assert_eq!(
+            route(
+                &hosts(),
+                "dnslink--test-example-org.ipns.localhost",
+                "http",
+                "/",
+                None
+            )
+            .unwrap(),
+            HostRoute::Name("dnslink-test.example.org".into())
+        );
+        assert_eq!(
+            route(&hosts(), "a..b.ipns.localhost", "http", "/", None)
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 
     #[test]

@@ -1,16 +1,19 @@
-//! Mutable names: IPNS records (signed pointers kept in the embedded store) and DNSLink
-//! (domain names mapped to content paths by configuration), resolved to `/ipfs/` paths for the
-//! gateway.
+//! Mutable names: IPNS records (signed pointers kept in the embedded store, or fetched from
+//! delegated routers) and DNSLink (domain names mapped to content paths by configuration or by
+//! `_dnslink` TXT records in DNS), resolved to `/ipfs/` paths for the gateway.
 //!
-//! Records reach the store through `cidgate import NAME.ipns-record` or the Delegated Routing
-//! V1 endpoint `PUT /routing/v1/ipns/{name}` on the admin listener. Every record is verified
-//! when it is stored and again when it is used (it may have expired since).
+//! Records reach the store through `cidgate import NAME.ipns-record`, the Delegated Routing V1
+//! endpoint `PUT /routing/v1/ipns/{name}` on the admin listener, or a fetch from `cold.routers`
+//! ([`routing`]). Every record is verified when it is stored and again when it is used (it may
+//! have expired since).
 
+pub mod dnslink;
 pub mod name;
 pub mod record;
+pub mod routing;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -18,9 +21,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use lru::LruCache;
 
+pub use dnslink::{Dnslink, DnslinkError};
 pub use name::IpnsName;
 pub use record::IpnsRecord;
+pub use routing::{IpnsRouting, RoutingError};
 
+use crate::telemetry::Metrics;
 use crate::tiers::local::{LocalStore, StoreError};
 
 /// Longest chain of names pointing at names (`/ipns/a` → `/ipns/b` → …) that is followed.
@@ -29,8 +35,8 @@ const MAX_DEPTH: usize = 8;
 /// Why a name could not be resolved or a record not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// The text is neither an IPNS name nor a configured DNSLink domain.
-    #[error("{0:?} is not an IPNS name (a libp2p-key CID or peer ID) or a known DNSLink domain")]
+    /// The text is neither an IPNS name nor a DNS name.
+    #[error("{0:?} is not an IPNS name (a libp2p-key CID or peer ID) or a DNSLink domain")]
     Invalid(String),
     /// No record (or DNSLink entry) is known for the name.
     #[error("no record for /ipns/{0}")]
@@ -64,6 +70,12 @@ pub enum ResolveError {
         /// Its value.
         value: String,
     },
+    /// A DNSLink lookup in DNS failed or found nothing.
+    #[error(transparent)]
+    Dnslink(#[from] DnslinkError),
+    /// Fetching the record from delegated routers failed.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,11 +90,16 @@ pub struct Resolution {
     pub ttl: Option<Duration>,
 }
 
-/// Resolves `/ipns/` names from records in the store and configured DNSLink domains.
+/// Resolves `/ipns/` names from records in the store (refreshed from delegated routers when
+/// configured), configured DNSLink domains, and DNSLink in DNS.
 #[derive(Clone)]
 pub struct NameResolver {
     store: LocalStore,
-    dnslink: BTreeMap<String, String>,
+    dnslink: Arc<BTreeMap<String, String>>,
+    /// DNSLink over DNS; `None`: only the static table.
+    dns: Option<Arc<Dnslink>>,
+    /// IPNS over Delegated Routing V1; `None`: only stored records.
+    routing: Option<Arc<IpnsRouting>>,
     /// Serialises storing records, so that two updates cannot both pass the sequence check.
     writing: Arc<Mutex<()>>,
     /// Records verified recently, so that a popular name is not read and its signature checked
@@ -97,16 +114,23 @@ fn meta_key(name: &IpnsName) -> String {
     format!("ipns/{}", name.to_cid_string())
 }
 
+/// A domain as the tables and caches key it: lowercase, without the root's trailing dot.
+fn normalize_domain(domain: &str) -> String {
+    domain.trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl NameResolver {
     /// A resolver over records in `store` and the DNSLink `domain → /ipfs|ipns/...` map.
     pub fn new(store: LocalStore, dnslink: BTreeMap<String, String>) -> Self {
         let dnslink = dnslink
             .into_iter()
-            .map(|(d, p)| (d.trim_end_matches('.').to_ascii_lowercase(), p))
+            .map(|(d, p)| (normalize_domain(&d), p))
             .collect();
         Self {
             store,
-            dnslink,
+            dnslink: Arc::new(dnslink),
+            dns: None,
+            routing: None,
             writing: Default::default(),
             verified: Arc::new(Mutex::new(LruCache::new(
                 NonZeroUsize::new(VERIFIED_NAMES).unwrap_or(NonZeroUsize::MIN),
@@ -114,22 +138,52 @@ impl NameResolver {
         }
     }
 
-    /// Whether `domain` has a configured DNSLink (a DNSLink gateway host).
-    pub fn has_dnslink(&self, domain: &str) -> bool {
-        if self.dnslink.is_empty() {
-            return false;
-        }
-        let domain = domain.trim_end_matches('.');
-        if domain.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.dnslink.contains_key(&domain.to_ascii_lowercase())
-        } else {
-            self.dnslink.contains_key(domain)
-        }
+    /// Also looks up DNSLink in DNS for domains the static table does not hold.
+    pub fn with_dns(mut self, dns: Arc<Dnslink>) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
-    /// Whether any DNSLink domain is configured (so that Host headers are worth looking at).
+    /// Also resolves IPNS names through delegated routers (records are stored when they verify).
+    pub fn with_routing(mut self, routing: Arc<IpnsRouting>) -> Self {
+        self.routing = Some(routing);
+        self
+    }
+
+    /// Whether `domain` has a configured DNSLink in the static table.
+    pub fn has_dnslink(&self, domain: &str) -> bool {
+        !self.dnslink.is_empty() && self.dnslink.contains_key(&normalize_domain(domain))
+    }
+
+    /// Whether any Host header can be a DNSLink site (a static entry, or DNS lookups allowed).
     pub fn any_dnslink(&self) -> bool {
-        !self.dnslink.is_empty()
+        !self.dnslink.is_empty() || self.dns.as_ref().is_some_and(|d| d.enabled())
+    }
+
+    /// What the DNSLink site `host` (a Host header without port) points at: `None` when it is
+    /// no site (not a DNS name, not allowed, or no DNSLink record), an error when DNS failed.
+    /// The caller has ruled out the gateway's own hosts.
+    pub async fn site(&self, host: &str) -> Result<Option<Resolution>, ResolveError> {
+        let domain = normalize_domain(host);
+        if let Some(value) = self.dnslink.get(&domain) {
+            let first = (value.clone(), None);
+            return self.resolve_from(&domain, first).await.map(Some);
+        }
+        let Some(dns) = &self.dns else {
+            return Ok(None);
+        };
+        // Checked here too so that a Host that may not be a site never costs a DNS query.
+        if !is_dns_name(&domain) || !dns.allows(&domain) {
+            return Ok(None);
+        }
+        match dns.lookup(&domain).await {
+            Ok(answer) => {
+                let first = (answer.value, Some(answer.ttl));
+                self.resolve_from(&domain, first).await.map(Some)
+            }
+            Err(DnslinkError::NotFound(_) | DnslinkError::NotAllowed(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Verifies `bytes` as the record of `name` and stores it, unless the store holds a record
@@ -189,60 +243,241 @@ impl NameResolver {
         Ok(Some((bytes, record)))
     }
 
-    /// The `/ipfs/` path `name` (an IPNS name or DNSLink domain) points at, following chains.
-    pub fn resolve(&self, name: &str) -> Result<Resolution, ResolveError> {
-        self.resolve_at(name, 0)
+    /// The record of `name` for `?format=ipns-record`: the stored one, or (with routing) one
+    /// fetched from the routers and stored.
+    pub async fn current_record(
+        &self,
+        name: &IpnsName,
+    ) -> Result<Option<(Bytes, IpnsRecord)>, ResolveError> {
+        let Some(routing) = &self.routing else {
+            return self.record(name);
+        };
+        match self.held(name)? {
+            Some(held) => Ok(Some(held)),
+            None => {
+                let fresh = routing
+                    .check(name)
+                    .is_some_and(|c| c.until > Instant::now() && !c.found);
+                if !fresh {
+                    self.refresh(name).await?;
+                }
+                self.held(name)
+            }
+        }
     }
 
-    fn resolve_at(&self, name: &str, depth: usize) -> Result<Resolution, ResolveError> {
-        if depth >= MAX_DEPTH {
-            return Err(ResolveError::TooDeep(name.to_string()));
+    /// The stored record, an expired one counting as none when routers can bring its successor.
+    fn held(&self, name: &IpnsName) -> Result<Option<(Bytes, IpnsRecord)>, ResolveError> {
+        match self.record(name) {
+            Err(ResolveError::Record {
+                source: record::RecordError::Expired { .. },
+                ..
+            }) if self.routing.is_some() => Ok(None),
+            other => other,
         }
-        let (value, ttl) = self.lookup(name)?;
-        if value.starts_with("/ipfs/") {
-            return Ok(Resolution { path: value, ttl });
+    }
+
+    /// The `/ipfs/` path `name` (an IPNS name or DNSLink domain) points at, following chains.
+    pub async fn resolve(&self, name: &str) -> Result<Resolution, ResolveError> {
+        let first = self.lookup(name).await?;
+        self.resolve_from(name, first).await
+    }
+
+    /// Follows the chain from `name`, whose own value and TTL are `first`.
+    async fn resolve_from(
+        &self,
+        name: &str,
+        first: (String, Option<Duration>),
+    ) -> Result<Resolution, ResolveError> {
+        let (mut value, mut ttl) = first;
+        let mut current = name.to_string();
+        // Whatever follows each next name is appended, innermost last, once the chain ends.
+        let mut tails: Vec<String> = Vec::new();
+        for depth in 0..MAX_DEPTH {
+            if depth > 0 {
+                let (v, t) = self.lookup(&current).await?;
+                value = v;
+                ttl = match (ttl, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if value.starts_with("/ipfs/") {
+                let mut path = value;
+                for tail in tails.iter().rev() {
+                    path = format!("{}/{tail}", path.trim_end_matches('/'));
+                }
+                return Ok(Resolution { path, ttl });
+            }
+            let Some(rest) = value.strip_prefix("/ipns/") else {
+                return Err(ResolveError::BadValue {
+                    name: current,
+                    value,
+                });
+            };
+            let (next, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            if !tail.is_empty() {
+                tails.push(tail.to_string());
+            }
+            current = next.to_string();
+            value = String::new();
         }
-        let Some(rest) = value.strip_prefix("/ipns/") else {
-            return Err(ResolveError::BadValue {
-                name: name.to_string(),
-                value,
-            });
-        };
-        // Whatever follows the next name is appended once that name resolves.
-        let (next, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let resolved = self.resolve_at(next, depth + 1)?;
-        let path = if tail.is_empty() {
-            resolved.path
-        } else {
-            format!("{}/{tail}", resolved.path.trim_end_matches('/'))
-        };
-        let ttl = match (ttl, resolved.ttl) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(Resolution { path, ttl })
+        Err(ResolveError::TooDeep(name.to_string()))
     }
 
     /// One hop: the value and TTL behind `name`.
-    fn lookup(&self, name: &str) -> Result<(String, Option<Duration>), ResolveError> {
+    async fn lookup(&self, name: &str) -> Result<(String, Option<Duration>), ResolveError> {
         match IpnsName::parse(name) {
-            Ok(ipns) => match self.record(&ipns)? {
-                // Never fresh past the record's own end of validity.
-                Some((_, record)) => {
-                    let max_age = record.max_age(SystemTime::now());
-                    Ok((record.value, max_age))
-                }
-                None => Err(ResolveError::Unknown(name.to_string())),
-            },
+            Ok(ipns) => self.lookup_ipns(&ipns, name).await,
             Err(_) => {
-                let domain = name.trim_end_matches('.').to_ascii_lowercase();
+                let domain = normalize_domain(name);
                 if !is_dns_name(&domain) {
                     return Err(ResolveError::Invalid(name.to_string()));
                 }
-                match self.dnslink.get(&domain) {
-                    Some(path) => Ok((path.clone(), None)),
+                if let Some(path) = self.dnslink.get(&domain) {
+                    return Ok((path.clone(), None));
+                }
+                match &self.dns {
+                    Some(dns) => {
+                        let answer = dns.lookup(&domain).await?;
+                        Ok((answer.value, Some(answer.ttl)))
+                    }
                     None => Err(ResolveError::Unknown(name.to_string())),
                 }
+            }
+        }
+    }
+
+    /// The value and TTL of an IPNS name: the stored record, kept fresh from the routers when
+    /// they are configured. A held record whose TTL has passed is answered at once (with no
+    /// freshness left) while one background refresh asks the routers (stale-while-revalidate).
+    async fn lookup_ipns(
+        &self,
+        name: &IpnsName,
+        text: &str,
+    ) -> Result<(String, Option<Duration>), ResolveError> {
+        let now = SystemTime::now();
+        let Some(routing) = &self.routing else {
+            return match self.record(name)? {
+                // Never fresh past the record's own end of validity.
+                Some((_, record)) => Ok((record.value.clone(), record.max_age(now))),
+                None => Err(ResolveError::Unknown(text.to_string())),
+            };
+        };
+        let held = self.held(name)?;
+        let check = routing.check(name);
+        let instant = Instant::now();
+        let answers = &routing.metrics().ipns_routing_answers;
+        match (check, held) {
+            (Some(c), Some((_, record))) if c.until > instant => {
+                Metrics::name_event(answers, "fresh");
+                let left = record
+                    .validity
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO);
+                Ok((record.value, Some((c.until - instant).min(left))))
+            }
+            (Some(c), None) if c.until > instant && !c.found => {
+                Metrics::name_event(answers, "negative_hit");
+                Err(ResolveError::Unknown(text.to_string()))
+            }
+            (check, Some((_, record))) => {
+                Metrics::name_event(answers, "stale");
+                self.refresh_in_background(name);
+                // Never checked in this process (imported, or stored by an earlier run): as
+                // fresh as the record says. Checked and expired: fresh no longer.
+                let ttl = match check {
+                    None => record.max_age(now),
+                    Some(_) => Some(Duration::ZERO),
+                };
+                Ok((record.value, ttl))
+            }
+            (_, None) => {
+                Metrics::name_event(answers, "miss");
+                self.refresh(name).await?;
+                match (self.held(name)?, routing.check(name)) {
+                    (Some((_, record)), Some(c)) => {
+                        let left = record
+                            .validity
+                            .duration_since(now)
+                            .unwrap_or(Duration::ZERO);
+                        let fresh = c.until.saturating_duration_since(Instant::now());
+                        Ok((record.value, Some(fresh.min(left))))
+                    }
+                    (Some((_, record)), None) => Ok((record.value.clone(), record.max_age(now))),
+                    (None, _) => Err(ResolveError::Unknown(text.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Asks the routers about `name` (joining a fetch in flight), storing what verifies.
+    async fn refresh(&self, name: &IpnsName) -> Result<(), ResolveError> {
+        let Some(routing) = &self.routing else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let key = *name;
+        let (result, _) = routing
+            .inflight
+            .run(*name, move || {
+                crate::telemetry::in_current_trace(async move { this.refresh_now(&key).await })
+            })
+            .await;
+        result
+            .unwrap_or_else(|_| Err(RoutingError::Failed(name.to_cid_string())))
+            .map_err(ResolveError::from)
+    }
+
+    /// Starts one background refresh of `name` unless one is running; it runs to its end (within
+    /// the routers' deadline) whether or not the request that started it is still there.
+    fn refresh_in_background(&self, name: &IpnsName) {
+        let Some(routing) = &self.routing else {
+            return;
+        };
+        let Some(claim) = routing.refreshing.claim(*name) else {
+            return;
+        };
+        let this = self.clone();
+        let name = *name;
+        tokio::spawn(async move {
+            let _claim = claim;
+            if let Err(error) = this.refresh(&name).await {
+                tracing::debug!(%name, %error, "background IPNS refresh failed; the held record stays");
+            }
+        });
+    }
+
+    /// The work of one fetch flight: ask, store what verifies, remember when to ask again.
+    async fn refresh_now(&self, name: &IpnsName) -> Result<(), RoutingError> {
+        let Some(routing) = &self.routing else {
+            return Ok(());
+        };
+        match routing.fetch(name).await {
+            Ok(Some((bytes, record))) => {
+                match self.put_record(name, &bytes) {
+                    // The store holds a newer record than the routers: it stays.
+                    Ok(_) | Err(ResolveError::Stale { .. }) => {}
+                    Err(error) => {
+                        tracing::warn!(%name, %error, "storing a record fetched from routing failed");
+                    }
+                }
+                let fresh = IpnsRouting::freshness(&record, SystemTime::now());
+                routing.mark(name, true, fresh);
+                Ok(())
+            }
+            Ok(None) => {
+                let held = matches!(self.held(name), Ok(Some(_)));
+                routing.mark(name, held, routing.negative_ttl());
+                Ok(())
+            }
+            Err(e) => {
+                // A held record keeps being served; the routers are asked again after a pause,
+                // not on every request. Without one, the next request asks at once.
+                if matches!(self.held(name), Ok(Some(_))) {
+                    routing.mark(name, true, routing.negative_ttl());
+                }
+                Err(e)
             }
         }
     }
@@ -373,8 +608,8 @@ mod tests {
         assert!(name_from_file_name("example.org.ipns-record").is_none());
     }
 
-    #[test]
-    fn dnslink_chains_and_unknown_names() {
+    #[tokio::test]
+    async fn dnslink_chains_and_unknown_names() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let cid = "bafkqaddwgevxmmraojswg33smq";
@@ -395,17 +630,37 @@ mod tests {
         let r = NameResolver::new(store, map);
         assert!(r.has_dnslink("b.example.org"));
         assert_eq!(
-            r.resolve("b.example.org").unwrap().path,
+            r.resolve("b.example.org").await.unwrap().path,
             format!("/ipfs/{cid}/x/y")
         );
         assert!(matches!(
-            r.resolve("nope.example.org"),
+            r.resolve("nope.example.org").await,
             Err(ResolveError::Unknown(_))
         ));
-        assert!(matches!(r.resolve("nodots"), Err(ResolveError::Invalid(_))));
-        assert!(r.resolve("loop.example.org").is_err());
         assert!(matches!(
-            r.resolve("bad.example.org"),
+            r.resolve("nodots").await,
+            Err(ResolveError::Invalid(_))
+        ));
+        // Each hop's path is kept, the innermost hop's last.
+        let mut map = BTreeMap::new();
+        map.insert("a.example.org".to_string(), format!("/ipfs/{cid}/x"));
+        map.insert(
+            "b.example.org".to_string(),
+            "/ipns/a.example.org/y".to_string(),
+        );
+        map.insert(
+            "c.example.org".to_string(),
+            "/ipns/b.example.org/z".to_string(),
+        );
+        let dir2 = tempfile::tempdir().unwrap();
+        let r2 = NameResolver::new(LocalStore::open(dir2.path()).unwrap(), map);
+        assert_eq!(
+            r2.resolve("c.example.org").await.unwrap().path,
+            format!("/ipfs/{cid}/x/y/z")
+        );
+        assert!(r.resolve("loop.example.org").await.is_err());
+        assert!(matches!(
+            r.resolve("bad.example.org").await,
             Err(ResolveError::BadValue { .. })
         ));
     }

@@ -123,12 +123,15 @@ fn key(cid: &cid::Cid) -> String {
 
 type Requests = Arc<Mutex<Vec<(String, String)>>>;
 type Providers = Arc<Mutex<HashMap<String, Vec<FakeProvider>>>>;
+type IpnsRecords = Arc<Mutex<HashMap<String, Bytes>>>;
 
 /// A running routing server.
 pub struct RoutingServer {
     pub url: String,
     requests: Requests,
     providers: Providers,
+    ipns: IpnsRecords,
+    ipns_delay: Arc<Mutex<std::time::Duration>>,
     task: JoinHandle<()>,
 }
 
@@ -137,18 +140,50 @@ impl RoutingServer {
     pub async fn start() -> RoutingServer {
         let requests: Requests = Arc::new(Mutex::new(Vec::new()));
         let providers: Providers = Arc::new(Mutex::new(HashMap::new()));
-        let (req_log, table) = (requests.clone(), providers.clone());
+        let ipns: IpnsRecords = Arc::new(Mutex::new(HashMap::new()));
+        let ipns_delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
+        let (req_log, table, records, delay) = (
+            requests.clone(),
+            providers.clone(),
+            ipns.clone(),
+            ipns_delay.clone(),
+        );
         let (url, task) = super::serve_http(move |req: Request<Incoming>| {
-            let resp = handle(&req_log, &table, &req);
-            async move { resp }
+            let ipns = req.uri().path().starts_with("/routing/v1/ipns/");
+            let wait = if ipns {
+                *delay.lock().unwrap()
+            } else {
+                std::time::Duration::ZERO
+            };
+            let resp = if ipns {
+                ipns_answer(&req_log, &records, &req)
+            } else {
+                handle(&req_log, &table, &req)
+            };
+            async move {
+                tokio::time::sleep(wait).await;
+                resp
+            }
         })
         .await;
         RoutingServer {
             url,
             requests,
             providers,
+            ipns,
+            ipns_delay,
             task,
         }
+    }
+
+    /// Serves `record` for `GET /routing/v1/ipns/{name}` (`name` as the client spells it).
+    pub fn set_ipns(&self, name: &str, record: Bytes) {
+        self.ipns.lock().unwrap().insert(name.to_string(), record);
+    }
+
+    /// Delays every IPNS answer by `delay` (a slow router).
+    pub fn set_ipns_delay(&self, delay: std::time::Duration) {
+        *self.ipns_delay.lock().unwrap() = delay;
     }
 
     /// Announces `provider` for `cid` (keyed by multihash: CIDv0/v1 and any base match).
@@ -193,6 +228,37 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 
 fn text(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     respond(status, "text/plain", format!("{msg}\n"))
+}
+
+/// `GET /routing/v1/ipns/{name}`: the record set for the name, as
+/// `application/vnd.ipfs.ipns-record`, or 404.
+fn ipns_answer(
+    req_log: &Requests,
+    records: &IpnsRecords,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let accept = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    req_log
+        .lock()
+        .unwrap()
+        .push((req.uri().path().to_string(), accept));
+    let name = req.uri().path().trim_start_matches("/routing/v1/ipns/");
+    match records.lock().unwrap().get(name) {
+        Some(bytes) => {
+            let mut resp = Response::new(Full::new(bytes.clone()));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.ipfs.ipns-record"),
+            );
+            resp
+        }
+        None => text(StatusCode::NOT_FOUND, "no record"),
+    }
 }
 
 fn handle(req_log: &Requests, table: &Providers, req: &Request<Incoming>) -> Response<Full<Bytes>> {
