@@ -11,7 +11,8 @@ use cid::Cid;
 use clap::{Parser, Subcommand};
 
 use cidgate::admin_client::AdminClient;
-use cidgate::config::Config;
+use cidgate::app::ConfigSource;
+use cidgate::config::{Config, Overrides};
 use cidgate::content::{resolve, selector};
 use cidgate::ipld::builder::{add_paths, BlockSink, BuildError};
 use cidgate::ipld::Block;
@@ -43,6 +44,17 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
         /// Admin listen address (overrides admin.listen).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Print the effective configuration (defaults, file, CIDGATE_* environment, flags) as
+    /// TOML, with secrets masked (admin.token, tokens and passwords, credentials in URLs).
+    #[command(args_override_self = true)]
+    Config {
+        /// As `serve --listen`: show the configuration `serve` would run with.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// As `serve --admin-listen`.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
     },
@@ -123,15 +135,38 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen: match &cli.command {
+            Command::Serve { listen, .. } | Command::Config { listen, .. } => *listen,
+            _ => None,
+        },
+        admin_listen: match &cli.command {
+            Command::Serve { admin_listen, .. } | Command::Config { admin_listen, .. } => {
+                *admin_listen
+            }
+            _ => None,
+        },
+    };
+    let config = match Config::effective(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cidgate: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = &cli.data_dir {
-        config.store.dir = dir.clone();
+    if let Command::Config { .. } = cli.command {
+        // Printed before logging is set up: the output is the configuration alone.
+        return match config.to_masked_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cidgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,19 +179,25 @@ fn main() -> ExitCode {
         }
     };
     // Outside the runtime: the OTLP exporter's blocking HTTP client runs on its own thread.
-    let provider =
-        match cidgate::telemetry::init(&config.telemetry.log, &config.telemetry.otlp_endpoint) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("cidgate: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    let result = runtime.block_on(run(cli.command, config));
-    if let Some(p) = provider {
-        if let Err(e) = p.shutdown() {
-            eprintln!("cidgate: flushing traces: {e}");
+    let telemetry = match cidgate::telemetry::init(&config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cidgate: {e}");
+            return if e.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
+    };
+    let source = ConfigSource {
+        file: cli.config.clone(),
+        overrides,
+        log: Some(telemetry.log.clone()),
+    };
+    let result = runtime.block_on(run(cli.command, config, source));
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("cidgate: {e}");
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,20 +208,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, config: Config, source: ConfigSource) -> anyhow::Result<()> {
     match command {
-        Command::Serve {
-            listen,
-            admin_listen,
-        } => {
-            if let Some(l) = listen {
-                config.server.listen = l;
-            }
-            if let Some(l) = admin_listen {
-                config.admin.listen = l;
-            }
-            cidgate::app::serve(config).await
-        }
+        // The flags are already in `config` (see `Overrides`).
+        Command::Serve { .. } => cidgate::app::serve(config, source).await,
+        Command::Config { .. } => Ok(()),
         Command::Import { files } => import(&config, &files).await,
         Command::Add { paths, hidden } => add(&config, &paths, hidden).await,
         Command::Export { cid, output } => export(&config, &cid, output.as_deref()).await,

@@ -82,7 +82,8 @@ pub struct Resolution {
 #[derive(Clone)]
 pub struct NameResolver {
     store: LocalStore,
-    dnslink: BTreeMap<String, String>,
+    /// Configured DNSLink domains (lower case, no trailing dot); replaced whole on SIGHUP.
+    dnslink: Arc<arc_swap::ArcSwap<BTreeMap<String, String>>>,
     /// Serialises storing records, so that two updates cannot both pass the sequence check.
     writing: Arc<Mutex<()>>,
     /// Records verified recently, so that a popular name is not read and its signature checked
@@ -100,13 +101,9 @@ fn meta_key(name: &IpnsName) -> String {
 impl NameResolver {
     /// A resolver over records in `store` and the DNSLink `domain → /ipfs|ipns/...` map.
     pub fn new(store: LocalStore, dnslink: BTreeMap<String, String>) -> Self {
-        let dnslink = dnslink
-            .into_iter()
-            .map(|(d, p)| (d.trim_end_matches('.').to_ascii_lowercase(), p))
-            .collect();
         Self {
             store,
-            dnslink,
+            dnslink: Arc::new(arc_swap::ArcSwap::from_pointee(normalize_dnslink(dnslink))),
             writing: Default::default(),
             verified: Arc::new(Mutex::new(LruCache::new(
                 NonZeroUsize::new(VERIFIED_NAMES).unwrap_or(NonZeroUsize::MIN),
@@ -114,22 +111,29 @@ impl NameResolver {
         }
     }
 
+    /// Replaces the DNSLink table (`dnslink.names` re-read on SIGHUP), for every clone of
+    /// this resolver.
+    pub fn set_dnslink(&self, dnslink: BTreeMap<String, String>) {
+        self.dnslink.store(Arc::new(normalize_dnslink(dnslink)));
+    }
+
     /// Whether `domain` has a configured DNSLink (a DNSLink gateway host).
     pub fn has_dnslink(&self, domain: &str) -> bool {
-        if self.dnslink.is_empty() {
+        let table = self.dnslink.load();
+        if table.is_empty() {
             return false;
         }
         let domain = domain.trim_end_matches('.');
         if domain.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.dnslink.contains_key(&domain.to_ascii_lowercase())
+            table.contains_key(&domain.to_ascii_lowercase())
         } else {
-            self.dnslink.contains_key(domain)
+            table.contains_key(domain)
         }
     }
 
     /// Whether any DNSLink domain is configured (so that Host headers are worth looking at).
     pub fn any_dnslink(&self) -> bool {
-        !self.dnslink.is_empty()
+        !self.dnslink.load().is_empty()
     }
 
     /// Verifies `bytes` as the record of `name` and stores it, unless the store holds a record
@@ -239,13 +243,21 @@ impl NameResolver {
                 if !is_dns_name(&domain) {
                     return Err(ResolveError::Invalid(name.to_string()));
                 }
-                match self.dnslink.get(&domain) {
+                match self.dnslink.load().get(&domain) {
                     Some(path) => Ok((path.clone(), None)),
                     None => Err(ResolveError::Unknown(name.to_string())),
                 }
             }
         }
     }
+}
+
+/// Domains as looked up: lower case, without a trailing dot.
+fn normalize_dnslink(dnslink: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    dnslink
+        .into_iter()
+        .map(|(d, p)| (d.trim_end_matches('.').to_ascii_lowercase(), p))
+        .collect()
 }
 
 /// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
