@@ -363,7 +363,13 @@ impl Admin {
             .map(|p| PinRow {
                 cid: p.cid.clone(),
                 reason: format!("{:?}", p.reason).to_lowercase(),
-                name: p.name.clone().filter(|n| !n.is_empty()),
+                // An operator pin made through the admin API keeps its name in the promoter's
+                // record; a pin made by `add` or `import` has none.
+                name: p.name.clone().filter(|n| !n.is_empty()).or_else(|| {
+                    let cid = cid::Cid::try_from(p.cid.as_str()).ok()?;
+                    let record = self.popularity.as_ref()?.promoter.record(&cid)?;
+                    Some(record.name).filter(|n| !n.is_empty())
+                }),
                 created: p.created,
             })
             .collect();

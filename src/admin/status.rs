@@ -201,11 +201,11 @@ svg .axis{stroke:#888;stroke-width:1}
 svg .grid{stroke:#ddd;stroke-dasharray:3 3}
 svg .track{fill:#f1f1f1}
 svg .empty{fill:#888;font-style:italic}
-.s0{stroke:#2b7bb9;fill:#2b7bb9}
-.s1{stroke:#e08a1e;fill:#e08a1e}
-.s2{stroke:#c0392b;fill:#c0392b}
-.s3{stroke:#7b5ea7;fill:#7b5ea7}
-svg polyline{fill:none;stroke-width:2}
+svg polyline{fill:none;stroke-width:2;stroke-linejoin:round}
+svg polyline.s0{stroke:#2b7bb9}
+svg polyline.s1{stroke:#e08a1e}
+svg polyline.s2{stroke:#c0392b}
+svg polyline.s3{stroke:#7b5ea7}
 .tier-cache{fill:#2b7bb9;background:#2b7bb9}
 .tier-store{fill:#3a9d5d;background:#3a9d5d}
 .tier-hot{fill:#e08a1e;background:#e08a1e}
@@ -303,7 +303,7 @@ pub fn render(s: &StatusSnapshot) -> String {
                         "hit-ratio", "Edge-cache hit ratio of block lookups",
                         &[Series::new("hit ratio", s.traffic.iter().map(|t| (t.at, t.hit_ratio)))],
                         percent, Some(1.0))))
-                    (figure("Bytes served by tier (requests)", tiers_chart(&s.tiers)))
+                    (figure("Bytes and requests by serving tier", tiers_chart(&s.tiers)))
                 }
                 (popular_section(s))
                 (pins_section(s))
@@ -356,7 +356,7 @@ fn health(s: &StatusSnapshot) -> Markup {
             div.card {
                 h3 { "Store" }
                 div.big { (human_bytes(s.store_bytes as f64)) " on disk" }
-                div { (s.pins_total) " pins" }
+                div { (s.pins_total) @if s.pins_total == 1 { " pin" } @else { " pins" } }
             }
             div.card {
                 h3 { "Process" }
