@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admin::{Admin, AdminHandler};
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::config::HotBackend;
 use crate::denylist::{DenylistHandle, DenylistService};
@@ -65,49 +65,98 @@ pub struct RequestDeadlines {
     pub total: std::time::Duration,
 }
 
-struct GatewayHandler {
+/// What SIGHUP may change on the request path: read once per request, without locks.
+pub struct LiveSettings {
+    deadlines: arc_swap::ArcSwap<RequestDeadlines>,
+    access_log: std::sync::atomic::AtomicBool,
+}
+
+impl LiveSettings {
+    /// Settings with these deadlines and access log switch.
+    pub fn new(deadlines: RequestDeadlines, access_log: bool) -> Arc<Self> {
+        Arc::new(Self {
+            deadlines: arc_swap::ArcSwap::from_pointee(deadlines),
+            access_log: std::sync::atomic::AtomicBool::new(access_log),
+        })
+    }
+
+    /// Replaces the request deadlines (for requests that start from now on).
+    pub fn set_deadlines(&self, deadlines: RequestDeadlines) {
+        self.deadlines.store(Arc::new(deadlines));
+    }
+
+    /// Turns the access log on or off.
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this request gets an access log line: switched on, and the log filter lets
+    /// `cidgate::access` info lines through. Costs two loads when off.
+    fn access_log(&self) -> bool {
+        self.access_log.load(std::sync::atomic::Ordering::Relaxed)
+            && tracing::enabled!(target: crate::telemetry::ACCESS_TARGET, tracing::Level::INFO)
+    }
+}
+
+/// The public listener's per-request middleware: deadlines, panics, metrics, `Server-Timing`
+/// and `X-Cidgate-Tier`, demand for the popularity tracker, and the access log.
+pub struct GatewayHandler {
     gateway: Gateway,
-    deadlines: RequestDeadlines,
+    live: Arc<LiveSettings>,
     metrics: Arc<Metrics>,
     popularity: Option<Arc<Popularity>>,
-    /// `served_by` counters, created once: a label lookup per request costs an allocation.
-    served_by: Arc<[(&'static str, prometheus_client::metrics::counter::Counter); 4]>,
+    /// Per serving tier, its request and byte counters, created once: a label lookup per
+    /// request costs an allocation.
+    served_by: Arc<[TierCounters; 4]>,
+}
+
+/// The `served_by` and `served_bytes` counters of one tier.
+struct TierCounters {
+    tier: &'static str,
+    requests: prometheus_client::metrics::counter::Counter,
+    bytes: prometheus_client::metrics::counter::Counter,
 }
 
 impl GatewayHandler {
-    fn new(
+    /// The middleware around `gateway`, with `live` settings (deadlines, access log).
+    pub fn new(
         gateway: Gateway,
-        deadlines: RequestDeadlines,
+        live: Arc<LiveSettings>,
         metrics: Arc<Metrics>,
         popularity: Option<Arc<Popularity>>,
     ) -> Self {
-        let counter = |tier: &'static str| {
-            (
+        let counters = |tier: &'static str| {
+            let label = crate::telemetry::TierName { tier: tier.into() };
+            TierCounters {
                 tier,
-                metrics
-                    .served_by
-                    .get_or_create(&crate::telemetry::TierName { tier: tier.into() })
-                    .clone(),
-            )
+                requests: metrics.served_by.get_or_create(&label).clone(),
+                bytes: metrics.served_bytes.get_or_create(&label).clone(),
+            }
         };
-        let served_by = Arc::new(SERVED_ORDER.map(counter));
+        let served_by = Arc::new(SERVED_ORDER.map(counters));
         Self {
             gateway,
-            deadlines,
+            live,
             metrics,
             popularity,
             served_by,
         }
     }
-}
 
-/// Tiers from slowest to fastest: a request is counted under the slowest one it needed.
-const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
-
-impl Handler for GatewayHandler {
-    fn call(&self, req: http::Request<hyper::body::Incoming>, _client: Client) -> ResponseFuture {
+    /// Handles one request from `client` (the same as [`Handler::call`], for any request body
+    /// type, so benchmarks can drive it without sockets).
+    pub fn handle<B: Send + 'static>(
+        &self,
+        req: http::Request<B>,
+        client: Client,
+    ) -> ResponseFuture {
         let gw = self.gateway.clone();
-        let deadlines = self.deadlines;
+        let deadlines = **self.live.deadlines.load();
+        let access = self
+            .live
+            .access_log()
+            .then(|| AccessRecord::new(&req, &client));
         let metrics = self.metrics.clone();
         let popularity = self.popularity.clone();
         let served_by = self.served_by.clone();
@@ -150,12 +199,13 @@ impl Handler for GatewayHandler {
             let ttfb = start.elapsed();
             metrics.ttfb.observe(ttfb.as_secs_f64());
             let tiers = trace.tiers();
-            if let Some((_, counter)) = served_by
+            let tier_bytes = served_by
                 .iter()
-                .find(|(t, _)| tiers.split(',').any(|x| x == *t))
-            {
-                counter.inc();
-            }
+                .find(|c| tiers.split(',').any(|x| x == c.tier))
+                .map(|c| {
+                    c.requests.inc();
+                    c.bytes.clone()
+                });
             if !tiers.is_empty() {
                 let h = resp.headers_mut();
                 match &tiers {
@@ -181,14 +231,13 @@ impl Handler for GatewayHandler {
                 .and_then(|v| v.to_str().ok())
                 .map(format_label)
                 .unwrap_or("none");
+            let status = resp.status().as_u16();
             metrics
                 .requests
-                .get_or_create(&RequestLabels {
-                    status: resp.status().as_u16(),
-                    format,
-                })
+                .get_or_create(&RequestLabels { status, format })
                 .inc();
-            tracing::debug!(%method, %path, status = resp.status().as_u16(), ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
+            tracing::debug!(%method, %path, status, ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
+            let access = access.map(|a| a.answered(status, ttfb, tiers.clone()));
             let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
             let end = (!deadlines.total.is_zero())
                 .then(|| tokio::time::Instant::from_std(start) + deadlines.total);
@@ -200,9 +249,124 @@ impl Handler for GatewayHandler {
                 } else {
                     crate::gateway::body::deadlined(body, deadlines.stall, end)
                 };
-                counted(body, metrics, start, demand, in_flight)
+                counted(
+                    body,
+                    Done {
+                        metrics,
+                        start,
+                        status,
+                        bytes: 0,
+                        tier_bytes,
+                        on_done: demand,
+                        access,
+                        _in_flight: in_flight,
+                    },
+                )
             })
         })
+    }
+}
+
+/// Tiers from slowest to fastest: a request is counted under the slowest one it needed.
+const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
+
+impl Handler for GatewayHandler {
+    fn call(&self, req: http::Request<hyper::body::Incoming>, client: Client) -> ResponseFuture {
+        self.handle(req, client)
+    }
+}
+
+/// One line of the access log, filled in as the request goes and written when its body is
+/// done or dropped (a client that leaves mid-body still gets its line, with the bytes sent).
+struct AccessRecord {
+    client: std::net::IpAddr,
+    host: Option<http::HeaderValue>,
+    method: http::Method,
+    uri: http::Uri,
+    status: u16,
+    ttfb: std::time::Duration,
+    tiers: std::borrow::Cow<'static, str>,
+}
+
+impl AccessRecord {
+    /// What is known when the request arrives; the client is the one behind trusted proxies.
+    fn new<B>(req: &http::Request<B>, client: &Client) -> Self {
+        Self {
+            client: client.ip,
+            host: req.headers().get(http::header::HOST).cloned(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            status: 0,
+            ttfb: std::time::Duration::ZERO,
+            tiers: std::borrow::Cow::Borrowed(""),
+        }
+    }
+
+    /// What is known once the response head is ready.
+    fn answered(
+        mut self,
+        status: u16,
+        ttfb: std::time::Duration,
+        tiers: std::borrow::Cow<'static, str>,
+    ) -> Self {
+        self.status = status;
+        self.ttfb = ttfb;
+        self.tiers = tiers;
+        self
+    }
+
+    /// Writes the line: `bytes` of body sent in `took` since the request arrived.
+    fn write(&self, bytes: u64, took: std::time::Duration) {
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("-");
+        let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let tiers: &str = if self.tiers.is_empty() {
+            "-"
+        } else {
+            &self.tiers
+        };
+        tracing::info!(
+            target: crate::telemetry::ACCESS_TARGET,
+            client = %self.client,
+            host,
+            method = %self.method,
+            path,
+            status = self.status,
+            bytes,
+            duration_ms = ms(took),
+            ttfb_ms = ms(self.ttfb),
+            tiers,
+            cache = cache_result(&self.tiers),
+            "request"
+        );
+    }
+}
+
+/// The edge cache's part in a response, from its tiers: `hit` (the cache alone), `partial`
+/// (the cache and a slower tier), `miss` (slower tiers only) or `none` (no content read, e.g.
+/// a redirect or a 400).
+fn cache_result(tiers: &str) -> &'static str {
+    if tiers.is_empty() {
+        return "none";
+    }
+    let mut cache = false;
+    let mut other = false;
+    for t in tiers.split(',') {
+        if t == "cache" {
+            cache = true;
+        } else {
+            other = true;
+        }
+    }
+    match (cache, other) {
+        (true, false) => "hit",
+        (true, true) => "partial",
+        _ => "miss",
     }
 }
 
@@ -312,60 +476,93 @@ impl<F: std::future::Future> std::future::Future for LazyTimeout<F> {
     }
 }
 
-/// Counts body bytes; the request's latency and in-flight count end when the body is dropped.
-/// A body whose size is known (a whole buffer) is left as it is, so hyper can write head and
-/// body together.
-fn counted(
-    body: crate::gateway::Body,
+/// The end of a request: latency, status and byte counts, the access log line and the
+/// popularity hook, all when the body is done or dropped.
+struct Done {
     metrics: Arc<Metrics>,
     start: Instant,
+    status: u16,
+    bytes: u64,
+    /// `served_bytes` of the slowest tier the response needed.
+    tier_bytes: Option<prometheus_client::metrics::counter::Counter>,
     on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
-    in_flight: InFlight,
-) -> crate::gateway::Body {
-    use http_body::Body as _;
-    if let Some(n) = body.size_hint().exact() {
-        metrics.bytes_served.inc_by(n);
-        metrics.latency.observe(start.elapsed().as_secs_f64());
-        drop(in_flight);
-        if let Some(f) = on_done {
-            f(n);
+    access: Option<AccessRecord>,
+    _in_flight: InFlight,
+}
+
+impl Done {
+    fn finish(&mut self) {
+        let took = self.start.elapsed();
+        self.metrics.latency.observe(took.as_secs_f64());
+        self.metrics.stats.record(took, self.status);
+        if let Some(c) = &self.tier_bytes {
+            c.inc_by(self.bytes);
         }
-        return body;
+        if let Some(a) = &self.access {
+            a.write(self.bytes, took);
+        }
+        if let Some(f) = self.on_done.take() {
+            f(self.bytes);
+        }
     }
-    struct Done {
-        metrics: Arc<Metrics>,
-        start: Instant,
-        bytes: u64,
-        on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
-        _in_flight: InFlight,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.finish();
     }
-    impl Drop for Done {
-        fn drop(&mut self) {
-            self.metrics
-                .latency
-                .observe(self.start.elapsed().as_secs_f64());
-            if let Some(f) = self.on_done.take() {
-                f(self.bytes);
+}
+
+/// Counts body bytes; the request ends (see [`Done`]) when the body is dropped. A body whose
+/// size is known (a whole buffer) is left as it is when there is no access log line to
+/// write, so the request ends at once and nothing is allocated.
+fn counted(body: crate::gateway::Body, mut done: Done) -> crate::gateway::Body {
+    use http_body::Body as _;
+    if done.access.is_none() {
+        if let Some(n) = body.size_hint().exact() {
+            done.metrics.bytes_served.inc_by(n);
+            done.bytes = n;
+            drop(done);
+            return body;
+        }
+    }
+    Counted { body, done }.boxed()
+}
+
+/// A body that counts what it sends into its [`Done`]; sizes pass through, so a whole buffer
+/// keeps its `Content-Length`.
+struct Counted {
+    body: crate::gateway::Body,
+    done: Done,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = crate::gateway::body::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                this.done.bytes += n;
+                this.done.metrics.bytes_served.inc_by(n);
             }
         }
+        polled
     }
-    let mut done = Done {
-        metrics: metrics.clone(),
-        start,
-        bytes: 0,
-        on_done,
-        _in_flight: in_flight,
-    };
-    body.map_frame(move |frame| {
-        // Borrow the whole struct: capturing only the field would drop `done` right away.
-        let done: &mut Done = &mut done;
-        if let Some(data) = frame.data_ref() {
-            done.bytes += data.len() as u64;
-            metrics.bytes_served.inc_by(data.len() as u64);
-        }
-        frame
-    })
-    .boxed()
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The resolver of `/ipns/` names: records in the store (kept fresh from `cold.routers` when
@@ -499,8 +696,71 @@ pub async fn ensure_sample(store: &LocalStore) -> anyhow::Result<cid::Cid> {
     Ok(root.cid)
 }
 
+/// Where `serve`'s configuration came from, so that SIGHUP can read it again the same way.
+#[derive(Default)]
+pub struct ConfigSource {
+    /// `--config`, if given.
+    pub file: Option<PathBuf>,
+    /// The command-line flags that override the file and the environment.
+    pub overrides: crate::config::Overrides,
+    /// The log filter's reload handle (absent when logging was set up elsewhere).
+    pub log: Option<crate::telemetry::LogControl>,
+}
+
 /// Runs the gateway until a shutdown signal.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::new();
+    // The admin listener is up first, so that `/healthz` and `/readyz` (503 "starting") answer
+    // while the store opens, which may take long after an unclean stop.
+    let admin_listener = server::bind(config.admin.listen).await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let gate = crate::admin::AdminGate::new();
+    let admin_limits = Limits {
+        max_connections: ADMIN_CONNECTIONS,
+        max_connections_per_client: 0,
+        max_header_bytes: config.server.max_header_bytes,
+        max_url_bytes: config.server.max_url_bytes,
+        header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
+        send_timeout: config.server.send_timeout,
+        shutdown_grace: config.server.shutdown_grace,
+        max_refusing: ADMIN_REFUSING,
+        trusted_proxies: server::TrustedProxies::new(config.server.trusted_proxies.clone()),
+        zero_copy_sent: None,
+    };
+    // The admin listener has connection slots of its own, so a saturated public port does
+    // not lock the operator out; it is not rate limited.
+    let admin_task = tokio::spawn(server::serve(
+        server::Listener {
+            socket: admin_listener,
+            tls: None,
+            limits: admin_limits,
+            admission: None,
+            metrics: metrics.clone(),
+            gauge: "admin_connections",
+        },
+        gate.clone(),
+        shutdown.clone(),
+    ));
+    let result = serve_opened(config, source, metrics, admin_addr, &gate, &shutdown).await;
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    shutdown.cancel();
+    let _ = admin_task.await;
+    result
+}
+
+/// The rest of `serve`, once the admin listener answers.
+async fn serve_opened(
+    config: Config,
+    config_source: ConfigSource,
+    metrics: Arc<Metrics>,
+    admin_addr: std::net::SocketAddr,
+    gate: &crate::admin::AdminGate,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let store = config.store.open()?;
     let sample = if config.server.sample {
         Some(ensure_sample(&store).await?)
@@ -554,15 +814,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             burst: s.client_burst,
         },
     );
-    let deadlines = RequestDeadlines {
-        retrieval: s.retrieval_timeout,
-        stall: s.stall_timeout,
-        total: s.max_request_duration,
-    };
+    let live = LiveSettings::new(deadlines_of(&config), config.telemetry.access_log);
     let public = server::bind(config.server.listen).await?;
-    let admin_listener = server::bind(config.admin.listen).await?;
     let public_addr = public.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let options = GatewayOptions {
@@ -572,8 +826,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_deserialized_response_size: config.gateway.max_deserialized_response_size.as_u64(),
         max_unixfs_dag_response_size: config.gateway.max_unixfs_dag_response_size.as_u64(),
     };
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
     let (denylists, denylist_task) =
         DenylistService::start(&config.denylist, &config.store.dir, shutdown.clone()).await?;
     let denylist = denylists.handle();
@@ -602,6 +854,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let names = name_resolver(&config, &store, &metrics)?;
+    let hot = crate::admin::HotNode {
+        backend: format!("{:?}", config.hot.backend).to_lowercase(),
+        url: crate::config::mask_url(&config.hot.url),
+        breaker: source.hot_breaker(),
+    };
     let gateway = Gateway::new(source, options)
         .with_names(names.clone())
         .with_denylist(denylist.clone(), metrics.blocked.clone());
@@ -622,9 +879,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_cold(cold.clone())
         .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr)
+        .with_public(scheme, public_addr)
+        .with_hot(hot)
+        .with_cache_capacity(config.cache.memory.as_u64())
+        .with_sample_interval(config.admin.status_interval)
         .with_denylist(denylist.clone())
-        .with_names(names),
+        .with_names(names.clone()),
     );
+    gate.open(admin.clone());
     admin.start_sampler(shutdown.clone());
     admin.resume_pin_requests();
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
@@ -656,38 +918,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             socket: public,
             tls,
             limits: public_limits,
-            admission: Some(admission),
+            admission: Some(admission.clone()),
             metrics: metrics.clone(),
             gauge: "connections",
         },
         Arc::new(GatewayHandler::new(
             gateway,
-            deadlines,
+            live.clone(),
             metrics.clone(),
             popularity.clone(),
         )),
         shutdown.clone(),
     ));
-    // The admin listener has connection slots of its own, so a saturated public port does
-    // not lock the operator out; it is not rate limited.
-    let admin_limits = Limits {
-        max_connections: ADMIN_CONNECTIONS,
-        max_connections_per_client: 0,
-        max_refusing: ADMIN_REFUSING,
-        ..limits
+    let mut reloader = Reloader {
+        started: config.clone(),
+        source: config_source,
+        live,
+        admission,
+        names,
+        cold: cold.clone(),
+        denylists: denylists.clone(),
     };
-    let admin_task = tokio::spawn(server::serve(
-        server::Listener {
-            socket: admin_listener,
-            tls: None,
-            limits: admin_limits,
-            admission: None,
-            metrics: metrics.clone(),
-            gauge: "admin_connections",
-        },
-        Arc::new(AdminHandler(admin)),
-        shutdown.clone(),
-    ));
     let popularity_task = popularity.clone().map(|p| {
         if !config.popularity.prewarm_file.is_empty() {
             match p.prewarm_file(&config.popularity.prewarm_file) {
@@ -709,12 +960,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
     });
     let denylist_metrics = tokio::spawn(publish_denylist_stats(denylists.clone(), metrics.clone()));
-    wait_for_shutdown(&denylists).await;
+    wait_for_shutdown(&mut reloader).await;
     tracing::info!("shutting down: draining in-flight responses");
+    admin.set_draining();
     shutdown.cancel();
     denylist_metrics.abort();
     let _ = denylist_task.await;
-    let _ = tokio::join!(public_task, admin_task);
+    let _ = public_task.await;
     if let Some(s) = saver {
         s.abort();
     }
@@ -759,7 +1011,7 @@ async fn publish_denylist_stats(denylists: DenylistService, metrics: Arc<Metrics
 }
 
 /// Runs until SIGINT or SIGTERM; SIGHUP reloads what can change without a restart.
-async fn wait_for_shutdown(denylists: &DenylistService) {
+async fn wait_for_shutdown(reloader: &mut Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -769,20 +1021,163 @@ async fn wait_for_shutdown(denylists: &DenylistService) {
             loop {
                 tokio::select! {
                     _ = &mut stop => return,
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading denylists");
-                        match denylists.reload_now().await {
-                            Ok(()) => tracing::info!(rules = denylists.stats().rules, "denylists reloaded"),
-                            Err(e) => tracing::warn!(error = %e, "denylist reload failed; the previous lists stay in force"),
-                        }
-                    }
+                    _ = hup.recv() => reloader.reload().await,
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = denylists;
+    let _ = reloader;
     wait_for_signal().await;
+}
+
+/// The request deadlines `config` sets.
+fn deadlines_of(config: &Config) -> RequestDeadlines {
+    RequestDeadlines {
+        retrieval: config.server.retrieval_timeout,
+        stall: config.server.stall_timeout,
+        total: config.server.max_request_duration,
+    }
+}
+
+/// Keys SIGHUP applies to the running process; a change to any other key needs a restart.
+pub const RELOADABLE: &[&str] = &[
+    "telemetry.log",
+    "telemetry.access_log",
+    "server.max_concurrent_requests",
+    "server.max_requests_per_client",
+    "server.client_rate",
+    "server.client_burst",
+    "server.retrieval_timeout",
+    "server.stall_timeout",
+    "server.max_request_duration",
+    "cold.providers",
+    "dnslink.names",
+];
+
+/// Re-reads the configuration on SIGHUP and applies what can change while running.
+struct Reloader {
+    /// The configuration the process started with (keys that need a restart keep its values).
+    started: Config,
+    source: ConfigSource,
+    live: Arc<LiveSettings>,
+    admission: Arc<Admission>,
+    names: crate::ipns::NameResolver,
+    cold: Option<Arc<ColdTier>>,
+    denylists: DenylistService,
+}
+
+impl Reloader {
+    /// Reads and validates the configuration again and applies it; a configuration that does
+    /// not load is logged and the running one stays. Never ends the process.
+    async fn reload(&mut self) {
+        tracing::info!("SIGHUP: reloading the configuration and the denylists");
+        match Config::effective(
+            self.source.file.as_deref(),
+            std::env::vars(),
+            &self.source.overrides,
+        ) {
+            Ok(new) => self.apply(&new),
+            Err(e) => tracing::error!(
+                error = %e,
+                "configuration reload failed; the running configuration stays in force"
+            ),
+        }
+        match self.denylists.reload_now().await {
+            Ok(()) => {
+                tracing::info!(rules = self.denylists.stats().rules, "denylists reloaded")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "denylist reload failed; the previous lists stay in force")
+            }
+        }
+    }
+
+    fn apply(&mut self, new: &Config) {
+        if let Some(log) = &self.source.log {
+            match log.set_filter(&new.telemetry.log) {
+                Ok(true) => {}
+                Ok(false) => tracing::info!("RUST_LOG is set: it stays the log filter"),
+                Err(e) => tracing::error!(error = %e, "log filter not changed"),
+            }
+        }
+        self.live.set_access_log(new.telemetry.access_log);
+        self.live.set_deadlines(deadlines_of(new));
+        let s = &new.server;
+        self.admission.set_limits(
+            s.max_concurrent_requests,
+            ClientLimits {
+                max_concurrent: s.max_requests_per_client,
+                rate: s.client_rate,
+                burst: s.client_burst,
+            },
+        );
+        match &self.cold {
+            Some(cold) => cold.set_static_providers(&new.cold.providers),
+            None if !new.cold.providers.is_empty() => tracing::warn!(
+                "cold.providers is set but the cold tier was off at start: restart to turn it on"
+            ),
+            None => {}
+        }
+        self.names.set_dnslink(new.dnslink.names.clone());
+        let restart = changed_keys(&self.started, new)
+            .into_iter()
+            .filter(|k| !RELOADABLE.contains(&k.as_str()))
+            .collect::<Vec<_>>();
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "changed keys that apply only after a restart; their running values stay"
+            );
+        }
+        tracing::info!(
+            log = %new.telemetry.log,
+            access_log = new.telemetry.access_log,
+            max_concurrent_requests = s.max_concurrent_requests,
+            client_rate = s.client_rate,
+            providers = new.cold.providers.len(),
+            dnslink_names = new.dnslink.names.len(),
+            "configuration reloaded"
+        );
+    }
+}
+
+/// Dotted keys whose values differ between `a` and `b` (lists and free-form tables compared
+/// whole).
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    fn leaves(
+        v: &toml::Value,
+        prefix: &str,
+        out: &mut std::collections::BTreeMap<String, toml::Value>,
+    ) {
+        match v {
+            toml::Value::Table(t) if prefix != "dnslink.names" => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(v, &key, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let (mut la, mut lb) = (Default::default(), Default::default());
+    if let (Ok(va), Ok(vb)) = (toml::Value::try_from(a), toml::Value::try_from(b)) {
+        leaves(&va, "", &mut la);
+        leaves(&vb, "", &mut lb);
+    }
+    la.keys()
+        .chain(lb.keys())
+        .filter(|k| la.get(*k) != lb.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 async fn wait_for_signal() {

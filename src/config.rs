@@ -271,6 +271,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token required for writes. Empty: writes only allowed on a loopback listener.
     pub token: String,
+    /// How often the status page samples traffic (an hour of samples is kept).
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
 }
 
 impl Default for AdminConfig {
@@ -278,6 +281,7 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: String::new(),
+            status_interval: Duration::from_secs(10),
         }
     }
 }
@@ -544,12 +548,27 @@ impl Default for PopularityConfig {
     }
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, fields at the top level (for log shippers).
+    Json,
+}
+
 /// `[telemetry]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// One line per public request at info level, target `cidgate::access`.
+    pub access_log: bool,
     /// OTLP/HTTP endpoint for traces (e.g. `http://127.0.0.1:4318`); empty: no export.
     pub otlp_endpoint: String,
 }
@@ -558,12 +577,120 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             log: "info".into(),
+            log_format: LogFormat::Text,
+            access_log: true,
             otlp_endpoint: String::new(),
         }
     }
 }
 
 const ENV_PREFIX: &str = "CIDGATE_";
+
+/// What command-line flags set over the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data-dir` (store.dir).
+    pub data_dir: Option<PathBuf>,
+    /// `serve --listen` (server.listen).
+    pub listen: Option<SocketAddr>,
+    /// `serve --admin-listen` (admin.listen).
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    /// Sets what the flags name in `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(d) = &self.data_dir {
+            config.store.dir = d.clone();
+        }
+        if let Some(l) = self.listen {
+            config.server.listen = l;
+        }
+        if let Some(l) = self.admin_listen {
+            config.admin.listen = l;
+        }
+    }
+}
+
+/// What a masked secret is shown as.
+pub const MASK: &str = "****";
+
+/// Key names whose values are secrets wherever they appear.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "token"
+        || k.ends_with("_token")
+        || k.contains("password")
+        || k.contains("secret")
+        || k == "api_key"
+}
+
+/// Query parameters that carry credentials in URLs (`?token=`, `?api_key=`, signatures).
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "sig",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// `s` with the credentials of a URL masked (user info and secret query parameters); other
+/// strings unchanged. Only a URL that had something to mask is re-serialised.
+pub fn mask_url(s: &str) -> String {
+    if !s.contains("://") {
+        return s.to_string();
+    }
+    let Ok(mut url) = url::Url::parse(s) else {
+        return s.to_string();
+    };
+    let mut masked = false;
+    if url.password().is_some() {
+        masked |= url.set_password(Some(MASK)).is_ok();
+    } else if !url.username().is_empty() {
+        // A lone user name is often a token (`https://TOKEN@host/`).
+        masked |= url.set_username(MASK).is_ok();
+    }
+    if url.query_pairs().any(|(k, _)| is_secret_param(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) {
+                    MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        masked = true;
+    }
+    if masked {
+        url.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Masks secrets in a configuration tree: values of secret keys and credentials in URLs.
+fn mask_value(value: &mut toml::Value, key: &str) {
+    match value {
+        toml::Value::String(s) if is_secret_key(key) && !s.is_empty() => *s = MASK.to_string(),
+        toml::Value::String(_) if is_secret_key(key) => {}
+        toml::Value::String(s) => *s = mask_url(s),
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| mask_value(v, key)),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(k, v)| mask_value(v, k)),
+        _ => {}
+    }
+}
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment given as `(name, value)` pairs.
@@ -603,6 +730,30 @@ impl Config {
             })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Defaults, `file`, the environment and then the command-line `overrides`, validated.
+    pub fn effective(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::load(file, env)?;
+        overrides.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML, with secrets masked (`admin.token`, any key named like a
+    /// token, password or secret, and credentials in URLs).
+    pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
+        let internal = |e: &dyn std::fmt::Display| ConfigError::Key {
+            key: "(output)".into(),
+            message: e.to_string(),
+        };
+        let mut value = toml::Value::try_from(self).map_err(|e| internal(&e))?;
+        mask_value(&mut value, "");
+        toml::to_string_pretty(&value).map_err(|e| internal(&e))
     }
 
     /// Checks what types alone cannot.
@@ -656,6 +807,9 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             );
         }
+        if self.admin.status_interval < Duration::from_millis(100) {
+            return bad("admin.status_interval", "must be at least 100ms");
+        }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
         }
@@ -695,6 +849,9 @@ impl Config {
                 "hot.url",
                 "must be an http:// or https:// URL for the trustless and kubo backends",
             );
+        }
+        if let Err(e) = crate::telemetry::parse_filter(&self.telemetry.log) {
+            return bad("telemetry.log", &e.to_string());
         }
         if !self.telemetry.otlp_endpoint.is_empty()
             && !self.telemetry.otlp_endpoint.starts_with("http://")

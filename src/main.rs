@@ -17,8 +17,9 @@ use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use cidgate::admin_client::AdminClient;
+use cidgate::app::ConfigSource;
 use cidgate::cli::{self, size, Progress};
-use cidgate::config::Config;
+use cidgate::config::{Config, Overrides};
 use cidgate::content::{dag, resolve};
 use cidgate::ipld::builder::{input_size, BuildError};
 use cidgate::tiers::import::{add_car_stream, add_paths, import_car, ImportReport};
@@ -68,6 +69,17 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
         /// Admin listen address (overrides admin.listen).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Print the effective configuration (defaults, file, CIDGATE_* environment, flags) as
+    /// TOML, with secrets masked (admin.token, tokens and passwords, credentials in URLs).
+    #[command(args_override_self = true)]
+    Config {
+        /// As `serve --listen`: show the configuration `serve` would run with.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// As `serve --admin-listen`.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
     },
@@ -147,15 +159,38 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen: match &cli.command {
+            Command::Serve { listen, .. } | Command::Config { listen, .. } => *listen,
+            _ => None,
+        },
+        admin_listen: match &cli.command {
+            Command::Serve { admin_listen, .. } | Command::Config { admin_listen, .. } => {
+                *admin_listen
+            }
+            _ => None,
+        },
+    };
+    let mut config = match Config::effective(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cidgate: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = &cli.data_dir {
-        config.store.dir = dir.clone();
+    if let Command::Config { .. } = cli.command {
+        // Printed before logging is set up: the output is the configuration alone.
+        return match config.to_masked_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cidgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Some(token) = &cli.token {
         config.admin.token = token.clone();
@@ -171,19 +206,25 @@ fn main() -> ExitCode {
         }
     };
     // Outside the runtime: the OTLP exporter's blocking HTTP client runs on its own thread.
-    let provider =
-        match cidgate::telemetry::init(&config.telemetry.log, &config.telemetry.otlp_endpoint) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("cidgate: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    let result = runtime.block_on(run(cli.command, config, cli.admin));
-    if let Some(p) = provider {
-        if let Err(e) = p.shutdown() {
-            eprintln!("cidgate: flushing traces: {e}");
+    let telemetry = match cidgate::telemetry::init(&config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cidgate: {e}");
+            return if e.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
+    };
+    let source = ConfigSource {
+        file: cli.config.clone(),
+        overrides,
+        log: Some(telemetry.log.clone()),
+    };
+    let result = runtime.block_on(run(cli.command, config, cli.admin, source));
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("cidgate: {e}");
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,20 +235,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, mut config: Config, admin: Option<String>) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    config: Config,
+    admin: Option<String>,
+    source: ConfigSource,
+) -> anyhow::Result<()> {
     match command {
-        Command::Serve {
-            listen,
-            admin_listen,
-        } => {
-            if let Some(l) = listen {
-                config.server.listen = l;
-            }
-            if let Some(l) = admin_listen {
-                config.admin.listen = l;
-            }
-            cidgate::app::serve(config).await
-        }
+        // The flags are already in `config` (see `Overrides`).
+        Command::Serve { .. } => cidgate::app::serve(config, source).await,
+        Command::Config { .. } => Ok(()),
         Command::Import { files } => import(&config, admin.as_deref(), &files).await,
         Command::Add { paths, hidden } => add(&config, admin.as_deref(), paths, hidden).await,
         Command::Export { cid, output } => {

@@ -97,6 +97,122 @@ pub struct NameOutcome {
     pub outcome: &'static str,
 }
 
+/// Labels of `cidgate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: &'static str,
+    /// `release` or `debug` (debug assertions on).
+    pub profile: &'static str,
+    /// Target operating system.
+    pub os: &'static str,
+    /// Target architecture.
+    pub arch: &'static str,
+}
+
+impl BuildLabels {
+    /// This binary's build.
+    pub fn current() -> Self {
+        BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        }
+    }
+}
+
+/// Buckets of [`RequestStats`]: four per power of two of microseconds (a resolution of 25 %),
+/// from 1 µs to past a day.
+pub const LATENCY_BUCKETS: usize = 160;
+
+/// Request counts and a fine-grained latency histogram that the admin sampler reads to draw
+/// rates, error rates and percentiles over time (the Prometheus histograms have coarse buckets
+/// and no public reader). One relaxed atomic add per request and per counter.
+pub struct RequestStats {
+    latency: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS],
+    /// Responses with a 4xx status.
+    pub client_errors: std::sync::atomic::AtomicU64,
+    /// Responses with a 5xx status.
+    pub server_errors: std::sync::atomic::AtomicU64,
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        Self {
+            latency: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            client_errors: Default::default(),
+            server_errors: Default::default(),
+        }
+    }
+}
+
+/// The bucket of a latency of `micros`.
+pub fn latency_bucket(micros: u64) -> usize {
+    if micros < 4 {
+        return micros as usize;
+    }
+    let e = 63 - micros.leading_zeros() as usize;
+    let sub = ((micros >> (e - 2)) & 3) as usize;
+    ((e - 1) * 4 + sub).min(LATENCY_BUCKETS - 1)
+}
+
+/// The middle of bucket `i`, in microseconds.
+pub fn latency_bucket_mid(i: usize) -> f64 {
+    if i < 4 {
+        return i as f64 + 0.5;
+    }
+    let e = i / 4 + 1;
+    let sub = (i % 4) as u64;
+    let lower = (4 + sub) << (e - 2);
+    let upper = (5 + sub) << (e - 2);
+    (lower + upper) as f64 / 2.0
+}
+
+impl RequestStats {
+    /// Counts one finished request that took `took` and answered `status`.
+    pub fn record(&self, took: Duration, status: u16) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency[latency_bucket(micros)].fetch_add(1, Relaxed);
+        match status {
+            400..=499 => self.client_errors.fetch_add(1, Relaxed),
+            500..=599 => self.server_errors.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// The latency histogram now (counts per bucket).
+    pub fn latency_counts(&self) -> Vec<u64> {
+        self.latency
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// The `q` quantile (0..=1) in milliseconds of a bucket histogram (e.g. the difference of two
+/// [`RequestStats::latency_counts`]); `None` when it is empty.
+pub fn latency_quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0u64;
+    for (i, &n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(latency_bucket_mid(i) / 1000.0);
+        }
+    }
+    None
+}
+
 /// Every metric cidgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -187,6 +303,22 @@ pub struct Metrics {
     pub ipns_fetches: Family<NameOutcome, Counter>,
     /// IPNS names resolved with routing, by freshness (fresh, stale, miss, negative_hit).
     pub ipns_routing_answers: Family<NameOutcome, Counter>,
+    /// Body bytes sent, by the slowest tier the response needed.
+    pub served_bytes: Family<TierName, Counter>,
+    /// 1 while a tier's circuit breaker is open (requests that need it fail fast).
+    pub breaker_open: Family<TierName, Gauge>,
+    /// Always 1; the labels say which build runs.
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Resident memory of the process (Linux, read at scrape time).
+    pub resident_memory: Gauge,
+    /// Open file descriptors of the process (Linux, read at scrape time).
+    pub open_fds: Gauge,
+    /// The open-files limit of the process.
+    pub max_fds: Gauge,
+    /// Bytes of the store's files on disk (read at scrape time).
+    pub store_size: Gauge,
+    /// Counts and latencies for the status page's charts (not exported).
+    pub stats: RequestStats,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -242,8 +374,52 @@ impl Metrics {
             dnslink_latency: seconds_histogram(),
             ipns_fetches: Family::default(),
             ipns_routing_answers: Family::default(),
+            served_bytes: Family::default(),
+            breaker_open: Family::default(),
+            build_info: Family::default(),
+            resident_memory: Gauge::default(),
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            store_size: Gauge::default(),
+            stats: RequestStats::default(),
             registry: Registry::default(),
         };
+        m.build_info.get_or_create(&BuildLabels::current()).set(1);
+        registry.register(
+            "served_bytes",
+            "Body bytes sent, by the slowest tier the response needed",
+            m.served_bytes.clone(),
+        );
+        registry.register(
+            "breaker_open",
+            "1 while a tier's circuit breaker is open and requests that need it fail fast",
+            m.breaker_open.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Build of the running binary (always 1)",
+            m.build_info.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            m.resident_memory.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the process",
+            m.open_fds.clone(),
+        );
+        registry.register(
+            "process_max_fds",
+            "Open-files limit of the process",
+            m.max_fds.clone(),
+        );
+        registry.register(
+            "store_size_bytes",
+            "Bytes of the embedded store's files on disk",
+            m.store_size.clone(),
+        );
         registry.register(
             "requests",
             "HTTP requests by status and format",
@@ -546,6 +722,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Reads the process figures (resident memory, open and allowed descriptors) into their
+    /// gauges; called at scrape time. Figures that cannot be read keep their last value.
+    pub fn refresh_process(&self) {
+        if let Some(p) = process_figures() {
+            self.resident_memory.set(p.resident_bytes as i64);
+            self.open_fds.set(p.open_fds as i64);
+            if let Some(max) = p.max_fds {
+                self.max_fds.set(max as i64);
+            }
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -553,6 +741,40 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// What the process holds now.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ProcessFigures {
+    /// Resident memory in bytes.
+    pub resident_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft open-files limit, when known.
+    pub max_fds: Option<u64>,
+}
+
+/// Resident memory from `/proc/self/statm` and descriptors from `/proc/self/fd`; `None` off
+/// Linux or when `/proc` is not mounted.
+pub fn process_figures() -> Option<ProcessFigures> {
+    #[cfg(target_os = "linux")]
+    {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let page = rustix::param::page_size() as u64;
+        // `read_dir` holds one descriptor of its own while it counts: not counted.
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        Some(ProcessFigures {
+            resident_bytes: pages.saturating_mul(page),
+            open_fds: open_fds.saturating_sub(1),
+            max_fds,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -627,42 +849,156 @@ pub fn trace(tier: &'static str, took: Duration) {
     let _ = TRACE.try_with(|t| t.record(tier, took));
 }
 
-/// Why tracing could not be set up.
+/// Why logging or tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("telemetry: {0}")]
-pub struct TelemetryError(String);
+pub enum TelemetryError {
+    /// A log filter does not parse; `origin` is `RUST_LOG` or `telemetry.log`.
+    #[error("{origin}: invalid log filter {filter:?}: {message}")]
+    Filter {
+        /// Where the filter came from.
+        origin: &'static str,
+        /// The filter as given.
+        filter: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The subscriber or the trace exporter could not be installed.
+    #[error("telemetry: {0}")]
+    Setup(String),
+}
 
-/// Installs logging (to stderr, filtered by `RUST_LOG` or `log_filter`) and, when
-/// `otlp_endpoint` is set, OTLP/HTTP export of the request spans. Returns the tracer provider,
-/// which must be shut down at exit to flush the last spans.
-pub fn init(
-    log_filter: &str,
-    otlp_endpoint: &str,
-) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, TelemetryError> {
+impl TelemetryError {
+    /// A usage error (a bad filter): the process exits with code 2, like for a bad config.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, TelemetryError::Filter { .. })
+    }
+}
+
+/// Parses a log filter in `EnvFilter` syntax, refusing what does not parse (instead of
+/// silently falling back, which would hide every log line an operator asked for).
+pub fn parse_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, TelemetryError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| TelemetryError::Filter {
+            origin: "telemetry.log",
+            filter: filter.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// The target of access log lines (`telemetry.access_log`); filters can name it, e.g.
+/// `info,cidgate::access=off`.
+pub const ACCESS_TARGET: &str = "cidgate::access";
+
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Changes the log filter of the running process (on SIGHUP).
+#[derive(Clone)]
+pub struct LogControl {
+    handle: FilterHandle,
+    /// `RUST_LOG` was set at start: it wins over `telemetry.log`, at start and on reload.
+    from_env: bool,
+}
+
+impl LogControl {
+    /// Installs `filter` (`telemetry.log`) in place of the current one; `Ok(false)` when
+    /// `RUST_LOG` is set and so stays in force.
+    pub fn set_filter(&self, filter: &str) -> Result<bool, TelemetryError> {
+        if self.from_env {
+            return Ok(false);
+        }
+        let parsed = parse_filter(filter)?;
+        self.handle
+            .reload(parsed)
+            .map_err(|e| TelemetryError::Setup(e.to_string()))?;
+        Ok(true)
+    }
+}
+
+/// Installed logging and tracing; [`Telemetry::shutdown`] flushes the last spans at exit.
+pub struct Telemetry {
+    /// Changes the log filter later.
+    pub log: LogControl,
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter, if there is one.
+    pub fn shutdown(self) -> Result<(), TelemetryError> {
+        match self.provider {
+            Some(p) => p
+                .shutdown()
+                .map_err(|e| TelemetryError::Setup(format!("flushing traces: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Installs logging to stderr (`RUST_LOG` when set, else `config.log`; text or JSON lines;
+/// colours only on a terminal) and, when `config.otlp_endpoint` is set, OTLP/HTTP export of
+/// the request spans. A filter that does not parse is an error, not a silent default.
+pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig;
+    use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(log_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
-    if otlp_endpoint.is_empty() {
-        tracing_subscriber::registry()
-            .with(fmt)
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match &env {
+        Some(v) => parse_filter(v).map_err(|e| match e {
+            TelemetryError::Filter {
+                filter, message, ..
+            } => TelemetryError::Filter {
+                origin: "RUST_LOG",
+                filter,
+                message,
+            },
+            other => other,
+        })?,
+        None => parse_filter(&config.log)?,
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
+        crate::config::LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let log = LogControl {
+        handle,
+        from_env: env.is_some(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    if config.otlp_endpoint.is_empty() {
+        registry
             .try_init()
-            .map_err(|e| TelemetryError(e.to_string()))?;
-        return Ok(None);
+            .map_err(|e| TelemetryError::Setup(e.to_string()))?;
+        return Ok(Telemetry {
+            log,
+            provider: None,
+        });
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(format!("{}/v1/traces", otlp_endpoint.trim_end_matches('/')))
+        .with_endpoint(format!(
+            "{}/v1/traces",
+            config.otlp_endpoint.trim_end_matches('/')
+        ))
         .build()
-        .map_err(|e| TelemetryError(e.to_string()))?;
+        .map_err(|e| TelemetryError::Setup(e.to_string()))?;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(
@@ -676,10 +1012,12 @@ pub fn init(
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(EnvFilter::new("cidgate=debug"));
-    tracing_subscriber::registry()
-        .with(fmt)
+    registry
         .with(otel)
         .try_init()
-        .map_err(|e| TelemetryError(e.to_string()))?;
-    Ok(Some(provider))
+        .map_err(|e| TelemetryError::Setup(e.to_string()))?;
+    Ok(Telemetry {
+        log,
+        provider: Some(provider),
+    })
 }

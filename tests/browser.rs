@@ -103,9 +103,11 @@ fn sample_site_renders_through_path_and_subdomain_gateways() {
     );
 }
 
-/// The admin status page renders its four inline SVG charts in a real browser (the page's own
-/// script counts the charts whose boxes have a size and writes the count into the DOM). The page
-/// refreshes every 5 s, so Chromium gets 3 s of virtual time.
+/// The admin status page renders every inline SVG chart in a real browser (the page's own
+/// script counts the charts whose boxes have a size and writes the count into the DOM), with
+/// traffic sampled every second so the time-series charts have lines, CIDs linked to the public
+/// gateway and pin names shown. The page refreshes every 5 s, so Chromium gets 3 s of virtual
+/// time.
 #[tokio::test]
 #[ignore = "needs chromium (installed by .ci/run)"]
 async fn status_page_charts_render_in_chromium() {
@@ -116,35 +118,82 @@ async fn status_page_charts_render_in_chromium() {
     );
     let s = Server::spawn(
         tempfile::tempdir().unwrap(),
-        &[("CIDGATE_COLD__PROVIDERS", provider.url.as_str())],
+        &[
+            ("CIDGATE_COLD__PROVIDERS", provider.url.as_str()),
+            ("CIDGATE_ADMIN__STATUS_INTERVAL", "1s"),
+        ],
         &[],
     );
     let (root, _) = cidgate::sample::build().unwrap();
-    // Some traffic so every chart has data: cold first, then cache hits.
-    for _ in 0..5 {
+    // A named operator pin (fetched from the provider through the cold tier).
+    let pin = common::client()
+        .post(format!(
+            "{}/admin/pins/{}?name=sample%20site",
+            s.admin, root.cid
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pin.status(), 200, "{}", pin.text().await.unwrap());
+    // Traffic over a few sampling intervals so every chart has data: cold first, then cache
+    // hits, and some errors.
+    for round in 0..4 {
+        for _ in 0..5 {
+            let r = common::client()
+                .get(format!("{}/ipfs/{}/verified-lines.txt", s.url, root.cid))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
         let r = common::client()
-            .get(format!("{}/ipfs/{}/verified-lines.txt", s.url, root.cid))
+            .get(format!("{}/ipfs/not-a-cid", s.url))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap();
+        assert_eq!(r.status(), 400);
+        if round < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
     }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let url = format!("{}/", s.admin);
     let dom = tokio::task::spawn_blocking(move || run_chromium(&url, 3_000, &["--dump-dom"]))
         .await
         .unwrap();
-    for chart in ["tiers", "hit-ratio", "top", "providers"] {
+    for chart in cidgate::admin::status::CHARTS {
         assert!(
             dom.contains(&format!("data-chart=\"{chart}\"")),
             "no {chart} chart:\n{dom}"
         );
     }
     assert!(
-        dom.contains("data-charts-rendered=\"4\""),
+        dom.contains(&format!(
+            "data-charts-rendered=\"{}\"",
+            cidgate::admin::status::CHARTS.len()
+        )),
         "charts did not render:\n{dom}"
     );
-    assert!(dom.contains(&root.cid.to_string()), "top content missing");
+    assert!(dom.contains("<polyline"), "no time series drawn:\n{dom}");
+    let link = format!("href=\"{}/ipfs/{}/\"", s.url, root.cid);
+    assert!(
+        dom.contains(&link),
+        "CIDs link to the gateway ({link}):\n{dom}"
+    );
+    assert_eq!(
+        dom.matches("<strong>sample site</strong>").count(),
+        2,
+        "pin name shown in popular content and pins:\n{dom}"
+    );
+    assert!(dom.contains(">ready<"), "readiness shown:\n{dom}");
+    for heading in ["Health", "Traffic", "Popular content", "Pins", "Pin events"] {
+        assert_eq!(
+            dom.matches(&format!("<h2>{heading}</h2>")).count(),
+            1,
+            "{heading} once"
+        );
+    }
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&target).unwrap();
     let png = target.join("status-page.png");
@@ -152,7 +201,7 @@ async fn status_page_charts_render_in_chromium() {
     let url = format!("{}/", s.admin);
     let shot = format!("--screenshot={}", png.display());
     tokio::task::spawn_blocking(move || {
-        run_chromium(&url, 3_000, &[&shot, "--window-size=1200,1400"])
+        run_chromium(&url, 3_000, &[&shot, "--window-size=1200,2200"])
     })
     .await
     .unwrap();

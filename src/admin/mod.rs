@@ -2,7 +2,8 @@
 //! Every write needs `Authorization: Bearer <admin.token>`; without a configured token, writes
 //! are accepted only when the listener is bound to loopback. On a listener that is not
 //! loopback, reads (status page, metrics, pins, popular content, providers) need the token
-//! too; only `/healthz` stays open, for load balancers and supervisors.
+//! too; only `/healthz` (liveness) and `/readyz` (readiness) stay open, for load balancers and
+//! supervisors.
 
 pub mod export;
 mod ipns;
@@ -39,8 +40,18 @@ pub struct Admin {
     cold: Option<Arc<ColdTier>>,
     popularity: Option<Arc<Popularity>>,
     started: std::time::Instant,
-    /// Edge-cache hit ratio samples for the status page.
-    history: std::sync::Mutex<std::collections::VecDeque<(u64, f64)>>,
+    /// Traffic samples for the status page (bounded: an hour at one per 10 s).
+    history: std::sync::Mutex<std::collections::VecDeque<popular::Sample>>,
+    /// The hot node as the status page and `/readyz` show it.
+    hot: HotNode,
+    /// Bytes the edge cache may hold (`cache.memory`).
+    cache_capacity: u64,
+    /// The public gateway, for links to content: scheme and address.
+    public: Option<(&'static str, SocketAddr)>,
+    /// Set when shutdown begins: `/readyz` answers 503 so load balancers stop sending.
+    draining: std::sync::atomic::AtomicBool,
+    /// How often the status page's traffic is sampled.
+    sample_every: std::time::Duration,
     /// Pinning Service API requests (persisted in the store).
     pin_requests: tokio::sync::Mutex<Vec<pinning::PinRequest>>,
     /// Multiaddrs of this node, the Pinning Service API's `delegates`.
@@ -78,6 +89,11 @@ impl Admin {
             popularity: None,
             started: std::time::Instant::now(),
             history: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            hot: HotNode::default(),
+            cache_capacity: 0,
+            public: None,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            sample_every: std::time::Duration::from_secs(10),
             pin_requests: tokio::sync::Mutex::new(Vec::new()),
             denylist: Default::default(),
             names: None,
@@ -100,6 +116,100 @@ impl Admin {
     pub fn with_gateway_addr(mut self, addr: SocketAddr) -> Self {
         self.delegates = vec![format!("/ip4/{}/tcp/{}/http", addr.ip(), addr.port())];
         self
+    }
+
+    /// The public gateway's scheme (`http` or `https`) and address: the status page links
+    /// content there.
+    pub fn with_public(mut self, scheme: &'static str, addr: SocketAddr) -> Self {
+        self.public = Some((scheme, addr));
+        self
+    }
+
+    /// The hot node (for readiness, the status page and the breaker gauge).
+    pub fn with_hot(mut self, hot: HotNode) -> Self {
+        self.hot = hot;
+        self
+    }
+
+    /// How often the status page samples traffic (`admin.status_interval`).
+    pub fn with_sample_interval(mut self, every: std::time::Duration) -> Self {
+        self.sample_every = every.max(std::time::Duration::from_millis(100));
+        self
+    }
+
+    /// The edge cache's capacity in bytes, for the cache fill shown on the status page.
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// Shutdown began: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why the gateway is not ready to serve, or nothing when it is. Not ready: while shutting
+    /// down, while the store does not answer a read, and while a remote hot node's circuit is
+    /// open (requests that need the hot node fail with 502 until its cooldown ends).
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            reasons.push("shutting down".to_string());
+        }
+        if let Err(e) = self.store.readable() {
+            reasons.push(format!("store not readable: {e}"));
+        }
+        if let Some(b) = &self.hot.breaker {
+            if let Some(left) = b.open_for() {
+                reasons.push(format!(
+                    "hot node circuit open after {} consecutive failures ({}); requests that need it fail for {} more",
+                    b.failures(),
+                    self.hot.url,
+                    humantime::format_duration(std::time::Duration::from_secs(left.as_secs() + 1))
+                ));
+            }
+        }
+        reasons
+    }
+
+    /// `GET /readyz`: 200 `ready`, or 503 with one reason per line (and `Retry-After` when
+    /// the hot node's circuit will close by itself).
+    fn readyz(&self) -> Response<Body> {
+        let reasons = self.not_ready();
+        if reasons.is_empty() {
+            return text(StatusCode::OK, "ready");
+        }
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not ready: {}", reasons.join("\nnot ready: ")),
+        );
+        if let Some(left) = self.hot.breaker.as_ref().and_then(|b| b.open_for()) {
+            if let Ok(v) = HeaderValue::from_str(&(left.as_secs() + 1).to_string()) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+
+    /// `GET /metrics`, with the figures read at scrape time refreshed first.
+    fn metrics_page(&self) -> Response<Body> {
+        let m = &self.metrics;
+        m.quarantined.set(self.store.quarantined() as i64);
+        m.store_size.set(self.store.file_size() as i64);
+        m.refresh_process();
+        // The embedded store has no breaker: its circuit is never open (0, not absent, so
+        // that dashboards and alerts need no special case).
+        let open = self.hot.breaker.as_ref().is_some_and(|b| b.is_open());
+        m.breaker_open
+            .get_or_create(&crate::telemetry::TierName { tier: "hot".into() })
+            .set(i64::from(open));
+        let mut r = Response::new(body::full(m.encode()));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        r
     }
 
     /// Leaves blocked blocks out of imports (design invariant 9).
@@ -158,7 +268,7 @@ impl Admin {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, (StatusCode, String)> {
         let path = req.uri().path().to_string();
-        if !self.loopback_only && path != "/healthz" {
+        if !self.loopback_only && path != "/healthz" && path != "/readyz" {
             self.authorized(&req)?;
         }
         if path == "/pins" || path.starts_with("/pins/") {
@@ -182,26 +292,15 @@ impl Admin {
             return self.export(&rest).await;
         }
         match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/") => Ok(self.status_page()),
+            (Method::GET, "/") => Ok(self.status_page(&req)),
             (Method::GET, "/admin/popular") => self.popular(&req),
             (Method::POST, "/admin/prewarm") => {
                 self.authorized(&req)?;
                 self.prewarm(req).await
             }
             (Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok")),
-            (Method::GET, "/metrics") => {
-                self.metrics
-                    .quarantined
-                    .set(self.store.quarantined() as i64);
-                let mut r = Response::new(body::full(self.metrics.encode()));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok(r)
-            }
+            (Method::GET, "/readyz") => Ok(self.readyz()),
+            (Method::GET, "/metrics") => Ok(self.metrics_page()),
             (Method::GET, "/admin/pins") => self.pins().await,
             // Lets a client learn that its token is refused before it streams a large body
             // (a server answering 401 early and closing would otherwise look like a broken pipe).
@@ -257,12 +356,23 @@ impl Admin {
             }
             (
                 _,
-                "/" | "/healthz" | "/metrics" | "/admin/pins" | "/admin/import"
+                "/" | "/healthz" | "/readyz" | "/metrics" | "/admin/pins" | "/admin/import"
                 | "/admin/providers" | "/admin/popular" | "/admin/prewarm" | "/admin/auth",
             ) => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
             _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),
         }
     }
+}
+
+/// The hot pinning node as the admin listener reports it.
+#[derive(Clone, Default)]
+pub struct HotNode {
+    /// `embedded`, `trustless` or `kubo`.
+    pub backend: String,
+    /// Its URL, credentials masked (empty for the embedded store).
+    pub url: String,
+    /// Its circuit breaker; `None` for the embedded store, which has none.
+    pub breaker: Option<Arc<crate::tiers::tiered::CircuitBreaker>>,
 }
 
 /// The credentials of `Authorization: Bearer <token>`; the scheme name is case-insensitive
@@ -314,6 +424,48 @@ impl Handler for AdminHandler {
                 Err((status, msg)) => text(status, &msg),
             }
         })
+    }
+}
+
+/// The admin listener's handler from the moment it is bound, before the store is open:
+/// `/healthz` answers 200 (the process lives), `/readyz` and everything else 503 until
+/// [`AdminGate::open`] hands it the admin API.
+#[derive(Default)]
+pub struct AdminGate {
+    admin: arc_swap::ArcSwapOption<Admin>,
+}
+
+impl AdminGate {
+    /// A gate that is still closed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Serves `admin` from now on.
+    pub fn open(&self, admin: Arc<Admin>) {
+        self.admin.store(Some(admin));
+    }
+}
+
+impl Handler for AdminGate {
+    fn call(&self, req: Request<Incoming>, client: Client) -> ResponseFuture {
+        match self.admin.load_full() {
+            Some(admin) => AdminHandler(admin).call(req, client),
+            None => {
+                let reply = match req.uri().path() {
+                    "/healthz" => text(StatusCode::OK, "ok"),
+                    "/readyz" => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: starting (opening the store)",
+                    ),
+                    _ => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "starting: the admin API is not up yet",
+                    ),
+                };
+                Box::pin(async move { reply })
+            }
+        }
     }
 }
 

@@ -13,7 +13,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::status::{render, PinEvent, PopularItem, ProviderHealth, StatusSnapshot, TierShare};
+use super::status::{
+    render, HotHealth, PinEvent, PinRow, PopularItem, ProviderHealth, StatusSnapshot, TierShare,
+    TrafficSample,
+};
 use super::{json, Admin};
 use crate::gateway::body::{channel, BodyError};
 use crate::gateway::Body;
@@ -25,8 +28,10 @@ use crate::telemetry::TierName;
 const MAX_PREWARM_BODY: usize = 1 << 20;
 /// Most CIDs one prewarm request may name.
 const MAX_PREWARM_CIDS: usize = 1000;
-/// Hit-ratio samples kept for the status page (an hour at one per 10 s).
+/// Traffic samples kept for the status page (an hour at the default of one per 10 s).
 const HISTORY: usize = 360;
+/// Pins listed on the status page (`GET /admin/pins` lists all).
+const MAX_PINS_SHOWN: usize = 50;
 
 type Reply = Result<Response<Body>, (StatusCode, String)>;
 
@@ -214,29 +219,30 @@ impl Admin {
         Ok(resp)
     }
 
-    /// Samples the edge cache's hit ratio every 10 s for the status page.
+    /// Samples traffic every `admin.status_interval` for the status page: request rate, error rates,
+    /// latency percentiles and the edge-cache hit ratio over the interval, keeping the last
+    /// [`HISTORY`] samples.
     pub fn start_sampler(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let this = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            let (mut hits, mut misses) = (0u64, 0u64);
+            let mut tick = tokio::time::interval(this.sample_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is immediate; the first sample covers a whole interval.
+            tick.tick().await;
+            let mut last = Counters::read(&this.metrics);
+            let mut last_at = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let (h, m) = (
-                    this.metrics.cache_hits.get(),
-                    this.metrics.cache_misses.get(),
-                );
-                let (dh, dm) = (h.saturating_sub(hits), m.saturating_sub(misses));
-                (hits, misses) = (h, m);
-                if dh + dm == 0 {
-                    continue;
-                }
-                let now = crate::tiers::local::unix_now();
+                let now = Counters::read(&this.metrics);
+                let secs = last_at.elapsed().as_secs_f64().max(1e-3);
+                last_at = std::time::Instant::now();
+                let sample = now.since(&last, secs, crate::tiers::local::unix_now());
+                last = now;
                 if let Ok(mut hist) = this.history.lock() {
-                    hist.push_back((now, dh as f64 / (dh + dm) as f64));
+                    hist.push_back(sample);
                     while hist.len() > HISTORY {
                         hist.pop_front();
                     }
@@ -245,9 +251,15 @@ impl Admin {
         });
     }
 
-    /// The status page.
-    pub(super) fn status_page(&self) -> Response<Body> {
-        let snapshot = self.snapshot();
+    /// The status page; links to content go to the public gateway, reached at the host the
+    /// operator used for this page when the gateway listens on every address.
+    pub(super) fn status_page(&self, req: &Request<Incoming>) -> Response<Body> {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        let snapshot = self.snapshot(host);
         let mut r = Response::new(crate::gateway::body::full(render(&snapshot)));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -260,40 +272,69 @@ impl Admin {
         r
     }
 
-    fn snapshot(&self) -> StatusSnapshot {
+    /// `scheme://host:port` of the public gateway as seen from a browser that reached the
+    /// admin listener with `Host: admin_host`.
+    fn public_base(&self, admin_host: Option<&str>) -> Option<String> {
+        let (scheme, addr) = self.public?;
+        if !addr.ip().is_unspecified() {
+            return Some(format!("{scheme}://{addr}"));
+        }
+        // Listening on every address: the admin page's host name (without its port) most
+        // likely reaches the gateway too.
+        let host = admin_host
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_string())
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Some(format!("{scheme}://{host}:{}", addr.port()))
+    }
+
+    fn snapshot(&self, admin_host: Option<&str>) -> StatusSnapshot {
         let tiers = ["cache", "store", "hot", "cold"]
             .into_iter()
-            .map(|t| TierShare {
-                name: t.into(),
-                requests: self
-                    .metrics
-                    .served_by
-                    .get_or_create(&TierName { tier: t.into() })
-                    .get(),
+            .map(|t| {
+                let label = TierName { tier: t.into() };
+                TierShare {
+                    name: t.into(),
+                    requests: self.metrics.served_by.get_or_create(&label).get(),
+                    bytes: self.metrics.served_bytes.get_or_create(&label).get(),
+                }
             })
             .collect();
+        let store_pins = self.store.pins().unwrap_or_default();
         let (top, events) = match &self.popularity {
             Some(p) => (
                 p.tracker
                     .top(20)
                     .into_iter()
                     .map(|d| {
-                        let pinned = match self.store.pin_of(&d.cid) {
-                            Ok(Some(rec)) => Some(format!("{:?}", rec.reason).to_lowercase()),
-                            _ => p
-                                .promoter
-                                .record(&d.cid)
-                                .filter(|r| {
-                                    r.state == crate::popularity::promoter::PinState::Pinned
-                                })
-                                .map(|r| if r.auto { "auto" } else { "operator" }.to_string()),
+                        let stored = store_pins.iter().find(|r| r.cid == d.cid.to_string());
+                        let record = p
+                            .promoter
+                            .record(&d.cid)
+                            .filter(|r| r.state == crate::popularity::promoter::PinState::Pinned);
+                        let pinned = match (stored, &record) {
+                            (Some(rec), _) => Some(format!("{:?}", rec.reason).to_lowercase()),
+                            (None, Some(r)) => {
+                                Some(if r.auto { "auto" } else { "operator" }.to_string())
+                            }
+                            (None, None) => None,
                         };
+                        let pin_name = stored
+                            .and_then(|r| r.name.clone())
+                            .or_else(|| record.map(|r| r.name))
+                            .filter(|n| !n.is_empty());
                         PopularItem {
                             cid: d.cid.to_string(),
                             score: d.requests,
                             requests: d.requests,
                             bytes: d.bytes,
                             pinned,
+                            pin_name,
                         }
                     })
                     .collect(),
@@ -320,7 +361,7 @@ impl Admin {
                     .into_iter()
                     .map(|p| ProviderHealth {
                         label: p.stats.label.clone(),
-                        url: p.url,
+                        url: crate::config::mask_url(&p.url),
                         score: p.score,
                         successes: p.stats.successes,
                         failures: p.stats.failures
@@ -335,19 +376,107 @@ impl Admin {
             }
             None => (Vec::new(), 0.0, 0.0),
         };
+        let mut pins: Vec<PinRow> = store_pins
+            .iter()
+            .map(|p| PinRow {
+                cid: p.cid.clone(),
+                reason: format!("{:?}", p.reason).to_lowercase(),
+                // An operator pin made through the admin API keeps its name in the promoter's
+                // record; a pin made by `add` or `import` has none.
+                name: p.name.clone().filter(|n| !n.is_empty()).or_else(|| {
+                    let cid = cid::Cid::try_from(p.cid.as_str()).ok()?;
+                    let record = self.popularity.as_ref()?.promoter.record(&cid)?;
+                    Some(record.name).filter(|n| !n.is_empty())
+                }),
+                created: p.created,
+            })
+            .collect();
+        pins.sort_by_key(|p| std::cmp::Reverse(p.created));
+        let pins_total = pins.len();
+        pins.truncate(MAX_PINS_SHOWN);
+        let process = crate::telemetry::process_figures();
+        let breaker = self.hot.breaker.as_ref();
         StatusSnapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            tiers,
-            hit_ratio_history: self
+            public_base: self.public_base(admin_host),
+            not_ready: self.not_ready(),
+            hot: HotHealth {
+                backend: self.hot.backend.clone(),
+                url: self.hot.url.clone(),
+                has_breaker: breaker.is_some(),
+                open_for_secs: breaker.and_then(|b| b.open_for()).map(|d| d.as_secs() + 1),
+                failures: breaker.map(|b| b.failures()).unwrap_or(0),
+            },
+            cache_bytes: self.metrics.cache_bytes.get().max(0) as u64,
+            cache_capacity: self.cache_capacity,
+            store_bytes: self.store.file_size(),
+            resident_bytes: process.map(|p| p.resident_bytes),
+            open_fds: process.map(|p| (p.open_fds, p.max_fds)),
+            traffic: self
                 .history
                 .lock()
-                .map(|h| h.iter().copied().collect())
+                .map(|h| h.iter().cloned().collect())
                 .unwrap_or_default(),
+            tiers,
             top,
+            pins,
+            pins_total,
             events,
             providers,
             spend_today,
             daily_budget,
+        }
+    }
+}
+
+/// One traffic sample: the sampler's view of the counters at one moment.
+pub(super) type Sample = TrafficSample;
+
+/// The counters the sampler differentiates.
+struct Counters {
+    latency: Vec<u64>,
+    client_errors: u64,
+    server_errors: u64,
+    hits: u64,
+    misses: u64,
+}
+
+impl Counters {
+    fn read(m: &crate::telemetry::Metrics) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            latency: m.stats.latency_counts(),
+            client_errors: m.stats.client_errors.load(Relaxed),
+            server_errors: m.stats.server_errors.load(Relaxed),
+            hits: m.cache_hits.get(),
+            misses: m.cache_misses.get(),
+        }
+    }
+
+    /// The sample of the `secs` between `before` and these counters, stamped `at`.
+    fn since(&self, before: &Counters, secs: f64, at: u64) -> TrafficSample {
+        let latency: Vec<u64> = self
+            .latency
+            .iter()
+            .zip(&before.latency)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let requests: u64 = latency.iter().sum();
+        let share = |n: u64| (requests > 0).then(|| n as f64 / requests as f64);
+        let (hits, misses) = (
+            self.hits.saturating_sub(before.hits),
+            self.misses.saturating_sub(before.misses),
+        );
+        TrafficSample {
+            at,
+            requests_per_s: requests as f64 / secs,
+            server_errors: share(self.server_errors.saturating_sub(before.server_errors)),
+            client_errors: share(self.client_errors.saturating_sub(before.client_errors)),
+            p50_ms: crate::telemetry::latency_quantile_ms(&latency, 0.50),
+            p95_ms: crate::telemetry::latency_quantile_ms(&latency, 0.95),
+            p99_ms: crate::telemetry::latency_quantile_ms(&latency, 0.99),
+            hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
         }
     }
 }

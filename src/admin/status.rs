@@ -1,22 +1,48 @@
 //! The admin status page (`GET /` on the admin listener): an auto-refreshing HTML overview drawn
 //! from a [`StatusSnapshot`]. Rendering is a pure function of the snapshot so it is testable
-//! without a listener; charts are inline SVG and the page loads nothing from elsewhere, because
-//! the admin port is often reachable only from a machine without internet access.
+//! without a listener. The page is a `maud` template, so every piece of snapshot text is
+//! escaped by the template engine rather than by hand; charts are inline SVG and the page loads
+//! nothing from elsewhere, because the admin port is often reachable only from a machine without
+//! internet access. Each topic has one section: health, traffic over time, bytes by tier,
+//! popular content, pins, pin events, storage providers.
 
-use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// Everything the status page shows, gathered by the admin handler.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StatusSnapshot {
+    /// The running version.
+    pub version: String,
     /// Seconds since the process started.
     pub uptime_secs: u64,
-    /// Requests per serving tier since start (the slowest tier each request needed).
+    /// Base URL of the public gateway (`http://host:port`), for links to content.
+    pub public_base: Option<String>,
+    /// Why the gateway is not ready (what `/readyz` says); empty when it is.
+    pub not_ready: Vec<String>,
+    /// The hot pinning node.
+    pub hot: HotHealth,
+    /// Bytes the edge cache holds now.
+    pub cache_bytes: u64,
+    /// Bytes the edge cache may hold.
+    pub cache_capacity: u64,
+    /// Bytes of the store's database file.
+    pub store_bytes: u64,
+    /// Resident memory of the process, when known.
+    pub resident_bytes: Option<u64>,
+    /// Open file descriptors and their limit, when known.
+    pub open_fds: Option<(u64, Option<u64>)>,
+    /// Traffic samples, oldest first (one per sampling interval, up to an hour).
+    pub traffic: Vec<TrafficSample>,
+    /// Requests and bytes per serving tier since start (the slowest tier each request needed).
     pub tiers: Vec<TierShare>,
-    /// Edge-cache hit ratio samples (unix seconds, ratio 0..=1), oldest first, up to ~360.
-    pub hit_ratio_history: Vec<(u64, f64)>,
     /// Most popular content, highest score first (up to 20).
     pub top: Vec<PopularItem>,
+    /// Pins in the embedded store, newest first (up to 50).
+    pub pins: Vec<PinRow>,
+    /// Pins in the embedded store in all.
+    pub pins_total: usize,
     /// Recent promotions, demotions, operator pins, prewarms, newest first (up to 30).
     pub events: Vec<PinEvent>,
     /// Storage providers of the cold tier, best first.
@@ -27,13 +53,51 @@ pub struct StatusSnapshot {
     pub daily_budget: f64,
 }
 
-/// Requests one tier served since start.
+/// The hot node's health.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HotHealth {
+    /// `embedded`, `trustless` or `kubo`.
+    pub backend: String,
+    /// Its URL (credentials masked); empty for the embedded store.
+    pub url: String,
+    /// Whether it has a circuit breaker (remote nodes do).
+    pub has_breaker: bool,
+    /// Seconds the open circuit has left; `None` when closed.
+    pub open_for_secs: Option<u64>,
+    /// Consecutive failures.
+    pub failures: u32,
+}
+
+/// Traffic over one sampling interval.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TrafficSample {
+    /// Unix seconds at the end of the interval.
+    pub at: u64,
+    /// Finished requests per second.
+    pub requests_per_s: f64,
+    /// Share of those answered 5xx; `None` without requests.
+    pub server_errors: Option<f64>,
+    /// Share of those answered 4xx; `None` without requests.
+    pub client_errors: Option<f64>,
+    /// Latency percentiles in milliseconds; `None` without requests.
+    pub p50_ms: Option<f64>,
+    /// See `p50_ms`.
+    pub p95_ms: Option<f64>,
+    /// See `p50_ms`.
+    pub p99_ms: Option<f64>,
+    /// Edge-cache hit ratio of block lookups; `None` without lookups.
+    pub hit_ratio: Option<f64>,
+}
+
+/// What one tier served since start.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct TierShare {
     /// Tier name: "cache", "store", "hot" or "cold".
     pub name: String,
     /// Requests this tier served.
     pub requests: u64,
+    /// Body bytes of those responses.
+    pub bytes: u64,
 }
 
 /// One entry of the popularity ranking.
@@ -49,6 +113,21 @@ pub struct PopularItem {
     pub bytes: f64,
     /// Why it is pinned, if it is: "operator", "auto" or "sample".
     pub pinned: Option<String>,
+    /// The pin's name, if it has one.
+    pub pin_name: Option<String>,
+}
+
+/// One pin of the embedded store.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PinRow {
+    /// Root CID.
+    pub cid: String,
+    /// operator, auto or sample.
+    pub reason: String,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// Unix seconds when it was pinned.
+    pub created: u64,
 }
 
 /// A change to what the hot tier holds.
@@ -87,15 +166,15 @@ pub struct ProviderHealth {
 
 /// viewBox width shared by all charts, so they line up when stacked.
 const WIDTH: f64 = 720.0;
-/// Space left of the bars for their labels (a shortened CID is 17 monospace characters).
-const LABEL_W: f64 = 170.0;
-/// Space right of the bars for the value text, including a pin note.
-const VALUE_W: f64 = 190.0;
+/// Space left of the bars for their labels.
+const LABEL_W: f64 = 90.0;
+/// Space right of the bars for the value text.
+const VALUE_W: f64 = 230.0;
 const ROW_H: f64 = 24.0;
 const BAR_H: f64 = 16.0;
 const PAD: f64 = 12.0;
-/// Bars per chart; the tables below the charts list everything.
-const MAX_BARS: usize = 20;
+/// Height of the time-series charts.
+const LINE_H: f64 = 200.0;
 /// humantime refuses to format times past the end of year 9999 (and `to_string` would panic).
 const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
@@ -104,33 +183,43 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem auto;padding:0 1rem;max-wi
 h1{font-size:1.4rem;margin:0 0 .25rem}
 h2{font-size:1.1rem;margin:1.75rem 0 .5rem}
 .meta{color:#555;margin:0 0 1rem}
+.health{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:.75rem}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem .75rem}
+.card h3{font-size:.85rem;margin:0 0 .25rem;color:#555;font-weight:600}
+.card .big{font-size:1.1rem;font-weight:600}
+.ok{color:#2e7d32}
+.bad-text{color:#c62828}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:1rem}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem}
 figcaption{font-weight:600;margin-bottom:.25rem}
+.legend span{margin-right:.75rem;font-size:12px}
+.legend i{display:inline-block;width:.8em;height:.8em;margin-right:.25em;vertical-align:-1px}
 svg{display:block;width:100%;height:auto}
 svg text{font-size:12px;fill:#333}
-svg .mono{font-family:ui-monospace,monospace}
 svg .bg{fill:#fff}
 svg .axis{stroke:#888;stroke-width:1}
 svg .grid{stroke:#ddd;stroke-dasharray:3 3}
 svg .track{fill:#f1f1f1}
-svg .bar{fill:#4a7fb5}
-svg .tier-cache{fill:#2b7bb9}
-svg .tier-store{fill:#3a9d5d}
-svg .tier-hot{fill:#e08a1e}
-svg .tier-cold{fill:#7b5ea7}
-svg .pinned{fill:#c2571a}
-svg .good{fill:#3a9d5d}
-svg .warn{fill:#e0a100}
-svg .bad{fill:#c0392b}
-svg .line{fill:none;stroke:#2b7bb9;stroke-width:2}
-svg .dot{fill:#2b7bb9}
 svg .empty{fill:#888;font-style:italic}
+svg polyline{fill:none;stroke-width:2;stroke-linejoin:round}
+svg polyline.s0{stroke:#2b7bb9}
+svg polyline.s1{stroke:#e08a1e}
+svg polyline.s2{stroke:#c0392b}
+svg polyline.s3{stroke:#7b5ea7}
+.tier-cache{fill:#2b7bb9;background:#2b7bb9}
+.tier-store{fill:#3a9d5d;background:#3a9d5d}
+.tier-hot{fill:#e08a1e;background:#e08a1e}
+.tier-cold{fill:#7b5ea7;background:#7b5ea7}
+.legend i.s0{background:#2b7bb9}
+.legend i.s1{background:#e08a1e}
+.legend i.s2{background:#c0392b}
+.legend i.s3{background:#7b5ea7}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border-bottom:1px solid #e5e5e5;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code{font-size:12px;word-break:break-all}
+meter{width:8rem}
 .ev-up{color:#2e7d32}
 .ev-down{color:#8d6e00}
 .ev-pin{color:#1565c0}
@@ -141,7 +230,7 @@ code{font-size:12px;word-break:break-all}
 /// Counts the charts that actually laid out, so a headless browser test can check the page
 /// from `--dump-dom` alone. Counted at once (getBBox forces layout) and again after load, in
 /// case the dump is taken only after the load event.
-const SCRIPT: &str = "<script>
+const SCRIPT: &str = "
 (function () {
   function count() {
     var n = 0;
@@ -156,203 +245,319 @@ const SCRIPT: &str = "<script>
   count();
   window.addEventListener('load', count);
 })();
-</script>
 ";
+
+/// The charts the page draws, in order (the browser test counts them).
+pub const CHARTS: [&str; 5] = ["rate", "latency", "errors", "hit-ratio", "tiers"];
 
 /// The status page as HTML.
 pub fn render(s: &StatusSnapshot) -> String {
-    let mut out = String::with_capacity(48 * 1024);
-    out.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    out.push_str("<meta http-equiv=\"refresh\" content=\"5\">\n");
-    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-    out.push_str("<title>cidgate status</title>\n<style>\n");
-    out.push_str(STYLE);
-    out.push_str("</style>\n</head>\n<body>\n<h1>cidgate status</h1>\n");
     let served = s
         .tiers
         .iter()
         .fold(0u64, |acc, t| acc.saturating_add(t.requests));
-    let _ = writeln!(
-        out,
-        "<p class=\"meta\">up {} · {} requests served · refreshes every 5 s</p>",
-        humantime::format_duration(Duration::from_secs(s.uptime_secs)),
-        served
-    );
-
-    out.push_str("<section class=\"charts\">\n");
-    figure(
-        &mut out,
-        "Requests by serving tier (hit ratio per tier)",
-        |o| tiers_chart(o, &s.tiers),
-    );
-    figure(&mut out, "Edge-cache hit ratio", |o| {
-        hit_ratio_chart(o, &s.hit_ratio_history)
-    });
-    figure(&mut out, "Most popular content", |o| top_chart(o, &s.top));
-    figure(&mut out, "Cold-tier providers", |o| {
-        providers_chart(o, &s.providers)
-    });
-    out.push_str("</section>\n");
-
-    top_table(&mut out, &s.top);
-    events_table(&mut out, &s.events);
-    providers_table(&mut out, &s.providers);
-    spend(&mut out, s.spend_today, s.daily_budget);
-
-    out.push_str(SCRIPT);
-    out.push_str("</body>\n</html>\n");
-    out
-}
-
-fn figure(out: &mut String, caption: &str, chart: impl FnOnce(&mut String)) {
-    let _ = write!(
-        out,
-        "<figure>\n<figcaption>{}</figcaption>\n",
-        escape(caption)
-    );
-    chart(out);
-    out.push_str("\n</figure>\n");
-}
-
-/// Opens a chart's `<svg>` and paints its background, which also guarantees a non-empty
-/// bounding box even when the chart has nothing to draw.
-fn svg_open(out: &mut String, chart: &str, height: f64, aria: &str) {
-    let _ = write!(
-        out,
-        "<svg data-chart=\"{chart}\" viewBox=\"0 0 {w:.0} {h:.0}\" width=\"{w:.0}\" height=\"{h:.0}\" \
-         role=\"img\" aria-label=\"{label}\"><rect class=\"bg\" x=\"0\" y=\"0\" width=\"{w:.0}\" \
-         height=\"{h:.0}\"/>",
-        chart = escape(chart),
-        w = WIDTH,
-        h = height,
-        label = escape(aria),
-    );
-}
-
-/// One row of a horizontal bar chart; strings are raw and escaped when drawn.
-struct Bar {
-    label: String,
-    title: Option<String>,
-    fraction: f64,
-    class: &'static str,
-    value: String,
-}
-
-/// Draws rows of horizontal bars, or an empty axis with `empty` when there are none; `hidden`
-/// counts rows left out for space.
-fn bar_chart(out: &mut String, chart: &str, aria: &str, empty: &str, bars: &[Bar], hidden: usize) {
-    let plot_w = WIDTH - LABEL_W - VALUE_W;
-    let rows = if bars.is_empty() {
-        2
-    } else {
-        bars.len() + usize::from(hidden > 0)
-    };
-    let h = 2.0 * PAD + rows as f64 * ROW_H;
-    svg_open(out, chart, h, aria);
-    let _ = write!(
-        out,
-        "<line class=\"axis\" x1=\"{x:.1}\" y1=\"{y1:.1}\" x2=\"{x:.1}\" y2=\"{y2:.1}\"/>",
-        x = LABEL_W,
-        y1 = PAD,
-        y2 = h - PAD,
-    );
-    if bars.is_empty() {
-        let _ = write!(
-            out,
-            "<line class=\"axis\" x1=\"{x1:.1}\" y1=\"{y:.1}\" x2=\"{x2:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"empty\" x=\"{tx:.1}\" y=\"{ty:.1}\" dominant-baseline=\"middle\">{t}</text>",
-            x1 = LABEL_W,
-            x2 = LABEL_W + plot_w,
-            y = h - PAD,
-            tx = LABEL_W + 8.0,
-            ty = h / 2.0,
-            t = escape(empty),
-        );
-        out.push_str("</svg>");
-        return;
-    }
-    for (i, bar) in bars.iter().enumerate() {
-        let mid = PAD + (i as f64 + 0.5) * ROW_H;
-        let top = mid - BAR_H / 2.0;
-        let title = bar
-            .title
-            .as_deref()
-            .map(|t| format!("<title>{}</title>", escape(t)))
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            "<g><text class=\"label\" x=\"{lx:.1}\" y=\"{mid:.1}\" text-anchor=\"end\" \
-             dominant-baseline=\"middle\">{title}{label}</text>\
-             <rect class=\"track\" x=\"{bx:.1}\" y=\"{top:.1}\" width=\"{pw:.1}\" height=\"{bh:.1}\"/>\
-             <rect class=\"bar {class}\" x=\"{bx:.1}\" y=\"{top:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\"/>\
-             <text class=\"value\" x=\"{vx:.1}\" y=\"{mid:.1}\" dominant-baseline=\"middle\">{value}</text></g>",
-            lx = LABEL_W - 8.0,
-            label = escape(&bar.label),
-            bx = LABEL_W,
-            pw = plot_w,
-            bh = BAR_H,
-            class = bar.class,
-            bw = clamp01(bar.fraction) * plot_w,
-            vx = LABEL_W + plot_w + 8.0,
-            value = escape(&bar.value),
-        );
-    }
-    if hidden > 0 {
-        let _ = write!(
-            out,
-            "<text class=\"empty\" x=\"{x:.1}\" y=\"{y:.1}\" dominant-baseline=\"middle\">\
-             +{hidden} more in the table below</text>",
-            x = LABEL_W + 8.0,
-            y = PAD + (bars.len() as f64 + 0.5) * ROW_H,
-        );
-    }
-    out.push_str("</svg>");
-}
-
-fn tiers_chart(out: &mut String, tiers: &[TierShare]) {
-    let total = tiers
-        .iter()
-        .fold(0u64, |acc, t| acc.saturating_add(t.requests));
-    if total == 0 {
-        bar_chart(
-            out,
-            "tiers",
-            "Share of requests per serving tier: no traffic yet",
-            "no traffic yet",
-            &[],
-            0,
-        );
-        return;
-    }
-    let shown = tiers.len().min(MAX_BARS);
-    let bars: Vec<Bar> = tiers[..shown]
-        .iter()
-        .map(|t| {
-            let share = t.requests as f64 / total as f64;
-            Bar {
-                label: t.name.clone(),
-                title: None,
-                fraction: share,
-                class: tier_class(&t.name),
-                value: format!("{:.1} % ({})", share * 100.0, t.requests),
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="5";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "cidgate status" }
+                style { (PreEscaped(STYLE)) }
             }
+            body {
+                h1 { "cidgate status" }
+                p.meta {
+                    "cidgate " (s.version) " · up "
+                    (humantime::format_duration(Duration::from_secs(s.uptime_secs)))
+                    " · " (served) " requests served · "
+                    @if let Some(base) = &s.public_base {
+                        "gateway " a href=(base) { (base) } " · "
+                    }
+                    "refreshes every 5 s"
+                }
+                (health(s))
+                h2 { "Traffic" }
+                section.charts {
+                    (figure("Requests per second", line_chart(
+                        "rate", "Finished requests per second",
+                        &[Series::new("requests/s", s.traffic.iter().map(|t| (t.at, Some(t.requests_per_s))))],
+                        |v| format!("{v:.1}/s"), None)))
+                    (figure("Latency (p50 / p95 / p99)", line_chart(
+                        "latency", "Request latency percentiles in milliseconds",
+                        &[
+                            Series::new("p50", s.traffic.iter().map(|t| (t.at, t.p50_ms))),
+                            Series::new("p95", s.traffic.iter().map(|t| (t.at, t.p95_ms))),
+                            Series::new("p99", s.traffic.iter().map(|t| (t.at, t.p99_ms))),
+                        ],
+                        human_ms, None)))
+                    (figure("Error rate", line_chart(
+                        "errors", "Share of requests answered 5xx and 4xx",
+                        &[
+                            Series::new("5xx", s.traffic.iter().map(|t| (t.at, t.server_errors))),
+                            Series::new("4xx", s.traffic.iter().map(|t| (t.at, t.client_errors))),
+                        ],
+                        percent, Some(1.0))))
+                    (figure("Edge-cache hit ratio", line_chart(
+                        "hit-ratio", "Edge-cache hit ratio of block lookups",
+                        &[Series::new("hit ratio", s.traffic.iter().map(|t| (t.at, t.hit_ratio)))],
+                        percent, Some(1.0))))
+                    (figure("Bytes and requests by serving tier", tiers_chart(&s.tiers)))
+                }
+                (popular_section(s))
+                (pins_section(s))
+                (events_section(s))
+                (providers_section(s))
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+    .into_string()
+}
+
+fn health(s: &StatusSnapshot) -> Markup {
+    let fill = ratio(s.cache_bytes as f64, s.cache_capacity as f64);
+    html! {
+        h2 { "Health" }
+        section.health {
+            div.card {
+                h3 { "Readiness" }
+                @if s.not_ready.is_empty() {
+                    div.big.ok { "ready" }
+                } @else {
+                    div.big.bad-text { "not ready" }
+                    @for r in &s.not_ready { div { (r) } }
+                }
+            }
+            div.card {
+                h3 { "Hot node" }
+                div.big {
+                    (s.hot.backend)
+                    @if !s.hot.has_breaker {
+                        " (local, no circuit breaker)"
+                    } @else if let Some(left) = s.hot.open_for_secs {
+                        span.bad-text { " · circuit open, " (left) " s left" }
+                    } @else {
+                        span.ok { " · circuit closed" }
+                    }
+                }
+                @if !s.hot.url.is_empty() { div { code { (s.hot.url) } } }
+                @if s.hot.has_breaker { div { (s.hot.failures) " consecutive failures" } }
+            }
+            div.card {
+                h3 { "Edge cache" }
+                div.big { (human_bytes(s.cache_bytes as f64)) " of " (human_bytes(s.cache_capacity as f64)) }
+                div {
+                    meter min="0" max="1" high="0.95" value=(format!("{fill:.3}")) {}
+                    " " (format!("{:.1} %", fill * 100.0)) " full"
+                }
+            }
+            div.card {
+                h3 { "Store" }
+                div.big { (human_bytes(s.store_bytes as f64)) " on disk" }
+                div { (s.pins_total) @if s.pins_total == 1 { " pin" } @else { " pins" } }
+            }
+            div.card {
+                h3 { "Process" }
+                div.big {
+                    @match s.resident_bytes {
+                        Some(b) => { (human_bytes(b as f64)) " resident" }
+                        None => { "memory unknown" }
+                    }
+                }
+                div {
+                    @match s.open_fds {
+                        Some((n, Some(max))) => { (n) " of " (max) " file descriptors" }
+                        Some((n, None)) => { (n) " file descriptors" }
+                        None => { "file descriptors unknown" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn figure(caption: &str, chart: Markup) -> Markup {
+    html! {
+        figure {
+            figcaption { (caption) }
+            (chart)
+        }
+    }
+}
+
+/// One line of a time-series chart: points `(unix seconds, value)`, `None` where there was
+/// nothing to measure (the line has a gap there).
+struct Series {
+    name: &'static str,
+    points: Vec<(u64, Option<f64>)>,
+}
+
+impl Series {
+    fn new(name: &'static str, points: impl Iterator<Item = (u64, Option<f64>)>) -> Self {
+        Self {
+            name,
+            points: points
+                .map(|(t, v)| (t, v.map(finite).filter(|v| *v >= 0.0)))
+                .collect(),
+        }
+    }
+}
+
+/// A time-series chart of up to four lines with a legend, a zero-based y axis up to `y_max`
+/// (or the largest value) and the first and last sample times on the x axis.
+fn line_chart(
+    chart: &str,
+    aria: &str,
+    series: &[Series],
+    label: fn(f64) -> String,
+    y_max: Option<f64>,
+) -> Markup {
+    let (left, right, top, bottom) = (70.0, WIDTH - 16.0, 20.0, LINE_H - 36.0);
+    let largest = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+        .fold(0.0, f64::max);
+    let y_max = y_max.unwrap_or(largest).max(largest).max(1e-9);
+    let y_of = |v: f64| bottom - (v / y_max).clamp(0.0, 1.0) * (bottom - top);
+    let times: Vec<u64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let tmin = times.iter().copied().min().unwrap_or(0);
+    let tmax = times.iter().copied().max().unwrap_or(0);
+    let span = tmax.saturating_sub(tmin);
+    let x_of = |t: u64| {
+        let f = if span > 0 {
+            t.saturating_sub(tmin) as f64 / span as f64
+        } else {
+            1.0
+        };
+        left + f * (right - left)
+    };
+    let enough = series
+        .iter()
+        .any(|s| s.points.iter().filter(|p| p.1.is_some()).count() >= 2);
+    let latest: Vec<String> = series
+        .iter()
+        .filter_map(|s| {
+            s.points
+                .iter()
+                .rev()
+                .find_map(|p| p.1)
+                .map(|v| format!("{} {}", s.name, label(v)))
         })
         .collect();
-    let aria = format!(
-        "Share of requests per serving tier: {}",
-        bars.iter()
-            .map(|b| format!("{} {:.1} %", b.label, b.fraction * 100.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    bar_chart(
-        out,
-        "tiers",
-        &aria,
-        "no traffic yet",
-        &bars,
-        tiers.len() - shown,
-    );
+    let aria = if enough {
+        format!("{aria}; latest: {}", latest.join(", "))
+    } else {
+        format!("{aria}: collecting samples")
+    };
+    html! {
+        @if series.len() > 1 {
+            div.legend {
+                @for (i, s) in series.iter().enumerate() {
+                    span { i class=(format!("s{i}")) {} (s.name) }
+                }
+            }
+        }
+        svg data-chart=(chart) viewBox=(format!("0 0 {WIDTH:.0} {LINE_H:.0}"))
+            width=(format!("{WIDTH:.0}")) height=(format!("{LINE_H:.0}"))
+            role="img" aria-label=(aria) {
+            rect.bg x="0" y="0" width=(format!("{WIDTH:.0}")) height=(format!("{LINE_H:.0}")) {}
+            @for f in [0.0, 0.5, 1.0] {
+                line.grid x1=(f1(left)) y1=(f1(y_of(f * y_max))) x2=(f1(right)) y2=(f1(y_of(f * y_max))) {}
+                text x=(f1(left - 6.0)) y=(f1(y_of(f * y_max))) text-anchor="end" dominant-baseline="middle" {
+                    (label(f * y_max))
+                }
+            }
+            line.axis x1=(f1(left)) y1=(f1(top)) x2=(f1(left)) y2=(f1(bottom)) {}
+            line.axis x1=(f1(left)) y1=(f1(bottom)) x2=(f1(right)) y2=(f1(bottom)) {}
+            @if !enough {
+                text.empty x=(f1((left + right) / 2.0)) y=(f1((top + bottom) / 2.0))
+                    text-anchor="middle" dominant-baseline="middle" { "collecting…" }
+            } @else {
+                @for (i, s) in series.iter().enumerate() {
+                    @for run in runs(&s.points) {
+                        polyline class=(format!("s{i}")) points=(
+                            run.iter().map(|&(t, v)| format!("{:.1},{:.1}", x_of(t), y_of(v)))
+                                .collect::<Vec<_>>().join(" ")
+                        ) {}
+                    }
+                }
+                text x=(f1(right)) y=(f1(top - 6.0)) text-anchor="end" { "latest " (latest.join(" · ")) }
+                text x=(f1(left)) y=(f1(LINE_H - 12.0)) { (rfc3339(tmin)) }
+                text x=(f1(right)) y=(f1(LINE_H - 12.0)) text-anchor="end" { (rfc3339(tmax)) }
+            }
+        }
+    }
+}
+
+/// The stretches of consecutive measured points (a `None` ends one).
+fn runs(points: &[(u64, Option<f64>)]) -> Vec<Vec<(u64, f64)>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    for &(t, v) in points {
+        match v {
+            Some(v) => run.push((t, v)),
+            None if !run.is_empty() => out.push(std::mem::take(&mut run)),
+            None => {}
+        }
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    // A lone point still shows, as a dot-long line.
+    out.into_iter()
+        .map(|r| if r.len() == 1 { vec![r[0], r[0]] } else { r })
+        .collect()
+}
+
+/// Bytes and requests per serving tier, as horizontal bars scaled by bytes.
+fn tiers_chart(tiers: &[TierShare]) -> Markup {
+    let total_bytes = tiers.iter().fold(0u64, |a, t| a.saturating_add(t.bytes));
+    let total_requests = tiers.iter().fold(0u64, |a, t| a.saturating_add(t.requests));
+    let plot_w = WIDTH - LABEL_W - VALUE_W;
+    let rows = tiers.len().max(2);
+    let h = 2.0 * PAD + rows as f64 * ROW_H;
+    let aria = if total_requests == 0 {
+        "Bytes served per tier: no traffic yet".to_string()
+    } else {
+        format!(
+            "Bytes served per tier: {}",
+            tiers
+                .iter()
+                .map(|t| format!("{} {}", t.name, human_bytes(t.bytes as f64)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    html! {
+        svg data-chart="tiers" viewBox=(format!("0 0 {WIDTH:.0} {h:.0}"))
+            width=(format!("{WIDTH:.0}")) height=(format!("{h:.0}")) role="img" aria-label=(aria) {
+            rect.bg x="0" y="0" width=(format!("{WIDTH:.0}")) height=(format!("{h:.0}")) {}
+            line.axis x1=(f1(LABEL_W)) y1=(f1(PAD)) x2=(f1(LABEL_W)) y2=(f1(h - PAD)) {}
+            @if total_requests == 0 {
+                text.empty x=(f1(LABEL_W + 8.0)) y=(f1(h / 2.0)) dominant-baseline="middle" { "no traffic yet" }
+            } @else {
+                @for (i, t) in tiers.iter().enumerate() {
+                    @let mid = PAD + (i as f64 + 0.5) * ROW_H;
+                    @let share = ratio(t.bytes as f64, total_bytes as f64);
+                    g {
+                        text x=(f1(LABEL_W - 8.0)) y=(f1(mid)) text-anchor="end" dominant-baseline="middle" { (t.name) }
+                        rect.track x=(f1(LABEL_W)) y=(f1(mid - BAR_H / 2.0)) width=(f1(plot_w)) height=(f1(BAR_H)) {}
+                        rect class=(tier_class(&t.name)) x=(f1(LABEL_W)) y=(f1(mid - BAR_H / 2.0))
+                            width=(f1(share * plot_w)) height=(f1(BAR_H)) {}
+                        text x=(f1(LABEL_W + plot_w + 8.0)) y=(f1(mid)) dominant-baseline="middle" {
+                            (human_bytes(t.bytes as f64)) " · " (t.requests) " requests ("
+                            (format!("{:.1} %", ratio(t.requests as f64, total_requests as f64) * 100.0)) ")"
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Only known tier names get a colour class, so no snapshot text ends up in a class attribute.
@@ -362,212 +567,85 @@ fn tier_class(name: &str) -> &'static str {
         "store" => "tier-store",
         "hot" => "tier-hot",
         "cold" => "tier-cold",
-        _ => "",
+        _ => "track",
     }
 }
 
-fn hit_ratio_chart(out: &mut String, history: &[(u64, f64)]) {
-    const H: f64 = 220.0;
-    let (left, right, top, bottom) = (56.0, WIDTH - 16.0, 20.0, H - 36.0);
-    let y_of = |r: f64| bottom - clamp01(r) * (bottom - top);
-    let aria = match history.last() {
-        Some(&(_, r)) if history.len() >= 2 => format!(
-            "Edge-cache hit ratio over {} samples, latest {:.1} %",
-            history.len(),
-            clamp01(r) * 100.0
-        ),
-        _ => "Edge-cache hit ratio: collecting samples".to_string(),
-    };
-    svg_open(out, "hit-ratio", H, &aria);
-    for (r, label) in [(0.0, "0 %"), (0.5, "50 %"), (1.0, "100 %")] {
-        let _ = write!(
-            out,
-            "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>\
-             <text x=\"{lx:.1}\" y=\"{y:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\">{label}</text>",
-            y = y_of(r),
-            lx = left - 6.0,
-        );
-    }
-    let _ = write!(
-        out,
-        "<line class=\"axis\" x1=\"{left:.1}\" y1=\"{top:.1}\" x2=\"{left:.1}\" y2=\"{bottom:.1}\"/>\
-         <line class=\"axis\" x1=\"{left:.1}\" y1=\"{bottom:.1}\" x2=\"{right:.1}\" y2=\"{bottom:.1}\"/>"
-    );
-    if history.len() < 2 {
-        let _ = write!(
-            out,
-            "<text class=\"empty\" x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" \
-             dominant-baseline=\"middle\">collecting…</text></svg>",
-            x = (left + right) / 2.0,
-            y = (top + bottom) / 2.0,
-        );
-        return;
-    }
-    let tmin = history.iter().map(|p| p.0).min().unwrap_or(0);
-    let tmax = history.iter().map(|p| p.0).max().unwrap_or(0);
-    let span = tmax - tmin;
-    let last = history.len() - 1;
-    // Samples normally sit on their timestamps; if they all share one, spread them evenly.
-    let x_of = |i: usize, t: u64| {
-        let f = if span > 0 {
-            (t - tmin) as f64 / span as f64
-        } else {
-            i as f64 / last as f64
-        };
-        left + f * (right - left)
-    };
-    out.push_str("<polyline class=\"line\" points=\"");
-    for (i, &(t, r)) in history.iter().enumerate() {
-        let sep = if i == 0 { "" } else { " " };
-        let _ = write!(out, "{sep}{:.1},{:.1}", x_of(i, t), y_of(r));
-    }
-    out.push_str("\"/>");
-    if let Some(&(t, r)) = history.last() {
-        let _ = write!(
-            out,
-            "<circle class=\"dot\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\"/>\
-             <text x=\"{right:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">latest {pct:.1} %</text>",
-            x = x_of(last, t),
-            y = y_of(r),
-            ty = top - 6.0,
-            pct = clamp01(r) * 100.0,
-        );
-    }
-    let _ = write!(
-        out,
-        "<text x=\"{left:.1}\" y=\"{y:.1}\">{from}</text>\
-         <text x=\"{right:.1}\" y=\"{y:.1}\" text-anchor=\"end\">{to}</text></svg>",
-        y = H - 12.0,
-        from = rfc3339(tmin),
-        to = rfc3339(tmax),
-    );
-}
-
-fn top_chart(out: &mut String, top: &[PopularItem]) {
-    let max = max_positive(top.iter().map(|p| p.score));
-    let shown = top.len().min(MAX_BARS);
-    let bars: Vec<Bar> = top[..shown]
-        .iter()
-        .map(|p| {
-            let score = finite(p.score);
-            let value = match &p.pinned {
-                Some(why) => format!("{score:.2} · pinned ({why})"),
-                None => format!("{score:.2}"),
-            };
-            Bar {
-                label: shorten(&p.cid, 10, 6),
-                title: Some(p.cid.clone()),
-                fraction: ratio(score, max),
-                class: if p.pinned.is_some() { "pinned" } else { "" },
-                value,
-            }
-        })
-        .collect();
-    let pinned = top.iter().filter(|p| p.pinned.is_some()).count();
-    let aria = format!(
-        "Popularity scores of the {} most popular items, {} of them pinned",
-        top.len(),
-        pinned
-    );
-    bar_chart(
-        out,
-        "top",
-        &aria,
-        "nothing requested yet",
-        &bars,
-        top.len() - shown,
-    );
-}
-
-fn providers_chart(out: &mut String, providers: &[ProviderHealth]) {
-    let max = max_positive(providers.iter().map(|p| p.score));
-    let shown = providers.len().min(MAX_BARS);
-    let bars: Vec<Bar> = providers[..shown]
-        .iter()
-        .map(|p| {
-            let score = finite(p.score);
-            Bar {
-                label: shorten_end(&p.label, 22),
-                title: Some(format!("{} ({})", p.label, p.url)),
-                fraction: ratio(score, max),
-                class: health_class(p),
-                value: format!("{score:.3} · {} ok / {} failed", p.successes, p.failures),
-            }
-        })
-        .collect();
-    let healthy = providers.iter().filter(|p| p.failures == 0).count();
-    let aria = format!(
-        "Scores of {} cold-tier providers, {} without failures",
-        providers.len(),
-        healthy
-    );
-    bar_chart(
-        out,
-        "providers",
-        &aria,
-        "no providers",
-        &bars,
-        providers.len() - shown,
-    );
-}
-
-/// Green without failures, amber with some, red once failures outnumber successes.
-fn health_class(p: &ProviderHealth) -> &'static str {
-    if p.failures == 0 {
-        "good"
-    } else if p.failures > p.successes {
-        "bad"
+/// A CID, linked to the content on the public gateway when its address is known.
+fn cid_link(base: Option<&str>, cid: &str, short: bool) -> Markup {
+    let text = if short {
+        shorten(cid, 10, 6)
     } else {
-        "warn"
+        cid.to_string()
+    };
+    // Only something that parses as a CID becomes part of a link.
+    let linkable = cid::Cid::try_from(cid).is_ok();
+    html! {
+        @match base.filter(|_| linkable) {
+            Some(b) => { a href=(format!("{b}/ipfs/{cid}/")) title=(cid) { code { (text) } } }
+            None => { code title=(cid) { (text) } }
+        }
     }
 }
 
-fn top_table(out: &mut String, top: &[PopularItem]) {
-    out.push_str(
-        "<h2>Most popular content</h2>\n<table>\n<thead><tr><th>#</th><th>CID</th><th>score</th>\
-         <th>requests</th><th>bytes</th><th>pinned</th></tr></thead>\n<tbody>\n",
-    );
-    if top.is_empty() {
-        out.push_str("<tr><td colspan=\"6\" class=\"none\">nothing requested yet</td></tr>\n");
+fn popular_section(s: &StatusSnapshot) -> Markup {
+    let max = max_positive(s.top.iter().map(|p| p.score));
+    let base = s.public_base.as_deref();
+    html! {
+        h2 { "Popular content" }
+        table {
+            thead { tr { th { "#" } th { "CID" } th { "score" } th { "requests" } th { "bytes" } th { "pin" } } }
+            tbody {
+                @if s.top.is_empty() {
+                    tr { td.none colspan="6" { "nothing requested yet" } }
+                }
+                @for (i, p) in s.top.iter().enumerate() {
+                    tr {
+                        td.num { (i + 1) }
+                        td { (cid_link(base, &p.cid, false)) }
+                        td.num {
+                            meter min="0" max="1" value=(format!("{:.3}", ratio(finite(p.score), max))) {}
+                            " " (format!("{:.2}", finite(p.score)))
+                        }
+                        td.num { (format!("{:.1}", finite(p.requests))) }
+                        td.num { (human_bytes(p.bytes)) }
+                        td {
+                            @if let Some(why) = &p.pinned {
+                                "pinned (" (why) ")"
+                                @if let Some(name) = &p.pin_name { " · " strong { (name) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    for (i, p) in top.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "<tr><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"num\">{:.2}</td>\
-             <td class=\"num\">{:.1}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            i + 1,
-            escape(&p.cid),
-            finite(p.score),
-            finite(p.requests),
-            human_bytes(p.bytes),
-            p.pinned.as_deref().map(escape).unwrap_or_default(),
-        );
-    }
-    out.push_str("</tbody>\n</table>\n");
 }
 
-fn events_table(out: &mut String, events: &[PinEvent]) {
-    out.push_str(
-        "<h2>Recent pin events</h2>\n<table>\n<thead><tr><th>time</th><th>kind</th><th>CID</th>\
-         <th>backend</th><th>detail</th></tr></thead>\n<tbody>\n",
-    );
-    if events.is_empty() {
-        out.push_str("<tr><td colspan=\"5\" class=\"none\">no events yet</td></tr>\n");
+fn pins_section(s: &StatusSnapshot) -> Markup {
+    let base = s.public_base.as_deref();
+    html! {
+        h2 { "Pins" }
+        table {
+            thead { tr { th { "name" } th { "CID" } th { "pinned by" } th { "since" } } }
+            tbody {
+                @if s.pins.is_empty() {
+                    tr { td.none colspan="4" { "no pins" } }
+                }
+                @for p in &s.pins {
+                    tr {
+                        td { @match &p.name { Some(n) => { strong { (n) } } None => { span.none { "unnamed" } } } }
+                        td { (cid_link(base, &p.cid, false)) }
+                        td { (p.reason) }
+                        td.num { (rfc3339(p.created)) }
+                    }
+                }
+                @if s.pins_total > s.pins.len() {
+                    tr { td.none colspan="4" { "+" (s.pins_total - s.pins.len()) " more (GET /admin/pins lists all)" } }
+                }
+            }
+        }
     }
-    for e in events {
-        let _ = writeln!(
-            out,
-            "<tr><td class=\"num\">{}</td><td class=\"{}\">{}</td><td><code>{}</code></td>\
-             <td>{}</td><td>{}</td></tr>",
-            rfc3339(e.at),
-            event_class(&e.kind),
-            escape(&e.kind),
-            escape(&e.cid),
-            escape(&e.backend),
-            escape(&e.detail),
-        );
-    }
-    out.push_str("</tbody>\n</table>\n");
 }
 
 /// Like [`tier_class`], a fixed set so no snapshot text reaches a class attribute.
@@ -581,57 +659,87 @@ fn event_class(kind: &str) -> &'static str {
     }
 }
 
-fn providers_table(out: &mut String, providers: &[ProviderHealth]) {
-    out.push_str(
-        "<h2>Cold-tier providers</h2>\n<table>\n<thead><tr><th>label</th><th>URL</th>\
-         <th>score</th><th>successes</th><th>failures</th><th>TTFB</th><th>last error</th></tr>\
-         </thead>\n<tbody>\n",
-    );
-    if providers.is_empty() {
-        out.push_str("<tr><td colspan=\"7\" class=\"none\">no providers</td></tr>\n");
+fn events_section(s: &StatusSnapshot) -> Markup {
+    let base = s.public_base.as_deref();
+    html! {
+        h2 { "Pin events" }
+        table {
+            thead { tr { th { "time" } th { "kind" } th { "CID" } th { "backend" } th { "detail" } } }
+            tbody {
+                @if s.events.is_empty() {
+                    tr { td.none colspan="5" { "no events yet" } }
+                }
+                @for e in &s.events {
+                    tr {
+                        td.num { (rfc3339(e.at)) }
+                        td class=(event_class(&e.kind)) { (e.kind) }
+                        td { (cid_link(base, &e.cid, true)) }
+                        td { (e.backend) }
+                        td { (e.detail) }
+                    }
+                }
+            }
+        }
     }
-    for p in providers {
-        let ttfb = match p.ttfb_ms {
-            Some(ms) => format!("{:.0} ms", finite(ms)),
-            None => "–".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"num\">{:.3}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td>{}</td></tr>",
-            escape(&p.label),
-            escape(&p.url),
-            finite(p.score),
-            p.successes,
-            p.failures,
-            ttfb,
-            p.last_error.as_deref().map(escape).unwrap_or_default(),
-        );
-    }
-    out.push_str("</tbody>\n</table>\n");
 }
 
-fn spend(out: &mut String, spent: f64, budget: f64) {
-    let spent = finite(spent).max(0.0);
-    let budget = finite(budget).max(0.0);
-    out.push_str("<h2>Spend today</h2>\n");
-    if budget > 0.0 {
-        let _ = writeln!(
-            out,
-            "<p><meter min=\"0\" max=\"{budget:.6}\" high=\"{high:.6}\" value=\"{spent:.6}\"></meter> \
-             {spent:.4} FIL of {budget:.4} FIL ({pct:.1} %)</p>",
-            high = budget * 0.8,
-            pct = spent / budget * 100.0,
-        );
+/// Green without failures, amber with some, red once failures outnumber successes.
+fn health_class(p: &ProviderHealth) -> &'static str {
+    if p.failures == 0 {
+        "ok"
+    } else if p.failures > p.successes {
+        "bad-text"
     } else {
-        let _ = writeln!(out, "<p>{spent:.4} FIL (no daily budget set)</p>");
+        "ev-down"
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-fn escape(s: &str) -> String {
-    crate::gateway::unixfs_dir::html_escape(s)
+fn providers_section(s: &StatusSnapshot) -> Markup {
+    let max = max_positive(s.providers.iter().map(|p| p.score));
+    let spent = finite(s.spend_today).max(0.0);
+    let budget = finite(s.daily_budget).max(0.0);
+    html! {
+        h2 { "Storage providers (cold tier)" }
+        table {
+            thead { tr {
+                th { "label" } th { "URL" } th { "score" } th { "successes" } th { "failures" }
+                th { "TTFB" } th { "last error" }
+            } }
+            tbody {
+                @if s.providers.is_empty() {
+                    tr { td.none colspan="7" { "no providers" } }
+                }
+                @for p in &s.providers {
+                    tr {
+                        td class=(health_class(p)) { (p.label) }
+                        td { code { (p.url) } }
+                        td.num {
+                            meter min="0" max="1" value=(format!("{:.3}", ratio(finite(p.score), max))) {}
+                            " " (format!("{:.3}", finite(p.score)))
+                        }
+                        td.num { (p.successes) }
+                        td.num { (p.failures) }
+                        td.num { @match p.ttfb_ms { Some(ms) => { (format!("{:.0} ms", finite(ms))) } None => { "–" } } }
+                        td { @if let Some(e) = &p.last_error { (e) } }
+                    }
+                }
+            }
+        }
+        p {
+            "Spent today: "
+            @if budget > 0.0 {
+                meter min="0" max=(format!("{budget:.6}")) high=(format!("{:.6}", budget * 0.8)) value=(format!("{spent:.6}")) {}
+                " " (format!("{spent:.4} FIL of {budget:.4} FIL ({:.1} %)", spent / budget * 100.0))
+            } @else {
+                (format!("{spent:.4} FIL (no daily budget set)"))
+            }
+        }
+    }
+}
+
+/// One decimal, for SVG geometry.
+fn f1(x: f64) -> String {
+    format!("{:.1}", finite(x))
 }
 
 /// NaN and infinities become 0 so they never reach the page or SVG geometry; adding 0.0 also
@@ -655,10 +763,25 @@ fn max_positive(values: impl Iterator<Item = f64>) -> f64 {
 
 /// `x / max` clamped to 0..=1, or 0 when `max` is not positive.
 fn ratio(x: f64, max: f64) -> f64 {
-    if max > 0.0 {
+    if finite(max) > 0.0 {
         clamp01(x / max)
     } else {
         0.0
+    }
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.1} %", clamp01(v) * 100.0)
+}
+
+fn human_ms(v: f64) -> String {
+    let v = finite(v);
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.2} ms")
     }
 }
 
@@ -672,16 +795,6 @@ fn shorten(s: &str, head: usize, tail: usize) -> String {
     let start: String = s.chars().take(head).collect();
     let end: String = s.chars().skip(n - tail).collect();
     format!("{start}…{end}")
-}
-
-/// At most `max` characters, the last one an ellipsis when cut.
-fn shorten_end(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 fn rfc3339(at: u64) -> String {
@@ -715,17 +828,42 @@ mod tests {
 
     fn filled() -> StatusSnapshot {
         StatusSnapshot {
+            version: "0.1.0".into(),
             uptime_secs: 3725,
+            public_base: Some("http://127.0.0.1:8080".into()),
+            not_ready: Vec::new(),
+            hot: HotHealth {
+                backend: "trustless".into(),
+                url: "http://127.0.0.1:9".into(),
+                has_breaker: true,
+                open_for_secs: None,
+                failures: 0,
+            },
+            cache_bytes: 64 << 20,
+            cache_capacity: 256 << 20,
+            store_bytes: 3 << 20,
+            resident_bytes: Some(50 << 20),
+            open_fds: Some((40, Some(1024))),
+            traffic: (0..60u64)
+                .map(|i| TrafficSample {
+                    at: 1_700_000_000 + i * 10,
+                    requests_per_s: i as f64,
+                    server_errors: Some(0.01),
+                    client_errors: if i == 30 { None } else { Some(0.05) },
+                    p50_ms: Some(1.0),
+                    p95_ms: Some(5.0),
+                    p99_ms: Some(20.0 + i as f64),
+                    hit_ratio: Some((i as f64 / 60.0).min(1.0)),
+                })
+                .collect(),
             tiers: ["cache", "store", "hot", "cold"]
                 .iter()
                 .zip([600, 250, 100, 50])
                 .map(|(n, b)| TierShare {
                     name: n.to_string(),
                     requests: b,
+                    bytes: b * 4096,
                 })
-                .collect(),
-            hit_ratio_history: (0..60u64)
-                .map(|i| (1_700_000_000 + i * 10, (i as f64 / 60.0).min(1.0)))
                 .collect(),
             top: vec![
                 PopularItem {
@@ -734,6 +872,7 @@ mod tests {
                     requests: 40.0,
                     bytes: 3.5 * 1048576.0,
                     pinned: Some("operator".into()),
+                    pin_name: Some("my site".into()),
                 },
                 PopularItem {
                     cid: "bafkreiabc".into(),
@@ -741,8 +880,16 @@ mod tests {
                     requests: 9.0,
                     bytes: 512.0,
                     pinned: None,
+                    pin_name: None,
                 },
             ],
+            pins: vec![PinRow {
+                cid: CID.into(),
+                reason: "operator".into(),
+                name: Some("my site".into()),
+                created: 1_700_000_000,
+            }],
+            pins_total: 3,
             events: vec![PinEvent {
                 at: 1_700_000_600,
                 cid: CID.into(),
@@ -782,28 +929,64 @@ mod tests {
     }
 
     #[test]
-    fn renders_four_charts() {
+    fn renders_every_chart_and_section_once() {
         let html = render(&filled());
-        assert!(html.starts_with("<!doctype html>"));
+        assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
-        assert_eq!(html.matches("<svg data-chart=\"").count(), 4);
-        assert_eq!(html.matches("</svg>").count(), 4);
-        for chart in ["tiers", "hit-ratio", "top", "providers"] {
+        assert_eq!(html.matches("<svg data-chart=\"").count(), CHARTS.len());
+        assert_eq!(html.matches("</svg>").count(), CHARTS.len());
+        for chart in CHARTS {
             assert!(html.contains(&format!("data-chart=\"{chart}\"")), "{chart}");
         }
-        assert_eq!(html.matches("role=\"img\"").count(), 4);
-        assert!(html.contains("<polyline"));
-        assert!(html.contains("60.0 %"));
-        assert!(html.contains(&format!("<title>{CID}</title>bafybeigdy…5fbzdi")));
-        assert!(html.contains("pinned (operator)"));
-        assert!(html.contains("bar good") && html.contains("bar warn"));
+        for heading in [
+            "Health",
+            "Traffic",
+            "Popular content",
+            "Pins",
+            "Pin events",
+            "Storage providers (cold tier)",
+        ] {
+            assert_eq!(
+                html.matches(&format!("<h2>{heading}</h2>")).count(),
+                1,
+                "{heading}"
+            );
+        }
+        assert_eq!(html.matches("<h2>").count(), 6);
+        // The 4xx series has a gap: two runs.
+        assert!(html.matches("<polyline class=\"s1\"").count() >= 2);
+        assert!(html.contains("p99 79 ms"), "latest p99 in the aria label");
+        assert!(html.contains("ready"));
+        assert!(html.contains("circuit closed"));
+        assert!(html.contains("25.0 % full"));
+        assert!(html.contains("50.0 MiB resident"));
+        assert!(html.contains("40 of 1024 file descriptors"));
+        // CIDs link to the content on the public gateway; pin names are shown.
+        assert!(html.contains(&format!("href=\"http://127.0.0.1:8080/ipfs/{CID}/\"")));
+        assert!(!html.contains("href=\"http://127.0.0.1:8080/ipfs/bafkreiabc/\""));
+        assert!(html.contains("<strong>my site</strong>"));
+        assert!(html.contains("+2 more"));
+        assert!(html.contains("2.3 MiB · 600 requests (60.0 %)"));
         assert!(html.contains("3.5 MiB"));
         assert!(html.contains("2023-11-14T22:23:20Z"));
         assert!(html.contains("chartsRendered"));
+        assert!(html.contains("0.2500 FIL of 1.0000 FIL (25.0 %)"));
         assert!(!has_non_finite(&html));
-        // Nothing may be fetched from elsewhere.
+        // Nothing is loaded from elsewhere.
         assert!(!html.contains(" src="));
-        assert!(!html.contains(" href="));
+    }
+
+    #[test]
+    fn not_ready_and_open_circuit_show() {
+        let mut s = filled();
+        s.not_ready = vec!["hot node circuit open".into()];
+        s.hot.open_for_secs = Some(12);
+        s.hot.failures = 5;
+        let html = render(&s);
+        assert!(html.contains("not ready"));
+        assert!(html.contains("hot node circuit open"));
+        assert!(html.contains("circuit open, 12 s left"));
+        assert!(html.contains("5 consecutive failures"));
     }
 
     #[test]
@@ -812,37 +995,46 @@ mod tests {
         s.tiers[0].name = EVIL.into();
         s.top[0].cid = EVIL.into();
         s.top[0].pinned = Some(EVIL.into());
+        s.top[0].pin_name = Some(EVIL.into());
+        s.pins[0].name = Some(EVIL.into());
         s.events[0].detail = EVIL.into();
         s.events[0].kind = EVIL.into();
         s.providers[0].label = EVIL.into();
         s.providers[0].url = "\"><img src=x onerror=alert(1)>".into();
         s.providers[1].last_error = Some("it's <b>&</b>".into());
+        s.not_ready = vec![EVIL.into()];
+        s.public_base = Some("\"><script>".into());
         let html = render(&s);
         assert!(!html.contains(EVIL));
         assert!(!html.contains("<img"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("it&#39;s &lt;b&gt;&amp;&lt;/b&gt;"));
+        assert!(html.contains("it's &lt;b&gt;&amp;&lt;/b&gt;"));
         // Only the page's own script tag.
         assert_eq!(html.matches("<script").count(), 1);
-        assert_eq!(escape("a&b\"c'd"), "a&amp;b&quot;c&#39;d");
+        // Text that is not a CID never becomes a link.
+        assert!(!html.contains("/ipfs/&lt;script"));
     }
 
     #[test]
     fn empty_snapshot_still_draws_every_chart() {
         let html = render(&StatusSnapshot::default());
-        assert_eq!(html.matches("<svg data-chart=\"").count(), 4);
-        assert_eq!(html.matches("</svg>").count(), 4);
+        assert_eq!(html.matches("<svg data-chart=\"").count(), CHARTS.len());
+        assert_eq!(html.matches("</svg>").count(), CHARTS.len());
         assert!(html.contains("no traffic yet"));
         assert!(html.contains("collecting…"));
         assert!(html.contains("no providers"));
+        assert!(html.contains("no pins"));
         assert!(html.contains("no daily budget set"));
+        assert!(html.contains("memory unknown"));
         assert!(!has_non_finite(&html));
     }
 
     #[test]
     fn non_finite_numbers_render_as_zero() {
         let mut s = filled();
-        s.hit_ratio_history = vec![(5, f64::NAN), (5, f64::INFINITY), (5, -1.0)];
+        s.traffic[0].p99_ms = Some(f64::NAN);
+        s.traffic[1].requests_per_s = f64::INFINITY;
+        s.traffic[2].hit_ratio = Some(-1.0);
         s.top[0].score = f64::NAN;
         s.top[0].bytes = f64::INFINITY;
         s.top[1].score = f64::NEG_INFINITY;
@@ -852,19 +1044,22 @@ mod tests {
         s.daily_budget = f64::INFINITY;
         s.events[0].at = u64::MAX;
         let html = render(&s);
-        assert_eq!(html.matches("<svg data-chart=\"").count(), 4);
+        assert_eq!(html.matches("<svg data-chart=\"").count(), CHARTS.len());
         assert!(html.contains("<polyline"));
         assert!(html.contains("unix 18446744073709551615"));
         assert!(!has_non_finite(&html));
     }
 
     #[test]
-    fn shortening_counts_chars() {
+    fn helpers() {
         assert_eq!(shorten(CID, 10, 6), "bafybeigdy…5fbzdi");
         assert_eq!(shorten("short", 10, 6), "short");
         assert_eq!(shorten(&"é".repeat(40), 10, 6).chars().count(), 17);
-        assert_eq!(shorten_end("abcdef", 4), "abc…");
         assert_eq!(human_bytes(1023.0), "1023 B");
         assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_ms(0.5), "0.50 ms");
+        assert_eq!(human_ms(2500.0), "2.50 s");
+        let r = runs(&[(1, Some(1.0)), (2, None), (3, Some(2.0)), (4, Some(3.0))]);
+        assert_eq!(r, vec![vec![(1, 1.0), (1, 1.0)], vec![(3, 2.0), (4, 3.0)]]);
     }
 }

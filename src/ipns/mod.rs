@@ -95,7 +95,8 @@ pub struct Resolution {
 #[derive(Clone)]
 pub struct NameResolver {
     store: LocalStore,
-    dnslink: Arc<BTreeMap<String, String>>,
+    /// Configured DNSLink domains (lower case, no trailing dot); replaced whole on SIGHUP.
+    dnslink: Arc<arc_swap::ArcSwap<BTreeMap<String, String>>>,
     /// DNSLink over DNS; `None`: only the static table.
     dns: Option<Arc<Dnslink>>,
     /// IPNS over Delegated Routing V1; `None`: only stored records.
@@ -122,13 +123,9 @@ fn normalize_domain(domain: &str) -> String {
 impl NameResolver {
     /// A resolver over records in `store` and the DNSLink `domain → /ipfs|ipns/...` map.
     pub fn new(store: LocalStore, dnslink: BTreeMap<String, String>) -> Self {
-        let dnslink = dnslink
-            .into_iter()
-            .map(|(d, p)| (normalize_domain(&d), p))
-            .collect();
         Self {
             store,
-            dnslink: Arc::new(dnslink),
+            dnslink: Arc::new(arc_swap::ArcSwap::from_pointee(normalize_dnslink(dnslink))),
             dns: None,
             routing: None,
             writing: Default::default(),
@@ -144,6 +141,12 @@ impl NameResolver {
         self
     }
 
+    /// Replaces the DNSLink table (`dnslink.names` re-read on SIGHUP), for every clone of
+    /// this resolver.
+    pub fn set_dnslink(&self, dnslink: BTreeMap<String, String>) {
+        self.dnslink.store(Arc::new(normalize_dnslink(dnslink)));
+    }
+
     /// Also resolves IPNS names through delegated routers (records are stored when they verify).
     pub fn with_routing(mut self, routing: Arc<IpnsRouting>) -> Self {
         self.routing = Some(routing);
@@ -152,12 +155,13 @@ impl NameResolver {
 
     /// Whether `domain` has a configured DNSLink in the static table.
     pub fn has_dnslink(&self, domain: &str) -> bool {
-        !self.dnslink.is_empty() && self.dnslink.contains_key(&normalize_domain(domain))
+        let table = self.dnslink.load();
+        !table.is_empty() && table.contains_key(&normalize_domain(domain))
     }
 
     /// Whether any Host header can be a DNSLink site (a static entry, or DNS lookups allowed).
     pub fn any_dnslink(&self) -> bool {
-        !self.dnslink.is_empty() || self.dns.as_ref().is_some_and(|d| d.enabled())
+        !self.dnslink.load().is_empty() || self.dns.as_ref().is_some_and(|d| d.enabled())
     }
 
     /// What the DNSLink site `host` (a Host header without port) points at: `None` when it is
@@ -165,8 +169,9 @@ impl NameResolver {
     /// The caller has ruled out the gateway's own hosts.
     pub async fn site(&self, host: &str) -> Result<Option<Resolution>, ResolveError> {
         let domain = normalize_domain(host);
-        if let Some(value) = self.dnslink.get(&domain) {
-            let first = (value.clone(), None);
+        let configured = self.dnslink.load().get(&domain).cloned();
+        if let Some(value) = configured {
+            let first = (value, None);
             return self.resolve_from(&domain, first).await.map(Some);
         }
         let Some(dns) = &self.dns else {
@@ -334,8 +339,8 @@ impl NameResolver {
                 if !is_dns_name(&domain) {
                     return Err(ResolveError::Invalid(name.to_string()));
                 }
-                if let Some(path) = self.dnslink.get(&domain) {
-                    return Ok((path.clone(), None));
+                if let Some(path) = self.dnslink.load().get(&domain).cloned() {
+                    return Ok((path, None));
                 }
                 match &self.dns {
                     Some(dns) => {
@@ -481,6 +486,14 @@ impl NameResolver {
             }
         }
     }
+}
+
+/// Domains as looked up: lower case, without a trailing dot.
+fn normalize_dnslink(dnslink: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    dnslink
+        .into_iter()
+        .map(|(d, p)| (normalize_domain(&d), p))
+        .collect()
 }
 
 /// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,

@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A client's key: its IPv4 address, or the /64 of its IPv6 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,18 +136,50 @@ impl Counts {
     }
 }
 
+/// One place among the requests in progress, returned when dropped.
+struct GlobalSlot(Arc<AtomicUsize>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A request's admission; dropping it (when the response is done) frees its places.
 pub struct Ticket {
-    _global: OwnedSemaphorePermit,
+    _global: GlobalSlot,
     _client: Option<CountGuard>,
 }
 
-/// The admission control of one listener.
+/// The per-client bounds in force and the rate limiter that enforces them.
+struct ClientState {
+    limits: ClientLimits,
+    rate: Option<Arc<DefaultKeyedRateLimiter<ClientKey>>>,
+}
+
+impl ClientState {
+    fn new(limits: ClientLimits) -> Self {
+        let rate = (limits.rate > 0.0).then(|| {
+            let period = Duration::from_secs_f64(1.0 / limits.rate.min(1e9));
+            let burst = NonZeroU32::new(limits.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+                .allow_burst(burst);
+            Arc::new(RateLimiter::keyed(quota))
+        });
+        Self { limits, rate }
+    }
+}
+
+/// The admission control of one listener. Its bounds can change while it runs (SIGHUP):
+/// requests in progress keep their places, new ones are admitted under the new bounds.
 pub struct Admission {
-    global: Arc<Semaphore>,
+    /// Requests in progress.
+    in_progress: Arc<AtomicUsize>,
+    /// Most requests in progress; 0: unbounded.
+    max_concurrent: AtomicUsize,
     counts: Arc<Counts>,
-    client: ClientLimits,
-    rate: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    client: ArcSwap<ClientState>,
     /// Admissions so far, to prune idle rate-limit state now and then.
     admitted: AtomicU64,
 }
@@ -155,32 +187,44 @@ pub struct Admission {
 impl Admission {
     /// At most `max_concurrent` requests in progress (0: unbounded), and `client` per client.
     pub fn new(max_concurrent: usize, client: ClientLimits) -> Arc<Self> {
-        let global = if max_concurrent == 0 {
-            Semaphore::MAX_PERMITS
-        } else {
-            max_concurrent.min(Semaphore::MAX_PERMITS)
-        };
-        let rate = (client.rate > 0.0).then(|| {
-            let period = Duration::from_secs_f64(1.0 / client.rate.min(1e9));
-            let burst = NonZeroU32::new(client.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-                .allow_burst(burst);
-            RateLimiter::keyed(quota)
-        });
         Arc::new(Self {
-            global: Arc::new(Semaphore::new(global)),
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            max_concurrent: AtomicUsize::new(max_concurrent),
             counts: Arc::new(Counts::default()),
-            client,
-            rate,
+            client: ArcSwap::from_pointee(ClientState::new(client)),
             admitted: AtomicU64::new(0),
         })
+    }
+
+    /// New bounds for requests admitted from now on. Per-client rate buckets start full again
+    /// only when the rate or the burst changed.
+    pub fn set_limits(&self, max_concurrent: usize, client: ClientLimits) {
+        self.max_concurrent.store(max_concurrent, Ordering::Release);
+        let current = self.client.load();
+        let next = if current.limits.rate == client.rate && current.limits.burst == client.burst {
+            ClientState {
+                limits: client,
+                rate: current.rate.clone(),
+            }
+        } else {
+            ClientState::new(client)
+        };
+        self.client.store(Arc::new(next));
+    }
+
+    /// The bounds in force: requests in progress (0: unbounded) and per client.
+    pub fn limits(&self) -> (usize, ClientLimits) {
+        (
+            self.max_concurrent.load(Ordering::Acquire),
+            self.client.load().limits,
+        )
     }
 
     /// Admits a request from `ip`, or says why not.
     pub fn admit(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
         let key = ClientKey::of(ip);
-        if let Some(rate) = &self.rate {
+        let client = self.client.load();
+        if let Some(rate) = &client.rate {
             if let Err(not_until) = rate.check_key(&key) {
                 return Err(Refusal::ClientRate(
                     not_until.wait_time_from(DefaultClock::default().now()),
@@ -191,12 +235,13 @@ impl Admission {
                 rate.shrink_to_fit();
             }
         }
-        let global = self
-            .global
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Busy)?;
-        let client = match self.client.max_concurrent {
+        let max = self.max_concurrent.load(Ordering::Acquire);
+        let before = self.in_progress.fetch_add(1, Ordering::AcqRel);
+        let global = GlobalSlot(self.in_progress.clone());
+        if max != 0 && before >= max {
+            return Err(Refusal::Busy);
+        }
+        let client = match client.limits.max_concurrent {
             0 => None,
             max => Some(
                 self.counts
@@ -211,11 +256,8 @@ impl Admission {
     }
 
     /// Requests in progress now.
-    pub fn in_progress(&self, max_concurrent: usize) -> usize {
-        match max_concurrent {
-            0 => Semaphore::MAX_PERMITS - self.global.available_permits(),
-            m => m.saturating_sub(self.global.available_permits()),
-        }
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Acquire)
     }
 }
 
@@ -269,7 +311,7 @@ mod tests {
         assert!(a.admit(ip("2001:db9::1")).is_ok(), "another /64");
         drop(a2);
         let _a3 = a.admit(ip("2001:db8::3")).unwrap();
-        assert_eq!(a.in_progress(100), 2, "refused requests hold nothing");
+        assert_eq!(a.in_progress(), 2, "refused requests hold nothing");
     }
 
     #[test]
@@ -290,6 +332,34 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert!(a.admit(ip("6.6.6.6")).is_ok());
+    }
+
+    #[test]
+    fn limits_change_while_running() {
+        let a = Admission::new(1, ClientLimits::default());
+        let t1 = a.admit(ip("1.1.1.1")).unwrap();
+        assert_eq!(a.admit(ip("2.2.2.2")).err(), Some(Refusal::Busy));
+        a.set_limits(2, ClientLimits::default());
+        let t2 = a.admit(ip("2.2.2.2")).unwrap();
+        // Lowered below what is in progress: those keep their places, new ones wait.
+        a.set_limits(1, ClientLimits::default());
+        assert_eq!(a.admit(ip("3.3.3.3")).err(), Some(Refusal::Busy));
+        drop((t1, t2));
+        assert_eq!(a.in_progress(), 0);
+        a.set_limits(
+            0,
+            ClientLimits {
+                max_concurrent: 0,
+                rate: 1.0,
+                burst: 1,
+            },
+        );
+        drop(a.admit(ip("5.5.5.5")).unwrap());
+        assert!(matches!(
+            a.admit(ip("5.5.5.5")),
+            Err(Refusal::ClientRate(_))
+        ));
+        assert_eq!(a.limits().1.burst, 1);
     }
 
     #[test]

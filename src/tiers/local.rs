@@ -117,6 +117,9 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The database file in the data directory.
+const DB_FILE: &str = "cidgate.redb";
+
 impl LocalStore {
     /// Opens (creating if needed) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -129,7 +132,7 @@ impl LocalStore {
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join("cidgate.redb");
+        let path = dir.join(DB_FILE);
         let db = match Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
@@ -161,6 +164,20 @@ impl LocalStore {
     /// Directory that holds the database.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Bytes of the database file on disk (0 when it cannot be read).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(self.dir.join(DB_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Whether the database answers a read: the readiness check of `/readyz`.
+    pub fn readable(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        tx.open_table(META)?;
+        Ok(())
     }
 
     fn init_tables(&self) -> Result<(), StoreError> {

@@ -92,6 +92,19 @@ impl CircuitBreaker {
         }
     }
 
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// How much longer the circuit stays open, when it is open now.
+    pub fn open_for(&self) -> Option<Duration> {
+        let until = (*self.open_until.lock().ok()?)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
     /// Whether the circuit is open now.
     pub fn is_open(&self) -> bool {
         self.open_until
@@ -403,6 +416,12 @@ impl TieredSource {
     /// The remote hot node's circuit breaker.
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
+    }
+
+    /// The remote hot node's circuit breaker, to watch from elsewhere (readiness, metrics);
+    /// `None` without a remote hot node (the embedded store has no breaker).
+    pub fn hot_breaker(&self) -> Option<Arc<CircuitBreaker>> {
+        self.remote.as_ref().map(|_| self.breaker.clone())
     }
 
     async fn read_local(&self, cid: &Cid) -> Option<Block> {

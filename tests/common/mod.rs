@@ -248,6 +248,18 @@ pub async fn metrics(s: &Server) -> String {
         .unwrap()
 }
 
+/// The `/metrics` text of the admin listener at `admin` (a base URL).
+pub async fn metrics_at(admin: &str) -> String {
+    client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The body of a GET, panicking with the URL on failure.
 pub async fn get_bytes(url: &str) -> bytes::Bytes {
     let resp = client()

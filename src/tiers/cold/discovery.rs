@@ -325,7 +325,8 @@ pub fn static_candidate(p: &StaticProvider) -> Candidate {
 /// Discovery with caching and coalescing.
 pub struct Discovery {
     client: reqwest::Client,
-    statics: Vec<Candidate>,
+    /// The static list (`cold.providers`), replaced whole on SIGHUP.
+    statics: arc_swap::ArcSwap<Vec<Candidate>>,
     indexers: Vec<String>,
     routers: Vec<String>,
     ttl: Duration,
@@ -342,7 +343,9 @@ impl Discovery {
     pub fn new(config: &ColdConfig, client: reqwest::Client, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             client,
-            statics: config.providers.iter().map(static_candidate).collect(),
+            statics: arc_swap::ArcSwap::from_pointee(
+                config.providers.iter().map(static_candidate).collect(),
+            ),
             indexers: trimmed(&config.indexers),
             routers: trimmed(&config.routers),
             ttl: config.discovery_ttl,
@@ -355,6 +358,18 @@ impl Discovery {
         })
     }
 
+    /// Replaces the static provider list (`cold.providers` re-read on SIGHUP); lookups that
+    /// already started keep the list they had.
+    pub fn set_static_providers(&self, providers: &[StaticProvider]) {
+        self.statics
+            .store(Arc::new(providers.iter().map(static_candidate).collect()));
+    }
+
+    /// The base URLs of the static provider list.
+    pub fn static_urls(&self) -> Vec<String> {
+        self.statics.load().iter().map(|c| c.url.clone()).collect()
+    }
+
     /// Provider records or addresses found unusable so far.
     pub fn unusable(&self) -> u64 {
         self.unusable.load(Ordering::Relaxed)
@@ -364,7 +379,7 @@ impl Discovery {
     /// [`TierError::NotFound`] when every lookup positively reported no provider.
     pub async fn find(self: &Arc<Self>, cid: &Cid) -> Result<Arc<Vec<Candidate>>, TierError> {
         if self.indexers.is_empty() && self.routers.is_empty() {
-            return Ok(Arc::new(self.statics.clone()));
+            return Ok(self.statics.load_full());
         }
         let mh = *cid.hash();
         if let Ok(cache) = self.cache.lock() {
@@ -413,9 +428,9 @@ impl Discovery {
         })?;
         match result {
             Ok(found) => self.with_statics(cid, found),
-            Err(e) if !self.statics.is_empty() => {
+            Err(e) if !self.statics.load().is_empty() => {
                 tracing::debug!(%cid, error = %e, "discovery failed; using the static providers");
-                Ok(Arc::new(self.statics.clone()))
+                Ok(self.statics.load_full())
             }
             Err(e) => Err(e),
         }
@@ -426,17 +441,18 @@ impl Discovery {
         cid: &Cid,
         found: Arc<Vec<Candidate>>,
     ) -> Result<Arc<Vec<Candidate>>, TierError> {
-        if self.statics.is_empty() {
+        let statics = self.statics.load_full();
+        if statics.is_empty() {
             if found.is_empty() {
                 return Err(TierError::NotFound(*cid));
             }
             return Ok(found);
         }
-        let mut all = self.statics.clone();
+        let mut all = (*statics).clone();
         all.extend(
             found
                 .iter()
-                .filter(|c| !self.statics.iter().any(|s| s.url == c.url))
+                .filter(|c| !statics.iter().any(|s| s.url == c.url))
                 .cloned(),
         );
         Ok(Arc::new(all))

@@ -85,6 +85,8 @@ pub struct ColdReport {
     pub last_declined: Vec<Declined>,
     /// Provider records or addresses discovery found unusable (no HTTP).
     pub unusable_addresses: u64,
+    /// The static provider list in force (`cold.providers`, reloaded on SIGHUP).
+    pub static_providers: Vec<String>,
 }
 
 impl ColdTier {
@@ -122,6 +124,11 @@ impl ColdTier {
         self.deadline
     }
 
+    /// Replaces the static provider list (SIGHUP); discovery sources and limits stay.
+    pub fn set_static_providers(&self, providers: &[crate::config::StaticProvider]) {
+        self.discovery.set_static_providers(providers);
+    }
+
     /// Saves provider scores and spend (periodically and at shutdown).
     pub fn save(&self) {
         self.book.save();
@@ -155,6 +162,7 @@ impl ColdTier {
                 .map(|d| d.clone())
                 .unwrap_or_default(),
             unusable_addresses: self.discovery.unusable(),
+            static_providers: self.discovery.static_urls(),
         }
     }
 
