@@ -709,6 +709,9 @@ pub struct ConfigSource {
 
 /// Runs the gateway until a shutdown signal.
 pub async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    // Taken over first: SIGHUP's default action ends the process, and the store may take
+    // long to open. A SIGHUP that comes during the start is applied once the server runs.
+    let hangup = Hangup::listen();
     let shutdown = CancellationToken::new();
     let metrics = Metrics::new();
     // The admin listener is up first, so that `/healthz` and `/readyz` (503 "starting") answer
@@ -743,7 +746,10 @@ pub async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         gate.clone(),
         shutdown.clone(),
     ));
-    let result = serve_opened(config, source, metrics, admin_addr, &gate, &shutdown).await;
+    let result = serve_opened(
+        config, source, metrics, admin_addr, &gate, &shutdown, hangup,
+    )
+    .await;
     if result.is_err() {
         shutdown.cancel();
     }
@@ -760,6 +766,7 @@ async fn serve_opened(
     admin_addr: std::net::SocketAddr,
     gate: &crate::admin::AdminGate,
     shutdown: &CancellationToken,
+    hangup: Hangup,
 ) -> anyhow::Result<()> {
     let store = config.store.open()?;
     let sample = if config.server.sample {
@@ -960,7 +967,7 @@ async fn serve_opened(
         })
     });
     let denylist_metrics = tokio::spawn(publish_denylist_stats(denylists.clone(), metrics.clone()));
-    wait_for_shutdown(&mut reloader).await;
+    wait_for_shutdown(&mut reloader, hangup).await;
     tracing::info!("shutting down: draining in-flight responses");
     admin.set_draining();
     shutdown.cancel();
@@ -1010,24 +1017,46 @@ async fn publish_denylist_stats(denylists: DenylistService, metrics: Arc<Metrics
     }
 }
 
-/// Runs until SIGINT or SIGTERM; SIGHUP reloads what can change without a restart.
-async fn wait_for_shutdown(reloader: &mut Reloader) {
+/// The SIGHUP listener of `serve`, registered before anything slow starts.
+struct Hangup {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let stop = wait_for_signal();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = hup.recv() => reloader.reload().await,
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = match signal(SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGHUP: no reloads");
+                    None
                 }
+            };
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+}
+
+/// Runs until SIGINT or SIGTERM; SIGHUP reloads what can change without a restart.
+async fn wait_for_shutdown(reloader: &mut Reloader, hangup: Hangup) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hangup.signal {
+        let stop = wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = hup.recv() => reloader.reload().await,
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = reloader;
+    let _ = (reloader, hangup);
     wait_for_signal().await;
 }
 

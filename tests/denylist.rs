@@ -228,3 +228,38 @@ async fn lists_reload_without_a_restart_and_cached_answers_follow() {
         .unwrap();
     assert!(!r.status().is_success(), "a blocked CID was pinned");
 }
+
+#[tokio::test]
+async fn sighup_alone_reloads_lists_that_are_not_polled() {
+    let (dir, root) = site();
+    let lists = tempfile::tempdir().unwrap();
+    let deny = lists.path().join("quiet.deny");
+    std::fs::write(&deny, "# nothing yet\n").unwrap();
+    let g = Server::spawn(
+        dir,
+        &[
+            ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
+            ("CIDGATE_DENYLIST__POLL", "1h"),
+        ],
+        &[],
+    );
+    let secret = cid_of(&g, &root, "secret.txt").await;
+    let url = format!("{}/ipfs/{root}/secret.txt", g.url);
+    assert_eq!(status(url.clone(), None).await, 200);
+    std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status(url.clone(), None).await,
+        200,
+        "not polled: the file is read again on SIGHUP only"
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(g.child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(url.clone(), None).await != 410 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the list");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -489,3 +489,74 @@ fn config_prints_the_effective_configuration_with_secrets_masked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sighup_during_the_start_is_applied_after_it_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .env_remove("RUST_LOG")
+        // The sample is built and imported during the start: a window for the signal.
+        .env("CIDGATE_SERVER__SAMPLE", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = started.clone();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("cidgate: public ") {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    // The admin listener answers from the first moments of the start; from then on a SIGHUP
+    // must never end the process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(Instant::now() < deadline, "no admin listener");
+        assert!(matches!(child.try_wait(), Ok(None)), "exited early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut sent = 0;
+    while !started.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "never started");
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "a SIGHUP during the start ended the process:\n{}",
+            log.lock().unwrap()
+        );
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status();
+        sent += 1;
+    }
+    assert!(sent > 0);
+    // The reload asked for during the start runs once the server is up.
+    while !log.lock().unwrap().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(child.try_wait(), Ok(None)));
+    let _ = child.kill();
+    let _ = child.wait();
+}
