@@ -267,9 +267,11 @@ async fn a_storm_of_leaving_clients_leaves_nothing_behind() {
             }
         }));
     }
+    let started = Instant::now();
     for t in tasks {
         t.await.unwrap();
     }
+    let storm_time = started.elapsed();
     let storm = metric_sum(&metrics(&g).await, "cidgate_requests_total", "");
     assert!(
         storm >= (clients * per_client / 2) as f64,
@@ -307,4 +309,11 @@ async fn a_storm_of_leaving_clients_leaves_nothing_behind() {
         );
     }
     assert_nothing_left(&g, Duration::from_secs(20)).await;
+    // The figures docs/reliability.md quotes.
+    println!(
+        "chaos seed {seed}: {clients} clients, {storm} requests in {:.1} s through a flaky hot \
+         node and cold provider; afterwards {} items served whole and correct, nothing left in flight",
+        storm_time.as_secs_f64(),
+        roots.len()
+    );
 }
