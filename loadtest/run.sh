@@ -17,6 +17,7 @@
 #   NGINX_CACHE_LOCK [on]       proxy_cache_lock of the nginx proxy_cache baseline (on|off)
 #   CIDGATE_BIN [target/release/cidgate]   BIN_WAIT [300] seconds to wait for it to appear
 #   RESULTS_DIR [loadtest/results]   KEEP_WORK [0]: 1 keeps the temp dir (logs, lists, raw output)
+#   ACCESS_LOG [0]   1: cidgate writes its access log (the nginx baselines never do)
 #
 # Only 127.0.0.1 is used. Progress goes to stderr; the Markdown summary to stdout.
 set -euo pipefail
@@ -46,6 +47,7 @@ CIDGATE_BIN=${CIDGATE_BIN:-$REPO/target/release/cidgate}
 BIN_WAIT=${BIN_WAIT:-300}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_WORK=${KEEP_WORK:-0}
+ACCESS_LOG=${ACCESS_LOG:-0}
 
 log() { printf '[loadtest %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -163,7 +165,7 @@ start_cidgate() {
   local name=$1 dir=$2
   shift 2
   local out=$WORK/logs/$name.out err=$WORK/logs/$name.err pid i rc=0
-  env CIDGATE_SERVER__SAMPLE=false "$@" "$BIN" --data-dir "$dir" serve \
+  env CIDGATE_SERVER__SAMPLE=false "${ACCESS_ENV[@]}" "$@" "$BIN" --data-dir "$dir" serve \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$out" 2>"$err" &
   pid=$!
   PIDS+=("$pid")
@@ -343,6 +345,12 @@ log "zipf directory root(s): $ZIPF_ROOT"
 
 # ------------------------------------------------------------------------------------ servers
 NOTES=()
+# No access log, as the nginx baselines have none (access_log off); ACCESS_LOG=1 turns it on.
+# Builds from before the access log (no `cidgate config`) have no such key, and no log to turn off.
+ACCESS_ENV=()
+if "$BIN" --help 2>/dev/null | grep -qE '^ +config '; then
+  ACCESS_ENV=("CIDGATE_TELEMETRY__ACCESS_LOG=$([[ $ACCESS_LOG == 1 ]] && echo true || echo false)")
+fi
 FEAT_MEMORY=0 FEAT_HOT=0 FEAT_METRICS=0 FEAT_TIER=0
 HOT_REASON=""
 

@@ -313,6 +313,8 @@ pub struct Metrics {
     pub resident_memory: Gauge,
     /// Open file descriptors of the process (Linux, read at scrape time).
     pub open_fds: Gauge,
+    /// Log lines dropped because stderr could not keep up (read at scrape time).
+    pub log_lines_dropped: Counter,
     /// The open-files limit of the process.
     pub max_fds: Gauge,
     /// Bytes of the store's files on disk (read at scrape time).
@@ -379,6 +381,7 @@ impl Metrics {
             build_info: Family::default(),
             resident_memory: Gauge::default(),
             open_fds: Gauge::default(),
+            log_lines_dropped: Counter::default(),
             max_fds: Gauge::default(),
             store_size: Gauge::default(),
             stats: RequestStats::default(),
@@ -409,6 +412,11 @@ impl Metrics {
             "process_open_fds",
             "Open file descriptors of the process",
             m.open_fds.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr could not keep up",
+            m.log_lines_dropped.clone(),
         );
         registry.register(
             "process_max_fds",
@@ -725,6 +733,11 @@ impl Metrics {
     /// Reads the process figures (resident memory, open and allowed descriptors) into their
     /// gauges; called at scrape time. Figures that cannot be read keep their last value.
     pub fn refresh_process(&self) {
+        let dropped = dropped_log_lines();
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
+        }
         if let Some(p) = process_figures() {
             self.resident_memory.set(p.resident_bytes as i64);
             self.open_fds.set(p.open_fds as i64);
@@ -921,11 +934,29 @@ pub struct Telemetry {
     /// Changes the log filter later.
     pub log: LogControl,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    /// Flushes the log writer's last lines when dropped.
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
+/// Lines the log writer dropped because its buffer was full (see [`init`]).
+static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines dropped so far because stderr could not keep up.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES
+        .get()
+        .map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Log lines held for the writer thread before new ones are dropped (about 16 MiB of
+/// access-log lines).
+const LOG_BUFFER_LINES: usize = 65_536;
+
 impl Telemetry {
-    /// Flushes and stops the trace exporter, if there is one.
+    /// Flushes the log and stops the trace exporter, if there is one.
     pub fn shutdown(self) -> Result<(), TelemetryError> {
+        drop(self._log_writer);
         match self.provider {
             Some(p) => p
                 .shutdown()
@@ -964,9 +995,22 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
     };
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Lines are formatted where they happen and written by a thread of their own, in batches:
+    // an access-log line per request written to stderr on the request's thread cost a fifth of
+    // the cache-hit throughput (docs/benchmarks.md). When stderr cannot keep up, lines are
+    // dropped and counted (`cidgate_log_lines_dropped_total`) rather than stalling requests.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("cidgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
         crate::config::LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
             .with_ansi(ansi)
             .boxed(),
         crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -974,7 +1018,7 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     let log = LogControl {
@@ -989,6 +1033,7 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
         return Ok(Telemetry {
             log,
             provider: None,
+            _log_writer: guard,
         });
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -1019,5 +1064,6 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
     Ok(Telemetry {
         log,
         provider: Some(provider),
+        _log_writer: guard,
     })
 }
