@@ -482,4 +482,37 @@ mod tests {
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token("Bearer  "), None);
     }
+
+    /// While the store opens (the gate is closed), the admin listener already answers: alive,
+    /// not ready.
+    #[tokio::test]
+    async fn a_closed_gate_is_alive_but_not_ready() {
+        let socket = crate::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(crate::server::serve(
+            crate::server::Listener {
+                socket,
+                tls: None,
+                limits: crate::server::Limits::default(),
+                admission: None,
+                metrics: Metrics::new(),
+                gauge: "admin_connections",
+            },
+            AdminGate::new(),
+            shutdown.clone(),
+        ));
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
+        let r = get("/healthz").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = get("/readyz").await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.text().await.unwrap().contains("starting"));
+        assert_eq!(get("/admin/pins").await.unwrap().status(), 503);
+        shutdown.cancel();
+        let _ = task.await;
+    }
 }
