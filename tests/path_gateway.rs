@@ -545,3 +545,96 @@ async fn protocol_handler_and_namespace_mistakes() {
     );
     assert_eq!(get(&s, "/ipfs/bafkqaaa", &[]).await.status(), 200);
 }
+
+/// On a subdomain gateway, `/ipfs/{cid}` paths are inside the root CID, so a listing (and the
+/// dag-json view) must link other CIDs through the path gateway host, whose `/ipfs/` redirects
+/// to the CID's own subdomain; the strings are the upstream conformance suite's. Following the
+/// CID link of a non-ASCII name names the download once-escaped in `Content-Disposition`.
+#[tokio::test]
+async fn subdomain_listing_links_work_and_name_downloads_once() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost")],
+        &[],
+    );
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let root_label = {
+        let cid = cid::Cid::try_from(LISTING).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{root_label}.ipfs.localhost");
+    let sub = |host: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, addr)
+            .build()
+            .unwrap()
+    };
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/%C4%85/%C4%99/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let gw = format!("localhost:{port}");
+    for want in [
+        "<a href=\"/%C4%85/%C4%99/..\">..</a>".to_string(),
+        format!(
+            "/ipfs/<a href=\"//{gw}/ipfs/{root_label}\">{root_label}</a>/<a href=\"//{gw}/ipfs/{root_label}/%C4%85\">ą</a>/<a href=\"//{gw}/ipfs/{root_label}/%C4%85/%C4%99\">ę</a>"
+        ),
+        "<a href=\"/%C4%85/%C4%99/file-%C5%BA%C5%82.txt\">file-źł.txt</a>".to_string(),
+        format!(
+            "<a class=\"ipfs-hash\" translate=\"no\" href=\"//{gw}/ipfs/{LISTING_FILE}?filename=file-%25C5%25BA%25C5%2582.txt\">"
+        ),
+    ] {
+        assert!(html.contains(&want), "{want}\n{html}");
+    }
+    // The CID link redirects to the file's subdomain, keeping the query…
+    let r = sub("localhost")
+        .get(format!(
+            "http://{gw}/ipfs/{LISTING_FILE}?filename=file-%25C5%25BA%25C5%2582.txt"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    let location = hv(&r, "location");
+    assert_eq!(
+        location,
+        format!(
+            "http://{LISTING_FILE}.ipfs.localhost:{port}/?filename=file-%25C5%25BA%25C5%2582.txt"
+        )
+    );
+    // … where the file is served, named once-escaped (RFC 6266 / 8187).
+    let r = sub(&format!("{LISTING_FILE}.ipfs.localhost"))
+        .get(location)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hv(&r, "content-disposition"),
+        "inline; filename=\"file-__.txt\"; filename*=UTF-8''file-%C5%BA%C5%82.txt"
+    );
+    // The dag-cbor / dag-json view links its CIDs through the path gateway too.
+    let dag_label = {
+        let cid = cid::Cid::try_from(DAG_CBOR).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{dag_label}.ipfs.localhost");
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!("class=\"link\" href=\"//{gw}/ipfs/bafy")),
+        "{html}"
+    );
+    assert!(!html.contains("href=\"/ipfs/"), "{html}");
+}

@@ -100,7 +100,7 @@ pub async fn respond(
 
 fn render(req: &GatewayRequest, cid: &str, native: &str, doc: &Ipld) -> String {
     let mut body = String::new();
-    value(doc, &mut body);
+    value(doc, req.cid_origin.as_deref(), &mut body);
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -128,7 +128,9 @@ dl{{margin:.2rem 0 .2rem 1rem}} dt{{font-weight:600}} dd{{margin-left:1rem}} cod
     )
 }
 
-fn value(v: &Ipld, out: &mut String) {
+/// Renders `v`; links go to `{origin}/ipfs/{cid}/` (plain text where no origin serves
+/// `/ipfs/`, a DNSLink site).
+fn value(v: &Ipld, origin: Option<&str>, out: &mut String) {
     match v {
         Ipld::Null => out.push_str("<code>null</code>"),
         Ipld::Bool(b) => out.push_str(&format!("<code>{b}</code>")),
@@ -138,12 +140,18 @@ fn value(v: &Ipld, out: &mut String) {
             out.push_str(&format!("<code>{}</code>", html_escape(&format!("{s:?}"))))
         }
         Ipld::Bytes(b) => out.push_str(&format!("<code>bytes ({} B)</code>", b.len())),
-        Ipld::Link(c) => out.push_str(&format!("<a class=\"link\" href=\"/ipfs/{c}/\">{c}</a>")),
+        Ipld::Link(c) => match origin {
+            Some(o) => out.push_str(&format!(
+                "<a class=\"link\" href=\"{}/ipfs/{c}/\">{c}</a>",
+                html_escape(o)
+            )),
+            None => out.push_str(&format!("<code class=\"link\">{c}</code>")),
+        },
         Ipld::List(items) => {
             out.push_str("<dl>");
             for (i, item) in items.iter().enumerate() {
                 out.push_str(&format!("<dt>{i}</dt><dd>"));
-                value(item, out);
+                value(item, origin, out);
                 out.push_str("</dd>");
             }
             out.push_str("</dl>");
@@ -152,7 +160,7 @@ fn value(v: &Ipld, out: &mut String) {
             out.push_str("<dl>");
             for (k, item) in m {
                 out.push_str(&format!("<dt>{}</dt><dd>", html_escape(k)));
-                value(item, out);
+                value(item, origin, out);
                 out.push_str("</dd>");
             }
             out.push_str("</dl>");

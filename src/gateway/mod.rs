@@ -508,7 +508,8 @@ impl Gateway {
                     return Ok(Some(r));
                 }
                 let content_path = format!("/ipfs/{cid}{path}");
-                let req = request::parse_path(parts, &content_path, true)?;
+                let mut req = request::parse_path(parts, &content_path, true)?;
+                req.cid_origin = self.path_gateway_origin(parts);
                 let mut resp = match self.ipfs(&req).await {
                     Err(e) if unixfs_redirects::applies(&req, &e) => {
                         unixfs_redirects::respond(self, &req, e).await?
@@ -519,6 +520,17 @@ impl Gateway {
                 Ok(Some(resp))
             }
         }
+    }
+
+    /// `//{gateway host}` when the request came to a `{label}.ipfs.{gw}` or `{label}.ipns.{gw}`
+    /// host: generated pages link other CIDs there, as `/ipfs/{cid}` means nothing inside a
+    /// subdomain's own origin.
+    pub(crate) fn path_gateway_origin(&self, parts: &http::request::Parts) -> Option<String> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+        subdomain::gateway_of(&self.options.subdomain_hosts, host).map(|gw| format!("//{gw}"))
     }
 
     /// Whether `host` (a Host header without port) is an IP address or one of the gateway's own

@@ -12,6 +12,7 @@ use super::unixfs_file::{self, FileResponse};
 use super::{Body, Gateway};
 use crate::content::{list_directory, resolve, ContentError, DirEntry, Resolved};
 use crate::ipld::unixfs::FsNode;
+use crate::path_encoding::encode_query_value;
 pub use crate::path_encoding::encode_segment;
 
 /// Changes whenever the listing's HTML changes, so cached listings are revalidated.
@@ -122,6 +123,21 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// The CID column of an entry: a link to the entry alone, named by `?filename=`. The name is
+/// escaped as a path segment and then as a query value, as the reference gateway's listing does
+/// (the conformance suite expects `?filename=file-%25C5%25BA…`); the request parser undoes both
+/// escapings. No link where no host serves `/ipfs/` (a DNSLink site).
+fn cid_link(req: &GatewayRequest, cid: &cid::Cid, name: &str) -> String {
+    match &req.cid_origin {
+        Some(origin) => format!(
+            "<a class=\"ipfs-hash\" translate=\"no\" href=\"{}/ipfs/{cid}?filename={}\">{cid}</a>",
+            html_escape(origin),
+            html_escape(&encode_query_value(&encode_segment(name))),
+        ),
+        None => format!("<span class=\"ipfs-hash\" translate=\"no\">{cid}</span>"),
+    }
+}
+
 fn render(req: &GatewayRequest, resolved: &Resolved, entries: &[DirEntry]) -> String {
     let root = resolved.root;
     // Links are relative to what the browser sees: `/ipfs/{cid}/…` or, on a subdomain, `/…`.
@@ -130,19 +146,29 @@ fn render(req: &GatewayRequest, resolved: &Resolved, entries: &[DirEntry]) -> St
     } else {
         format!("/ipfs/{root}")
     };
-    let root_href = if base.is_empty() {
+    // Breadcrumbs name `/ipfs/{root}/…`: on a subdomain they go through the path gateway host
+    // (which redirects to the root's subdomain), as the reference gateway's do.
+    let crumb_base = match (&req.cid_origin, req.subdomain) {
+        (Some(origin), true) => format!("{origin}/ipfs/{root}"),
+        _ => base.clone(),
+    };
+    let root_href = if crumb_base.is_empty() {
         "/".to_string()
     } else {
-        base.clone()
+        crumb_base.clone()
     };
     let mut crumbs = format!("/ipfs/<a href=\"{}\">{}</a>", html_escape(&root_href), root);
     let mut acc = base.clone();
+    let mut crumb = crumb_base;
     for seg in &req.segments {
+        let enc = encode_segment(seg);
         acc.push('/');
-        acc.push_str(&encode_segment(seg));
+        acc.push_str(&enc);
+        crumb.push('/');
+        crumb.push_str(&enc);
         crumbs.push_str(&format!(
             "/<a href=\"{}\">{}</a>",
-            html_escape(&acc),
+            html_escape(&crumb),
             html_escape(seg)
         ));
     }
@@ -159,13 +185,11 @@ fn render(req: &GatewayRequest, resolved: &Resolved, entries: &[DirEntry]) -> St
         let size = e.size.map(human_size).unwrap_or_default();
         rows.push_str(&format!(
             "<tr><td class=\"name\"><a href=\"{}\">{}</a></td><td class=\"size\">{}</td>\
-<td class=\"cid\"><a class=\"ipfs-hash\" translate=\"no\" href=\"/ipfs/{}?filename={}\">{}</a></td></tr>\n",
+<td class=\"cid\">{}</td></tr>\n",
             html_escape(&href),
             html_escape(&e.name),
             size,
-            e.cid,
-            html_escape(&encode_segment(&encode_segment(&e.name))),
-            e.cid,
+            cid_link(req, &e.cid, &e.name),
         ));
     }
     format!(
