@@ -638,3 +638,92 @@ async fn subdomain_listing_links_work_and_name_downloads_once() {
     );
     assert!(!html.contains("href=\"/ipfs/"), "{html}");
 }
+
+/// JSON on UnixFS is `application/json` with no hint, with `Accept: application/json` and with
+/// `?format=json` (IPIP-524's UnixFS exception; the conformance suite's "GET UnixFS file with
+/// JSON bytes"); `?format=json` on anything else on UnixFS is still 406, and dag-json asked
+/// for as JSON (dag-cbor as CBOR) is the same bytes with the plain type.
+#[tokio::test]
+async fn json_on_unixfs_is_application_json() {
+    const JSON_FILE: &str = "bafkreibrppizs3g7axs2jdlnjua6vgpmltv7k72l7v7sa6mmht6mne3qqe";
+    const JSON_DIR: &str = "bafybeiafyvqlazbbbtjnn6how5d6h6l6rxbqc4qgpbmteaiskjrffmyy4a";
+    let s = Server::start(FIXTURES);
+    let plain = get(&s, &format!("/ipfs/{JSON_FILE}"), &[]).await;
+    assert_eq!(plain.status(), 200);
+    assert_eq!(hv(&plain, "content-type"), "application/json");
+    let body = plain.bytes().await.unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+    for (path, accept) in [
+        (format!("/ipfs/{JSON_FILE}"), "application/json"),
+        (format!("/ipfs/{JSON_FILE}?format=json"), ""),
+        (
+            format!("/ipfs/{JSON_FILE}?format=json"),
+            "application/vnd.ipld.raw",
+        ),
+        (
+            format!("/ipfs/{JSON_DIR}/%C4%85/%C4%99/t.json?format=json"),
+            "",
+        ),
+        (
+            format!("/ipfs/{JSON_DIR}/%C4%85/%C4%99/t.json"),
+            "application/json",
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        let r = get(&s, &path, &h).await;
+        assert_eq!(r.status(), 200, "{path} {accept}");
+        assert_eq!(
+            hv(&r, "content-type"),
+            "application/json",
+            "{path} {accept}"
+        );
+        assert_eq!(r.bytes().await.unwrap(), body, "{path} {accept}");
+    }
+    // Not JSON: `?format=json` is 406; `Accept: application/json` alone gets the file.
+    let r = get(&s, &format!("/ipfs/{LISTING_FILE}?format=json"), &[]).await;
+    assert_eq!(r.status(), 406);
+    let r = get(
+        &s,
+        &format!("/ipfs/{LISTING_FILE}"),
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(
+        get(&s, &format!("/ipfs/{JSON_DIR}/?format=json"), &[])
+            .await
+            .status(),
+        406
+    );
+    // dag-json as JSON, dag-cbor as CBOR: the block as is, with the plain type.
+    let raw = get(&s, &format!("/ipfs/{DAG_JSON}?format=raw"), &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let r = get(&s, &format!("/ipfs/{DAG_JSON}?format=json"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/json");
+    assert_eq!(hv(&r, "etag"), format!("\"{DAG_JSON}.json\""));
+    assert_eq!(r.bytes().await.unwrap(), raw);
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}?format=cbor"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/cbor");
+    assert_eq!(
+        get(&s, &format!("/ipfs/{DAG_CBOR}?format=json"), &[])
+            .await
+            .status(),
+        406
+    );
+    assert_eq!(
+        get(&s, &format!("/ipfs/{DAG_JSON}?format=cbor"), &[])
+            .await
+            .status(),
+        406
+    );
+}

@@ -396,28 +396,49 @@ impl Gateway {
         let target = resolved.target;
         match target.codec() {
             DAG_PB | RAW => {
-                let explicit_doc = match req.format {
-                    ResponseFormat::DagJson | ResponseFormat::DagCbor => true,
-                    // `Accept: application/json` from scripts fetching files is served as the file.
-                    ResponseFormat::Json | ResponseFormat::Cbor => req.format_from_query,
-                    _ => false,
-                };
-                if explicit_doc {
-                    return Err(GatewayError::NotAcceptable(format!(
+                let not_acceptable = || {
+                    GatewayError::NotAcceptable(format!(
                         "{target} is {}; converting it to {} is not supported (IPIP-524): ask for ?format=raw or ?format=car",
                         crate::ipld::codec::codec_name(target.codec()),
                         req.format.name()
-                    )));
+                    ))
+                };
+                // `?format=json` names JSON: a UnixFS file holding JSON is served as it is
+                // (IPIP-524's UnixFS exception; most such requests on public gateways are for
+                // JSON files on UnixFS), anything else is 406. `Accept: application/json` alone
+                // comes from scripts fetching files: they get the file whatever it holds.
+                let json_query = req.format == ResponseFormat::Json && req.format_from_query;
+                let explicit_doc = match req.format {
+                    ResponseFormat::DagJson | ResponseFormat::DagCbor => true,
+                    ResponseFormat::Cbor => req.format_from_query,
+                    _ => false,
+                };
+                if explicit_doc {
+                    return Err(not_acceptable());
                 }
                 let block = self.source().get(&target).await?;
                 let node = FsNode::decode(target.codec(), block.data())
                     .map_err(|e| ContentError::from((target, e)))?;
+                if json_query && !matches!(node, FsNode::File { .. }) {
+                    return Err(not_acceptable());
+                }
                 match node {
                     FsNode::File { size, .. } => {
                         let name = req
                             .filename
                             .as_deref()
                             .or(req.segments.last().map(String::as_str));
+                        let content_type = if req.format == ResponseFormat::Json {
+                            if unixfs_file::holds_json(self, name, &block, size).await? {
+                                Some("application/json")
+                            } else if json_query {
+                                return Err(not_acceptable());
+                            } else {
+                                None
+                            }
+                        } else {
+                            None
+                        };
                         unixfs_file::respond(
                             self,
                             req,
@@ -425,7 +446,7 @@ impl Gateway {
                                 block,
                                 size,
                                 name,
-                                content_type: None,
+                                content_type,
                                 etag: format!("\"{target}\""),
                                 roots: &resolved.roots,
                             },
