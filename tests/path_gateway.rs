@@ -432,9 +432,106 @@ async fn cors_and_preflight() {
     )
     .await;
     let expose = hv(&r, "access-control-expose-headers");
-    for h in ["Content-Range", "Etag", "X-Ipfs-Path", "X-Ipfs-Roots"] {
+    for h in [
+        "Content-Range",
+        "Etag",
+        "X-Ipfs-Path",
+        "X-Ipfs-Roots",
+        "X-Cidgate-Tier",
+        "Server-Timing",
+    ] {
         assert!(expose.contains(h), "{h} exposed");
     }
+    assert_eq!(hv(&r, "timing-allow-origin"), "*");
+}
+
+/// The preflight is cacheable, and every answer is readable cross-origin: redirects of the
+/// subdomain gateway (ipfs/rainbow#289), of directories, and errors.
+#[tokio::test]
+async fn cors_on_preflights_redirects_and_errors() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost")],
+        &[],
+    );
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+    let sub = |host: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, addr)
+            .build()
+            .unwrap()
+    };
+    let check = |r: &reqwest::Response, what: &str| {
+        assert_eq!(hv(r, "access-control-allow-origin"), "*", "{what}");
+        assert_eq!(hv(r, "timing-allow-origin"), "*", "{what}");
+        assert!(
+            hv(r, "access-control-expose-headers").contains("X-Cidgate-Tier"),
+            "{what}"
+        );
+    };
+    for (host, url) in [
+        ("localhost", format!("http://localhost:{port}/ipfs/{v1}/")),
+        (
+            "localhost",
+            format!("http://localhost:{port}/ipfs/{v1}/a.txt"),
+        ),
+    ] {
+        let r = sub(host)
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "https://example.net")
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        check(&r, &url);
+        assert_eq!(hv(&r, "access-control-max-age"), "86400", "{url}");
+        assert!(hv(&r, "access-control-allow-methods").contains("GET"));
+    }
+    // Path gateway → subdomain.
+    let r = sub("localhost")
+        .get(format!("http://localhost:{port}/ipfs/{v1}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    check(&r, "path to subdomain");
+    // A non-canonical subdomain label (base36) → the canonical one.
+    let b36 = cid::Cid::try_from(v1)
+        .unwrap()
+        .to_string_of_base(cid::multibase::Base::Base36Lower)
+        .unwrap();
+    let upper = format!("{b36}.ipfs.localhost");
+    let r = sub(&upper)
+        .get(format!("http://{upper}:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301, "{}", hv(&r, "location"));
+    check(&r, "canonical label");
+    // A directory without its trailing slash, on a subdomain and on the path gateway.
+    let dir = {
+        let cid = cid::Cid::try_from(LISTING).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{dir}.ipfs.localhost");
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/%C4%85"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    check(&r, "subdomain directory");
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85"), &[]).await;
+    assert_eq!(r.status(), 301);
+    check(&r, "path directory");
+    // Errors.
+    let r = get(&s, "/ipfs/not-a-cid", &[]).await;
+    assert_eq!(r.status(), 400);
+    check(&r, "error");
 }
 
 #[tokio::test]

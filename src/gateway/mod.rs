@@ -27,15 +27,15 @@ use bytes::Bytes;
 use cid::Cid;
 use http::header::{
     HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, CACHE_CONTROL,
-    CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RETRY_AFTER, VARY,
-    X_CONTENT_TYPE_OPTIONS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW,
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 
 pub use body::Body;
 use error::GatewayError;
-use headers::{set, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
+use headers::{set, IMMUTABLE, TIMING_ALLOW_ORIGIN, X_IPFS_PATH, X_IPFS_ROOTS};
 use request::{GatewayRequest, ResponseFormat};
 use response_cache::ResponseCache;
 
@@ -239,8 +239,17 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
-        if parts.uri.path().starts_with("/ipfs/") || parts.uri.path().starts_with("/ipns/") {
-            cors(resp.headers_mut());
+        // Every answer of the public gateway is readable cross-origin, redirects (subdomain
+        // canonicalisation, trailing slashes, `_redirects`, ipfs/rainbow#289) and errors
+        // included: a script that follows a redirect or reads an error status must not be
+        // stopped by a missing header.
+        cors(resp.headers_mut());
+        if parts.method == Method::OPTIONS {
+            // Browsers may keep a preflight answer this long instead of asking again.
+            resp.headers_mut().insert(
+                ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(CORS_MAX_AGE),
+            );
         }
         if parts.method == Method::HEAD {
             without_content(&mut resp);
@@ -253,15 +262,17 @@ impl Gateway {
 
     async fn route(&self, parts: &http::request::Parts) -> Result<Response<Body>, GatewayError> {
         let path = parts.uri.path();
-        if !self.options.subdomain_hosts.is_empty() {
-            if let Some(resp) = self.subdomain(parts).await? {
-                return Ok(resp);
-            }
-        }
+        // A preflight is answered where it is asked: browsers do not follow a redirect of a
+        // preflight, so a subdomain redirect here would fail the script's real request.
         if parts.method == Method::OPTIONS {
             let mut r = Response::new(body::empty());
             set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
             return Ok(r);
+        }
+        if !self.options.subdomain_hosts.is_empty() {
+            if let Some(resp) = self.subdomain(parts).await? {
+                return Ok(resp);
+            }
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
@@ -520,8 +531,7 @@ impl Gateway {
                         "IPNS names are not resolved by this gateway".into(),
                     ));
                 };
-                let mut resp = ipns::respond(self, names, parts, &name, path, true, None).await?;
-                cors(resp.headers_mut());
+                let resp = ipns::respond(self, names, parts, &name, path, true, None).await?;
                 Ok(Some(resp))
             }
             subdomain::HostRoute::Content(cid) => {
@@ -531,13 +541,12 @@ impl Gateway {
                 let content_path = format!("/ipfs/{cid}{path}");
                 let mut req = request::parse_path(parts, &content_path, true)?;
                 req.cid_origin = self.path_gateway_origin(parts);
-                let mut resp = match self.ipfs(&req).await {
+                let resp = match self.ipfs(&req).await {
                     Err(e) if unixfs_redirects::applies(&req, &e) => {
                         unixfs_redirects::respond(self, &req, e).await?
                     }
                     other => other?,
                 };
-                cors(resp.headers_mut());
                 Ok(Some(resp))
             }
         }
@@ -653,7 +662,6 @@ fn preflight(parts: &http::request::Parts) -> Result<Option<Response<Body>>, Gat
     if parts.method == Method::OPTIONS {
         let mut r = Response::new(body::empty());
         set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
-        cors(r.headers_mut());
         return Ok(Some(r));
     }
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -750,8 +758,14 @@ pub fn roots_header(roots: &[Cid]) -> String {
         .join(",")
 }
 
+/// Seconds a browser may cache a preflight answer (one day; Chromium caps it at two hours).
+const CORS_MAX_AGE: &str = "86400";
+
+/// The CORS headers of every public answer: any origin may read it, see its timing (Resource
+/// Timing, `Server-Timing`) and read the headers scripts ask about, cidgate's tier header too.
 fn cors(h: &mut HeaderMap) {
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(TIMING_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, OPTIONS"),
@@ -759,13 +773,13 @@ fn cors(h: &mut HeaderMap) {
     h.insert(
         ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "Content-Type, Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
+            "Content-Type, Range, If-Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
         ),
     );
     h.insert(
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing",
+            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing, X-Cidgate-Tier, Retry-After",
         ),
     );
 }
