@@ -824,3 +824,34 @@ async fn json_on_unixfs_is_application_json() {
         406
     );
 }
+
+/// Browsers (Accept lists text/html) get an HTML error page with the status, the reason and
+/// the path; everyone else the one-line reason.
+#[tokio::test]
+async fn error_pages_for_browsers_plain_text_otherwise() {
+    let s = Server::start(FIXTURES);
+    let path = format!("/ipfs/{LISTING}/i-do-not-exist");
+    let r = get(
+        &s,
+        &path,
+        &[(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(hv(&r, "content-type"), "text/html; charset=utf-8");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<title>404 Not Found</title>"), "{page}");
+    assert!(page.contains(&format!("<code>{path}</code>")), "{page}");
+    assert!(page.contains("i-do-not-exist"), "{page}");
+    let r = get(&s, &path, &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    let text = r.text().await.unwrap();
+    assert!(!text.contains('<') && text.ends_with('\n') && text.lines().count() == 1);
+    let r = get(&s, "/ipfs/not-a-cid", &[("accept", "text/html")]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("<title>400 Bad Request</title>"));
+}

@@ -28,8 +28,8 @@ use cid::Cid;
 use http::header::{
     HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW,
-    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 
@@ -237,7 +237,8 @@ impl Gateway {
         };
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) => error_response(&e),
+            // Browsers navigating get a page; everyone else the one-line reason.
+            Err(e) => e.response(error::wants_html(&parts.headers).then(|| parts.uri.path())),
         };
         // Every answer of the public gateway is readable cross-origin, redirects (subdomain
         // canonicalisation, trailing slashes, `_redirects`, ipfs/rainbow#289) and errors
@@ -802,33 +803,9 @@ fn without_content(resp: &mut Response<Body>) {
     *resp.body_mut() = body::empty();
 }
 
-/// The one-line plain-text error response of `e`.
+/// The plain-text error response of `e` (see [`GatewayError::response`]).
 pub fn error_response(e: &GatewayError) -> Response<Body> {
-    let mut resp = Response::new(body::full(Bytes::from(format!("{e}\n"))));
-    *resp.status_mut() = e.status();
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let cache_control = match e {
-        // Deterministic refusals: a CDN may keep them.
-        GatewayError::Gone(_) | GatewayError::Blocked { .. } => "public, max-age=604800",
-        _ => "no-cache",
-    };
-    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
-    if let Some(secs) = e.retry_after() {
-        set(h, RETRY_AFTER, &secs.to_string());
-    }
-    match e {
-        GatewayError::MethodNotAllowed(_) => set(h, ALLOW, "GET, HEAD, OPTIONS"),
-        GatewayError::RangeNotSatisfiable { size, .. } => {
-            set(h, CONTENT_RANGE, &format!("bytes */{size}"))
-        }
-        _ => {}
-    }
-    resp
+    e.response(None)
 }
 
 fn html_page(html: &'static str) -> Response<Body> {
