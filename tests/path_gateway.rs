@@ -853,5 +853,159 @@ async fn error_pages_for_browsers_plain_text_otherwise() {
     assert!(!text.contains('<') && text.ends_with('\n') && text.lines().count() == 1);
     let r = get(&s, "/ipfs/not-a-cid", &[("accept", "text/html")]).await;
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("<title>400 Bad Request</title>"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>400 Bad Request</title>"));
+}
+
+/// The listing page: a header row, sizes from the links, CAR and TAR downloads, and pages of
+/// `?limit=` entries after `?after=` with a link to the next one.
+#[tokio::test]
+async fn listing_pages_with_header_sizes_and_downloads() {
+    let s = Server::start(FIXTURES);
+    let html = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/"), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(
+            "<th class=\"name\">Name</th><th class=\"cid\">CID</th><th class=\"size\">Size</th>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("href=\"?format=car\">CAR</a>"), "{html}");
+    assert!(html.contains("href=\"?format=tar\">TAR</a>"), "{html}");
+    assert!(html.contains("<td class=\"size\">1.2 KiB</td>"), "{html}");
+    assert!(html.contains("4 entries, 1.5 KiB in all"), "{html}");
+    assert!(!html.contains("next page"), "{html}");
+    let names = |html: &str| -> Vec<String> {
+        html.split("<td class=\"name\"><a href=\"")
+            .skip(1)
+            .filter_map(|r| Some(r.split_once("\">")?.1.split_once("</a>")?.0.to_string()))
+            .filter(|n| n != "..")
+            .collect()
+    };
+    let all = names(&html);
+    assert!(all.len() >= 3, "{all:?}");
+    // One entry a page: every entry once, in order, each page linking the next.
+    let mut seen = Vec::new();
+    let mut next = format!("/ipfs/{DIR_WITH_FILES}/?limit=1");
+    loop {
+        let r = get(&s, &next, &[]).await;
+        assert_eq!(r.status(), 200, "{next}");
+        let page = r.text().await.unwrap();
+        let got = names(&page);
+        assert_eq!(got.len(), 1, "{next}: {page}");
+        seen.extend(got);
+        let Some(href) = page
+            .split("rel=\"next\" href=\"")
+            .nth(1)
+            .and_then(|r| r.split_once('"'))
+            .map(|(h, _)| h.replace("&amp;", "&"))
+        else {
+            break;
+        };
+        assert!(href.starts_with("?limit=1&after="), "{href}");
+        next = format!("/ipfs/{DIR_WITH_FILES}/{href}");
+    }
+    assert_eq!(seen, all);
+    for bad in ["?limit=0", "?limit=x", "?limit=10001"] {
+        let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/{bad}"), &[]).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+/// A 100 000-entry HAMT directory lists its first page in well under a second: the walk over
+/// its shards stops when the page is full instead of reading the ~30 000 shards.
+#[tokio::test]
+async fn first_page_of_a_huge_hamt_directory_is_fast() {
+    use cidgate::ipld::builder::{self, Entry, FileBuilder};
+    use cidgate::ipld::{car, Block};
+    use std::io::Write;
+
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut fb = FileBuilder::new();
+    fb.write(b"one small file under 100 000 names\n", &mut blocks)
+        .unwrap();
+    let file = fb.finish(&mut blocks).unwrap();
+    let entries: Vec<(String, Entry)> = (0..100_000)
+        .map(|i| (format!("entry-{i:06}.txt"), file))
+        .collect();
+    let root = builder::directory(entries, &mut blocks).unwrap();
+    let shards = blocks.len() - 1;
+    let dir = tempfile::tempdir().unwrap();
+    let car_path = dir.path().join("hamt.car");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&car_path).unwrap());
+        f.write_all(&car::header(&[root.cid]).unwrap()).unwrap();
+        for b in &blocks {
+            f.write_all(&car::frame_prefix(b.cid(), b.len())).unwrap();
+            f.write_all(b.data()).unwrap();
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = common::cidgate(data.path(), &["import", car_path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::spawn(data, &[], &[]);
+    let url = format!("/ipfs/{}/", root.cid);
+    let start = std::time::Instant::now();
+    let r = get(&s, &url, &[]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let elapsed = start.elapsed();
+    eprintln!(
+        "first page of a 100 000-entry HAMT ({shards} shards): {:.1} ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert!(
+        elapsed < std::time::Duration::from_millis(500),
+        "first page took {elapsed:?}"
+    );
+    let rows = page.matches("<td class=\"name\">").count();
+    assert_eq!(rows, 1000, "the default page size");
+    assert!(page.contains("rel=\"next\""));
+    // The next page starts where the first ended, with none of its names.
+    let href = page
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split_once('"'))
+        .map(|(h, _)| h.replace("&amp;", "&"))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let next = get(&s, &format!("{url}{href}"), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    eprintln!(
+        "a later page: {:.1} ms",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    let first_names: std::collections::HashSet<&str> = page
+        .split("<td class=\"name\"><a href=\"")
+        .skip(1)
+        .filter_map(|r| {
+            r.split_once("\">")
+                .map(|(_, n)| n.split_once('<').map(|x| x.0))
+        })
+        .flatten()
+        .collect();
+    let next_names: Vec<&str> = next
+        .split("<td class=\"name\"><a href=\"")
+        .skip(1)
+        .filter_map(|r| {
+            r.split_once("\">")
+                .map(|(_, n)| n.split_once('<').map(|x| x.0))
+        })
+        .flatten()
+        .collect();
+    assert_eq!(next_names.len(), 1000);
+    assert!(next_names.iter().all(|n| !first_names.contains(n)));
 }
