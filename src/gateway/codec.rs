@@ -140,9 +140,85 @@ dl{{margin:.2rem 0 .2rem 1rem}} dt{{font-weight:600}} dd{{margin-left:1rem}} cod
     )
 }
 
+/// Characters of text up to which a list or map is shown on one line, as JSON would write it.
+const COMPACT_CHARS: usize = 64;
+
+/// `v` on one line (HTML), when its text fits in `budget` characters; `None` when it does not.
+fn inline(v: &Ipld, origin: Option<&str>, budget: &mut usize) -> Option<String> {
+    fn spend(budget: &mut usize, text_len: usize) -> Option<()> {
+        *budget = budget.checked_sub(text_len)?;
+        Some(())
+    }
+    Some(match v {
+        Ipld::List(items) => {
+            spend(budget, 2)?;
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                parts.push(inline(item, origin, budget)?);
+            }
+            spend(budget, parts.len().saturating_sub(1) * 2)?;
+            format!("[{}]", parts.join(", "))
+        }
+        Ipld::Map(m) => {
+            spend(budget, 2)?;
+            let mut parts = Vec::with_capacity(m.len());
+            for (k, item) in m {
+                let key = format!("{k:?}");
+                spend(budget, key.chars().count() + 2)?;
+                parts.push(format!(
+                    "{}: {}",
+                    html_escape(&key),
+                    inline(item, origin, budget)?
+                ));
+            }
+            spend(budget, parts.len().saturating_sub(1) * 2)?;
+            format!("{{{}}}", parts.join(", "))
+        }
+        Ipld::Link(c) => {
+            let text = c.to_string();
+            spend(budget, text.len())?;
+            match origin {
+                Some(o) => format!(
+                    "<a class=\"link\" href=\"{}/ipfs/{text}/\">{text}</a>",
+                    html_escape(o)
+                ),
+                None => text,
+            }
+        }
+        scalar => {
+            let text = scalar_text(scalar);
+            spend(budget, text.chars().count())?;
+            html_escape(&text)
+        }
+    })
+}
+
+/// The text of a value that is neither a list, a map nor a link.
+fn scalar_text(v: &Ipld) -> String {
+    match v {
+        Ipld::Null => "null".into(),
+        Ipld::Bool(b) => b.to_string(),
+        Ipld::Integer(i) => i.to_string(),
+        Ipld::Float(f) => f.to_string(),
+        Ipld::String(s) => format!("{s:?}"),
+        Ipld::Bytes(b) => format!("bytes ({} B)", b.len()),
+        Ipld::Link(c) => c.to_string(),
+        Ipld::List(_) => "[…]".into(),
+        Ipld::Map(_) => "{…}".into(),
+    }
+}
+
 /// Renders `v`; links go to `{origin}/ipfs/{cid}/` (plain text where no origin serves
-/// `/ipfs/`, a DNSLink site).
+/// `/ipfs/`, a DNSLink site). Small lists and maps stay on one line, as JSON would write them;
+/// larger ones become nested definition lists.
 fn value(v: &Ipld, origin: Option<&str>, out: &mut String) {
+    if matches!(v, Ipld::List(_) | Ipld::Map(_)) {
+        let mut budget = COMPACT_CHARS;
+        if let Some(html) = inline(v, origin, &mut budget) {
+            out.push_str(&format!("<code class=\"compact\">{html}</code>"));
+            return;
+        }
+    }
     match v {
         Ipld::Null => out.push_str("<code>null</code>"),
         Ipld::Bool(b) => out.push_str(&format!("<code>{b}</code>")),
@@ -177,5 +253,53 @@ fn value(v: &Ipld, origin: Option<&str>, out: &mut String) {
             }
             out.push_str("</dl>");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn html(v: &Ipld) -> String {
+        let mut out = String::new();
+        value(v, Some(""), &mut out);
+        out
+    }
+
+    #[test]
+    fn small_values_stay_on_one_line() {
+        let small = Ipld::Map(BTreeMap::from([
+            (
+                "a".to_string(),
+                Ipld::List(vec![1.into(), 2.into(), 3.into()]),
+            ),
+            ("b".to_string(), Ipld::String("x<y".into())),
+        ]));
+        assert_eq!(
+            html(&small),
+            "<code class=\"compact\">{&quot;a&quot;: [1, 2, 3], &quot;b&quot;: &quot;x&lt;y&quot;}</code>"
+        );
+        assert_eq!(
+            html(&Ipld::List(vec![])),
+            "<code class=\"compact\">[]</code>"
+        );
+        // Too long for a line: a list of its items, each small one compact again.
+        let big = Ipld::Map(BTreeMap::from([
+            (
+                "list".to_string(),
+                Ipld::List((0..40).map(Ipld::from).collect()),
+            ),
+            (
+                "pair".to_string(),
+                Ipld::List(vec![true.into(), Ipld::Null]),
+            ),
+        ]));
+        let out = html(&big);
+        assert!(out.starts_with("<dl><dt>list</dt><dd><dl>"), "{out}");
+        assert!(
+            out.contains("<dt>pair</dt><dd><code class=\"compact\">[true, null]</code>"),
+            "{out}"
+        );
     }
 }
