@@ -163,6 +163,7 @@ impl GatewayHandler {
         Box::pin(async move {
             let method = req.method().clone();
             let uri = req.uri().clone();
+            let browser = crate::gateway::error::wants_html(req.headers());
             let path = uri.path();
             let start = Instant::now();
             // Counted out when the response (body included) is done, or when the client
@@ -188,12 +189,11 @@ impl GatewayHandler {
                 Err(_) => {
                     // Dropping the handler releases whatever it waited for (invariant 7).
                     metrics.limit_hit("retrieval_timeout");
-                    crate::gateway::error_response(&crate::gateway::error::GatewayError::Timeout(
-                        format!(
-                            "no response from the content tiers within {}",
-                            humantime::format_duration(deadlines.retrieval)
-                        ),
+                    crate::gateway::error::GatewayError::Timeout(format!(
+                        "no response from the content tiers within {}",
+                        humantime::format_duration(deadlines.retrieval)
                     ))
+                    .response(browser.then_some(path))
                 }
             };
             let ttfb = start.elapsed();

@@ -207,3 +207,118 @@ async fn status_page_charts_render_in_chromium() {
     .unwrap();
     assert!(png.exists() && std::fs::metadata(&png).unwrap().len() > 1000);
 }
+
+/// The fixtures the browser tests below read (from `../shared`, never copied).
+const FIXTURES: &[&str] = &[
+    "dir_listing/fixtures.car",
+    "path_gateway_dag/gateway-json-cbor.car",
+    "path_gateway_dag/dag-cbor-traversal.car",
+];
+/// `dir_listing/fixtures.car`: a directory with `ą/ę/file-źł.txt`.
+const LISTING: &str = "bafybeig6ka5mlwkl4subqhaiatalkcleo4jgnr3hqwvpmsqfca27cijp3i";
+/// The `t.json` file of `gateway-json-cbor.car`, stored as UnixFS (a raw leaf).
+const JSON_FILE: &str = "bafkreibrppizs3g7axs2jdlnjua6vgpmltv7k72l7v7sa6mmht6mne3qqe";
+/// The root of `dag-cbor-traversal.car`.
+const DAG_CBOR: &str = "bafyreibs4utpgbn7uqegmd2goqz4bkyflre2ek2iwv743fhvylwi4zeeim";
+
+/// The `href` of the first `<a>` whose attributes contain `marker` in a dumped DOM.
+fn href_after(dom: &str, marker: &str) -> String {
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{dom}"));
+    let start = dom[..at].rfind("<a ").expect("an <a> before the marker");
+    let tag = &dom[start..];
+    let href = tag
+        .split_once("href=\"")
+        .and_then(|(_, r)| r.split_once('"'))
+        .map(|(h, _)| h.replace("&amp;", "&"))
+        .expect("an href");
+    href
+}
+
+/// A directory listing on the subdomain gateway, in Chromium: following its name link and
+/// its CID link (which goes through the path gateway host and is redirected to the file's own
+/// subdomain) both show the file; the breadcrumbs lead back to the directory.
+#[test]
+#[ignore = "needs chromium (installed by .ci/run)"]
+fn subdomain_listing_links_click_through_in_chromium() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost")],
+        &[],
+    );
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let cid = cidgate::ipld::Cid::try_from(LISTING).unwrap();
+    let label = cidgate::gateway::subdomain::dns_label(&cid).unwrap();
+    let page = url::Url::parse(&format!(
+        "http://{label}.ipfs.localhost:{port}/%C4%85/%C4%99/"
+    ))
+    .unwrap();
+    let dom = run_chromium(page.as_str(), 5_000, &["--dump-dom"]);
+    assert!(dom.contains("Index of"), "listing did not render:\n{dom}");
+    assert!(
+        dom.contains(">Name</th>") && dom.contains(">Size</th>"),
+        "{dom}"
+    );
+    for (what, marker) in [
+        ("name link", ">file-źł.txt</a>"),
+        ("CID link", "class=\"ipfs-hash\""),
+    ] {
+        let href = href_after(&dom, marker);
+        let target = page.join(&href).unwrap();
+        let file = run_chromium(target.as_str(), 5_000, &["--dump-dom"]);
+        assert!(
+            file.contains("I am a txt file on path with utf8"),
+            "{what} {target} did not lead to the file:\n{file}"
+        );
+    }
+    // The breadcrumb of the directory leads (through the path gateway) back to a listing.
+    let crumb = page.join(&href_after(&dom, ">ę</a>")).unwrap();
+    assert!(crumb
+        .as_str()
+        .starts_with(&format!("http://localhost:{port}/ipfs/")));
+    let back = run_chromium(crumb.as_str(), 5_000, &["--dump-dom"]);
+    assert!(back.contains(">file-źł.txt</a>"), "{crumb}:\n{back}");
+}
+
+/// A browser asking for something missing gets an HTML page naming the status and the path.
+#[test]
+#[ignore = "needs chromium (installed by .ci/run)"]
+fn error_page_renders_in_chromium() {
+    let s = Server::start(FIXTURES);
+    let url = format!("{}/ipfs/{LISTING}/no-such-file.txt", s.url);
+    let dom = run_chromium(&url, 5_000, &["--dump-dom"]);
+    assert!(dom.contains("<title>404 Not Found</title>"), "{dom}");
+    assert!(dom.contains("class=\"code\">404</span> Not Found"), "{dom}");
+    assert!(
+        dom.contains(&format!("/ipfs/{LISTING}/no-such-file.txt")),
+        "{dom}"
+    );
+}
+
+/// JSON on UnixFS reaches Chromium as JSON (rendered as its text), and the dag-cbor view shows
+/// small values on one line with links to the path gateway.
+#[test]
+#[ignore = "needs chromium (installed by .ci/run)"]
+fn json_renders_in_chromium() {
+    let s = Server::start(FIXTURES);
+    let url = format!("{}/ipfs/{JSON_FILE}", s.url);
+    // Chromium shows a document it received as JSON as its text plus its JSON formatter
+    // (text/plain gets no formatter).
+    for url in [url.clone(), format!("{url}?format=json")] {
+        let dom = run_chromium(&url, 5_000, &["--dump-dom"]);
+        assert!(dom.contains("i am a plain json file"), "{url}:\n{dom}");
+        assert!(
+            dom.contains("json-formatter-container"),
+            "{url} not rendered as JSON:\n{dom}"
+        );
+    }
+    let view = run_chromium(
+        &format!("{}/ipfs/{DAG_CBOR}", s.url),
+        5_000,
+        &["--dump-dom"],
+    );
+    assert!(view.contains("dag-cbor node"), "{view}");
+    assert!(view.contains("class=\"compact\""), "{view}");
+    assert!(view.contains("class=\"link\" href=\"/ipfs/bafy"), "{view}");
+}

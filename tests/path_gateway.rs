@@ -432,9 +432,106 @@ async fn cors_and_preflight() {
     )
     .await;
     let expose = hv(&r, "access-control-expose-headers");
-    for h in ["Content-Range", "Etag", "X-Ipfs-Path", "X-Ipfs-Roots"] {
+    for h in [
+        "Content-Range",
+        "Etag",
+        "X-Ipfs-Path",
+        "X-Ipfs-Roots",
+        "X-Cidgate-Tier",
+        "Server-Timing",
+    ] {
         assert!(expose.contains(h), "{h} exposed");
     }
+    assert_eq!(hv(&r, "timing-allow-origin"), "*");
+}
+
+/// The preflight is cacheable, and every answer is readable cross-origin: redirects of the
+/// subdomain gateway (ipfs/rainbow#289), of directories, and errors.
+#[tokio::test]
+async fn cors_on_preflights_redirects_and_errors() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost")],
+        &[],
+    );
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let v1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+    let sub = |host: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, addr)
+            .build()
+            .unwrap()
+    };
+    let check = |r: &reqwest::Response, what: &str| {
+        assert_eq!(hv(r, "access-control-allow-origin"), "*", "{what}");
+        assert_eq!(hv(r, "timing-allow-origin"), "*", "{what}");
+        assert!(
+            hv(r, "access-control-expose-headers").contains("X-Cidgate-Tier"),
+            "{what}"
+        );
+    };
+    for (host, url) in [
+        ("localhost", format!("http://localhost:{port}/ipfs/{v1}/")),
+        (
+            "localhost",
+            format!("http://localhost:{port}/ipfs/{v1}/a.txt"),
+        ),
+    ] {
+        let r = sub(host)
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "https://example.net")
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        check(&r, &url);
+        assert_eq!(hv(&r, "access-control-max-age"), "86400", "{url}");
+        assert!(hv(&r, "access-control-allow-methods").contains("GET"));
+    }
+    // Path gateway → subdomain.
+    let r = sub("localhost")
+        .get(format!("http://localhost:{port}/ipfs/{v1}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    check(&r, "path to subdomain");
+    // A non-canonical subdomain label (base36) → the canonical one.
+    let b36 = cid::Cid::try_from(v1)
+        .unwrap()
+        .to_string_of_base(cid::multibase::Base::Base36Lower)
+        .unwrap();
+    let upper = format!("{b36}.ipfs.localhost");
+    let r = sub(&upper)
+        .get(format!("http://{upper}:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301, "{}", hv(&r, "location"));
+    check(&r, "canonical label");
+    // A directory without its trailing slash, on a subdomain and on the path gateway.
+    let dir = {
+        let cid = cid::Cid::try_from(LISTING).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{dir}.ipfs.localhost");
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/%C4%85"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    check(&r, "subdomain directory");
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85"), &[]).await;
+    assert_eq!(r.status(), 301);
+    check(&r, "path directory");
+    // Errors.
+    let r = get(&s, "/ipfs/not-a-cid", &[]).await;
+    assert_eq!(r.status(), 400);
+    check(&r, "error");
 }
 
 #[tokio::test]
@@ -544,4 +641,371 @@ async fn protocol_handler_and_namespace_mistakes() {
         400
     );
     assert_eq!(get(&s, "/ipfs/bafkqaaa", &[]).await.status(), 200);
+}
+
+/// On a subdomain gateway, `/ipfs/{cid}` paths are inside the root CID, so a listing (and the
+/// dag-json view) must link other CIDs through the path gateway host, whose `/ipfs/` redirects
+/// to the CID's own subdomain; the strings are the upstream conformance suite's. Following the
+/// CID link of a non-ASCII name names the download once-escaped in `Content-Disposition`.
+#[tokio::test]
+async fn subdomain_listing_links_work_and_name_downloads_once() {
+    let s = Server::start_with(
+        FIXTURES,
+        &[("CIDGATE_SERVER__SUBDOMAIN_HOSTS", "localhost")],
+        &[],
+    );
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let root_label = {
+        let cid = cid::Cid::try_from(LISTING).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{root_label}.ipfs.localhost");
+    let sub = |host: &str| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, addr)
+            .build()
+            .unwrap()
+    };
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/%C4%85/%C4%99/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let gw = format!("localhost:{port}");
+    for want in [
+        "<a href=\"/%C4%85/%C4%99/..\">..</a>".to_string(),
+        format!(
+            "/ipfs/<a href=\"//{gw}/ipfs/{root_label}\">{root_label}</a>/<a href=\"//{gw}/ipfs/{root_label}/%C4%85\">ą</a>/<a href=\"//{gw}/ipfs/{root_label}/%C4%85/%C4%99\">ę</a>"
+        ),
+        "<a href=\"/%C4%85/%C4%99/file-%C5%BA%C5%82.txt\">file-źł.txt</a>".to_string(),
+        format!(
+            "<a class=\"ipfs-hash\" translate=\"no\" href=\"//{gw}/ipfs/{LISTING_FILE}?filename=file-%25C5%25BA%25C5%2582.txt\">"
+        ),
+    ] {
+        assert!(html.contains(&want), "{want}\n{html}");
+    }
+    // The CID link redirects to the file's subdomain, keeping the query…
+    let r = sub("localhost")
+        .get(format!(
+            "http://{gw}/ipfs/{LISTING_FILE}?filename=file-%25C5%25BA%25C5%2582.txt"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    let location = hv(&r, "location");
+    assert_eq!(
+        location,
+        format!(
+            "http://{LISTING_FILE}.ipfs.localhost:{port}/?filename=file-%25C5%25BA%25C5%2582.txt"
+        )
+    );
+    // … where the file is served, named once-escaped (RFC 6266 / 8187).
+    let r = sub(&format!("{LISTING_FILE}.ipfs.localhost"))
+        .get(location)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hv(&r, "content-disposition"),
+        "inline; filename=\"file-__.txt\"; filename*=UTF-8''file-%C5%BA%C5%82.txt"
+    );
+    // The dag-cbor / dag-json view links its CIDs through the path gateway too.
+    let dag_label = {
+        let cid = cid::Cid::try_from(DAG_CBOR).unwrap();
+        cidgate::gateway::subdomain::dns_label(&cid).unwrap()
+    };
+    let host = format!("{dag_label}.ipfs.localhost");
+    let r = sub(&host)
+        .get(format!("http://{host}:{port}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!("class=\"link\" href=\"//{gw}/ipfs/bafy")),
+        "{html}"
+    );
+    assert!(!html.contains("href=\"/ipfs/"), "{html}");
+}
+
+/// JSON on UnixFS is `application/json` with no hint, with `Accept: application/json` and with
+/// `?format=json` (IPIP-524's UnixFS exception; the conformance suite's "GET UnixFS file with
+/// JSON bytes"); `?format=json` on anything else on UnixFS is still 406, and dag-json asked
+/// for as JSON (dag-cbor as CBOR) is the same bytes with the plain type.
+#[tokio::test]
+async fn json_on_unixfs_is_application_json() {
+    const JSON_FILE: &str = "bafkreibrppizs3g7axs2jdlnjua6vgpmltv7k72l7v7sa6mmht6mne3qqe";
+    const JSON_DIR: &str = "bafybeiafyvqlazbbbtjnn6how5d6h6l6rxbqc4qgpbmteaiskjrffmyy4a";
+    let s = Server::start(FIXTURES);
+    let plain = get(&s, &format!("/ipfs/{JSON_FILE}"), &[]).await;
+    assert_eq!(plain.status(), 200);
+    assert_eq!(hv(&plain, "content-type"), "application/json");
+    let body = plain.bytes().await.unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+    for (path, accept) in [
+        (format!("/ipfs/{JSON_FILE}"), "application/json"),
+        (format!("/ipfs/{JSON_FILE}?format=json"), ""),
+        (
+            format!("/ipfs/{JSON_FILE}?format=json"),
+            "application/vnd.ipld.raw",
+        ),
+        (
+            format!("/ipfs/{JSON_DIR}/%C4%85/%C4%99/t.json?format=json"),
+            "",
+        ),
+        (
+            format!("/ipfs/{JSON_DIR}/%C4%85/%C4%99/t.json"),
+            "application/json",
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        let r = get(&s, &path, &h).await;
+        assert_eq!(r.status(), 200, "{path} {accept}");
+        assert_eq!(
+            hv(&r, "content-type"),
+            "application/json",
+            "{path} {accept}"
+        );
+        assert_eq!(r.bytes().await.unwrap(), body, "{path} {accept}");
+    }
+    // Not JSON: `?format=json` is 406; `Accept: application/json` alone gets the file.
+    let r = get(&s, &format!("/ipfs/{LISTING_FILE}?format=json"), &[]).await;
+    assert_eq!(r.status(), 406);
+    let r = get(
+        &s,
+        &format!("/ipfs/{LISTING_FILE}"),
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    assert_eq!(
+        get(&s, &format!("/ipfs/{JSON_DIR}/?format=json"), &[])
+            .await
+            .status(),
+        406
+    );
+    // dag-json as JSON, dag-cbor as CBOR: the block as is, with the plain type.
+    let raw = get(&s, &format!("/ipfs/{DAG_JSON}?format=raw"), &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let r = get(&s, &format!("/ipfs/{DAG_JSON}?format=json"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/json");
+    assert_eq!(hv(&r, "etag"), format!("\"{DAG_JSON}.json\""));
+    assert_eq!(r.bytes().await.unwrap(), raw);
+    let r = get(&s, &format!("/ipfs/{DAG_CBOR}?format=cbor"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "content-type"), "application/cbor");
+    assert_eq!(
+        get(&s, &format!("/ipfs/{DAG_CBOR}?format=json"), &[])
+            .await
+            .status(),
+        406
+    );
+    assert_eq!(
+        get(&s, &format!("/ipfs/{DAG_JSON}?format=cbor"), &[])
+            .await
+            .status(),
+        406
+    );
+}
+
+/// Browsers (Accept lists text/html) get an HTML error page with the status, the reason and
+/// the path; everyone else the one-line reason.
+#[tokio::test]
+async fn error_pages_for_browsers_plain_text_otherwise() {
+    let s = Server::start(FIXTURES);
+    let path = format!("/ipfs/{LISTING}/i-do-not-exist");
+    let r = get(
+        &s,
+        &path,
+        &[(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(hv(&r, "content-type"), "text/html; charset=utf-8");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<title>404 Not Found</title>"), "{page}");
+    assert!(page.contains(&format!("<code>{path}</code>")), "{page}");
+    assert!(page.contains("i-do-not-exist"), "{page}");
+    let r = get(&s, &path, &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(hv(&r, "content-type"), "text/plain; charset=utf-8");
+    let text = r.text().await.unwrap();
+    assert!(!text.contains('<') && text.ends_with('\n') && text.lines().count() == 1);
+    let r = get(&s, "/ipfs/not-a-cid", &[("accept", "text/html")]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>400 Bad Request</title>"));
+}
+
+/// The listing page: a header row, sizes from the links, CAR and TAR downloads, and pages of
+/// `?limit=` entries after `?after=` with a link to the next one.
+#[tokio::test]
+async fn listing_pages_with_header_sizes_and_downloads() {
+    let s = Server::start(FIXTURES);
+    let html = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/"), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(
+            "<th class=\"name\">Name</th><th class=\"cid\">CID</th><th class=\"size\">Size</th>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("href=\"?format=car\">CAR</a>"), "{html}");
+    assert!(html.contains("href=\"?format=tar\">TAR</a>"), "{html}");
+    assert!(html.contains("<td class=\"size\">1.2 KiB</td>"), "{html}");
+    assert!(html.contains("4 entries, 1.5 KiB in all"), "{html}");
+    assert!(!html.contains("next page"), "{html}");
+    let names = |html: &str| -> Vec<String> {
+        html.split("<td class=\"name\"><a href=\"")
+            .skip(1)
+            .filter_map(|r| Some(r.split_once("\">")?.1.split_once("</a>")?.0.to_string()))
+            .filter(|n| n != "..")
+            .collect()
+    };
+    let all = names(&html);
+    assert!(all.len() >= 3, "{all:?}");
+    // One entry a page: every entry once, in order, each page linking the next.
+    let mut seen = Vec::new();
+    let mut next = format!("/ipfs/{DIR_WITH_FILES}/?limit=1");
+    loop {
+        let r = get(&s, &next, &[]).await;
+        assert_eq!(r.status(), 200, "{next}");
+        let page = r.text().await.unwrap();
+        let got = names(&page);
+        assert_eq!(got.len(), 1, "{next}: {page}");
+        seen.extend(got);
+        let Some(href) = page
+            .split("rel=\"next\" href=\"")
+            .nth(1)
+            .and_then(|r| r.split_once('"'))
+            .map(|(h, _)| h.replace("&amp;", "&"))
+        else {
+            break;
+        };
+        assert!(href.starts_with("?limit=1&after="), "{href}");
+        next = format!("/ipfs/{DIR_WITH_FILES}/{href}");
+    }
+    assert_eq!(seen, all);
+    for bad in ["?limit=0", "?limit=x", "?limit=10001"] {
+        let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/{bad}"), &[]).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+/// A 100 000-entry HAMT directory lists its first page in well under a second: the walk over
+/// its shards stops when the page is full instead of reading the ~30 000 shards.
+#[tokio::test]
+async fn first_page_of_a_huge_hamt_directory_is_fast() {
+    use cidgate::ipld::builder::{self, Entry, FileBuilder};
+    use cidgate::ipld::{car, Block};
+    use std::io::Write;
+
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut fb = FileBuilder::new();
+    fb.write(b"one small file under 100 000 names\n", &mut blocks)
+        .unwrap();
+    let file = fb.finish(&mut blocks).unwrap();
+    let entries: Vec<(String, Entry)> = (0..100_000)
+        .map(|i| (format!("entry-{i:06}.txt"), file))
+        .collect();
+    let root = builder::directory(entries, &mut blocks).unwrap();
+    let shards = blocks.len() - 1;
+    let dir = tempfile::tempdir().unwrap();
+    let car_path = dir.path().join("hamt.car");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&car_path).unwrap());
+        f.write_all(&car::header(&[root.cid]).unwrap()).unwrap();
+        for b in &blocks {
+            f.write_all(&car::frame_prefix(b.cid(), b.len())).unwrap();
+            f.write_all(b.data()).unwrap();
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = common::cidgate(data.path(), &["import", car_path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::spawn(data, &[], &[]);
+    let url = format!("/ipfs/{}/", root.cid);
+    let start = std::time::Instant::now();
+    let r = get(&s, &url, &[]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let elapsed = start.elapsed();
+    eprintln!(
+        "first page of a 100 000-entry HAMT ({shards} shards): {:.1} ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert!(
+        elapsed < std::time::Duration::from_millis(500),
+        "first page took {elapsed:?}"
+    );
+    let rows = page.matches("<td class=\"name\">").count();
+    assert_eq!(rows, 1000, "the default page size");
+    assert!(page.contains("rel=\"next\""));
+    // The next page starts where the first ended, with none of its names.
+    let href = page
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split_once('"'))
+        .map(|(h, _)| h.replace("&amp;", "&"))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let next = get(&s, &format!("{url}{href}"), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    eprintln!(
+        "a later page: {:.1} ms",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    let first_names: std::collections::HashSet<&str> = page
+        .split("<td class=\"name\"><a href=\"")
+        .skip(1)
+        .filter_map(|r| {
+            r.split_once("\">")
+                .map(|(_, n)| n.split_once('<').map(|x| x.0))
+        })
+        .flatten()
+        .collect();
+    let next_names: Vec<&str> = next
+        .split("<td class=\"name\"><a href=\"")
+        .skip(1)
+        .filter_map(|r| {
+            r.split_once("\">")
+                .map(|(_, n)| n.split_once('<').map(|x| x.0))
+        })
+        .flatten()
+        .collect();
+    assert_eq!(next_names.len(), 1000);
+    assert!(next_names.iter().all(|n| !first_names.contains(n)));
 }

@@ -3,6 +3,7 @@
 //! entity-bytes). Knows nothing of HTTP or of where blocks come from.
 
 pub mod dag;
+pub mod listing;
 pub mod resolve;
 pub mod selector;
 pub mod unixfs_reader;

@@ -50,7 +50,14 @@ pub async fn respond(
             "codec 0x{codec:x} has no document view"
         )));
     };
-    if let Some(wanted) = codec_of(req.format) {
+    // dag-json is JSON and dag-cbor is CBOR: asking for the plain type relabels the same bytes
+    // (the conformance suite's "same payload … but with plain Content-Type"); anything else
+    // would be a conversion.
+    let relabel = matches!(
+        (req.format, codec),
+        (ResponseFormat::Json, DAG_JSON) | (ResponseFormat::Cbor, DAG_CBOR)
+    );
+    if let Some(wanted) = codec_of(req.format).filter(|_| !relabel) {
         if wanted != codec {
             return Err(GatewayError::NotAcceptable(format!(
                 "{cid} is {}; converting it to {} is not supported (IPIP-524): ask for ?format=raw or its own codec",
@@ -80,6 +87,11 @@ pub async fn respond(
         }
         return Ok(resp);
     }
+    let native = if relabel {
+        media_type(if codec == DAG_JSON { JSON } else { CBOR }).map_or(native, |(t, _)| t)
+    } else {
+        native
+    };
     let short = native.rsplit(['/', '.']).next().unwrap_or("bin");
     let etag = format!("\"{cid}.{short}\"");
     let mut resp = gw.base_response(req, &resolved.roots, &etag);
@@ -100,7 +112,7 @@ pub async fn respond(
 
 fn render(req: &GatewayRequest, cid: &str, native: &str, doc: &Ipld) -> String {
     let mut body = String::new();
-    value(doc, &mut body);
+    value(doc, req.cid_origin.as_deref(), &mut body);
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -128,7 +140,85 @@ dl{{margin:.2rem 0 .2rem 1rem}} dt{{font-weight:600}} dd{{margin-left:1rem}} cod
     )
 }
 
-fn value(v: &Ipld, out: &mut String) {
+/// Characters of text up to which a list or map is shown on one line, as JSON would write it.
+const COMPACT_CHARS: usize = 64;
+
+/// `v` on one line (HTML), when its text fits in `budget` characters; `None` when it does not.
+fn inline(v: &Ipld, origin: Option<&str>, budget: &mut usize) -> Option<String> {
+    fn spend(budget: &mut usize, text_len: usize) -> Option<()> {
+        *budget = budget.checked_sub(text_len)?;
+        Some(())
+    }
+    Some(match v {
+        Ipld::List(items) => {
+            spend(budget, 2)?;
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                parts.push(inline(item, origin, budget)?);
+            }
+            spend(budget, parts.len().saturating_sub(1) * 2)?;
+            format!("[{}]", parts.join(", "))
+        }
+        Ipld::Map(m) => {
+            spend(budget, 2)?;
+            let mut parts = Vec::with_capacity(m.len());
+            for (k, item) in m {
+                let key = format!("{k:?}");
+                spend(budget, key.chars().count() + 2)?;
+                parts.push(format!(
+                    "{}: {}",
+                    html_escape(&key),
+                    inline(item, origin, budget)?
+                ));
+            }
+            spend(budget, parts.len().saturating_sub(1) * 2)?;
+            format!("{{{}}}", parts.join(", "))
+        }
+        Ipld::Link(c) => {
+            let text = c.to_string();
+            spend(budget, text.len())?;
+            match origin {
+                Some(o) => format!(
+                    "<a class=\"link\" href=\"{}/ipfs/{text}/\">{text}</a>",
+                    html_escape(o)
+                ),
+                None => text,
+            }
+        }
+        scalar => {
+            let text = scalar_text(scalar);
+            spend(budget, text.chars().count())?;
+            html_escape(&text)
+        }
+    })
+}
+
+/// The text of a value that is neither a list, a map nor a link.
+fn scalar_text(v: &Ipld) -> String {
+    match v {
+        Ipld::Null => "null".into(),
+        Ipld::Bool(b) => b.to_string(),
+        Ipld::Integer(i) => i.to_string(),
+        Ipld::Float(f) => f.to_string(),
+        Ipld::String(s) => format!("{s:?}"),
+        Ipld::Bytes(b) => format!("bytes ({} B)", b.len()),
+        Ipld::Link(c) => c.to_string(),
+        Ipld::List(_) => "[…]".into(),
+        Ipld::Map(_) => "{…}".into(),
+    }
+}
+
+/// Renders `v`; links go to `{origin}/ipfs/{cid}/` (plain text where no origin serves
+/// `/ipfs/`, a DNSLink site). Small lists and maps stay on one line, as JSON would write them;
+/// larger ones become nested definition lists.
+fn value(v: &Ipld, origin: Option<&str>, out: &mut String) {
+    if matches!(v, Ipld::List(_) | Ipld::Map(_)) {
+        let mut budget = COMPACT_CHARS;
+        if let Some(html) = inline(v, origin, &mut budget) {
+            out.push_str(&format!("<code class=\"compact\">{html}</code>"));
+            return;
+        }
+    }
     match v {
         Ipld::Null => out.push_str("<code>null</code>"),
         Ipld::Bool(b) => out.push_str(&format!("<code>{b}</code>")),
@@ -138,12 +228,18 @@ fn value(v: &Ipld, out: &mut String) {
             out.push_str(&format!("<code>{}</code>", html_escape(&format!("{s:?}"))))
         }
         Ipld::Bytes(b) => out.push_str(&format!("<code>bytes ({} B)</code>", b.len())),
-        Ipld::Link(c) => out.push_str(&format!("<a class=\"link\" href=\"/ipfs/{c}/\">{c}</a>")),
+        Ipld::Link(c) => match origin {
+            Some(o) => out.push_str(&format!(
+                "<a class=\"link\" href=\"{}/ipfs/{c}/\">{c}</a>",
+                html_escape(o)
+            )),
+            None => out.push_str(&format!("<code class=\"link\">{c}</code>")),
+        },
         Ipld::List(items) => {
             out.push_str("<dl>");
             for (i, item) in items.iter().enumerate() {
                 out.push_str(&format!("<dt>{i}</dt><dd>"));
-                value(item, out);
+                value(item, origin, out);
                 out.push_str("</dd>");
             }
             out.push_str("</dl>");
@@ -152,10 +248,58 @@ fn value(v: &Ipld, out: &mut String) {
             out.push_str("<dl>");
             for (k, item) in m {
                 out.push_str(&format!("<dt>{}</dt><dd>", html_escape(k)));
-                value(item, out);
+                value(item, origin, out);
                 out.push_str("</dd>");
             }
             out.push_str("</dl>");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn html(v: &Ipld) -> String {
+        let mut out = String::new();
+        value(v, Some(""), &mut out);
+        out
+    }
+
+    #[test]
+    fn small_values_stay_on_one_line() {
+        let small = Ipld::Map(BTreeMap::from([
+            (
+                "a".to_string(),
+                Ipld::List(vec![1.into(), 2.into(), 3.into()]),
+            ),
+            ("b".to_string(), Ipld::String("x<y".into())),
+        ]));
+        assert_eq!(
+            html(&small),
+            "<code class=\"compact\">{&quot;a&quot;: [1, 2, 3], &quot;b&quot;: &quot;x&lt;y&quot;}</code>"
+        );
+        assert_eq!(
+            html(&Ipld::List(vec![])),
+            "<code class=\"compact\">[]</code>"
+        );
+        // Too long for a line: a list of its items, each small one compact again.
+        let big = Ipld::Map(BTreeMap::from([
+            (
+                "list".to_string(),
+                Ipld::List((0..40).map(Ipld::from).collect()),
+            ),
+            (
+                "pair".to_string(),
+                Ipld::List(vec![true.into(), Ipld::Null]),
+            ),
+        ]));
+        let out = html(&big);
+        assert!(out.starts_with("<dl><dt>list</dt><dd><dl>"), "{out}");
+        assert!(
+            out.contains("<dt>pair</dt><dd><code class=\"compact\">[true, null]</code>"),
+            "{out}"
+        );
     }
 }

@@ -1,7 +1,15 @@
 //! Gateway errors and the one place they become HTTP statuses.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use http::{Response, StatusCode};
 
+use super::body::{self, Body};
+use super::headers::set;
+use super::unixfs_dir::html_escape;
 use crate::content::ContentError;
 use crate::tiers::TierError;
 
@@ -112,6 +120,89 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The response for this error: the one-line reason as plain text, or, for a browser
+    /// navigating to `page_path` (the path it asked for), an HTML page with the status, the
+    /// reason, the path and, when the failure is transient, when to retry. Both say only the
+    /// public reason (design invariant 10).
+    pub fn response(&self, page_path: Option<&str>) -> Response<Body> {
+        let (body, content_type) = match page_path {
+            Some(path) => (html_page(self, path), "text/html; charset=utf-8"),
+            None => (format!("{self}\n"), "text/plain; charset=utf-8"),
+        };
+        let mut resp = Response::new(body::full(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        let cache_control = match self {
+            // Deterministic refusals: a CDN may keep them.
+            GatewayError::Gone(_) | GatewayError::Blocked { .. } => "public, max-age=604800",
+            _ => "no-cache",
+        };
+        h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+        if let Some(secs) = self.retry_after() {
+            set(h, RETRY_AFTER, &secs.to_string());
+        }
+        match self {
+            GatewayError::MethodNotAllowed(_) => set(h, ALLOW, "GET, HEAD, OPTIONS"),
+            GatewayError::RangeNotSatisfiable { size, .. } => {
+                set(h, CONTENT_RANGE, &format!("bytes */{size}"))
+            }
+            _ => {}
+        }
+        if page_path.is_some() {
+            // The page and the plain reason share a URL.
+            h.insert(http::header::VARY, HeaderValue::from_static("Accept"));
+        }
+        resp
+    }
+}
+
+/// Whether the request's `Accept` lists `text/html`: a browser navigating, which gets error
+/// pages rather than plain text.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
+}
+
+/// The HTML error page of `e` for a request of `path` (still percent-encoded; shown decoded).
+fn html_page(e: &GatewayError, path: &str) -> String {
+    let status = e.status();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let shown = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let hint = match (e, e.retry_after()) {
+        (GatewayError::Timeout(_), Some(secs)) => format!(
+            "<p class=\"hint\">The content could not be fetched in time. It may be on its way into this gateway's cache now: <a href=\"\">try again</a> in {secs} seconds.</p>"
+        ),
+        (_, Some(secs)) => format!(
+            "<p class=\"hint\">This is likely temporary: <a href=\"\">try again</a> in {secs} seconds.</p>"
+        ),
+        _ => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{code} {reason}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#222}}
+h1{{font-size:1.6rem;margin-bottom:.5rem}} h1 .code{{color:#b00}} code{{background:#f3f3f3;padding:0 .2em;word-break:break-all}}
+.hint{{background:#fff8e0;border-left:4px solid #e0b000;padding:.5rem .8rem}}</style>
+</head><body>
+<h1><span class="code">{code}</span> {reason}</h1>
+<p class="path"><code>{path}</code></p>
+<p class="reason">{message}</p>
+{hint}</body></html>
+"#,
+        code = status.as_u16(),
+        reason = html_escape(reason),
+        path = html_escape(&shown),
+        message = html_escape(&e.to_string()),
+    )
+}
+
 impl From<TierError> for GatewayError {
     /// Failures of the tiers name hot nodes, providers, URLs and disk paths: those go to the
     /// log, and the public body says only which tier failed (design invariant 10).
@@ -170,6 +261,53 @@ impl From<ContentError> for GatewayError {
 mod tests {
     use super::*;
     use crate::ipld::{cid_v1_sha256, RAW};
+    use http_body_util::BodyExt;
+
+    async fn text(resp: Response<Body>) -> String {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn browsers_get_a_page_with_status_reason_path_and_retry_hint() {
+        let e = GatewayError::from(TierError::Timeout("cold"));
+        let resp = e.response(Some("/ipfs/bafy/%C4%85<b>"));
+        assert_eq!(resp.status(), 504);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(resp.headers()[RETRY_AFTER], "30");
+        let page = text(resp).await;
+        assert!(
+            page.contains("<title>504 Gateway Timeout</title>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<code>/ipfs/bafy/ą&lt;b&gt;</code>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("the cold tier did not answer in time"),
+            "{page}"
+        );
+        assert!(page.contains("try again</a> in 30 seconds"), "{page}");
+        // No retry hint where retrying cannot help.
+        let page = text(GatewayError::NotFound("nothing at /x".into()).response(Some("/x"))).await;
+        assert!(page.contains("404</span> Not Found") && !page.contains("try again"));
+        // Everyone else gets the one line.
+        let resp = e.response(None);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(text(resp).await, "the cold tier did not answer in time\n");
+    }
+
+    #[test]
+    fn pages_never_name_what_the_log_gets() {
+        let e = GatewayError::from(TierError::Upstream {
+            tier: "hot",
+            reason: "http://10.0.0.7:5001/api/v0/block/get failed".into(),
+        });
+        let page = html_page(&e, "/ipfs/x");
+        assert!(!page.contains("10.0.0.7"), "{page}");
+        assert!(page.contains("502") && page.contains("try again"));
+    }
 
     #[test]
     fn tier_errors_map_to_the_spec_statuses() {

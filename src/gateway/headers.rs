@@ -12,6 +12,8 @@ pub const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
 pub const X_CIDGATE_TIER: HeaderName = HeaderName::from_static("x-cidgate-tier");
 /// Time spent per tier, in the W3C Server-Timing format.
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+/// Lets any origin read a response's timing (Resource Timing API, `Server-Timing`).
+pub const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
 /// Header echoing the content path.
 pub const X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
 

@@ -112,6 +112,9 @@ pub async fn respond(
     // The request's own path decides about the trailing slash, not the value's.
     let content_path = format!("{}{rest}", site.trim_end_matches('/'));
     let mut req = request::parse_path(parts, &content_path, isolated)?;
+    if isolated {
+        req.cid_origin = gw.path_gateway_origin(parts);
+    }
     // Headers name the path the client asked for; the CIDs behind it go in X-Ipfs-Roots.
     req.content_path = format!("/ipns/{name}{rest}");
     let mut resp = match gw.ipfs(&req).await {

@@ -27,15 +27,15 @@ use bytes::Bytes;
 use cid::Cid;
 use http::header::{
     HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ALLOW, CACHE_CONTROL,
-    CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RETRY_AFTER, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW,
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY,
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 
 pub use body::Body;
 use error::GatewayError;
-use headers::{set, IMMUTABLE, X_IPFS_PATH, X_IPFS_ROOTS};
+use headers::{set, IMMUTABLE, TIMING_ALLOW_ORIGIN, X_IPFS_PATH, X_IPFS_ROOTS};
 use request::{GatewayRequest, ResponseFormat};
 use response_cache::ResponseCache;
 
@@ -237,10 +237,20 @@ impl Gateway {
         };
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) => error_response(&e),
+            // Browsers navigating get a page; everyone else the one-line reason.
+            Err(e) => e.response(error::wants_html(&parts.headers).then(|| parts.uri.path())),
         };
-        if parts.uri.path().starts_with("/ipfs/") || parts.uri.path().starts_with("/ipns/") {
-            cors(resp.headers_mut());
+        // Every answer of the public gateway is readable cross-origin, redirects (subdomain
+        // canonicalisation, trailing slashes, `_redirects`, ipfs/rainbow#289) and errors
+        // included: a script that follows a redirect or reads an error status must not be
+        // stopped by a missing header.
+        cors(resp.headers_mut());
+        if parts.method == Method::OPTIONS {
+            // Browsers may keep a preflight answer this long instead of asking again.
+            resp.headers_mut().insert(
+                ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(CORS_MAX_AGE),
+            );
         }
         if parts.method == Method::HEAD {
             without_content(&mut resp);
@@ -253,15 +263,17 @@ impl Gateway {
 
     async fn route(&self, parts: &http::request::Parts) -> Result<Response<Body>, GatewayError> {
         let path = parts.uri.path();
-        if !self.options.subdomain_hosts.is_empty() {
-            if let Some(resp) = self.subdomain(parts).await? {
-                return Ok(resp);
-            }
-        }
+        // A preflight is answered where it is asked: browsers do not follow a redirect of a
+        // preflight, so a subdomain redirect here would fail the script's real request.
         if parts.method == Method::OPTIONS {
             let mut r = Response::new(body::empty());
             set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
             return Ok(r);
+        }
+        if !self.options.subdomain_hosts.is_empty() {
+            if let Some(resp) = self.subdomain(parts).await? {
+                return Ok(resp);
+            }
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Err(GatewayError::MethodNotAllowed(parts.method.to_string()));
@@ -396,28 +408,49 @@ impl Gateway {
         let target = resolved.target;
         match target.codec() {
             DAG_PB | RAW => {
-                let explicit_doc = match req.format {
-                    ResponseFormat::DagJson | ResponseFormat::DagCbor => true,
-                    // `Accept: application/json` from scripts fetching files is served as the file.
-                    ResponseFormat::Json | ResponseFormat::Cbor => req.format_from_query,
-                    _ => false,
-                };
-                if explicit_doc {
-                    return Err(GatewayError::NotAcceptable(format!(
+                let not_acceptable = || {
+                    GatewayError::NotAcceptable(format!(
                         "{target} is {}; converting it to {} is not supported (IPIP-524): ask for ?format=raw or ?format=car",
                         crate::ipld::codec::codec_name(target.codec()),
                         req.format.name()
-                    )));
+                    ))
+                };
+                // `?format=json` names JSON: a UnixFS file holding JSON is served as it is
+                // (IPIP-524's UnixFS exception; most such requests on public gateways are for
+                // JSON files on UnixFS), anything else is 406. `Accept: application/json` alone
+                // comes from scripts fetching files: they get the file whatever it holds.
+                let json_query = req.format == ResponseFormat::Json && req.format_from_query;
+                let explicit_doc = match req.format {
+                    ResponseFormat::DagJson | ResponseFormat::DagCbor => true,
+                    ResponseFormat::Cbor => req.format_from_query,
+                    _ => false,
+                };
+                if explicit_doc {
+                    return Err(not_acceptable());
                 }
                 let block = self.source().get(&target).await?;
                 let node = FsNode::decode(target.codec(), block.data())
                     .map_err(|e| ContentError::from((target, e)))?;
+                if json_query && !matches!(node, FsNode::File { .. }) {
+                    return Err(not_acceptable());
+                }
                 match node {
                     FsNode::File { size, .. } => {
                         let name = req
                             .filename
                             .as_deref()
                             .or(req.segments.last().map(String::as_str));
+                        let content_type = if req.format == ResponseFormat::Json {
+                            if unixfs_file::holds_json(self, name, &block, size).await? {
+                                Some("application/json")
+                            } else if json_query {
+                                return Err(not_acceptable());
+                            } else {
+                                None
+                            }
+                        } else {
+                            None
+                        };
                         unixfs_file::respond(
                             self,
                             req,
@@ -425,7 +458,7 @@ impl Gateway {
                                 block,
                                 size,
                                 name,
-                                content_type: None,
+                                content_type,
                                 etag: format!("\"{target}\""),
                                 roots: &resolved.roots,
                             },
@@ -499,8 +532,7 @@ impl Gateway {
                         "IPNS names are not resolved by this gateway".into(),
                     ));
                 };
-                let mut resp = ipns::respond(self, names, parts, &name, path, true, None).await?;
-                cors(resp.headers_mut());
+                let resp = ipns::respond(self, names, parts, &name, path, true, None).await?;
                 Ok(Some(resp))
             }
             subdomain::HostRoute::Content(cid) => {
@@ -508,17 +540,28 @@ impl Gateway {
                     return Ok(Some(r));
                 }
                 let content_path = format!("/ipfs/{cid}{path}");
-                let req = request::parse_path(parts, &content_path, true)?;
-                let mut resp = match self.ipfs(&req).await {
+                let mut req = request::parse_path(parts, &content_path, true)?;
+                req.cid_origin = self.path_gateway_origin(parts);
+                let resp = match self.ipfs(&req).await {
                     Err(e) if unixfs_redirects::applies(&req, &e) => {
                         unixfs_redirects::respond(self, &req, e).await?
                     }
                     other => other?,
                 };
-                cors(resp.headers_mut());
                 Ok(Some(resp))
             }
         }
+    }
+
+    /// `//{gateway host}` when the request came to a `{label}.ipfs.{gw}` or `{label}.ipns.{gw}`
+    /// host: generated pages link other CIDs there, as `/ipfs/{cid}` means nothing inside a
+    /// subdomain's own origin.
+    pub(crate) fn path_gateway_origin(&self, parts: &http::request::Parts) -> Option<String> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+        subdomain::gateway_of(&self.options.subdomain_hosts, host).map(|gw| format!("//{gw}"))
     }
 
     /// Whether `host` (a Host header without port) is an IP address or one of the gateway's own
@@ -620,7 +663,6 @@ fn preflight(parts: &http::request::Parts) -> Result<Option<Response<Body>>, Gat
     if parts.method == Method::OPTIONS {
         let mut r = Response::new(body::empty());
         set(r.headers_mut(), ALLOW, "GET, HEAD, OPTIONS");
-        cors(r.headers_mut());
         return Ok(Some(r));
     }
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -717,8 +759,14 @@ pub fn roots_header(roots: &[Cid]) -> String {
         .join(",")
 }
 
+/// Seconds a browser may cache a preflight answer (one day; Chromium caps it at two hours).
+const CORS_MAX_AGE: &str = "86400";
+
+/// The CORS headers of every public answer: any origin may read it, see its timing (Resource
+/// Timing, `Server-Timing`) and read the headers scripts ask about, cidgate's tier header too.
 fn cors(h: &mut HeaderMap) {
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(TIMING_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, OPTIONS"),
@@ -726,13 +774,13 @@ fn cors(h: &mut HeaderMap) {
     h.insert(
         ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "Content-Type, Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
+            "Content-Type, Range, If-Range, User-Agent, X-Requested-With, If-None-Match, Cache-Control",
         ),
     );
     h.insert(
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing",
+            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing, X-Cidgate-Tier, Retry-After",
         ),
     );
 }
@@ -755,33 +803,9 @@ fn without_content(resp: &mut Response<Body>) {
     *resp.body_mut() = body::empty();
 }
 
-/// The one-line plain-text error response of `e`.
+/// The plain-text error response of `e` (see [`GatewayError::response`]).
 pub fn error_response(e: &GatewayError) -> Response<Body> {
-    let mut resp = Response::new(body::full(Bytes::from(format!("{e}\n"))));
-    *resp.status_mut() = e.status();
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let cache_control = match e {
-        // Deterministic refusals: a CDN may keep them.
-        GatewayError::Gone(_) | GatewayError::Blocked { .. } => "public, max-age=604800",
-        _ => "no-cache",
-    };
-    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
-    if let Some(secs) = e.retry_after() {
-        set(h, RETRY_AFTER, &secs.to_string());
-    }
-    match e {
-        GatewayError::MethodNotAllowed(_) => set(h, ALLOW, "GET, HEAD, OPTIONS"),
-        GatewayError::RangeNotSatisfiable { size, .. } => {
-            set(h, CONTENT_RANGE, &format!("bytes */{size}"))
-        }
-        _ => {}
-    }
-    resp
+    e.response(None)
 }
 
 fn html_page(html: &'static str) -> Response<Body> {

@@ -23,6 +23,25 @@ pub fn by_extension(name: &str) -> Option<String> {
     )
 }
 
+/// Whether a file named `name` (if any) starting with `head` holds JSON: by its `.json` name,
+/// else by its bytes. `whole` says `head` is the entire file. Text that opens with `{` or `[`
+/// must parse as JSON to the end of `head` (a longer file may end past it), so an INI file's
+/// `[section]` or a script's `{` line is not JSON.
+pub fn is_json(name: Option<&str>, head: &[u8], whole: bool) -> bool {
+    if let Some(ext) = name.and_then(|n| std::path::Path::new(n).extension()) {
+        return ext.eq_ignore_ascii_case("json");
+    }
+    let head = head.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(head);
+    let start = head.iter().position(|b| !is_ws(*b)).unwrap_or(head.len());
+    if !matches!(head.get(start), Some(b'{' | b'[')) {
+        return false;
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(head) {
+        Ok(_) => true,
+        Err(e) => !whole && e.is_eof(),
+    }
+}
+
 /// Bytes that never appear in text (WHATWG "binary data byte").
 fn is_binary_byte(b: u8) -> bool {
     matches!(b, 0x00..=0x08 | 0x0B | 0x0E..=0x1A | 0x1C..=0x1F)
@@ -147,6 +166,23 @@ mod tests {
             content_type(Some("app.js"), b""),
             "text/javascript; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn json_by_name_or_by_bytes_that_parse() {
+        assert!(is_json(Some("t.json"), b"", true));
+        assert!(is_json(Some("T.JSON"), b"not json", true));
+        assert!(!is_json(Some("t.txt"), b"{}", true));
+        assert!(is_json(None, b" {\"a\": [1, 2]}\n", true));
+        assert!(is_json(Some("noext"), b"[1,2,3]", true));
+        // A longer file that is JSON as far as the head goes.
+        assert!(is_json(None, b"{\"a\": [1, 2", false));
+        assert!(!is_json(None, b"{\"a\": [1, 2", true));
+        assert!(!is_json(None, b"[core]\nbare = true\n", false));
+        assert!(!is_json(None, b"{ not json }", false));
+        assert!(!is_json(None, b"\"a string\"", true));
+        assert!(!is_json(None, b"hello", true));
+        assert!(!is_json(None, b"", true));
     }
 
     #[test]

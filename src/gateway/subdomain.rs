@@ -82,6 +82,22 @@ pub fn dns_label(cid: &Cid) -> Result<String, GatewayError> {
     )))
 }
 
+/// The path gateway behind a subdomain host: `{gw}[:port]` of a `{label}.ipfs.{gw}[:port]` or
+/// `{label}.ipns.{gw}[:port]` host, where `/ipfs/{cid}` links work (they redirect to the CID's
+/// own subdomain); `None` for any other host.
+pub fn gateway_of(hosts: &[String], host: &str) -> Option<String> {
+    let hostname = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let port = &host[hostname.len()..];
+    hosts.iter().find_map(|gw| {
+        let under =
+            label_under(hostname, ".ipfs.", gw).or_else(|| label_under(hostname, ".ipns.", gw));
+        under.map(|_| format!("{}{port}", &hostname[hostname.len() - gw.len()..]))
+    })
+}
+
 /// Routes a request by its host. `host` may carry a port; `path` and `query` are the URL's.
 pub fn route(
     hosts: &[String],
@@ -198,6 +214,21 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_gateway_of_a_subdomain_host_keeps_its_port() {
+        let hosts = vec!["localhost".to_string(), "example.com".to_string()];
+        assert_eq!(
+            gateway_of(&hosts, "bafy.ipfs.localhost:8080").as_deref(),
+            Some("localhost:8080")
+        );
+        assert_eq!(
+            gateway_of(&hosts, "k51.ipns.example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(gateway_of(&hosts, "localhost:8080"), None);
+        assert_eq!(gateway_of(&hosts, "docs.example.org"), None);
+    }
 
     fn hosts() -> Vec<String> {
         vec!["localhost".into(), "example.com".into()]

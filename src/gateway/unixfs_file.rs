@@ -21,6 +21,24 @@ use crate::ipld::Block;
 /// Chunks buffered between the file reader and the socket.
 const CHANNEL_CHUNKS: usize = 8;
 
+/// Bytes read from the start of a file to sniff its type (the WHATWG sniffing window).
+const SNIFF_BYTES: usize = 1445;
+
+/// Whether the file `block` (of `size` bytes, named `name` if known) holds JSON, by its name
+/// or its first bytes (see [`sniff::is_json`]).
+pub async fn holds_json(
+    gw: &Gateway,
+    name: Option<&str>,
+    block: &Block,
+    size: u64,
+) -> Result<bool, GatewayError> {
+    if name.is_some_and(|n| std::path::Path::new(n).extension().is_some()) {
+        return Ok(sniff::is_json(name, &[], true));
+    }
+    let head = head_bytes(gw.source(), block, SNIFF_BYTES).await?;
+    Ok(sniff::is_json(None, &head, size <= head.len() as u64))
+}
+
 /// How the caller wants a file served.
 pub struct FileResponse<'a> {
     /// The file's root block (already verified).
@@ -69,7 +87,19 @@ pub async fn respond(
         (None, 0) => "text/plain".to_string(),
         (None, _) => match f.name.and_then(sniff::by_extension) {
             Some(t) => t,
-            None => sniff::sniff(&head_bytes(gw.source(), &f.block, 1445).await?).to_string(),
+            None => {
+                let head = head_bytes(gw.source(), &f.block, SNIFF_BYTES).await?;
+                match sniff::sniff(&head) {
+                    // JSON is text to the WHATWG sniffer, but scripts and browsers want
+                    // `application/json` for the JSON that lives on UnixFS.
+                    t if t.starts_with("text/plain")
+                        && sniff::is_json(None, &head, size <= head.len() as u64) =>
+                    {
+                        "application/json".to_string()
+                    }
+                    t => t.to_string(),
+                }
+            }
         },
     };
     resp.headers_mut()
