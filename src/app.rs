@@ -899,9 +899,15 @@ async fn serve_opened(
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 
-    // Machine-readable lines on stdout: tests and scripts read the bound ports from them.
-    println!("cidgate: public {scheme}://{public_addr}");
-    println!("cidgate: admin http://{admin_addr}");
+    // Machine-readable lines on stdout: tests and scripts read the bound ports from them. A
+    // reader that went away (a closed pipe) must not end the server, as `println!` would.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "cidgate: public {scheme}://{public_addr}")
+            .and_then(|()| writeln!(out, "cidgate: admin http://{admin_addr}"))
+            .and_then(|()| out.flush());
+    }
     tracing::info!(%public_addr, %admin_addr, store = %config.store.dir.display(), "cidgate serving");
     if let Some(root) = sample {
         // The subdomain gateway gives the site its own origin, as browsers should see it.
