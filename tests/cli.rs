@@ -662,3 +662,59 @@ fn the_start_log_names_the_sample_subdomain_url() {
     let _ = child.wait();
     assert!(found, "no {want:?} in the start log");
 }
+
+/// Through a running server too, `add`, `export` and `import` draw a progress bar with
+/// percentage and ETA on a terminal, and finish with their summary line.
+#[tokio::test]
+async fn a_terminal_gets_progress_bars_through_a_running_server() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` to give the command a terminal");
+        return;
+    }
+    let s = Server::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, common::noise(48 << 20, 9)).unwrap();
+    let on_terminal = |args: &str| {
+        let cmd = format!(
+            "{} --data-dir {} {args}",
+            common::bin(),
+            s.dir.path().display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args}: {}", text(&out.stdout));
+        text(&out.stdout)
+    };
+    let added = on_terminal(&format!("add {}", big.display()));
+    assert!(added.contains('%') && added.contains("ETA"), "{added:?}");
+    assert!(added.contains("cidgate: added 48.0 MiB"), "{added:?}");
+    let root = added
+        .split_whitespace()
+        .find(|w| w.starts_with("bafy"))
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .expect("the root CID");
+    let car = work.path().join("big.car");
+    let exported = on_terminal(&format!("export {root} -o {}", car.display()));
+    assert!(
+        exported.contains('%') && exported.contains("ETA"),
+        "{exported:?}"
+    );
+    assert!(exported.contains("48.0 MiB"), "{exported:?}");
+    let imported = on_terminal(&format!("import {}", car.display()));
+    assert!(
+        imported.contains('%') && imported.contains("ETA"),
+        "{imported:?}"
+    );
+    assert!(imported.contains(&root), "{imported:?}");
+}
