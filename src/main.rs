@@ -22,7 +22,7 @@ use cidgate::cli::{self, size, Progress};
 use cidgate::config::{Config, Overrides};
 use cidgate::content::{dag, resolve};
 use cidgate::ipld::builder::{input_size, BuildError};
-use cidgate::tiers::import::{add_car_stream, add_paths, import_car, ImportReport};
+use cidgate::tiers::import::{add_car_stream, add_paths, import_car_except, ImportReport, Roots};
 use cidgate::tiers::local::{LocalStore, PinReason, StoreError};
 
 /// cidgate: a caching, verifying HTTP gateway for IPFS content.
@@ -380,6 +380,11 @@ fn print_report(name: &str, report: &ImportReport, progress: &Progress) {
 
 async fn import(config: &Config, admin: Option<&str>, files: &[String]) -> anyhow::Result<()> {
     let target = target(config, admin)?;
+    // Through a server, its own denylists apply; into the store directly, the configured ones.
+    let denylist = match &target {
+        Target::Store(_) => offline_denylist(config).await?,
+        Target::Server(_) => std::sync::Arc::new(cidgate::denylist::Denylist::empty()),
+    };
     let mut failed = 0;
     for name in files {
         if name.ends_with(".ipns-record") {
@@ -398,7 +403,7 @@ async fn import(config: &Config, admin: Option<&str>, files: &[String]) -> anyho
             tokio::fs::metadata(name).await.ok().map(|m| m.len())
         };
         let progress = Progress::new(name, total);
-        let result = import_one(&target, name, &progress).await;
+        let result = import_one(&target, name, &progress, &denylist).await;
         progress.clear();
         match result {
             Ok(report) => print_report(name, &report, &progress),
@@ -421,15 +426,49 @@ async fn import_one(
     target: &Target,
     name: &str,
     progress: &Progress,
+    denylist: &cidgate::denylist::Denylist,
 ) -> anyhow::Result<ImportReport> {
     let input = open_input(name, progress).await?;
     Ok(match target {
-        Target::Store(store) => import_car(store, input, PinReason::Operator, |_, _| {}).await?,
+        Target::Store(store) => {
+            import_car_except(
+                store,
+                input,
+                PinReason::Operator,
+                Roots::Header,
+                denylist,
+                |_, _| {},
+            )
+            .await?
+        }
         Target::Server(client) => {
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(input));
             client.import_car(body, false).await?
         }
     })
+}
+
+/// The configured denylists (local files, and subscriptions fetched or read from their stored
+/// copies) for an import straight into the store, so that blocked blocks are left out as a
+/// server would leave them out.
+async fn offline_denylist(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<cidgate::denylist::Denylist>> {
+    if config.denylist.files.is_empty() && config.denylist.urls.is_empty() {
+        return Ok(std::sync::Arc::new(cidgate::denylist::Denylist::empty()));
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (service, task) = cidgate::denylist::DenylistService::start(
+        &config.denylist,
+        &config.store.dir,
+        stop.clone(),
+    )
+    .await
+    .context("loading the denylists")?;
+    let list = service.handle().current();
+    stop.cancel();
+    let _ = task.await;
+    Ok(list)
 }
 
 /// Stores a signed IPNS record, named by its file (`{name}.ipns-record` or

@@ -263,3 +263,46 @@ async fn sighup_alone_reloads_lists_that_are_not_polled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `cidgate import` straight into a store (no server running) applies the configured lists as
+/// a server would: the blocked block is left out, so the root stays unpinned.
+#[test]
+fn an_offline_import_leaves_blocked_blocks_out() {
+    let (dir, root) = site();
+    let work = tempfile::tempdir().unwrap();
+    let car = work.path().join("site.car");
+    let out = cidgate(dir.path(), &["export", &root, "-o", car.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `add` stores a one-chunk file as a CIDv1 raw leaf.
+    let digest = sha2::Sha256::digest(b"secret\n");
+    let secret = cid::Cid::new_v1(
+        0x55,
+        cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap(),
+    );
+    let deny = work.path().join("offline.deny");
+    std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
+    let import = |data: &std::path::Path, lists: &str| {
+        let out = std::process::Command::new(common::bin())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["import", car.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .env("CIDGATE_DENYLIST__FILES", lists)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let blocked = import(&work.path().join("blocked"), deny.to_str().unwrap());
+    assert!(blocked.contains("INCOMPLETE"), "{blocked}");
+    let open = import(&work.path().join("open"), "");
+    assert!(open.contains("complete, pinned"), "{open}");
+}
