@@ -20,6 +20,8 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::valid_labels;
+
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -117,19 +119,6 @@ impl Allowed {
             || self.domains.contains(domain)
             || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
     }
-}
-
-/// Dot-separated labels of letters, digits and inner hyphens (no dot required).
-fn valid_labels(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// Where the queries of one suffix go.

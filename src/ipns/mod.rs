@@ -496,15 +496,11 @@ fn normalize_dnslink(dnslink: BTreeMap<String, String>) -> BTreeMap<String, Stri
         .collect()
 }
 
-/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
-/// with at least one dot and a top-level label that is not all digits (an IPv4 address is not
-/// a name). Anything else (`\`, `:`, `@`, `..`, non-ASCII) is refused before it is looked up
-/// or turned into a redirect that could lead to another host.
-pub fn is_dns_name(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.len() <= 253
-        && name.contains('.')
-        && name.split('.').all(|label| {
+/// Dot-separated labels of 1 to 63 letters, digits and inner hyphens, 253 characters at most
+/// (no dot required).
+pub(crate) fn valid_labels(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
             (1..=63).contains(&label.len())
                 && label
                     .bytes()
@@ -512,6 +508,16 @@ pub fn is_dns_name(name: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
+/// with at least one dot and a top-level label that is not all digits (an IPv4 address is not
+/// a name). Anything else (`\`, `:`, `@`, `..`, non-ASCII) is refused before it is looked up
+/// or turned into a redirect that could lead to another host.
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.contains('.')
+        && valid_labels(name)
         && !name
             .rsplit('.')
             .next()
