@@ -899,8 +899,27 @@ async fn serve_opened(
     let addr_file: PathBuf = config.store.dir.join(ADMIN_ADDR_FILE);
     std::fs::write(&addr_file, format!("http://{admin_addr}\n"))?;
 
-    // Machine-readable lines on stdout: tests and scripts read the bound ports from them. A
-    // reader that went away (a closed pipe) must not end the server, as `println!` would.
+    let public_task = tokio::spawn(server::serve(
+        server::Listener {
+            socket: public,
+            tls,
+            limits: public_limits,
+            admission: Some(admission.clone()),
+            metrics: metrics.clone(),
+            gauge: "connections",
+        },
+        Arc::new(GatewayHandler::new(
+            gateway,
+            live.clone(),
+            metrics.clone(),
+            popularity.clone(),
+        )),
+        shutdown.clone(),
+    ));
+    // Announced once the public listener serves (its handler, and the metrics series it
+    // creates, exist). Machine-readable lines on stdout: tests and scripts read the bound ports
+    // from them. A reader that went away (a closed pipe) must not end the server, as
+    // `println!` would.
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -926,23 +945,6 @@ async fn serve_opened(
         tracing::info!("sample CAR: {scheme}://{public_addr}/ipfs/{root}?format=car");
     }
 
-    let public_task = tokio::spawn(server::serve(
-        server::Listener {
-            socket: public,
-            tls,
-            limits: public_limits,
-            admission: Some(admission.clone()),
-            metrics: metrics.clone(),
-            gauge: "connections",
-        },
-        Arc::new(GatewayHandler::new(
-            gateway,
-            live.clone(),
-            metrics.clone(),
-            popularity.clone(),
-        )),
-        shutdown.clone(),
-    ));
     let mut reloader = Reloader {
         started: config.clone(),
         source: config_source,
