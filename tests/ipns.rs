@@ -196,6 +196,17 @@ async fn the_signed_record_is_served_as_is() {
     )
     .await;
     assert_eq!(a.status, 400);
+    // Nor has immutable content (boxo answers 400 too).
+    let a = fetch(&s, None, &format!("/ipfs/{HELLO}?format=ipns-record"), None).await;
+    assert_eq!(a.status, 400);
+    let a = fetch(
+        &s,
+        None,
+        &format!("/ipfs/{HELLO}"),
+        Some("application/vnd.ipfs.ipns-record"),
+    )
+    .await;
+    assert_eq!(a.status, 400);
 }
 
 #[tokio::test]

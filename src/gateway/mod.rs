@@ -362,8 +362,9 @@ impl Gateway {
             ResponseFormat::Raw => block::respond(self, req).await,
             ResponseFormat::Car(params) => car::respond(self, req, params).await,
             ResponseFormat::Tar => tar::respond(self, req).await,
-            ResponseFormat::IpnsRecord => Err(GatewayError::NotImplemented(
-                "IPNS records are not supported by this gateway".into(),
+            // Only names have records: as boxo, a bad request rather than a missing feature.
+            ResponseFormat::IpnsRecord => Err(GatewayError::BadRequest(
+                "an IPNS record is served for /ipns/{name}, not for /ipfs/ content".into(),
             )),
             ResponseFormat::Deserialized
             | ResponseFormat::DagJson
