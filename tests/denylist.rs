@@ -171,8 +171,17 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
     assert!(metric_sum(&m, "cidgate_denylist_rules", "") >= 5.0);
 }
 
-#[tokio::test]
-async fn lists_reload_without_a_restart_and_cached_answers_follow() {
+/// The site served with one local list, empty at first and polled every `poll`. Returns the
+/// server, the list's folder (kept alive) and path, and the URL and CID of `secret.txt`.
+async fn site_with_a_list(
+    poll: &str,
+) -> (
+    Server,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    String,
+    String,
+) {
     let (dir, root) = site();
     let lists = tempfile::tempdir().unwrap();
     let deny = lists.path().join("live.deny");
@@ -181,12 +190,26 @@ async fn lists_reload_without_a_restart_and_cached_answers_follow() {
         dir,
         &[
             ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
-            ("CIDGATE_DENYLIST__POLL", "200ms"),
+            ("CIDGATE_DENYLIST__POLL", poll),
         ],
         &[],
     );
     let secret = cid_of(&g, &root, "secret.txt").await;
     let url = format!("{}/ipfs/{root}/secret.txt", g.url);
+    (g, lists, deny, url, secret)
+}
+
+/// Sends SIGHUP to the server.
+fn hup(g: &Server) {
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(g.child.id().to_string())
+        .status();
+}
+
+#[tokio::test]
+async fn lists_reload_without_a_restart_and_cached_answers_follow() {
+    let (g, _lists, deny, url, secret) = site_with_a_list("200ms").await;
     // Served twice: the second answer comes from the whole-response cache.
     for _ in 0..2 {
         let r = client().get(&url).send().await.unwrap();
@@ -201,10 +224,7 @@ async fn lists_reload_without_a_restart_and_cached_answers_follow() {
     }
     // An exception appended later lifts it again; SIGHUP reloads at once as well.
     std::fs::write(&deny, format!("/ipfs/{secret}\n!/ipfs/{secret}\n")).unwrap();
-    let _ = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(g.child.id().to_string())
-        .status();
+    hup(&g);
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(url.clone(), None).await != 200 {
         assert!(Instant::now() < deadline, "the exception never applied");
@@ -212,10 +232,7 @@ async fn lists_reload_without_a_restart_and_cached_answers_follow() {
     }
     // Blocked content cannot be pinned either.
     std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
-    let _ = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(g.child.id().to_string())
-        .status();
+    hup(&g);
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(url.clone(), None).await != 410 {
         assert!(Instant::now() < deadline, "the rule never came back");
@@ -231,20 +248,7 @@ async fn lists_reload_without_a_restart_and_cached_answers_follow() {
 
 #[tokio::test]
 async fn sighup_alone_reloads_lists_that_are_not_polled() {
-    let (dir, root) = site();
-    let lists = tempfile::tempdir().unwrap();
-    let deny = lists.path().join("quiet.deny");
-    std::fs::write(&deny, "# nothing yet\n").unwrap();
-    let g = Server::spawn(
-        dir,
-        &[
-            ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
-            ("CIDGATE_DENYLIST__POLL", "1h"),
-        ],
-        &[],
-    );
-    let secret = cid_of(&g, &root, "secret.txt").await;
-    let url = format!("{}/ipfs/{root}/secret.txt", g.url);
+    let (g, _lists, deny, url, secret) = site_with_a_list("1h").await;
     assert_eq!(status(url.clone(), None).await, 200);
     std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,10 +257,7 @@ async fn sighup_alone_reloads_lists_that_are_not_polled() {
         200,
         "not polled: the file is read again on SIGHUP only"
     );
-    let _ = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(g.child.id().to_string())
-        .status();
+    hup(&g);
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(url.clone(), None).await != 410 {
         assert!(Instant::now() < deadline, "SIGHUP did not reload the list");
