@@ -731,6 +731,7 @@ pub async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         max_refusing: ADMIN_REFUSING,
         trusted_proxies: server::TrustedProxies::new(config.server.trusted_proxies.clone()),
         zero_copy_sent: None,
+        discard_request_bodies: false,
     };
     // The admin listener has connection slots of its own, so a saturated public port does
     // not lock the operator out; it is not rate limited.
@@ -812,6 +813,7 @@ async fn serve_opened(
         max_refusing: MAX_REFUSING,
         trusted_proxies: server::TrustedProxies::new(s.trusted_proxies.clone()),
         zero_copy_sent: None,
+        discard_request_bodies: true,
     };
     let admission = Admission::new(
         s.max_concurrent_requests,

@@ -144,6 +144,92 @@ async fn silent_and_idle_connections_are_closed() {
     .await;
 }
 
+/// Reads one HTTP/1.1 answer with a `Content-Length` body from `c`: its head (lower-cased) and
+/// its body; `None` when the connection ends first.
+fn read_answer(c: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let body = pending[end + 4..end + 4 + len].to_vec();
+                pending.drain(..end + 4 + len);
+                return Some((head, body));
+            }
+        }
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A request body the read-only gateway does not want is read and dropped, so that the request
+/// behind it on the connection is answered (hyper alone closes the connection, unannounced,
+/// when such a body has not fully arrived by the time the answer is done); a body too large to
+/// wait for, or one held back for `100 Continue`, gets its answer with `Connection: close`.
+#[tokio::test]
+async fn stray_request_bodies_do_not_cost_the_requests_behind_them() {
+    let (dir, root) = site(1000);
+    let s = Server::spawn(dir, &[], &[]);
+    let small = format!("GET /ipfs/{root}/small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    for (method, body_len) in [("POST", 3usize), ("PUT", 60 * 1024), ("GET", 10)] {
+        let mut c = TcpStream::connect(addr(&s)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(
+            format!(
+                "{method} /ipfs/{root}/small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {body_len}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        // The body comes late, in pieces, with the next request right behind it.
+        std::thread::sleep(Duration::from_millis(200));
+        let body = vec![b'x'; body_len];
+        let (first, rest) = body.split_at(body_len / 2);
+        c.write_all(first).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        c.write_all(rest).unwrap();
+        c.write_all(small.as_bytes()).unwrap();
+        let mut pending = Vec::new();
+        let (head, _) = read_answer(&mut c, &mut pending).expect("first answer");
+        let want = if method == "GET" { "200" } else { "405" };
+        assert!(
+            head.starts_with(&format!("http/1.1 {want}")),
+            "{method}: {head}"
+        );
+        assert!(!head.contains("connection: close"), "{method}: {head}");
+        let (head, body) = read_answer(&mut c, &mut pending).expect("the request behind it");
+        assert!(head.starts_with("http/1.1 200"), "{method}: {head}");
+        assert_eq!(body, b"small\n");
+    }
+
+    // Too large to read for nothing, or held back for 100 Continue (none is sent for a body
+    // that would be dropped): answered, and the close is announced.
+    for extra in [
+        "Content-Length: 10000000",
+        "Content-Length: 5\r\nExpect: 100-continue",
+    ] {
+        let mut c = TcpStream::connect(addr(&s)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(
+            format!("POST /ipfs/{root}/small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut pending = Vec::new();
+        let (head, _) = read_answer(&mut c, &mut pending).expect("answered");
+        assert!(head.starts_with("http/1.1 405"), "{extra}: {head}");
+        assert!(head.contains("connection: close"), "{extra}: {head}");
+        assert!(closed_within(&mut c, Duration::from_secs(5)), "{extra}");
+    }
+}
+
 #[tokio::test]
 async fn over_limit_connections_are_answered_at_once_and_admin_stays_up() {
     let (dir, root) = site(1000);

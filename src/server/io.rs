@@ -1,6 +1,7 @@
 //! A connection whose writes have a deadline: a client that stops reading (its receive window
 //! full for `timeout`) is cut off instead of holding a connection, a permit and the response's
-//! buffers for ever.
+//! buffers for ever. Its writes also tell the connection watch that the connection is not idle
+//! while a response is still leaving.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +18,8 @@ pub struct Deadlined<S> {
     /// Allocated once, re-armed whenever a write starts waiting.
     sleep: Pin<Box<Sleep>>,
     armed: bool,
+    /// Told of every write that moved bytes.
+    activity: Option<super::watch::Activity>,
 }
 
 impl<S> Deadlined<S> {
@@ -27,6 +30,21 @@ impl<S> Deadlined<S> {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             armed: false,
+            activity: None,
+        }
+    }
+
+    /// Reports every write that moved bytes to `activity` (see [`super::watch::Activity::wrote`]).
+    pub fn reporting_to(mut self, activity: super::watch::Activity) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        if let (Poll::Ready(Ok(n)), Some(a)) = (r, &self.activity) {
+            if *n > 0 {
+                a.wrote();
+            }
         }
     }
 
@@ -76,6 +94,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&r);
         self.progress(r, cx)
     }
 
@@ -85,6 +104,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
         self.progress(r, cx)
     }
 

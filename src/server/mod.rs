@@ -96,6 +96,10 @@ pub struct Limits {
     /// Plain-TCP connections send cache-arena bytes with `sendfile`, counted here; `None` writes
     /// every byte (see [`crate::zero_copy`]).
     pub zero_copy_sent: Option<Counter>,
+    /// The handler never reads request bodies (the read-only gateway): an HTTP/1.x request's
+    /// body is read and dropped before it is answered, so that the requests behind it on the
+    /// connection are not lost (see [`discard_body`]).
+    pub discard_request_bodies: bool,
 }
 
 impl Default for Limits {
@@ -112,6 +116,7 @@ impl Default for Limits {
             max_refusing: 128,
             trusted_proxies: TrustedProxies::default(),
             zero_copy_sent: None,
+            discard_request_bodies: false,
         }
     }
 }
@@ -407,7 +412,8 @@ async fn connection(
             .await
             {
                 Ok(Ok(tls_stream)) => {
-                    let io = io::Deadlined::new(tls_stream, limits.send_timeout);
+                    let io = io::Deadlined::new(tls_stream, limits.send_timeout)
+                        .reporting_to(activity.clone());
                     run(&shared, io, service, activity).await
                 }
                 Ok(Err(e)) => {
@@ -421,11 +427,13 @@ async fn connection(
             #[cfg(target_os = "linux")]
             Some(sent) => {
                 let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
-                let io = io::Deadlined::new(stream, limits.send_timeout);
+                let io =
+                    io::Deadlined::new(stream, limits.send_timeout).reporting_to(activity.clone());
                 run(&shared, io, service, activity).await
             }
             _ => {
-                let io = io::Deadlined::new(stream, limits.send_timeout);
+                let io =
+                    io::Deadlined::new(stream, limits.send_timeout).reporting_to(activity.clone());
                 run(&shared, io, service, activity).await
             }
         },
@@ -475,7 +483,7 @@ where
 /// Admission, then the handler; refusals are answered here. The admission ticket is returned
 /// for the caller to keep as long as the response body.
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: Client,
     shared: &Shared,
 ) -> (Response<Body>, Option<admission::Ticket>) {
@@ -524,7 +532,64 @@ async fn answer(
         },
         None => None,
     };
-    (shared.handler.call(req, client).await, ticket)
+    // hyper drops an unread HTTP/1 body only if it has fully arrived already; otherwise it
+    // closes the connection after the answer without saying so, and a request pipelined (or
+    // sent on the kept-alive connection) behind it is lost. Read small bodies to their end;
+    // for anything else, announce the close.
+    let mut close = false;
+    if shared.limits.discard_request_bodies
+        && req.version() <= http::Version::HTTP_11
+        && !http_body::Body::is_end_stream(req.body())
+    {
+        let deadline =
+            tokio::time::Instant::now() + shared.limits.header_read_timeout.min(MAX_DISCARD_TIME);
+        close = !discard_body(&mut req, MAX_DISCARDED_BODY, deadline).await;
+    }
+    let mut resp = shared.handler.call(req, client).await;
+    if close {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    (resp, ticket)
+}
+
+/// The largest request body read and dropped to keep a connection (Go's server drains 256 KiB;
+/// the gateway's clients send none, so only stray small bodies matter).
+const MAX_DISCARDED_BODY: u64 = 64 * 1024;
+/// The longest a request waits for its stray body to arrive.
+const MAX_DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads `req`'s body to its end and drops it; false (the connection must close) when it is
+/// larger than `max`, does not end by `deadline`, fails, or waits for `100 Continue` (the client
+/// has not sent it, and asking for it only to drop it is wasted bytes).
+async fn discard_body(
+    req: &mut Request<Incoming>,
+    max: u64,
+    deadline: tokio::time::Instant,
+) -> bool {
+    use http_body_util::BodyExt;
+    if req.headers().contains_key(http::header::EXPECT) {
+        return false;
+    }
+    // A declared Content-Length past the bound is refused unread.
+    if http_body::Body::size_hint(req.body()).lower() > max {
+        return false;
+    }
+    let mut read = 0u64;
+    loop {
+        match tokio::time::timeout_at(deadline, req.body_mut().frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    read += data.len() as u64;
+                    if read > max {
+                        return false;
+                    }
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
 }
 
 /// Answers an over-limit connection with a 503 and closes it, without reading its request (a

@@ -95,15 +95,11 @@ pub struct Busy(Activity);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let inner = &(self.0).0;
-        // Only the change to idle matters to the watch, which reads it when its timer fires:
-        // a request costs two atomic updates, never a wake-up or a timer.
-        if inner.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let since = Instant::now().saturating_duration_since(inner.base);
-            inner
-                .idle_since
-                .store(since.as_nanos() as u64, Ordering::Release);
-        }
+        // The watch reads these when its timer fires: a request costs two atomic updates, never
+        // a wake-up or a timer. The time is set before the count drops, so that a watch that
+        // sees the connection idle never reads the end of an earlier request.
+        (self.0).mark_idle_now();
+        (self.0).0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -129,6 +125,19 @@ impl Activity {
         }
         self.0.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
+    }
+
+    /// Bytes of a response reached the socket: a whole-buffer answer counts as done when the
+    /// handler returns it, but the connection is idle only once its last byte has left.
+    pub fn wrote(&self) {
+        self.mark_idle_now();
+    }
+
+    fn mark_idle_now(&self) {
+        let since = Instant::now().saturating_duration_since(self.0.base);
+        self.0
+            .idle_since
+            .fetch_max(since.as_nanos() as u64, Ordering::AcqRel);
     }
 
     fn busy(&self) -> bool {
@@ -228,5 +237,66 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served_connection() -> (Arc<Unproven>, Activity) {
+        let set = Arc::new(Unproven::default());
+        let activity = Activity::new(set.enter());
+        drop(activity.begin());
+        (set, activity)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_end_of_the_last_request() {
+        let (_set, activity) = served_connection();
+        let start = Instant::now();
+        activity
+            .idle_past(Duration::from_secs(5), Duration::from_millis(300))
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_is_not_idle() {
+        let (_set, activity) = served_connection();
+        let start = Instant::now();
+        let writer = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    activity.wrote();
+                }
+            })
+        };
+        activity
+            .idle_past(Duration::from_secs(5), Duration::from_millis(300))
+            .await;
+        // The last write was at 1 s.
+        assert_eq!(start.elapsed(), Duration::from_millis(1300));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_never_idle() {
+        let (_set, activity) = served_connection();
+        let busy = activity.begin();
+        let watch = activity.idle_past(Duration::from_secs(5), Duration::from_millis(300));
+        tokio::pin!(watch);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), watch.as_mut())
+                .await
+                .is_err(),
+            "idle while busy"
+        );
+        let start = Instant::now();
+        drop(busy);
+        watch.await;
+        assert!(start.elapsed() <= Duration::from_millis(300));
     }
 }
