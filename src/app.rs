@@ -978,8 +978,19 @@ async fn serve_opened(
     });
     let denylist_metrics = tokio::spawn(publish_denylist_stats(denylists.clone(), metrics.clone()));
     wait_for_shutdown(&mut reloader, hangup).await;
-    tracing::info!("shutting down: draining in-flight responses");
     admin.set_draining();
+    let delay = config.server.drain_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            delay = %humantime::format_duration(delay),
+            "stopping: /readyz answers 503, serving on until the delay ends (a second signal stops now)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wait_for_signal() => {}
+        }
+    }
+    tracing::info!("shutting down: draining in-flight responses");
     shutdown.cancel();
     denylist_metrics.abort();
     let _ = denylist_task.await;

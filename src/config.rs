@@ -220,6 +220,10 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight responses.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep serving this long while `/readyz` answers 503, so that a load
+    /// balancer's health check takes the gateway out before its listener closes. 0: none.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Add the bundled sample site to a fresh store.
     pub sample: bool,
     /// Host names served as subdomain gateways: `{cid}.ipfs.{host}` (origin isolation).
@@ -257,6 +261,7 @@ impl Default for ServerConfig {
             stall_timeout: Duration::from_secs(60),
             max_request_duration: Duration::from_secs(4 * 3600),
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             sample: true,
             subdomain_hosts: vec!["localhost".to_string()],
         }
@@ -826,6 +831,9 @@ impl Config {
             if d.is_zero() {
                 return bad(key, "must be more than zero");
             }
+        }
+        if self.server.drain_delay > Duration::from_secs(600) {
+            return bad("server.drain_delay", "must be at most 10 minutes");
         }
         if !(self.server.client_rate.is_finite() && self.server.client_rate >= 0.0) {
             return bad("server.client_rate", "must be a non-negative number");

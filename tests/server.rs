@@ -151,6 +151,52 @@ async fn sigterm_drains_in_flight_responses() {
     );
 }
 
+/// With `server.drain_delay`, SIGTERM first takes the gateway out of its load balancer
+/// (`/readyz` 503) while requests are still served, then stops as without it.
+#[tokio::test]
+async fn sigterm_with_a_drain_delay_serves_on_while_readyz_says_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::spawn(
+        dir,
+        &[
+            ("CIDGATE_SERVER__SAMPLE", "true"),
+            ("CIDGATE_SERVER__DRAIN_DELAY", "3s"),
+        ],
+        &[],
+    );
+    let (root, _) = cidgate::sample::build().unwrap();
+    let ready = || async { client().get(format!("{}/readyz", s.admin)).send().await };
+    assert_eq!(ready().await.unwrap().status(), 200);
+    let started = std::time::Instant::now();
+    s.terminate();
+    // Until the delay ends: not ready, yet new connections and requests are served.
+    let deadline = started + Duration::from_secs(2);
+    let mut saw_503 = false;
+    while std::time::Instant::now() < deadline {
+        if ready().await.unwrap().status() == 503 {
+            saw_503 = true;
+            let r = reqwest::Client::new()
+                .get(format!("{}/ipfs/{}", s.url, root.cid))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_503, "/readyz never said 503 during the delay");
+    assert!(
+        s.wait_exit(Duration::from_secs(15)),
+        "server did not exit after the delay"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "stopped before the delay ended: {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn bad_configuration_stops_the_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
