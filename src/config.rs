@@ -531,6 +531,10 @@ pub struct PopularityConfig {
     /// How often the tracker and the promotion records are saved (also at shutdown).
     #[serde(with = "humantime_serde")]
     pub save_every: Duration,
+    /// This gateway's name in a fleet sharing one Kubo node or Cluster (unique per gateway):
+    /// promotions are pinned there as this gateway's claims, and its demotions remove only those.
+    /// Empty: this gateway owns the hot layer's automatic pins alone.
+    pub gateway_name: String,
 }
 
 impl Default for PopularityConfig {
@@ -549,6 +553,7 @@ impl Default for PopularityConfig {
             prewarm_file: String::new(),
             sequential_prefetch: bytesize::ByteSize::mib(8),
             save_every: Duration::from_secs(60),
+            gateway_name: String::new(),
         }
     }
 }
@@ -930,6 +935,17 @@ impl Config {
             return bad(
                 "popularity.top_k",
                 "top_k, half_life and interval must be more than zero",
+            );
+        }
+        let name = &p.gateway_name;
+        if name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return bad(
+                "popularity.gateway_name",
+                "at most 64 letters, digits, '.', '_' or '-'",
             );
         }
         if !self.hot.cluster_url.is_empty() && !http(&self.hot.cluster_url) {

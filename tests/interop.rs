@@ -574,6 +574,21 @@ async fn a_kubo_rpc_node_as_the_hot_tier() {
     assert_eq!(r.bytes().await.unwrap(), want);
 }
 
+/// A gateway over `kubo` and `provider` that promotes after 4 requests, with `extra` settings.
+fn promoting_gateway(kubo: &KuboNode, provider: &Server, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("CIDGATE_HOT__BACKEND", "kubo"),
+        ("CIDGATE_HOT__URL", kubo.api.as_str()),
+        ("CIDGATE_HOT__TIMEOUT", "5s"),
+        ("CIDGATE_COLD__PROVIDERS", provider.url.as_str()),
+        ("CIDGATE_POPULARITY__INTERVAL", "200ms"),
+        ("CIDGATE_POPULARITY__PREWARM_THRESHOLD", "2"),
+        ("CIDGATE_POPULARITY__PROMOTE_THRESHOLD", "4"),
+    ];
+    env.extend_from_slice(extra);
+    Server::spawn(tempfile::tempdir().unwrap(), &env, &[])
+}
+
 /// Popular content retrieved from a storage provider is promoted into the Kubo-RPC node (pushed
 /// with `dag/import`, confirmed with `pin/ls`), and a fresh gateway reads it from that node once
 /// the provider is gone.
@@ -585,19 +600,7 @@ async fn popular_content_is_promoted_into_the_kubo_rpc_node() {
     let provider = Server::start(&["trustless_gateway_car/subdir-with-mixed-block-files.car"]);
     let file = format!("/ipfs/{MIXED}/subdir/multiblock.txt");
     let want = get_bytes(&format!("{}{file}", provider.url)).await;
-    let g = Server::spawn(
-        tempfile::tempdir().unwrap(),
-        &[
-            ("CIDGATE_HOT__BACKEND", "kubo"),
-            ("CIDGATE_HOT__URL", &kubo.api),
-            ("CIDGATE_HOT__TIMEOUT", "5s"),
-            ("CIDGATE_COLD__PROVIDERS", &provider.url),
-            ("CIDGATE_POPULARITY__INTERVAL", "200ms"),
-            ("CIDGATE_POPULARITY__PREWARM_THRESHOLD", "2"),
-            ("CIDGATE_POPULARITY__PROMOTE_THRESHOLD", "4"),
-        ],
-        &[],
-    );
+    let g = promoting_gateway(&kubo, &provider, &[]);
     for _ in 0..6 {
         assert_eq!(get_bytes(&format!("{}{file}", g.url)).await, want);
     }
@@ -645,4 +648,94 @@ async fn popular_content_is_promoted_into_the_kubo_rpc_node() {
     assert_eq!(r.status(), 200);
     assert!(tier(&r).contains("hot"), "{}", tier(&r));
     assert_eq!(r.bytes().await.unwrap(), want);
+}
+
+/// Two gateways of a fleet share the Kubo-RPC node: each pins its promotion as a claim of its own
+/// (a block naming the gateway and linking to the content, pinned recursively), and the first
+/// gateway's demotion removes only its claim while the content stays pinned through the other.
+#[tokio::test]
+#[ignore = "needs ../shared/peers (run by .ci/run)"]
+async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims() {
+    const MIXED: &str = "bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu";
+    let kubo = KuboNode::start().await;
+    let provider = Server::start(&["trustless_gateway_car/subdir-with-mixed-block-files.car"]);
+    let gateway = |name: &str| {
+        promoting_gateway(
+            &kubo,
+            &provider,
+            &[
+                ("CIDGATE_POPULARITY__DEMOTE_THRESHOLD", "1"),
+                ("CIDGATE_POPULARITY__HALF_LIFE", "2s"),
+                ("CIDGATE_POPULARITY__DEMOTE_AFTER", "1s"),
+                ("CIDGATE_POPULARITY__GATEWAY_NAME", name),
+            ],
+        )
+    };
+    let (g1, g2) = (gateway("edge-a"), gateway("edge-b"));
+    let content: cid::Cid = MIXED.parse().unwrap();
+    let claim = |name: &str| cidgate::tiers::pins::claim_block(name, &content).unwrap().0;
+    let (c1, c2) = (claim("edge-a"), claim("edge-b"));
+    // The node prints CIDs in its own base: compare multihashes. "recursive", "indirect" or None.
+    let pin_type = |cid: cid::Cid| {
+        let api = kubo.api.clone();
+        async move {
+            let r = client()
+                .post(format!("{api}/api/v0/pin/ls?arg={cid}&type=all"))
+                .send()
+                .await
+                .unwrap();
+            let ok = r.status().is_success();
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or_default();
+            if !ok {
+                return None;
+            }
+            v["Keys"].as_object().and_then(|keys| {
+                keys.iter().find_map(|(k, t)| {
+                    let c: cid::Cid = k.parse().ok()?;
+                    (c.hash() == cid.hash())
+                        .then(|| t["Type"].as_str().unwrap_or_default().to_string())
+                })
+            })
+        }
+    };
+    let file = format!("/ipfs/{MIXED}/subdir/multiblock.txt");
+    for _ in 0..6 {
+        for g in [&g1, &g2] {
+            assert_eq!(get(&format!("{}{file}", g.url)).await.status(), 200);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pin_type(c1).await.as_deref() != Some("recursive")
+        || pin_type(c2).await.as_deref() != Some("recursive")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claims not pinned: {:?} {:?}",
+            pin_type(c1).await,
+            pin_type(c2).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let indirect = |t: Option<String>| t.is_some_and(|t| t.starts_with("indirect"));
+    assert!(indirect(pin_type(content).await));
+    // edge-b keeps being asked; edge-a's demand fades and it unpins its own claim only.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while pin_type(c1).await.is_some() {
+        assert!(std::time::Instant::now() < deadline, "edge-a never demoted");
+        assert_eq!(get(&format!("{}{file}", g2.url)).await.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(pin_type(c2).await.as_deref(), Some("recursive"));
+    assert!(
+        indirect(pin_type(content).await),
+        "the content stays pinned through edge-b's claim"
+    );
+    // Then edge-b lets go too: nothing pins the content any more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while pin_type(c2).await.is_some() {
+        assert!(std::time::Instant::now() < deadline, "edge-b never demoted");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(pin_type(content).await, None);
 }

@@ -506,3 +506,95 @@ async fn promotions_and_operator_pins_go_to_an_ipfs_cluster_with_replication_fac
     let pins = admin_json(&g, "/admin/pins").await;
     assert_eq!(pins["target"], "cluster");
 }
+
+/// Two gateways of a fleet share one cluster: each promotes popular content as a claim of its
+/// own (named, with metadata saying which gateway and what content), and a gateway whose demand
+/// faded removes only its claim: the content stays while the other gateway still wants it.
+#[tokio::test]
+async fn fleet_gateways_promote_claims_into_a_shared_cluster_and_demote_only_their_own() {
+    let (p, roots) = provider(1);
+    let root = roots[0].clone();
+    let cluster = FakeCluster::start().await;
+    let mut env: Vec<(&str, &str)> = THRESHOLDS.to_vec();
+    env.extend([
+        ("CIDGATE_COLD__PROVIDERS", p.url.as_str()),
+        ("CIDGATE_HOT__CLUSTER_URL", cluster.url.as_str()),
+        ("CIDGATE_POPULARITY__HALF_LIFE", "2s"),
+        ("CIDGATE_POPULARITY__DEMOTE_AFTER", "1s"),
+    ]);
+    let gateway = |name: &'static str| {
+        let mut env = env.clone();
+        env.push(("CIDGATE_POPULARITY__GATEWAY_NAME", name));
+        Server::spawn(tempfile::tempdir().unwrap(), &env, &[])
+    };
+    let (g1, g2) = (gateway("gw-1"), gateway("gw-2"));
+    let content: cid::Cid = root.parse().unwrap();
+    let claim = |name: &str| {
+        cidgate::tiers::pins::claim_block(name, &content)
+            .unwrap()
+            .0
+            .to_string()
+    };
+    let (c1, c2) = (claim("gw-1"), claim("gw-2"));
+    assert_ne!(c1, c2);
+    let file = format!("/ipfs/{root}/b.txt");
+    for _ in 0..8 {
+        for g in [&g1, &g2] {
+            assert_eq!(get(&format!("{}{file}", g.url)).await.status(), 200);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.pin(&c1).is_none() || cluster.pin(&c2).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "both gateways' claims not pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (c, name) in [(&c1, "gw-1"), (&c2, "gw-2")] {
+        let pin = cluster.pin(c).unwrap();
+        assert_eq!(pin.options["meta-cidgate-gateway"], name);
+        assert_eq!(pin.options["meta-cidgate-content"], root);
+        assert_eq!(pin.options["meta-cidgate-pin"], "auto");
+        assert_eq!(
+            pin.options["name"],
+            format!("cidgate {name} promoted {root}")
+        );
+        // The claim block first, then the whole verified DAG.
+        assert_eq!(pin.blocks, 6);
+        assert_eq!(pin.cids[0], *c);
+    }
+    assert!(
+        cluster.pin(&root).is_none(),
+        "the content itself is not pinned"
+    );
+    assert!(cluster.keeps(&root));
+
+    // gw-2 keeps being asked; gw-1's demand fades and it demotes its own claim only.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !cluster.deletes().contains(&c1) {
+        assert!(Instant::now() < deadline, "gw-1 never demoted");
+        assert_eq!(get(&format!("{}{file}", g2.url)).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(cluster.deletes(), vec![c1.clone()]);
+    assert!(cluster.pin(&c2).is_some(), "gw-2's claim stays");
+    assert!(cluster.keeps(&root), "the content stays in the hot layer");
+    let pins = admin_json(&g1, "/admin/pins").await;
+    let mine = pins["made_by_cidgate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["cid"] == root.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["state"], "unpinned", "{mine}");
+
+    // Once gw-2's demand fades too, the last claim goes and nothing keeps the content.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !cluster.deletes().contains(&c2) {
+        assert!(Instant::now() < deadline, "gw-2 never demoted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!cluster.keeps(&root));
+}

@@ -130,6 +130,17 @@ pub fn car_stream(
     root: Cid,
     limit: u64,
 ) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
+    car_stream_under(src, None, root, limit)
+}
+
+/// Like [`car_stream`], with `head` (a block that links to `root`, such as a fleet gateway's
+/// claim) as the CAR's root and first block.
+pub fn car_stream_under(
+    src: Arc<dyn BlockSource>,
+    head: Option<(Cid, Bytes)>,
+    root: Cid,
+    limit: u64,
+) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let result = async {
@@ -141,7 +152,7 @@ pub fn car_stream(
             };
             let _stream = src.prefetch(&req).await;
             let resolved = resolve(src.as_ref(), root, &[]).await?;
-            send_car(src.as_ref(), &resolved, limit, &tx).await
+            send_car(src.as_ref(), head, &resolved, limit, &tx).await
         }
         .await;
         if let Err(e) = result {
@@ -163,7 +174,7 @@ pub fn resolved_car<E: From<std::io::Error> + Send + 'static>(
 ) -> mpsc::Receiver<Result<Bytes, E>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
-        if let Err(e) = send_car(src.as_ref(), &resolved, limit, &tx).await {
+        if let Err(e) = send_car(src.as_ref(), None, &resolved, limit, &tx).await {
             let _ = tx
                 .send(Err(std::io::Error::other(e.to_string()).into()))
                 .await;
@@ -176,16 +187,28 @@ pub fn resolved_car<E: From<std::io::Error> + Send + 'static>(
 /// receiver goes away.
 async fn send_car<E: Send>(
     src: &dyn BlockSource,
+    head: Option<(Cid, Bytes)>,
     resolved: &Resolved,
     limit: u64,
     tx: &mpsc::Sender<Result<Bytes, E>>,
 ) -> Result<(), ExportError> {
-    let header = car::header(&[resolved.root]).map_err(|e| ContentError::Malformed {
-        cid: resolved.root,
+    let car_root = head.as_ref().map_or(resolved.root, |(cid, _)| *cid);
+    let header = car::header(&[car_root]).map_err(|e| ContentError::Malformed {
+        cid: car_root,
         reason: e.to_string(),
     })?;
     if tx.send(Ok(header)).await.is_err() {
         return Ok(());
+    }
+    if let Some((cid, data)) = head {
+        if tx
+            .send(Ok(car::frame_prefix(&cid, data.len())))
+            .await
+            .is_err()
+            || tx.send(Ok(data)).await.is_err()
+        {
+            return Ok(());
+        }
     }
     let mut frames = CarFrames {
         tx: tx.clone(),

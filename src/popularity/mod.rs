@@ -77,7 +77,15 @@ impl Popularity {
             cancel.clone(),
             metrics.clone(),
         );
-        let promoter = Promoter::new(target, source, store.clone(), limit, clock, metrics.clone())?;
+        let promoter = Promoter::new(
+            target,
+            source,
+            store.clone(),
+            limit,
+            clock,
+            metrics.clone(),
+            Some(config.gateway_name.clone()),
+        )?;
         Ok(Arc::new(Self {
             tracker,
             prewarmer,

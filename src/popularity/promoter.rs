@@ -1,7 +1,8 @@
 //! Promotion and demotion: pinning popular content into the hot layer (pushing the verified DAG)
 //! and unpinning automatic pins that stayed cold. Every pin cidgate made is recorded in the store
 //! before and after it is made, so a restart neither loses one nor makes it twice; pins an
-//! operator made are never demoted.
+//! operator made are never demoted. A gateway with a fleet name pins its promotions into a
+//! shared hot layer as claims of its own (see [`crate::tiers::pins`]), and demotes only those.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::tracker::{Clock, Tracker};
 use crate::coalesce::ClaimSet;
-use crate::content::dag::car_stream;
+use crate::content::dag::{car_stream, car_stream_under};
 use crate::telemetry::Metrics;
 use crate::tiers::local::{LocalStore, PinReason, StoreError};
-use crate::tiers::pins::{HotPins, PinError};
+use crate::tiers::pins::{claim_block, HotPins, PinError, PinLabel};
 use crate::tiers::BlockSource;
 
 const RECORDS_KEY: &str = "popularity.pins";
@@ -59,6 +60,10 @@ pub struct PinEntry {
     /// The last failure.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// In a fleet: the CID of this gateway's claim pin that keeps the content in the shared hot
+    /// layer (the pin this gateway demotes, never the content's own).
+    #[serde(default)]
+    pub claim: Option<String>,
 }
 
 /// Something that happened to a pin (for the status page and the log).
@@ -98,6 +103,8 @@ pub struct Promoter {
     busy: ClaimSet<String>,
     events: Mutex<VecDeque<Event>>,
     metrics: Arc<Metrics>,
+    /// This gateway's name in a fleet sharing the hot layer; promotions become its claims.
+    gateway: Option<String>,
 }
 
 /// Why a pin operation did not happen.
@@ -118,6 +125,9 @@ impl Promoter {
     /// A promoter pinning into `target`, reading DAGs (up to `limit` bytes) through `source`;
     /// records are loaded from `store` (unreadable ones are quarantined and it starts without
     /// them; a store that cannot be read is an error, since saving over it would lose them).
+    ///
+    /// With `gateway` (a fleet), promotions into a remote hot layer are pinned as claims of that
+    /// gateway (the embedded store belongs to this gateway alone and needs none).
     pub fn new(
         target: Arc<dyn HotPins>,
         source: Arc<dyn BlockSource>,
@@ -125,7 +135,9 @@ impl Promoter {
         limit: u64,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        gateway: Option<String>,
     ) -> Result<Arc<Self>, StoreError> {
+        let gateway = gateway.filter(|g| !g.is_empty() && target.name() != "embedded");
         let records: BTreeMap<String, PinEntry> = store.load(RECORDS_KEY)?.unwrap_or_default();
         Ok(Arc::new(Self {
             target,
@@ -137,6 +149,7 @@ impl Promoter {
             busy: ClaimSet::with_gauge(metrics.work("pins")),
             events: Mutex::new(VecDeque::new()),
             metrics,
+            gateway,
         }))
     }
 
@@ -199,6 +212,7 @@ impl Promoter {
             cold_since: None,
             attempts: 0,
             last_error: None,
+            claim: None,
         });
         f(entry);
         self.store
@@ -255,10 +269,15 @@ impl Promoter {
             }
         }
         let now = self.clock.now();
-        let name = if name.is_empty() {
-            crate::tiers::pins::default_pin_name(&cid, auto)
-        } else {
-            name.to_string()
+        // A promotion in a fleet pins this gateway's claim; anything else pins the content.
+        let claim = match (&self.gateway, auto) {
+            (Some(gateway), true) => Some((gateway.clone(), claim_block(gateway, &cid)?)),
+            _ => None,
+        };
+        let name = match (&claim, name.is_empty()) {
+            (Some((gateway, _)), _) => format!("cidgate {gateway} promoted {cid}"),
+            (None, true) => crate::tiers::pins::default_pin_name(&cid, auto),
+            (None, false) => name.to_string(),
         };
         self.update(&cid, |e| {
             e.state = PinState::Pinning;
@@ -272,14 +291,49 @@ impl Promoter {
             e.cold_since = None;
             e.attempts += 1;
         })?;
-        let car = car_stream(self.source.clone(), cid, self.limit);
-        match self.target.pin(&cid, car, auto, &name).await {
+        let (pinned, car, label) = match &claim {
+            Some((gateway, (claim_cid, claim_bytes))) => (
+                *claim_cid,
+                car_stream_under(
+                    self.source.clone(),
+                    Some((*claim_cid, claim_bytes.clone())),
+                    cid,
+                    self.limit,
+                ),
+                PinLabel {
+                    auto,
+                    name: &name,
+                    claim: Some((gateway.as_str(), cid)),
+                },
+            ),
+            None => (
+                cid,
+                car_stream(self.source.clone(), cid, self.limit),
+                PinLabel {
+                    auto,
+                    name: &name,
+                    claim: None,
+                },
+            ),
+        };
+        match self.target.pin(&pinned, car, &label).await {
             Ok(()) => {
+                let old_claim = self.record(&cid).and_then(|e| e.claim);
                 self.update(&cid, |e| {
                     e.state = PinState::Pinned;
                     e.since = self.clock.now();
                     e.last_error = None;
+                    e.claim = claim.as_ref().map(|(_, (c, _))| c.to_string());
                 })?;
+                // The operator pinned content this gateway had claimed: the content's own pin
+                // keeps it now, and a claim nobody would ever demote must not linger.
+                if claim.is_none() {
+                    if let Some(old) = old_claim.and_then(|c| Cid::try_from(c.as_str()).ok()) {
+                        if let Err(err) = self.target.unpin(&old).await {
+                            tracing::warn!(%cid, claim = %old, error = %err, "removing this gateway's claim failed");
+                        }
+                    }
+                }
                 let kind = if auto { "promoted" } else { "pinned" };
                 self.event(&cid, kind, String::new());
                 Ok(())
@@ -297,13 +351,31 @@ impl Promoter {
         }
     }
 
+    /// The pin this gateway removes when it lets `entry` go: its claim in a fleet, else the
+    /// content's.
+    fn own_pin(entry: &PinEntry, cid: &Cid) -> Cid {
+        entry
+            .claim
+            .as_deref()
+            .and_then(|c| Cid::try_from(c).ok())
+            .unwrap_or(*cid)
+    }
+
     /// Removes a pin (operator request). True if something was unpinned.
     pub async fn unpin(&self, cid: Cid) -> Result<bool, PromoteError> {
-        let removed = self.target.unpin(&cid).await?;
-        if self.record(&cid).is_some() {
+        let mut removed = self.target.unpin(&cid).await?;
+        let record = self.record(&cid);
+        // This gateway's claim goes too; other gateways' claims are theirs to keep.
+        if let Some(claim) = record.as_ref().map(|e| Self::own_pin(e, &cid)) {
+            if claim != cid {
+                removed |= self.target.unpin(&claim).await?;
+            }
+        }
+        if record.is_some() {
             self.update(&cid, |e| {
                 e.state = PinState::Unpinned;
                 e.since = self.clock.now();
+                e.claim = None;
             })?;
         }
         if removed {
@@ -357,11 +429,14 @@ impl Promoter {
                     }
                 }
             }
-            match self.target.unpin(&cid).await {
+            // In a fleet only this gateway's claim goes: the content stays while another
+            // gateway's claim or an operator's pin keeps it.
+            match self.target.unpin(&Self::own_pin(&e, &cid)).await {
                 Ok(_) => {
                     let _ = self.update(&cid, |r| {
                         r.state = PinState::Unpinned;
                         r.since = now;
+                        r.claim = None;
                     });
                     self.metrics.action("demote", "ok");
                     self.event(
@@ -413,6 +488,7 @@ mod tests {
             1 << 30,
             clock.clone(),
             metrics,
+            None,
         )
         .unwrap();
         let tracker = Tracker::new(16, 60.0, clock.clone());
@@ -487,6 +563,7 @@ mod tests {
             1 << 30,
             clock,
             Metrics::new(),
+            None,
         )
         .unwrap();
         let rec = again.record(&root).unwrap();
@@ -504,6 +581,7 @@ mod tests {
             1 << 30,
             Arc::new(ManualClock::new(1_000_000.0)),
             Metrics::new(),
+            None,
         )
         .unwrap();
         assert!(promoter.records().is_empty(), "starts without them");
@@ -514,5 +592,123 @@ mod tests {
         assert_eq!(hot.quarantine_list().unwrap(), q, "saves leave it alone");
         let saved: BTreeMap<String, PinEntry> = hot.load(RECORDS_KEY).unwrap().unwrap();
         assert_eq!(saved[&root.to_string()].state, PinState::Pinned);
+    }
+
+    /// One pin of [`SharedLayer`]: automatic or not, its name, the blocks its CAR carried.
+    type LayerPin = (bool, String, Vec<Cid>);
+
+    /// A shared hot layer in memory: pins by CID, with the blocks each pin's CAR carried.
+    #[derive(Default)]
+    struct SharedLayer {
+        pins: Mutex<BTreeMap<Cid, LayerPin>>,
+    }
+
+    #[async_trait::async_trait]
+    impl HotPins for SharedLayer {
+        fn name(&self) -> &'static str {
+            "kubo"
+        }
+
+        async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError> {
+            Ok(self.pins.lock().unwrap().contains_key(root))
+        }
+
+        async fn pin(
+            &self,
+            root: &Cid,
+            car: crate::tiers::pins::CarBytes,
+            label: &PinLabel<'_>,
+        ) -> Result<(), PinError> {
+            use futures::StreamExt;
+            let mut bytes = Vec::new();
+            let mut car = car;
+            while let Some(chunk) = car.next().await {
+                bytes.extend_from_slice(&chunk.map_err(|e| PinError::Dag(e.to_string()))?);
+            }
+            let mut reader = iroh_car::CarReader::new(std::io::Cursor::new(bytes))
+                .await
+                .unwrap();
+            assert_eq!(
+                reader.header().roots(),
+                &[*root],
+                "the CAR's root is the pin"
+            );
+            let mut cids = Vec::new();
+            while let Some((cid, data)) = reader.next_block().await.unwrap() {
+                crate::ipld::verify::check(&cid, &data).unwrap();
+                cids.push(cid);
+            }
+            self.pins
+                .lock()
+                .unwrap()
+                .insert(*root, (label.auto, label.name.to_string(), cids));
+            Ok(())
+        }
+
+        async fn unpin(&self, root: &Cid) -> Result<bool, PinError> {
+            Ok(self.pins.lock().unwrap().remove(root).is_some())
+        }
+    }
+
+    impl SharedLayer {
+        fn keeps(&self, cid: &Cid) -> bool {
+            self.pins
+                .lock()
+                .unwrap()
+                .values()
+                .any(|(_, _, cids)| cids.contains(cid))
+        }
+    }
+
+    #[tokio::test]
+    async fn fleet_promotions_are_claims_and_an_operator_pin_replaces_this_gateways_claim() {
+        let (root, store, source, _dir) = setup();
+        let layer = Arc::new(SharedLayer::default());
+        let clock = Arc::new(ManualClock::new(1_000_000.0));
+        let promoter = |name: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let own = LocalStore::open(dir.path()).unwrap();
+            let p = Promoter::new(
+                layer.clone(),
+                source.clone(),
+                own,
+                1 << 30,
+                clock.clone(),
+                Metrics::new(),
+                Some(name.to_string()),
+            )
+            .unwrap();
+            (p, dir)
+        };
+        let ((a, _da), (b, _db)) = (promoter("a"), promoter("b"));
+        a.pin(root, true, "").await.unwrap();
+        b.pin(root, true, "").await.unwrap();
+        let (ca, cb) = (
+            claim_block("a", &root).unwrap().0,
+            claim_block("b", &root).unwrap().0,
+        );
+        {
+            let pins = layer.pins.lock().unwrap();
+            assert_eq!(pins.len(), 2, "two claims, not the content itself");
+            let (auto, name, cids) = &pins[&ca];
+            assert!(*auto);
+            assert_eq!(name, &format!("cidgate a promoted {root}"));
+            assert_eq!(cids[0], ca, "the claim block comes first");
+            assert!(cids.contains(&root));
+        }
+        assert_eq!(a.record(&root).unwrap().claim, Some(ca.to_string()));
+
+        // The operator pins the content through gateway a: a's claim is redundant and goes;
+        // b's stays. Unpinning it again leaves b's claim keeping the content.
+        a.pin(root, false, "keep").await.unwrap();
+        assert!(layer.pins.lock().unwrap().contains_key(&root));
+        assert!(!layer.pins.lock().unwrap().contains_key(&ca));
+        assert!(layer.pins.lock().unwrap().contains_key(&cb));
+        assert_eq!(a.record(&root).unwrap().claim, None);
+        assert!(a.unpin(root).await.unwrap());
+        assert!(layer.keeps(&root), "b's claim keeps it");
+        assert!(b.unpin(root).await.unwrap(), "b's unpin removes b's claim");
+        assert!(!layer.keeps(&root));
+        assert!(store.pin_of(&root).unwrap().is_none(), "nothing local");
     }
 }

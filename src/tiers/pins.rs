@@ -2,6 +2,13 @@
 //! `/api/v0/pin/ls`, `/api/v0/pin/rm`) or an IPFS Cluster (`POST /add?format=car`,
 //! `GET/DELETE /pins/{cid}`). Content is pushed as a verified CAR stream, so the pinning node
 //! never has to go and fetch it again.
+//!
+//! In a fleet, gateways share one hot layer, and a Kubo node or a Cluster holds one pin per CID:
+//! if promotions pinned the content itself, one gateway's demotion would remove what another
+//! promoted or still wants. So a gateway with a name pins its promotion as a *claim*: a small
+//! dag-cbor block naming the gateway and linking to the content, pinned recursively. Each
+//! gateway pins and unpins only its own claims; the content stays in the hot layer as long as
+//! any claim (or an operator's pin) reaches it.
 
 use std::time::Duration;
 
@@ -33,6 +40,38 @@ pub enum PinError {
     Dag(String),
 }
 
+/// How a pin describes itself in the hot layer.
+#[derive(Clone, Copy, Debug)]
+pub struct PinLabel<'a> {
+    /// Made by automation (may be demoted) rather than an operator.
+    pub auto: bool,
+    /// The name the hot layer shows.
+    pub name: &'a str,
+    /// For a claim: the gateway that made it and the content it keeps.
+    pub claim: Option<(&'a str, Cid)>,
+}
+
+/// The claim block of `gateway` on `content`: dag-cbor
+/// `{"cidgate": "claim", "gateway": …, "content": <link>}`, and its CID (CIDv1, sha2-256). The
+/// same gateway and content always give the same CID, so a restart finds its claims again.
+pub fn claim_block(gateway: &str, content: &Cid) -> Result<(Cid, Bytes), PinError> {
+    use ipld_core::ipld::Ipld;
+    use multihash_codetable::{Code, MultihashDigest};
+    let doc = Ipld::Map(
+        [
+            ("cidgate".to_string(), Ipld::String("claim".into())),
+            ("content".to_string(), Ipld::Link(*content)),
+            ("gateway".to_string(), Ipld::String(gateway.to_string())),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let bytes = serde_ipld_dagcbor::to_vec(&doc)
+        .map_err(|e| PinError::Dag(format!("encoding the claim block: {e}")))?;
+    let cid = Cid::new_v1(crate::ipld::DAG_CBOR, Code::Sha2_256.digest(&bytes));
+    Ok((cid, Bytes::from(bytes)))
+}
+
 /// A hot layer that can hold pins.
 #[async_trait]
 pub trait HotPins: Send + Sync {
@@ -42,8 +81,8 @@ pub trait HotPins: Send + Sync {
     /// Whether `root` is pinned there.
     async fn is_pinned(&self, root: &Cid) -> Result<bool, PinError>;
 
-    /// Pins `root`, pushing its blocks from `car`; `auto` marks a pin that automation may remove.
-    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError>;
+    /// Pins `root`, pushing its blocks from `car`, described by `label`.
+    async fn pin(&self, root: &Cid, car: CarBytes, label: &PinLabel<'_>) -> Result<(), PinError>;
 
     /// Removes the pin of `root`; true if there was one.
     async fn unpin(&self, root: &Cid) -> Result<bool, PinError>;
@@ -81,7 +120,8 @@ impl HotPins for EmbeddedPins {
             .map_err(embedded)
     }
 
-    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError> {
+    async fn pin(&self, root: &Cid, car: CarBytes, label: &PinLabel<'_>) -> Result<(), PinError> {
+        let (auto, name) = (label.auto, label.name);
         let reason = if auto {
             PinReason::Auto
         } else {
@@ -192,17 +232,14 @@ impl HotPins for KuboPins {
             }))
     }
 
-    async fn pin(
-        &self,
-        root: &Cid,
-        car: CarBytes,
-        _auto: bool,
-        _name: &str,
-    ) -> Result<(), PinError> {
+    async fn pin(&self, root: &Cid, car: CarBytes, label: &PinLabel<'_>) -> Result<(), PinError> {
+        // Imported unpinned, then pinned by `pin/add` with the name (Kubo keeps the first name
+        // of a pin, and an import pins nameless); the blocks are on the node by then, so the
+        // pin fetches nothing.
         let resp = self
             .client
             .post(format!("{}/api/v0/dag/import", self.base))
-            .query(&[("pin-roots", "true")])
+            .query(&[("pin-roots", "false")])
             .multipart(car_form(car, "kubo")?)
             .send()
             .await
@@ -211,10 +248,21 @@ impl HotPins for KuboPins {
             let text = resp.text().await.unwrap_or_default();
             return Err(kubo(format!("dag/import: {}", text.trim())));
         }
-        // The import answers per root; the pin list is what counts.
+        let _ = resp.bytes().await;
+        let resp = self
+            .client
+            .post(format!("{}/api/v0/pin/add", self.base))
+            .query(&[("arg", root.to_string().as_str()), ("name", label.name)])
+            .send()
+            .await
+            .map_err(kubo)?;
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(kubo(format!("pin/add: {}", text.trim())));
+        }
         let _ = resp.bytes().await;
         if !self.is_pinned(root).await? {
-            return Err(kubo(format!("{root} not pinned after dag/import")));
+            return Err(kubo(format!("{root} not pinned after pin/add")));
         }
         Ok(())
     }
@@ -263,18 +311,24 @@ impl ClusterPins {
         })
     }
 
-    /// Query parameters of an add: CAR format, replication, a name and metadata saying who pinned.
-    pub fn add_query(&self, name: &str, auto: bool) -> Vec<(String, String)> {
-        vec![
+    /// Query parameters of an add: CAR format, replication, a name and metadata saying who pinned
+    /// (and, for a claim, which gateway and what content).
+    pub fn add_query(&self, label: &PinLabel<'_>) -> Vec<(String, String)> {
+        let mut q = vec![
             ("format".into(), "car".into()),
-            ("name".into(), name.into()),
+            ("name".into(), label.name.into()),
             ("replication-min".into(), self.replication_min.to_string()),
             ("replication-max".into(), self.replication_max.to_string()),
             (
                 "meta-cidgate-pin".into(),
-                if auto { "auto" } else { "operator" }.into(),
+                if label.auto { "auto" } else { "operator" }.into(),
             ),
-        ]
+        ];
+        if let Some((gateway, content)) = label.claim {
+            q.push(("meta-cidgate-gateway".into(), gateway.into()));
+            q.push(("meta-cidgate-content".into(), content.to_string()));
+        }
+        q
     }
 }
 
@@ -305,11 +359,11 @@ impl HotPins for ClusterPins {
         }
     }
 
-    async fn pin(&self, root: &Cid, car: CarBytes, auto: bool, name: &str) -> Result<(), PinError> {
+    async fn pin(&self, root: &Cid, car: CarBytes, label: &PinLabel<'_>) -> Result<(), PinError> {
         let resp = self
             .client
             .post(format!("{}/add", self.base))
-            .query(&self.add_query(name, auto))
+            .query(&self.add_query(label))
             .multipart(car_form(car, "cluster")?)
             .send()
             .await

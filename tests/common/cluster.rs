@@ -20,6 +20,8 @@ pub struct ClusterPin {
     pub options: HashMap<String, String>,
     /// Blocks the uploaded CAR carried.
     pub blocks: usize,
+    /// Their CIDs, in order (a real cluster keeps every block a pin reaches).
+    pub cids: Vec<String>,
 }
 
 /// A running fake cluster.
@@ -52,6 +54,15 @@ impl FakeCluster {
     /// The pin of `cid`, if held.
     pub fn pin(&self, cid: &str) -> Option<ClusterPin> {
         self.pins.lock().unwrap().get(cid).cloned()
+    }
+
+    /// Whether some pin keeps the block `cid` (a cluster would garbage-collect it otherwise).
+    pub fn keeps(&self, cid: &str) -> bool {
+        self.pins
+            .lock()
+            .unwrap()
+            .values()
+            .any(|p| p.cids.iter().any(|c| c == cid))
     }
 
     /// CIDs unpinned so far.
@@ -109,6 +120,7 @@ async fn handle(
                 ClusterPin {
                     options: query,
                     blocks: car.blocks.len(),
+                    cids: car.cids(),
                 },
             );
             reply(
