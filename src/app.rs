@@ -324,6 +324,9 @@ impl AccessRecord {
             .or_else(|| self.uri.authority().map(|a| a.as_str()))
             .unwrap_or("-");
         let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        // `?token=` of a dedicated gateway (and any credential in a query) stays out of logs.
+        let path = crate::config::mask_query(path);
+        let path = path.as_ref();
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let tiers: &str = if self.tiers.is_empty() {
             "-"
@@ -868,9 +871,35 @@ async fn serve_opened(
         url: crate::config::mask_url(&config.hot.url),
         breaker: source.hot_breaker(),
     };
-    let gateway = Gateway::new(source, options)
+    let pinset = match config.gateway.serve {
+        crate::config::ServeMode::Pinned => {
+            let promoter = popularity.as_ref().map(|p| p.promoter.clone());
+            let index = crate::tiers::pinset::PinsetIndex::new(
+                store.clone(),
+                source.clone(),
+                Box::new(move || {
+                    promoter
+                        .as_ref()
+                        .map(|p| p.pinned_roots())
+                        .unwrap_or_default()
+                }),
+            )?;
+            // Pins already indexed are served at once; new ones as soon as they are walked.
+            index.spawn(shutdown.clone());
+            Some(index)
+        }
+        crate::config::ServeMode::Any => None,
+    };
+    let mut gateway = Gateway::new(source, options)
         .with_names(names.clone())
         .with_denylist(denylist.clone(), metrics.blocked.clone());
+    if let Some(index) = pinset {
+        tracing::info!(
+            tokens = config.gateway.access_tokens.len(),
+            "dedicated gateway: serving only content reachable from the pins"
+        );
+        gateway = gateway.dedicated(index, config.gateway.access_tokens.clone());
+    }
     let public_limits = Limits {
         zero_copy_sent: config
             .cache

@@ -109,6 +109,23 @@ pub struct GatewayConfig {
     /// cacheable 410 naming the cap. Ranges and `entity-bytes` count the bytes they ask for.
     /// 0: no cap.
     pub max_unixfs_dag_response_size: bytesize::ByteSize,
+    /// Which content is served: `any` CID, or only what is reachable from this gateway's pins
+    /// (`pinned`, a dedicated gateway; other CIDs get 403 without being fetched).
+    pub serve: ServeMode,
+    /// On a dedicated gateway, tokens whose holders may fetch any CID (`Authorization: Bearer
+    /// …` or `?token=…`, for media tags that cannot send headers).
+    pub access_tokens: Vec<String>,
+}
+
+/// Which content a gateway serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeMode {
+    /// Any CID (a public gateway).
+    #[default]
+    Any,
+    /// Only content reachable from this gateway's pins (a dedicated gateway).
+    Pinned,
 }
 
 impl Default for GatewayConfig {
@@ -116,6 +133,8 @@ impl Default for GatewayConfig {
         Self {
             max_deserialized_response_size: bytesize::ByteSize::b(0),
             max_unixfs_dag_response_size: bytesize::ByteSize::b(0),
+            serve: ServeMode::Any,
+            access_tokens: Vec::new(),
         }
     }
 }
@@ -630,9 +649,34 @@ fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k == "token"
         || k.ends_with("_token")
+        || k.ends_with("_tokens")
         || k.contains("password")
         || k.contains("secret")
         || k == "api_key"
+}
+
+/// `path?query` with the values of credential parameters (`?token=`, …) masked; borrowed when
+/// there are none (the common case costs one scan).
+pub fn mask_query(path_and_query: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.into();
+    };
+    let secret =
+        |k: &str| is_secret_param(&percent_encoding::percent_decode_str(k).decode_utf8_lossy());
+    if !query
+        .split('&')
+        .any(|pair| secret(pair.split('=').next().unwrap_or("")))
+    {
+        return path_and_query.into();
+    }
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", masked.join("&")).into()
 }
 
 /// Query parameters that carry credentials in URLs (`?token=`, `?api_key=`, signatures).
@@ -836,6 +880,17 @@ impl Config {
             if d.is_zero() {
                 return bad(key, "must be more than zero");
             }
+        }
+        if self
+            .gateway
+            .access_tokens
+            .iter()
+            .any(|t| t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad(
+                "gateway.access_tokens",
+                "each token must be at least 16 printable characters without spaces",
+            );
         }
         if self.server.drain_delay > Duration::from_secs(600) {
             return bad("server.drain_delay", "must be at most 10 minutes");
@@ -1271,5 +1326,16 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_a_query_are_masked_and_the_rest_kept() {
+        assert_eq!(mask_query("/ipfs/x?filename=a"), "/ipfs/x?filename=a");
+        assert_eq!(mask_query("/ipfs/x"), "/ipfs/x");
+        assert_eq!(
+            mask_query("/ipfs/x?token=s3cret&filename=a&api_key=k"),
+            "/ipfs/x?token=****&filename=a&api_key=****"
+        );
+        assert_eq!(mask_query("/ipfs/x?%74oken=s3cret"), "/ipfs/x?%74oken=****");
     }
 }

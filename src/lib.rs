@@ -22,3 +22,8 @@ pub mod server;
 pub mod telemetry;
 pub mod tiers;
 pub mod zero_copy;
+
+/// Compares secrets (tokens) in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -255,7 +255,7 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
         match given {
-            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
+            Some(t) if crate::constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
             _ => Err((
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),
@@ -383,10 +383,6 @@ fn bearer_token(value: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {

@@ -41,6 +41,9 @@ pub enum GatewayError {
         /// What to tell the client.
         message: String,
     },
+    /// A dedicated gateway does not serve this content to this client: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// `Cache-Control: only-if-cached` and the root is not held: 412.
     #[error("{0} not in local datastore")]
     NotCached(String),
@@ -95,6 +98,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             GatewayError::NotCached(_) => StatusCode::PRECONDITION_FAILED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Gone(_) => StatusCode::GONE,
             GatewayError::Blocked { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::GONE)

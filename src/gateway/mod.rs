@@ -43,6 +43,7 @@ use crate::content::{resolve, ContentError};
 use crate::denylist::DenylistHandle;
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
+use crate::tiers::pinset::PinsetIndex;
 use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,16 @@ pub struct GatewayOptions {
     /// Largest UnixFS DAG (or requested range of one) served in any format; 0: no cap.
     pub max_unixfs_dag_response_size: u64,
 }
+
+/// A dedicated gateway's rule: the pinset it serves, and the tokens that open everything.
+struct Dedicated {
+    pinset: Arc<PinsetIndex>,
+    tokens: Vec<String>,
+}
+
+/// Marks a response that only an access token made possible.
+#[derive(Clone, Copy)]
+struct TokenOnly;
 
 /// How a response will read a UnixFS DAG, for the size caps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +96,10 @@ pub struct Gateway {
     denylist_seen: Arc<AtomicU64>,
     /// Requests refused because of the denylist.
     blocked: Counter,
+    /// On a dedicated gateway: what it serves, and who may fetch anything.
+    dedicated: Option<Arc<Dedicated>>,
+    /// The pinset generation the caches above were filled under.
+    pinset_seen: Arc<AtomicU64>,
 }
 
 /// Which content a response served, for the layers around the gateway that count demand.
@@ -111,6 +126,8 @@ impl Gateway {
             denylist: DenylistHandle::default(),
             denylist_seen: Arc::new(AtomicU64::new(0)),
             blocked: Counter::default(),
+            dedicated: None,
+            pinset_seen: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -120,6 +137,47 @@ impl Gateway {
         self.denylist = denylist;
         self.blocked = blocked;
         self
+    }
+
+    /// Serves only what `pinset` reaches, except to holders of one of `tokens` (a dedicated
+    /// gateway, `gateway.serve = "pinned"`).
+    pub fn dedicated(mut self, pinset: Arc<PinsetIndex>, tokens: Vec<String>) -> Self {
+        self.pinset_seen = Arc::new(AtomicU64::new(pinset.generation()));
+        self.dedicated = Some(Arc::new(Dedicated { pinset, tokens }));
+        self
+    }
+
+    /// On a dedicated gateway, the refusal of `req` when its CID is not reachable from the pins
+    /// and it holds no access token; `Ok(true)` when only its token lets it through (the answer
+    /// must then stay private). Nothing is fetched before this says yes.
+    fn admit(&self, req: &GatewayRequest) -> Result<bool, GatewayError> {
+        let Some(d) = &self.dedicated else {
+            return Ok(false);
+        };
+        let pinned = d.pinset.contains(&req.root).map_err(|e| {
+            tracing::warn!(error = %e, "pinset index unreadable");
+            GatewayError::Unavailable("the pinset cannot be read right now".into())
+        })?;
+        if pinned {
+            return Ok(false);
+        }
+        let token_ok = req.access_token.as_deref().is_some_and(|t| {
+            d.tokens
+                .iter()
+                .any(|k| crate::constant_time_eq(k.as_bytes(), t.as_bytes()))
+        });
+        if token_ok {
+            return Ok(true);
+        }
+        Err(GatewayError::Forbidden(format!(
+            "{} is not pinned on this gateway, which serves only content pinned here{}",
+            req.root,
+            if req.access_token.is_some() {
+                " (the access token is not valid)"
+            } else {
+                " (an access token lets its holder fetch any CID)"
+            }
+        )))
     }
 
     /// The refusal of `what` when the denylist blocks it (a content path, or a path from a
@@ -208,8 +266,12 @@ impl Gateway {
         let (parts, _body) = req.into_parts();
         // Responses kept in memory were checked against the lists of their time.
         let generation = self.denylist.generation();
-        if generation != self.denylist_seen.load(Ordering::Acquire) {
+        let pinset = self.dedicated.as_ref().map_or(0, |d| d.pinset.generation());
+        if generation != self.denylist_seen.load(Ordering::Acquire)
+            || pinset != self.pinset_seen.load(Ordering::Acquire)
+        {
             self.denylist_seen.store(generation, Ordering::Release);
+            self.pinset_seen.store(pinset, Ordering::Release);
             if let Some(cache) = &self.responses {
                 cache.clear();
             }
@@ -254,6 +316,12 @@ impl Gateway {
         }
         if parts.method == Method::HEAD {
             without_content(&mut resp);
+        }
+        if resp.extensions().get::<TokenOnly>().is_some() {
+            // Served to a token holder only: no shared cache (ours or a CDN) may keep it.
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            return resp;
         }
         if let (Some(cache), Some(key)) = (&self.responses, key) {
             cache.put(key, &resp);
@@ -342,7 +410,11 @@ impl Gateway {
     /// Serves one parsed `/ipfs/` request (also a request rewritten by `_redirects`).
     pub(crate) async fn ipfs(&self, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
         self.refuse_ipfs(&req.root, &req.segments, &req.content_path)?;
+        let token_only = self.admit(req)?;
         let mut resp = self.ipfs_format(req).await?;
+        if token_only {
+            resp.extensions_mut().insert(TokenOnly);
+        }
         let segments = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| req.segments.clone());
         resp.extensions_mut().insert(ServedContent {
             root: req.root,

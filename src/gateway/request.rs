@@ -101,6 +101,9 @@ pub struct GatewayRequest {
     /// origin), `//{gateway host}` on a subdomain gateway (whose own paths are inside one CID),
     /// `None` on a DNSLink site, where no such host is known.
     pub cid_origin: Option<String>,
+    /// An access token the client sent (`Authorization: Bearer …` or `?token=…`), for a
+    /// dedicated gateway.
+    pub access_token: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> GatewayError {
@@ -219,7 +222,23 @@ pub fn parse_path(
         format_from_query: named_by_query,
         accept_html,
         cid_origin: (!subdomain).then(String::new),
+        access_token: access_token(parts, q("token")),
     })
+}
+
+/// The access token of a request: `Authorization: Bearer …`, else `?token=…`.
+fn access_token(parts: &Parts, query: Option<&str>) -> Option<String> {
+    let header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once([' ', '\t']))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    header
+        .or(query)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 /// `?filename=` as the client meant it. Directory listings (ours, and the reference gateway's,

@@ -215,9 +215,21 @@ impl Promoter {
             claim: None,
         });
         f(entry);
-        self.store
+        let saved = self
+            .store
             .save(RECORDS_KEY, &*records)
-            .map_err(|e| PromoteError::Store(e.to_string()))
+            .map_err(|e| PromoteError::Store(e.to_string()));
+        self.store.announce_pin_change();
+        saved
+    }
+
+    /// Roots pinned in the hot layer by this gateway (content, not claims), as they stand.
+    pub fn pinned_roots(&self) -> Vec<Cid> {
+        self.records()
+            .into_iter()
+            .filter(|e| e.state == PinState::Pinned)
+            .filter_map(|e| Cid::try_from(e.cid.as_str()).ok())
+            .collect()
     }
 
     /// Whether `cid` is pinned (or being pinned) by cidgate, or was demoted recently enough

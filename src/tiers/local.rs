@@ -107,6 +107,8 @@ pub struct LocalStore {
     /// Imports and promotions run one at a time so that a rollback never removes a block that a
     /// concurrent writer relied on.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Told whenever a pin is added or removed (the pinset index follows the pins).
+    pin_changes: Arc<tokio::sync::Notify>,
 }
 
 /// Current Unix time in seconds.
@@ -148,6 +150,7 @@ impl LocalStore {
             dir: dir.to_path_buf(),
             quarantine_count: Arc::new(AtomicU64::new(0)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            pin_changes: Arc::new(tokio::sync::Notify::new()),
         };
         store.init_tables()?;
         store.recover_pins()?;
@@ -159,6 +162,17 @@ impl LocalStore {
             );
         }
         Ok(store)
+    }
+
+    /// Notified whenever a pin is added or removed (here, or in a remote hot layer by this
+    /// gateway's promoter).
+    pub fn pin_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.pin_changes.clone()
+    }
+
+    /// Announces a pin change to whoever follows [`LocalStore::pin_changes`].
+    pub fn announce_pin_change(&self) {
+        self.pin_changes.notify_one();
     }
 
     /// Directory that holds the database.
@@ -285,6 +299,9 @@ impl LocalStore {
             self.insert_pin(&tx, cid, *reason, None)?;
         }
         tx.commit()?;
+        if !roots.is_empty() {
+            self.announce_pin_change();
+        }
         Ok(())
     }
 
@@ -345,6 +362,7 @@ impl LocalStore {
         let tx = self.db.begin_write()?;
         self.insert_pin(&tx, cid, reason, name)?;
         tx.commit()?;
+        self.announce_pin_change();
         Ok(())
     }
 
@@ -357,6 +375,9 @@ impl LocalStore {
             existed
         };
         tx.commit()?;
+        if existed {
+            self.announce_pin_change();
+        }
         Ok(existed)
     }
 

@@ -10,6 +10,7 @@ pub mod import;
 pub mod kubo;
 pub mod local;
 pub mod pins;
+pub mod pinset;
 pub mod records;
 pub mod remote;
 pub mod tiered;
