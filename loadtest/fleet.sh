@@ -3,12 +3,12 @@
 # one storage provider, each a host of its own (network namespaces on one bridge, made here).
 # See loadtest/README.md ("Fleet") and docs/deploy.md ("A fleet").
 #
-#   sudo loadtest/fleet.sh              full run (about 15 minutes on 2 cores)
-#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (under 10 minutes on 2 cores)
+#   sudo loadtest/fleet.sh              full run (about 5 minutes on 2 cores)
+#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (about 2 minutes on 2 cores)
 #
 # Environment (defaults in brackets; QUICK=1 values after the slash):
-#   REQUESTS [30000 / 10000]     length of the request list (the same list for every run)
-#   OBJECTS [3000 / 1500]        Zipf catalogue; one-hit objects come on top (ONE_HIT_SHARE)
+#   REQUESTS [36000 / 12000]     length of the request list (the same list for every run)
+#   OBJECTS [600]                Zipf catalogue; one-hit objects come on top (ONE_HIT_SHARE)
 #   ONE_HIT_SHARE [0.2]  EXPONENT [1.0]  CONNS [24]  (keep-alive connections of the client)
 #   GW_CACHE [32MiB]             memory cache of each fleet gateway; the reference gets 3x
 #   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped)
@@ -30,10 +30,13 @@ START_TS=$(date +%s)
 
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-  REQUESTS=${REQUESTS:-10000} OBJECTS=${OBJECTS:-1500} FAIL_SECONDS=${FAIL_SECONDS:-24}
+  REQUESTS=${REQUESTS:-12000} FAIL_SECONDS=${FAIL_SECONDS:-24}
 else
-  REQUESTS=${REQUESTS:-30000} OBJECTS=${OBJECTS:-3000} FAIL_SECONDS=${FAIL_SECONDS:-60}
+  REQUESTS=${REQUESTS:-36000} FAIL_SECONDS=${FAIL_SECONDS:-60}
 fi
+# The catalogue (~140 KiB per object) is sized to about the reference's cache (3 x GW_CACHE):
+# it fits one gateway with 3x the cache, and a fleet of three with affinity, not one gateway.
+OBJECTS=${OBJECTS:-600}
 ONE_HIT_SHARE=${ONE_HIT_SHARE:-0.2}
 EXPONENT=${EXPONENT:-1.0}
 CONNS=${CONNS:-24}
