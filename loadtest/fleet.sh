@@ -11,7 +11,8 @@
 #   OBJECTS [600]                Zipf catalogue; one-hit objects come on top (ONE_HIT_SHARE)
 #   ONE_HIT_SHARE [0.2]  EXPONENT [1.0]  CONNS [24]  (keep-alive connections of the client)
 #   GW_CACHE [32MiB]             memory cache of each fleet gateway; the reference gets 3x
-#   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped)
+#   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped):
+#                                SIGTERM of a gateway, kill -9 of another, kill -9 of the hot node
 #   DRAIN_DELAY []               CIDGATE_SERVER__DRAIN_DELAY of the gateways, if the build has it
 #   CIDGATE_BIN [target/release/cidgate]  RESULTS_DIR [loadtest/results]  KEEP_WORK [0]
 #
@@ -408,6 +409,40 @@ log "failure 1/2: SIGTERM to gw2 under steady load, then gw2 back"
 failure_run sigterm gw2 TERM
 log "failure 2/2: kill -9 of gw3 under steady load, then gw3 back"
 failure_run kill9 gw3 KILL
+
+# The shared hot node dies under steady load: every gateway's hot-node circuit opens and every
+# /readyz answers 503; the balancer's liveness fallback (backend gateways_alive) keeps serving.
+hotdown_run() {
+  local t_sig t_back third two_thirds down_seen=0 i alive
+  start_gateways 3 "$GW_CACHE"
+  lb_start affinity "${S3[@]}"
+  third=$(python3 -c "print($FAIL_SECONDS / 3)")
+  two_thirds=$(python3 -c "print(2 * $FAIL_SECONDS / 3)")
+  drive hotdown --seconds "$FAIL_SECONDS" &
+  local dpid=$!
+  sleep "$third"
+  t_sig=$(now)
+  log "hotdown: SIGKILL to the hot node"
+  stop_proc hot KILL
+  # watch the readiness-checked backend until two thirds of the load
+  while python3 -c "import sys,time; sys.exit(0 if time.time() < $t_sig + $two_thirds - $third else 1)"; do
+    if [[ $(lb_stat | awk -F, '$1=="gateways" && $2!="BACKEND" && $2!="FRONTEND" && $18=="UP" {n++} END {print n+0}') == 0 ]]; then
+      down_seen=1
+    fi
+    sleep 0.5
+  done
+  t_back=$(now)
+  start_cidgate hot hot "$WORK/data/hot"
+  log "hotdown: hot node started again (every gateway marked not ready meanwhile: $down_seen)"
+  wait "$dpid" || die "driver failed in hotdown"
+  alive=$(lb_stat | awk -F, '$1=="gateways_alive" && $2=="BACKEND" {print $8}')
+  python3 -c 'import json,sys; a=sys.argv; json.dump({"victim": "hot", "signal": "KILL", "signal_at": float(a[1]), "hot_restarted_at": float(a[2]), "all_gateways_not_ready_seen": a[3] == "1", "fallback_requests": int(a[4] or 0), "load_seconds": float(a[5])}, open(a[6], "w"))' \
+    "$t_sig" "$t_back" "$down_seen" "$alive" "$FAIL_SECONDS" "$WORK/hotdown.events.json"
+  lb_stop
+  stop_gateways
+}
+log "failure 3/3: the shared hot node killed under steady load"
+hotdown_run
 
 # ------------------------------------------------------------------------------------ report
 mkdir -p "$RESULTS_DIR"

@@ -475,6 +475,8 @@ def report(a):
     }
     sib = load(os.path.join(work, "sibling.json"), {})
     fails = {"sigterm": failure_figures(work, "sigterm"), "kill9": failure_figures(work, "kill9")}
+    if os.path.exists(os.path.join(work, "hotdown.events.json")):
+        fails["hotdown"] = failure_figures(work, "hotdown")
     S = runs["single_3x"]["cold_bytes"] or 1
     A, R = runs["affinity"]["cold_bytes"], runs["round_robin"]["cold_bytes"]
     goals = {
@@ -544,6 +546,13 @@ def report(a):
              "connections: HAProxy's `scur` of the victim just before the signal. The victim is started again "
              "(empty cache) halfway through the load; \"back\" is the time from that restart to the first request it "
              "answers, and its share after counts the requests from then on.\n")
+    hd = fails.get("hotdown")
+    if hd:
+        L.append(f"hotdown: the shared hot node was killed at 1/3 of the load and started again at 2/3. "
+                 f"Every gateway marked not ready at once (all `/readyz` 503): "
+                 f"{'seen' if hd.get('all_gateways_not_ready_seen') else 'not seen'}; requests served through the "
+                 f"liveness fallback (`gateways_alive`): {hd.get('fallback_requests', 0):,}; failed requests "
+                 f"{hd['failed']} of {hd['requests']:,}.\n")
     j3, j4 = join["warm_replay_3"], join["replay_with_gw4"]
     L.append("## Adding a 4th gateway (and what a sibling tier could save)\n")
     L.append("After the affinity run, the warm fleet replays the same list once as it is (3 gateways), "
