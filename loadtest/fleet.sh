@@ -3,8 +3,8 @@
 # one storage provider, each a host of its own (network namespaces on one bridge, made here).
 # See loadtest/README.md ("Fleet") and docs/deploy.md ("A fleet").
 #
-#   sudo loadtest/fleet.sh              full run (about 5 minutes on 2 cores)
-#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (about 2 minutes on 2 cores)
+#   sudo loadtest/fleet.sh              full run (about 6 minutes on 2 cores)
+#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (2-3 minutes on 2 cores)
 #
 # Environment (defaults in brackets; QUICK=1 values after the slash):
 #   REQUESTS [36000 / 12000]     length of the request list (the same list for every run)
