@@ -1,0 +1,468 @@
+#!/usr/bin/env bash
+# cidgate fleet harness: HAProxy with CID affinity in front of 3 cidgates, one shared hot node and
+# one storage provider, each a host of its own (network namespaces on one bridge, made here).
+# See loadtest/README.md ("Fleet") and docs/deploy.md ("A fleet").
+#
+#   sudo loadtest/fleet.sh              full run (about 6 minutes on 2 cores)
+#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (2-3 minutes on 2 cores)
+#
+# Environment (defaults in brackets; QUICK=1 values after the slash):
+#   REQUESTS [36000 / 12000]     length of the request list (the same list for every run)
+#   OBJECTS [600]                Zipf catalogue; one-hit objects come on top (ONE_HIT_SHARE)
+#   ONE_HIT_SHARE [0.2]  EXPONENT [1.0]  CONNS [24]  (keep-alive connections of the client)
+#   GW_CACHE [32MiB]             memory cache of each fleet gateway; the reference gets 3x
+#   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped):
+#                                SIGTERM of a gateway, kill -9 of another, kill -9 of the hot node
+#   DRAIN_DELAY []               CIDGATE_SERVER__DRAIN_DELAY of the gateways, if the build has it
+#   CIDGATE_BIN [target/release/cidgate]  RESULTS_DIR [loadtest/results]  KEEP_WORK [0]
+#
+# Runs as root (namespaces). Addresses 10.231.0.0/24 exist only inside the namespaces cgf-*;
+# nothing is configured in the root namespace and no traffic leaves the machine. The Markdown
+# report goes to stdout, progress to stderr; the last line of stdout is
+#   fleet: affinity_cold_bytes=A round_robin_cold_bytes=R single_3x_cold_bytes=S sigterm_failed=T kill9_failed=K
+set -euo pipefail
+umask 022
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+LIB=$HERE/lib
+FLEET=$REPO/deploy/fleet
+START_TS=$(date +%s)
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+  REQUESTS=${REQUESTS:-12000} FAIL_SECONDS=${FAIL_SECONDS:-24}
+else
+  REQUESTS=${REQUESTS:-36000} FAIL_SECONDS=${FAIL_SECONDS:-60}
+fi
+# The catalogue (~140 KiB per object) is sized to about the reference's cache (3 x GW_CACHE):
+# it fits one gateway with 3x the cache, and a fleet of three with affinity, not one gateway.
+OBJECTS=${OBJECTS:-600}
+ONE_HIT_SHARE=${ONE_HIT_SHARE:-0.2}
+EXPONENT=${EXPONENT:-1.0}
+CONNS=${CONNS:-24}
+GW_CACHE=${GW_CACHE:-32MiB}
+DRAIN_DELAY=${DRAIN_DELAY:-}
+CIDGATE_BIN=${CIDGATE_BIN:-$REPO/target/release/cidgate}
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
+KEEP_WORK=${KEEP_WORK:-0}
+
+log() { printf '[fleet %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root: the harness creates network namespaces (sudo $0)"
+[[ $GW_CACHE =~ ^([0-9]+)MiB$ ]] || die "GW_CACHE must be whole MiB like 32MiB (got $GW_CACHE)"
+SINGLE_CACHE=$((BASH_REMATCH[1] * 3))MiB
+
+# ------------------------------------------------------------------------------------ tools
+ensure_tools() {
+  local missing=()
+  command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v flock >/dev/null 2>&1 || missing+=(util-linux)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]} (apt-get)"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+  fi
+  HAPROXY=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
+  [[ -x $HAPROXY ]] || die "haproxy not found after install"
+}
+
+# ------------------------------------------------------------------------------------ topology
+P=cgf                       # namespace prefix
+NET=10.231.0                # /24, only inside the namespaces
+HOSTS=(lb client gw1 gw2 gw3 gw4 hot prov)
+declare -A IP=([lb]=$NET.2 [client]=$NET.100 [gw1]=$NET.11 [gw2]=$NET.12 [gw3]=$NET.13 [gw4]=$NET.14
+  [hot]=$NET.20 [prov]=$NET.30)
+PORT=8080 ADMIN_PORT=8081 LB_PORT=80
+
+in_ns() { local h=$1; shift; ip netns exec "$P-$h" "$@"; }
+
+net_down() {
+  local h
+  for h in "${HOSTS[@]}" sw; do
+    ip netns del "$P-$h" 2>/dev/null || true
+  done
+}
+
+net_up() {
+  net_down
+  ip netns add "$P-sw"
+  ip -n "$P-sw" link set lo up
+  ip -n "$P-sw" link add name br0 type bridge
+  ip -n "$P-sw" link set br0 up
+  local h
+  for h in "${HOSTS[@]}"; do
+    ip netns add "$P-$h"
+    ip -n "$P-$h" link set lo up
+    # Both ends are made inside the namespaces: the root namespace never sees an interface.
+    ip -n "$P-sw" link add "v-$h" type veth peer name eth0 netns "$P-$h"
+    ip -n "$P-sw" link set "v-$h" master br0 up
+    ip -n "$P-$h" addr add "${IP[$h]}/24" dev eth0
+    ip -n "$P-$h" link set eth0 up
+  done
+}
+
+# ------------------------------------------------------------------------------------ cleanup
+WORK=""
+declare -A PID=()
+HAPROXY_PID=""
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local h
+  [[ -n $HAPROXY_PID ]] && kill -TERM "$HAPROXY_PID" 2>/dev/null
+  for h in "${!PID[@]}"; do kill -TERM "${PID[$h]}" 2>/dev/null; done
+  for h in "${!PID[@]}"; do
+    for _ in $(seq 100); do kill -0 "${PID[$h]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "${PID[$h]}" 2>/dev/null
+  done
+  [[ -n $HAPROXY_PID ]] && kill -KILL "$HAPROXY_PID" 2>/dev/null
+  wait 2>/dev/null
+  net_down
+  if [[ -n $WORK && -d $WORK ]]; then
+    if [[ $KEEP_WORK == 1 || $rc != 0 ]]; then
+      log "work directory kept: $WORK (logs in $WORK/logs)"
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$rc"
+}
+
+# ------------------------------------------------------------------------------------ processes
+TOKEN=fleet-harness-$RANDOM$RANDOM
+GW_ENV=()
+
+# start_cidgate HOST NAME DATA_DIR [VAR=VALUE...]: `cidgate serve` inside namespace cgf-HOST on
+# its address; waits until /readyz answers 200.
+start_cidgate() {
+  local host=$1 name=$2 dir=$3 i
+  shift 3
+  local addr=${IP[$host]}
+  # Not through in_ns: a function run in the background is a subshell, and $! would be its pid.
+  ip netns exec "$P-$host" env CIDGATE_SERVER__SAMPLE=false CIDGATE_TELEMETRY__ACCESS_LOG=false \
+    CIDGATE_ADMIN__TOKEN="$TOKEN" "$@" "$BIN" --data-dir "$dir" serve \
+    --listen "$addr:$PORT" --admin-listen "$addr:$ADMIN_PORT" >>"$WORK/logs/$name.out" 2>>"$WORK/logs/$name.err" 9>&- &
+  PID[$name]=$!
+  for ((i = 0; i < 300; i++)); do
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+      die "cidgate ($name) exited at start: $(grep -v '^\s*$' "$WORK/logs/$name.err" | tail -n 3 | tr '\n' ' ')"
+    fi
+    [[ $(in_ns client curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr:$ADMIN_PORT/readyz") == 200 ]] && return 0
+    sleep 0.1
+  done
+  die "cidgate ($name) not ready within 30 s; see $WORK/logs/$name.err"
+}
+
+stop_proc() { # NAME [SIGNAL]: signal, wait until gone
+  local name=$1 sig=${2:-TERM} pid=${PID[$1]:-} i
+  [[ -n $pid ]] || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "PID[$name]"
+}
+
+# start_gateways N CACHE: fresh (empty) data dirs for gw1..gwN
+start_gateways() {
+  local n=$1 cache=$2 i
+  for ((i = 1; i <= n; i++)); do
+    rm -rf "$WORK/data/gw$i"
+    start_cidgate "gw$i" "gw$i" "$WORK/data/gw$i" "${GW_ENV[@]}" "CIDGATE_CACHE__MEMORY=$cache"
+  done
+}
+
+stop_gateways() {
+  local i
+  for i in 1 2 3 4; do stop_proc "gw$i"; done
+}
+
+# lb_start BALANCE SERVER_SPEC...: render deploy/fleet/haproxy.cfg.in and run HAProxy in cgf-lb
+lb_start() {
+  local balance=$1
+  shift
+  local args=() s
+  for s in "$@"; do args+=(--server "$s"); done
+  python3 "$FLEET/render.py" --bind "${IP[lb]}:$LB_PORT" --stats-socket "$WORK/haproxy.sock" \
+    --balance "$balance" "${args[@]}" >"$WORK/haproxy.cfg" || die "rendering haproxy.cfg failed"
+  "$HAPROXY" -c -q -f "$WORK/haproxy.cfg" >>"$WORK/logs/haproxy.err" 2>&1 || die "haproxy -c failed: $(tail -n 3 "$WORK/logs/haproxy.err")"
+  ip netns exec "$P-lb" "$HAPROXY" -db -f "$WORK/haproxy.cfg" >>"$WORK/logs/haproxy.out" 2>>"$WORK/logs/haproxy.err" 9>&- &
+  HAPROXY_PID=$!
+  local i up want=0
+  for s in "$@"; do [[ $s == *,disabled ]] || want=$((want + 1)); done
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$HAPROXY_PID" 2>/dev/null || die "haproxy exited: $(tail -n 3 "$WORK/logs/haproxy.err")"
+    up=$(lb_stat | awk -F, '$1=="gateways" && $18=="UP" {n++} END {print n+0}')
+    ((up >= want)) && return 0
+    sleep 0.1
+  done
+  die "haproxy: only $up of $want gateways came up within 20 s"
+}
+
+lb_stop() {
+  [[ -n $HAPROXY_PID ]] || return 0
+  kill -TERM "$HAPROXY_PID" 2>/dev/null || true
+  wait "$HAPROXY_PID" 2>/dev/null || true
+  HAPROXY_PID=""
+}
+
+lb_cmd() { python3 "$LIB/fleet.py" haproxy --socket "$WORK/haproxy.sock" "$@"; }
+lb_stat() { lb_cmd show stat 2>/dev/null || true; } # CSV: $2 name, $5 scur, $18 status
+
+scrape() { # OUT: metrics of every cidgate now running (+ hot and provider)
+  local targets=() h
+  for h in gw1 gw2 gw3 gw4 hot prov; do
+    [[ -n ${PID[$h]:-} ]] && targets+=("$h=http://${IP[$h]}:$ADMIN_PORT")
+  done
+  in_ns client python3 "$LIB/fleet.py" scrape --token "$TOKEN" "${targets[@]}" >"$1"
+}
+
+drive() { # RUN [extra args]: the request list once through the balancer
+  local run=$1
+  shift
+  in_ns client python3 "$LIB/fleet.py" drive --lb "${IP[lb]}:$LB_PORT" --conns "$CONNS" \
+    --list "$WORK/lists/requests.txt" --out "$WORK/$run.drive.json" --records "$WORK/$run.records.txt" "$@"
+}
+
+measured_run() { # RUN: scrape, drive once, scrape
+  scrape "$WORK/$1.before.json"
+  drive "$1"
+  scrape "$WORK/$1.after.json"
+}
+
+specs() { # N [disabled...]: server specs gw1..gwN (+ gw4 as a disabled spare when N=3)
+  local n=$1 i out=()
+  for ((i = 1; i <= n; i++)); do out+=("gw$i=${IP[gw$i]}:$PORT,$ADMIN_PORT"); done
+  ((n == 3)) && out+=("gw4=${IP[gw4]}:$PORT,$ADMIN_PORT,disabled")
+  printf '%s\n' "${out[@]}"
+}
+
+now() { python3 -c 'import time; print(f"{time.time():.4f}")'; }
+
+# ==================================================================================== main
+ensure_tools
+# One run at a time: the namespace names are fixed.
+# (servers are started with 9>&-: they do not hold the lock)
+exec 9>/run/cidgate-fleet.lock
+flock -n 9 || die "another fleet.sh is running (/run/cidgate-fleet.lock)"
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cidgate-fleet.XXXXXX")
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs" "$WORK/data" "$WORK/bin"
+if [[ ! -x $CIDGATE_BIN ]]; then
+  log "no binary at $CIDGATE_BIN: building it (cargo build --release)"
+  (cd "$REPO" && flock /tmp/cidgate-cargo.lock cargo build --release >&2) || die "cargo build --release failed"
+fi
+BIN=$WORK/bin/cidgate
+cp "$CIDGATE_BIN" "$BIN" || die "cannot copy $CIDGATE_BIN"
+"$BIN" --version >/dev/null || die "no working cidgate binary at $CIDGATE_BIN"
+log "cidgate: $("$BIN" --version); $("$HAPROXY" -v | head -n 1); work dir $WORK"
+
+NOTES=()
+GW_ENV=(
+  "CIDGATE_HOT__BACKEND=trustless" "CIDGATE_HOT__URL=http://${IP[hot]}:$PORT"
+  "CIDGATE_COLD__PROVIDERS=http://${IP[prov]}:$PORT"
+  "CIDGATE_CACHE__RESPONSES=0" "CIDGATE_POPULARITY__ENABLED=false"
+  "CIDGATE_SERVER__TRUSTED_PROXIES=${IP[lb]}/32" "CIDGATE_SERVER__SUBDOMAIN_HOSTS=fleet.test"
+)
+if [[ -n $DRAIN_DELAY ]]; then
+  if env CIDGATE_SERVER__DRAIN_DELAY="$DRAIN_DELAY" "$BIN" --data-dir "$WORK/data/probe" config >/dev/null 2>&1; then
+    GW_ENV+=("CIDGATE_SERVER__DRAIN_DELAY=$DRAIN_DELAY")
+    NOTES+=("gateways ran with server.drain_delay = $DRAIN_DELAY")
+  else
+    log "this build has no server.drain_delay: DRAIN_DELAY=$DRAIN_DELAY ignored"
+    NOTES+=("DRAIN_DELAY=$DRAIN_DELAY asked for, but this build has no server.drain_delay: not used")
+  fi
+fi
+rm -rf "$WORK/data/probe"
+
+log "network namespaces $P-{sw,${HOSTS[*]// /,}} on a bridge, ${NET}.0/24 inside them only"
+net_up
+
+# ------------------------------------------------------------------------------------ content
+log "content: $OBJECTS catalogue objects + one-hit objects, $REQUESTS requests"
+python3 "$LIB/fleet.py" gen --out "$WORK" --objects "$OBJECTS" --requests "$REQUESTS" \
+  --one-hit-share "$ONE_HIT_SHARE" --exponent "$EXPONENT" >"$WORK/gen.json" || die "content generation failed"
+for d in "$WORK"/files/part*; do
+  "$BIN" --data-dir "$WORK/data/prov" add "$d" >/dev/null 2>>"$WORK/logs/add.err" || die "cidgate add $d failed: $(tail -n 3 "$WORK/logs/add.err")"
+done
+rm -rf "$WORK/files"
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("{objects} objects, {content_bytes} bytes; {distinct_requested} distinct requested ({distinct_requested_bytes} bytes)".format(**m))' "$WORK/gen.json" >"$WORK/gen.txt"
+log "content: $(cat "$WORK/gen.txt")"
+
+start_cidgate prov prov "$WORK/data/prov"
+start_cidgate hot hot "$WORK/data/hot"
+
+# Every CID (the dag-pb ones are computed by fleet.py) answered by the provider, bytes checked.
+in_ns client python3 "$LIB/fleet.py" drive --lb "${IP[prov]}:$PORT" --conns 8 --list "$WORK/lists/all.txt" \
+  --out "$WORK/check.drive.json" 2>>"$WORK/logs/check.err" || die "provider check failed"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["failed"] == 0 else 1)' "$WORK/check.drive.json" ||
+  die "the provider did not serve every object with the right length: $(cat "$WORK/check.drive.json")"
+
+# ------------------------------------------------------------------------------------ key check
+log "balancer key: the same CID as /ipfs/{cid} and as {cid}.ipfs.fleet.test goes to one gateway"
+start_gateways 3 "$GW_CACHE"
+mapfile -t S3 < <(specs 3)
+lb_start affinity "${S3[@]}"
+in_ns client python3 - "${IP[lb]}:$LB_PORT" "$WORK/lists/requests.txt" >"$WORK/keycheck.txt" <<'PY' || die "key check failed: $(cat "$WORK/keycheck.txt")"
+import http.client, sys
+host, port = sys.argv[1].split(":")
+seen = {}
+bad = 0
+for line in list(open(sys.argv[2]))[:300]:
+    h, path, size, key = line.split()
+    for form in (("-", f"/ipfs/{key}"), (f"{key}.ipfs.FLEET.test:80", "/")):
+        c = http.client.HTTPConnection(host, int(port), timeout=30)
+        c.request("HEAD", form[1], headers={} if form[0] == "-" else {"Host": form[0]})
+        r = c.getresponse(); r.read(); c.close()
+        gw = r.getheader("X-Fleet-Gateway")
+        if seen.setdefault(key, gw) != gw:
+            bad += 1
+print(f"{len(seen)} keys, {bad} sent to two gateways; shares {sorted(__import__('collections').Counter(seen.values()).items())}")
+sys.exit(1 if bad else 0)
+PY
+log "key check: $(cat "$WORK/keycheck.txt")"
+lb_stop
+stop_gateways
+
+# ------------------------------------------------------------------------------------ runs
+log "run 1/3: affinity (consistent hash on the key), 3 gateways of $GW_CACHE"
+start_gateways 3 "$GW_CACHE"
+lb_start affinity "${S3[@]}"
+measured_run affinity
+
+# The warm fleet: replay as it is, then with gw4 joined (sibling-tier upper bound).
+log "join: replay on the warm fleet (3 gateways)"
+measured_run replay3
+log "join: which keys each owner holds now (HEAD only-if-cached)"
+in_ns client python3 "$LIB/fleet.py" holding --records "$WORK/replay3.records.txt" \
+  --gateway "gw1=${IP[gw1]}:$PORT" --gateway "gw2=${IP[gw2]}:$PORT" --gateway "gw3=${IP[gw3]}:$PORT" \
+  >"$WORK/holding.json" || die "holding probe failed"
+rm -rf "$WORK/data/gw4"
+start_cidgate gw4 gw4 "$WORK/data/gw4" "${GW_ENV[@]}" "CIDGATE_CACHE__MEMORY=$GW_CACHE"
+lb_cmd set server gateways/gw4 state ready >/dev/null
+for ((i = 0; i < 100; i++)); do
+  [[ $(lb_stat | awk -F, '$1=="gateways" && $2=="gw4" {print $18}') == UP ]] && break
+  sleep 0.1
+done
+[[ $(lb_stat | awk -F, '$1=="gateways" && $2=="gw4" {print $18}') == UP ]] || die "gw4 did not come up in the balancer"
+log "join: gw4 is in the ring; replay"
+measured_run replay4
+python3 "$LIB/fleet.py" sibling --work "$WORK" --before "$WORK/replay3.records.txt" --after "$WORK/replay4.records.txt" \
+  --holding "$WORK/holding.json" >"$WORK/sibling.json" || die "sibling figures failed"
+lb_stop
+stop_gateways
+
+log "run 2/3: round robin, 3 gateways of $GW_CACHE"
+start_gateways 3 "$GW_CACHE"
+lb_start roundrobin "${S3[@]}"
+measured_run roundrobin
+lb_stop
+stop_gateways
+
+log "run 3/3: one gateway with $SINGLE_CACHE (in $P-gw1) behind the same balancer"
+start_gateways 1 "$SINGLE_CACHE"
+lb_start affinity "gw1=${IP[gw1]}:$PORT,$ADMIN_PORT"
+measured_run single
+lb_stop
+stop_gateways
+
+# ------------------------------------------------------------------------------------ failures
+# failure_run RUN VICTIM SIGNAL: steady load (the list looped for FAIL_SECONDS) on a fresh fleet;
+# the victim gets SIGNAL at 1/3, is started again (empty) at 1/2, the load ends at FAIL_SECONDS.
+failure_run() {
+  local run=$1 victim=$2 sig=$3 scur t_sig t_gone t_back third half
+  start_gateways 3 "$GW_CACHE"
+  lb_start affinity "${S3[@]}"
+  third=$(python3 -c "print($FAIL_SECONDS / 3)")
+  half=$(python3 -c "print($FAIL_SECONDS / 2)")
+  drive "$run" --seconds "$FAIL_SECONDS" &
+  local dpid=$!
+  sleep "$third"
+  scur=$(lb_stat | awk -F, -v s="$victim" '$1=="gateways" && $2==s {print $5}')
+  t_sig=$(now)
+  log "$run: SIG$sig to $victim (HAProxy: $scur connections open to it)"
+  stop_proc "$victim" "$sig"
+  t_gone=$(now)
+  sleep "$(python3 -c "print(max(0.0, $half - $third - ($t_gone - $t_sig)))")"
+  t_back=$(now)
+  start_cidgate "$victim" "$victim" "$WORK/data/$victim" "${GW_ENV[@]}" "CIDGATE_CACHE__MEMORY=$GW_CACHE"
+  log "$run: $victim started again"
+  wait "$dpid" || die "driver failed in $run"
+  python3 -c 'import json,sys; a=sys.argv; json.dump({"victim": a[1], "signal": a[2], "signal_at": float(a[3]), "exited_at": float(a[4]), "restarted_at": float(a[5]), "open_connections_at_kill": int(a[6] or -1), "load_seconds": float(a[7])}, open(a[8], "w"))' \
+    "$victim" "$sig" "$t_sig" "$t_gone" "$t_back" "$scur" "$FAIL_SECONDS" "$WORK/$run.events.json"
+  lb_stop
+  stop_gateways
+}
+log "failure 1/2: SIGTERM to gw2 under steady load, then gw2 back"
+failure_run sigterm gw2 TERM
+log "failure 2/2: kill -9 of gw3 under steady load, then gw3 back"
+failure_run kill9 gw3 KILL
+
+# The shared hot node dies under steady load: every gateway's hot-node circuit opens and every
+# /readyz answers 503; the balancer's liveness fallback (backend gateways_alive) keeps serving.
+hotdown_run() {
+  local t_sig t_back third two_thirds down_seen=0 i alive
+  start_gateways 3 "$GW_CACHE"
+  lb_start affinity "${S3[@]}"
+  third=$(python3 -c "print($FAIL_SECONDS / 3)")
+  two_thirds=$(python3 -c "print(2 * $FAIL_SECONDS / 3)")
+  drive hotdown --seconds "$FAIL_SECONDS" &
+  local dpid=$!
+  sleep "$third"
+  t_sig=$(now)
+  log "hotdown: SIGKILL to the hot node"
+  stop_proc hot KILL
+  # watch the readiness-checked backend until two thirds of the load
+  while python3 -c "import sys,time; sys.exit(0 if time.time() < $t_sig + $two_thirds - $third else 1)"; do
+    if [[ $(lb_stat | awk -F, '$1=="gateways" && $2!="BACKEND" && $2!="FRONTEND" && $18=="UP" {n++} END {print n+0}') == 0 ]]; then
+      down_seen=1
+    fi
+    sleep 0.5
+  done
+  t_back=$(now)
+  start_cidgate hot hot "$WORK/data/hot"
+  log "hotdown: hot node started again (every gateway marked not ready meanwhile: $down_seen)"
+  wait "$dpid" || die "driver failed in hotdown"
+  alive=$(lb_stat | awk -F, '$1=="gateways_alive" && $2=="BACKEND" {print $8}')
+  python3 -c 'import json,sys; a=sys.argv; json.dump({"victim": "hot", "signal": "KILL", "signal_at": float(a[1]), "hot_restarted_at": float(a[2]), "all_gateways_not_ready_seen": a[3] == "1", "fallback_requests": int(a[4] or 0), "load_seconds": float(a[5])}, open(a[6], "w"))' \
+    "$t_sig" "$t_back" "$down_seen" "$alive" "$FAIL_SECONDS" "$WORK/hotdown.events.json"
+  lb_stop
+  stop_gateways
+}
+log "failure 3/3: the shared hot node killed under steady load"
+hotdown_run
+
+# ------------------------------------------------------------------------------------ report
+mkdir -p "$RESULTS_DIR"
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+NOTES+=("provider and hot node are cidgates on the same 2-core machine with no link delay (no netem in this kernel): latencies are CPU-bound, not network-bound")
+printf '%s\n' "${NOTES[@]}" >"$WORK/notes.txt"
+python3 - "$WORK/meta.json" "$WORK/notes.txt" "$BIN" "$HAPROXY" "$QUICK" "$CONNS" "$GW_CACHE" "$SINGLE_CACHE" "$FAIL_SECONDS" "$START_TS" <<'PY'
+import json, os, subprocess, sys, time
+out, notes, bin_, haproxy, quick, conns, gw_cache, single_cache, fail_s, start = sys.argv[1:]
+json.dump({
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "command": ("QUICK=1 " if quick == "1" else "") + "loadtest/fleet.sh",
+    "version": subprocess.run([bin_, "--version"], capture_output=True, text=True).stdout.strip(),
+    "haproxy": subprocess.run([haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+    "cpus": os.cpu_count(), "quick": int(quick), "conns": int(conns),
+    "gw_cache": gw_cache, "single_cache": single_cache, "fail_seconds": float(fail_s),
+    "wall_s": int(time.time()) - int(start),
+    "notes": [n for n in open(notes).read().split("\n") if n],
+}, open(out, "w"), indent=2)
+PY
+python3 "$LIB/fleet.py" report --work "$WORK" --meta "$WORK/meta.json" --prefix "$RESULTS_DIR/fleet-$TS" ||
+  die "report failed"
+log "results: $RESULTS_DIR/fleet-$TS.md, fleet-$TS.json"

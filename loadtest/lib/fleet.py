@@ -1,0 +1,644 @@
+#!/usr/bin/env python3
+"""Helpers of loadtest/fleet.sh (standard library only).
+
+    fleet.py gen     --out DIR ...        content tree, request list, manifest (deterministic)
+    fleet.py drive   --lb HOST:PORT ...   send a request list through the balancer, per-request record
+    fleet.py scrape  --token T NAME=URL   Prometheus text of several admin listeners -> JSON
+    fleet.py holding --token T ...        which keys each gateway holds in its memory cache
+    fleet.py haproxy --socket PATH CMD    one command on HAProxy's runtime API socket
+    fleet.py report  --work DIR ...       Markdown + JSON report, and the last `fleet:` line
+
+Content: --objects "catalogue" objects requested with Zipf(s) popularity, plus one-hit objects
+that are requested exactly once each (--one-hit-share of all requests). Each object is a single
+file (one raw block: its CID is the CIDv1 raw sha2-256 of its bytes) or, for --dir-share of
+them, a directory of two files requested as /ipfs/{dir}/{file} (dag-pb CID computed here; the
+harness checks every CID against the provider before the runs). --subdomain-share of the
+requests use the subdomain form Host: {cid}.ipfs.{host}, so that the balancer's key extraction
+is exercised both ways for the same CIDs.
+"""
+import argparse
+import base64
+import hashlib
+import http.client
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.request
+
+KIB = 1024
+
+
+# ------------------------------------------------------------------------------ CIDs
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def cid_bytes(codec: int, data: bytes) -> bytes:
+    return bytes([0x01]) + varint(codec) + bytes([0x12, 0x20]) + hashlib.sha256(data).digest()
+
+
+def cid_str(b: bytes) -> str:
+    return "b" + base64.b32encode(b).decode("ascii").lower().rstrip("=")
+
+
+def pb_field(num: int, payload: bytes) -> bytes:
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def dir_node(entries):
+    """UnixFS directory (dag-pb): links sorted by name, then Data {Type: Directory}."""
+    body = b""
+    for name, cidb, tsize in sorted(entries):
+        link = pb_field(1, cidb) + pb_field(2, name.encode()) + varint(3 << 3) + varint(tsize)
+        body += pb_field(2, link)
+    body += pb_field(1, b"\x08\x01")
+    return body
+
+
+# ------------------------------------------------------------------------------ gen
+def log_uniform(rng, lo, hi):
+    return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def gen(a):
+    rng = random.Random(a.seed)
+    one_hit = round(a.requests * a.one_hit_share)
+    head_requests = a.requests - one_hit
+    total = a.objects + one_hit
+    files_root = os.path.join(a.out, "files")
+    objects = []
+    for i in range(total):
+        part = os.path.join(files_root, f"part{i // 1000:03d}")
+        os.makedirs(part, exist_ok=True)
+        if rng.random() < a.dir_share:
+            d = os.path.join(part, f"o{i:05d}")
+            os.makedirs(d, exist_ok=True)
+            entries, files = [], []
+            for j in range(2):
+                size = log_uniform(rng, a.min_kib * KIB, a.max_kib * KIB // 2)
+                data = rng.randbytes(size)
+                name = f"f{j}.bin"
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(data)
+                cb = cid_bytes(0x55, data)
+                entries.append((name, cb, size))
+                files.append({"name": name, "size": size})
+            node = dir_node(entries)
+            objects.append({"cid": cid_str(cid_bytes(0x70, node)), "kind": "dir", "files": files,
+                            "size": sum(f["size"] for f in files) + len(node)})
+        else:
+            size = log_uniform(rng, a.min_kib * KIB, a.max_kib * KIB)
+            data = rng.randbytes(size)
+            with open(os.path.join(part, f"o{i:05d}.bin"), "wb") as f:
+                f.write(data)
+            objects.append({"cid": cid_str(cid_bytes(0x55, data)), "kind": "file", "size": size})
+    # Zipf over the catalogue; ranks mapped to objects by a seeded permutation.
+    ranks = list(range(a.objects))
+    rng.shuffle(ranks)
+    weights = [1 / (r + 1) ** a.exponent for r in range(a.objects)]
+    picks = rng.choices(ranks, weights=weights, k=head_requests)
+    picks += list(range(a.objects, total))
+    rng.shuffle(picks)
+    lines, counts, paths = [], {}, {}
+    for i in picks:
+        o = objects[i]
+        counts[i] = counts.get(i, 0) + 1
+        if o["kind"] == "dir":
+            fi = rng.randrange(len(o["files"]))
+            sub, size = "/" + o["files"][fi]["name"], o["files"][fi]["size"]
+        else:
+            sub, size = "", o["size"]
+        # blocks a cold fetch brings: the file's block, and the directory's own block
+        paths[(i, sub)] = size + (o["size"] - sum(f["size"] for f in o["files"]) if o["kind"] == "dir" else 0)
+        if rng.random() < a.subdomain_share:
+            lines.append(f"{o['cid']}.ipfs.{a.subdomain_host} {sub or '/'} {size} {o['cid']}")
+        else:
+            lines.append(f"- /ipfs/{o['cid']}{sub} {size} {o['cid']}")
+    os.makedirs(os.path.join(a.out, "lists"), exist_ok=True)
+    with open(os.path.join(a.out, "lists", "requests.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    # every object once (the provider check): path form
+    with open(os.path.join(a.out, "lists", "all.txt"), "w") as f:
+        for o in objects:
+            sub, size = (("/" + o["files"][0]["name"], o["files"][0]["size"]) if o["kind"] == "dir"
+                         else ("", o["size"]))
+            f.write(f"- /ipfs/{o['cid']}{sub} {size} {o['cid']}\n")
+    distinct = len(counts)
+    once = sum(1 for c in counts.values() if c == 1)
+    manifest = {
+        "seed": a.seed, "catalogue_objects": a.objects, "one_hit_objects": one_hit,
+        "objects": total, "requests": a.requests, "exponent": a.exponent,
+        "one_hit_share_of_requests": one_hit / a.requests,
+        "dir_objects": sum(1 for o in objects if o["kind"] == "dir"),
+        "subdomain_share": a.subdomain_share,
+        "content_bytes": sum(o["size"] for o in objects),
+        "distinct_requested": distinct, "requested_once": once,
+        # every distinct object fetched once: what any cache must fetch (compulsory misses)
+        "distinct_requested_bytes": sum(paths.values()),
+        # the one-hit objects' blocks: every configuration fetches them exactly once
+        "one_hit_bytes": sum(v for (i, _), v in paths.items() if i >= a.objects),
+        "size_kib": [a.min_kib, a.max_kib],
+    }
+    with open(os.path.join(a.out, "manifest.json"), "w") as f:
+        json.dump({"manifest": manifest, "objects": objects}, f)
+    json.dump(manifest, sys.stdout)
+    print()
+
+
+# ------------------------------------------------------------------------------ drive
+def read_list(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                out.append((parts[0], parts[1], int(parts[2]), parts[3]))
+    return out
+
+
+def percentile(values, p):
+    if not values:
+        return 0.0
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def drive(a):
+    reqs = read_list(a.list)
+    host, port = a.lb.rsplit(":", 1)
+    port = int(port)
+    lock = threading.Lock()
+    state = {"next": 0}
+    records = []  # (t_start, t_end, ok, status, gateway, key, bytes)
+    t0 = time.time()
+    deadline = t0 + a.seconds if a.seconds else None
+    stop_file = a.stop_file
+
+    def take():
+        with lock:
+            i = state["next"]
+            if deadline is None and i >= len(reqs):
+                return None
+            if deadline is not None and (time.time() >= deadline or (stop_file and os.path.exists(stop_file))):
+                return None
+            state["next"] = i + 1
+        return reqs[i % len(reqs)]
+
+    def worker():
+        conn = None
+        local = []
+        while True:
+            r = take()
+            if r is None:
+                break
+            h, path, size, key = r
+            headers = {} if h == "-" else {"Host": h}
+            ts = time.time()
+            status, ok, gw, n = 0, False, "", 0
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(host, port, timeout=a.timeout)
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                status, n = resp.status, len(body)
+                gw = resp.getheader("X-Fleet-Gateway", "")
+                ok = status == 200 and n == size
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            local.append((ts, time.time(), ok, status, gw, key, n))
+        if conn is not None:
+            conn.close()
+        with lock:
+            records.extend(local)
+
+    threads = [threading.Thread(target=worker) for _ in range(a.conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.time() - t0
+    records.sort()
+    lat = [(e - s) * 1000 for s, e, *_ in records]
+    by_status, by_gw = {}, {}
+    for r in records:
+        by_status[str(r[3])] = by_status.get(str(r[3]), 0) + 1
+        by_gw[r[4] or "-"] = by_gw.get(r[4] or "-", 0) + 1
+    failed = [r for r in records if not r[2]]
+    out = {
+        "requests": len(records), "ok": len(records) - len(failed), "failed": len(failed),
+        "wall_s": wall, "rps": len(records) / wall if wall else 0,
+        "bytes": sum(r[6] for r in records),
+        "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+        "status": by_status, "by_gateway": by_gw, "t0": t0,
+        "list_entries": len(reqs),
+    }
+    with open(a.out, "w") as f:
+        json.dump(out, f)
+    if a.records:
+        with open(a.records, "w") as f:
+            for r in records:
+                f.write(f"{r[0]:.4f} {r[1]:.4f} {int(r[2])} {r[3]} {r[4] or '-'} {r[5]} {r[6]}\n")
+    print(f"    {len(records):,} requests in {wall:.1f} s ({out['rps']:,.0f}/s), failed {len(failed)}, "
+          f"p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms, by gateway {by_gw}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ scrape
+def fetch_metrics(url, token):
+    req = urllib.request.Request(url.rstrip("/") + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip() or "_bucket{" in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def scrape(a):
+    out = {}
+    for spec in a.targets:
+        name, url = spec.split("=", 1)
+        try:
+            out[name] = fetch_metrics(url, a.token)
+        except OSError as e:
+            out[name] = {"_error": str(e)}
+    json.dump(out, sys.stdout)
+    print()
+
+
+def msum(m, prefix):
+    return sum(v for k, v in m.items() if k.startswith(prefix))
+
+
+# ------------------------------------------------------------------------------ holding
+def holding(a):
+    """For each key: does its gateway hold it in the memory cache? HEAD with only-if-cached
+    (cidgate answers 412 when it would have to fetch)."""
+    owners = {}
+    with open(a.records) as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 6 and p[4] != "-":
+                owners[p[5]] = p[4]
+    gws = dict(s.split("=", 1) for s in a.gateway)
+    held = {}
+    for key, gw in owners.items():
+        if gw not in gws:
+            continue
+        h, port = gws[gw].rsplit(":", 1)
+        c = http.client.HTTPConnection(h, int(port), timeout=10)
+        try:
+            c.request("HEAD", f"/ipfs/{key}?format=raw", headers={"Cache-Control": "only-if-cached"})
+            r = c.getresponse()
+            r.read()
+            held[key] = {"owner": gw, "held": r.status == 200, "status": r.status}
+        except OSError:
+            held[key] = {"owner": gw, "held": False, "status": 0}
+        finally:
+            c.close()
+    json.dump(held, sys.stdout)
+    print()
+
+
+# ------------------------------------------------------------------------------ sibling
+def sibling(a):
+    """Upper bound of a sibling tier after gw4 joined: the bytes gw4 fetched first for keys that
+    moved to it and that their previous owner still held when it joined."""
+    def owners(path):
+        o, paths = {}, {}
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 7 and p[4] != "-" and p[2] == "1":
+                    o.setdefault(p[5], p[4])
+                    paths.setdefault(p[5], set()).add(int(p[6]))
+        return o, paths
+    before, _ = owners(a.before)
+    after, paths = owners(a.after)
+    held = load(a.holding, {})
+    moved = [k for k, g in after.items() if g == a.new and before.get(k) not in (None, a.new)]
+    moved_held = [k for k in moved if held.get(k, {}).get("held")]
+    saveable = sum(sum(paths[k]) for k in moved_held)
+    not_held = sum(len(paths[k]) for k in moved if k not in set(moved_held))
+    replay = run_figures(a.work, "replay4", ["gw1", "gw2", "gw3", "gw4"])
+    aff = run_figures(a.work, "affinity", ["gw1", "gw2", "gw3"])
+    out = {
+        "keys": len(after), "moved_keys": len(moved), "moved_share": len(moved) / max(1, len(after)),
+        "moved_held": len(moved_held), "saveable_bytes": saveable,
+        "gw4_cold_bytes": replay["per_gateway_cold_bytes"].get(a.new, 0),
+        "saveable_share_of_replay_cold": saveable / max(1, replay["cold_bytes"]),
+        "saveable_share_of_affinity_cold": saveable / max(1, aff["cold_bytes"]),
+        "gw4_misses_not_held": not_held,
+        "held_keys_total": sum(1 for v in held.values() if v.get("held")),
+    }
+    json.dump(out, sys.stdout)
+    print()
+
+
+# ------------------------------------------------------------------------------ haproxy
+def haproxy(a):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(a.socket)
+    s.sendall((" ".join(a.command) + "\n").encode())
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    sys.stdout.write(data.decode())
+
+
+# ------------------------------------------------------------------------------ report
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def delta(before, after, name, prefix):
+    return msum(after.get(name, {}), prefix) - msum(before.get(name, {}), prefix)
+
+
+def run_figures(work, run, gateways):
+    d = load(os.path.join(work, f"{run}.drive.json"), {})
+    b = load(os.path.join(work, f"{run}.before.json"), {})
+    e = load(os.path.join(work, f"{run}.after.json"), {})
+    cold = sum(delta(b, e, g, 'cidgate_tier_bytes_total{tier="cold"}') for g in gateways)
+    served = {}
+    for g in gateways:
+        for k in set(e.get(g, {})) | set(b.get(g, {})):
+            m = re.fullmatch(r'cidgate_served_by_total\{tier="([^"]+)"\}', k)
+            if m:
+                served[m.group(1)] = served.get(m.group(1), 0) + delta(b, e, g, k)
+    responses = sum(served.values())
+    hits = sum(delta(b, e, g, "cidgate_cache_hits_total") for g in gateways)
+    misses = sum(delta(b, e, g, "cidgate_cache_misses_total") for g in gateways)
+    return {
+        "requests": d.get("requests", 0), "failed": d.get("failed", 0),
+        "wall_s": round(d.get("wall_s", 0), 2), "rps": round(d.get("rps", 0)),
+        "p50_ms": round(d.get("p50_ms", 0), 2), "p99_ms": round(d.get("p99_ms", 0), 2),
+        "by_gateway": d.get("by_gateway", {}), "status": d.get("status", {}),
+        "cold_bytes": int(cold),
+        "per_gateway_cold_bytes": {g: int(delta(b, e, g, 'cidgate_tier_bytes_total{tier="cold"}')) for g in gateways},
+        "hit_ratio": served.get("cache", 0) / responses if responses else 0.0,
+        "block_hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+        "served_by": {k: int(v) for k, v in sorted(served.items())},
+        "hot_requests": int(delta(b, e, "hot", "cidgate_requests_total")),
+        "provider_requests": int(delta(b, e, "prov", "cidgate_requests_total")),
+        "provider_bytes": int(delta(b, e, "prov", "cidgate_response_bytes_total")),
+    }
+
+
+def fmt_bytes(n):
+    return f"{n / (1024 * 1024):,.1f} MiB"
+
+
+def failure_figures(work, run):
+    d = load(os.path.join(work, f"{run}.drive.json"), {})
+    ev = load(os.path.join(work, f"{run}.events.json"), {})
+    recs = []
+    try:
+        with open(os.path.join(work, f"{run}.records.txt")) as f:
+            for line in f:
+                p = line.split()
+                recs.append((float(p[0]), float(p[1]), p[2] == "1", int(p[3]), p[4]))
+    except OSError:
+        pass
+    t_stop = ev.get("signal_at")
+    failed = [r for r in recs if not r[2]]
+    out = {"requests": len(recs), "failed": len(failed),
+           "failed_status": {}, "p50_ms": round(d.get("p50_ms", 0), 2), "p99_ms": round(d.get("p99_ms", 0), 2)}
+    for r in failed:
+        out["failed_status"][str(r[3])] = out["failed_status"].get(str(r[3]), 0) + 1
+    out.update({k: v for k, v in ev.items()})
+    if t_stop:
+        victim = ev.get("victim")
+        # time until the fleet serves everything again: from the signal to the end of the last
+        # failed request (0 when none failed)
+        out["recovery_s"] = round(max((r[1] for r in failed), default=t_stop) - t_stop, 3)
+        after = [r for r in recs if r[0] >= t_stop]
+        out["victim_requests_after_signal"] = sum(1 for r in after if r[4] == victim)
+        back = ev.get("restarted_at")
+        if back:
+            # back in the ring: the victim's first answer after its restart
+            first = min((r[0] for r in recs if r[0] >= back and r[4] == victim), default=None)
+            out["victim_back_after_restart_s"] = round(first - back, 3) if first else None
+            before_sig = [r for r in recs if r[0] < t_stop]
+            out["victim_share_before"] = round(sum(1 for r in before_sig if r[4] == victim) / max(1, len(before_sig)), 3)
+            ra = [r for r in recs if first and r[0] >= first]
+            out["victim_share_after_rejoin"] = round(sum(1 for r in ra if r[4] == victim) / max(1, len(ra)), 3) if ra else None
+    return out
+
+
+def report(a):
+    work = a.work
+    meta = load(a.meta, {})
+    man = load(os.path.join(work, "manifest.json"), {}).get("manifest", {})
+    gw3 = ["gw1", "gw2", "gw3"]
+    runs = {
+        "affinity": run_figures(work, "affinity", gw3),
+        "round_robin": run_figures(work, "roundrobin", gw3),
+        "single_3x": run_figures(work, "single", ["gw1"]),
+    }
+    join = {
+        "warm_replay_3": run_figures(work, "replay3", gw3),
+        "replay_with_gw4": run_figures(work, "replay4", gw3 + ["gw4"]),
+    }
+    sib = load(os.path.join(work, "sibling.json"), {})
+    fails = {"sigterm": failure_figures(work, "sigterm"), "kill9": failure_figures(work, "kill9")}
+    if os.path.exists(os.path.join(work, "hotdown.events.json")):
+        fails["hotdown"] = failure_figures(work, "hotdown")
+    S = runs["single_3x"]["cold_bytes"] or 1
+    A, R = runs["affinity"]["cold_bytes"], runs["round_robin"]["cold_bytes"]
+    goals = {
+        "affinity_within_10pct_of_single_3x": abs(A - S) <= 0.10 * S,
+        "round_robin_about_3x_single_3x": 2.5 <= R / S <= 3.5,
+        "sigterm_zero_failed": fails["sigterm"]["failed"] == 0,
+        "kill9_failed_bounded_by_open_connections":
+            fails["kill9"]["failed"] <= fails["kill9"].get("open_connections_at_kill", -1),
+    }
+    oh = man.get("one_hit_bytes", 0)
+    repeated = {k: r["cold_bytes"] - oh for k, r in runs.items()}
+    Sr = repeated["single_3x"] or 1
+    result = {"meta": meta, "content": man, "runs": runs, "join": join, "sibling_upper_bound": sib,
+              "failures": fails, "goals": goals,
+              "ratios": {"affinity_over_single_3x": A / S, "round_robin_over_single_3x": R / S,
+                         "repeated_content": {"one_hit_bytes": oh,
+                                              "affinity_over_single_3x": repeated["affinity"] / Sr,
+                                              "round_robin_over_single_3x": repeated["round_robin"] / Sr}}}
+    with open(a.prefix + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+
+    L = []
+    L.append(f"# Fleet harness ({meta.get('date', '')})\n")
+    L.append(f"`{meta.get('command', 'loadtest/fleet.sh')}` — {meta.get('version', '?')}, "
+             f"{meta.get('haproxy', '?')}, {meta.get('cpus', '?')} CPUs, wall time "
+             f"{meta.get('wall_s', '?')} s (QUICK={meta.get('quick', 0)}).\n")
+    L.append(f"Topology: load balancer, 3 cidgates (memory cache {meta.get('gw_cache')} each), one shared hot "
+             f"node (empty: every miss asks it, then the cold tier), one storage provider holding all content; "
+             f"each in its own network namespace on one bridge. Reference: one cidgate with "
+             f"{meta.get('single_cache')} behind the same balancer. Popularity (prewarm, promotion) off and "
+             f"the response cache off in every gateway, so that only the block cache and the routing differ.\n")
+    L.append(f"Workload: {man.get('requests', 0):,} requests ({meta.get('conns')} keep-alive connections), "
+             f"Zipf s={man.get('exponent')} over {man.get('catalogue_objects', 0):,} objects plus "
+             f"{man.get('one_hit_objects', 0):,} one-hit objects ({man.get('one_hit_share_of_requests', 0):.0%} of "
+             f"requests), {man.get('size_kib', [0, 0])[0]}–{man.get('size_kib', [0, 0])[1]} KiB, "
+             f"{man.get('dir_objects', 0)} of them directories of 2 files, {man.get('subdomain_share', 0):.0%} of "
+             f"requests in subdomain form; {man.get('distinct_requested', 0):,} distinct objects "
+             f"({fmt_bytes(man.get('distinct_requested_bytes', 0))} of blocks: the cold bytes of an unbounded cache; "
+             f"{fmt_bytes(man.get('one_hit_bytes', 0))} of them one-hit). "
+             f"The same list for every run.\n")
+    L.append("## Affinity vs round robin vs one gateway with 3× the cache\n")
+    L.append("| run | cold-tier bytes | × single-3x | fleet hit ratio | block hit ratio | hot-node requests | "
+             "provider bytes (CAR) | p50 ms | p99 ms | req/s | failed | requests per gateway |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in runs.items():
+        L.append(f"| {name} | {r['cold_bytes']:,} ({fmt_bytes(r['cold_bytes'])}) | {r['cold_bytes'] / S:.2f} | "
+                 f"{r['hit_ratio']:.3f} | {r['block_hit_ratio']:.3f} | {r['hot_requests']:,} | "
+                 f"{r['provider_bytes']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['rps']:,} | {r['failed']} | "
+                 f"{', '.join(f'{k} {v}' for k, v in sorted(r['by_gateway'].items()))} |")
+    L.append("\nFleet hit ratio: responses served from a gateway's memory cache / all responses "
+             "(`cidgate_served_by_total`, summed over the gateways). Block hit ratio: "
+             "`cidgate_cache_hits_total / (hits + misses)`. Cold-tier bytes: `cidgate_tier_bytes_total{tier=\"cold\"}` "
+             "summed over the gateways (verified block bytes); provider bytes: the provider's "
+             "`cidgate_response_bytes_total` (CAR framing included), as a cross-check. Latency: client-side, "
+             "to the last body byte, through the balancer.\n")
+    L.append("## Graceful stop and crash (affinity, steady load)\n")
+    L.append("| event | requests | failed | failed by status | open connections on the victim at the signal | "
+             "recovery s | victim back in the ring s after its restart | victim's share before → after |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for name, f in fails.items():
+        share = (f"{f.get('victim_share_before', '–')} → {f.get('victim_share_after_rejoin', '–')}"
+                 if "victim_share_before" in f else "–")
+        L.append(f"| {name} ({f.get('victim', '?')}) | {f['requests']:,} | {f['failed']} | {f['failed_status'] or '–'} | "
+                 f"{f.get('open_connections_at_kill', '–')} | {f.get('recovery_s', '–')} | "
+                 f"{f.get('victim_back_after_restart_s', '–')} | {share} |")
+    L.append("\nRecovery: from the signal to the end of the last failed request (0: none failed). Open "
+             "connections: HAProxy's `scur` of the victim just before the signal. The victim is started again "
+             "(empty cache) halfway through the load; \"back\" is the time from that restart to the first request it "
+             "answers, and its share after counts the requests from then on.\n")
+    hd = fails.get("hotdown")
+    if hd:
+        L.append(f"hotdown: the shared hot node was killed at 1/3 of the load and started again at 2/3. "
+                 f"Every gateway marked not ready at once (all `/readyz` 503): "
+                 f"{'seen' if hd.get('all_gateways_not_ready_seen') else 'not seen'}; requests served through the "
+                 f"liveness fallback (`gateways_alive`): {hd.get('fallback_requests', 0):,}; failed requests "
+                 f"{hd['failed']} of {hd['requests']:,}.\n")
+    j3, j4 = join["warm_replay_3"], join["replay_with_gw4"]
+    L.append("## Adding a 4th gateway (and what a sibling tier could save)\n")
+    L.append("After the affinity run, the warm fleet replays the same list once as it is (3 gateways), "
+             "and once more after gw4 (empty) joins the ring.\n")
+    L.append("| replay | cold-tier bytes | gw4's cold bytes | fleet hit ratio | requests per gateway |")
+    L.append("|---|---|---|---|---|")
+    for name, r in (("3 gateways, warm", j3), ("gw4 joined", j4)):
+        L.append(f"| {name} | {r['cold_bytes']:,} ({fmt_bytes(r['cold_bytes'])}) | "
+                 f"{r['per_gateway_cold_bytes'].get('gw4', 0):,} | {r['hit_ratio']:.3f} | "
+                 f"{', '.join(f'{k} {v}' for k, v in sorted(r['by_gateway'].items()))} |")
+    if sib:
+        L.append(f"\nKeys that moved to gw4: {sib.get('moved_keys', 0):,} of {sib.get('keys', 0):,} "
+                 f"({sib.get('moved_share', 0):.1%}). Of those, the previous owner still held "
+                 f"{sib.get('moved_held', 0):,} in its memory cache when gw4 joined "
+                 f"(HEAD `?format=raw` with `Cache-Control: only-if-cached` on the owner). Upper bound of what a "
+                 f"sibling tier (ask the previous owner before the hot node and the cold tier) could have saved: "
+                 f"{sib.get('saveable_bytes', 0):,} bytes ({fmt_bytes(sib.get('saveable_bytes', 0))}) = "
+                 f"{sib.get('saveable_share_of_replay_cold', 0):.1%} of the replay's cold-tier bytes, "
+                 f"{sib.get('saveable_share_of_affinity_cold', 0):.1%} of a full affinity run's. "
+                 f"It would add a round trip to every one of gw4's "
+                 f"{sib.get('gw4_misses_not_held', 0):,} misses the sibling could not answer, and to every "
+                 f"miss of every gateway after any future ring change.\n")
+    L.append("## Goals\n")
+    for k, v in goals.items():
+        L.append(f"- {k}: {'met' if v else 'MISSED'}")
+    L.append(f"\nRatios: affinity / single-3x cold bytes = {A / S:.3f}; round robin / single-3x = {R / S:.3f}. "
+             f"Without the one-hit objects' {oh:,} bytes (fetched exactly once by every configuration), "
+             f"on the content requested more than once: affinity / single-3x = {repeated['affinity'] / Sr:.3f}, "
+             f"round robin / single-3x = {repeated['round_robin'] / Sr:.3f}.")
+    for n in meta.get("notes", []):
+        L.append(f"\nNote: {n}")
+    text = "\n".join(L) + "\n"
+    with open(a.prefix + ".md", "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    print(f"\nfleet: affinity_cold_bytes={A} round_robin_cold_bytes={R} "
+          f"single_3x_cold_bytes={runs['single_3x']['cold_bytes']} sigterm_failed={fails['sigterm']['failed']} "
+          f"kill9_failed={fails['kill9']['failed']}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen")
+    g.add_argument("--out", required=True)
+    g.add_argument("--objects", type=int, default=1500)
+    g.add_argument("--requests", type=int, default=10000)
+    g.add_argument("--one-hit-share", type=float, default=0.2)
+    g.add_argument("--exponent", type=float, default=1.0)
+    g.add_argument("--dir-share", type=float, default=0.2)
+    g.add_argument("--subdomain-share", type=float, default=0.1)
+    g.add_argument("--subdomain-host", default="fleet.test")
+    g.add_argument("--min-kib", type=int, default=16)
+    g.add_argument("--max-kib", type=int, default=512)
+    g.add_argument("--seed", type=int, default=13)
+    d = sub.add_parser("drive")
+    d.add_argument("--lb", required=True)
+    d.add_argument("--list", required=True)
+    d.add_argument("--conns", type=int, default=24)
+    d.add_argument("--timeout", type=float, default=90)
+    d.add_argument("--seconds", type=float, default=0, help="loop over the list for this long (0: once)")
+    d.add_argument("--stop-file", default="", help="with --seconds: stop early when this file exists")
+    d.add_argument("--out", required=True)
+    d.add_argument("--records", default="")
+    s = sub.add_parser("scrape")
+    s.add_argument("--token", required=True)
+    s.add_argument("targets", nargs="+")
+    h = sub.add_parser("holding")
+    h.add_argument("--records", required=True)
+    h.add_argument("--gateway", action="append", required=True, help="NAME=HOST:PORT")
+    b = sub.add_parser("sibling")
+    b.add_argument("--work", required=True)
+    b.add_argument("--before", required=True, help="records of the run that warmed the fleet")
+    b.add_argument("--after", required=True, help="records of the replay after the join")
+    b.add_argument("--holding", required=True)
+    b.add_argument("--new", default="gw4")
+    x = sub.add_parser("haproxy")
+    x.add_argument("--socket", required=True)
+    x.add_argument("command", nargs="+")
+    r = sub.add_parser("report")
+    r.add_argument("--work", required=True)
+    r.add_argument("--meta", required=True)
+    r.add_argument("--prefix", required=True)
+    a = p.parse_args()
+    {"gen": gen, "drive": drive, "scrape": scrape, "holding": holding, "sibling": sibling, "haproxy": haproxy, "report": report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
