@@ -300,6 +300,15 @@ impl AdminClient {
         Ok(v["target"].as_str().unwrap_or("the hot layer").to_string())
     }
 
+    /// `POST /admin/retrievability/{cid}`: checks (and repairs) the root now.
+    pub async fn check(&self, cid: &str) -> Result<crate::retrievability::RootRecord, ClientError> {
+        self.send_json(self.request(
+            reqwest::Method::POST,
+            &format!("/admin/retrievability/{cid}"),
+        ))
+        .await
+    }
+
     /// `DELETE /admin/pins/{cid}`: whether something was unpinned.
     pub async fn pin_rm(&self, cid: &str) -> Result<bool, ClientError> {
         let v: serde_json::Value = self

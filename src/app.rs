@@ -871,6 +871,29 @@ async fn serve_opened(
         url: crate::config::mask_url(&config.hot.url),
         breaker: source.hot_breaker(),
     };
+    let checker = if config.retrieval_checks.enabled {
+        let remote_pins = (config.hot.backend != crate::config::HotBackend::Embedded
+            || !config.hot.cluster_url.is_empty())
+        .then(|| hot_pins(&config, &store))
+        .transpose()?;
+        let checker = crate::retrievability::Checker::new(
+            crate::retrievability::Places {
+                store: store.clone(),
+                source: source.clone(),
+                upstreams: source.upstreams(),
+                hot_node: source.hot_node(),
+                hot_pins: remote_pins,
+                promoter: popularity.as_ref().map(|p| p.promoter.clone()),
+                cold: cold.clone(),
+            },
+            config.retrieval_checks.clone(),
+            metrics.clone(),
+        )?;
+        checker.spawn(shutdown.clone());
+        Some(checker)
+    } else {
+        None
+    };
     let pinset = match config.gateway.serve {
         crate::config::ServeMode::Pinned => {
             let promoter = popularity.as_ref().map(|p| p.promoter.clone());
@@ -915,6 +938,7 @@ async fn serve_opened(
             metrics.clone(),
         )
         .with_cold(cold.clone())
+        .with_checker(checker.clone())
         .with_popularity(popularity.clone())?
         .with_gateway_addr(public_addr)
         .with_public(scheme, public_addr)

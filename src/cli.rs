@@ -283,6 +283,47 @@ pub fn error_report<'a>(chain: impl IntoIterator<Item = &'a (dyn Error + 'static
     out
 }
 
+/// The outcome of `cidgate check`: the root's state, then one line per place.
+pub fn check_report(r: &crate::retrievability::RootRecord) -> String {
+    use crate::retrievability::{PlaceKind, RootState};
+    let providers = r
+        .places
+        .iter()
+        .filter(|p| p.ok && p.kind == PlaceKind::Provider)
+        .count();
+    let summary = match r.state {
+        RootState::Healthy => format!("retrievable from the hot layer and {providers} provider(s)"),
+        RootState::UnderReplicated => {
+            format!("retrievable from the hot layer, but only {providers} provider(s): flagged")
+        }
+        RootState::ColdOnly => {
+            format!("not in the hot layer; retrievable from {providers} provider(s)")
+        }
+        RootState::Unretrievable => "retrievable from no place".to_string(),
+    };
+    let mut out = format!("{}: {} ({summary})\n", r.root, r.state.as_str());
+    if r.places.is_empty() {
+        out.push_str("  no place to check: not pinned here, and no provider named it\n");
+    }
+    let width = r.places.iter().map(|p| p.place.len()).max().unwrap_or(0);
+    for p in &r.places {
+        let ttfb = p
+            .ttfb_ms
+            .map(|ms| format!(" {ms:.0} ms"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<width$}  {:<6}{ttfb}  {}\n",
+            p.place,
+            if p.ok { "ok" } else { "FAILED" },
+            p.detail
+        ));
+        if let Some(rep) = &p.repaired {
+            out.push_str(&format!("  {:<width$}  repaired: {rep}\n", ""));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

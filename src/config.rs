@@ -63,6 +63,48 @@ pub struct Config {
     pub dnslink: DnslinkConfig,
     /// Content blocking (IPIP-383 compact denylists).
     pub denylist: DenylistConfig,
+    /// Continuous checks that every pin can be retrieved, and repairs.
+    pub retrieval_checks: RetrievalChecksConfig,
+}
+
+/// `[retrieval_checks]`: every pinned root is checked on a schedule (the store's blocks are
+/// re-read and hashed, the hot layer asked, each storage provider sampled) and repaired where
+/// possible.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalChecksConfig {
+    /// Run the checks in the background.
+    pub enabled: bool,
+    /// How often each pinned root is checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Roots checked at the same time.
+    pub max_concurrent: u32,
+    /// Store bytes re-read per second by the scrub (bounds its I/O).
+    pub bytes_per_second: bytesize::ByteSize,
+    /// Providers asked per root and check.
+    pub max_providers: u32,
+    /// Content retrievable from fewer providers than this is flagged.
+    pub min_providers: u32,
+    /// Bytes of a file asked for with `entity-bytes` when a provider is sampled.
+    pub sample_bytes: bytesize::ByteSize,
+    /// Checks kept per provider for its success rate.
+    pub window: u32,
+}
+
+impl Default for RetrievalChecksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(6 * 3600),
+            max_concurrent: 2,
+            bytes_per_second: bytesize::ByteSize::mib(8),
+            max_providers: 8,
+            min_providers: 1,
+            sample_bytes: bytesize::ByteSize::kib(64),
+            window: 100,
+        }
+    }
 }
 
 /// `[denylist]`: IPIP-383 compact denylists, from local files and subscriptions.
@@ -890,6 +932,17 @@ impl Config {
             return bad(
                 "gateway.access_tokens",
                 "each token must be at least 16 printable characters without spaces",
+            );
+        }
+        let rc = &self.retrieval_checks;
+        if rc.interval.is_zero()
+            || rc.max_concurrent == 0
+            || rc.bytes_per_second.as_u64() == 0
+            || rc.window == 0
+        {
+            return bad(
+                "retrieval_checks.interval",
+                "interval, max_concurrent, bytes_per_second and window must be more than zero",
             );
         }
         if self.server.drain_delay > Duration::from_secs(600) {

@@ -17,6 +17,7 @@ pub mod ipld;
 pub mod ipns;
 pub mod path_encoding;
 pub mod popularity;
+pub mod retrievability;
 pub mod sample;
 pub mod server;
 pub mod telemetry;

@@ -122,6 +122,15 @@ enum Command {
         #[arg(required = true, value_name = "CID")]
         cids: Vec<String>,
     },
+    /// Check that a root can be retrieved, now: the store's blocks re-read and hashed, the hot
+    /// layer asked, every storage provider sampled (verified); repairs what it can.
+    ///
+    /// Goes through the running server when one holds the data directory. Exits 0 when the
+    /// root is retrievable from at least one place, 1 when it is not.
+    Check {
+        /// Root CID (pinned or not).
+        cid: String,
+    },
     /// Write a CARv1 of a stored DAG (through the running server when one holds the store).
     Export {
         /// Root CID, optionally followed by a path (CID/a/b).
@@ -270,6 +279,20 @@ async fn run(
             }
             Ok(())
         }
+        Command::Check { cid } => {
+            let root: Cid = cid
+                .parse()
+                .with_context(|| format!("invalid CID {cid:?}"))?;
+            let record = match target(&config, admin.as_deref())? {
+                Target::Server(client) => client.check(&cid).await?,
+                Target::Store(store) => check_here(&config, store, root).await?,
+            };
+            print!("{}", cli::check_report(&record));
+            if !record.state.retrievable() {
+                anyhow::bail!("{cid} is not retrievable from any place");
+            }
+            Ok(())
+        }
         Command::Prewarm { cids } => {
             for c in &cids {
                 check_cid(c)?;
@@ -286,6 +309,41 @@ fn check_cid(cid: &str) -> anyhow::Result<()> {
 
 /// Where a command's blocks go or come from: the store, opened here, or the running server
 /// that holds it.
+/// `cidgate check` without a running server: the tiers the configuration names, built here.
+async fn check_here(
+    config: &Config,
+    store: LocalStore,
+    root: Cid,
+) -> anyhow::Result<cidgate::retrievability::RootRecord> {
+    use cidgate::config::HotBackend;
+    let metrics = cidgate::telemetry::Metrics::new();
+    let cold = cidgate::app::cold_tier(config, &store, &metrics)?;
+    let source = cidgate::app::tiered_source(
+        config,
+        store.clone(),
+        metrics.clone(),
+        cold.clone(),
+        cidgate::denylist::DenylistHandle::default(),
+    )?;
+    let remote = config.hot.backend != HotBackend::Embedded || !config.hot.cluster_url.is_empty();
+    let checker = cidgate::retrievability::Checker::new(
+        cidgate::retrievability::Places {
+            store: store.clone(),
+            source: source.clone(),
+            upstreams: source.upstreams(),
+            hot_node: source.hot_node(),
+            hot_pins: remote
+                .then(|| cidgate::app::hot_pins(config, &store))
+                .transpose()?,
+            promoter: None,
+            cold,
+        },
+        config.retrieval_checks.clone(),
+        metrics,
+    )?;
+    Ok(checker.check(root).await?)
+}
+
 enum Target {
     Store(LocalStore),
     Server(AdminClient),

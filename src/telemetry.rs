@@ -68,6 +68,22 @@ pub struct ActionLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of retrievability checks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// store, hot, provider.
+    pub place: &'static str,
+    /// ok, failed, repaired.
+    pub result: &'static str,
+}
+
+/// Label of a root's retrievability state, or of a repair's kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state (or kind).
+    pub state: &'static str,
+}
+
 /// Label of the in-flight work gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkKind {
@@ -270,6 +286,14 @@ pub struct Metrics {
     pub served_by: Family<TierName, Counter>,
     /// Popularity actions by outcome.
     pub popularity_actions: Family<ActionLabels, Counter>,
+    /// Retrievability checks by place and result.
+    pub retrieval_checks: Family<CheckLabels, Counter>,
+    /// Pinned roots by retrievability state.
+    pub retrievability_roots: Family<StateLabel, Gauge>,
+    /// Per provider, the share of checks it passed over the window.
+    pub provider_check_success: Family<ProviderName, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Repairs by kind (store_block, hot_pin).
+    pub repairs: Family<StateLabel, Counter>,
     /// CIDs the popularity tracker holds.
     pub popularity_tracked: Gauge,
     /// FIL spent on retrievals.
@@ -360,6 +384,10 @@ impl Metrics {
             cold_deals: Family::default(),
             served_by: Family::default(),
             popularity_actions: Family::default(),
+            retrieval_checks: Family::default(),
+            retrievability_roots: Family::default(),
+            provider_check_success: Family::default(),
+            repairs: Family::default(),
             popularity_tracked: Gauge::default(),
             cold_spend: Counter::default(),
             cold_budget_remaining: Gauge::default(),
@@ -558,6 +586,26 @@ impl Metrics {
             "popularity_actions",
             "Prewarms, promotions, demotions, pins and prefetches by outcome",
             m.popularity_actions.clone(),
+        );
+        registry.register(
+            "retrieval_checks",
+            "Retrievability checks by place (store, hot, provider) and result",
+            m.retrieval_checks.clone(),
+        );
+        registry.register(
+            "retrievability_roots",
+            "Pinned roots by retrievability state",
+            m.retrievability_roots.clone(),
+        );
+        registry.register(
+            "provider_check_success_ratio",
+            "Share of retrievability checks each storage provider passed over the window",
+            m.provider_check_success.clone(),
+        );
+        registry.register(
+            "repairs",
+            "Repairs by kind: store blocks rewritten, hot-layer pins pushed again",
+            m.repairs.clone(),
         );
         registry.register(
             "popularity_tracked",

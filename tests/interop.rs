@@ -739,3 +739,77 @@ async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims
     }
     assert_eq!(pin_type(content).await, None);
 }
+
+/// Retrievability against real peers: the operator's pin lives in the Kubo-RPC node and the
+/// trustless-provider peer serves the same DAG. `cidgate check` finds both good; the node loses
+/// the pin (`pin/rm` behind cidgate's back) and the check pushes it again; the provider is
+/// killed and the check names it, exiting 0 while the hot layer still serves the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ../shared/peers (run by .ci/run)"]
+async fn retrievability_checks_repair_a_lost_kubo_pin_and_name_a_dead_provider() {
+    const MIXED: &str = "bafybeidh6k2vzukelqtrjsmd4p52cpmltd2ufqrdtdg6yigi73in672fwu";
+    let car = "trustless_gateway_car/subdir-with-mixed-block-files.car";
+    let kubo = KuboNode::start().await;
+    let (mut provider, peer_url) = trustless_provider(&[car]).await;
+    // The gateway's own store holds the DAG too (so the pin is pushed from it).
+    let g = Server::start_with(
+        &[car],
+        &[
+            ("CIDGATE_HOT__BACKEND", "kubo"),
+            ("CIDGATE_HOT__URL", kubo.api.as_str()),
+            ("CIDGATE_HOT__TIMEOUT", "5s"),
+            ("CIDGATE_COLD__PROVIDERS", peer_url.as_str()),
+        ],
+        &[],
+    );
+    let r = client()
+        .post(format!("{}/admin/pins/{MIXED}", g.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let check = || {
+        let out = Command::new(common::bin())
+            .args(["--admin", &g.admin, "check", MIXED])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with(&format!("{MIXED}: healthy")), "{text}");
+    assert!(text.contains("kubo") && text.contains(&peer_url), "{text}");
+
+    // The node loses the pin: the check pushes it again.
+    let rm = client()
+        .post(format!("{}/api/v0/pin/rm?arg={MIXED}", kubo.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(rm.status().is_success());
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("repaired: pin"), "{text}");
+    let ls = client()
+        .post(format!(
+            "{}/api/v0/pin/ls?arg={MIXED}&type=recursive",
+            kubo.api
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(ls.status().is_success(), "pinned again");
+
+    // The provider dies: named, flagged, and the root is still retrievable from the node.
+    let _ = provider.kill();
+    let _ = provider.wait();
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("under_replicated") && text.contains("FAILED"),
+        "{text}"
+    );
+}

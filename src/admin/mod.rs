@@ -38,6 +38,8 @@ pub struct Admin {
     loopback_only: bool,
     metrics: Arc<Metrics>,
     cold: Option<Arc<ColdTier>>,
+    /// Retrievability checks, when on.
+    checker: Option<Arc<crate::retrievability::Checker>>,
     popularity: Option<Arc<Popularity>>,
     started: std::time::Instant,
     /// Traffic samples for the status page (bounded: an hour at one per 10 s).
@@ -86,6 +88,7 @@ impl Admin {
             loopback_only,
             metrics,
             cold: None,
+            checker: None,
             popularity: None,
             started: std::time::Instant::now(),
             history: std::sync::Mutex::new(std::collections::VecDeque::new()),
@@ -238,6 +241,54 @@ impl Admin {
         self
     }
 
+    /// Answers `/admin/retrievability` with `checker`.
+    pub fn with_checker(mut self, checker: Option<Arc<crate::retrievability::Checker>>) -> Self {
+        self.checker = checker;
+        self
+    }
+
+    /// The checker's report, optionally only what fails.
+    pub fn retrievability(&self) -> Option<crate::retrievability::Report> {
+        self.checker.as_ref().map(|c| c.report(false))
+    }
+
+    /// `GET /admin/retrievability[?failing=true]`, `POST /admin/retrievability/{cid}` (check now).
+    async fn retrievability_api(
+        &self,
+        req: &Request<Incoming>,
+        rest: Option<&str>,
+    ) -> Result<Response<Body>, (StatusCode, String)> {
+        let Some(checker) = &self.checker else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "retrieval checks are off (retrieval_checks.enabled = false)".into(),
+            ));
+        };
+        match (req.method(), rest) {
+            (&Method::GET, None) => {
+                let failing = req.uri().query().is_some_and(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .any(|(k, v)| k == "failing" && (v == "true" || v == "1"))
+                });
+                Ok(json(StatusCode::OK, &checker.report(failing)))
+            }
+            (&Method::POST, Some(cid)) => {
+                // It fetches from every provider: an operator's act, as writes are.
+                self.authorized(req)?;
+                let cid = cid::Cid::try_from(cid)
+                    .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid CID {cid:?}: {e}")))?;
+                match checker.check(cid).await {
+                    Ok(record) => Ok(json(StatusCode::OK, &record)),
+                    Err(e @ crate::retrievability::CheckError::Busy(_)) => {
+                        Err((StatusCode::CONFLICT, e.to_string()))
+                    }
+                    Err(e) => Err(internal(e)),
+                }
+            }
+            _ => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
+        }
+    }
+
     fn authorized(&self, req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
         if self.token.is_empty() {
             return if self.loopback_only {
@@ -281,6 +332,13 @@ impl Admin {
         if let Some(rest) = path.strip_prefix("/admin/pins/") {
             let rest = rest.to_string();
             return self.pin_write(req, &rest).await;
+        }
+        if path == "/admin/retrievability" {
+            return self.retrievability_api(&req, None).await;
+        }
+        if let Some(rest) = path.strip_prefix("/admin/retrievability/") {
+            let rest = rest.to_string();
+            return self.retrievability_api(&req, Some(&rest)).await;
         }
         if let Some(rest) = path.strip_prefix("/admin/export/") {
             if req.method() != Method::GET {

@@ -426,6 +426,7 @@ impl Admin {
             providers,
             spend_today,
             daily_budget,
+            retrievability: self.retrievability(),
         }
     }
 }

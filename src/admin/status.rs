@@ -51,6 +51,8 @@ pub struct StatusSnapshot {
     pub spend_today: f64,
     /// Daily FIL budget (0 when none is configured).
     pub daily_budget: f64,
+    /// Retrievability of the pins, when the checks are on.
+    pub retrievability: Option<crate::retrievability::Report>,
 }
 
 /// The hot node's health.
@@ -309,6 +311,9 @@ pub fn render(s: &StatusSnapshot) -> String {
                 (pins_section(s))
                 (events_section(s))
                 (providers_section(s))
+                @if let Some(r) = &s.retrievability {
+                    (retrievability_section(r, s.public_base.as_deref()))
+                }
                 script { (PreEscaped(SCRIPT)) }
             }
         }
@@ -683,6 +688,73 @@ fn events_section(s: &StatusSnapshot) -> Markup {
     }
 }
 
+fn retrievability_section(r: &crate::retrievability::Report, base: Option<&str>) -> Markup {
+    let failing: Vec<_> = r.roots.iter().filter(|x| x.failing()).take(20).collect();
+    html! {
+        h2 { "Retrievability" }
+        p {
+            @for (state, n) in &r.states {
+                span class=(if *state == "healthy" { "ok" } else if *n > 0 { "bad-text" } else { "" }) {
+                    (state) ": " (n)
+                }
+                " · "
+            }
+            (r.roots.len()) " roots checked"
+        }
+        table {
+            thead { tr { th { "root" } th { "state" } th { "checked" } th { "failing places" } } }
+            tbody {
+                @if failing.is_empty() {
+                    tr { td.none colspan="4" { "every checked root is retrievable from the hot layer and enough providers" } }
+                }
+                @for root in &failing {
+                    tr {
+                        td { (cid_link(base, &root.root, true)) }
+                        td.bad-text { (root.state.as_str()) }
+                        td.num { (rfc3339(root.checked_at as u64)) }
+                        td {
+                            @for p in root.places.iter().filter(|p| !p.ok) {
+                                code { (p.place) } ": " (p.detail) br;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !r.events.is_empty() {
+            table {
+                thead { tr { th { "time" } th { "repair or flag" } th { "root" } th { "detail" } } }
+                tbody {
+                    @for e in r.events.iter().take(20) {
+                        tr {
+                            td.num { (rfc3339(e.at as u64)) }
+                            td { (e.kind) }
+                            td { (cid_link(base, &e.root, true)) }
+                            td { (e.detail) }
+                        }
+                    }
+                }
+            }
+        }
+        table {
+            thead { tr { th { "provider" } th { "checks passed" } th { "checks" } th { "last error" } } }
+            tbody {
+                @if r.providers.is_empty() {
+                    tr { td.none colspan="4" { "no provider checked yet" } }
+                }
+                @for p in &r.providers {
+                    tr {
+                        td { code { (crate::config::mask_url(&p.url)) } }
+                        td.num { (format!("{:.0} %", p.success_rate * 100.0)) }
+                        td.num { (p.checks) }
+                        td { @if let Some(e) = &p.last_error { (e) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Green without failures, amber with some, red once failures outnumber successes.
 fn health_class(p: &ProviderHealth) -> &'static str {
     if p.failures == 0 {
@@ -919,6 +991,29 @@ mod tests {
             ],
             spend_today: 0.25,
             daily_budget: 1.0,
+            retrievability: Some(crate::retrievability::Report {
+                roots: vec![crate::retrievability::RootRecord {
+                    root: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy".into(),
+                    state: crate::retrievability::RootState::UnderReplicated,
+                    checked_at: 1_700_000_000.0,
+                    last_success: Some(1_700_000_000.0),
+                    last_failure: Some(1_700_000_000.0),
+                    last_error: Some("http://p: answered 502".into()),
+                    places: vec![crate::retrievability::PlaceResult {
+                        place: "http://p".into(),
+                        kind: crate::retrievability::PlaceKind::Provider,
+                        ok: false,
+                        detail: "answered 502".into(),
+                        ttfb_ms: Some(3.0),
+                        repaired: None,
+                    }],
+                }],
+                providers: Vec::new(),
+                events: Vec::new(),
+                states: [("healthy", 0), ("under_replicated", 1)]
+                    .into_iter()
+                    .collect(),
+            }),
         }
     }
 
@@ -945,6 +1040,7 @@ mod tests {
             "Pins",
             "Pin events",
             "Storage providers (cold tier)",
+            "Retrievability",
         ] {
             assert_eq!(
                 html.matches(&format!("<h2>{heading}</h2>")).count(),
@@ -952,7 +1048,8 @@ mod tests {
                 "{heading}"
             );
         }
-        assert_eq!(html.matches("<h2>").count(), 6);
+        assert_eq!(html.matches("<h2>").count(), 7);
+        assert!(html.contains("answered 502"), "a failing place is shown");
         // The 4xx series has a gap: two runs.
         assert!(html.matches("<polyline class=\"s1\"").count() >= 2);
         assert!(html.contains("p99 79 ms"), "latest p99 in the aria label");

@@ -352,6 +352,18 @@ impl LocalStore {
         self.writer.lock().await
     }
 
+    /// Writes a verified block over whatever the store holds under its multihash (a repair of a
+    /// missing or corrupt block), durably.
+    pub fn rewrite_block(&self, block: &Block) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(BLOCKS)?;
+            table.insert(block.cid().hash().to_bytes().as_slice(), &block.data()[..])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Pins `cid` (replacing an existing record's reason only when an operator pins it).
     pub fn pin(
         &self,

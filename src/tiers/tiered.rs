@@ -413,6 +413,20 @@ impl TieredSource {
         &self.cache
     }
 
+    /// The remote hot node, if any (retrievability checks ask it directly).
+    pub fn hot_node(&self) -> Option<Arc<dyn BlockSource>> {
+        self.remote.clone()
+    }
+
+    /// Where a block can come from besides this machine: the hot node, then the cold tier.
+    pub fn upstreams(&self) -> Vec<Arc<dyn BlockSource>> {
+        self.remote
+            .iter()
+            .chain(self.cold.iter())
+            .cloned()
+            .collect()
+    }
+
     /// The remote hot node's circuit breaker.
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker

@@ -129,6 +129,16 @@ impl ColdTier {
         self.discovery.set_static_providers(providers);
     }
 
+    /// The providers discovery names for `cid` (static list, IPNI, routing v1).
+    pub async fn candidates(&self, cid: &Cid) -> Result<Vec<discovery::Candidate>, TierError> {
+        Ok(self.discovery.find(cid).await?.as_ref().clone())
+    }
+
+    /// The HTTP client providers are asked with.
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// Saves provider scores and spend (periodically and at shutdown).
     pub fn save(&self) {
         self.book.save();
