@@ -243,13 +243,23 @@ async fn a_slow_provider_is_hedged_and_scores_survive_a_restart() {
     assert_eq!(r.text().await.unwrap(), "small and cold\n");
     let m = metrics(&g).await;
     assert_eq!(metric_sum(&m, "cidgate_cold_hedges_total", ""), 1.0);
-    let report = providers_report(&g).await;
-    assert!(
-        provider_entry(&report, &p.url)["successes"]
+    // The provider's success is counted when its stream ends, which may be a moment after the
+    // client has the whole file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = providers_report(&g).await;
+        let ok = provider_entry(&report, &p.url)["successes"]
             .as_u64()
-            .unwrap()
-            >= 1
-    );
+            .unwrap_or(0);
+        if ok >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no success counted: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Scores are saved at shutdown and loaded at start.
     g.terminate();

@@ -74,7 +74,8 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
              [server]\nsubdomain_hosts = [\"localhost\"]\n\n\
              [cold]\nproviders = [\"{}\"]\n\n\
              [dnslink.names]\n\"pinned.example.org\" = \"/ipfs/{pinned}\"\n\
-             \"dropped.example.org\" = \"/ipfs/{dropped}\"\n",
+             \"dropped.example.org\" = \"/ipfs/{dropped}\"\n\
+             \"deep.example.org\" = \"/ipfs/{far_root}/index.html\"\n",
             counted.url
         ),
     )
@@ -127,6 +128,9 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
         assert_eq!(st, 403, "{path}: {body}");
         assert!(!cc.contains("immutable"), "{path}: {cc}");
     }
+    // A DNSLink site inside an unpinned root: refused before its directory is resolved.
+    let (st, _, body) = get(&s, "deep.example.org", "/", &[]).await;
+    assert_eq!(st, 403, "{body}");
     assert_eq!(
         counted.requests.load(Ordering::SeqCst),
         0,

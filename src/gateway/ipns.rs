@@ -105,7 +105,7 @@ pub async fn respond(
     let site = if isolated {
         // A site's `_redirects` and rewrites are relative to the site's own root, which may be
         // a directory inside the CID the name points at.
-        site_root(gw, &resolution.path).await?
+        site_root(gw, parts, &resolution.path).await?
     } else {
         resolution.path.clone()
     };
@@ -141,7 +141,7 @@ pub async fn respond(
 }
 
 /// `/ipfs/{cid}` of the directory an `/ipfs/{root}/a/b` value names.
-async fn site_root(gw: &Gateway, path: &str) -> Result<String, GatewayError> {
+async fn site_root(gw: &Gateway, head: &Parts, path: &str) -> Result<String, GatewayError> {
     let mut parts = path
         .trim_start_matches("/ipfs/")
         .split('/')
@@ -153,6 +153,8 @@ async fn site_root(gw: &Gateway, path: &str) -> Result<String, GatewayError> {
     }
     let root = cid::Cid::try_from(root)
         .map_err(|e| GatewayError::BadGateway(format!("the name points at {path:?}: {e}")))?;
+    // A dedicated gateway reads nothing of a root it does not serve, not even to find a site.
+    gw.admit_cid(&root, request::token_of(head).as_deref())?;
     let resolved = gw.resolve(root, &segments).await?;
     Ok(format!("/ipfs/{}", resolved.target))
 }

@@ -151,17 +151,23 @@ impl Gateway {
     /// and it holds no access token; `Ok(true)` when only its token lets it through (the answer
     /// must then stay private). Nothing is fetched before this says yes.
     fn admit(&self, req: &GatewayRequest) -> Result<bool, GatewayError> {
+        self.admit_cid(&req.root, req.access_token.as_deref())
+    }
+
+    /// [`Gateway::admit`] for `root` and the request's `token`, for readers that start before
+    /// a request is parsed (the directory a name's value points into).
+    pub(crate) fn admit_cid(&self, root: &Cid, token: Option<&str>) -> Result<bool, GatewayError> {
         let Some(d) = &self.dedicated else {
             return Ok(false);
         };
-        let pinned = d.pinset.contains(&req.root).map_err(|e| {
+        let pinned = d.pinset.contains(root).map_err(|e| {
             tracing::warn!(error = %e, "pinset index unreadable");
             GatewayError::Unavailable("the pinset cannot be read right now".into())
         })?;
         if pinned {
             return Ok(false);
         }
-        let token_ok = req.access_token.as_deref().is_some_and(|t| {
+        let token_ok = token.is_some_and(|t| {
             d.tokens
                 .iter()
                 .any(|k| crate::constant_time_eq(k.as_bytes(), t.as_bytes()))
@@ -170,9 +176,8 @@ impl Gateway {
             return Ok(true);
         }
         Err(GatewayError::Forbidden(format!(
-            "{} is not pinned on this gateway, which serves only content pinned here{}",
-            req.root,
-            if req.access_token.is_some() {
+            "{root} is not pinned on this gateway, which serves only content pinned here{}",
+            if token.is_some() {
                 " (the access token is not valid)"
             } else {
                 " (an access token lets its holder fetch any CID)"

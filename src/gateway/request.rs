@@ -226,6 +226,17 @@ pub fn parse_path(
     })
 }
 
+/// The access token of a request read straight from its head (for checks made before the
+/// request is parsed): `Authorization: Bearer …`, else `?token=…`.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    let query: Option<String> = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    access_token(parts, query.as_deref())
+}
+
 /// The access token of a request: `Authorization: Bearer …`, else `?token=…`.
 fn access_token(parts: &Parts, query: Option<&str>) -> Option<String> {
     let header = parts
