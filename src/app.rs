@@ -903,7 +903,7 @@ async fn serve_opened(
                 Box::new(move || {
                     promoter
                         .as_ref()
-                        .map(|p| p.pinned_roots())
+                        .map(|p| p.operator_roots())
                         .unwrap_or_default()
                 }),
             )?;

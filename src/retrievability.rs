@@ -410,7 +410,13 @@ impl Checker {
             .iter()
             .filter(|p| p.ok && p.kind == PlaceKind::Provider)
             .count() as u32;
-        let state = RootState::of(hot_ok, providers_ok, self.config.min_providers);
+        // Without a cold tier there is no provider to count: the hot layer is all there is.
+        let min_providers = if self.places.cold.is_some() {
+            self.config.min_providers
+        } else {
+            0
+        };
+        let state = RootState::of(hot_ok, providers_ok, min_providers);
         let at = now();
         for p in &places {
             let result = match (&p.repaired, p.ok) {
@@ -493,8 +499,7 @@ impl Checker {
                 &root,
                 "flagged",
                 format!(
-                    "retrievable from {providers_ok} provider(s), fewer than retrieval_checks.min_providers = {}",
-                    self.config.min_providers
+                    "retrievable from {providers_ok} provider(s), fewer than retrieval_checks.min_providers = {min_providers}"
                 ),
             ),
             RootState::Unretrievable => self.event(
@@ -774,8 +779,11 @@ impl Checker {
     /// `entity-bytes` as a CAR; both verified.
     async fn sample_provider(&self, url: &str, root: Cid, sample: Cid) -> PlaceResult {
         let base = url.trim_end_matches('/');
+        // Shown and kept with credentials masked (errors quote the URL too).
+        let shown = crate::config::mask_url(base);
+        let mask = |detail: String| detail.replace(base, &shown);
         let mut result = PlaceResult {
-            place: base.to_string(),
+            place: shown.clone(),
             kind: PlaceKind::Provider,
             ok: false,
             detail: String::new(),
@@ -794,7 +802,7 @@ impl Checker {
         match raw.and_then(|b| Block::verified(sample, b).map_err(|e| e.to_string())) {
             Ok(_) => {}
             Err(e) => {
-                result.detail = format!("block {sample}: {e}");
+                result.detail = mask(format!("block {sample}: {e}"));
                 return result;
             }
         }
@@ -815,7 +823,7 @@ impl Checker {
                 result.detail =
                     format!("block {sample} and the first {n} bytes ({blocks} blocks) verified");
             }
-            Err(e) => result.detail = format!("entity-bytes 0:{}: {e}", n - 1),
+            Err(e) => result.detail = mask(format!("entity-bytes 0:{}: {e}", n - 1)),
         }
         result
     }

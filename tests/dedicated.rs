@@ -72,6 +72,8 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
         format!(
             "[gateway]\nserve = \"pinned\"\naccess_tokens = [\"{TOKEN}\"]\n\n\
              [server]\nsubdomain_hosts = [\"localhost\"]\n\n\
+             [popularity]\ninterval = \"200ms\"\nprewarm_threshold = 1.5\n\
+             promote_threshold = 3.0\ndemote_threshold = 1.0\n\n\
              [cold]\nproviders = [\"{}\"]\n\n\
              [dnslink.names]\n\"pinned.example.org\" = \"/ipfs/{pinned}\"\n\
              \"dropped.example.org\" = \"/ipfs/{dropped}\"\n\
@@ -214,6 +216,18 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
     .await;
     assert_eq!(st, 403);
     assert!(body.contains("not valid"), "{body}");
+    // A token holder's demand promotes nothing into the pinset (promotions never widen it).
+    for _ in 0..6 {
+        let (st, _, _) = get(
+            &s,
+            ip,
+            &format!("/ipfs/{dropped}/index.html"),
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // Without the token again: still refused (the token holder's answer was not cached).
     let (st, _, _) = get(&s, ip, &format!("/ipfs/{dropped}/index.html"), &[]).await;
     assert_eq!(st, 403);
@@ -233,6 +247,10 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
         .unwrap();
     assert_eq!(r.status(), 200);
     eventually(&s, &format!("/ipfs/{pinned}/index.html"), 403).await;
+    // Its earlier demand does not bring it back by promotion.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (st, _, _) = get(&s, ip, &format!("/ipfs/{pinned}/index.html"), &[]).await;
+    assert_eq!(st, 403, "an unpinned site stays unserved");
     let (st, _, _) = get(&s, "pinned.example.org", "/index.html", &[]).await;
     assert_eq!(st, 403, "the response cache forgot it too");
 }

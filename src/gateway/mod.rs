@@ -328,7 +328,11 @@ impl Gateway {
                 .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
             return resp;
         }
-        if let (Some(cache), Some(key)) = (&self.responses, key) {
+        // An answer that raced a denylist or pinset change is not kept: it was admitted under
+        // rules that may no longer hold, and the cache is consulted before any rule.
+        let unchanged = self.denylist.generation() == generation
+            && self.dedicated.as_ref().map_or(0, |d| d.pinset.generation()) == pinset;
+        if let (Some(cache), Some(key), true) = (&self.responses, key, unchanged) {
             cache.put(key, &resp);
         }
         resp
@@ -418,7 +422,10 @@ impl Gateway {
         let token_only = self.admit(req)?;
         let mut resp = self.ipfs_format(req).await?;
         if token_only {
+            // Not counted as demand either: a token holder's interest must not get content
+            // promoted into the pins, which would open it to everyone.
             resp.extensions_mut().insert(TokenOnly);
+            return Ok(resp);
         }
         let segments = (resp.status() == StatusCode::PARTIAL_CONTENT).then(|| req.segments.clone());
         resp.extensions_mut().insert(ServedContent {

@@ -225,9 +225,18 @@ impl Promoter {
 
     /// Roots pinned in the hot layer by this gateway (content, not claims), as they stand.
     pub fn pinned_roots(&self) -> Vec<Cid> {
+        self.pinned_where(|_| true)
+    }
+
+    /// Roots an operator (the admin API, the Pinning Service API) pinned through this gateway.
+    pub fn operator_roots(&self) -> Vec<Cid> {
+        self.pinned_where(|e| !e.auto)
+    }
+
+    fn pinned_where(&self, keep: impl Fn(&PinEntry) -> bool) -> Vec<Cid> {
         self.records()
             .into_iter()
-            .filter(|e| e.state == PinState::Pinned)
+            .filter(|e| e.state == PinState::Pinned && keep(e))
             .filter_map(|e| Cid::try_from(e.cid.as_str()).ok())
             .collect()
     }

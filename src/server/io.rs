@@ -18,9 +18,14 @@ pub struct Deadlined<S> {
     /// Allocated once, re-armed whenever a write starts waiting.
     sleep: Pin<Box<Sleep>>,
     armed: bool,
-    /// Told of every write that moved bytes.
+    /// Told of every write that moved bytes (HTTP/1 only).
     activity: Option<super::watch::Activity>,
+    /// The first bytes were read (and told HTTP/2 from HTTP/1).
+    sniffed: bool,
 }
+
+/// How an HTTP/2 connection (prior knowledge, or TLS after ALPN) begins.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 impl<S> Deadlined<S> {
     /// Wraps `inner`; a write that makes no progress for `timeout` fails with `TimedOut`.
@@ -31,10 +36,12 @@ impl<S> Deadlined<S> {
             sleep: Box::pin(tokio::time::sleep(timeout)),
             armed: false,
             activity: None,
+            sniffed: false,
         }
     }
 
-    /// Reports every write that moved bytes to `activity` (see [`super::watch::Activity::wrote`]).
+    /// Reports every write that moved bytes to `activity` (see [`super::watch::Activity::wrote`]),
+    /// on HTTP/1 connections: every byte HTTP/1 writes belongs to a response.
     pub fn reporting_to(mut self, activity: super::watch::Activity) -> Self {
         self.activity = Some(activity);
         self
@@ -83,7 +90,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.activity.is_some() && !self.sniffed {
+            let got = &buf.filled()[before..];
+            if !got.is_empty() {
+                self.sniffed = true;
+                // HTTP/2 writes on its own (PING, SETTINGS acknowledgements), so its writes say
+                // nothing about responses; an HTTP/2 connection is idle when no stream is open,
+                // and a response still being sent survives GOAWAY anyway.
+                let n = got.len().min(H2_PREFACE.len());
+                if got[..n] == H2_PREFACE[..n] {
+                    self.activity = None;
+                }
+            }
+        }
+        r
     }
 }
 
@@ -154,5 +176,37 @@ mod tests {
         // Takes far longer than the timeout in total, but never stalls that long.
         w.write_all(&[0u8; 16 * 1024]).await.unwrap();
         reader.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http1_writes_count_as_activity_and_http2_ones_do_not() {
+        use tokio::io::AsyncReadExt;
+        for (first, counts) in [
+            (&b"GET / HTTP/1.1\r\n"[..], true),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false),
+            (b"PRI", false),
+        ] {
+            let set = std::sync::Arc::new(super::super::watch::Unproven::default());
+            let activity = super::super::watch::Activity::new(set.enter());
+            drop(activity.begin());
+            let idle_from = tokio::time::Instant::now();
+            let (a, mut b) = tokio::io::duplex(1024);
+            let mut w = Deadlined::new(a, Duration::from_secs(5)).reporting_to(activity.clone());
+            b.write_all(first).await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = w.read(&mut buf).await.unwrap();
+            tokio::time::advance(Duration::from_millis(500)).await;
+            w.write_all(b"bytes").await.unwrap();
+            let idle = activity.idle_past(Duration::from_secs(5), Duration::from_secs(1));
+            let start = tokio::time::Instant::now();
+            idle.await;
+            let waited = start.elapsed();
+            let expected = if counts {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(1) - (start - idle_from)
+            };
+            assert_eq!(waited, expected, "{:?}", String::from_utf8_lossy(first));
+        }
     }
 }

@@ -480,10 +480,38 @@ where
     .await
 }
 
-/// Admission, then the handler; refusals are answered here. The admission ticket is returned
-/// for the caller to keep as long as the response body.
+/// A stray body drained, then admission, then the handler; refusals are answered here. The
+/// admission ticket is returned for the caller to keep as long as the response body.
 async fn answer(
     mut req: Request<Incoming>,
+    client: Client,
+    shared: &Shared,
+) -> (Response<Body>, Option<admission::Ticket>) {
+    // hyper drops an unread HTTP/1 body only if it has fully arrived already; otherwise it
+    // closes the connection after the answer without saying so, and a request pipelined (or
+    // sent on the kept-alive connection) behind it is lost. Read small bodies to their end
+    // (before any answer, refusals included, and before admission, so that a slow body holds
+    // no request slot); for anything else, announce the close.
+    let mut close = false;
+    if shared.limits.discard_request_bodies
+        && req.version() <= http::Version::HTTP_11
+        && !http_body::Body::is_end_stream(req.body())
+    {
+        let deadline =
+            tokio::time::Instant::now() + shared.limits.header_read_timeout.min(MAX_DISCARD_TIME);
+        close = !discard_body(&mut req, MAX_DISCARDED_BODY, deadline).await;
+    }
+    let (mut resp, ticket) = admit_and_call(req, client, shared).await;
+    if close {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    (resp, ticket)
+}
+
+/// The size checks and admission, then the handler.
+async fn admit_and_call(
+    req: Request<Incoming>,
     client: Client,
     shared: &Shared,
 ) -> (Response<Body>, Option<admission::Ticket>) {
@@ -532,25 +560,7 @@ async fn answer(
         },
         None => None,
     };
-    // hyper drops an unread HTTP/1 body only if it has fully arrived already; otherwise it
-    // closes the connection after the answer without saying so, and a request pipelined (or
-    // sent on the kept-alive connection) behind it is lost. Read small bodies to their end;
-    // for anything else, announce the close.
-    let mut close = false;
-    if shared.limits.discard_request_bodies
-        && req.version() <= http::Version::HTTP_11
-        && !http_body::Body::is_end_stream(req.body())
-    {
-        let deadline =
-            tokio::time::Instant::now() + shared.limits.header_read_timeout.min(MAX_DISCARD_TIME);
-        close = !discard_body(&mut req, MAX_DISCARDED_BODY, deadline).await;
-    }
-    let mut resp = shared.handler.call(req, client).await;
-    if close {
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    (resp, ticket)
+    (shared.handler.call(req, client).await, ticket)
 }
 
 /// The largest request body read and dropped to keep a connection (Go's server drains 256 KiB;

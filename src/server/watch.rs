@@ -145,7 +145,7 @@ impl Activity {
     }
 
     /// Resolves once the connection has been idle past its deadline.
-    fn idle_past(
+    pub(super) fn idle_past(
         &self,
         first: Duration,
         idle: Duration,

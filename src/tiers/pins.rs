@@ -176,6 +176,7 @@ fn car_form(car: CarBytes, target: &'static str) -> Result<reqwest::multipart::F
 pub struct KuboPins {
     client: reqwest::Client,
     base: String,
+    timeout: Duration,
 }
 
 impl KuboPins {
@@ -185,6 +186,7 @@ impl KuboPins {
         Ok(Self {
             client,
             base: base.trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 }
@@ -249,10 +251,20 @@ impl HotPins for KuboPins {
             return Err(kubo(format!("dag/import: {}", text.trim())));
         }
         let _ = resp.bytes().await;
+        // offline: the blocks were just imported; if something (a GC) removed them in between,
+        // fail now and retry later rather than search the network for them. Bounded either way.
+        let timeout = self.timeout.max(Duration::from_secs(30));
+        let node_timeout = format!("{}ms", timeout.as_millis());
         let resp = self
             .client
             .post(format!("{}/api/v0/pin/add", self.base))
-            .query(&[("arg", root.to_string().as_str()), ("name", label.name)])
+            .query(&[
+                ("arg", root.to_string().as_str()),
+                ("name", label.name),
+                ("offline", "true"),
+                ("timeout", node_timeout.as_str()),
+            ])
+            .timeout(timeout + Duration::from_secs(5))
             .send()
             .await
             .map_err(kubo)?;

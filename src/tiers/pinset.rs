@@ -1,10 +1,13 @@
 //! The pinset index: which blocks are reachable from this gateway's pins, for a dedicated
 //! gateway (`gateway.serve = "pinned"`) that serves nothing else.
 //!
-//! A pinned root's DAG is walked once when the pin appears and every block's multihash is
-//! recorded with its root, in the store's database; when the pin goes, its entries go (by root,
-//! without walking again). A request asks one question: is its CID's multihash in the index?
-//! That is one B-tree lookup, and positive answers are kept in memory until a pin is removed.
+//! A pinned root's DAG is walked once when the pin appears and every block is recorded with its
+//! root, in the store's database, by multihash *and codec*: the same bytes read with another
+//! codec are another node with other links (a raw leaf holding `{"/": "bafy…"}` read as
+//! dag-json links anywhere), so only the codec the DAG reached it with is allowed, and `raw`
+//! (bytes, no links) for any block under a pin; when the pin goes, its entries go (by root,
+//! without walking again). A request asks one question of the index: one B-tree lookup, and
+//! positive answers are kept in memory until a pin is removed.
 //! The index follows the pins (embedded store pins, and pins cidgate made in a remote hot
 //! layer) by reconciling: at start, whenever pins change, and every half minute; a root whose
 //! DAG cannot be read completely yet is retried at the next round, so a pin becomes servable
@@ -22,19 +25,29 @@ use tokio_util::sync::CancellationToken;
 use super::local::{LocalStore, StoreError};
 use super::BlockSource;
 
-/// `(block multihash, root CID)`: the block is reachable from that pinned root.
-const REACH: TableDefinition<(&[u8], &[u8]), ()> = TableDefinition::new("pinset_reach");
-/// `(root CID, block multihash)`: the same entries by root, to drop a root without a walk.
-const ROOT_BLOCKS: TableDefinition<(&[u8], &[u8]), ()> = TableDefinition::new("pinset_root_blocks");
+/// `(block key, root CID)`: the block is reachable from that pinned root. A block key is its
+/// multihash followed by its codec (8 bytes, big-endian), see [`block_key`].
+const REACH: TableDefinition<(&[u8], &[u8]), ()> = TableDefinition::new("pinset2_reach");
+/// `(root CID, block key)`: the same entries by root, to drop a root without a walk.
+const ROOT_BLOCKS: TableDefinition<(&[u8], &[u8]), ()> =
+    TableDefinition::new("pinset2_root_blocks");
 /// Roots whose DAG is indexed, with their block count.
-const INDEXED: TableDefinition<&[u8], u64> = TableDefinition::new("pinset_roots");
+const INDEXED: TableDefinition<&[u8], u64> = TableDefinition::new("pinset2_roots");
+
+/// A block's key in the index: multihash, then codec. A multihash is never a prefix of another
+/// (its length is encoded in it), so the entries of one multihash are one key range.
+fn block_key(cid: &Cid) -> Vec<u8> {
+    let mut key = cid.hash().to_bytes();
+    key.extend_from_slice(&cid.codec().to_be_bytes());
+    key
+}
 
 /// How often the index is reconciled with the pins when nothing announced a change.
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// CIDs whose membership is kept in memory.
 const MEMORY_ENTRIES: usize = 100_000;
 
-/// Lists the roots pinned outside the embedded store (in a remote hot layer).
+/// Lists the roots an operator pinned outside the embedded store (in a remote hot layer).
 pub type ExtraRoots = Box<dyn Fn() -> Vec<Cid> + Send + Sync>;
 
 /// Why the index could not be read or updated.
@@ -101,25 +114,41 @@ impl PinsetIndex {
         }))
     }
 
-    /// Whether the block `cid` names is reachable from a pin (any CID of the same multihash).
+    /// Whether the block `cid` names is reachable from a pin: the same multihash and codec
+    /// (CIDv0 and v1 alike), or `raw` of a block reachable with any codec.
     pub fn contains(&self, cid: &Cid) -> Result<bool, PinsetError> {
         if self.known.get(cid).is_some() {
             return Ok(true);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let mh = cid.hash().to_bytes();
+        let (prefix, exact) = if cid.codec() == crate::ipld::RAW {
+            (cid.hash().to_bytes(), false)
+        } else {
+            (block_key(cid), true)
+        };
         let found = {
             let tx = self.store.db.begin_read().map_err(db)?;
             let reach = tx.open_table(REACH).map_err(db)?;
-            let mut range = reach.range((mh.as_slice(), &[][..])..).map_err(db)?;
+            let mut range = reach.range((prefix.as_slice(), &[][..])..).map_err(db)?;
             match range.next() {
-                Some(entry) => entry.map_err(db)?.0.value().0 == mh.as_slice(),
+                Some(entry) => {
+                    let key = entry.map_err(db)?.0;
+                    let k = key.value().0;
+                    if exact {
+                        k == prefix.as_slice()
+                    } else {
+                        k.len() == prefix.len() + 8 && k.starts_with(&prefix)
+                    }
+                }
                 None => false,
             }
         };
-        // A root dropped meanwhile may have removed it: remember only an answer no drop raced.
-        if found && self.generation.load(Ordering::Acquire) == generation {
+        if found {
             self.known.insert(*cid, ());
+            // A root dropped meanwhile may have removed it: keep only an answer no drop raced.
+            if self.generation.load(Ordering::Acquire) != generation {
+                self.known.remove(cid);
+            }
         }
         Ok(found)
     }
@@ -149,6 +178,9 @@ impl PinsetIndex {
             .await
             .map_err(|e| db(StoreError::Db(e.to_string())))??
             .into_iter()
+            // What automation pinned (promotions) does not widen what a dedicated gateway
+            // serves: that is the operator's pins alone.
+            .filter(|p| p.reason != super::local::PinReason::Auto)
             .filter_map(|p| Cid::try_from(p.cid.as_str()).ok())
             .map(|c| c.to_bytes())
             .collect();
@@ -182,7 +214,7 @@ impl PinsetIndex {
     async fn index_root(&self, root: Cid) -> Result<(), PinsetError> {
         let mut seen: HashSet<Cid> = HashSet::new();
         let mut stack = vec![root];
-        let mut hashes: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
         while let Some(cid) = stack.pop() {
             if !seen.insert(cid) {
                 continue;
@@ -196,7 +228,7 @@ impl PinsetIndex {
                     root,
                     reason: format!("{cid}: {e}"),
                 })?;
-            hashes.insert(cid.hash().to_bytes());
+            keys.insert(block_key(&cid));
             stack.extend(links);
         }
         let key = root.to_bytes();
@@ -206,17 +238,17 @@ impl PinsetIndex {
             {
                 let mut reach = tx.open_table(REACH).map_err(db)?;
                 let mut by_root = tx.open_table(ROOT_BLOCKS).map_err(db)?;
-                for mh in &hashes {
+                for block in &keys {
                     reach
-                        .insert((mh.as_slice(), key.as_slice()), ())
+                        .insert((block.as_slice(), key.as_slice()), ())
                         .map_err(db)?;
                     by_root
-                        .insert((key.as_slice(), mh.as_slice()), ())
+                        .insert((key.as_slice(), block.as_slice()), ())
                         .map_err(db)?;
                 }
                 let mut roots = tx.open_table(INDEXED).map_err(db)?;
                 roots
-                    .insert(key.as_slice(), hashes.len() as u64)
+                    .insert(key.as_slice(), keys.len() as u64)
                     .map_err(db)?;
             }
             tx.commit().map_err(db)?;
@@ -320,9 +352,23 @@ mod tests {
         for cid in &cids {
             assert!(index.contains(cid).unwrap(), "{cid} is under the pin");
         }
-        // Any CID of the same bytes: the index is by multihash.
+        // The same bytes as raw (no links) are fine; read with another codec they are another
+        // node, with links the walk never followed.
         let raw = Cid::new_v1(crate::ipld::RAW, *root.hash());
         assert!(index.contains(&raw).unwrap());
+        let as_json = Cid::new_v1(crate::ipld::DAG_JSON, *root.hash());
+        assert!(!index.contains(&as_json).unwrap());
+        let leaf = cids
+            .iter()
+            .find(|c| c.codec() == crate::ipld::RAW)
+            .expect("the sample has raw leaves");
+        let leaf_as_cbor = Cid::new_v1(crate::ipld::DAG_CBOR, *leaf.hash());
+        assert!(
+            !index.contains(&leaf_as_cbor).unwrap(),
+            "a raw leaf read as dag-cbor"
+        );
+        let v0 = Cid::new_v0(*root.hash()).unwrap();
+        assert!(index.contains(&v0).unwrap(), "CIDv0 of a dag-pb block");
         let other = Cid::new_v1(
             crate::ipld::RAW,
             multihash_codetable::MultihashDigest::digest(
