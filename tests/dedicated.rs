@@ -182,6 +182,20 @@ async fn a_dedicated_gateway_serves_only_its_pins_on_every_route() {
     )
     .await;
     assert_eq!(st, 403);
+    // Records only of names that point at what is served here, or to token holders.
+    let record = |name: &str| format!("/ipns/{name}?format=ipns-record");
+    let (st, _, _) = get(&s, ip, &record(&to_pinned.name), &[]).await;
+    assert_eq!(st, 200);
+    let (st, _, body) = get(&s, ip, &record(&to_dropped.name), &[]).await;
+    assert_eq!(st, 403, "{body}");
+    let (st, _, _) = get(
+        &s,
+        ip,
+        &format!("{}&token={TOKEN}", record(&to_dropped.name)),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200);
 
     // Access tokens, as a header or in the query, open any CID; the answer stays private.
     let bearer = format!("Bearer {TOKEN}");

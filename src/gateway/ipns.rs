@@ -70,6 +70,24 @@ pub async fn respond(
         .collect();
     gw.refuse_ipns(name, &segments)?;
     if wants_ipns_record(parts)? {
+        if gw.is_dedicated() {
+            // A dedicated gateway hands out records only of names that point at what it serves
+            // (or to token holders): it is no relay of other names' records.
+            let token = request::token_of(parts);
+            let resolution = names.resolve(name).await?;
+            let root = resolution
+                .path
+                .trim_start_matches("/ipfs/")
+                .split('/')
+                .next()
+                .and_then(|c| cid::Cid::try_from(c).ok())
+                .ok_or_else(|| {
+                    GatewayError::Forbidden(format!(
+                        "{name} does not point at content pinned on this gateway"
+                    ))
+                })?;
+            gw.admit_cid(&root, token.as_deref())?;
+        }
         return record(names, parts, name, rest).await;
     }
     if !isolated {

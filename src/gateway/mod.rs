@@ -147,6 +147,11 @@ impl Gateway {
         self
     }
 
+    /// This gateway serves only its pins (`gateway.serve = "pinned"`).
+    pub(crate) fn is_dedicated(&self) -> bool {
+        self.dedicated.is_some()
+    }
+
     /// On a dedicated gateway, the refusal of `req` when its CID is not reachable from the pins
     /// and it holds no access token; `Ok(true)` when only its token lets it through (the answer
     /// must then stay private). Nothing is fetched before this says yes.

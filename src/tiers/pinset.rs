@@ -79,6 +79,8 @@ pub struct Reconciled {
     pub dropped: usize,
     /// Roots that could not be indexed yet.
     pub failed: usize,
+    /// Roots left for the next round (at most [`ROOTS_PER_ROUND`] are indexed per round).
+    pub pending: usize,
 }
 
 /// The index and what keeps it current.
@@ -90,7 +92,12 @@ pub struct PinsetIndex {
     known: quick_cache::sync::Cache<Cid, ()>,
     /// Bumped whenever a root is dropped: what was allowed may not be any more.
     generation: AtomicU64,
+    /// Roots that could not be indexed: failures so far, and when to try again.
+    retry: std::sync::Mutex<std::collections::HashMap<Cid, (u32, std::time::Instant)>>,
 }
+
+/// Roots indexed per round at most, so that an unpin waits for a few walks, never for all.
+const ROOTS_PER_ROUND: usize = 8;
 
 impl PinsetIndex {
     /// The index in `store`, walking new pins through `source`; `extra_roots` lists pins held
@@ -111,6 +118,7 @@ impl PinsetIndex {
             extra_roots,
             known: quick_cache::sync::Cache::new(MEMORY_ENTRIES),
             generation: AtomicU64::new(0),
+            retry: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -195,14 +203,40 @@ impl PinsetIndex {
             self.generation.fetch_add(1, Ordering::AcqRel);
             self.known.clear();
         }
-        for root in pinned.difference(&indexed) {
-            let Ok(cid) = Cid::try_from(root.as_slice()) else {
-                continue;
-            };
+        let now = std::time::Instant::now();
+        let due: Vec<Cid> = pinned
+            .difference(&indexed)
+            .filter_map(|r| Cid::try_from(r.as_slice()).ok())
+            .filter(|c| {
+                self.retry
+                    .lock()
+                    .map(|r| r.get(c).is_none_or(|(_, at)| *at <= now))
+                    .unwrap_or(true)
+            })
+            .collect();
+        done.pending = due.len().saturating_sub(ROOTS_PER_ROUND);
+        for cid in due.into_iter().take(ROOTS_PER_ROUND) {
             match self.index_root(cid).await {
-                Ok(()) => done.added += 1,
+                Ok(()) => {
+                    done.added += 1;
+                    if let Ok(mut r) = self.retry.lock() {
+                        r.remove(&cid);
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "pinset: a pinned DAG is not indexed yet (retried)");
+                    // Backing off: a DAG that cannot be read now is not walked every round.
+                    let tries = self
+                        .retry
+                        .lock()
+                        .map(|mut r| {
+                            let entry = r.entry(cid).or_insert((0, now));
+                            entry.0 += 1;
+                            entry.1 = std::time::Instant::now()
+                                + Duration::from_secs(2u64.pow(entry.0.min(9)));
+                            entry.0
+                        })
+                        .unwrap_or(1);
+                    tracing::warn!(error = %e, tries, "pinset: a pinned DAG is not indexed yet (retried later)");
                     done.failed += 1;
                 }
             }
@@ -223,13 +257,15 @@ impl PinsetIndex {
                 root,
                 reason: format!("{cid}: {e}"),
             })?;
-            let links =
-                crate::ipld::codec::links(&cid, block.data()).map_err(|e| PinsetError::Walk {
-                    root,
-                    reason: format!("{cid}: {e}"),
-                })?;
             keys.insert(block_key(&cid));
-            stack.extend(links);
+            // A codec whose links cidgate cannot read (dag-jose, git, …) is a leaf here: its
+            // bytes are served as they are, and nothing under it can be reached through it.
+            match crate::ipld::codec::links(&cid, block.data()) {
+                Ok(links) => stack.extend(links),
+                Err(e) => {
+                    tracing::debug!(%root, %cid, error = %e, "pinset: a block read as a leaf")
+                }
+            }
         }
         let key = root.to_bytes();
         let store = self.store.clone();
@@ -300,8 +336,10 @@ impl PinsetIndex {
         let changed = self.store.pin_changes();
         tokio::spawn(async move {
             loop {
+                let mut more = false;
                 match this.reconcile().await {
                     Ok(r) if r != Reconciled::default() => {
+                        more = r.pending > 0;
                         tracing::info!(
                             added = r.added,
                             dropped = r.dropped,
@@ -311,6 +349,10 @@ impl PinsetIndex {
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "pinset index: reconciling failed"),
+                }
+                if more {
+                    // Drops come first in every round: more walks wait for the next one.
+                    continue;
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -418,9 +460,39 @@ mod tests {
         let batch = store.new_batch().unwrap();
         store.put_staged(batch, &blocks, false).unwrap();
         store.commit_batch(batch, &[]).unwrap();
+        // Backing off: not walked again at once...
+        let r = index.reconcile().await.unwrap();
+        assert_eq!((r.added, r.failed), (0, 0));
+        // ... but once its time has come.
+        index.retry.lock().unwrap().clear();
         let r = index.reconcile().await.unwrap();
         assert_eq!((r.added, r.failed), (1, 0));
         assert!(index.contains(&root.cid).unwrap());
         assert_eq!(index.indexed().unwrap(), vec![root.cid]);
+    }
+
+    #[tokio::test]
+    async fn a_block_of_a_codec_without_readable_links_is_a_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let data = bytes::Bytes::from_static(b"not a link in sight");
+        let cid = Cid::new_v1(
+            0x85, // dag-jose
+            multihash_codetable::MultihashDigest::digest(
+                &multihash_codetable::Code::Sha2_256,
+                &data,
+            ),
+        );
+        let block = crate::ipld::block::Block::verified(cid, data).unwrap();
+        let batch = store.new_batch().unwrap();
+        store.put_staged(batch, &[block], false).unwrap();
+        store
+            .commit_batch(batch, &[(cid, PinReason::Operator)])
+            .unwrap();
+        let index =
+            PinsetIndex::new(store.clone(), Arc::new(store.clone()), Box::new(Vec::new)).unwrap();
+        let r = index.reconcile().await.unwrap();
+        assert_eq!((r.added, r.failed), (1, 0));
+        assert!(index.contains(&cid).unwrap());
     }
 }
