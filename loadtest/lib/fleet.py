@@ -31,6 +31,8 @@ import threading
 import time
 import urllib.request
 
+from popularity_load import percentile  # the same nearest-rank percentile as the popularity harness
+
 KIB = 1024
 
 
@@ -168,13 +170,6 @@ def read_list(path):
             if len(parts) == 4:
                 out.append((parts[0], parts[1], int(parts[2]), parts[3]))
     return out
-
-
-def percentile(values, p):
-    if not values:
-        return 0.0
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
 def drive(a):
