@@ -316,11 +316,14 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
         };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
+                // The place among unproven connections is taken here, in accept order, not when
+                // the spawned task first runs: eviction then takes the oldest connection indeed.
+                let unproven = shared.unproven.enter();
                 tracker.spawn(connection(
                     shared.clone(),
                     stream,
                     peer,
-                    permit,
+                    (permit, unproven),
                     client_slot,
                 ));
             }
@@ -334,7 +337,8 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
                         tokio::time::timeout(Duration::from_secs(1), slots.acquire_owned()).await;
                     match waited {
                         Ok(Ok(permit)) => {
-                            connection(shared, stream, peer, permit, client_slot).await
+                            let unproven = shared.unproven.enter();
+                            connection(shared, stream, peer, (permit, unproven), client_slot).await
                         }
                         _ => {
                             shared.metrics.limit_hit("connections");
@@ -364,18 +368,18 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
     }
 }
 
-/// Serves one accepted connection holding `permit` (and its client's `client_slot`).
+/// Serves one accepted connection holding its listener place (the permit and its entry among
+/// unproven connections) and its client's `client_slot`.
 async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    place: (tokio::sync::OwnedSemaphorePermit, watch::Entry),
     client_slot: Option<admission::CountGuard>,
 ) {
-    let _permit = permit;
+    let (_permit, unproven) = place;
     let _client_slot = client_slot;
     shared.open.inc();
-    let unproven = shared.unproven.enter();
     let activity = watch::Activity::new(unproven.clone());
     let service = {
         let activity = activity.clone();
