@@ -309,6 +309,20 @@ impl AdminClient {
         .await
     }
 
+    /// `GET /admin/store`.
+    pub async fn store_summary(&self) -> Result<crate::tiers::space::StoreSummary, ClientError> {
+        self.send_json(self.request(reqwest::Method::GET, "/admin/store"))
+            .await
+    }
+
+    /// `POST /admin/store/maintain`.
+    pub async fn store_maintain(
+        &self,
+    ) -> Result<crate::tiers::space::MaintenanceReport, ClientError> {
+        self.send_json(self.request(reqwest::Method::POST, "/admin/store/maintain"))
+            .await
+    }
+
     /// `DELETE /admin/pins/{cid}`: whether something was unpinned.
     pub async fn pin_rm(&self, cid: &str) -> Result<bool, ClientError> {
         let v: serde_json::Value = self

@@ -595,6 +595,34 @@ fn name_resolver(
     Ok(names)
 }
 
+/// Bytes of fetched blocks waiting to be written to the store's disk cache at most.
+const SPILL_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Runs the store's garbage collection, eviction and compaction whenever they are due.
+async fn maintain_store(store: LocalStore, every: std::time::Duration) {
+    loop {
+        store.maintenance_due(every).await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.maintain()).await {
+            Ok(Ok(r)) if r != crate::tiers::space::MaintenanceReport::default() => {
+                tracing::info!(
+                    evicted_bytes = r.evicted_bytes,
+                    evicted_blocks = r.evicted_blocks,
+                    reinserted_bytes = r.reinserted_bytes,
+                    compacted_segments = r.compacted_segments,
+                    gc = r.gc,
+                    released_bytes = r.released_bytes,
+                    over_budget = r.over_budget,
+                    "store maintenance"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "store maintenance failed"),
+            Err(e) => tracing::warn!(error = %e, "store maintenance task failed"),
+        }
+    }
+}
+
 /// The block source of `serve`: edge cache, embedded store, and the configured hot node, with
 /// `denylist`'s blocks refused in front of all of them.
 pub fn tiered_source(
@@ -608,6 +636,16 @@ pub fn tiered_source(
         EdgeCache::with_zero_copy(config.cache.memory.as_u64(), metrics.clone())?
     } else {
         EdgeCache::new(config.cache.memory.as_u64(), metrics.clone())?
+    };
+    // Fetched blocks also go to the store's disk cache, behind the response; the queue holds
+    // what a slow disk has not taken yet, bounded.
+    let cache = if config.store.keep_fetched {
+        cache.with_spill(crate::tiers::spill::CacheWriter::start(
+            store.clone(),
+            SPILL_QUEUE_BYTES,
+        ))
+    } else {
+        cache
     };
     let hot = &config.hot;
     let remote: Option<Arc<dyn BlockSource>> = match hot.backend {
@@ -1030,6 +1068,10 @@ async fn serve_opened(
         })
     });
     let denylist_metrics = tokio::spawn(publish_denylist_stats(denylists.clone(), metrics.clone()));
+    let maintenance = tokio::spawn(maintain_store(
+        store.clone(),
+        config.store.maintenance_interval,
+    ));
     wait_for_shutdown(&mut reloader, hangup).await;
     admin.set_draining();
     let delay = config.server.drain_delay;
@@ -1046,6 +1088,8 @@ async fn serve_opened(
     tracing::info!("shutting down: draining in-flight responses");
     shutdown.cancel();
     denylist_metrics.abort();
+    // A pass in progress finishes on its blocking thread; each of its steps is crash-safe.
+    maintenance.abort();
     let _ = denylist_task.await;
     let _ = public_task.await;
     if let Some(s) = saver {

@@ -360,6 +360,22 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// Page cache of the store (bounds its resident memory).
     pub cache: bytesize::ByteSize,
+    /// Disk budget of the block bytes: pinned blocks plus the disk cache. Cache entries are
+    /// evicted past `high_watermark` of it down to `low_watermark`; pinned blocks are never
+    /// evicted, and an import that would take them past it is refused. 0: no budget.
+    pub max_size: bytesize::ByteSize,
+    /// Keep blocks fetched from the hot node and the cold tier in the store as cache entries.
+    pub keep_fetched: bool,
+    /// Share of `max_size` where eviction starts.
+    pub high_watermark: f64,
+    /// Share of `max_size` where eviction stops.
+    pub low_watermark: f64,
+    /// Size of one segment file of block bytes (the unit of eviction and compaction).
+    pub segment_size: bytesize::ByteSize,
+    /// How often garbage collection, eviction and compaction look for work (a write past the
+    /// high watermark starts them at once).
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
 }
 
 impl Default for StoreConfig {
@@ -367,6 +383,12 @@ impl Default for StoreConfig {
         Self {
             dir: PathBuf::from("cidgate-data"),
             cache: bytesize::ByteSize::mib(16),
+            max_size: bytesize::ByteSize::gib(10),
+            keep_fetched: true,
+            high_watermark: 0.95,
+            low_watermark: 0.85,
+            segment_size: bytesize::ByteSize::mib(256),
+            maintenance_interval: Duration::from_secs(30),
         }
     }
 }
@@ -374,7 +396,19 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// Opens the store this section describes.
     pub fn open(&self) -> Result<crate::tiers::local::LocalStore, crate::tiers::local::StoreError> {
-        crate::tiers::local::LocalStore::open_with_cache(&self.dir, self.cache.as_u64() as usize)
+        crate::tiers::local::LocalStore::open_with(&self.dir, self.options())
+    }
+
+    /// The store options this section sets.
+    pub fn options(&self) -> crate::tiers::local::StoreOptions {
+        crate::tiers::local::StoreOptions {
+            cache_bytes: self.cache.as_u64() as usize,
+            max_size: self.max_size.as_u64(),
+            segment_size: self.segment_size.as_u64(),
+            high_watermark: self.high_watermark,
+            low_watermark: self.low_watermark,
+            ..Default::default()
+        }
     }
 }
 
@@ -1064,6 +1098,26 @@ impl Config {
         }
         if self.store.dir.as_os_str().is_empty() {
             return bad("store.dir", "must not be empty");
+        }
+        let (low, high) = (self.store.low_watermark, self.store.high_watermark);
+        if !(0.0 < low && low < high && high <= 1.0) {
+            return bad(
+                "store.low_watermark",
+                "0 < store.low_watermark < store.high_watermark <= 1",
+            );
+        }
+        if self.store.segment_size.as_u64() < 64 * 1024 {
+            return bad("store.segment_size", "must be at least 64 KiB");
+        }
+        let max = self.store.max_size.as_u64();
+        if max != 0 && max < 4 * self.store.segment_size.as_u64() {
+            return bad(
+                "store.max_size",
+                "must be 0 (no budget) or at least 4 segments (store.segment_size)",
+            );
+        }
+        if self.store.maintenance_interval.is_zero() {
+            return bad("store.maintenance_interval", "must not be zero");
         }
         if !self.denylist.urls.iter().all(|u| http(u)) {
             return bad("denylist.urls", "each must be an http:// or https:// URL");

@@ -131,6 +131,12 @@ enum Command {
         /// Root CID (pinned or not).
         cid: String,
     },
+    /// What the store holds: pinned and cache bytes, the budget, evictions, collections
+    /// (through the running server when one holds the store).
+    Store {
+        #[command(subcommand)]
+        action: Option<StoreAction>,
+    },
     /// Write a CARv1 of a stored DAG (through the running server when one holds the store).
     Export {
         /// Root CID, optionally followed by a path (CID/a/b).
@@ -139,6 +145,12 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Run garbage collection, eviction and compaction now, then print the summary.
+    Maintain,
 }
 
 #[derive(Subcommand)]
@@ -291,6 +303,25 @@ async fn run(
             if !record.state.retrievable() {
                 anyhow::bail!("{cid} is not retrievable from any place");
             }
+            Ok(())
+        }
+        Command::Store { action } => {
+            let target = target(&config, admin.as_deref())?;
+            if let Some(StoreAction::Maintain) = action {
+                let report = match &target {
+                    Target::Server(client) => client.store_maintain().await?,
+                    Target::Store(store) => {
+                        let s = store.clone();
+                        tokio::task::spawn_blocking(move || s.maintain()).await??
+                    }
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            let summary = match &target {
+                Target::Server(client) => client.store_summary().await?,
+                Target::Store(store) => store.summary(),
+            };
+            print!("{summary}");
             Ok(())
         }
         Command::Prewarm { cids } => {

@@ -29,6 +29,13 @@ pub struct TierLabels {
     pub outcome: String,
 }
 
+/// Label of the store's space series: what the bytes are.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreKind {
+    /// `pinned`, `cache`, `dead` (segment bytes nothing names) or `index`.
+    pub kind: String,
+}
+
 /// Label of per-tier latency and verification series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierName {
@@ -343,6 +350,24 @@ pub struct Metrics {
     pub max_fds: Gauge,
     /// Bytes of the store's files on disk (read at scrape time).
     pub store_size: Gauge,
+    /// Bytes of the store by kind (read at scrape time).
+    pub store_bytes: Family<StoreKind, Gauge>,
+    /// `store.max_size` (0: no budget).
+    pub store_max_size: Gauge,
+    /// Cache entries evicted from the store.
+    pub store_evicted_blocks: Counter,
+    /// Bytes of cache entries evicted from the store.
+    pub store_evicted_bytes: Counter,
+    /// Bytes eviction kept because they were read again.
+    pub store_reinserted_bytes: Counter,
+    /// Bytes copied by compaction.
+    pub store_compacted_bytes: Counter,
+    /// Garbage collections of the store.
+    pub store_gc_runs: Counter,
+    /// Bytes garbage collection handed from pins to the cache.
+    pub store_released_bytes: Counter,
+    /// Bytes of fetched blocks not kept on disk (no room in the budget, or the writer was behind).
+    pub store_cache_skipped_bytes: Counter,
     /// Counts and latencies for the status page's charts (not exported).
     pub stats: RequestStats,
 }
@@ -412,6 +437,15 @@ impl Metrics {
             log_lines_dropped: Counter::default(),
             max_fds: Gauge::default(),
             store_size: Gauge::default(),
+            store_bytes: Family::default(),
+            store_max_size: Gauge::default(),
+            store_evicted_blocks: Counter::default(),
+            store_evicted_bytes: Counter::default(),
+            store_reinserted_bytes: Counter::default(),
+            store_compacted_bytes: Counter::default(),
+            store_gc_runs: Counter::default(),
+            store_released_bytes: Counter::default(),
+            store_cache_skipped_bytes: Counter::default(),
             stats: RequestStats::default(),
             registry: Registry::default(),
         };
@@ -456,6 +490,55 @@ impl Metrics {
             "Bytes of the embedded store's files on disk",
             m.store_size.clone(),
         );
+        registry.register(
+            "store_bytes",
+            "Bytes of the store by kind: pinned and cache blocks, dead segment bytes, the index",
+            m.store_bytes.clone(),
+        );
+        registry.register(
+            "store_max_size_bytes",
+            "The store's disk budget (store.max_size; 0: none)",
+            m.store_max_size.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "store_evicted_blocks",
+                "Cache entries evicted from the store",
+                &m.store_evicted_blocks,
+            ),
+            (
+                "store_evicted_bytes",
+                "Bytes of cache entries evicted from the store",
+                &m.store_evicted_bytes,
+            ),
+            (
+                "store_reinserted_bytes",
+                "Bytes eviction kept because they were read again",
+                &m.store_reinserted_bytes,
+            ),
+            (
+                "store_compacted_bytes",
+                "Bytes copied by compaction of the store's segments",
+                &m.store_compacted_bytes,
+            ),
+            (
+                "store_gc_runs",
+                "Garbage collections of the store",
+                &m.store_gc_runs,
+            ),
+            (
+                "store_released_bytes",
+                "Bytes no pin reaches any more, handed to the cache by garbage collection",
+                &m.store_released_bytes,
+            ),
+            (
+                "store_cache_skipped_bytes",
+                "Bytes of fetched blocks not kept on disk",
+                &m.store_cache_skipped_bytes,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
         registry.register(
             "requests",
             "HTTP requests by status and format",
@@ -1114,4 +1197,34 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
         provider: Some(provider),
         _log_writer: guard,
     })
+}
+
+/// Publishes the store's space summary (read at scrape time): gauges set, counters moved up
+/// to the summary's totals.
+pub fn record_store(m: &Metrics, s: &crate::tiers::space::StoreSummary) {
+    for (kind, v) in [
+        ("pinned", s.pinned_bytes),
+        ("cache", s.cache_bytes),
+        ("dead", s.dead_bytes),
+        ("index", s.index_bytes),
+    ] {
+        m.store_bytes
+            .get_or_create(&StoreKind { kind: kind.into() })
+            .set(v as i64);
+    }
+    m.store_max_size.set(s.max_size as i64);
+    for (c, v) in [
+        (&m.store_evicted_blocks, s.evicted_blocks),
+        (&m.store_evicted_bytes, s.evicted_bytes),
+        (&m.store_reinserted_bytes, s.reinserted_bytes),
+        (&m.store_compacted_bytes, s.compacted_bytes),
+        (&m.store_gc_runs, s.gc_runs),
+        (&m.store_released_bytes, s.released_bytes),
+        (&m.store_cache_skipped_bytes, s.cache_skipped_bytes),
+    ] {
+        let seen = c.get();
+        if v > seen {
+            c.inc_by(v - seen);
+        }
+    }
 }

@@ -50,16 +50,19 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Flips one byte of the store file inside the first copy of `needle` (a piece of a block).
+/// Flips one byte of the store's segment files inside the first copy of `needle` (a piece of
+/// a block).
 fn corrupt_store(dir: &Path, needle: &[u8]) {
-    let path = dir.join("cidgate.redb");
-    let mut file = std::fs::read(&path).unwrap();
-    let at = file
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("the block's bytes are in the store file");
-    file[at + needle.len() / 2] ^= 0x55;
-    std::fs::write(&path, file).unwrap();
+    for entry in std::fs::read_dir(dir.join("blocks")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut file = std::fs::read(&path).unwrap();
+        if let Some(at) = file.windows(needle.len()).position(|w| w == needle) {
+            file[at + needle.len() / 2] ^= 0x55;
+            std::fs::write(&path, file).unwrap();
+            return;
+        }
+    }
+    panic!("the block's bytes are in no segment file");
 }
 
 // Multi-threaded: the blocking `cidgate check` runs while the fault proxy serves it.

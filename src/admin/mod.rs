@@ -195,11 +195,51 @@ impl Admin {
         r
     }
 
+    /// `GET /admin/store` (the space summary), `POST /admin/store/maintain` (garbage
+    /// collection, eviction and compaction now; answers with what they did).
+    async fn store_api(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+    ) -> Result<Response<Body>, (StatusCode, String)> {
+        let json = |v: serde_json::Value| {
+            let mut r = Response::new(body::full(v.to_string()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        match (req.method(), path) {
+            (&Method::GET, "/admin/store") => {
+                let store = self.store.clone();
+                let summary = tokio::task::spawn_blocking(move || store.summary())
+                    .await
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Ok(json(serde_json::json!(summary)))
+            }
+            (&Method::POST, "/admin/store/maintain") => {
+                self.authorized(req)?;
+                let store = self.store.clone();
+                let report = tokio::task::spawn_blocking(move || store.maintain())
+                    .await
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Ok(json(serde_json::json!(report)))
+            }
+            _ => Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET /admin/store or POST /admin/store/maintain".into(),
+            )),
+        }
+    }
+
     /// `GET /metrics`, with the figures read at scrape time refreshed first.
     fn metrics_page(&self) -> Response<Body> {
         let m = &self.metrics;
         m.quarantined.set(self.store.quarantined() as i64);
         m.store_size.set(self.store.file_size() as i64);
+        crate::telemetry::record_store(m, &self.store.summary());
         m.refresh_process();
         // The embedded store has no breaker: its circuit is never open (0, not absent, so
         // that dashboards and alerts need no special case).
@@ -340,6 +380,9 @@ impl Admin {
             let rest = rest.to_string();
             return self.retrievability_api(&req, Some(&rest)).await;
         }
+        if path == "/admin/store" || path == "/admin/store/maintain" {
+            return self.store_api(&req, &path).await;
+        }
         if let Some(rest) = path.strip_prefix("/admin/export/") {
             if req.method() != Method::GET {
                 return Err((StatusCode::METHOD_NOT_ALLOWED, "use GET".into()));
@@ -409,7 +452,7 @@ impl Admin {
                 .await
                 {
                     Ok(report) => Ok(json(StatusCode::OK, &report)),
-                    Err(e) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+                    Err(e) => Err((import_status(&e), e.to_string())),
                 }
             }
             (
@@ -441,6 +484,18 @@ fn bearer_token(value: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The status of a failed import: the sender's CAR (400), or the store's side (a full store
+/// 507, anything else 503).
+fn import_status(e: &crate::tiers::import::ImportError) -> StatusCode {
+    use crate::tiers::import::ImportError;
+    use crate::tiers::local::StoreError;
+    match e {
+        ImportError::Store(StoreError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
+        ImportError::Store(_) | ImportError::Task(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {

@@ -411,6 +411,7 @@ impl Admin {
             cache_bytes: self.metrics.cache_bytes.get().max(0) as u64,
             cache_capacity: self.cache_capacity,
             store_bytes: self.store.file_size(),
+            store: self.store.summary(),
             resident_bytes: process.map(|p| p.resident_bytes),
             open_fds: process.map(|p| (p.open_fds, p.max_fds)),
             traffic: self

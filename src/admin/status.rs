@@ -27,8 +27,10 @@ pub struct StatusSnapshot {
     pub cache_bytes: u64,
     /// Bytes the edge cache may hold.
     pub cache_capacity: u64,
-    /// Bytes of the store's database file.
+    /// Bytes of the store on disk (segment files and database).
     pub store_bytes: u64,
+    /// The store's space: pinned and cache bytes, budget, evictions, collections.
+    pub store: crate::tiers::space::StoreSummary,
     /// Resident memory of the process, when known.
     pub resident_bytes: Option<u64>,
     /// Open file descriptors and their limit, when known.
@@ -361,7 +363,20 @@ fn health(s: &StatusSnapshot) -> Markup {
             div.card {
                 h3 { "Store" }
                 div.big { (human_bytes(s.store_bytes as f64)) " on disk" }
+                @if s.store.max_size > 0 {
+                    @let used = (s.store.disk_bytes.saturating_sub(s.store.index_bytes)) as f64 / s.store.max_size as f64;
+                    div {
+                        meter min="0" max="1" high="0.95" value=(format!("{used:.3}")) {}
+                        " " (format!("{:.1} %", used * 100.0)) " of " (human_bytes(s.store.max_size as f64))
+                    }
+                }
+                div { (human_bytes(s.store.pinned_bytes as f64)) " pinned · " (human_bytes(s.store.cache_bytes as f64)) " cache" }
                 div { (s.pins_total) @if s.pins_total == 1 { " pin" } @else { " pins" } }
+                div {
+                    (human_bytes(s.store.evicted_bytes as f64)) " evicted · "
+                    (s.store.gc_runs) " collections · "
+                    (human_bytes(s.store.dead_bytes as f64)) " dead"
+                }
             }
             div.card {
                 h3 { "Process" }
@@ -914,6 +929,7 @@ mod tests {
             cache_bytes: 64 << 20,
             cache_capacity: 256 << 20,
             store_bytes: 3 << 20,
+            store: Default::default(),
             resident_bytes: Some(50 << 20),
             open_fds: Some((40, Some(1024))),
             traffic: (0..60u64)

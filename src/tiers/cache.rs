@@ -87,6 +87,8 @@ pub struct EdgeCache {
     /// Large heap blocks hit once (a bounded memory of recent keys, which may outlive an
     /// eviction); the next hit moves them to the arena.
     hit_once: Arc<Cache<Multihash<64>, ()>>,
+    /// Where fetched blocks are also kept on disk (the store's cache entries).
+    spill: Option<Arc<super::spill::CacheWriter>>,
 }
 
 impl EdgeCache {
@@ -127,6 +129,7 @@ impl EdgeCache {
             hit_once: Arc::new(Cache::new(
                 (bytes / MIN_ZERO_COPY_BYTES as u64).clamp(1024, 65536) as usize,
             )),
+            spill: None,
         })
     }
 
@@ -155,6 +158,21 @@ impl EdgeCache {
     /// Whether the block is cached, without counting or promoting it.
     pub fn contains(&self, cid: &Cid) -> bool {
         self.cache.peek(cid.hash()).is_some()
+    }
+
+    /// Keeps fetched blocks in the store too (written behind, never delaying a response).
+    pub fn with_spill(mut self, writer: Arc<super::spill::CacheWriter>) -> Self {
+        self.spill = Some(writer);
+        self
+    }
+
+    /// Caches a block fetched from the hot node or the cold tier: in memory, and on disk when
+    /// the store keeps fetched blocks.
+    pub fn insert_fetched(&self, block: &Block) {
+        self.insert(block);
+        if let Some(w) = &self.spill {
+            w.offer(block);
+        }
     }
 
     /// Admits a verified block.

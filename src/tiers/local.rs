@@ -1,25 +1,39 @@
-//! The embedded hot store: blocks and pins in one redb database on local disk.
+//! The embedded hot store and disk cache: block bytes in segment files (`segments.rs`), their
+//! index, the pins and small records in one redb database on local disk.
 //!
 //! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read is
 //! hashed against the requested CID before it is returned (disk corruption must never reach a
 //! client). Writes are transactional; imports and promotions stage their new blocks so that an
-//! interrupted one is rolled back at the next open.
+//! interrupted one is rolled back at the next open. Blocks fetched from the hot node or the
+//! cold tier are kept as cache entries within `store.max_size` (see `space.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
+use super::segments::{Class, Loc, Segments};
 use super::{identity_block, BlockSource, TierError};
 use crate::ipld::{codec, Block, CBOR, IDENTITY, JSON, RAW};
 
-const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// The layout before segment files: block bytes as redb values (twice their size on disk for
+/// large blocks). Moved into segments at the first open by this version.
+const LEGACY_BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// Multihash → where the block's bytes lie ([`Loc`], 16 bytes).
+pub(super) const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("block_index");
+/// (segment, offset) → block length (4 bytes, big-endian) followed by the multihash: what a
+/// segment holds, for rewriting or dropping it without a scan of the whole index.
+pub(super) const BY_SEGMENT: TableDefinition<(u32, u64), &[u8]> =
+    TableDefinition::new("block_segments");
 const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
 /// (batch id, multihash) of blocks a running import added; removed when the import commits.
 const STAGING: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("staging");
@@ -29,6 +43,37 @@ pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 /// Page cache of the store when the configuration does not say.
 pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How a store is opened: memory, the disk budget and the segment size.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// redb's page cache (index, pins, records).
+    pub cache_bytes: usize,
+    /// Disk budget of the block bytes (segment files); 0: none. Pinned blocks alone may not
+    /// pass it; cache entries are evicted to keep under it.
+    pub max_size: u64,
+    /// Size of one segment file (a larger block gets a file of its own).
+    pub segment_size: u64,
+    /// Eviction starts when the segment files pass this share of `max_size` …
+    pub high_watermark: f64,
+    /// … and stops once they are under this share.
+    pub low_watermark: f64,
+    /// Rewrite segments once dead bytes pass this share of the live bytes.
+    pub max_dead_ratio: f64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            max_size: 0,
+            segment_size: 256 * 1024 * 1024,
+            high_watermark: 0.95,
+            low_watermark: 0.85,
+            max_dead_ratio: 0.03,
+        }
+    }
+}
 
 /// Errors of the embedded store.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +87,21 @@ pub enum StoreError {
     /// A pin record is unreadable.
     #[error("store: corrupt record: {0}")]
     Record(String),
+    /// A segment file could not be written or read.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+    /// The write would take pinned content past `store.max_size`, or the disk is full.
+    #[error("store full: {0}")]
+    Full(String),
+}
+
+/// Maps a write error, naming a full disk as such.
+fn write_err(e: std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(28) {
+        StoreError::Full("no space left on the device".into())
+    } else {
+        StoreError::Io(e)
+    }
 }
 
 macro_rules! db_err {
@@ -106,9 +166,20 @@ pub struct LocalStore {
     pub(super) quarantine_count: Arc<AtomicU64>,
     /// Imports and promotions run one at a time so that a rollback never removes a block that a
     /// concurrent writer relied on.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    pub(super) writer: Arc<tokio::sync::Mutex<()>>,
     /// Told whenever a pin is added or removed (the pinset index follows the pins).
     pin_changes: Arc<tokio::sync::Notify>,
+    /// The block bytes.
+    pub(super) segments: Arc<Segments>,
+    pub(super) options: Arc<StoreOptions>,
+    /// Counts pin changes. Held while a pin is written and while eviction drops blocks, so
+    /// that eviction never drops a block a pin made since its mark reaches.
+    pub(super) pin_generation: Arc<Mutex<u64>>,
+    /// Reads of cache entries since their segment was last evicted (by the multihash's
+    /// first digest bytes): what eviction keeps.
+    pub(super) reads: Arc<Mutex<HashMap<u64, u8>>>,
+    /// Space management: counters and the wake-up of the maintenance task.
+    pub(super) space: Arc<super::space::SpaceState>,
 }
 
 /// Current Unix time in seconds.
@@ -132,11 +203,23 @@ impl LocalStore {
     /// would make resident memory grow with the content read), rolling back any interrupted
     /// import.
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Self::open_with(
+            dir,
+            StoreOptions {
+                cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens the store with `options`, moving blocks of the older layout into segment files
+    /// and rolling back any interrupted import.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = match Database::builder()
-            .set_cache_size(cache_bytes)
+        let mut db = match Database::builder()
+            .set_cache_size(options.cache_bytes)
             .create(&path)
         {
             Ok(db) => db,
@@ -145,14 +228,31 @@ impl LocalStore {
             }
             Err(e) => return Err(StoreError::Db(e.to_string())),
         };
+        let segments = Arc::new(Segments::open(
+            &dir.join(SEGMENTS_DIR),
+            options.segment_size,
+        )?);
+        if migrate_legacy_blocks(&db, &segments)? {
+            // The old values' pages are free now; give them back to the file system.
+            if let Err(e) = db.compact() {
+                tracing::warn!(error = %e, "compacting the index after the move to segments failed");
+            }
+        }
         let store = Self {
             db: Arc::new(db),
             dir: dir.to_path_buf(),
             quarantine_count: Arc::new(AtomicU64::new(0)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             pin_changes: Arc::new(tokio::sync::Notify::new()),
+            segments,
+            options: Arc::new(options),
+            pin_generation: Arc::new(Mutex::new(0)),
+            reads: Arc::new(Mutex::new(HashMap::new())),
+            space: Arc::new(super::space::SpaceState::default()),
         };
         store.init_tables()?;
+        store.count_live()?;
+        store.segments.resume();
         store.recover_pins()?;
         let rolled = store.rollback_all_staged()?;
         if rolled > 0 {
@@ -175,16 +275,145 @@ impl LocalStore {
         self.pin_changes.notify_one();
     }
 
+    /// Runs `write` (a pin change) under the pin generation, which it moves on.
+    fn pin_write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut generation = self
+            .pin_generation
+            .lock()
+            .map_err(|_| StoreError::Db("pin generation lock poisoned".into()))?;
+        let out = write();
+        *generation += 1;
+        out
+    }
+
+    /// Counts the live bytes of every segment from the index.
+    fn count_live(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let by_segment = tx.open_table(BY_SEGMENT)?;
+        for item in by_segment.iter()? {
+            let (k, v) = item?;
+            let (seg, off) = k.value();
+            let Some(len) = v.value().get(..4) else {
+                continue;
+            };
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            self.segments.count_live(&Loc { seg, off, len });
+        }
+        Ok(())
+    }
+
+    /// Where the block with multihash `key` lies, per the index in `table`.
+    fn locate(
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        key: &[u8],
+    ) -> Result<Option<Loc>, StoreError> {
+        match table.get(key)? {
+            Some(v) => Loc::decode(v.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::Record("block index entry of the wrong size".into())),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `data` to a segment of `class` and names it in the index under `key`, inside
+    /// `tx`. Returns the new place and the one it replaced.
+    pub(super) fn place(
+        &self,
+        tx: &redb::WriteTransaction,
+        class: Class,
+        key: &[u8],
+        data: &[u8],
+    ) -> Result<(Loc, Option<Loc>), StoreError> {
+        let loc = self.segments.append(class, data).map_err(write_err)?;
+        let mut index = tx.open_table(INDEX)?;
+        let mut by_segment = tx.open_table(BY_SEGMENT)?;
+        let old = match index.insert(key, loc.encode().as_slice())? {
+            Some(v) => Loc::decode(v.value()),
+            None => None,
+        };
+        if let Some(old) = old {
+            by_segment.remove((old.seg, old.off))?;
+        }
+        let mut entry = Vec::with_capacity(4 + key.len());
+        entry.extend_from_slice(&loc.len.to_be_bytes());
+        entry.extend_from_slice(key);
+        by_segment.insert((loc.seg, loc.off), entry.as_slice())?;
+        Ok((loc, old))
+    }
+
+    /// Removes the index entry of `key` inside `tx` when it still names `expected` (or any
+    /// place, when `expected` is `None`). Returns the place it named.
+    pub(super) fn unplace(
+        &self,
+        tx: &redb::WriteTransaction,
+        key: &[u8],
+        expected: Option<Loc>,
+    ) -> Result<Option<Loc>, StoreError> {
+        let mut index = tx.open_table(INDEX)?;
+        let current = Self::locate(&index, key)?;
+        let Some(loc) = current else { return Ok(None) };
+        if expected.is_some_and(|e| e != loc) {
+            return Ok(None);
+        }
+        index.remove(key)?;
+        tx.open_table(BY_SEGMENT)?.remove((loc.seg, loc.off))?;
+        Ok(Some(loc))
+    }
+
+    /// Reads the bytes the index names under `key` (reading the index again if the segment
+    /// was rewritten meanwhile).
+    fn read_bytes(&self, key: &[u8], first: Loc) -> Result<Option<(Loc, Bytes)>, StoreError> {
+        if let Some(b) = self.segments.read(&first)? {
+            return Ok(Some((first, b)));
+        }
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(INDEX)?;
+        match Self::locate(&index, key)? {
+            Some(loc) => Ok(self.segments.read(&loc)?.map(|b| (loc, b))),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes a read of a cache entry: eviction keeps what is read again.
+    fn note_read(&self, loc: &Loc, key: &[u8]) {
+        if self.segments.class_of(loc.seg) != Some(Class::Cache) {
+            return;
+        }
+        if let Ok(mut reads) = self.reads.lock() {
+            // Bounded: a table of millions of entries starts again rather than grow.
+            if reads.len() >= 1 << 22 {
+                reads.clear();
+            }
+            let n = reads.entry(read_key(key)).or_insert(0);
+            *n = n.saturating_add(1).min(3);
+        }
+    }
+
     /// Directory that holds the database.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Bytes of the database file on disk (0 when it cannot be read).
+    /// Bytes of the store on disk: the segment files and the database (index, pins, records).
     pub fn file_size(&self) -> u64 {
+        self.index_size() + self.segments.totals().file_bytes
+    }
+
+    /// Bytes of the database file (index, pins, records); 0 when it cannot be read.
+    pub fn index_size(&self) -> u64 {
         std::fs::metadata(self.dir.join(DB_FILE))
             .map(|m| m.len())
             .unwrap_or(0)
+    }
+
+    /// The segment totals: file bytes, pinned and cache bytes, blocks.
+    pub fn totals(&self) -> super::segments::Totals {
+        self.segments.totals()
+    }
+
+    /// How the store was opened.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 
     /// Whether the database answers a read: the readiness check of `/readyz`.
@@ -196,7 +425,8 @@ impl LocalStore {
 
     fn init_tables(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(BLOCKS)?;
+        tx.open_table(INDEX)?;
+        tx.open_table(BY_SEGMENT)?;
         tx.open_table(PINS)?;
         tx.open_table(STAGING)?;
         tx.open_table(META)?;
@@ -211,8 +441,8 @@ impl LocalStore {
             return Ok(Some(b));
         }
         let tx = self.db.begin_read().map_err(StoreError::from)?;
-        let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
-        read_block(&table, cid)
+        let table = tx.open_table(INDEX).map_err(StoreError::from)?;
+        self.read_block(&table, cid)
     }
 
     /// Whether the block is stored (blocking).
@@ -221,22 +451,14 @@ impl LocalStore {
             return Ok(true);
         }
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(BLOCKS)?;
+        let table = tx.open_table(INDEX)?;
         Ok(table.get(cid.hash().to_bytes().as_slice())?.is_some())
     }
 
     /// Number of stored blocks and their total size in bytes.
     pub fn stats(&self) -> Result<(u64, u64), StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(BLOCKS)?;
-        let mut count = 0;
-        let mut bytes = 0;
-        for item in table.iter()? {
-            let (_, v) = item?;
-            count += 1;
-            bytes += v.value().len() as u64;
-        }
-        Ok((count, bytes))
+        let t = self.segments.totals();
+        Ok((t.blocks, t.pinned_bytes + t.cache_bytes))
     }
 
     /// Writes verified blocks in one transaction, recording the new ones under staging `batch`.
@@ -251,25 +473,93 @@ impl LocalStore {
         if !durable {
             tx.set_durability(Durability::None)?;
         }
-        let mut added = 0;
+        let mut placed = Vec::new();
         {
-            let mut table = tx.open_table(BLOCKS)?;
             let mut staging = tx.open_table(STAGING)?;
+            let mut new_bytes = 0u64;
             for b in blocks {
                 if b.cid().hash().code() == IDENTITY {
                     continue;
                 }
                 let key = b.cid().hash().to_bytes();
-                if table.get(key.as_slice())?.is_some() {
+                let existing = Self::locate(&tx.open_table(INDEX)?, &key)?;
+                // A block a pin will reach lives in a pinned segment, never in the cache that
+                // eviction takes from: one found there moves (it is staged like a new one).
+                if let Some(loc) = existing {
+                    if self.segments.class_of(loc.seg) != Some(Class::Cache) {
+                        continue;
+                    }
+                    placed.push((loc, -1i8));
+                }
+                new_bytes += b.data().len() as u64;
+                self.check_pinned_budget(new_bytes)?;
+                let (loc, _) = self.place(&tx, Class::Pinned, &key, b.data())?;
+                staging.insert((batch, key.as_slice()), ())?;
+                placed.push((loc, 1i8));
+            }
+        }
+        if durable {
+            self.segments.sync_dirty()?;
+        }
+        tx.commit()?;
+        self.segments.account(&placed);
+        self.space.wake_if_over(self);
+        Ok(placed.iter().filter(|(_, sign)| *sign > 0).count() as u64)
+    }
+
+    /// Refuses a write of pinned blocks that would take them past `store.max_size`.
+    fn check_pinned_budget(&self, adding: u64) -> Result<(), StoreError> {
+        let max = self.options.max_size;
+        if max == 0 {
+            return Ok(());
+        }
+        let pinned = self.segments.totals().pinned_bytes;
+        if pinned + adding > max {
+            return Err(StoreError::Full(format!(
+                "pinned content would take {} of store.max_size {}",
+                bytesize::ByteSize::b(pinned + adding),
+                bytesize::ByteSize::b(max)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keeps verified blocks fetched from the hot node or the cold tier as cache entries
+    /// (blocks already stored are skipped). Not durable: a crash may lose the last of them,
+    /// never what a pin needs. Returns how many were new; none when the budget has no room
+    /// until eviction made some.
+    pub fn put_cached(&self, blocks: &[Block]) -> Result<u64, StoreError> {
+        let max = self.options.max_size;
+        let incoming: u64 = blocks.iter().map(|b| b.data().len() as u64).sum();
+        if let Err(e) = self.make_room(incoming) {
+            tracing::warn!(error = %e, "evicting to make room for fetched blocks failed");
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        let mut placed = Vec::new();
+        {
+            let mut used = self.segments.totals().file_bytes;
+            for b in blocks {
+                if b.cid().hash().code() == IDENTITY {
                     continue;
                 }
-                table.insert(key.as_slice(), b.data().as_ref())?;
-                staging.insert((batch, key.as_slice()), ())?;
-                added += 1;
+                let key = b.cid().hash().to_bytes();
+                if tx.open_table(INDEX)?.get(key.as_slice())?.is_some() {
+                    continue;
+                }
+                if max > 0 && used + b.data().len() as u64 > max {
+                    self.space.note_cache_skip(b.data().len() as u64);
+                    continue;
+                }
+                used += b.data().len() as u64;
+                let (loc, _) = self.place(&tx, Class::Cache, &key, b.data())?;
+                placed.push((loc, 1i8));
             }
         }
         tx.commit()?;
-        Ok(added)
+        self.segments.account(&placed);
+        self.space.wake_if_over(self);
+        Ok(placed.len() as u64)
     }
 
     /// A fresh staging batch id.
@@ -290,15 +580,20 @@ impl LocalStore {
 
     /// Makes a staged batch permanent and pins `roots`, in one durable transaction.
     pub fn commit_batch(&self, batch: u64, roots: &[(Cid, PinReason)]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut staging = tx.open_table(STAGING)?;
-            staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
-        }
-        for (cid, reason) in roots {
-            self.insert_pin(&tx, cid, *reason, None)?;
-        }
-        tx.commit()?;
+        // The batch's bytes were appended without syncing; the commit makes them permanent.
+        self.segments.sync_dirty()?;
+        self.pin_write(|| {
+            let tx = self.db.begin_write()?;
+            {
+                let mut staging = tx.open_table(STAGING)?;
+                staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
+            }
+            for (cid, reason) in roots {
+                self.insert_pin(&tx, cid, *reason, None)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
         if !roots.is_empty() {
             self.announce_pin_change();
         }
@@ -308,22 +603,24 @@ impl LocalStore {
     /// Removes every block a staged batch added. Returns how many.
     pub fn rollback_batch(&self, batch: u64) -> Result<u64, StoreError> {
         let tx = self.db.begin_write()?;
-        let n = {
+        let mut removed = Vec::new();
+        {
             let mut staging = tx.open_table(STAGING)?;
-            let mut table = tx.open_table(BLOCKS)?;
             let mut keys = Vec::new();
             for item in staging.range((batch, &[][..])..(batch + 1, &[][..]))? {
                 let (k, _) = item?;
                 keys.push(k.value().1.to_vec());
             }
             for k in &keys {
-                table.remove(k.as_slice())?;
+                if let Some(loc) = self.unplace(&tx, k, None)? {
+                    removed.push((loc, -1i8));
+                }
             }
             staging.retain_in((batch, &[][..])..(batch + 1, &[][..]), |_, _| false)?;
-            keys.len() as u64
-        };
+        }
         tx.commit()?;
-        Ok(n)
+        self.segments.account(&removed);
+        Ok(removed.len() as u64)
     }
 
     fn rollback_all_staged(&self) -> Result<u64, StoreError> {
@@ -356,11 +653,15 @@ impl LocalStore {
     /// missing or corrupt block), durably.
     pub fn rewrite_block(&self, block: &Block) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut table = tx.open_table(BLOCKS)?;
-            table.insert(block.cid().hash().to_bytes().as_slice(), &block.data()[..])?;
-        }
+        let key = block.cid().hash().to_bytes();
+        let (loc, old) = self.place(&tx, Class::Pinned, &key, block.data())?;
+        self.segments.sync_dirty()?;
         tx.commit()?;
+        let mut changes = vec![(loc, 1i8)];
+        if let Some(old) = old {
+            changes.push((old, -1));
+        }
+        self.segments.account(&changes);
         Ok(())
     }
 
@@ -371,22 +672,28 @@ impl LocalStore {
         reason: PinReason,
         name: Option<String>,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        self.insert_pin(&tx, cid, reason, name)?;
-        tx.commit()?;
+        self.pin_write(|| {
+            let tx = self.db.begin_write()?;
+            self.insert_pin(&tx, cid, reason, name)?;
+            tx.commit()?;
+            Ok(())
+        })?;
         self.announce_pin_change();
         Ok(())
     }
 
     /// Removes a pin; true if there was one.
     pub fn unpin(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write()?;
-        let existed = {
-            let mut pins = tx.open_table(PINS)?;
-            let existed = pins.remove(cid.to_bytes().as_slice())?.is_some();
-            existed
-        };
-        tx.commit()?;
+        let existed = self.pin_write(|| {
+            let tx = self.db.begin_write()?;
+            let existed = {
+                let mut pins = tx.open_table(PINS)?;
+                let existed = pins.remove(cid.to_bytes().as_slice())?.is_some();
+                existed
+            };
+            tx.commit()?;
+            Ok(existed)
+        })?;
         if existed {
             self.announce_pin_change();
         }
@@ -597,7 +904,7 @@ impl LocalStore {
         // One read transaction for the whole walk: a DAG of a million blocks would otherwise
         // open a million.
         let tx = self.db.begin_read().map_err(StoreError::from)?;
-        let table = tx.open_table(BLOCKS).map_err(StoreError::from)?;
+        let table = tx.open_table(INDEX).map_err(StoreError::from)?;
         let mut stack = vec![*root];
         let mut seen = std::collections::HashSet::new();
         while let Some(cid) = stack.pop() {
@@ -617,7 +924,7 @@ impl LocalStore {
             }
             let block = match identity_block(&cid) {
                 Some(b) => b,
-                None => match read_block(&table, &cid)? {
+                None => match self.read_block(&table, &cid)? {
                     Some(b) => b,
                     None => return Ok(Some(DagGap::Missing(cid))),
                 },
@@ -645,28 +952,135 @@ impl LocalStore {
     }
 }
 
-/// Reads `cid` from the blocks table and verifies it against its CID.
-fn read_block(
-    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
-    cid: &Cid,
-) -> Result<Option<Block>, TierError> {
-    let data = match table
-        .get(cid.hash().to_bytes().as_slice())
-        .map_err(StoreError::from)?
-    {
-        Some(v) => Bytes::copy_from_slice(v.value()),
-        None => return Ok(None),
-    };
-    match Block::verified(*cid, data) {
-        Ok(b) => Ok(Some(b)),
-        Err(error) => {
-            tracing::error!(%cid, %error, "store holds a corrupt block");
-            Err(TierError::Corrupt {
-                tier: "store",
-                error,
-            })
+impl LocalStore {
+    /// Reads `cid` (per the index in `table`) and verifies it against its CID.
+    fn read_block(
+        &self,
+        table: &redb::ReadOnlyTable<&[u8], &[u8]>,
+        cid: &Cid,
+    ) -> Result<Option<Block>, TierError> {
+        let key = cid.hash().to_bytes();
+        let Some(first) = Self::locate(table, &key)? else {
+            return Ok(None);
+        };
+        let Some((loc, data)) = self.read_bytes(&key, first)? else {
+            return Ok(None);
+        };
+        match Block::verified(*cid, data) {
+            Ok(b) => {
+                self.note_read(&loc, &key);
+                Ok(Some(b))
+            }
+            Err(error) => {
+                tracing::error!(%cid, %error, "store holds a corrupt block");
+                // A cache entry is only a copy: drop it, so that the next read fetches again.
+                if self.segments.class_of(loc.seg) == Some(Class::Cache) {
+                    if let Err(e) = self.drop_entry(&key, loc) {
+                        tracing::warn!(%cid, error = %e, "dropping a corrupt cache entry failed");
+                    }
+                }
+                Err(TierError::Corrupt {
+                    tier: "store",
+                    error,
+                })
+            }
         }
     }
+
+    /// Removes the index entry of `key` if it still names `loc`.
+    fn drop_entry(&self, key: &[u8], loc: Loc) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        let removed = self.unplace(&tx, key, Some(loc))?;
+        tx.commit()?;
+        if let Some(l) = removed {
+            self.segments.account(&[(l, -1)]);
+        }
+        Ok(())
+    }
+}
+
+/// The key of a multihash in the table of reads: digest bytes are uniformly distributed.
+pub(super) fn read_key(mh: &[u8]) -> u64 {
+    let tail = &mh[mh.len().saturating_sub(8)..];
+    let mut b = [0u8; 8];
+    b[..tail.len()].copy_from_slice(tail);
+    u64::from_le_bytes(b)
+}
+
+/// Where segment files live in the data directory.
+const SEGMENTS_DIR: &str = "blocks";
+
+/// Moves the blocks of the older layout (bytes inside redb) into segment files, in chunks that
+/// each commit durably: a crash in the middle leaves every block in one place or the other.
+/// Returns whether there was anything to move.
+fn migrate_legacy_blocks(db: &Database, segments: &Segments) -> Result<bool, StoreError> {
+    {
+        let tx = db.begin_read()?;
+        match tx.open_table(LEGACY_BLOCKS) {
+            Ok(t) => {
+                if t.is_empty()? {
+                    drop(t);
+                    drop(tx);
+                    let w = db.begin_write()?;
+                    w.delete_table(LEGACY_BLOCKS)?;
+                    w.commit()?;
+                    return Ok(false);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut moved = 0u64;
+    loop {
+        let tx = db.begin_write()?;
+        let mut done = false;
+        {
+            let mut legacy = tx.open_table(LEGACY_BLOCKS)?;
+            let mut index = tx.open_table(INDEX)?;
+            let mut by_segment = tx.open_table(BY_SEGMENT)?;
+            let mut chunk = 0usize;
+            let mut keys = Vec::new();
+            for item in legacy.iter()? {
+                let (k, v) = item?;
+                let key = k.value().to_vec();
+                if index.get(key.as_slice())?.is_none() {
+                    let loc = segments
+                        .append(Class::Pinned, v.value())
+                        .map_err(write_err)?;
+                    index.insert(key.as_slice(), loc.encode().as_slice())?;
+                    let mut entry = loc.len.to_be_bytes().to_vec();
+                    entry.extend_from_slice(&key);
+                    by_segment.insert((loc.seg, loc.off), entry.as_slice())?;
+                    chunk += v.value().len();
+                }
+                keys.push(key);
+                if chunk >= 64 * 1024 * 1024 {
+                    break;
+                }
+            }
+            if keys.is_empty() {
+                done = true;
+            }
+            for k in &keys {
+                legacy.remove(k.as_slice())?;
+            }
+            moved += keys.len() as u64;
+        }
+        if done {
+            tx.delete_table(LEGACY_BLOCKS)?;
+        }
+        segments.sync_dirty()?;
+        tx.commit()?;
+        if done {
+            break;
+        }
+    }
+    tracing::info!(
+        blocks = moved,
+        "moved the store's blocks into segment files"
+    );
+    Ok(true)
 }
 
 /// Why a DAG in the store is not complete.
@@ -817,11 +1231,9 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let cid = cid_v1_sha256(RAW, b"good");
         let tx = store.db.begin_write().unwrap();
-        {
-            let mut t = tx.open_table(BLOCKS).unwrap();
-            t.insert(cid.hash().to_bytes().as_slice(), &b"evil"[..])
-                .unwrap();
-        }
+        store
+            .place(&tx, Class::Pinned, &cid.hash().to_bytes(), b"evil")
+            .unwrap();
         tx.commit().unwrap();
         assert!(matches!(
             store.get_sync(&cid),

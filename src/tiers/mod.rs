@@ -13,6 +13,9 @@ pub mod pins;
 pub mod pinset;
 pub mod records;
 pub mod remote;
+pub mod segments;
+pub mod space;
+pub mod spill;
 pub mod tiered;
 pub mod trustless;
 

@@ -606,7 +606,7 @@ impl TieredSource {
                     (None, None) => Err(TierError::NotFound(c)),
                 };
                 if let Ok(b) = &result {
-                    cache.insert(b);
+                    cache.insert_fetched(b);
                 }
                 result
             }))
@@ -634,7 +634,7 @@ impl TieredSource {
         tier: &'static str,
     ) {
         let Ok(mut f) = flights.lock() else {
-            cache.insert(&block);
+            cache.insert_fetched(&block);
             return;
         };
         // Children are registered before the block becomes visible in the cache: a reader that
@@ -650,7 +650,7 @@ impl TieredSource {
                 f.by_flight.entry(id).or_default().push(*l.hash());
             }
         }
-        cache.insert(&block);
+        cache.insert_fetched(&block);
         let mh = *block.cid().hash();
         if f.expected.get(&mh) == Some(&id) {
             f.expected.remove(&mh);

@@ -91,18 +91,34 @@ impl Server {
         Self::spawn_inner(dir, Some(config), env, &[])
     }
 
+    /// A server on data directory `path`, which outlives it (the caller owns it).
+    pub fn spawn_in(path: &Path, env: &[(&str, &str)]) -> Server {
+        Self::spawn_at(tempfile::tempdir().unwrap(), Some(path), None, env, &[])
+    }
+
     fn spawn_inner(
         dir: tempfile::TempDir,
         config: Option<&Path>,
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Server {
+        Self::spawn_at(dir, None, config, env, args)
+    }
+
+    fn spawn_at(
+        dir: tempfile::TempDir,
+        data_dir: Option<&Path>,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        let data_dir = data_dir.unwrap_or(dir.path()).to_path_buf();
         let mut cmd = Command::new(bin());
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
         cmd.arg("--data-dir")
-            .arg(dir.path())
+            .arg(&data_dir)
             .args([
                 "serve",
                 "--listen",

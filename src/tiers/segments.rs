@@ -1,0 +1,445 @@
+//! Block bytes in append-only segment files; the redb index (in `local.rs`) says where each
+//! block lies.
+//!
+//! Why: redb stores a value of a megabyte in pages rounded up to a power of two, so 1 MiB
+//! blocks took twice their size on disk. Appending blocks back to back into files of
+//! `segment_size` costs nothing per block (the index holds offset and length), and space
+//! comes back by whole files: a segment is rewritten (its live blocks copied forward) or
+//! dropped, as log-structured stores do.
+//!
+//! A segment holds one class of blocks, named in its file name (`{id}.pin.seg` /
+//! `{id}.cache.seg`): blocks written for pins (imports, promotions, repairs) or cache entries
+//! (blocks fetched from the hot node or the cold tier). Eviction takes cache segments only.
+//!
+//! Crash safety: bytes are appended before the index entry naming them is committed, and
+//! synced before any durable commit that needs them; an index entry is the only thing that
+//! makes bytes visible. Bytes appended by a write that never committed are dead space, which
+//! compaction reclaims. Every read is still hashed against its CID by the store.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// The two kinds of segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Blocks written for pins: never evicted, rewritten only to reclaim dead space or to
+    /// hand blocks no pin reaches any more to the cache.
+    Pinned,
+    /// Blocks kept because they were fetched: evicted oldest segment first, keeping what was
+    /// read again.
+    Cache,
+}
+
+impl Class {
+    fn suffix(self) -> &'static str {
+        match self {
+            Class::Pinned => "pin",
+            Class::Cache => "cache",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Class::Pinned => 0,
+            Class::Cache => 1,
+        }
+    }
+}
+
+/// Where a block's bytes lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// Segment id.
+    pub seg: u32,
+    /// Byte offset in the segment file.
+    pub off: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl Loc {
+    /// The 16-byte form kept in the index.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(&self.seg.to_be_bytes());
+        out[4..12].copy_from_slice(&self.off.to_be_bytes());
+        out[12..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// Reads the 16-byte form; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Loc> {
+        if bytes.len() != 16 {
+            return None;
+        }
+        Some(Loc {
+            seg: u32::from_be_bytes(bytes[..4].try_into().ok()?),
+            off: u64::from_be_bytes(bytes[4..12].try_into().ok()?),
+            len: u32::from_be_bytes(bytes[12..].try_into().ok()?),
+        })
+    }
+}
+
+/// One segment file and what the index says of it.
+struct Segment {
+    file: Arc<File>,
+    class: Class,
+    /// Bytes appended (reserved) so far: the file's logical end.
+    size: u64,
+    /// Bytes of blocks the index names in it.
+    live: u64,
+    /// Blocks the index names in it.
+    blocks: u64,
+}
+
+/// A segment as the space manager sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentInfo {
+    /// Segment id (ids grow with age).
+    pub id: u32,
+    /// Its class.
+    pub class: Class,
+    /// Bytes in the file.
+    pub size: u64,
+    /// Bytes the index still names.
+    pub live: u64,
+    /// Whether appends go to it now.
+    pub active: bool,
+}
+
+#[derive(Default)]
+struct State {
+    segments: BTreeMap<u32, Segment>,
+    active: [Option<u32>; 2],
+    next_id: u32,
+    /// Segments appended to since they were last synced.
+    dirty: HashSet<u32>,
+}
+
+/// Totals over all segments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes of all segment files.
+    pub file_bytes: u64,
+    /// Live bytes in pinned segments.
+    pub pinned_bytes: u64,
+    /// Live bytes in cache segments.
+    pub cache_bytes: u64,
+    /// Blocks the index names.
+    pub blocks: u64,
+    /// Number of segment files.
+    pub segments: u64,
+}
+
+/// The segment files of one store.
+pub struct Segments {
+    dir: PathBuf,
+    segment_size: u64,
+    state: Mutex<State>,
+}
+
+fn lock_err() -> std::io::Error {
+    std::io::Error::other("segment table lock poisoned")
+}
+
+impl Segments {
+    /// Opens the segment files in `dir` (creating it). Live byte counts start at zero: the
+    /// store tells them from its index with [`Segments::count_live`].
+    pub fn open(dir: &Path, segment_size: u64) -> std::io::Result<Segments> {
+        std::fs::create_dir_all(dir)?;
+        let mut state = State::default();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((id, class)) = parse_name(name) else {
+                continue;
+            };
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
+            let size = file.metadata()?.len();
+            state.next_id = state.next_id.max(id + 1);
+            state.segments.insert(
+                id,
+                Segment {
+                    file: Arc::new(file),
+                    class,
+                    size,
+                    live: 0,
+                    blocks: 0,
+                },
+            );
+        }
+        Ok(Segments {
+            dir: dir.to_path_buf(),
+            segment_size: segment_size.max(1),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Counts a live block found in the index at open.
+    pub fn count_live(&self, loc: &Loc) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(seg) = s.segments.get_mut(&loc.seg) {
+                seg.live += loc.len as u64;
+                seg.blocks += 1;
+            }
+        }
+    }
+
+    /// After open: appends continue in the newest segment of each class that has room.
+    pub fn resume(&self) {
+        let Ok(mut s) = self.state.lock() else { return };
+        for class in [Class::Pinned, Class::Cache] {
+            let newest = s
+                .segments
+                .iter()
+                .rev()
+                .find(|(_, seg)| seg.class == class)
+                .map(|(id, seg)| (*id, seg.size));
+            if let Some((id, size)) = newest {
+                if size < self.segment_size {
+                    s.active[class.slot()] = Some(id);
+                }
+            }
+        }
+    }
+
+    /// Appends `data` to the active segment of `class` and returns where it lies. The bytes
+    /// are not durable until [`Segments::sync_dirty`].
+    pub fn append(&self, class: Class, data: &[u8]) -> std::io::Result<Loc> {
+        let len = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::other("block larger than 4 GiB"))?;
+        let (file, loc) = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            let current = s.active[class.slot()].and_then(|id| {
+                let seg = s.segments.get(&id)?;
+                let fits = seg.size == 0 || seg.size + len as u64 <= self.segment_size;
+                fits.then_some(id)
+            });
+            let id = match current {
+                Some(id) => id,
+                None => self.create(&mut s, class)?,
+            };
+            let seg = s
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| std::io::Error::other("active segment vanished"))?;
+            let loc = Loc {
+                seg: id,
+                off: seg.size,
+                len,
+            };
+            seg.size += len as u64;
+            let file = seg.file.clone();
+            s.dirty.insert(id);
+            (file, loc)
+        };
+        // Written outside the lock: appends reserve disjoint ranges.
+        file.write_all_at(data, loc.off)?;
+        Ok(loc)
+    }
+
+    fn create(&self, s: &mut State, class: Class) -> std::io::Result<u32> {
+        let id = s.next_id;
+        let path = self.dir.join(file_name(id, class));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // The new name must survive a crash once blocks in it are committed.
+        File::open(&self.dir)?.sync_all()?;
+        s.next_id = id + 1;
+        s.segments.insert(
+            id,
+            Segment {
+                file: Arc::new(file),
+                class,
+                size: 0,
+                live: 0,
+                blocks: 0,
+            },
+        );
+        s.active[class.slot()] = Some(id);
+        Ok(id)
+    }
+
+    /// Makes every appended byte durable (before a durable index commit that names it).
+    pub fn sync_dirty(&self) -> std::io::Result<()> {
+        let files: Vec<Arc<File>> = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            let ids: Vec<u32> = s.dirty.drain().collect();
+            ids.iter()
+                .filter_map(|id| s.segments.get(id).map(|seg| seg.file.clone()))
+                .collect()
+        };
+        for f in files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the bytes at `loc`; `Ok(None)` when the segment is gone (it was dropped after the
+    /// caller read the index; reading the index again finds the block's new place).
+    pub fn read(&self, loc: &Loc) -> std::io::Result<Option<Bytes>> {
+        let file = {
+            let s = self.state.lock().map_err(|_| lock_err())?;
+            match s.segments.get(&loc.seg) {
+                Some(seg) => seg.file.clone(),
+                None => return Ok(None),
+            }
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.off)?;
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// The class of segment `id`, if it exists.
+    pub fn class_of(&self, id: u32) -> Option<Class> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.segments.get(&id).map(|seg| seg.class))
+    }
+
+    /// Applies index changes that committed: `+1` a block now named at `loc`, `-1` one no
+    /// longer named there.
+    pub fn account(&self, changes: &[(Loc, i8)]) {
+        let Ok(mut s) = self.state.lock() else { return };
+        for (loc, sign) in changes {
+            if let Some(seg) = s.segments.get_mut(&loc.seg) {
+                if *sign > 0 {
+                    seg.live += loc.len as u64;
+                    seg.blocks += 1;
+                } else {
+                    seg.live = seg.live.saturating_sub(loc.len as u64);
+                    seg.blocks = seg.blocks.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Totals over all segments.
+    pub fn totals(&self) -> Totals {
+        let Ok(s) = self.state.lock() else {
+            return Totals::default();
+        };
+        let mut t = Totals::default();
+        for seg in s.segments.values() {
+            t.file_bytes += seg.size;
+            t.blocks += seg.blocks;
+            t.segments += 1;
+            match seg.class {
+                Class::Pinned => t.pinned_bytes += seg.live,
+                Class::Cache => t.cache_bytes += seg.live,
+            }
+        }
+        t
+    }
+
+    /// Every segment, oldest first.
+    pub fn list(&self) -> Vec<SegmentInfo> {
+        let Ok(s) = self.state.lock() else {
+            return Vec::new();
+        };
+        s.segments
+            .iter()
+            .map(|(id, seg)| SegmentInfo {
+                id: *id,
+                class: seg.class,
+                size: seg.size,
+                live: seg.live,
+                active: s.active[seg.class.slot()] == Some(*id),
+            })
+            .collect()
+    }
+
+    /// Stops appending to segment `id` (before it is rewritten).
+    pub fn seal(&self, id: u32) {
+        if let Ok(mut s) = self.state.lock() {
+            for slot in s.active.iter_mut() {
+                if *slot == Some(id) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Deletes segment `id`: the index names nothing in it any more. Readers that still hold
+    /// its file finish their read (an unlinked file stays readable while open).
+    pub fn remove(&self, id: u32) -> std::io::Result<()> {
+        let class = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            for slot in s.active.iter_mut() {
+                if *slot == Some(id) {
+                    *slot = None;
+                }
+            }
+            s.dirty.remove(&id);
+            match s.segments.remove(&id) {
+                Some(seg) => seg.class,
+                None => return Ok(()),
+            }
+        };
+        match std::fs::remove_file(self.dir.join(file_name(id, class))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn file_name(id: u32, class: Class) -> String {
+    format!("{id:010}.{}.seg", class.suffix())
+}
+
+fn parse_name(name: &str) -> Option<(u32, Class)> {
+    let stem = name.strip_suffix(".seg")?;
+    let (id, class) = stem.split_once('.')?;
+    let class = match class {
+        "pin" => Class::Pinned,
+        "cache" => Class::Cache,
+        _ => return None,
+    };
+    Some((id.parse().ok()?, class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_roll_over_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = Segments::open(dir.path(), 10).unwrap();
+        let a = segs.append(Class::Pinned, b"0123456").unwrap();
+        let b = segs.append(Class::Pinned, b"abcdef").unwrap();
+        let c = segs.append(Class::Cache, b"cache").unwrap();
+        assert_eq!((a.seg, a.off), (0, 0));
+        assert_ne!(b.seg, a.seg, "did not fit: a new segment");
+        assert_ne!(c.seg, b.seg, "classes never share a segment");
+        // A block larger than a segment gets one of its own.
+        let big = segs.append(Class::Pinned, &[7u8; 25]).unwrap();
+        assert_eq!(big.off, 0);
+        segs.sync_dirty().unwrap();
+        segs.account(&[(a, 1), (b, 1), (c, 1), (big, 1)]);
+        let t = segs.totals();
+        assert_eq!(t.file_bytes, 7 + 6 + 5 + 25);
+        assert_eq!((t.pinned_bytes, t.cache_bytes, t.blocks), (38, 5, 4));
+        drop(segs);
+        let segs = Segments::open(dir.path(), 10).unwrap();
+        assert_eq!(&segs.read(&b).unwrap().unwrap()[..], b"abcdef");
+        assert_eq!(segs.class_of(c.seg), Some(Class::Cache));
+        segs.remove(a.seg).unwrap();
+        assert_eq!(segs.read(&a).unwrap(), None);
+        assert_eq!(Loc::decode(&big.encode()), Some(big));
+    }
+}

@@ -1,0 +1,843 @@
+//! Space management of the store: the disk budget (`store.max_size`), eviction of cache
+//! entries, garbage collection, and compaction of dead space.
+//!
+//! - Every block a pin reaches lives in a pinned segment: imports and promotions write there,
+//!   and move a block they find in a cache segment there. Eviction therefore takes cache
+//!   segments only, oldest first, and keeps (copies forward) what was read since it was written
+//!   (a FIFO with reinsertion, which comes close to LRU without a write per read).
+//! - Garbage collection marks what the pins reach; blocks in pinned segments that no pin reaches
+//!   (unpinned or demoted DAGs) move to cache segments, where eviction takes them in turn. It
+//!   commits under the writer lock and only when no pin changed since its mark, so a crash or a
+//!   pin made meanwhile never costs a pinned block.
+//! - Compaction rewrites the segment with the most dead bytes (blocks dropped or moved, writes
+//!   that never committed) until dead bytes are under `max_dead_ratio` of the live ones.
+//!
+//! Every rewrite appends the blocks it keeps, syncs them, then switches the index in one
+//! durable transaction, then deletes the old file: a crash at any point leaves each block
+//! named in exactly one place that holds it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cid::Cid;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::Serialize;
+
+use super::local::{read_key, LocalStore, StoreError, BY_SEGMENT, INDEX};
+use super::segments::{Class, Loc, SegmentInfo};
+use crate::ipld::{codec, Block, CBOR, JSON, RAW};
+
+/// Counters and the wake-up of the maintenance task.
+#[derive(Default)]
+pub struct SpaceState {
+    wake: tokio::sync::Notify,
+    /// Cache entries evicted.
+    pub evicted_blocks: AtomicU64,
+    /// Bytes of cache entries evicted.
+    pub evicted_bytes: AtomicU64,
+    /// Bytes copied forward by eviction because they were read again.
+    pub reinserted_bytes: AtomicU64,
+    /// Bytes copied by compaction.
+    pub compacted_bytes: AtomicU64,
+    /// Garbage collections that ran to the end.
+    pub gc_runs: AtomicU64,
+    /// Bytes garbage collection handed from pins to the cache.
+    pub released_bytes: AtomicU64,
+    /// Bytes of fetched blocks not kept because the budget had no room.
+    pub cache_skipped_bytes: AtomicU64,
+    /// The pin generation of the last garbage collection (`None`: none yet).
+    gc_generation: std::sync::Mutex<Option<u64>>,
+    /// One rewrite of segments at a time (the maintenance task, and the cache writer making
+    /// room).
+    rewriting: std::sync::Mutex<()>,
+}
+
+impl SpaceState {
+    /// Wakes the maintenance task when the segment files pass the high watermark.
+    pub fn wake_if_over(&self, store: &LocalStore) {
+        let o = store.options();
+        if o.max_size > 0 && store.totals().file_bytes as f64 > o.max_size as f64 * o.high_watermark
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A fetched block was not kept: no room in the budget.
+    pub fn note_cache_skip(&self, bytes: u64) {
+        self.cache_skipped_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Resolves when a write passed the high watermark.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Cache segments evicted.
+    pub evicted_segments: u64,
+    /// Cache entries dropped.
+    pub evicted_blocks: u64,
+    /// Bytes dropped.
+    pub evicted_bytes: u64,
+    /// Bytes kept by eviction because they were read again.
+    pub reinserted_bytes: u64,
+    /// Segments rewritten to reclaim dead bytes.
+    pub compacted_segments: u64,
+    /// Whether a garbage collection ran.
+    pub gc: bool,
+    /// Bytes no pin reaches that went to the cache.
+    pub released_bytes: u64,
+    /// Whether pinned blocks alone keep the store over its high watermark.
+    pub over_budget: bool,
+}
+
+fn lock_poisoned() -> StoreError {
+    StoreError::Db("a store lock was poisoned".into())
+}
+
+/// What happens to one block of a segment being rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep(Class),
+    Drop,
+}
+
+/// A block of a segment, per the `BY_SEGMENT` table.
+struct Entry {
+    loc: Loc,
+    key: Vec<u8>,
+}
+
+impl LocalStore {
+    /// One maintenance pass (blocking): garbage collection when the pins changed, eviction
+    /// down to the low watermark when over the high one, then compaction.
+    pub fn maintain(&self) -> Result<MaintenanceReport, StoreError> {
+        let _one = self.space.rewriting.lock().map_err(|_| lock_poisoned())?;
+        let mut report = MaintenanceReport::default();
+        self.collect_garbage(&mut report)?;
+        if self.over(self.options.high_watermark) {
+            let low = (self.options.max_size as f64 * self.options.low_watermark) as u64;
+            self.evict_down_to(low, &mut report)?;
+        }
+        self.compact(&mut report)?;
+        Ok(report)
+    }
+
+    /// Makes room for `incoming` bytes of cache entries when they would pass the high
+    /// watermark: evicts down to the low watermark (or lower, for a large batch). Run by the
+    /// cache writer, behind the responses.
+    pub fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
+        let o = &self.options;
+        if o.max_size == 0 {
+            return Ok(());
+        }
+        let high = (o.max_size as f64 * o.high_watermark) as u64;
+        if self.totals().file_bytes + incoming <= high {
+            return Ok(());
+        }
+        // While the maintenance task rewrites (it may wait for an import), the writer does not
+        // wait for it: blocks that do not fit are not kept this time.
+        let Ok(_one) = self.space.rewriting.try_lock() else {
+            return Ok(());
+        };
+        let low =
+            ((o.max_size as f64 * o.low_watermark) as u64).min(o.max_size.saturating_sub(incoming));
+        let mut report = MaintenanceReport::default();
+        self.evict_down_to(low, &mut report)
+    }
+
+    /// Waits for a reason to run [`Self::maintain`]: a write past the high watermark, or
+    /// `every`.
+    pub async fn maintenance_due(&self, every: std::time::Duration) {
+        tokio::select! {
+            _ = self.space.woken() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+
+    /// The counters of space management.
+    pub fn space(&self) -> &SpaceState {
+        &self.space
+    }
+
+    fn entries_of(&self, seg: u32) -> Result<Vec<Entry>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let by_segment = tx.open_table(BY_SEGMENT)?;
+        let mut out = Vec::new();
+        for item in by_segment.range((seg, 0)..(seg.saturating_add(1), 0))? {
+            let (k, v) = item?;
+            let (seg, off) = k.value();
+            let v = v.value();
+            if v.len() < 4 {
+                continue;
+            }
+            let len = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            out.push(Entry {
+                loc: Loc { seg, off, len },
+                key: v[4..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rewrites segment `seg`: each block gets its fate; kept blocks are copied to a segment
+    /// of their class, the index switched durably, and the file deleted once nothing in it is
+    /// named. `guard` runs inside the commit (under the pin generation lock when the caller
+    /// needs it) and may refuse the commit. Returns (bytes kept, blocks and bytes dropped),
+    /// or `None` when the commit was refused.
+    fn rewrite(
+        &self,
+        seg: u32,
+        fate: &mut dyn FnMut(&Entry) -> Fate,
+        guard: Option<u64>,
+    ) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        self.segments.seal(seg);
+        let entries = self.entries_of(seg)?;
+        let mut moves: Vec<(Vec<u8>, Loc, Loc)> = Vec::new();
+        let mut drops: Vec<(Vec<u8>, Loc)> = Vec::new();
+        for e in &entries {
+            match fate(e) {
+                Fate::Drop => drops.push((e.key.clone(), e.loc)),
+                Fate::Keep(class) => {
+                    let Some(data) = self.segments.read(&e.loc)? else {
+                        continue;
+                    };
+                    // Only verified bytes are copied: a corrupt block is dropped here rather
+                    // than carried forward (a read would refuse it anyway).
+                    let Ok(mh) = cid::multihash::Multihash::<64>::from_bytes(&e.key) else {
+                        drops.push((e.key.clone(), e.loc));
+                        continue;
+                    };
+                    if Block::verified(Cid::new_v1(RAW, mh), data.clone()).is_err() {
+                        tracing::error!(
+                            segment = seg,
+                            offset = e.loc.off,
+                            "dropping a corrupt block during a segment rewrite"
+                        );
+                        drops.push((e.key.clone(), e.loc));
+                        continue;
+                    }
+                    let new = self.segments.append(class, &data).map_err(StoreError::Io)?;
+                    moves.push((e.key.clone(), e.loc, new));
+                }
+            }
+        }
+        self.segments.sync_dirty()?;
+        let commit = || -> Result<Vec<(Loc, i8)>, StoreError> {
+            let tx = self.db.begin_write()?;
+            let mut changes = Vec::new();
+            for (key, old, new) in &moves {
+                let current = {
+                    let index = tx.open_table(INDEX)?;
+                    let v = index
+                        .get(key.as_slice())?
+                        .and_then(|v| Loc::decode(v.value()));
+                    v
+                };
+                // Moved or dropped meanwhile: the copy is dead space.
+                if current != Some(*old) {
+                    continue;
+                }
+                let (placed, replaced) = self.relink(&tx, key, *new)?;
+                changes.push((placed, 1));
+                if let Some(r) = replaced {
+                    changes.push((r, -1));
+                }
+            }
+            for (key, old) in &drops {
+                if let Some(l) = self.unplace(&tx, key, Some(*old))? {
+                    changes.push((l, -1));
+                }
+            }
+            tx.commit()?;
+            Ok(changes)
+        };
+        let changes = match guard {
+            Some(generation) => {
+                let current = self.pin_generation.lock().map_err(|_| lock_poisoned())?;
+                if *current != generation {
+                    return Ok(None);
+                }
+                commit()?
+            }
+            None => commit()?,
+        };
+        self.segments.account(&changes);
+        if self.entries_of(seg)?.is_empty() {
+            self.segments.remove(seg)?;
+        }
+        let kept = moves.iter().map(|(_, _, n)| n.len as u64).sum();
+        let dropped_bytes = drops.iter().map(|(_, l)| l.len as u64).sum();
+        Ok(Some((kept, drops.len() as u64, dropped_bytes)))
+    }
+
+    /// Points the index entry of `key` at `new` (bytes already appended there).
+    fn relink(
+        &self,
+        tx: &redb::WriteTransaction,
+        key: &[u8],
+        new: Loc,
+    ) -> Result<(Loc, Option<Loc>), StoreError> {
+        let mut index = tx.open_table(INDEX)?;
+        let mut by_segment = tx.open_table(BY_SEGMENT)?;
+        let old = index
+            .insert(key, new.encode().as_slice())?
+            .and_then(|v| Loc::decode(v.value()));
+        if let Some(old) = old {
+            by_segment.remove((old.seg, old.off))?;
+        }
+        let mut entry = new.len.to_be_bytes().to_vec();
+        entry.extend_from_slice(key);
+        by_segment.insert((new.seg, new.off), entry.as_slice())?;
+        Ok((new, old))
+    }
+
+    fn over(&self, share: f64) -> bool {
+        let max = self.options.max_size;
+        max > 0 && self.totals().file_bytes as f64 > max as f64 * share
+    }
+
+    /// Evicts cache segments, oldest first, until the segment files take at most `target`.
+    fn evict_down_to(&self, target: u64, report: &mut MaintenanceReport) -> Result<(), StoreError> {
+        while self.totals().file_bytes > target {
+            // The oldest cache segment; the one being written only when no other is left.
+            let cache: Vec<SegmentInfo> = self
+                .segments
+                .list()
+                .into_iter()
+                .filter(|s| s.class == Class::Cache)
+                .collect();
+            let victim = cache.iter().find(|s| !s.active).or(cache.first()).copied();
+            let Some(victim) = victim else {
+                // Pinned blocks alone (and dead bytes compaction will take) fill the budget.
+                report.over_budget = true;
+                tracing::warn!(
+                    max_size = self.options.max_size,
+                    "the store is over its high watermark with no cache entries left to evict"
+                );
+                return Ok(());
+            };
+            // Keep at most half of a segment, so that every eviction frees space.
+            let mut keep_budget = victim.size / 2;
+            let reads = &self.reads;
+            let mut fate = |e: &Entry| {
+                let k = read_key(&e.key);
+                let mut reads = match reads.lock() {
+                    Ok(r) => r,
+                    Err(_) => return Fate::Drop,
+                };
+                match reads.get_mut(&k) {
+                    Some(n) if *n > 0 && (e.loc.len as u64) <= keep_budget => {
+                        *n -= 1;
+                        keep_budget -= e.loc.len as u64;
+                        Fate::Keep(Class::Cache)
+                    }
+                    _ => {
+                        reads.remove(&k);
+                        Fate::Drop
+                    }
+                }
+            };
+            if let Some((kept, blocks, bytes)) = self.rewrite(victim.id, &mut fate, None)? {
+                report.evicted_segments += 1;
+                report.evicted_blocks += blocks;
+                report.evicted_bytes += bytes;
+                report.reinserted_bytes += kept;
+                self.space
+                    .evicted_blocks
+                    .fetch_add(blocks, Ordering::Relaxed);
+                self.space.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.space
+                    .reinserted_bytes
+                    .fetch_add(kept, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites segments with the most dead bytes until dead bytes are under
+    /// `max_dead_ratio` of the live ones.
+    fn compact(&self, report: &mut MaintenanceReport) -> Result<(), StoreError> {
+        // Each segment at most once per pass: a rewrite that kept everything must not loop.
+        let mut done = HashSet::new();
+        loop {
+            let segs = self.segments.list();
+            let (size, live): (u64, u64) = segs
+                .iter()
+                .fold((0, 0), |(s, l), x| (s + x.size, l + x.live));
+            let dead = size.saturating_sub(live);
+            if dead == 0 || (dead as f64) <= live as f64 * self.options.max_dead_ratio {
+                return Ok(());
+            }
+            let victim: Option<&SegmentInfo> = segs
+                .iter()
+                .filter(|s| !done.contains(&s.id) && s.size > s.live)
+                .max_by_key(|s| s.size - s.live);
+            let Some(victim) = victim else { return Ok(()) };
+            done.insert(victim.id);
+            let class = victim.class;
+            let mut fate = |_: &Entry| Fate::Keep(class);
+            if let Some((kept, _, _)) = self.rewrite(victim.id, &mut fate, None)? {
+                report.compacted_segments += 1;
+                self.space
+                    .compacted_bytes
+                    .fetch_add(kept, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Marks what the pins reach and hands blocks of pinned segments that nothing reaches to
+    /// the cache; runs when the pins changed since the last collection.
+    fn collect_garbage(&self, report: &mut MaintenanceReport) -> Result<(), StoreError> {
+        let generation = *self.pin_generation.lock().map_err(|_| lock_poisoned())?;
+        let last = *self
+            .space
+            .gc_generation
+            .lock()
+            .map_err(|_| lock_poisoned())?;
+        if last == Some(generation) {
+            return Ok(());
+        }
+        let reached = self.mark()?;
+        // Imports hold the writer lock from their first block to their pin: holding it, no
+        // staged block is in flight; the generation check catches pins made since the mark.
+        let _writer = self.writer.blocking_lock();
+        for seg in self.segments.list() {
+            if seg.class != Class::Pinned {
+                continue;
+            }
+            let entries = self.entries_of(seg.id)?;
+            let unreached: u64 = entries
+                .iter()
+                .filter(|e| !reached.contains(&e.key))
+                .map(|e| e.loc.len as u64)
+                .sum();
+            if unreached == 0 {
+                continue;
+            }
+            let mut fate = |e: &Entry| {
+                if reached.contains(&e.key) {
+                    Fate::Keep(Class::Pinned)
+                } else {
+                    Fate::Keep(Class::Cache)
+                }
+            };
+            match self.rewrite(seg.id, &mut fate, Some(generation))? {
+                Some(_) => {
+                    report.released_bytes += unreached;
+                    self.space
+                        .released_bytes
+                        .fetch_add(unreached, Ordering::Relaxed);
+                }
+                // Pins changed meanwhile: the next pass marks again.
+                None => return Ok(()),
+            }
+        }
+        report.gc = true;
+        self.space.gc_runs.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.space.gc_generation.lock() {
+            *g = Some(generation);
+        }
+        Ok(())
+    }
+
+    /// The multihashes every pin reaches (blocks missing from the store end their branch).
+    fn mark(&self) -> Result<HashSet<Vec<u8>>, StoreError> {
+        let mut reached = HashSet::new();
+        let mut stack: Vec<Cid> = Vec::new();
+        for pin in self.pins()? {
+            if let Ok(c) = pin.cid.parse::<Cid>() {
+                stack.push(c);
+            }
+        }
+        while let Some(cid) = stack.pop() {
+            if !reached.insert(cid.hash().to_bytes()) || cid.codec() == RAW {
+                continue;
+            }
+            if matches!(cid.codec(), JSON | CBOR) {
+                continue;
+            }
+            let block = match self.get_sync(&cid) {
+                Ok(Some(b)) => b,
+                Ok(None) | Err(_) => continue,
+            };
+            if let Ok(links) = codec::links(block.cid(), block.data()) {
+                stack.extend(links);
+            }
+        }
+        Ok(reached)
+    }
+}
+
+/// What the store holds and what space management did: `GET /admin/store`, `cidgate store`.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct StoreSummary {
+    /// Data directory.
+    pub dir: String,
+    /// `store.max_size` (0: no budget).
+    pub max_size: u64,
+    /// Bytes on disk: segment files and the database.
+    pub disk_bytes: u64,
+    /// Bytes of pinned blocks (never evicted).
+    pub pinned_bytes: u64,
+    /// Bytes of cache entries (evictable).
+    pub cache_bytes: u64,
+    /// Bytes in segment files that nothing names (reclaimed by compaction).
+    pub dead_bytes: u64,
+    /// Bytes of the database: block index, pins, records.
+    pub index_bytes: u64,
+    /// Blocks stored.
+    pub blocks: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Pins.
+    pub pins: u64,
+    /// Cache entries evicted since start.
+    pub evicted_blocks: u64,
+    /// Bytes evicted since start.
+    pub evicted_bytes: u64,
+    /// Bytes eviction kept because they were read again.
+    pub reinserted_bytes: u64,
+    /// Bytes copied by compaction since start.
+    pub compacted_bytes: u64,
+    /// Garbage collections since start.
+    pub gc_runs: u64,
+    /// Bytes garbage collection handed from pins to the cache since start.
+    pub released_bytes: u64,
+    /// Bytes of fetched blocks not kept on disk since start.
+    pub cache_skipped_bytes: u64,
+}
+
+impl LocalStore {
+    /// The store's space in one summary.
+    pub fn summary(&self) -> StoreSummary {
+        let t = self.totals();
+        let s = &self.space;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let live = t.pinned_bytes + t.cache_bytes;
+        let index_bytes = self.index_size();
+        StoreSummary {
+            dir: self.dir().display().to_string(),
+            max_size: self.options.max_size,
+            disk_bytes: t.file_bytes + index_bytes,
+            pinned_bytes: t.pinned_bytes,
+            cache_bytes: t.cache_bytes,
+            dead_bytes: t.file_bytes.saturating_sub(live),
+            index_bytes,
+            blocks: t.blocks,
+            segments: t.segments,
+            pins: self.pins().map(|p| p.len() as u64).unwrap_or(0),
+            evicted_blocks: get(&s.evicted_blocks),
+            evicted_bytes: get(&s.evicted_bytes),
+            reinserted_bytes: get(&s.reinserted_bytes),
+            compacted_bytes: get(&s.compacted_bytes),
+            gc_runs: get(&s.gc_runs),
+            released_bytes: get(&s.released_bytes),
+            cache_skipped_bytes: get(&s.cache_skipped_bytes),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = |n: u64| bytesize::ByteSize::b(n).to_string();
+        let budget = if self.max_size == 0 {
+            "no budget".to_string()
+        } else {
+            format!(
+                "{} of {} ({:.0} %)",
+                b(self.disk_bytes - self.index_bytes),
+                b(self.max_size),
+                (self.disk_bytes - self.index_bytes) as f64 * 100.0 / self.max_size as f64
+            )
+        };
+        writeln!(f, "store        {}", self.dir)?;
+        writeln!(f, "budget       {budget}")?;
+        writeln!(f, "on disk      {}", b(self.disk_bytes))?;
+        writeln!(f, "  pinned     {} (never evicted)", b(self.pinned_bytes))?;
+        writeln!(f, "  cache      {} (evictable)", b(self.cache_bytes))?;
+        writeln!(
+            f,
+            "  dead       {} (reclaimed by compaction)",
+            b(self.dead_bytes)
+        )?;
+        writeln!(f, "  index      {}", b(self.index_bytes))?;
+        writeln!(
+            f,
+            "blocks       {} in {} segment files",
+            self.blocks, self.segments
+        )?;
+        writeln!(f, "pins         {}", self.pins)?;
+        writeln!(
+            f,
+            "evicted      {} blocks, {} (kept {} read again)",
+            self.evicted_blocks,
+            b(self.evicted_bytes),
+            b(self.reinserted_bytes)
+        )?;
+        writeln!(
+            f,
+            "collected    {} runs, {} released to the cache; {} compacted",
+            self.gc_runs,
+            b(self.released_bytes),
+            b(self.compacted_bytes)
+        )?;
+        writeln!(
+            f,
+            "not kept     {} of fetched blocks",
+            b(self.cache_skipped_bytes)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::{cid_v1_sha256, DAG_PB};
+    use crate::tiers::local::{PinReason, StoreOptions};
+    use bytes::Bytes;
+
+    fn raw(seed: u64, len: usize) -> Block {
+        let mut data = vec![0u8; len];
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let data = Bytes::from(data);
+        Block::verified(cid_v1_sha256(RAW, &data), data).unwrap()
+    }
+
+    /// A dag-pb node linking `children` (a directory in shape; enough for the mark).
+    fn node(children: &[&Block]) -> Block {
+        use crate::ipld::dagpb::{PbLink, PbNode};
+        let node = PbNode {
+            links: children
+                .iter()
+                .enumerate()
+                .map(|(i, c)| PbLink {
+                    cid: *c.cid(),
+                    name: Some(format!("f{i}")),
+                    tsize: Some(c.data().len() as u64),
+                })
+                .collect(),
+            data: Some(Bytes::from_static(&[8, 1])),
+        };
+        let data = node.encode();
+        Block::verified(cid_v1_sha256(DAG_PB, &data), data).unwrap()
+    }
+
+    fn open(dir: &std::path::Path, max_size: u64, segment_size: u64) -> LocalStore {
+        LocalStore::open_with(
+            dir,
+            StoreOptions {
+                max_size,
+                segment_size,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn pin_dag(store: &LocalStore, blocks: &[Block], root: &Cid) {
+        let batch = store.new_batch().unwrap();
+        store.put_staged(batch, blocks, false).unwrap();
+        store
+            .commit_batch(batch, &[(*root, PinReason::Operator)])
+            .unwrap();
+    }
+
+    #[test]
+    fn block_bytes_take_their_size_on_disk_whatever_the_block_size() {
+        for (size, count) in [
+            (100usize, 2000u64),
+            (4096, 512),
+            (256 << 10, 16),
+            (1 << 20, 6),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), 0, 4 << 20);
+            let blocks: Vec<Block> = (0..count).map(|i| raw(i + 1, size)).collect();
+            let content: u64 = blocks.iter().map(|b| b.data().len() as u64).sum();
+            let batch = store.new_batch().unwrap();
+            store.put_staged(batch, &blocks, false).unwrap();
+            store.commit_batch(batch, &[]).unwrap();
+            let on_disk: u64 = std::fs::read_dir(dir.path().join("blocks"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert_eq!(on_disk, content, "{size}-byte blocks: segment bytes");
+            let t = store.totals();
+            assert_eq!((t.pinned_bytes, t.blocks), (content, count));
+            drop(store);
+            // Reopened, the counts come back from the index and every block reads back.
+            let store = open(dir.path(), 0, 4 << 20);
+            assert_eq!(store.totals().pinned_bytes, content);
+            for b in blocks.iter().step_by(7) {
+                assert_eq!(store.get_sync(b.cid()).unwrap().unwrap().data(), b.data());
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_of_the_older_layout_move_into_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<Block> = (0..20).map(|i| raw(i + 1, 5000)).collect();
+        {
+            let db = redb::Database::create(dir.path().join("cidgate.redb")).unwrap();
+            let legacy: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("blocks");
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(legacy).unwrap();
+                for b in &blocks {
+                    t.insert(b.cid().hash().to_bytes().as_slice(), b.data().as_ref())
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = open(dir.path(), 0, 1 << 20);
+        for b in &blocks {
+            assert_eq!(store.get_sync(b.cid()).unwrap().unwrap().data(), b.data());
+        }
+        assert_eq!(store.totals().pinned_bytes, 20 * 5000);
+        drop(store);
+        let store = open(dir.path(), 0, 1 << 20);
+        assert_eq!(store.totals().blocks, 20, "moved once");
+    }
+
+    #[test]
+    fn eviction_keeps_pins_and_what_was_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 segments of 64 KiB; eviction from 95 % down to 85 % of 512 KiB.
+        let store = open(dir.path(), 512 << 10, 64 << 10);
+        let leaves: Vec<Block> = (0..4).map(|i| raw(1000 + i, 16 << 10)).collect();
+        let root = node(&leaves.iter().collect::<Vec<_>>());
+        let mut dag = leaves.clone();
+        dag.push(root.clone());
+        pin_dag(&store, &dag, root.cid());
+        // The cache writer's batches: up to just under the high watermark, nothing goes.
+        let cached: Vec<Block> = (0..60).map(|i| raw(i + 1, 16 << 10)).collect();
+        for chunk in cached[..26].chunks(2) {
+            store.put_cached(chunk).unwrap();
+        }
+        assert_eq!(store.summary().evicted_blocks, 0);
+        assert_eq!(store.totals().cache_bytes, 26 * (16 << 10));
+        // The first cache entry is read before eviction reaches it.
+        assert!(store.get_sync(cached[0].cid()).unwrap().is_some());
+        // The next batches pass the high watermark: the oldest cache segment goes, again and
+        // again; the first entry stays hot (read between batches).
+        for chunk in cached[26..].chunks(2) {
+            store.put_cached(chunk).unwrap();
+            assert!(store.totals().file_bytes <= 512 << 10, "within the budget");
+            assert!(
+                store.get_sync(cached[0].cid()).unwrap().is_some(),
+                "hot: kept"
+            );
+        }
+        let summary = store.summary();
+        assert!(summary.evicted_blocks > 0, "{summary:?}");
+        assert!(summary.reinserted_bytes >= 16 << 10, "{summary:?}");
+        assert_eq!(summary.cache_skipped_bytes, 0, "room was made: {summary:?}");
+        for b in &dag {
+            assert!(store.get_sync(b.cid()).unwrap().is_some(), "pinned kept");
+        }
+        assert_eq!(store.check_dag(root.cid()).unwrap(), None);
+        assert!(
+            store.get_sync(cached[0].cid()).unwrap().is_some(),
+            "read again: kept"
+        );
+        assert!(
+            store.get_sync(cached[1].cid()).unwrap().is_none(),
+            "oldest unread: evicted"
+        );
+        assert!(
+            store.get_sync(cached[59].cid()).unwrap().is_some(),
+            "newest kept"
+        );
+        // A maintenance pass finds nothing over the watermark.
+        let report = store.maintain().unwrap();
+        assert_eq!(report.evicted_blocks, 0, "{report:?}");
+        assert!(!report.over_budget);
+    }
+
+    #[test]
+    fn pinned_content_past_the_budget_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 256 << 10, 64 << 10);
+        let blocks: Vec<Block> = (0..20).map(|i| raw(i + 1, 16 << 10)).collect();
+        let batch = store.new_batch().unwrap();
+        let err = store.put_staged(batch, &blocks, false).unwrap_err();
+        assert!(matches!(err, StoreError::Full(_)), "{err}");
+        assert!(err.to_string().contains("store.max_size"), "{err}");
+        store.rollback_batch(batch).unwrap();
+        // Reads go on.
+        let small = raw(99, 100);
+        pin_dag(&store, std::slice::from_ref(&small), small.cid());
+        assert!(store.get_sync(small.cid()).unwrap().is_some());
+    }
+
+    #[test]
+    fn unpinned_dags_become_cache_entries_and_dead_bytes_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        let keep_leaves: Vec<Block> = (0..4).map(|i| raw(10 + i, 16 << 10)).collect();
+        let keep = node(&keep_leaves.iter().collect::<Vec<_>>());
+        let drop_leaves: Vec<Block> = (0..8).map(|i| raw(20 + i, 16 << 10)).collect();
+        let dropped = node(&drop_leaves.iter().collect::<Vec<_>>());
+        let mut a = keep_leaves.clone();
+        a.push(keep.clone());
+        let mut b = drop_leaves.clone();
+        b.push(dropped.clone());
+        pin_dag(&store, &a, keep.cid());
+        pin_dag(&store, &b, dropped.cid());
+        let pinned_before = store.totals().pinned_bytes;
+        assert!(store.unpin(dropped.cid()).unwrap());
+        let report = store.maintain().unwrap();
+        assert!(report.gc);
+        let t = store.totals();
+        let released = 8 * (16 << 10) + dropped.data().len() as u64;
+        assert_eq!(report.released_bytes, released);
+        assert_eq!(t.pinned_bytes, pinned_before - released);
+        assert_eq!(t.cache_bytes, released, "still served, now evictable");
+        assert_eq!(store.check_dag(keep.cid()).unwrap(), None);
+        assert!(store.get_sync(drop_leaves[3].cid()).unwrap().is_some());
+        // Nothing changed since: the next pass does not mark again.
+        assert!(!store.maintain().unwrap().gc);
+        // Pinning it again moves its blocks back out of the cache.
+        pin_dag(&store, &b, dropped.cid());
+        assert_eq!(store.totals().pinned_bytes, pinned_before);
+        assert_eq!(store.totals().cache_bytes, 0);
+        // The moves left dead bytes; compaction brings the files back to their content.
+        store.maintain().unwrap();
+        let t = store.totals();
+        let live = t.pinned_bytes + t.cache_bytes;
+        assert!(
+            t.file_bytes as f64 <= live as f64 * 1.05,
+            "dead bytes reclaimed: {t:?}"
+        );
+        for blk in a.iter().chain(&b) {
+            assert!(store.get_sync(blk.cid()).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_import_leaves_no_visible_block_and_its_bytes_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        let blocks: Vec<Block> = (0..12).map(|i| raw(i + 1, 16 << 10)).collect();
+        let batch = store.new_batch().unwrap();
+        store.put_staged(batch, &blocks, false).unwrap();
+        store.rollback_batch(batch).unwrap();
+        assert!(store.get_sync(blocks[0].cid()).unwrap().is_none());
+        let t = store.totals();
+        assert_eq!(t.blocks, 0);
+        store.maintain().unwrap();
+        assert_eq!(store.totals().file_bytes, 0, "{:?}", store.totals());
+    }
+}
