@@ -1106,8 +1106,9 @@ impl Config {
                 "0 < store.low_watermark < store.high_watermark <= 1",
             );
         }
-        if self.store.segment_size.as_u64() < 64 * 1024 {
-            return bad("store.segment_size", "must be at least 64 KiB");
+        // Blocks are at most 2 MiB: a smaller segment would hold one block per file.
+        if self.store.segment_size.as_u64() < 1024 * 1024 {
+            return bad("store.segment_size", "must be at least 1 MiB");
         }
         let max = self.store.max_size.as_u64();
         if max != 0 && max < 4 * self.store.segment_size.as_u64() {

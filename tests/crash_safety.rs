@@ -431,15 +431,7 @@ const EPOCH: usize = 5;
 /// Copies directory `from` (the database and the segment files under it) into a fresh `to`.
 fn copy_dir(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
+    common::copy_tree(from, to);
 }
 
 /// `cidgate import` of a 2 MB CAR of ~100 blocks, killed at random moments; the store

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bin, cidgate, get, metric_sum, metrics, noise, tier, Server};
+use common::{bin, cidgate, copy_tree, get, metric_sum, metrics, noise, tier, Server};
 
 const MIB: usize = 1 << 20;
 
@@ -177,15 +177,24 @@ async fn the_disk_cache_stays_within_its_budget_and_pins_are_never_evicted() {
 async fn unpinned_content_becomes_cache_and_a_killed_collection_loses_no_pin() {
     let dir = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
+    let env = [("CIDGATE_STORE__SEGMENT_SIZE", "1 MiB")];
+    // Files of 3 MiB in 1 MiB segments, the pins interleaved: the collection rewrites many
+    // segments, one commit each, so kills land between them.
     let mut roots = Vec::new();
     for i in 0..6u64 {
         let path = src.path().join(format!("f{i}.bin"));
         std::fs::write(&path, noise(3 * MIB, 40 + i)).unwrap();
-        let out = cidgate(dir.path(), &["add", path.to_str().unwrap()]);
+        let out = std::process::Command::new(bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["add", path.to_str().unwrap()])
+            .env("RUST_LOG", "error")
+            .envs(env)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         roots.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
     }
-    let env = [("CIDGATE_STORE__SEGMENT_SIZE", "1 MiB")];
     let store_cmd = |args: &[&str]| {
         let mut c = std::process::Command::new(bin());
         c.arg("--data-dir")
@@ -208,13 +217,30 @@ async fn unpinned_content_becomes_cache_and_a_killed_collection_loses_no_pin() {
             assert!(resp.status().is_success(), "unpin {r}");
         }
     }
-    for delay_ms in [5u64, 20, 60, 150] {
+    // How long an uninterrupted collection takes here, on a copy: the kills aim inside it.
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), copy.path());
+    let t = Instant::now();
+    let out = std::process::Command::new(bin())
+        .arg("--data-dir")
+        .arg(copy.path())
+        .args(["store", "maintain"])
+        .env("RUST_LOG", "error")
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let full = t.elapsed();
+    let mut landed = 0;
+    for share in [0.2, 0.4, 0.6, 0.8] {
+        let delay_ms = (full.as_millis() as f64 * share) as u64;
         let mut child = store_cmd(&["store", "maintain"]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let running = matches!(child.try_wait(), Ok(None));
         let _ = child.kill();
         let _ = child.wait();
         eprintln!("disk_cache: kill at {delay_ms} ms, maintenance still running: {running}");
+        landed += running as usize;
         let g = Server::spawn_in(dir.path(), &env);
         for r in &roots[3..] {
             let resp = get(&format!("{}/ipfs/{r}?format=car", g.url)).await;
@@ -231,6 +257,9 @@ async fn unpinned_content_becomes_cache_and_a_killed_collection_loses_no_pin() {
         }
         drop(g);
     }
+    eprintln!(
+        "disk_cache: {landed} of 4 kills landed while the collection ran ({full:?} uninterrupted)"
+    );
     let out = store_cmd(&["store", "maintain"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

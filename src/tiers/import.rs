@@ -114,6 +114,10 @@ pub fn finish_batch(
         .filter(|(_, gap)| gap.is_none())
         .map(|(r, _)| (*r, reason))
         .collect();
+    // Blocks the new pins reach that were cached before (not in this CAR) become pinned too.
+    for (root, _) in &to_pin {
+        store.adopt_cached(batch, root)?;
+    }
     store.commit_batch(batch, &to_pin)?;
     Ok(checked
         .into_iter()

@@ -253,6 +253,16 @@ impl LocalStore {
         store.init_tables()?;
         store.count_live()?;
         store.segments.resume();
+        let pinned = store.totals().pinned_bytes;
+        let max = store.options.max_size;
+        if max > 0 && pinned as f64 > max as f64 * store.options.low_watermark {
+            tracing::warn!(
+                pinned = %bytesize::ByteSize::b(pinned),
+                max_size = %bytesize::ByteSize::b(max),
+                "pinned blocks take most of store.max_size: imports past it are refused and \
+                 little room is left for the disk cache; raise store.max_size"
+            );
+        }
         store.recover_pins()?;
         let rolled = store.rollback_all_staged()?;
         if rolled > 0 {
@@ -286,20 +296,102 @@ impl LocalStore {
         out
     }
 
-    /// Counts the live bytes of every segment from the index.
+    /// Counts the live bytes of every segment from the index, and removes index entries
+    /// that name a segment file no longer there (so that nothing reads as stored that is not,
+    /// and no new segment reuses their id).
     fn count_live(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_read()?;
-        let by_segment = tx.open_table(BY_SEGMENT)?;
-        for item in by_segment.iter()? {
-            let (k, v) = item?;
-            let (seg, off) = k.value();
-            let Some(len) = v.value().get(..4) else {
-                continue;
-            };
-            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-            self.segments.count_live(&Loc { seg, off, len });
+        let mut dangling = Vec::new();
+        {
+            let tx = self.db.begin_read()?;
+            let by_segment = tx.open_table(BY_SEGMENT)?;
+            for item in by_segment.iter()? {
+                let (k, v) = item?;
+                let (seg, off) = k.value();
+                let Some(len) = v.value().get(..4) else {
+                    continue;
+                };
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+                self.segments.count_live(&Loc { seg, off, len });
+            }
+            let index = tx.open_table(INDEX)?;
+            for item in index.iter()? {
+                let (k, v) = item?;
+                let Some(loc) = Loc::decode(v.value()) else {
+                    continue;
+                };
+                if loc.is_empty() {
+                    continue;
+                }
+                self.segments.reserve_ids_through(loc.seg);
+                if !self.segments.exists(loc.seg) {
+                    dangling.push(k.value().to_vec());
+                }
+            }
+        }
+        if !dangling.is_empty() {
+            tracing::warn!(
+                blocks = dangling.len(),
+                "the index named blocks in segment files that are gone; forgetting them"
+            );
+            let tx = self.db.begin_write()?;
+            for key in &dangling {
+                self.unplace(&tx, key, None)?;
+            }
+            tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Number of pins (without reading them).
+    pub fn pin_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(PINS)?.len()?)
+    }
+
+    /// Moves every block of the DAG under `root` that lies in a cache segment into a pinned
+    /// one, staged under `batch` (blocking; under the writer lock, before `root` is pinned):
+    /// a pin made from a partial CAR may reach blocks that were fetched and cached earlier,
+    /// and eviction must never take those. Returns how many moved.
+    pub fn adopt_cached(&self, batch: u64, root: &Cid) -> Result<u64, TierError> {
+        let mut moving = Vec::new();
+        let mut moved = 0;
+        let mut stack = vec![*root];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(cid) = stack.pop() {
+            if cid.hash().code() == IDENTITY || !seen.insert(*cid.hash()) {
+                continue;
+            }
+            let key = cid.hash().to_bytes();
+            let loc = {
+                let tx = self.db.begin_read().map_err(StoreError::from)?;
+                let index = tx.open_table(INDEX).map_err(StoreError::from)?;
+                Self::locate(&index, &key)?
+            };
+            let Some(loc) = loc else { continue };
+            let in_cache = self.segments.class_of(loc.seg) == Some(Class::Cache);
+            if !in_cache && cid.codec() == RAW {
+                continue;
+            }
+            let Some(block) = self.get_sync(&cid)? else {
+                continue;
+            };
+            if cid.codec() != RAW {
+                if let Ok(links) = codec::links(block.cid(), block.data()) {
+                    stack.extend(links);
+                }
+            }
+            if in_cache {
+                moving.push(block);
+                if moving.len() >= 256 {
+                    moved += self.put_staged(batch, &moving, false)?;
+                    moving.clear();
+                }
+            }
+        }
+        if !moving.is_empty() {
+            moved += self.put_staged(batch, &moving, false)?;
+        }
+        Ok(moved)
     }
 
     /// Where the block with multihash `key` lies, per the index in `table`.
@@ -331,13 +423,16 @@ impl LocalStore {
             Some(v) => Loc::decode(v.value()),
             None => None,
         };
-        if let Some(old) = old {
+        if let Some(old) = old.filter(|o| !o.is_empty()) {
             by_segment.remove((old.seg, old.off))?;
         }
-        let mut entry = Vec::with_capacity(4 + key.len());
-        entry.extend_from_slice(&loc.len.to_be_bytes());
-        entry.extend_from_slice(key);
-        by_segment.insert((loc.seg, loc.off), entry.as_slice())?;
+        // An empty block lies in no segment (see `Loc::EMPTY`).
+        if !loc.is_empty() {
+            let mut entry = Vec::with_capacity(4 + key.len());
+            entry.extend_from_slice(&loc.len.to_be_bytes());
+            entry.extend_from_slice(key);
+            by_segment.insert((loc.seg, loc.off), entry.as_slice())?;
+        }
         Ok((loc, old))
     }
 
@@ -356,27 +451,47 @@ impl LocalStore {
             return Ok(None);
         }
         index.remove(key)?;
-        tx.open_table(BY_SEGMENT)?.remove((loc.seg, loc.off))?;
+        if !loc.is_empty() {
+            tx.open_table(BY_SEGMENT)?.remove((loc.seg, loc.off))?;
+        }
         Ok(Some(loc))
     }
 
     /// Reads the bytes the index names under `key` (reading the index again if the segment
     /// was rewritten meanwhile).
-    fn read_bytes(&self, key: &[u8], first: Loc) -> Result<Option<(Loc, Bytes)>, StoreError> {
-        if let Some(b) = self.segments.read(&first)? {
-            return Ok(Some((first, b)));
+    fn read_bytes(
+        &self,
+        key: &[u8],
+        first: Loc,
+    ) -> Result<Option<(Loc, Bytes, Class)>, StoreError> {
+        if let Some((b, class)) = self.read_at(key, first)? {
+            return Ok(Some((first, b, class)));
         }
         let tx = self.db.begin_read()?;
         let index = tx.open_table(INDEX)?;
         match Self::locate(&index, key)? {
-            Some(loc) => Ok(self.segments.read(&loc)?.map(|b| (loc, b))),
+            Some(loc) => Ok(self.read_at(key, loc)?.map(|(b, c)| (loc, b, c))),
             None => Ok(None),
         }
     }
 
+    /// Reads `loc`. A cache entry that cannot be read (a file cut short by a power loss, a
+    /// bad sector) is dropped and reads as absent: it is only a copy, fetched again.
+    fn read_at(&self, key: &[u8], loc: Loc) -> Result<Option<(Bytes, Class)>, StoreError> {
+        match self.segments.read(&loc) {
+            Ok(found) => Ok(found),
+            Err(e) if self.segments.class_of(loc.seg) == Some(Class::Cache) => {
+                tracing::warn!(error = %e, segment = loc.seg, "dropping a cache entry that cannot be read");
+                self.drop_entry(key, loc)?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Notes a read of a cache entry: eviction keeps what is read again.
-    fn note_read(&self, loc: &Loc, key: &[u8]) {
-        if self.segments.class_of(loc.seg) != Some(Class::Cache) {
+    fn note_read(&self, class: Class, key: &[u8]) {
+        if class != Class::Cache {
             return;
         }
         if let Ok(mut reads) = self.reads.lock() {
@@ -486,10 +601,13 @@ impl LocalStore {
                 // A block a pin will reach lives in a pinned segment, never in the cache that
                 // eviction takes from: one found there moves (it is staged like a new one).
                 if let Some(loc) = existing {
-                    if self.segments.class_of(loc.seg) != Some(Class::Cache) {
-                        continue;
+                    match self.segments.class_of(loc.seg) {
+                        Some(Class::Pinned) => continue,
+                        None if loc.is_empty() => continue,
+                        Some(Class::Cache) => placed.push((loc, -1i8)),
+                        // Named in a segment that is gone: written again.
+                        None => {}
                     }
-                    placed.push((loc, -1i8));
                 }
                 new_bytes += b.data().len() as u64;
                 self.check_pinned_budget(new_bytes)?;
@@ -556,6 +674,9 @@ impl LocalStore {
                 placed.push((loc, 1i8));
             }
         }
+        // The commit is not durable, but the next durable commit of anything makes it so: the
+        // bytes it names must be on disk by then.
+        self.segments.sync_dirty()?;
         tx.commit()?;
         self.segments.account(&placed);
         self.space.wake_if_over(self);
@@ -652,6 +773,8 @@ impl LocalStore {
     /// Writes a verified block over whatever the store holds under its multihash (a repair of a
     /// missing or corrupt block), durably.
     pub fn rewrite_block(&self, block: &Block) -> Result<(), StoreError> {
+        // Not while an import runs: its rollback would remove the repaired block by key.
+        let _writer = self.writer.blocking_lock();
         let tx = self.db.begin_write()?;
         let key = block.cid().hash().to_bytes();
         let (loc, old) = self.place(&tx, Class::Pinned, &key, block.data())?;
@@ -963,18 +1086,18 @@ impl LocalStore {
         let Some(first) = Self::locate(table, &key)? else {
             return Ok(None);
         };
-        let Some((loc, data)) = self.read_bytes(&key, first)? else {
+        let Some((loc, data, class)) = self.read_bytes(&key, first)? else {
             return Ok(None);
         };
         match Block::verified(*cid, data) {
             Ok(b) => {
-                self.note_read(&loc, &key);
+                self.note_read(class, &key);
                 Ok(Some(b))
             }
             Err(error) => {
                 tracing::error!(%cid, %error, "store holds a corrupt block");
                 // A cache entry is only a copy: drop it, so that the next read fetches again.
-                if self.segments.class_of(loc.seg) == Some(Class::Cache) {
+                if class == Class::Cache {
                     if let Err(e) = self.drop_entry(&key, loc) {
                         tracing::warn!(%cid, error = %e, "dropping a corrupt cache entry failed");
                     }

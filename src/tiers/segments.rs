@@ -63,6 +63,19 @@ pub struct Loc {
 }
 
 impl Loc {
+    /// Where an empty block lies: nowhere. It takes no bytes and no place in any segment, so
+    /// that it never shares an offset with the block appended after it.
+    pub const EMPTY: Loc = Loc {
+        seg: u32::MAX,
+        off: 0,
+        len: 0,
+    };
+
+    /// Whether this is [`Loc::EMPTY`].
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The 16-byte form kept in the index.
     pub fn encode(&self) -> [u8; 16] {
         let mut out = [0u8; 16];
@@ -91,10 +104,11 @@ struct Segment {
     class: Class,
     /// Bytes appended (reserved) so far: the file's logical end.
     size: u64,
-    /// Bytes of blocks the index names in it.
-    live: u64,
+    /// Bytes of blocks the index names in it (signed: a removal may be counted before the
+    /// addition it undoes, when two commits race to report).
+    live: i64,
     /// Blocks the index names in it.
-    blocks: u64,
+    blocks: i64,
 }
 
 /// A segment as the space manager sees it.
@@ -117,7 +131,7 @@ struct State {
     segments: BTreeMap<u32, Segment>,
     active: [Option<u32>; 2],
     next_id: u32,
-    /// Segments appended to since they were last synced.
+    /// Segments written to since they were last synced.
     dirty: HashSet<u32>,
 }
 
@@ -141,6 +155,9 @@ pub struct Segments {
     dir: PathBuf,
     segment_size: u64,
     state: Mutex<State>,
+    /// Held across a sync: a caller whose bytes another caller's sync took waits for that
+    /// sync to end instead of returning before its bytes are durable.
+    syncing: Mutex<()>,
 }
 
 fn lock_err() -> std::io::Error {
@@ -181,6 +198,7 @@ impl Segments {
             dir: dir.to_path_buf(),
             segment_size: segment_size.max(1),
             state: Mutex::new(state),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -188,9 +206,23 @@ impl Segments {
     pub fn count_live(&self, loc: &Loc) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(seg) = s.segments.get_mut(&loc.seg) {
-                seg.live += loc.len as u64;
+                seg.live += loc.len as i64;
                 seg.blocks += 1;
             }
+        }
+    }
+
+    /// Whether segment `id` exists.
+    pub fn exists(&self, id: u32) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| s.segments.contains_key(&id))
+    }
+
+    /// Makes sure new segments get ids above `id` (one the index still names).
+    pub fn reserve_ids_through(&self, id: u32) {
+        if let Ok(mut s) = self.state.lock() {
+            s.next_id = s.next_id.max(id.saturating_add(1));
         }
     }
 
@@ -217,6 +249,9 @@ impl Segments {
     pub fn append(&self, class: Class, data: &[u8]) -> std::io::Result<Loc> {
         let len = u32::try_from(data.len())
             .map_err(|_| std::io::Error::other("block larger than 4 GiB"))?;
+        if len == 0 {
+            return Ok(Loc::EMPTY);
+        }
         let (file, loc) = {
             let mut s = self.state.lock().map_err(|_| lock_err())?;
             let current = s.active[class.slot()].and_then(|id| {
@@ -238,17 +273,21 @@ impl Segments {
                 len,
             };
             seg.size += len as u64;
-            let file = seg.file.clone();
-            s.dirty.insert(id);
-            (file, loc)
+            (seg.file.clone(), loc)
         };
-        // Written outside the lock: appends reserve disjoint ranges.
+        // Written outside the lock: appends reserve disjoint ranges. The segment is marked for
+        // syncing once its bytes are written, so that a sync never runs ahead of them.
         file.write_all_at(data, loc.off)?;
+        if let Ok(mut s) = self.state.lock() {
+            s.dirty.insert(loc.seg);
+        }
         Ok(loc)
     }
 
     fn create(&self, s: &mut State, class: Class) -> std::io::Result<u32> {
         let id = s.next_id;
+        // Taken even if creating fails: a file left behind never blocks the next id.
+        s.next_id = id + 1;
         let path = self.dir.join(file_name(id, class));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -257,7 +296,6 @@ impl Segments {
             .open(&path)?;
         // The new name must survive a crash once blocks in it are committed.
         File::open(&self.dir)?.sync_all()?;
-        s.next_id = id + 1;
         s.segments.insert(
             id,
             Segment {
@@ -274,32 +312,42 @@ impl Segments {
 
     /// Makes every appended byte durable (before a durable index commit that names it).
     pub fn sync_dirty(&self) -> std::io::Result<()> {
-        let files: Vec<Arc<File>> = {
+        let _one = self.syncing.lock().map_err(|_| lock_err())?;
+        let files: Vec<(u32, Arc<File>)> = {
             let mut s = self.state.lock().map_err(|_| lock_err())?;
             let ids: Vec<u32> = s.dirty.drain().collect();
             ids.iter()
-                .filter_map(|id| s.segments.get(id).map(|seg| seg.file.clone()))
+                .filter_map(|id| s.segments.get(id).map(|seg| (*id, seg.file.clone())))
                 .collect()
         };
-        for f in files {
-            f.sync_data()?;
+        for (i, (_, f)) in files.iter().enumerate() {
+            if let Err(e) = f.sync_data() {
+                // Not durable: whoever syncs next tries these again.
+                if let Ok(mut s) = self.state.lock() {
+                    s.dirty.extend(files[i..].iter().map(|(id, _)| *id));
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
 
     /// Reads the bytes at `loc`; `Ok(None)` when the segment is gone (it was dropped after the
     /// caller read the index; reading the index again finds the block's new place).
-    pub fn read(&self, loc: &Loc) -> std::io::Result<Option<Bytes>> {
-        let file = {
+    pub fn read(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
+        if loc.is_empty() {
+            return Ok(Some((Bytes::new(), Class::Pinned)));
+        }
+        let (file, class) = {
             let s = self.state.lock().map_err(|_| lock_err())?;
             match s.segments.get(&loc.seg) {
-                Some(seg) => seg.file.clone(),
+                Some(seg) => (seg.file.clone(), seg.class),
                 None => return Ok(None),
             }
         };
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.off)?;
-        Ok(Some(Bytes::from(buf)))
+        Ok(Some((Bytes::from(buf), class)))
     }
 
     /// The class of segment `id`, if it exists.
@@ -316,13 +364,8 @@ impl Segments {
         let Ok(mut s) = self.state.lock() else { return };
         for (loc, sign) in changes {
             if let Some(seg) = s.segments.get_mut(&loc.seg) {
-                if *sign > 0 {
-                    seg.live += loc.len as u64;
-                    seg.blocks += 1;
-                } else {
-                    seg.live = seg.live.saturating_sub(loc.len as u64);
-                    seg.blocks = seg.blocks.saturating_sub(1);
-                }
+                seg.live += loc.len as i64 * *sign as i64;
+                seg.blocks += *sign as i64;
             }
         }
     }
@@ -335,11 +378,11 @@ impl Segments {
         let mut t = Totals::default();
         for seg in s.segments.values() {
             t.file_bytes += seg.size;
-            t.blocks += seg.blocks;
+            t.blocks += seg.blocks.max(0) as u64;
             t.segments += 1;
             match seg.class {
-                Class::Pinned => t.pinned_bytes += seg.live,
-                Class::Cache => t.cache_bytes += seg.live,
+                Class::Pinned => t.pinned_bytes += seg.live.max(0) as u64,
+                Class::Cache => t.cache_bytes += seg.live.max(0) as u64,
             }
         }
         t
@@ -356,7 +399,7 @@ impl Segments {
                 id: *id,
                 class: seg.class,
                 size: seg.size,
-                live: seg.live,
+                live: seg.live.max(0) as u64,
                 active: s.active[seg.class.slot()] == Some(*id),
             })
             .collect()
@@ -436,7 +479,9 @@ mod tests {
         assert_eq!((t.pinned_bytes, t.cache_bytes, t.blocks), (38, 5, 4));
         drop(segs);
         let segs = Segments::open(dir.path(), 10).unwrap();
-        assert_eq!(&segs.read(&b).unwrap().unwrap()[..], b"abcdef");
+        assert_eq!(&segs.read(&b).unwrap().unwrap().0[..], b"abcdef");
+        assert_eq!(segs.append(Class::Cache, b"").unwrap(), Loc::EMPTY);
+        assert_eq!(segs.read(&Loc::EMPTY).unwrap().unwrap().0.len(), 0);
         assert_eq!(segs.class_of(c.seg), Some(Class::Cache));
         segs.remove(a.seg).unwrap();
         assert_eq!(segs.read(&a).unwrap(), None);

@@ -118,11 +118,12 @@ impl LocalStore {
         let _one = self.space.rewriting.lock().map_err(|_| lock_poisoned())?;
         let mut report = MaintenanceReport::default();
         self.collect_garbage(&mut report)?;
+        // Dead bytes first: reclaiming them may be all the budget needs.
+        self.compact(&mut report)?;
         if self.over(self.options.high_watermark) {
             let low = (self.options.max_size as f64 * self.options.low_watermark) as u64;
             self.evict_down_to(low, &mut report)?;
         }
-        self.compact(&mut report)?;
         Ok(report)
     }
 
@@ -143,8 +144,11 @@ impl LocalStore {
         let Ok(_one) = self.space.rewriting.try_lock() else {
             return Ok(());
         };
-        let low =
-            ((o.max_size as f64 * o.low_watermark) as u64).min(o.max_size.saturating_sub(incoming));
+        // Down to the low watermark, lower for a batch that would not fit there, but never
+        // below half the budget for one batch.
+        let low = ((o.max_size as f64 * o.low_watermark) as u64)
+            .min(o.max_size.saturating_sub(incoming))
+            .max(o.max_size / 2);
         let mut report = MaintenanceReport::default();
         self.evict_down_to(low, &mut report)
     }
@@ -202,8 +206,21 @@ impl LocalStore {
             match fate(e) {
                 Fate::Drop => drops.push((e.key.clone(), e.loc)),
                 Fate::Keep(class) => {
-                    let Some(data) = self.segments.read(&e.loc)? else {
-                        continue;
+                    let data = match self.segments.read(&e.loc) {
+                        Ok(Some((data, _))) => data,
+                        Ok(None) => continue,
+                        // A cache entry that cannot be read is only a copy: it goes.
+                        Err(err) if self.segments.class_of(seg) == Some(Class::Cache) => {
+                            tracing::warn!(segment = seg, error = %err, "dropping an unreadable cache entry");
+                            drops.push((e.key.clone(), e.loc));
+                            continue;
+                        }
+                        // A pinned one stays where it is (the scrub finds and repairs it); this
+                        // segment is left for another time.
+                        Err(err) => {
+                            tracing::error!(segment = seg, error = %err, "a pinned block cannot be read; the segment is not rewritten");
+                            return Ok(None);
+                        }
                     };
                     // Only verified bytes are copied: a corrupt block is dropped here rather
                     // than carried forward (a read would refuse it anyway).
@@ -363,6 +380,12 @@ impl LocalStore {
     fn compact(&self, report: &mut MaintenanceReport) -> Result<(), StoreError> {
         // Each segment at most once per pass: a rewrite that kept everything must not loop.
         let mut done = HashSet::new();
+        // Files that hold nothing (left by a crash before their first commit) just go.
+        for s in self.segments.list() {
+            if s.size == 0 && !s.active && self.entries_of(s.id)?.is_empty() {
+                self.segments.remove(s.id)?;
+            }
+        }
         loop {
             let segs = self.segments.list();
             let (size, live): (u64, u64) = segs
@@ -401,23 +424,33 @@ impl LocalStore {
         if last == Some(generation) {
             return Ok(());
         }
-        let reached = self.mark()?;
         // Imports hold the writer lock from their first block to their pin: holding it, no
         // staged block is in flight; the generation check catches pins made since the mark.
-        let _writer = self.writer.blocking_lock();
+        // While an import runs, collection waits for a later pass (eviction and compaction
+        // do not).
+        let Ok(_writer) = self.writer.try_lock() else {
+            return Ok(());
+        };
+        let Some(reached) = self.mark()? else {
+            return Ok(());
+        };
         for seg in self.segments.list() {
-            if seg.class != Class::Pinned {
-                continue;
-            }
             let entries = self.entries_of(seg.id)?;
-            let unreached: u64 = entries
+            let moving: u64 = entries
                 .iter()
-                .filter(|e| !reached.contains(&e.key))
+                .filter(|e| reached.contains(&e.key) != (seg.class == Class::Pinned))
                 .map(|e| e.loc.len as u64)
                 .sum();
-            if unreached == 0 {
+            // Pinned segments hand what no pin reaches to the cache; cache segments hand what
+            // a pin reaches to the pins (a pin made of blocks cached before).
+            if moving == 0 {
                 continue;
             }
+            let unreached = if seg.class == Class::Pinned {
+                moving
+            } else {
+                0
+            };
             let mut fate = |e: &Entry| {
                 if reached.contains(&e.key) {
                     Fate::Keep(Class::Pinned)
@@ -444,8 +477,10 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The multihashes every pin reaches (blocks missing from the store end their branch).
-    fn mark(&self) -> Result<HashSet<Vec<u8>>, StoreError> {
+    /// The multihashes every pin reaches (blocks missing from the store end their branch);
+    /// `None` when a block that is stored could not be read, so the mark is incomplete and
+    /// nothing may be released on it.
+    fn mark(&self) -> Result<Option<HashSet<Vec<u8>>>, StoreError> {
         let mut reached = HashSet::new();
         let mut stack: Vec<Cid> = Vec::new();
         for pin in self.pins()? {
@@ -462,13 +497,17 @@ impl LocalStore {
             }
             let block = match self.get_sync(&cid) {
                 Ok(Some(b)) => b,
-                Ok(None) | Err(_) => continue,
+                Ok(None) if !self.has_sync(&cid)? => continue,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(%cid, "a pinned block could not be read; garbage collection waits");
+                    return Ok(None);
+                }
             };
             if let Ok(links) = codec::links(block.cid(), block.data()) {
                 stack.extend(links);
             }
         }
-        Ok(reached)
+        Ok(Some(reached))
     }
 }
 
@@ -529,7 +568,7 @@ impl LocalStore {
             index_bytes,
             blocks: t.blocks,
             segments: t.segments,
-            pins: self.pins().map(|p| p.len() as u64).unwrap_or(0),
+            pins: self.pin_count().unwrap_or(0),
             evicted_blocks: get(&s.evicted_blocks),
             evicted_bytes: get(&s.evicted_bytes),
             reinserted_bytes: get(&s.reinserted_bytes),
@@ -824,6 +863,125 @@ mod tests {
         for blk in a.iter().chain(&b) {
             assert!(store.get_sync(blk.cid()).unwrap().is_some());
         }
+    }
+
+    #[test]
+    fn empty_blocks_take_no_place_and_never_collide_with_the_next_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        let empty = raw(0, 0);
+        let next = raw(1, 1000);
+        let root = node(&[&empty, &next]);
+        pin_dag(
+            &store,
+            &[empty.clone(), next.clone(), root.clone()],
+            root.cid(),
+        );
+        // The same empty block cached, then fetched again with another block behind it.
+        let cached = raw(2, 3000);
+        store.put_cached(&[empty.clone(), cached.clone()]).unwrap();
+        assert!(store.unpin(root.cid()).unwrap());
+        store.maintain().unwrap();
+        pin_dag(
+            &store,
+            &[empty.clone(), next.clone(), root.clone()],
+            root.cid(),
+        );
+        store.maintain().unwrap();
+        for b in [&empty, &next, &root, &cached] {
+            let got = store.get_sync(b.cid()).unwrap().expect("still stored");
+            assert_eq!(got.data(), b.data());
+        }
+        assert_eq!(store.check_dag(root.cid()).unwrap(), None);
+        drop(store);
+        let store = open(dir.path(), 0, 64 << 10);
+        assert_eq!(
+            store.get_sync(empty.cid()).unwrap().unwrap().data().len(),
+            0
+        );
+        assert!(store.get_sync(cached.cid()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_pin_made_of_cached_blocks_takes_them_out_of_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 512 << 10, 64 << 10);
+        let leaves: Vec<Block> = (0..3).map(|i| raw(50 + i, 16 << 10)).collect();
+        let root = node(&leaves.iter().collect::<Vec<_>>());
+        // The leaves were fetched and cached; a partial CAR (just the root) pins the DAG.
+        store.put_cached(&leaves).unwrap();
+        let batch = store.new_batch().unwrap();
+        store
+            .put_staged(batch, std::slice::from_ref(&root), false)
+            .unwrap();
+        let reports =
+            crate::tiers::import::finish_batch(&store, batch, &[*root.cid()], PinReason::Operator)
+                .unwrap();
+        assert!(reports[0].pinned);
+        assert_eq!(store.totals().cache_bytes, 0, "{:?}", store.totals());
+        // Eviction of everything cached cannot touch them now.
+        let churn: Vec<Block> = (0..60).map(|i| raw(500 + i, 16 << 10)).collect();
+        for chunk in churn.chunks(2) {
+            store.put_cached(chunk).unwrap();
+        }
+        assert!(store.summary().evicted_blocks > 0);
+        assert_eq!(store.check_dag(root.cid()).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_collection_moves_cached_blocks_a_pin_reaches_to_the_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        let leaf = raw(70, 16 << 10);
+        let root = node(&[&leaf]);
+        // Pinned without the writer path that adopts cached blocks (an older store).
+        store.put_cached(std::slice::from_ref(&leaf)).unwrap();
+        let batch = store.new_batch().unwrap();
+        store
+            .put_staged(batch, std::slice::from_ref(&root), false)
+            .unwrap();
+        store
+            .commit_batch(batch, &[(*root.cid(), PinReason::Operator)])
+            .unwrap();
+        assert_eq!(store.totals().cache_bytes, 16 << 10);
+        let report = store.maintain().unwrap();
+        assert!(report.gc);
+        assert_eq!(store.totals().cache_bytes, 0, "{report:?}");
+        assert!(store.get_sync(leaf.cid()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_corrupt_or_unreadable_cache_entry_is_dropped_and_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        let good = raw(80, 4096);
+        store.put_cached(std::slice::from_ref(&good)).unwrap();
+        // Flip a byte in the segment file.
+        let seg = std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".cache."))
+            .unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[100] ^= 0x55;
+        std::fs::write(&seg, &bytes).unwrap();
+        assert!(matches!(
+            store.get_sync(good.cid()),
+            Err(crate::tiers::TierError::Corrupt { .. })
+        ));
+        assert!(!store.has_sync(good.cid()).unwrap(), "dropped");
+        // Cut short (a power loss before the bytes reached the disk): absent, not an error.
+        let other = raw(81, 4096);
+        store.put_cached(std::slice::from_ref(&other)).unwrap();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        assert!(store.get_sync(other.cid()).unwrap().is_none());
+        assert!(!store.has_sync(other.cid()).unwrap());
     }
 
     #[test]

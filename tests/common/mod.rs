@@ -386,3 +386,17 @@ pub async fn answer(req: reqwest::RequestBuilder) -> Answer {
         body: resp.bytes().await.unwrap(),
     }
 }
+
+/// Copies directory `from` into `to`, subdirectories included (a data directory: the database
+/// and the segment files under `blocks/`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
