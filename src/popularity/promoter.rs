@@ -100,6 +100,8 @@ pub struct Promoter {
     limit: u64,
     clock: Arc<dyn Clock>,
     records: Mutex<BTreeMap<String, PinEntry>>,
+    /// Held while records are saved (see `update`).
+    saving: tokio::sync::Mutex<()>,
     busy: ClaimSet<String>,
     events: Mutex<VecDeque<Event>>,
     metrics: Arc<Metrics>,
@@ -146,6 +148,7 @@ impl Promoter {
             limit,
             clock,
             records: Mutex::new(records),
+            saving: tokio::sync::Mutex::new(()),
             busy: ClaimSet::with_gauge(metrics.work("pins")),
             events: Mutex::new(VecDeque::new()),
             metrics,
@@ -195,32 +198,50 @@ impl Promoter {
         }
     }
 
-    fn update(&self, cid: &Cid, f: impl FnOnce(&mut PinEntry)) -> Result<(), PromoteError> {
-        // Saved under the lock, so two updates cannot reach the store in the opposite order
-        // (an older snapshot saved last would bring back a state the pin has left).
-        let mut records = self
-            .records
-            .lock()
-            .map_err(|_| PromoteError::Store("records lock poisoned".into()))?;
+    async fn update(&self, cid: &Cid, f: impl FnOnce(&mut PinEntry)) -> Result<(), PromoteError> {
+        // Saves run one at a time, each of the snapshot taken when it started, so two updates
+        // cannot reach the store in the opposite order (an older snapshot saved last would
+        // bring back a state the pin has left). The durable write runs on a blocking thread:
+        // an fsync on a runtime worker stalled every request on that worker.
+        let _saving = self.saving.lock().await;
+        let snapshot = {
+            let mut records = self
+                .records
+                .lock()
+                .map_err(|_| PromoteError::Store("records lock poisoned".into()))?;
+            Self::apply(&mut records, cid, self.target.name(), self.clock.now(), f);
+            records.clone()
+        };
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || store.save(RECORDS_KEY, &snapshot))
+            .await
+            .map_err(|e| PromoteError::Store(format!("saving task failed: {e}")))?
+            .map_err(|e| PromoteError::Store(e.to_string()));
+        self.store.announce_pin_change();
+        saved
+    }
+
+    /// Changes (creating if needed) the record of `cid` with `f`.
+    fn apply(
+        records: &mut BTreeMap<String, PinEntry>,
+        cid: &Cid,
+        target: &str,
+        now: f64,
+        f: impl FnOnce(&mut PinEntry),
+    ) {
         let entry = records.entry(cid.to_string()).or_insert_with(|| PinEntry {
             cid: cid.to_string(),
-            target: self.target.name().into(),
+            target: target.into(),
             auto: true,
             state: PinState::Pinning,
             name: String::new(),
-            since: self.clock.now(),
+            since: now,
             cold_since: None,
             attempts: 0,
             last_error: None,
             claim: None,
         });
         f(entry);
-        let saved = self
-            .store
-            .save(RECORDS_KEY, &*records)
-            .map_err(|e| PromoteError::Store(e.to_string()));
-        self.store.announce_pin_change();
-        saved
     }
 
     /// Roots pinned in the hot layer by this gateway (content, not claims), as they stand.
@@ -311,7 +332,8 @@ impl Promoter {
             e.since = now;
             e.cold_since = None;
             e.attempts += 1;
-        })?;
+        })
+        .await?;
         let (pinned, car, label) = match &claim {
             Some((gateway, (claim_cid, claim_bytes))) => (
                 *claim_cid,
@@ -345,7 +367,8 @@ impl Promoter {
                     e.since = self.clock.now();
                     e.last_error = None;
                     e.claim = claim.as_ref().map(|(_, (c, _))| c.to_string());
-                })?;
+                })
+                .await?;
                 // The operator pinned content this gateway had claimed: the content's own pin
                 // keeps it now, and a claim nobody would ever demote must not linger.
                 if claim.is_none() {
@@ -365,7 +388,8 @@ impl Promoter {
                     e.state = PinState::Failed;
                     e.since = self.clock.now();
                     e.last_error = Some(msg.clone());
-                })?;
+                })
+                .await?;
                 self.event(&cid, "failed", msg);
                 Err(err.into())
             }
@@ -397,7 +421,8 @@ impl Promoter {
                 e.state = PinState::Unpinned;
                 e.since = self.clock.now();
                 e.claim = None;
-            })?;
+            })
+            .await?;
         }
         if removed {
             self.event(&cid, "unpinned", "by the operator".into());
@@ -430,13 +455,13 @@ impl Promoter {
             let demand = tracker.get(&cid).map(|d| d.requests).unwrap_or(0.0);
             if demand >= t.demote {
                 if e.cold_since.is_some() {
-                    let _ = self.update(&cid, |r| r.cold_since = None);
+                    let _ = self.update(&cid, |r| r.cold_since = None).await;
                 }
                 continue;
             }
             let since = e.cold_since.unwrap_or(now);
             if e.cold_since.is_none() {
-                let _ = self.update(&cid, |r| r.cold_since = Some(now));
+                let _ = self.update(&cid, |r| r.cold_since = Some(now)).await;
             }
             if now - since < t.demote_after {
                 continue;
@@ -445,7 +470,7 @@ impl Promoter {
             if self.target.name() == "embedded" {
                 if let Ok(Some(p)) = self.store.pin_of(&cid) {
                     if p.reason != PinReason::Auto {
-                        let _ = self.update(&cid, |r| r.auto = false);
+                        let _ = self.update(&cid, |r| r.auto = false).await;
                         continue;
                     }
                 }
@@ -454,11 +479,13 @@ impl Promoter {
             // gateway's claim or an operator's pin keeps it.
             match self.target.unpin(&Self::own_pin(&e, &cid)).await {
                 Ok(_) => {
-                    let _ = self.update(&cid, |r| {
-                        r.state = PinState::Unpinned;
-                        r.since = now;
-                        r.claim = None;
-                    });
+                    let _ = self
+                        .update(&cid, |r| {
+                            r.state = PinState::Unpinned;
+                            r.since = now;
+                            r.claim = None;
+                        })
+                        .await;
                     self.metrics.action("demote", "ok");
                     self.event(
                         &cid,

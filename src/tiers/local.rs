@@ -180,6 +180,10 @@ pub struct LocalStore {
     pub(super) reads: Arc<Mutex<HashMap<u64, u8>>>,
     /// Space management: counters and the wake-up of the maintenance task.
     pub(super) space: Arc<super::space::SpaceState>,
+    /// Reads running on blocking threads at once. A read from the page cache takes
+    /// microseconds; dozens of threads runnable at once on a few cores take turns of
+    /// milliseconds, which showed as 100 ms outliers under load.
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Current Unix time in seconds.
@@ -249,6 +253,11 @@ impl LocalStore {
             pin_generation: Arc::new(Mutex::new(0)),
             reads: Arc::new(Mutex::new(HashMap::new())),
             space: Arc::new(super::space::SpaceState::default()),
+            readers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get() * 2)
+                    .unwrap_or(4),
+            )),
         };
         store.init_tables()?;
         store.count_live()?;
@@ -1259,6 +1268,14 @@ fn blocking_err(e: tokio::task::JoinError) -> TierError {
 #[async_trait]
 impl BlockSource for LocalStore {
     async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        let _reading = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| TierError::Unavailable {
+                tier: "store",
+                reason: "the store is closing".into(),
+            })?;
         let store = self.clone();
         let c = *cid;
         tokio::task::spawn_blocking(move || store.get_sync(&c))
@@ -1268,6 +1285,14 @@ impl BlockSource for LocalStore {
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+        let _reading = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| TierError::Unavailable {
+                tier: "store",
+                reason: "the store is closing".into(),
+            })?;
         let store = self.clone();
         let c = *cid;
         Ok(tokio::task::spawn_blocking(move || store.has_sync(&c))

@@ -101,7 +101,11 @@ fn lock_poisoned() -> StoreError {
 /// What happens to one block of a segment being rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fate {
+    /// Copied to a segment of this class.
     Keep(Class),
+    /// Left where it is (the segment stays while anything is left in it).
+    Stay,
+    /// Forgotten.
     Drop,
 }
 
@@ -198,12 +202,17 @@ impl LocalStore {
         fate: &mut dyn FnMut(&Entry) -> Fate,
         guard: Option<u64>,
     ) -> Result<Option<(u64, u64, u64)>, StoreError> {
-        self.segments.seal(seg);
         let entries = self.entries_of(seg)?;
+        let fates: Vec<Fate> = entries.iter().map(&mut *fate).collect();
+        // A segment that empties goes: nothing more is appended to it.
+        if !fates.contains(&Fate::Stay) {
+            self.segments.seal(seg);
+        }
         let mut moves: Vec<(Vec<u8>, Loc, Loc)> = Vec::new();
         let mut drops: Vec<(Vec<u8>, Loc)> = Vec::new();
-        for e in &entries {
-            match fate(e) {
+        for (e, fate) in entries.iter().zip(fates) {
+            match fate {
+                Fate::Stay => {}
                 Fate::Drop => drops.push((e.key.clone(), e.loc)),
                 Fate::Keep(class) => {
                     let data = match self.segments.read(&e.loc) {
@@ -451,12 +460,14 @@ impl LocalStore {
             } else {
                 0
             };
-            let mut fate = |e: &Entry| {
-                if reached.contains(&e.key) {
-                    Fate::Keep(Class::Pinned)
-                } else {
-                    Fate::Keep(Class::Cache)
-                }
+            // Only the blocks that change class move; the rest stays, and the dead bytes the
+            // moves leave are compaction's (a rewrite of the whole segment would cost I/O in
+            // proportion to the segment, not to the change).
+            let class = seg.class;
+            let mut fate = |e: &Entry| match (class, reached.contains(&e.key)) {
+                (Class::Pinned, false) => Fate::Keep(Class::Cache),
+                (Class::Cache, true) => Fate::Keep(Class::Pinned),
+                _ => Fate::Stay,
             };
             match self.rewrite(seg.id, &mut fate, Some(generation))? {
                 Some(_) => {
