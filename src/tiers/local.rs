@@ -1265,9 +1265,12 @@ fn blocking_err(e: tokio::task::JoinError) -> TierError {
     }
 }
 
-#[async_trait]
-impl BlockSource for LocalStore {
-    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+impl LocalStore {
+    /// Runs a store read on a blocking thread, at most `readers` at once.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&LocalStore) -> T + Send + 'static,
+    ) -> Result<T, TierError> {
         let _reading = self
             .readers
             .acquire()
@@ -1277,27 +1280,24 @@ impl BlockSource for LocalStore {
                 reason: "the store is closing".into(),
             })?;
         let store = self.clone();
-        let c = *cid;
-        tokio::task::spawn_blocking(move || store.get_sync(&c))
+        tokio::task::spawn_blocking(move || read(&store))
             .await
-            .map_err(blocking_err)??
+            .map_err(blocking_err)
+    }
+}
+
+#[async_trait]
+impl BlockSource for LocalStore {
+    async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        let c = *cid;
+        self.read_blocking(move |s| s.get_sync(&c))
+            .await??
             .ok_or(TierError::NotFound(*cid))
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
-        let _reading = self
-            .readers
-            .acquire()
-            .await
-            .map_err(|_| TierError::Unavailable {
-                tier: "store",
-                reason: "the store is closing".into(),
-            })?;
-        let store = self.clone();
         let c = *cid;
-        Ok(tokio::task::spawn_blocking(move || store.has_sync(&c))
-            .await
-            .map_err(blocking_err)??)
+        Ok(self.read_blocking(move |s| s.has_sync(&c)).await??)
     }
 
     fn name(&self) -> &'static str {
