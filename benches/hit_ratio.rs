@@ -1,5 +1,6 @@
-//! Request hit ratio of the edge cache against a plain LRU of the same byte size, on a Zipf
-//! workload where half of the distinct CIDs are requested exactly once (as on public gateways).
+//! Request hit ratio of the edge cache against a plain LRU of the same byte size and against
+//! Belady's offline optimum (the upper bound), on a Zipf workload where half of the distinct
+//! CIDs are requested exactly once (as on public gateways).
 //!
 //! `cargo bench --bench hit_ratio`; figures are recorded in docs/benchmarks.md.
 
@@ -56,6 +57,63 @@ impl ByteLru {
             }
         }
     }
+}
+
+/// Belady's offline policy with sizes: on a miss, the object is admitted only if it is used
+/// again and is not itself the one used furthest in the future; to make room, the cached
+/// object whose next use is furthest goes first. With unequal sizes this is the classic
+/// approximation of the optimum (exact OPT with sizes is NP-hard), and the usual upper bound.
+fn belady(trace: &[Obj], capacity: usize) -> Outcome {
+    use std::collections::{BTreeSet, HashMap};
+    // Next position of the same CID, or usize::MAX.
+    let mut next = vec![usize::MAX; trace.len()];
+    let mut last: HashMap<Cid, usize> = HashMap::new();
+    for (i, o) in trace.iter().enumerate().rev() {
+        if let Some(&j) = last.get(&o.cid) {
+            next[i] = j;
+        }
+        last.insert(o.cid, i);
+    }
+    let mut cached: HashMap<Cid, (usize, usize)> = HashMap::new(); // cid -> (next use, size)
+    let mut by_next: BTreeSet<(usize, Cid)> = BTreeSet::new();
+    let mut bytes = 0usize;
+    let mut out = Outcome::default();
+    for (i, o) in trace.iter().enumerate() {
+        let weight = o.size + ENTRY_OVERHEAD as usize;
+        if let Some((n, size)) = cached.remove(&o.cid) {
+            out.record(true, o.size);
+            by_next.remove(&(n, o.cid));
+            if next[i] == usize::MAX {
+                bytes -= size;
+            } else {
+                cached.insert(o.cid, (next[i], size));
+                by_next.insert((next[i], o.cid));
+            }
+            continue;
+        }
+        out.record(false, o.size);
+        if next[i] == usize::MAX || weight > capacity {
+            continue;
+        }
+        while bytes + weight > capacity {
+            let Some(&(n, victim)) = by_next.iter().next_back() else {
+                break;
+            };
+            if n < next[i] {
+                break;
+            }
+            by_next.remove(&(n, victim));
+            if let Some((_, size)) = cached.remove(&victim) {
+                bytes -= size;
+            }
+        }
+        if bytes + weight <= capacity {
+            bytes += weight;
+            cached.insert(o.cid, (next[i], weight));
+            by_next.insert((next[i], o.cid));
+        }
+    }
+    out
 }
 
 fn object(i: u64, rng: &mut StdRng) -> Obj {
@@ -133,8 +191,8 @@ fn main() {
         50.0,
         total_distinct_bytes as f64 / (1u64 << 30) as f64
     );
-    println!("| cache size | edge cache (quick_cache, 80 % hot) | quick_cache default (97 % hot) | plain LRU | edge / LRU | byte hit ratio edge / LRU |");
-    println!("|---|---|---|---|---|---|");
+    println!("| cache size | edge cache (quick_cache, 80 % hot) | quick_cache default (97 % hot) | plain LRU | Belady (OPT) | edge / LRU | edge / OPT | byte hit ratio edge / LRU / OPT |");
+    println!("|---|---|---|---|---|---|---|---|");
     for mib in [256u64, 1024, 2048] {
         let cap = mib * 1024 * 1024;
         // The edge cache's policy and options, holding sizes instead of bytes.
@@ -170,14 +228,18 @@ fn main() {
                 lru.insert(o.cid, o.size);
             }
         }
+        let opt = belady(&trace, cap as usize);
         println!(
-            "| {mib} MiB | {:.1} % | {:.1} % | {:.1} % | {:.2}× | {:.1} % / {:.1} % |",
+            "| {mib} MiB | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.2}× | {:.2}× | {:.1} % / {:.1} % / {:.1} % |",
             e.ratio() * 100.0,
             d.ratio() * 100.0,
             l.ratio() * 100.0,
+            opt.ratio() * 100.0,
             e.ratio() / l.ratio(),
+            e.ratio() / opt.ratio(),
             e.byte_ratio() * 100.0,
-            l.byte_ratio() * 100.0
+            l.byte_ratio() * 100.0,
+            opt.byte_ratio() * 100.0
         );
     }
 }
