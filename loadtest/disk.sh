@@ -23,24 +23,10 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 SIZES=${SIZES:-"4096 1048576"}
-log() { printf '[disk %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+NAME=disk
+# shellcheck source=lib/nginx_work.sh
+. "$LIB/nginx_work.sh"
 command -v wrk >/dev/null || { log "wrk is needed (apt-get install wrk)"; exit 1; }
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { log "nginx is needed"; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$BIN" ] || { log "no $BIN: cargo build --release"; exit 1; }
-umask 022
-WORK=$(mktemp -d /var/tmp/cidgate-disk.XXXXXX)
-# nginx's workers drop to an unprivileged user: they must reach the cache directory.
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
-  [ "${KEEP:-0}" = 1 ] && log "kept $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 rps_of() { python3 -c 'import json,sys
 for l in open(sys.argv[1]):
@@ -66,7 +52,7 @@ for size in $SIZES; do
     RUST_LOG=warn "$BIN" --data-dir "$d/store" serve --listen "127.0.0.1:$port" \
     --admin-listen "127.0.0.1:$aport" >"$d/cidgate.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.1; done
+  wait_ready "$aport"
   cat >"$d/nginx/nginx.conf" <<EOF
 worker_processes 1;
 worker_rlimit_nofile 65536;

@@ -387,7 +387,7 @@ impl Default for StoreConfig {
             keep_fetched: true,
             high_watermark: 0.95,
             low_watermark: 0.85,
-            segment_size: bytesize::ByteSize::mib(256),
+            segment_size: bytesize::ByteSize::mib(64),
             maintenance_interval: Duration::from_secs(30),
         }
     }

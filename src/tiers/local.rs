@@ -67,7 +67,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: DEFAULT_CACHE_BYTES,
             max_size: 0,
-            segment_size: 256 * 1024 * 1024,
+            segment_size: 64 * 1024 * 1024,
             high_watermark: 0.95,
             low_watermark: 0.85,
             max_dead_ratio: 0.03,
