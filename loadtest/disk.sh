@@ -47,24 +47,9 @@ for size in $SIZES; do
   rm -f "$d/content.car"
   sed 's|^|/ipfs/|' "$d/cids.txt" | shuf --random-source=<(yes) >"$d/list.txt"
   port=$(free_port); aport=$(free_port); nport=$(free_port)
-  env CIDGATE_SERVER__SAMPLE=false CIDGATE_TELEMETRY__ACCESS_LOG=false CIDGATE_POPULARITY__ENABLED=false \
-    CIDGATE_CACHE__MEMORY="8 MiB" CIDGATE_CACHE__RESPONSES=0 CIDGATE_STORE__MAX_SIZE=0 \
-    RUST_LOG=warn "$BIN" --data-dir "$d/store" serve --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$aport" >"$d/cidgate.log" 2>&1 &
-  PIDS+=($!)
-  wait_ready "$aport"
-  cat >"$d/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon on;
-pid $d/nginx/nginx.pid;
-error_log $d/nginx/error.log warn;
-events { worker_connections 8192; multi_accept on; }
-http {
-  access_log off; server_tokens off; sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 1000000;
-  client_body_temp_path $d/nginx/tmp/body; proxy_temp_path $d/nginx/tmp/proxy;
-  fastcgi_temp_path $d/nginx/tmp/fcgi; uwsgi_temp_path $d/nginx/tmp/uwsgi; scgi_temp_path $d/nginx/tmp/scgi;
+  start_cidgate "$d/store" "$port" "$aport" CIDGATE_POPULARITY__ENABLED=false \
+    CIDGATE_CACHE__MEMORY="8 MiB" CIDGATE_CACHE__RESPONSES=0 CIDGATE_STORE__MAX_SIZE=0
+  { nginx_head "$d/nginx"; cat <<EOF; } >"$d/nginx/nginx.conf"
   open_file_cache max=10000 inactive=60s;
   proxy_cache_path $d/nginx/cache levels=1:2 keys_zone=l1:64m max_size=4g inactive=1h use_temp_path=off;
   upstream origin { server 127.0.0.1:$port; keepalive 64; }

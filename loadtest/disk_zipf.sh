@@ -45,11 +45,7 @@ PY
 # The origin: every object pinned in its store.
 "$BIN" --data-dir "$WORK/origin" import "$WORK/content.car" >/dev/null 2>&1
 OPORT=$(free_port); OAPORT=$(free_port)
-env CIDGATE_SERVER__SAMPLE=false CIDGATE_TELEMETRY__ACCESS_LOG=false CIDGATE_POPULARITY__ENABLED=false \
-  RUST_LOG=warn "$BIN" --data-dir "$WORK/origin" serve --listen "127.0.0.1:$OPORT" \
-  --admin-listen "127.0.0.1:$OAPORT" >"$WORK/origin.log" 2>&1 &
-PIDS+=($!)
-wait_ready "$OAPORT"
+start_cidgate "$WORK/origin" "$OPORT" "$OAPORT" CIDGATE_POPULARITY__ENABLED=false
 
 origin_counts() { # -> "requests bytes"
   curl -s "http://127.0.0.1:$OAPORT/metrics" | python3 -c '
@@ -94,33 +90,19 @@ run_front() { # NAME URL
 for front in memory_only memory_disk; do
   port=$(free_port); aport=$(free_port)
   keep=false; [ "$front" = memory_disk ] && keep=true
-  env CIDGATE_SERVER__SAMPLE=false CIDGATE_TELEMETRY__ACCESS_LOG=false CIDGATE_POPULARITY__ENABLED=false \
+  start_cidgate "$WORK/edge-$front" "$port" "$aport" CIDGATE_POPULARITY__ENABLED=false \
     CIDGATE_HOT__BACKEND=trustless CIDGATE_HOT__URL="http://127.0.0.1:$OPORT" \
     CIDGATE_CACHE__MEMORY="$MEMORY" CIDGATE_CACHE__RESPONSES=0 \
-    CIDGATE_STORE__KEEP_FETCHED=$keep CIDGATE_STORE__MAX_SIZE="$DISK" CIDGATE_STORE__SEGMENT_SIZE="16 MiB" \
-    RUST_LOG=warn "$BIN" --data-dir "$WORK/edge-$front" serve --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$aport" >"$WORK/edge-$front.log" 2>&1 &
-  PIDS+=($!)
-  wait_ready "$aport"
+    CIDGATE_STORE__KEEP_FETCHED=$keep CIDGATE_STORE__MAX_SIZE="$DISK" CIDGATE_STORE__SEGMENT_SIZE="16 MiB"
   run_front "$front" "http://127.0.0.1:$port"
   log "$front store: $(curl -s "http://127.0.0.1:$aport/admin/store" | python3 -c 'import json,sys; d=json.load(sys.stdin); print({k: d[k] for k in ("cache_bytes", "evicted_bytes", "cache_skipped_bytes")})')"
   kill "${PIDS[-1]}"
 done
 
 NPORT=$(free_port)
-mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
+mkdir -p "$WORK/nginx/cache"
 nginx_max=$(python3 -c "import sys; v=sys.argv[1].split(); print(int(float(v[0]) * {'KiB':1,'MiB':1024,'GiB':1<<20}[v[1]]))" "$DISK")k
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon on;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off; sendfile on;
-  client_body_temp_path $WORK/nginx/tmp/body; proxy_temp_path $WORK/nginx/tmp/proxy;
-  fastcgi_temp_path $WORK/nginx/tmp/fcgi; uwsgi_temp_path $WORK/nginx/tmp/uwsgi; scgi_temp_path $WORK/nginx/tmp/scgi;
+{ nginx_head "$WORK/nginx"; cat <<EOF; } >"$WORK/nginx/nginx.conf"
   proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=l1:64m max_size=$nginx_max inactive=1h use_temp_path=off;
   upstream origin { server 127.0.0.1:$OPORT; keepalive 32; }
   server {
