@@ -288,3 +288,70 @@ async fn unpinned_content_becomes_cache_and_a_killed_collection_loses_no_pin() {
         "compacted after the kills: {v:#}"
     );
 }
+
+/// Unmounts a test file system when the test ends, however it ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_with_a_clear_error_and_reads_go_on() {
+    // A real full disk: a 16 MiB tmpfs as the data directory (needs root, as CI has; elsewhere
+    // the test says so and stops).
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(dir.path())
+        .output();
+    if !matches!(&mounted, Ok(o) if o.status.success()) {
+        eprintln!("disk_cache: cannot mount a tmpfs here (not root?); full-disk test not run");
+        return;
+    }
+    let _unmount = Mounted(dir.path().to_path_buf());
+    let env = [("CIDGATE_STORE__MAX_SIZE", "0")];
+    let src = tempfile::tempdir().unwrap();
+    let small = noise(2 * MIB, 61);
+    std::fs::write(src.path().join("small.bin"), &small).unwrap();
+    let big = noise(20 * MIB, 62);
+    std::fs::write(src.path().join("big.bin"), &big).unwrap();
+    let add = |file: &str| {
+        std::process::Command::new(bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["add", src.path().join(file).to_str().unwrap()])
+            .env("RUST_LOG", "error")
+            .envs(env)
+            .output()
+            .unwrap()
+    };
+    let out = add("small.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small_root = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let g = Server::spawn_in(dir.path(), &env);
+    // 20 MiB into what is left of 16: refused whole, saying why.
+    let out = add("big.bin");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a full disk took 20 MiB");
+    assert!(
+        err.contains("store full") && err.contains("no space left"),
+        "{err}"
+    );
+    // Reads go on, and so does the server.
+    let r = get(&format!("{}/ipfs/{small_root}", g.url)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], &small[..]);
+    let r = get(&format!("{}/readyz", g.admin)).await;
+    assert_eq!(r.status(), 200);
+    drop(g);
+}
