@@ -1202,6 +1202,9 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
 /// Publishes the store's space summary (read at scrape time): gauges set, counters moved up
 /// to the summary's totals.
 pub fn record_store(m: &Metrics, s: &crate::tiers::space::StoreSummary) {
+    // Two scrapes at once must not both add the same difference.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock();
     for (kind, v) in [
         ("pinned", s.pinned_bytes),
         ("cache", s.cache_bytes),

@@ -593,6 +593,12 @@ impl LocalStore {
         blocks: &[Block],
         durable: bool,
     ) -> Result<u64, StoreError> {
+        // Pinned blocks share the budget with the cache: cache entries make room for them
+        // (before the transaction: eviction commits transactions of its own).
+        let incoming: u64 = blocks.iter().map(|b| b.data().len() as u64).sum();
+        if let Err(e) = self.make_room(incoming) {
+            tracing::warn!(error = %e, "evicting to make room for pinned blocks failed");
+        }
         let mut tx = self.db.begin_write()?;
         if !durable {
             tx.set_durability(Durability::None)?;
