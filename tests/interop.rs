@@ -615,7 +615,9 @@ async fn popular_content_is_promoted_into_the_kubo_rpc_node() {
             .unwrap();
         r.status().is_success() && r.text().await.unwrap().contains("recursive")
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Generous: a promotion into the JavaScript node takes ~10 s here and more on a loaded CI
+    // machine; the test is about what ends pinned, not how fast.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while !pinned().await {
         if std::time::Instant::now() > deadline {
             let pins = get_bytes(&format!("{}/admin/pins", g.admin)).await;
@@ -705,7 +707,9 @@ async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims
             assert_eq!(get(&format!("{}{file}", g.url)).await.status(), 200);
         }
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    // Generous, as above: ~10 s here, more on a loaded CI machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while pin_type(c1).await.as_deref() != Some("recursive")
         || pin_type(c2).await.as_deref() != Some("recursive")
     {
@@ -717,10 +721,11 @@ async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    eprintln!("interop: claims pinned after {:?}", started.elapsed());
     let indirect = |t: Option<String>| t.is_some_and(|t| t.starts_with("indirect"));
     assert!(indirect(pin_type(content).await));
     // edge-b keeps being asked; edge-a's demand fades and it unpins its own claim only.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while pin_type(c1).await.is_some() {
         assert!(std::time::Instant::now() < deadline, "edge-a never demoted");
         assert_eq!(get(&format!("{}{file}", g2.url)).await.status(), 200);
@@ -732,7 +737,7 @@ async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims
         "the content stays pinned through edge-b's claim"
     );
     // Then edge-b lets go too: nothing pins the content any more.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while pin_type(c2).await.is_some() {
         assert!(std::time::Instant::now() < deadline, "edge-b never demoted");
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
