@@ -16,6 +16,9 @@ use crate::ipld::Block;
 /// Bytes written to the store in one transaction at most.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
+/// How often a failing write is logged at most.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The write-behind queue into the store.
 pub struct CacheWriter {
     queue: mpsc::UnboundedSender<Block>,
@@ -36,6 +39,8 @@ impl CacheWriter {
             store: store.clone(),
         });
         tokio::spawn(async move {
+            // A full disk fails every batch: said once a minute, not once a batch.
+            let mut last_warning: Option<tokio::time::Instant> = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 let mut bytes = batch[0].data().len() as u64;
@@ -54,8 +59,11 @@ impl CacheWriter {
                 match written {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "keeping fetched blocks in the store failed");
                         store.space().note_cache_skip(bytes);
+                        if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                            last_warning = Some(tokio::time::Instant::now());
+                            tracing::warn!(error = %e, "keeping fetched blocks in the store failed (cidgate_store_cache_skipped_bytes_total counts what was not kept)");
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "store cache writer task failed"),
                 }
