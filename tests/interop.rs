@@ -713,12 +713,22 @@ async fn fleet_gateways_share_the_kubo_rpc_node_and_demote_only_their_own_claims
     while pin_type(c1).await.as_deref() != Some("recursive")
         || pin_type(c2).await.as_deref() != Some("recursive")
     {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "claims not pinned: {:?} {:?}",
-            pin_type(c1).await,
-            pin_type(c2).await
-        );
+        if std::time::Instant::now() >= deadline {
+            let pins = get_bytes(&format!("{}/admin/pins", g1.admin)).await;
+            let popular = get_bytes(&format!("{}/admin/popular", g1.admin)).await;
+            panic!(
+                "claims not pinned: {:?} {:?}; edge-a pins: {} popular: {}",
+                pin_type(c1).await,
+                pin_type(c2).await,
+                String::from_utf8_lossy(&pins),
+                String::from_utf8_lossy(&popular)
+            );
+        }
+        // Demand halves every 2 s: both gateways keep being asked until both claims are
+        // pinned, or a slow promotion would be demoted again before it is seen.
+        for g in [&g1, &g2] {
+            assert_eq!(get(&format!("{}{file}", g.url)).await.status(), 200);
+        }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     eprintln!("interop: claims pinned after {:?}", started.elapsed());
