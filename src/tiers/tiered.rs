@@ -853,6 +853,11 @@ impl BlockSource for TieredSource {
                     return interest(id);
                 }
             }
+            // The store was asked outside the lock: a stream for the same request may have
+            // delivered the root and landed meanwhile (streams cache under this lock).
+            if !root_local && req.entity_bytes.is_none() && self.cache.contains(&req.root) {
+                return Interest::none();
+            }
             f.next_id += 1;
             let id = f.next_id;
             f.active.insert(req.clone(), id);
