@@ -892,18 +892,11 @@ fn rfc3339(at: u64) -> String {
 }
 
 fn human_bytes(b: f64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = finite(b).max(0.0);
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    // Gauges are floats; a byte count is never negative nor fractional.
+    bytesize::ByteSize::b(finite(b).max(0.0) as u64)
+        .display()
+        .iec()
+        .to_string()
 }
 
 #[cfg(test)]

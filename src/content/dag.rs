@@ -8,11 +8,12 @@ use bytes::Bytes;
 use cid::Cid;
 use tokio::sync::mpsc;
 
+use super::select::DagRequest;
 use super::selector::{walk, BlockSink, Selection};
+use super::source::BlockSource;
 use super::{resolve, ContentError, Resolved};
 use crate::ipld::car;
 use crate::ipld::Block;
-use crate::tiers::{BlockSource, DagRequest};
 
 /// What a walk read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -147,7 +148,7 @@ pub fn car_stream_under(
             let req = DagRequest {
                 root,
                 segments: Vec::new(),
-                scope: crate::tiers::DagScope::All,
+                scope: super::select::DagScope::All,
                 entity_bytes: None,
             };
             let _stream = src.prefetch(&req).await;
@@ -216,7 +217,7 @@ async fn send_car<E: Send>(
         limit,
     };
     let selection = Selection {
-        scope: crate::tiers::DagScope::All,
+        scope: super::select::DagScope::All,
         entity_bytes: None,
         dups: false,
     };

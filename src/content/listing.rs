@@ -8,10 +8,10 @@
 //! of a 100 000-entry directory reads the root shard and the few shards its entries are in,
 //! not the ~600 shards of the whole directory.
 
+use super::source::BlockSource;
 use crate::ipld::dagpb::PbLink;
 use crate::ipld::hamt;
 use crate::ipld::unixfs::FsNode;
-use crate::tiers::BlockSource;
 
 use super::{fetch, ContentError, DirEntry};
 
@@ -190,15 +190,15 @@ mod tests {
 
     #[async_trait::async_trait]
     impl BlockSource for Blocks {
-        async fn get(&self, cid: &cid::Cid) -> Result<Block, crate::tiers::TierError> {
+        async fn get(&self, cid: &cid::Cid) -> Result<Block, crate::content::source::TierError> {
             self.reads.fetch_add(1, Ordering::Relaxed);
             self.blocks
                 .get(cid)
                 .cloned()
-                .ok_or(crate::tiers::TierError::NotFound(*cid))
+                .ok_or(crate::content::source::TierError::NotFound(*cid))
         }
 
-        async fn has(&self, cid: &cid::Cid) -> Result<bool, crate::tiers::TierError> {
+        async fn has(&self, cid: &cid::Cid) -> Result<bool, crate::content::source::TierError> {
             Ok(self.blocks.contains_key(cid))
         }
 

@@ -1,18 +1,22 @@
 //! Content: resolving `/ipfs/{cid}/path` through UnixFS directories (plain and HAMT) and
-//! dag-cbor / dag-json documents, and choosing the blocks of a CAR response (dag-scope,
-//! entity-bytes). Knows nothing of HTTP or of where blocks come from.
+//! dag-cbor / dag-json documents, and choosing the blocks a request reaches (dag-scope,
+//! entity-bytes: [`select`], the one selection rule). Knows nothing of HTTP or of where blocks
+//! come from: it reads them through [`source::BlockSource`], which it declares and the tiers
+//! implement.
 
 pub mod dag;
 pub mod listing;
 pub mod resolve;
+pub mod select;
 pub mod selector;
+pub mod source;
 pub mod unixfs_reader;
 
 use cid::Cid;
 
 use crate::ipld::codec::CodecError;
 use crate::ipld::unixfs::UnixFsError;
-use crate::tiers::{BlockSource, TierError};
+use source::{BlockSource, TierError};
 
 pub use resolve::{resolve, Resolved};
 
@@ -47,7 +51,7 @@ pub enum ContentError {
 }
 
 impl ContentError {
-    fn malformed(cid: &Cid, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn malformed(cid: &Cid, e: impl std::fmt::Display) -> Self {
         ContentError::Malformed {
             cid: *cid,
             reason: e.to_string(),

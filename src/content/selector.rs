@@ -8,14 +8,10 @@ use std::pin::Pin;
 
 use cid::Cid;
 
+use super::select::{reach, DagRequest, DagScope, EntityBytes, Place};
+use super::source::BlockSource;
 use super::{fetch, ContentError, Resolved};
-use crate::ipld::codec;
-use crate::ipld::hamt;
-use crate::ipld::unixfs::FsNode;
-use crate::ipld::{Block, DAG_PB, IDENTITY, RAW};
-use crate::tiers::BlockSource;
-
-pub use crate::tiers::{DagScope, EntityBytes};
+use crate::ipld::{Block, IDENTITY};
 
 /// What a CAR response selects below the resolved path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,6 +22,18 @@ pub struct Selection {
     pub entity_bytes: Option<EntityBytes>,
     /// Whether blocks are repeated each time the walk reaches them (`dups=y`).
     pub dups: bool,
+}
+
+impl Selection {
+    /// The request this selection makes of the DAG under `target` (the path already resolved).
+    fn below(&self, target: Cid) -> DagRequest {
+        DagRequest {
+            root: target,
+            segments: Vec::new(),
+            scope: self.scope,
+            entity_bytes: self.entity_bytes,
+        }
+    }
 }
 
 /// Receives the selected blocks in order; returns false to stop the walk (client went away).
@@ -43,6 +51,7 @@ impl BlockSink for tokio::sync::mpsc::Sender<Block> {
 struct Walker<'a, S: BlockSink> {
     src: &'a dyn BlockSource,
     sink: &'a mut S,
+    req: DagRequest,
     dups: bool,
     seen: HashSet<Cid>,
     stopped: bool,
@@ -64,80 +73,25 @@ impl<S: BlockSink> Walker<'_, S> {
         }
     }
 
-    fn all<'f>(&'f mut self, block: Block) -> WalkFuture<'f> {
+    /// Emits `block` and, depth-first, every block below it that the request reaches.
+    fn visit<'f>(&'f mut self, block: Block, place: Place) -> WalkFuture<'f> {
         Box::pin(async move {
-            // Without dups, a block already sent has had its whole DAG sent too.
-            if !self.dups && self.seen.contains(block.cid()) {
+            // Without dups, a block already sent under dag-scope=all has had its whole DAG
+            // sent too. (Not so for part of a file: the same node may hold other wanted bytes
+            // at another offset.)
+            if !self.dups
+                && self.req.effective_scope() == DagScope::All
+                && self.seen.contains(block.cid())
+            {
                 return Ok(());
             }
             self.emit(&block).await;
-            let links = match codec::links(block.cid(), block.data()) {
-                Ok(l) => l,
-                Err(codec::CodecError::Unsupported(_)) => Vec::new(),
-                Err(e) => return Err((*block.cid(), e).into()),
-            };
-            for link in links {
+            for (child, child_place) in reach(&self.req, block.cid(), block.data(), place)? {
                 if self.stopped {
                     break;
                 }
-                let child = fetch(self.src, &link).await?;
-                self.all(child).await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// A file's blocks whose bytes meet `range` (in this node's coordinates), depth-first.
-    fn file<'f>(&'f mut self, block: Block, range: Option<(u64, u64)>) -> WalkFuture<'f> {
-        Box::pin(async move {
-            self.emit(&block).await;
-            let cid = *block.cid();
-            let FsNode::File { data, children, .. } =
-                FsNode::decode(cid.codec(), block.data()).map_err(|e| (cid, e))?
-            else {
-                return Ok(());
-            };
-            let mut offset = data.len() as u64;
-            for (child, size) in children {
-                if self.stopped {
-                    break;
-                }
-                let start = offset;
-                offset += size;
-                let child_range = match range {
-                    None => None,
-                    Some((lo, hi)) => {
-                        if size == 0 || hi < start || lo >= start + size {
-                            continue;
-                        }
-                        Some((lo.saturating_sub(start), (hi - start).min(size - 1)))
-                    }
-                };
                 let child_block = fetch(self.src, &child).await?;
-                self.file(child_block, child_range).await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// A HAMT directory's shard blocks (not its entries).
-    fn shards<'f>(&'f mut self, block: Block, fanout: u64) -> WalkFuture<'f> {
-        Box::pin(async move {
-            self.emit(&block).await;
-            let cid = *block.cid();
-            let FsNode::HamtShard { links, .. } =
-                FsNode::decode(cid.codec(), block.data()).map_err(|e| (cid, e))?
-            else {
-                return Ok(());
-            };
-            for link in links {
-                if self.stopped {
-                    break;
-                }
-                if hamt::entry_name(link.name_str(), fanout).is_none() {
-                    let shard = fetch(self.src, &link.cid).await?;
-                    self.shards(shard, fanout).await?;
-                }
+                self.visit(child_block, child_place).await?;
             }
             Ok(())
         })
@@ -155,6 +109,7 @@ pub async fn walk<S: BlockSink>(
     let mut w = Walker {
         src,
         sink,
+        req: selection.below(resolved.target),
         dups: selection.dups,
         seen: HashSet::new(),
         stopped: false,
@@ -163,89 +118,18 @@ pub async fn walk<S: BlockSink>(
         w.emit(b).await;
     }
     let target = fetch(src, &resolved.target).await?;
-    let scope = if selection.entity_bytes.is_some() {
-        DagScope::Entity
-    } else {
-        selection.scope
-    };
-    match scope {
-        DagScope::Block => w.emit(&target).await,
-        DagScope::All => w.all(target).await?,
-        DagScope::Entity => entity(&mut w, target, selection.entity_bytes).await?,
-    }
-    Ok(())
+    w.visit(target, Place::ROOT).await
 }
 
 /// Whether a walk of `selection` can start at `target`: its block decodes the way the walk
 /// will read it. A response checks this before it commits to a status, so that a root whose
 /// bytes hash right but do not decode is a clean error instead of a 200 cut after its header.
 pub fn check_target(target: &Block, selection: &Selection) -> Result<(), ContentError> {
-    let cid = *target.cid();
-    let scope = if selection.entity_bytes.is_some() {
-        DagScope::Entity
-    } else {
-        selection.scope
-    };
-    match scope {
-        DagScope::Block => Ok(()),
-        DagScope::All => match codec::links(&cid, target.data()) {
-            Ok(_) | Err(codec::CodecError::Unsupported(_)) => Ok(()),
-            Err(e) => Err((cid, e).into()),
-        },
-        DagScope::Entity if cid.codec() == DAG_PB || cid.codec() == RAW => {
-            FsNode::decode(cid.codec(), target.data()).map_err(|e| (cid, e))?;
-            Ok(())
-        }
-        DagScope::Entity => Ok(()),
-    }
-}
-
-async fn entity<S: BlockSink>(
-    w: &mut Walker<'_, S>,
-    target: Block,
-    bytes: Option<EntityBytes>,
-) -> Result<(), ContentError> {
-    let cid = *target.cid();
-    if cid.codec() != DAG_PB && cid.codec() != RAW {
-        // A document's entity is the document block itself.
-        w.emit(&target).await;
-        return Ok(());
-    }
-    match FsNode::decode(cid.codec(), target.data()).map_err(|e| (cid, e))? {
-        FsNode::File { size, .. } => match bytes {
-            None => w.file(target, None).await,
-            Some(eb) => match eb.resolve(size) {
-                Some(range) => w.file(target, Some(range)).await,
-                None => {
-                    w.emit(&target).await;
-                    Ok(())
-                }
-            },
-        },
-        FsNode::HamtShard { fanout, .. } => w.shards(target, fanout).await,
-        FsNode::Directory { .. } | FsNode::Symlink { .. } => {
-            w.emit(&target).await;
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entity_bytes_resolve_like_the_conformance_cases() {
-        let eb = |from, to| EntityBytes { from, to };
-        assert_eq!(eb(0, None).resolve(1026), Some((0, 1025)));
-        assert_eq!(eb(512, Some(1023)).resolve(1026), Some((512, 1023)));
-        assert_eq!(eb(512, Some(-256)).resolve(1026), Some((512, 770)));
-        assert_eq!(eb(-5, None).resolve(1026), Some((1021, 1025)));
-        assert_eq!(eb(-9999, None).resolve(1026), Some((0, 1025)));
-        assert_eq!(eb(-9999, Some(-3)).resolve(1026), Some((0, 1023)));
-        assert_eq!(eb(0, Some(0)).resolve(1026), Some((0, 0)));
-        assert_eq!(eb(2000, None).resolve(1026), None);
-        assert_eq!(eb(0, None).resolve(0), None);
-        assert_eq!(eb(0, Some(99999)).resolve(10), Some((0, 9)));
-    }
+    reach(
+        &selection.below(*target.cid()),
+        target.cid(),
+        target.data(),
+        Place::ROOT,
+    )
+    .map(|_| ())
 }

@@ -11,10 +11,10 @@ use cid::Cid;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::source::BlockSource;
 use super::ContentError;
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::Block;
-use crate::tiers::BlockSource;
 
 /// Blocks fetched ahead of the one being sent, per file level.
 pub const READ_AHEAD: usize = 4;
@@ -115,8 +115,8 @@ pub async fn head_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::source::TierError;
     use crate::ipld::builder::{FileBuilder, CHUNK_SIZE};
-    use crate::tiers::TierError;
     use async_trait::async_trait;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};

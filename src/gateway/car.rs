@@ -12,7 +12,8 @@ use super::headers::set;
 use super::request::{CarParams, GatewayRequest};
 use super::{Body, Gateway};
 use crate::content::dag::CarFrames;
-use crate::content::selector::{self, DagScope};
+use crate::content::select::DagScope;
+use crate::content::selector;
 use crate::ipld::car;
 
 /// Chunks buffered between the DAG walk and the socket (two per block: prefix and data).

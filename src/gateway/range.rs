@@ -128,4 +128,85 @@ mod tests {
             assert!(r.iter().all(|(s, e)| s <= e && *e < 10));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One range spec: `a-b`, `a-` or `-n`.
+        #[derive(Clone, Debug)]
+        enum Spec {
+            Closed(u64, u64),
+            From(u64),
+            Suffix(u64),
+        }
+
+        fn spec() -> impl Strategy<Value = Spec> {
+            prop_oneof![
+                (0u64..200, 0u64..200).prop_map(|(a, b)| Spec::Closed(a.min(b), a.max(b))),
+                (0u64..200).prop_map(Spec::From),
+                (0u64..200).prop_map(Spec::Suffix),
+            ]
+        }
+
+        fn text(specs: &[Spec]) -> String {
+            let parts: Vec<String> = specs
+                .iter()
+                .map(|s| match s {
+                    Spec::Closed(a, b) => format!("{a}-{b}"),
+                    Spec::From(a) => format!("{a}-"),
+                    Spec::Suffix(n) => format!("-{n}"),
+                })
+                .collect();
+            format!("bytes={}", parts.join(", "))
+        }
+
+        /// What RFC 9110 says each spec selects of `size` bytes (None: nothing).
+        fn model(spec: &Spec, size: u64) -> Option<(u64, u64)> {
+            match *spec {
+                Spec::Closed(a, b) => (a < size).then(|| (a, b.min(size - 1))),
+                Spec::From(a) => (a < size).then(|| (a, size - 1)),
+                Spec::Suffix(n) => (n > 0 && size > 0).then(|| (size - n.min(size), size - 1)),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                rng_seed: proptest::test_runner::RngSeed::Fixed(0x7a4e),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+            #[test]
+            fn a_range_set_is_served_as_asked_whole_or_refused(
+                specs in proptest::collection::vec(spec(), 1..80),
+                size in 0u64..300,
+            ) {
+                let selected: Vec<(u64, u64)> =
+                    specs.iter().filter_map(|s| model(s, size)).collect();
+                let asked: u64 = selected.iter().map(|(s, e)| e - s + 1).sum();
+                match parse(Some(&text(&specs)), size) {
+                    RangeOutcome::Partial(ranges) => {
+                        prop_assert!(specs.len() <= MAX_RANGES);
+                        prop_assert_eq!(&ranges, &selected);
+                        prop_assert!(asked <= size, "never more bytes than the whole");
+                    }
+                    RangeOutcome::Unsatisfiable => prop_assert!(selected.is_empty()),
+                    RangeOutcome::Full => prop_assert!(
+                        specs.len() > MAX_RANGES || asked > size,
+                        "a valid, small set is not ignored"
+                    ),
+                }
+            }
+
+            #[test]
+            fn any_header_is_answered(header in ".{0,120}", size in any::<u64>()) {
+                if let RangeOutcome::Partial(ranges) = parse(Some(&header), size) {
+                    for (s, e) in ranges {
+                        prop_assert!(s <= e && e < size);
+                    }
+                }
+            }
+        }
+    }
 }

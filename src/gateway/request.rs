@@ -8,7 +8,8 @@ use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 
 use super::error::GatewayError;
-use crate::content::selector::{DagScope, EntityBytes, Selection};
+use crate::content::select::{DagScope, EntityBytes};
+use crate::content::selector::Selection;
 
 /// CAR response parameters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

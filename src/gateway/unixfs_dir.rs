@@ -183,18 +183,7 @@ pub fn html_escape(s: &str) -> String {
 }
 
 fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 /// The CID column of an entry: a link to the entry alone, named by `?filename=`. The name is

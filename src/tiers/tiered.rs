@@ -971,3 +971,141 @@ async fn hot_block(
     trace("hot", start.elapsed());
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::{cid_v1_sha256, RAW};
+    use bytes::Bytes;
+
+    #[test]
+    fn the_breaker_opens_after_its_threshold_and_a_success_closes_it() {
+        let b = CircuitBreaker::new(2, Duration::from_secs(3600));
+        assert!(b.allow());
+        b.failure();
+        assert!(b.allow() && !b.is_open(), "one failure is not enough");
+        b.failure();
+        assert!(b.is_open() && !b.allow());
+        assert!(b.open_for().is_some_and(|d| d > Duration::from_secs(3000)));
+        b.success();
+        assert!(b.allow() && !b.is_open() && b.failures() == 0);
+    }
+
+    #[test]
+    fn after_the_cooldown_one_probe_goes_through_at_a_time() {
+        let b = CircuitBreaker::new(1, Duration::from_millis(200));
+        b.failure();
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(b.allow(), "the cooldown is over: a probe");
+        assert!(!b.allow(), "a second caller waits for the probe's outcome");
+        b.failure();
+        assert!(!b.allow(), "a failed probe opens the circuit again");
+    }
+
+    /// A hot node that holds one block, counts requests, answers only when released, and
+    /// fails its first `fail_first` requests.
+    struct GatedNode {
+        block: Block,
+        requests: AtomicU32,
+        fail_first: u32,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl BlockSource for GatedNode {
+        async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+            let n = self.requests.fetch_add(1, Ordering::SeqCst);
+            let _pass = self.gate.acquire().await;
+            if n < self.fail_first {
+                return Err(TierError::Upstream {
+                    tier: "hot",
+                    reason: "502".into(),
+                });
+            }
+            if cid == self.block.cid() {
+                Ok(self.block.clone())
+            } else {
+                Err(TierError::NotFound(*cid))
+            }
+        }
+        async fn has(&self, cid: &Cid) -> Result<bool, TierError> {
+            Ok(cid == self.block.cid())
+        }
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+    }
+
+    fn source(fail_first: u32) -> (Arc<GatedNode>, Arc<TieredSource>, Cid) {
+        let data = Bytes::from_static(b"a block behind a slow hot node");
+        let cid = cid_v1_sha256(RAW, &data);
+        let node = Arc::new(GatedNode {
+            block: Block::verified(cid, data).unwrap(),
+            requests: AtomicU32::new(0),
+            fail_first,
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let metrics = Metrics::new();
+        let tiered = TieredSource::new(
+            EdgeCache::new(8 << 20, metrics.clone()).unwrap(),
+            None,
+            Some(node.clone() as Arc<dyn BlockSource>),
+            CircuitBreaker::new(100, Duration::from_secs(60)),
+            Duration::from_secs(30),
+            metrics,
+        );
+        (node, Arc::new(tiered), cid)
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_upstream_request() {
+        let (node, tiered, cid) = source(0);
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let t = tiered.clone();
+                tokio::spawn(async move { t.get(&cid).await })
+            })
+            .collect();
+        while node.requests.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        node.gate.add_permits(100);
+        for c in callers {
+            assert_eq!(c.await.unwrap().unwrap().cid(), &cid);
+        }
+        assert_eq!(node.requests.load(Ordering::SeqCst), 1);
+        // Now cached: no further request.
+        tiered.get(&cid).await.unwrap();
+        assert_eq!(node.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_the_answer_of_its_own_flight_only() {
+        let (node, tiered, cid) = source(1);
+        node.gate.add_permits(100);
+        assert!(tiered.get(&cid).await.is_err());
+        assert_eq!(tiered.get(&cid).await.unwrap().cid(), &cid);
+        assert_eq!(node.requests.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_flight_whose_callers_all_left_stops_and_leaves_nothing_behind() {
+        let (node, tiered, cid) = source(0);
+        let t = tiered.clone();
+        let caller = tokio::spawn(async move { t.get(&cid).await });
+        while node.requests.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        caller.abort();
+        let _ = caller.await;
+        node.gate.add_permits(100);
+        // The next caller starts a flight of its own (the old one was dropped with its
+        // caller), and gets the block.
+        assert_eq!(tiered.get(&cid).await.unwrap().cid(), &cid);
+        assert_eq!(node.requests.load(Ordering::SeqCst), 2);
+    }
+}
