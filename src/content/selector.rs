@@ -11,7 +11,7 @@ use cid::Cid;
 use super::select::{reach, DagRequest, DagScope, EntityBytes, Place};
 use super::source::BlockSource;
 use super::{fetch, ContentError, Resolved};
-use crate::ipld::{Block, IDENTITY};
+use crate::ipld::{Block, IDENTITY, RAW};
 
 /// What a CAR response selects below the resolved path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +91,11 @@ impl<S: BlockSink> Walker<'_, S> {
                     break;
                 }
                 let child_block = fetch(self.src, &child).await?;
+                if child.codec() == RAW {
+                    // A leaf: nothing below it, so no boxed step of the recursion.
+                    self.emit(&child_block).await;
+                    continue;
+                }
                 self.visit(child_block, child_place).await?;
             }
             Ok(())

@@ -175,58 +175,70 @@ impl DagWalk {
     /// already received is expanded again when it is a file node reached at another offset.
     /// Whether the block itself has children there.
     fn expand(&mut self, cid: &Cid, data: &Bytes, place: Place, newly: &mut Vec<Cid>) -> bool {
-        let mut work = vec![(*cid, data.clone(), place)];
-        let mut top = true;
-        let mut has_children = false;
-        while let Some((cid, data, place)) = work.pop() {
-            // A block that does not decode the way the walk reads it expects nothing below
-            // it; the response that reads it fails on it, not the stream.
-            let children = reach(&self.req, &cid, &data, place).unwrap_or_default();
-            has_children |= top && !children.is_empty();
-            top = false;
-            // Kept even when no child is wanted here: at another offset some may be.
-            if matches!(place, Place::File { .. }) && cid.codec() == DAG_PB {
-                let (_, expanded) = self
-                    .file_nodes
-                    .entry(*cid.hash())
-                    .or_insert_with(|| (data.clone(), Vec::new()));
-                expanded.push(place);
-            }
-            if children.is_empty() {
-                continue;
-            }
-            for (index, (child, child_place)) in children.into_iter().enumerate() {
-                let cm = *child.hash();
-                if self.received.contains(&cm) {
-                    if let Some((bytes, expanded)) = self.file_nodes.get(&cm) {
-                        if !expanded.iter().any(|p| p.same_reach(&child_place)) {
-                            work.push((child, bytes.clone(), child_place));
-                        }
-                    }
-                    continue;
-                }
-                if let Some(e) = self.expected.get_mut(&cm) {
-                    if matches!(child_place, Place::File { .. })
-                        && !e.place.same_reach(&child_place)
-                        && !e.more.iter().any(|p| p.same_reach(&child_place))
-                    {
-                        e.more.push(child_place);
-                    }
-                    continue;
-                }
-                newly.push(child);
-                self.expected.insert(
-                    cm,
-                    Expected {
-                        cid: child,
-                        place: child_place,
-                        more: Vec::new(),
-                        parent: Some((cid, self.seq, index)),
-                    },
-                );
-            }
+        // Received nodes to expand again; empty (and unallocated) for almost every block.
+        let mut again = Vec::new();
+        let has_children = self.expand_one(cid, data, place, newly, &mut again);
+        while let Some((cid, data, place)) = again.pop() {
+            self.expand_one(&cid, &data, place, newly, &mut again);
         }
         has_children
+    }
+
+    /// One block of [`DagWalk::expand`]; received file nodes it reaches at a new place go to
+    /// `again`. Whether the block has children at `place`.
+    fn expand_one(
+        &mut self,
+        cid: &Cid,
+        data: &Bytes,
+        place: Place,
+        newly: &mut Vec<Cid>,
+        again: &mut Vec<(Cid, Bytes, Place)>,
+    ) -> bool {
+        // A block that does not decode the way the walk reads it expects nothing below it;
+        // the response that reads it fails on it, not the stream.
+        let children = reach(&self.req, cid, data, place).unwrap_or_default();
+        // Kept even when no child is wanted here: at another offset some may be.
+        if matches!(place, Place::File { .. }) && cid.codec() == DAG_PB {
+            let (_, expanded) = self
+                .file_nodes
+                .entry(*cid.hash())
+                .or_insert_with(|| (data.clone(), Vec::new()));
+            expanded.push(place);
+        }
+        if children.is_empty() {
+            return false;
+        }
+        for (index, (child, child_place)) in children.into_iter().enumerate() {
+            let cm = *child.hash();
+            if self.received.contains(&cm) {
+                if let Some((bytes, expanded)) = self.file_nodes.get(&cm) {
+                    if !expanded.iter().any(|p| p.same_reach(&child_place)) {
+                        again.push((child, bytes.clone(), child_place));
+                    }
+                }
+                continue;
+            }
+            if let Some(e) = self.expected.get_mut(&cm) {
+                if matches!(child_place, Place::File { .. })
+                    && !e.place.same_reach(&child_place)
+                    && !e.more.iter().any(|p| p.same_reach(&child_place))
+                {
+                    e.more.push(child_place);
+                }
+                continue;
+            }
+            newly.push(child);
+            self.expected.insert(
+                cm,
+                Expected {
+                    cid: child,
+                    place: child_place,
+                    more: Vec::new(),
+                    parent: Some((*cid, self.seq, index)),
+                },
+            );
+        }
+        true
     }
 
     /// Requests that bring exactly what is still expected, in the order a DFS walk needs it.
