@@ -9,11 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cid::Cid;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 
-use super::Admin;
+use super::{Admin, AdminError};
 use crate::content::dag::{dag_size, resolved_car};
-use crate::content::{resolve, ContentError};
+use crate::content::resolve;
 use crate::denylist::Denylist;
 use crate::gateway::{body, Body};
 use crate::ipld::Block;
@@ -61,46 +61,32 @@ impl BlockSource for Unblocked {
 
 impl Admin {
     /// `GET /admin/export/{cid}[/path]` (the path percent-encoded per segment).
-    pub(super) async fn export(
-        &self,
-        target: &str,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
+    pub(super) async fn export(&self, target: &str) -> Result<Response<Body>, AdminError> {
         let mut parts = target.split('/').filter(|s| !s.is_empty());
         let root_text = parts.next().unwrap_or("");
-        let root = Cid::try_from(root_text).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("invalid CID {root_text:?}: {e}"),
-            )
-        })?;
+        let root = Cid::try_from(root_text)
+            .map_err(|e| AdminError::BadRequest(format!("invalid CID {root_text:?}: {e}")))?;
         let segments = parts
             .map(|p| {
                 percent_encoding::percent_decode_str(p)
                     .decode_utf8()
                     .map(|s| s.into_owned())
-                    .map_err(|_| {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            format!("path segment {p:?} is not UTF-8"),
-                        )
-                    })
+                    .map_err(|_| AdminError::BadRequest(format!("path segment {p:?} is not UTF-8")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let denylist = self.denylist.current();
         if let Some(b) = denylist.check_ipfs_path(&root, &segments) {
-            let status = StatusCode::from_u16(b.status).unwrap_or(StatusCode::GONE);
-            return Err((status, format!("{root} is blocked on this gateway")));
+            return Err(AdminError::Blocked {
+                status: b.status,
+                message: format!("{root} is blocked on this gateway"),
+            });
         }
         let src: Arc<dyn BlockSource> = Arc::new(Unblocked {
             store: self.store.clone(),
             denylist,
         });
-        let resolved = resolve(src.as_ref(), root, &segments)
-            .await
-            .map_err(content_status)?;
-        let size = dag_size(src.as_ref(), &resolved.target)
-            .await
-            .map_err(content_status)?;
+        let resolved = resolve(src.as_ref(), root, &segments).await?;
+        let size = dag_size(src.as_ref(), &resolved.target).await?;
         // No size limit: this is the operator's own store, streamed with bounded memory.
         let rx = resolved_car(src, resolved, u64::MAX);
         let mut resp = Response::new(body::channel(rx));
@@ -114,22 +100,4 @@ impl Admin {
         }
         Ok(resp)
     }
-}
-
-/// 404 for what the store lacks or the path does not name, 410 / 451 for blocked content,
-/// 422 for blocks that do not decode, 503 for a failing store.
-fn content_status(e: ContentError) -> (StatusCode, String) {
-    let status = match &e {
-        ContentError::Tier(TierError::NotFound(_)) | ContentError::NoLink { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        ContentError::Tier(TierError::Blocked { status, .. }) => {
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::GONE)
-        }
-        ContentError::Malformed { .. } | ContentError::Unsupported(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        ContentError::Tier(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, e.to_string())
 }

@@ -7,36 +7,27 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::popular::read_limited;
-use super::Admin;
+use super::{Admin, AdminError};
 use crate::gateway::ipns::IPNS_RECORD_TYPE;
 use crate::gateway::{body, Body};
 use crate::ipns::record::MAX_RECORD_BYTES;
-use crate::ipns::{IpnsName, NameResolver, ResolveError};
+use crate::ipns::{IpnsName, NameResolver};
 
-type Reply = Result<Response<Body>, (StatusCode, String)>;
-
-fn refused(e: ResolveError) -> (StatusCode, String) {
-    let status = match e {
-        ResolveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ResolveError::Stale { .. } => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    (status, e.to_string())
-}
+type Reply = Result<Response<Body>, AdminError>;
 
 impl Admin {
     /// `/routing/v1/ipns/{name}`.
     pub(super) async fn ipns_record(&self, req: Request<Incoming>, name: &str) -> Reply {
-        let name = IpnsName::parse(name)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("{name:?}: {e}")))?;
+        let name =
+            IpnsName::parse(name).map_err(|e| AdminError::BadRequest(format!("{name:?}: {e}")))?;
         let names: NameResolver = self.names();
         match *req.method() {
             Method::GET | Method::HEAD => {
-                let Some((bytes, record)) = names.record(&name).map_err(refused)? else {
-                    return Err((
-                        StatusCode::NOT_FOUND,
-                        format!("no record for /ipns/{}", name.to_cid_string()),
-                    ));
+                let Some((bytes, record)) = names.record(&name)? else {
+                    return Err(AdminError::NotFound(format!(
+                        "no record for /ipns/{}",
+                        name.to_cid_string()
+                    )));
                 };
                 let mut r = Response::new(if req.method() == Method::HEAD {
                     body::empty()
@@ -56,7 +47,7 @@ impl Admin {
             Method::PUT => {
                 self.authorized(&req)?;
                 let bytes = read_limited(req, MAX_RECORD_BYTES).await?;
-                let record = names.put_record(&name, &bytes).map_err(refused)?;
+                let record = names.put_record(&name, &bytes)?;
                 Ok(super::json(
                     StatusCode::OK,
                     &serde_json::json!({
@@ -67,8 +58,7 @@ impl Admin {
                     }),
                 ))
             }
-            _ => Err((
-                StatusCode::METHOD_NOT_ALLOWED,
+            _ => Err(AdminError::MethodNotAllowed(
                 "use GET to read a record and PUT to store one".into(),
             )),
         }

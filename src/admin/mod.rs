@@ -5,6 +5,8 @@
 //! too; only `/healthz` (liveness) and `/readyz` (readiness) stay open, for load balancers and
 //! supervisors.
 
+mod error;
+pub use error::AdminError;
 pub mod export;
 mod ipns;
 pub mod pinning;
@@ -201,7 +203,7 @@ impl Admin {
         &self,
         req: &Request<Incoming>,
         path: &str,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
+    ) -> Result<Response<Body>, AdminError> {
         let json = |v: serde_json::Value| {
             let mut r = Response::new(body::full(v.to_string()));
             r.headers_mut().insert(
@@ -213,22 +215,16 @@ impl Admin {
         match (req.method(), path) {
             (&Method::GET, "/admin/store") => {
                 let store = self.store.clone();
-                let summary = tokio::task::spawn_blocking(move || store.summary())
-                    .await
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let summary = tokio::task::spawn_blocking(move || store.summary()).await?;
                 Ok(json(serde_json::json!(summary)))
             }
             (&Method::POST, "/admin/store/maintain") => {
                 self.authorized(req)?;
                 let store = self.store.clone();
-                let report = tokio::task::spawn_blocking(move || store.maintain())
-                    .await
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let report = tokio::task::spawn_blocking(move || store.maintain()).await??;
                 Ok(json(serde_json::json!(report)))
             }
-            _ => Err((
-                StatusCode::METHOD_NOT_ALLOWED,
+            _ => Err(AdminError::MethodNotAllowed(
                 "GET /admin/store or POST /admin/store/maintain".into(),
             )),
         }
@@ -297,10 +293,9 @@ impl Admin {
         &self,
         req: &Request<Incoming>,
         rest: Option<&str>,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
+    ) -> Result<Response<Body>, AdminError> {
         let Some(checker) = &self.checker else {
-            return Err((
-                StatusCode::NOT_FOUND,
+            return Err(AdminError::NotFound(
                 "retrieval checks are off (retrieval_checks.enabled = false)".into(),
             ));
         };
@@ -316,26 +311,25 @@ impl Admin {
                 // It fetches from every provider: an operator's act, as writes are.
                 self.authorized(req)?;
                 let cid = cid::Cid::try_from(cid)
-                    .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid CID {cid:?}: {e}")))?;
+                    .map_err(|e| AdminError::BadRequest(format!("invalid CID {cid:?}: {e}")))?;
                 match checker.check(cid).await {
                     Ok(record) => Ok(json(StatusCode::OK, &record)),
                     Err(e @ crate::retrievability::CheckError::Busy(_)) => {
-                        Err((StatusCode::CONFLICT, e.to_string()))
+                        Err(AdminError::Conflict(e.to_string()))
                     }
-                    Err(e) => Err(internal(e)),
+                    Err(e) => Err(AdminError::unavailable(e)),
                 }
             }
-            _ => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
+            _ => Err(AdminError::MethodNotAllowed("method not allowed".into())),
         }
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), AdminError> {
         if self.token.is_empty() {
             return if self.loopback_only {
                 Ok(())
             } else {
-                Err((
-                    StatusCode::FORBIDDEN,
+                Err(AdminError::Forbidden(
                     "admin writes need admin.token when the admin listener is not loopback".into(),
                 ))
             };
@@ -347,17 +341,13 @@ impl Admin {
             .and_then(bearer_token);
         match given {
             Some(t) if crate::constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(()),
-            _ => Err((
-                StatusCode::UNAUTHORIZED,
+            _ => Err(AdminError::Unauthorized(
                 "missing or wrong bearer token".into(),
             )),
         }
     }
 
-    async fn route(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, (StatusCode, String)> {
+    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
         let path = req.uri().path().to_string();
         if !self.loopback_only && path != "/healthz" && path != "/readyz" {
             self.authorized(&req)?;
@@ -385,7 +375,7 @@ impl Admin {
         }
         if let Some(rest) = path.strip_prefix("/admin/export/") {
             if req.method() != Method::GET {
-                return Err((StatusCode::METHOD_NOT_ALLOWED, "use GET".into()));
+                return Err(AdminError::MethodNotAllowed("use GET".into()));
             }
             // Reading the store's content whole is an operator's act, as writes are.
             self.authorized(&req)?;
@@ -428,10 +418,9 @@ impl Admin {
                         None | Some("header") => Roots::Header,
                         Some("last") => Roots::LastBlock,
                         Some(other) => {
-                            return Err((
-                                StatusCode::BAD_REQUEST,
-                                format!("root must be \"header\" or \"last\", not {other:?}"),
-                            ))
+                            return Err(AdminError::BadRequest(format!(
+                                "root must be \"header\" or \"last\", not {other:?}"
+                            )))
                         }
                     },
                 };
@@ -452,15 +441,15 @@ impl Admin {
                 .await
                 {
                     Ok(report) => Ok(json(StatusCode::OK, &report)),
-                    Err(e) => Err((import_status(&e), e.to_string())),
+                    Err(e) => Err(e.into()),
                 }
             }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/metrics" | "/admin/pins" | "/admin/import"
                 | "/admin/providers" | "/admin/popular" | "/admin/prewarm" | "/admin/auth",
-            ) => Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())),
-            _ => Err((StatusCode::NOT_FOUND, format!("nothing at {path}"))),
+            ) => Err(AdminError::MethodNotAllowed("method not allowed".into())),
+            _ => Err(AdminError::NotFound(format!("nothing at {path}"))),
         }
     }
 }
@@ -484,22 +473,6 @@ fn bearer_token(value: &str) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-/// The status of a failed import: the sender's CAR (400), or the store's side (a full store
-/// 507, anything else 503).
-fn import_status(e: &crate::tiers::import::ImportError) -> StatusCode {
-    use crate::tiers::import::ImportError;
-    use crate::tiers::local::StoreError;
-    match e {
-        ImportError::Store(StoreError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
-        ImportError::Store(_) | ImportError::Task(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
-    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
@@ -530,7 +503,7 @@ impl Handler for AdminHandler {
         Box::pin(async move {
             match admin.route(req).await {
                 Ok(r) => r,
-                Err((status, msg)) => text(status, &msg),
+                Err(e) => text(e.status(), &e.to_string()),
             }
         })
     }

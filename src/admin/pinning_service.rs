@@ -53,8 +53,8 @@ impl Admin {
         self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        if let Err((status, msg)) = self.authorized(&req) {
-            return failure(status, "UNAUTHORIZED", msg);
+        if let Err(e) = self.authorized(&req) {
+            return failure(e.status(), "UNAUTHORIZED", e.to_string());
         }
         if self.popularity.is_none() {
             return failure(
@@ -127,7 +127,7 @@ impl Admin {
     async fn read_pin(&self, req: Request<Incoming>) -> Result<Pin, Response<Body>> {
         let body = read_limited(req, MAX_BODY)
             .await
-            .map_err(|(s, m)| failure(s, "BAD_REQUEST", m))?;
+            .map_err(|e| failure(e.status(), "BAD_REQUEST", e.to_string()))?;
         let pin: Pin = serde_json::from_slice(&body).map_err(|e| {
             failure(
                 StatusCode::BAD_REQUEST,

@@ -17,10 +17,9 @@ use super::status::{
     render, HotHealth, PinEvent, PinRow, PopularItem, ProviderHealth, StatusSnapshot, TierShare,
     TrafficSample,
 };
-use super::{json, Admin};
+use super::{json, Admin, AdminError};
 use crate::gateway::body::{channel, BodyError};
 use crate::gateway::Body;
-use crate::popularity::promoter::PromoteError;
 use crate::popularity::Popularity;
 use crate::telemetry::TierName;
 
@@ -33,13 +32,13 @@ const HISTORY: usize = 360;
 /// Pins listed on the status page (`GET /admin/pins` lists all).
 const MAX_PINS_SHOWN: usize = 50;
 
-type Reply = Result<Response<Body>, (StatusCode, String)>;
+type Reply = Result<Response<Body>, AdminError>;
 
-fn bad(msg: impl Into<String>) -> (StatusCode, String) {
-    (StatusCode::BAD_REQUEST, msg.into())
+fn bad(msg: impl Into<String>) -> AdminError {
+    AdminError::BadRequest(msg.into())
 }
 
-fn parse_cid(s: &str) -> Result<Cid, (StatusCode, String)> {
+fn parse_cid(s: &str) -> Result<Cid, AdminError> {
     Cid::try_from(s.trim()).map_err(|e| bad(format!("invalid CID {s:?}: {e}")))
 }
 
@@ -50,9 +49,8 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
 }
 
 impl Admin {
-    fn popularity(&self) -> Result<&Arc<Popularity>, (StatusCode, String)> {
-        self.popularity.as_ref().ok_or((
-            StatusCode::SERVICE_UNAVAILABLE,
+    fn popularity(&self) -> Result<&Arc<Popularity>, AdminError> {
+        self.popularity.as_ref().ok_or(AdminError::Unavailable(
             "popularity tracking is off (popularity.enabled = false)".into(),
         ))
     }
@@ -98,7 +96,7 @@ impl Admin {
     /// records it) and the pins cidgate made in the hot layer.
     pub(super) async fn pins(&self) -> Reply {
         let mut store = Vec::new();
-        for pin in self.store.pins().map_err(super::internal)? {
+        for pin in self.store.pins()? {
             // One block read per pin; a root that records no size (or is unreadable) has none.
             let size = match Cid::try_from(pin.cid.as_str()) {
                 Ok(cid) => crate::content::dag::dag_size(&self.store, &cid)
@@ -107,7 +105,7 @@ impl Admin {
                     .flatten(),
                 Err(_) => None,
             };
-            let mut v = serde_json::to_value(&pin).map_err(super::internal)?;
+            let mut v = serde_json::to_value(&pin).map_err(AdminError::unavailable)?;
             v["size"] = json!(size);
             store.push(v);
         }
@@ -125,8 +123,7 @@ impl Admin {
     pub(super) async fn pin_write(&self, req: Request<Incoming>, cid: &str) -> Reply {
         let is_write = matches!(*req.method(), Method::POST | Method::DELETE);
         if !is_write {
-            return Err((
-                StatusCode::METHOD_NOT_ALLOWED,
+            return Err(AdminError::MethodNotAllowed(
                 "use POST to pin and DELETE to unpin".into(),
             ));
         }
@@ -134,7 +131,7 @@ impl Admin {
         let cid = parse_cid(cid)?;
         let p = self.popularity()?;
         if req.method() == Method::DELETE {
-            let removed = p.promoter.unpin(cid).await.map_err(pin_failure)?;
+            let removed = p.promoter.unpin(cid).await?;
             return Ok(json(
                 StatusCode::OK,
                 &json!({"cid": cid.to_string(), "unpinned": removed}),
@@ -144,10 +141,7 @@ impl Admin {
         if name.len() > 255 {
             return Err(bad("name is longer than 255 bytes"));
         }
-        p.promoter
-            .pin(cid, false, &name)
-            .await
-            .map_err(pin_failure)?;
+        p.promoter.pin(cid, false, &name).await?;
         Ok(json(
             StatusCode::OK,
             &json!({"cid": cid.to_string(), "pinned": true, "target": p.promoter.target()}),
@@ -483,29 +477,20 @@ impl Counters {
     }
 }
 
-fn pin_failure(e: PromoteError) -> (StatusCode, String) {
-    match e {
-        PromoteError::Busy(_) => (StatusCode::CONFLICT, e.to_string()),
-        PromoteError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        PromoteError::Pin(_) => (StatusCode::BAD_GATEWAY, e.to_string()),
-    }
-}
-
 /// Reads a request body of at most `limit` bytes.
 pub(super) async fn read_limited(
     req: Request<Incoming>,
     limit: usize,
-) -> Result<Bytes, (StatusCode, String)> {
+) -> Result<Bytes, AdminError> {
     let mut body = req.into_body();
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| bad(format!("reading the body: {e}")))?;
         if let Some(data) = frame.data_ref() {
             if out.len() + data.len() > limit {
-                return Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {limit} bytes"),
-                ));
+                return Err(AdminError::TooLarge(format!(
+                    "body larger than {limit} bytes"
+                )));
             }
             out.extend_from_slice(data);
         }
