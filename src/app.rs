@@ -176,26 +176,25 @@ impl GatewayHandler {
                 trace.clone(),
                 AssertUnwindSafe(gw.handle(req)).catch_unwind(),
             );
-            let mut resp = match LazyTimeout::new(handled.instrument(span), deadlines.retrieval)
-                .await
-            {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(_)) => {
-                    tracing::error!(%method, %path, "request handler panicked");
-                    let mut r = http::Response::new(crate::gateway::body::full("internal error\n"));
-                    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                    r
-                }
-                Err(_) => {
-                    // Dropping the handler releases whatever it waited for (invariant 7).
-                    metrics.limit_hit("retrieval_timeout");
-                    crate::gateway::error::GatewayError::Timeout(format!(
-                        "no response from the content tiers within {}",
-                        humantime::format_duration(deadlines.retrieval)
-                    ))
-                    .response(browser.then_some(path))
-                }
-            };
+            let mut resp =
+                match LazyTimeout::new(handled.instrument(span), deadlines.retrieval).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(_)) => {
+                        tracing::error!(%method, %path, "request handler panicked");
+                        let mut r = http::Response::new(crate::body::full("internal error\n"));
+                        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }
+                    Err(_) => {
+                        // Dropping the handler releases whatever it waited for (invariant 7).
+                        metrics.limit_hit("retrieval_timeout");
+                        crate::gateway::error::GatewayError::Timeout(format!(
+                            "no response from the content tiers within {}",
+                            humantime::format_duration(deadlines.retrieval)
+                        ))
+                        .response(browser.then_some(path))
+                    }
+                };
             let ttfb = start.elapsed();
             metrics.ttfb.observe(ttfb.as_secs_f64());
             let tiers = trace.tiers();
@@ -247,7 +246,7 @@ impl GatewayHandler {
                 let body = if body.size_hint().exact().is_some() {
                     body
                 } else {
-                    crate::gateway::body::deadlined(body, deadlines.stall, end)
+                    crate::body::deadlined(body, deadlines.stall, end)
                 };
                 counted(
                     body,
@@ -377,7 +376,7 @@ fn cache_result(tiers: &str) -> &'static str {
 /// (successful and revalidated responses only), and where a range reader got to.
 fn demand_hook(
     popularity: Arc<Popularity>,
-    resp: &http::Response<crate::gateway::Body>,
+    resp: &http::Response<crate::body::Body>,
     tiers: std::borrow::Cow<'static, str>,
 ) -> Option<Box<dyn FnOnce(u64) + Send + Sync>> {
     let status = resp.status().as_u16();
@@ -386,26 +385,13 @@ fn demand_hook(
     }
     let served = resp.extensions().get::<ServedContent>()?.clone();
     if let Some(segments) = &served.segments {
-        let range = resp
-            .headers()
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_content_range);
-        if let Some((start, end, size)) = range {
-            popularity.observe_range(served.root, segments, start, end, size);
+        if let Some(r) = resp.extensions().get::<crate::gateway::range::SentRange>() {
+            popularity.observe_range(served.root, segments, r.start, r.end, r.size);
         }
     }
     Some(Box::new(move |bytes| {
         popularity.observe(served.root, bytes, &tiers)
     }))
-}
-
-/// `bytes START-END/SIZE` of a single-range response.
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
-    let rest = v.strip_prefix("bytes ")?;
-    let (range, size) = rest.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?, size.parse().ok()?))
 }
 
 /// A short label for the response's media type.
@@ -519,7 +505,7 @@ impl Drop for Done {
 /// Counts body bytes; the request ends (see [`Done`]) when the body is dropped. A body whose
 /// size is known (a whole buffer) is left as it is when there is no access log line to
 /// write, so the request ends at once and nothing is allocated.
-fn counted(body: crate::gateway::Body, mut done: Done) -> crate::gateway::Body {
+fn counted(body: crate::body::Body, mut done: Done) -> crate::body::Body {
     use http_body::Body as _;
     if done.access.is_none() {
         if let Some(n) = body.size_hint().exact() {
@@ -535,13 +521,13 @@ fn counted(body: crate::gateway::Body, mut done: Done) -> crate::gateway::Body {
 /// A body that counts what it sends into its [`Done`]; sizes pass through, so a whole buffer
 /// keeps its `Content-Length`.
 struct Counted {
-    body: crate::gateway::Body,
+    body: crate::body::Body,
     done: Done,
 }
 
 impl http_body::Body for Counted {
     type Data = bytes::Bytes;
-    type Error = crate::gateway::body::BodyError;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -810,7 +796,7 @@ async fn serve_opened(
     shutdown: &CancellationToken,
     hangup: Hangup,
 ) -> anyhow::Result<()> {
-    let store = config.store.open()?;
+    let store = LocalStore::from_config(&config.store)?;
     let sample = if config.server.sample {
         Some(ensure_sample(&store).await?)
     } else {

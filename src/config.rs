@@ -393,25 +393,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl StoreConfig {
-    /// Opens the store this section describes.
-    pub fn open(&self) -> Result<crate::tiers::local::LocalStore, crate::tiers::local::StoreError> {
-        crate::tiers::local::LocalStore::open_with(&self.dir, self.options())
-    }
-
-    /// The store options this section sets.
-    pub fn options(&self) -> crate::tiers::local::StoreOptions {
-        crate::tiers::local::StoreOptions {
-            cache_bytes: self.cache.as_u64() as usize,
-            max_size: self.max_size.as_u64(),
-            segment_size: self.segment_size.as_u64(),
-            high_watermark: self.high_watermark,
-            low_watermark: self.low_watermark,
-            ..Default::default()
-        }
-    }
-}
-
 /// `[cache]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -385,7 +385,7 @@ fn target(config: &Config, admin: Option<&str>) -> anyhow::Result<Target> {
     if admin.is_some() {
         return Ok(Target::Server(AdminClient::new(config, admin)?));
     }
-    match config.store.open() {
+    match cidgate::tiers::local::LocalStore::from_config(&config.store) {
         Ok(s) => Ok(Target::Store(s)),
         Err(StoreError::Locked(_)) => {
             let client = AdminClient::new(config, None).with_context(|| {

@@ -12,10 +12,10 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 
 use super::{Admin, AdminError};
+use crate::body::{self, Body};
 use crate::content::dag::{dag_size, resolved_car};
 use crate::content::resolve;
 use crate::denylist::Denylist;
-use crate::gateway::{body, Body};
 use crate::ipld::Block;
 use crate::tiers::local::LocalStore;
 use crate::tiers::{BlockSource, TierError};

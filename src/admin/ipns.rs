@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 
 use super::popular::read_limited;
 use super::{Admin, AdminError};
+use crate::body::{self, Body};
 use crate::gateway::ipns::IPNS_RECORD_TYPE;
-use crate::gateway::{body, Body};
 use crate::ipns::record::MAX_RECORD_BYTES;
 use crate::ipns::{IpnsName, NameResolver};
 

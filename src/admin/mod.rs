@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::io::StreamReader;
 
-use crate::gateway::{body, Body};
+use crate::body::{self, Body};
 use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
 use crate::telemetry::Metrics;

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::pinning::{list, validate, ListQuery, Pin, PinRequest, PinningError, Status};
 use super::popular::read_limited;
 use super::{json, Admin};
-use crate::gateway::Body;
+use crate::body::Body;
 use crate::popularity::promoter::PromoteError;
 use crate::tiers::local::{LocalStore, StoreError};
 
@@ -113,8 +113,8 @@ impl Admin {
                 self.release(&removed.pin.cid).await;
                 Response::builder()
                     .status(StatusCode::ACCEPTED)
-                    .body(crate::gateway::body::empty())
-                    .unwrap_or_else(|_| Response::new(crate::gateway::body::empty()))
+                    .body(crate::body::empty())
+                    .unwrap_or_else(|_| Response::new(crate::body::empty()))
             }
             _ => failure(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -18,8 +18,8 @@ use super::status::{
     TrafficSample,
 };
 use super::{json, Admin, AdminError};
-use crate::gateway::body::{channel, BodyError};
-use crate::gateway::Body;
+use crate::body::Body;
+use crate::body::{channel, BodyError};
 use crate::popularity::Popularity;
 use crate::telemetry::TierName;
 
@@ -254,7 +254,7 @@ impl Admin {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().host());
         let snapshot = self.snapshot(host);
-        let mut r = Response::new(crate::gateway::body::full(render(&snapshot)));
+        let mut r = Response::new(crate::body::full(render(&snapshot)));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/html; charset=utf-8"),

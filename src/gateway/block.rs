@@ -1,6 +1,5 @@
 //! `application/vnd.ipld.raw`: one verified block, with byte ranges.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
@@ -38,15 +37,7 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     set(headers, ACCEPT_RANGES, "bytes");
     gw.set_disposition(headers, req, &format!("{target}.bin"), true);
     let size = data.len() as u64;
-    let if_range_ok = req
-        .if_range
-        .as_deref()
-        .is_none_or(|v| super::headers::none_match(v, &etag) && !v.starts_with("W/"));
-    let ranges = if if_range_ok {
-        range::parse(req.range.as_deref(), size)
-    } else {
-        RangeOutcome::Full
-    };
+    let ranges = range::choose(req.range.as_deref(), req.if_range.as_deref(), &etag, size);
     let body = match ranges {
         RangeOutcome::Full => {
             set(resp.headers_mut(), CONTENT_LENGTH, &size.to_string());
@@ -67,10 +58,20 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
                     &format!("bytes {s}-{e}/{size}"),
                 );
                 set(resp.headers_mut(), CONTENT_LENGTH, &(e - s + 1).to_string());
+                resp.extensions_mut().insert(range::SentRange {
+                    start: s,
+                    end: e,
+                    size,
+                });
                 data.slice(s as usize..=e as usize)
             } else {
-                let (ctype, body) = multipart(&data, &ranges, RAW_TYPE);
-                set(resp.headers_mut(), CONTENT_TYPE, &ctype);
+                let boundary = range::boundary(&etag, &ranges);
+                let body = range::multipart(&data, &ranges, RAW_TYPE, &boundary);
+                set(
+                    resp.headers_mut(),
+                    CONTENT_TYPE,
+                    &range::multipart_type(&boundary),
+                );
                 set(resp.headers_mut(), CONTENT_LENGTH, &body.len().to_string());
                 body
             }
@@ -82,36 +83,4 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
         *resp.body_mut() = full(body);
     }
     Ok(resp)
-}
-
-/// Builds a `multipart/byteranges` body from an in-memory representation.
-pub fn multipart(data: &Bytes, ranges: &[(u64, u64)], part_type: &str) -> (String, Bytes) {
-    let boundary = format!("cidgate-{:016x}", rand_boundary(data, ranges));
-    let size = data.len();
-    let mut out = BytesMut::new();
-    for (s, e) in ranges {
-        out.put_slice(
-            format!("\r\n--{boundary}\r\nContent-Type: {part_type}\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n")
-                .as_bytes(),
-        );
-        out.put_slice(&data[*s as usize..=*e as usize]);
-    }
-    out.put_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (
-        format!("multipart/byteranges; boundary={boundary}"),
-        out.freeze(),
-    )
-}
-
-/// A boundary that cannot appear by chance in the parts: derived from their hash.
-fn rand_boundary(data: &Bytes, ranges: &[(u64, u64)]) -> u64 {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(data);
-    for (s, e) in ranges {
-        h.update(s.to_le_bytes());
-        h.update(e.to_le_bytes());
-    }
-    let d = h.finalize();
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }

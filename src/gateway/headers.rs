@@ -72,10 +72,18 @@ pub fn same_origin(location: &str) -> String {
     format!("/{rest}")
 }
 
-/// Inserts a header from a string, skipping values that are not valid header text.
+/// Inserts a header from a string. A value that is not valid header text (content can put
+/// anything in a file name or a `_redirects` rule) is left out and logged: the response goes
+/// without it rather than fail, but an operator can see why a header is missing.
 pub fn set(headers: &mut HeaderMap, name: impl Into<HeaderName>, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name.into(), v);
+    let name = name.into();
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            tracing::warn!(header = %name, value = %value.escape_debug(), "header value cannot be sent; left out");
+        }
     }
 }
 

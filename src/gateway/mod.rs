@@ -4,7 +4,8 @@
 //! the error → status mapping. Handlers talk only to [`BlockSource`].
 
 pub mod block;
-pub mod body;
+/// The response body type lives below the gateway (the server and the admin API send it too).
+pub use crate::body;
 pub mod car;
 pub mod codec;
 pub mod error;
@@ -470,7 +471,11 @@ impl Gateway {
             return self.deserialized_entity(req).await;
         }
         let interest = self
-            .prefetch(req, DagScope::Entity, single_range(req.range.as_deref()))
+            .prefetch(
+                req,
+                DagScope::Entity,
+                range::entity_bytes(req.range.as_deref()),
+            )
             .await;
         let resp = self.deserialized_entity(req).await?;
         Ok(if interest.is_held() {
@@ -802,27 +807,6 @@ fn protocol_handler_redirect(
     *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
     set(resp.headers_mut(), http::header::LOCATION, &target);
     Ok(Some(resp))
-}
-
-/// A single `Range: bytes=` range as entity-bytes, so a remote tier sends only its blocks.
-fn single_range(range: Option<&str>) -> Option<EntityBytes> {
-    let spec = range?.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let n: i64 = b.parse().ok()?;
-        return (n > 0).then_some(EntityBytes { from: -n, to: None });
-    }
-    let from: i64 = a.parse().ok()?;
-    let to = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse().ok()?)
-    };
-    Some(EntityBytes { from, to })
 }
 
 /// The bytes a UnixFS DAG holds, from its root block alone: a file's size; a directory's own

@@ -67,11 +67,9 @@ pub async fn respond(
         return Ok(resp);
     }
     let size = f.size;
-    let if_range_ok = req.if_range.as_deref().is_none_or(|v| {
-        !v.trim_start().starts_with("W/") && super::headers::none_match(v, &f.etag)
-    });
-    let ranges = if if_range_ok && size > 0 {
-        range::parse(req.range.as_deref(), size)
+    // An empty file is sent whole, whatever range was asked (there is no byte to range over).
+    let ranges = if size > 0 {
+        range::choose(req.range.as_deref(), req.if_range.as_deref(), &f.etag, size)
     } else {
         RangeOutcome::Full
     };
@@ -131,24 +129,19 @@ pub async fn respond(
             set(h, CONTENT_TYPE, &ctype);
             set(h, CONTENT_RANGE, &format!("bytes {s}-{e}/{size}"));
             set(h, CONTENT_LENGTH, &(e - s + 1).to_string());
+            resp.extensions_mut().insert(range::SentRange {
+                start: s,
+                end: e,
+                size,
+            });
             r
         }
         RangeOutcome::Partial(r) => {
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let boundary = boundary(&f.etag, &r);
-            let total: u64 = r
-                .iter()
-                .map(|(s, e)| {
-                    part_header(&boundary, &ctype, *s, *e, size).len() as u64 + (e - s + 1)
-                })
-                .sum::<u64>()
-                + closing(&boundary).len() as u64;
+            let boundary = range::boundary(&f.etag, &r);
+            let total = range::multipart_len(&boundary, &ctype, &r, size);
             let h = resp.headers_mut();
-            set(
-                h,
-                CONTENT_TYPE,
-                &format!("multipart/byteranges; boundary={boundary}"),
-            );
+            set(h, CONTENT_TYPE, &range::multipart_type(&boundary));
             set(h, CONTENT_LENGTH, &total.to_string());
             if !req.head {
                 *resp.body_mut() = stream_multipart(gw, f.block, r, boundary, ctype, size);
@@ -182,36 +175,6 @@ fn single_block(block: &Block) -> Option<Bytes> {
     }
 }
 
-/// A multipart boundary derived from the representation and the ranges, so it is stable for
-/// identical requests and cannot be guessed into the content.
-fn boundary(etag: &str, ranges: &[(u64, u64)]) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(etag.as_bytes());
-    for (s, e) in ranges {
-        h.update(s.to_le_bytes());
-        h.update(e.to_le_bytes());
-    }
-    let d = h.finalize();
-    format!(
-        "cidgate-{}",
-        d[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
-}
-
-fn part_header(boundary: &str, ctype: &str, s: u64, e: u64, size: u64) -> Bytes {
-    Bytes::from(format!(
-        "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n"
-    ))
-}
-
-fn closing(boundary: &str) -> Bytes {
-    Bytes::from(format!("\r\n--{boundary}--\r\n"))
-}
-
 fn stream_parts(gw: &Gateway, root: Block, parts: Vec<(u64, u64)>) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(CHANNEL_CHUNKS);
     let src = gw.source_arc();
@@ -238,7 +201,7 @@ fn stream_multipart(
     tokio::spawn(async move {
         for (s, e) in parts {
             if tx
-                .send(Ok(part_header(&boundary, &ctype, s, e, size)))
+                .send(Ok(range::part_header(&boundary, &ctype, s, e, size)))
                 .await
                 .is_err()
             {
@@ -248,7 +211,7 @@ fn stream_multipart(
                 return;
             }
         }
-        let _ = tx.send(Ok(closing(&boundary))).await;
+        let _ = tx.send(Ok(range::closing(&boundary))).await;
     });
     channel(rx)
 }

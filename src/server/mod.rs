@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 pub use admission::{Admission, ClientLimits};
 pub use client::{Client, TrustedProxies};
 
-use crate::gateway::{body, Body};
+use crate::body::{self, Body};
 use crate::telemetry::Metrics;
 
 /// Why a listener could not start.

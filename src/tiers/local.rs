@@ -197,7 +197,25 @@ pub fn unix_now() -> u64 {
 /// The database file in the data directory.
 const DB_FILE: &str = "cidgate.redb";
 
+impl From<&crate::config::StoreConfig> for StoreOptions {
+    fn from(c: &crate::config::StoreConfig) -> Self {
+        StoreOptions {
+            cache_bytes: c.cache.as_u64() as usize,
+            max_size: c.max_size.as_u64(),
+            segment_size: c.segment_size.as_u64(),
+            high_watermark: c.high_watermark,
+            low_watermark: c.low_watermark,
+            ..Default::default()
+        }
+    }
+}
+
 impl LocalStore {
+    /// Opens the store a `[store]` section describes.
+    pub fn from_config(c: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        Self::open_with(&c.dir, c.into())
+    }
+
     /// Opens (creating if needed) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
