@@ -10,6 +10,7 @@ pub mod resolve;
 pub mod select;
 pub mod selector;
 pub mod source;
+pub mod tree;
 pub mod unixfs_reader;
 
 use cid::Cid;

@@ -14,14 +14,12 @@ use super::headers::set;
 use super::request::GatewayRequest;
 use super::unixfs_file::pump;
 use super::{Body, Gateway};
-use crate::content::{list_directory, ContentError};
-use crate::ipld::unixfs::FsNode;
-use crate::ipld::{Block, DAG_PB, RAW};
+use crate::content::tree::{TreeEntry, TreeWalk};
+use crate::content::ContentError;
+use crate::ipld::{DAG_PB, RAW};
 use crate::tiers::BlockSource;
 
-/// The reference gateway's message for entries outside the root; clients match on it.
-pub const OUTSIDE_ROOT: &str =
-    "relative UnixFS paths outside the root are now allowed, use CAR instead";
+pub use crate::content::tree::OUTSIDE_ROOT;
 
 /// Serves a TAR of the request's UnixFS entity.
 pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
@@ -52,14 +50,14 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     }
     // The root must be a UnixFS node: a block that is not (an identity CID the client made up,
     // say) is a 422 while the status can still say so, not a 200 cut after its headers.
-    FsNode::decode(target.codec(), root.data()).map_err(|e| ContentError::from((target, e)))?;
+    let src = gw.source_arc();
+    let walk = TreeWalk::new(src.clone(), root)?;
     if req.head {
         return Ok(resp);
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(8);
-    let src = gw.source_arc();
     tokio::spawn(async move {
-        match write_tree(&src, root, target, &tx).await {
+        match write_tree(&src, walk, target, &tx).await {
             Ok(true) => {
                 let _ = tx.send(Ok(Bytes::from_static(&[0u8; 1024]))).await;
             }
@@ -79,47 +77,6 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     });
     *resp.body_mut() = super::body::holding(channel(rx), interest);
     Ok(resp)
-}
-
-/// The archive path components of entry `name` inside the directory at `parent`, or `None`
-/// when the name leads outside the archive root. Names may hold relative segments
-/// (`../file` inside a subdirectory) as long as the result stays inside.
-fn join_inside(parent: &[String], name: &str) -> Option<Vec<String>> {
-    if name.is_empty() || name.contains('\0') || name.starts_with('/') {
-        return None;
-    }
-    let mut out = parent.to_vec();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            p => out.push(p.to_string()),
-        }
-    }
-    (!out.is_empty() && out != parent).then_some(out)
-}
-
-/// Whether a symlink target stays inside the archive when resolved from `dir_depth` levels deep.
-fn safe_link(target: &str, dir_depth: usize) -> bool {
-    if target.starts_with('/') {
-        return false;
-    }
-    let mut depth = dir_depth as isize;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
 }
 
 fn header(
@@ -170,82 +127,51 @@ fn pad(size: u64) -> usize {
     ((512 - size % 512) % 512) as usize
 }
 
-/// Writes `root` (named `name`) and everything below it; false when the client went away.
+/// Writes the tree `walk` goes over (its root named `name`); false when the client went away.
 async fn write_tree(
     src: &std::sync::Arc<dyn BlockSource>,
-    root: Block,
+    mut walk: TreeWalk,
     name: Cid,
     tx: &mpsc::Sender<Result<Bytes, BodyError>>,
 ) -> Result<bool, ContentError> {
-    // (components below the root, CID); children are fetched when their turn comes, so a wide
-    // directory costs a CID per entry, not a block.
-    let mut first = Some(root);
-    let mut stack: Vec<(Vec<String>, Cid)> = vec![(Vec::new(), name)];
-    while let Some((parts, cid)) = stack.pop() {
-        let path = std::iter::once(name.to_string())
-            .chain(parts.iter().cloned())
+    let archive_path = |path: &[String]| {
+        std::iter::once(name.to_string())
+            .chain(path.iter().cloned())
             .collect::<Vec<_>>()
-            .join("/");
-        let block = match first.take() {
-            Some(b) => b,
-            None => src.get(&cid).await?,
+            .join("/")
+    };
+    while let Some(entry) = walk.next().await? {
+        let sent = match entry {
+            TreeEntry::File { path, size, block } => {
+                let path = archive_path(&path);
+                tx.send(Ok(header(&path, EntryType::Regular, size, None)?))
+                    .await
+                    .is_ok()
+                    && (size == 0 || pump(src, &block, 0, size - 1, tx).await)
+                    && (pad(size) == 0
+                        || tx.send(Ok(Bytes::from(vec![0u8; pad(size)]))).await.is_ok())
+            }
+            TreeEntry::Symlink { path, target } => tx
+                .send(Ok(header(
+                    &archive_path(&path),
+                    EntryType::Symlink,
+                    0,
+                    Some(&target),
+                )?))
+                .await
+                .is_ok(),
+            TreeEntry::Directory { path } => tx
+                .send(Ok(header(
+                    &format!("{}/", archive_path(&path)),
+                    EntryType::Directory,
+                    0,
+                    None,
+                )?))
+                .await
+                .is_ok(),
         };
-        match FsNode::decode(cid.codec(), block.data()).map_err(|e| (cid, e))? {
-            FsNode::File { size, .. } => {
-                if tx
-                    .send(Ok(header(&path, EntryType::Regular, size, None)?))
-                    .await
-                    .is_err()
-                {
-                    return Ok(false);
-                }
-                if size > 0 && !pump(src, &block, 0, size - 1, tx).await {
-                    return Ok(false);
-                }
-                if pad(size) > 0
-                    && tx
-                        .send(Ok(Bytes::from(vec![0u8; pad(size)])))
-                        .await
-                        .is_err()
-                {
-                    return Ok(false);
-                }
-            }
-            FsNode::Symlink { target } => {
-                let target = String::from_utf8_lossy(&target).into_owned();
-                if !safe_link(&target, parts.len().saturating_sub(1)) {
-                    return Err(ContentError::Unsupported(OUTSIDE_ROOT.into()));
-                }
-                if tx
-                    .send(Ok(header(&path, EntryType::Symlink, 0, Some(&target))?))
-                    .await
-                    .is_err()
-                {
-                    return Ok(false);
-                }
-            }
-            node @ (FsNode::Directory { .. } | FsNode::HamtShard { .. }) => {
-                if tx
-                    .send(Ok(header(
-                        &format!("{path}/"),
-                        EntryType::Directory,
-                        0,
-                        None,
-                    )?))
-                    .await
-                    .is_err()
-                {
-                    return Ok(false);
-                }
-                let entries = list_directory(src.as_ref(), node).await?;
-                // Pushed in reverse so entries come out in directory order.
-                for e in entries.into_iter().rev() {
-                    let Some(child) = join_inside(&parts, &e.name) else {
-                        return Err(ContentError::Unsupported(OUTSIDE_ROOT.into()));
-                    };
-                    stack.push((child, e.cid));
-                }
-            }
+        if !sent {
+            return Ok(false);
         }
     }
     Ok(true)
@@ -254,24 +180,6 @@ async fn write_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_and_links_that_escape_are_refused() {
-        let dir = vec!["foobar".to_string(), "directory".to_string()];
-        assert_eq!(
-            join_inside(&dir, "../file").unwrap(),
-            vec!["foobar", "file"]
-        );
-        assert_eq!(join_inside(&[], "a.txt").unwrap(), vec!["a.txt"]);
-        for bad in ["", ".", "..", "../x", "/abs", "x\0"] {
-            assert!(join_inside(&[], bad).is_none(), "{bad:?}");
-        }
-        assert!(safe_link("a/b", 0));
-        assert!(safe_link("../x", 1));
-        assert!(!safe_link("../x", 0));
-        assert!(!safe_link("/etc/passwd", 3));
-        assert!(!safe_link("a/../../b", 0));
-    }
 
     #[tokio::test]
     async fn roots_that_are_not_unixfs_are_refused_before_the_stream_starts() {
