@@ -13,6 +13,7 @@ use crate::ipld::dagpb::PbLink;
 use crate::ipld::hamt;
 use crate::ipld::unixfs::FsNode;
 
+use super::entity::Directory;
 use super::{fetch, ContentError, DirEntry};
 
 /// One page of a directory.
@@ -32,11 +33,11 @@ pub struct DirPage {
 /// in shard order; either way `after` set to the last name of a page gives the next page.
 pub async fn list_page(
     src: &dyn BlockSource,
-    node: FsNode,
+    dir: Directory,
     after: Option<&str>,
     limit: usize,
 ) -> Result<DirPage, ContentError> {
-    match node {
+    match dir.0 {
         FsNode::Directory { links } => Ok(plain_page(links, after, limit)),
         FsNode::HamtShard {
             links,
@@ -229,7 +230,7 @@ mod tests {
         let mut names = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = list_page(src, node.clone(), after.as_deref(), limit)
+            let page = list_page(src, Directory(node.clone()), after.as_deref(), limit)
                 .await
                 .unwrap();
             assert!(page.entries.len() <= limit);
@@ -245,7 +246,9 @@ mod tests {
     async fn pages_of_a_plain_directory_go_in_name_order() {
         let (src, node, _) = dir(50);
         assert!(matches!(node, FsNode::Directory { .. }));
-        let first = list_page(&src, node.clone(), None, 20).await.unwrap();
+        let first = list_page(&src, Directory(node.clone()), None, 20)
+            .await
+            .unwrap();
         assert_eq!(
             (first.entries.len(), first.more, first.total),
             (20, true, Some(50))
@@ -261,7 +264,9 @@ mod tests {
     async fn pages_of_a_hamt_cover_it_once_reading_only_what_they_list() {
         let (src, node, blocks) = dir(5000);
         assert!(matches!(node, FsNode::HamtShard { .. }));
-        let page = list_page(&src, node.clone(), None, 100).await.unwrap();
+        let page = list_page(&src, Directory(node.clone()), None, 100)
+            .await
+            .unwrap();
         assert_eq!(
             (page.entries.len(), page.more, page.total),
             (100, true, None)
@@ -277,16 +282,18 @@ mod tests {
             assert_eq!(names.len(), 5000, "limit {limit}");
         }
         // A page after a cursor reads the shards on the cursor's path, not those before it.
-        let last = list_page(&src, node.clone(), None, 4990).await.unwrap();
+        let last = list_page(&src, Directory(node.clone()), None, 4990)
+            .await
+            .unwrap();
         src.reads.store(0, Ordering::Relaxed);
         let cursor = last.entries.last().unwrap().name.clone();
-        let tail = list_page(&src, node.clone(), Some(&cursor), 100)
+        let tail = list_page(&src, Directory(node.clone()), Some(&cursor), 100)
             .await
             .unwrap();
         assert_eq!((tail.entries.len(), tail.more), (10, false));
         assert!(src.reads.load(Ordering::Relaxed) < blocks / 4);
         // A cursor that names nothing still gives the entries after where it would be.
-        let page = list_page(&src, node, Some("no such name"), 10)
+        let page = list_page(&src, Directory(node), Some("no such name"), 10)
             .await
             .unwrap();
         assert_eq!(page.entries.len(), 10);

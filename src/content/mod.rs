@@ -5,6 +5,7 @@
 //! implement.
 
 pub mod dag;
+pub mod entity;
 pub mod listing;
 pub mod resolve;
 pub mod select;

@@ -86,9 +86,11 @@ pub async fn respond(
     selector::check_target(&target, &params.selection)?;
     let selected = match (params.selection.scope, params.selection.entity_bytes) {
         (DagScope::Block, _) => Some(target.data().len() as u64),
-        (scope, Some(eb)) => super::unixfs_dag_size(&target, scope == DagScope::All)
-            .map(|size| eb.resolve(size).map_or(0, |(s, e)| e - s + 1)),
-        (scope, None) => super::unixfs_dag_size(&target, scope == DagScope::All),
+        (scope, Some(eb)) => {
+            crate::content::entity::unixfs_dag_size(&target, scope == DagScope::All)
+                .map(|size| eb.resolve(size).map_or(0, |(s, e)| e - s + 1))
+        }
+        (scope, None) => crate::content::entity::unixfs_dag_size(&target, scope == DagScope::All),
     };
     if let Some(size) = selected {
         gw.check_size(size, super::Delivery::Verifiable)?;

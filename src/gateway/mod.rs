@@ -40,9 +40,9 @@ use headers::{set, IMMUTABLE, TIMING_ALLOW_ORIGIN, X_IPFS_PATH, X_IPFS_ROOTS};
 use request::{GatewayRequest, ResponseFormat};
 use response_cache::ResponseCache;
 
-use crate::content::{resolve, ContentError};
+use crate::content::entity::UnixFsEntity;
+use crate::content::resolve;
 use crate::denylist::DenylistHandle;
-use crate::ipld::unixfs::FsNode;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
 use crate::tiers::pinset::PinsetIndex;
 use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
@@ -523,14 +523,12 @@ impl Gateway {
                 if explicit_doc {
                     return Err(not_acceptable());
                 }
-                let block = self.source().get(&target).await?;
-                let node = FsNode::decode(target.codec(), block.data())
-                    .map_err(|e| ContentError::from((target, e)))?;
-                if json_query && !matches!(node, FsNode::File { .. }) {
+                let entity = UnixFsEntity::decode(self.source().get(&target).await?)?;
+                if json_query && !entity.is_file() {
                     return Err(not_acceptable());
                 }
-                match node {
-                    FsNode::File { size, .. } => {
+                match entity {
+                    UnixFsEntity::File { block, size } => {
                         let name = req
                             .filename
                             .as_deref()
@@ -560,7 +558,7 @@ impl Gateway {
                         )
                         .await
                     }
-                    FsNode::Symlink { target: link } => {
+                    UnixFsEntity::Symlink(link) => {
                         let etag = format!("\"{target}\"");
                         let mut resp = self.base_response(req, &resolved.roots, &etag);
                         if self.not_modified(req, &etag) {
@@ -574,7 +572,9 @@ impl Gateway {
                         }
                         Ok(resp)
                     }
-                    dir => unixfs_dir::respond(self, req, &resolved, dir).await,
+                    UnixFsEntity::Directory(dir) => {
+                        unixfs_dir::respond(self, req, &resolved, dir).await
+                    }
                 }
             }
             DAG_JSON | DAG_CBOR | JSON | CBOR => codec::respond(self, req, &resolved).await,
@@ -807,21 +807,6 @@ fn protocol_handler_redirect(
     *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
     set(resp.headers_mut(), http::header::LOCATION, &target);
     Ok(Some(resp))
-}
-
-/// The bytes a UnixFS DAG holds, from its root block alone: a file's size; a directory's own
-/// block plus, when `whole`, the cumulative sizes its links record. `None` for other codecs.
-pub fn unixfs_dag_size(root: &crate::ipld::Block, whole: bool) -> Option<u64> {
-    let len = root.data().len() as u64;
-    match FsNode::decode(root.cid().codec(), root.data()).ok()? {
-        FsNode::File { size, .. } => Some(size),
-        FsNode::Directory { links } | FsNode::HamtShard { links, .. } if whole => Some(
-            links
-                .iter()
-                .fold(len, |sum, l| sum.saturating_add(l.tsize.unwrap_or(0))),
-        ),
-        _ => Some(len),
-    }
 }
 
 /// `X-Ipfs-Roots`: comma-separated, no spaces.

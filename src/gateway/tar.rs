@@ -45,7 +45,7 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
         return Ok(resp);
     }
     let root = gw.source().get(&target).await?;
-    if let Some(size) = super::unixfs_dag_size(&root, true) {
+    if let Some(size) = crate::content::entity::unixfs_dag_size(&root, true) {
         gw.check_size(size, super::Delivery::Deserialized)?;
     }
     // The root must be a UnixFS node: a block that is not (an identity CID the client made up,

@@ -10,9 +10,9 @@ use super::headers::set;
 use super::request::GatewayRequest;
 use super::unixfs_file::{self, FileResponse};
 use super::{Body, Gateway};
+use crate::content::entity::{Directory, UnixFsEntity};
 use crate::content::listing::{list_page, DirPage};
 use crate::content::{resolve, ContentError, Resolved};
-use crate::ipld::unixfs::FsNode;
 use crate::path_encoding::encode_query_value;
 pub use crate::path_encoding::encode_segment;
 
@@ -22,12 +22,12 @@ const LISTING_VERSION: &str = "cidgate-listing-2";
 /// `Cache-Control` of generated listings: their HTML may change with cidgate versions.
 const LISTING_CACHE: &str = "public, max-age=604800, stale-while-revalidate=2678400";
 
-/// Serves the directory at the end of `resolved` (its root block is `node`).
+/// Serves `directory`, the entity at the end of `resolved`.
 pub async fn respond(
     gw: &Gateway,
     req: &GatewayRequest,
     resolved: &Resolved,
-    node: FsNode,
+    directory: Directory,
 ) -> Result<Response<Body>, GatewayError> {
     if !req.trailing_slash && !req.original_path.ends_with('/') {
         let mut location = super::headers::same_origin(&format!("{}/", req.original_path));
@@ -44,9 +44,8 @@ pub async fn respond(
     // index.html makes the directory a web site.
     match resolve(gw.source(), dir, &["index.html".to_string()]).await {
         Ok(index) => {
-            let block = gw.source().get(&index.target).await?;
-            if let FsNode::File { size, .. } = FsNode::decode(index.target.codec(), block.data())
-                .map_err(|e| ContentError::from((index.target, e)))?
+            if let UnixFsEntity::File { block, size } =
+                UnixFsEntity::read(gw.source(), &index.target).await?
             {
                 return unixfs_file::respond(
                     gw,
@@ -83,10 +82,10 @@ pub async fn respond(
     if req.head {
         return Ok(resp);
     }
-    let dag_size = super::unixfs_dag_size(&gw.source().get(&dir).await?, true);
+    let dag_size = crate::content::entity::unixfs_dag_size(&gw.source().get(&dir).await?, true);
     let page = list_page(
         gw.source(),
-        node,
+        directory,
         page_query.after.as_deref(),
         page_query.limit,
     )

@@ -14,8 +14,8 @@ use super::range::{self, RangeOutcome};
 use super::request::GatewayRequest;
 use super::sniff;
 use super::{Body, Gateway};
+use crate::content::entity::single_block_content;
 use crate::content::unixfs_reader::{head_bytes, read_range};
-use crate::ipld::unixfs::FsNode;
 use crate::ipld::Block;
 
 /// Chunks buffered between the file reader and the socket.
@@ -150,7 +150,7 @@ pub async fn respond(
         }
     };
     if !req.head {
-        *resp.body_mut() = match single_block(&f.block) {
+        *resp.body_mut() = match single_block_content(&f.block) {
             // A one-block file is already verified and in memory: send a slice of it, without
             // a streaming task (the common case of small files and 1 MiB leaves).
             Some(data) if parts.len() == 1 && parts[0].1 < data.len() as u64 => {
@@ -164,15 +164,6 @@ pub async fn respond(
         };
     }
     Ok(resp)
-}
-
-/// The whole content of a file that is a single block (a raw leaf, or a dag-pb node with
-/// its bytes inline and no children).
-fn single_block(block: &Block) -> Option<Bytes> {
-    match FsNode::decode(block.cid().codec(), block.data()) {
-        Ok(FsNode::File { data, children, .. }) if children.is_empty() => Some(data),
-        _ => None,
-    }
 }
 
 fn stream_parts(gw: &Gateway, root: Block, parts: Vec<(u64, u64)>) -> Body {

@@ -16,9 +16,9 @@ use super::headers::{set, X_IPFS_PATH, X_IPFS_ROOTS};
 use super::redirects::{Redirects, RedirectsError, MAX_REDIRECTS_FILE_BYTES};
 use super::request::{GatewayRequest, ResponseFormat};
 use super::{body, Body, Gateway};
+use crate::content::entity::UnixFsEntity;
 use crate::content::resolve;
 use crate::content::unixfs_reader::read_range;
-use crate::ipld::unixfs::FsNode;
 use crate::path_encoding::encode_segment;
 
 /// The file's name at the content root.
@@ -139,9 +139,8 @@ async fn load(gw: &Gateway, req: &GatewayRequest) -> Result<Option<Redirects>, G
             other => return Err(other),
         },
     };
-    let block = gw.source().get(&resolved.target).await?;
-    let size = match FsNode::decode(resolved.target.codec(), block.data()) {
-        Ok(FsNode::File { size, .. }) => size,
+    let (block, size) = match UnixFsEntity::decode(gw.source().get(&resolved.target).await?) {
+        Ok(UnixFsEntity::File { block, size }) => (block, size),
         Ok(_) => return Err(trouble("_redirects is not a file".into())),
         Err(e) => return Err(trouble(e.to_string())),
     };
