@@ -391,6 +391,13 @@ impl ColdTier {
         let mut hedged = false;
         let mut current = primary.clone();
         let mut spent = 0.0;
+        // A stream that completed the walk is counted as a success when it ends, or when this
+        // retrieval is dropped first (handing on the last block may end the response and,
+        // with it, the retrieval, before the end of the CAR is read).
+        let mut completed = CountOnDrop {
+            tier: self,
+            pending: None,
+        };
         for (i, sub) in subs.iter().enumerate() {
             let mut a = Some(self.stream(&current, sub));
             let mut b: Option<CarStream> = None;
@@ -407,8 +414,8 @@ impl ColdTier {
             loop {
                 let a_started = a.as_ref().is_some_and(|s| s.ttfb.is_some());
                 let step = tokio::select! {
-                    item = next_of(&mut a) => (self.step(&mut a, item, walk, failures, &mut spent), false),
-                    item = next_of(&mut b) => (self.step(&mut b, item, walk, failures, &mut spent), true),
+                    item = next_of(&mut a) => (self.step(&mut a, item, walk, failures, &mut spent, &mut completed.pending), false),
+                    item = next_of(&mut b) => (self.step(&mut b, item, walk, failures, &mut spent, &mut completed.pending), true),
                     _ = &mut hedge_at, if can_hedge && b.is_none() && !hedged && !a_started && a.is_some() => {
                         if let Some(bp) = backup {
                             tracing::debug!(slow = %current.label(), hedge = %bp.label(), after = ?hedge_delay, "hedging a slow storage provider");
@@ -477,11 +484,20 @@ impl ColdTier {
         walk: &mut DagWalk,
         failures: &mut Vec<(String, Failure)>,
         spent: &mut f64,
+        completed: &mut Option<Completed>,
     ) -> Step {
         let Some(stream) = slot.as_mut() else {
             return Step::Continue;
         };
         let p = stream.provider.clone();
+        // This stream's end (or failure) is recorded below: no longer on drop.
+        if completed
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.provider, &p))
+            && !matches!(item, Ok(Some(_)))
+        {
+            *completed = None;
+        }
         let outcome = match item {
             Ok(None) => {
                 let took = stream.started().elapsed();
@@ -497,7 +513,17 @@ impl ColdTier {
             Err(f) => Err(f),
         };
         match outcome {
-            Ok(Some(block)) => Step::Deliver(block),
+            Ok(Some(block)) => {
+                if walk.complete() {
+                    *completed = Some(Completed {
+                        provider: p,
+                        bytes: stream.bytes,
+                        took: stream.started().elapsed(),
+                        ttfb: stream.ttfb,
+                    });
+                }
+                Step::Deliver(block)
+            }
             Ok(None) => Step::Continue,
             Err(f) => {
                 if let Some(t) = stream.ttfb {
@@ -547,6 +573,33 @@ impl ColdTier {
         walk.accept(block.cid(), block.data())
             .map_err(|e| Failure::Lie(format!("{}: {e}", p.url)))?;
         Ok(Some(block))
+    }
+}
+
+/// The stream that completed a walk, until its end is read.
+struct Completed {
+    provider: Arc<Provider>,
+    bytes: u64,
+    took: Duration,
+    ttfb: Option<Duration>,
+}
+
+/// Records the stream that completed the walk as a success if the retrieval is dropped before
+/// that stream's end was read (the end, or a lie after the last block, is recorded by
+/// [`ColdTier::step`], which clears `pending`).
+struct CountOnDrop<'a> {
+    tier: &'a ColdTier,
+    pending: Option<Completed>,
+}
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.pending.take() {
+            if let Some(t) = c.ttfb {
+                c.provider.update(|s| s.first_byte(t));
+            }
+            self.tier.record(&c.provider, &Ok((c.bytes, c.took)));
+        }
     }
 }
 
