@@ -1,0 +1,515 @@
+//! What wraps every public request: panic isolation, deadlines, timing, the tier headers,
+//! metrics, the access log and demand for the popularity tracker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use tracing::Instrument;
+
+use crate::gateway::{Gateway, ServedContent};
+use crate::popularity::Popularity;
+use crate::server::{Client, Handler, ResponseFuture};
+use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
+
+/// Time limits of public requests (see `[server]` in the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadlines {
+    /// Until the response head.
+    pub retrieval: std::time::Duration,
+    /// Between body chunks.
+    pub stall: std::time::Duration,
+    /// For the whole response; zero: unbounded.
+    pub total: std::time::Duration,
+}
+
+/// What SIGHUP may change on the request path: read once per request, without locks.
+pub struct LiveSettings {
+    deadlines: arc_swap::ArcSwap<RequestDeadlines>,
+    access_log: std::sync::atomic::AtomicBool,
+}
+
+impl LiveSettings {
+    /// Settings with these deadlines and access log switch.
+    pub fn new(deadlines: RequestDeadlines, access_log: bool) -> Arc<Self> {
+        Arc::new(Self {
+            deadlines: arc_swap::ArcSwap::from_pointee(deadlines),
+            access_log: std::sync::atomic::AtomicBool::new(access_log),
+        })
+    }
+
+    /// Replaces the request deadlines (for requests that start from now on).
+    pub fn set_deadlines(&self, deadlines: RequestDeadlines) {
+        self.deadlines.store(Arc::new(deadlines));
+    }
+
+    /// Turns the access log on or off.
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this request gets an access log line: switched on, and the log filter lets
+    /// `cidgate::access` info lines through. Costs two loads when off.
+    fn access_log(&self) -> bool {
+        self.access_log.load(std::sync::atomic::Ordering::Relaxed)
+            && tracing::enabled!(target: crate::telemetry::ACCESS_TARGET, tracing::Level::INFO)
+    }
+}
+
+/// The public listener's per-request middleware: deadlines, panics, metrics, `Server-Timing`
+/// and `X-Cidgate-Tier`, demand for the popularity tracker, and the access log.
+pub struct GatewayHandler {
+    gateway: Gateway,
+    live: Arc<LiveSettings>,
+    metrics: Arc<Metrics>,
+    popularity: Option<Arc<Popularity>>,
+    /// Per serving tier, its request and byte counters, created once: a label lookup per
+    /// request costs an allocation.
+    served_by: Arc<[TierCounters; 4]>,
+}
+
+/// The `served_by` and `served_bytes` counters of one tier.
+struct TierCounters {
+    tier: &'static str,
+    requests: prometheus_client::metrics::counter::Counter,
+    bytes: prometheus_client::metrics::counter::Counter,
+}
+
+impl GatewayHandler {
+    /// The middleware around `gateway`, with `live` settings (deadlines, access log).
+    pub fn new(
+        gateway: Gateway,
+        live: Arc<LiveSettings>,
+        metrics: Arc<Metrics>,
+        popularity: Option<Arc<Popularity>>,
+    ) -> Self {
+        let counters = |tier: &'static str| {
+            let label = crate::telemetry::TierName { tier: tier.into() };
+            TierCounters {
+                tier,
+                requests: metrics.served_by.get_or_create(&label).clone(),
+                bytes: metrics.served_bytes.get_or_create(&label).clone(),
+            }
+        };
+        let served_by = Arc::new(SERVED_ORDER.map(counters));
+        Self {
+            gateway,
+            live,
+            metrics,
+            popularity,
+            served_by,
+        }
+    }
+
+    /// Handles one request from `client` (the same as [`Handler::call`], for any request body
+    /// type, so benchmarks can drive it without sockets).
+    pub fn handle<B: Send + 'static>(
+        &self,
+        req: http::Request<B>,
+        client: Client,
+    ) -> ResponseFuture {
+        let gw = self.gateway.clone();
+        let deadlines = **self.live.deadlines.load();
+        let access = self
+            .live
+            .access_log()
+            .then(|| AccessRecord::new(&req, &client));
+        let metrics = self.metrics.clone();
+        let popularity = self.popularity.clone();
+        let served_by = self.served_by.clone();
+        Box::pin(async move {
+            let method = req.method().clone();
+            let uri = req.uri().clone();
+            let browser = crate::gateway::error::wants_html(req.headers());
+            let path = uri.path();
+            let start = Instant::now();
+            // Counted out when the response (body included) is done, or when the client
+            // leaves first and this future is dropped at whatever await point.
+            let in_flight = InFlight::new(&metrics);
+            let trace = RequestTrace::default();
+            let span = tracing::debug_span!("request", %method, %path);
+            // A panic is a bug; it must cost one response, not the connection or the process.
+            let handled = TRACE.scope(
+                trace.clone(),
+                AssertUnwindSafe(gw.handle(req)).catch_unwind(),
+            );
+            let mut resp =
+                match LazyTimeout::new(handled.instrument(span), deadlines.retrieval).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(_)) => {
+                        tracing::error!(%method, %path, "request handler panicked");
+                        let mut r = http::Response::new(crate::body::full("internal error\n"));
+                        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }
+                    Err(_) => {
+                        // Dropping the handler releases whatever it waited for (invariant 7).
+                        metrics.limit_hit("retrieval_timeout");
+                        crate::gateway::error::GatewayError::Timeout(format!(
+                            "no response from the content tiers within {}",
+                            humantime::format_duration(deadlines.retrieval)
+                        ))
+                        .response(browser.then_some(path))
+                    }
+                };
+            let ttfb = start.elapsed();
+            metrics.ttfb.observe(ttfb.as_secs_f64());
+            let tiers = trace.tiers();
+            let tier_bytes = served_by
+                .iter()
+                .find(|c| tiers.split(',').any(|x| x == c.tier))
+                .map(|c| {
+                    c.requests.inc();
+                    c.bytes.clone()
+                });
+            if !tiers.is_empty() {
+                let h = resp.headers_mut();
+                match &tiers {
+                    std::borrow::Cow::Borrowed(t) => {
+                        h.insert(
+                            crate::gateway::headers::X_CIDGATE_TIER,
+                            http::HeaderValue::from_static(t),
+                        );
+                    }
+                    std::borrow::Cow::Owned(t) => {
+                        crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, t)
+                    }
+                }
+                crate::gateway::headers::set(
+                    h,
+                    crate::gateway::headers::SERVER_TIMING,
+                    &trace.server_timing(),
+                );
+            }
+            let format = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(format_label)
+                .unwrap_or("none");
+            let status = resp.status().as_u16();
+            metrics
+                .requests
+                .get_or_create(&RequestLabels { status, format })
+                .inc();
+            tracing::debug!(%method, %path, status, ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
+            let access = access.map(|a| a.answered(status, ttfb, tiers.clone()));
+            let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
+            let end = (!deadlines.total.is_zero())
+                .then(|| tokio::time::Instant::from_std(start) + deadlines.total);
+            resp.map(|body| {
+                use http_body::Body as _;
+                // A whole buffer cannot stall; a stream can.
+                let body = if body.size_hint().exact().is_some() {
+                    body
+                } else {
+                    crate::body::deadlined(body, deadlines.stall, end)
+                };
+                counted(
+                    body,
+                    Done {
+                        metrics,
+                        start,
+                        status,
+                        bytes: 0,
+                        tier_bytes,
+                        on_done: demand,
+                        access,
+                        _in_flight: in_flight,
+                    },
+                )
+            })
+        })
+    }
+}
+
+/// Tiers from slowest to fastest: a request is counted under the slowest one it needed.
+const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
+
+impl Handler for GatewayHandler {
+    fn call(&self, req: http::Request<hyper::body::Incoming>, client: Client) -> ResponseFuture {
+        self.handle(req, client)
+    }
+}
+
+/// One line of the access log, filled in as the request goes and written when its body is
+/// done or dropped (a client that leaves mid-body still gets its line, with the bytes sent).
+struct AccessRecord {
+    client: std::net::IpAddr,
+    host: Option<http::HeaderValue>,
+    method: http::Method,
+    uri: http::Uri,
+    status: u16,
+    ttfb: std::time::Duration,
+    tiers: std::borrow::Cow<'static, str>,
+}
+
+impl AccessRecord {
+    /// What is known when the request arrives; the client is the one behind trusted proxies.
+    fn new<B>(req: &http::Request<B>, client: &Client) -> Self {
+        Self {
+            client: client.ip,
+            host: req.headers().get(http::header::HOST).cloned(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            status: 0,
+            ttfb: std::time::Duration::ZERO,
+            tiers: std::borrow::Cow::Borrowed(""),
+        }
+    }
+
+    /// What is known once the response head is ready.
+    fn answered(
+        mut self,
+        status: u16,
+        ttfb: std::time::Duration,
+        tiers: std::borrow::Cow<'static, str>,
+    ) -> Self {
+        self.status = status;
+        self.ttfb = ttfb;
+        self.tiers = tiers;
+        self
+    }
+
+    /// Writes the line: `bytes` of body sent in `took` since the request arrived.
+    fn write(&self, bytes: u64, took: std::time::Duration) {
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("-");
+        let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        // `?token=` of a dedicated gateway (and any credential in a query) stays out of logs.
+        let path = crate::config::mask_query(path);
+        let path = path.as_ref();
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let tiers: &str = if self.tiers.is_empty() {
+            "-"
+        } else {
+            &self.tiers
+        };
+        tracing::info!(
+            target: crate::telemetry::ACCESS_TARGET,
+            client = %self.client,
+            host,
+            method = %self.method,
+            path,
+            status = self.status,
+            bytes,
+            duration_ms = ms(took),
+            ttfb_ms = ms(self.ttfb),
+            tiers,
+            cache = cache_result(&self.tiers),
+            "request"
+        );
+    }
+}
+
+/// The edge cache's part in a response, from its tiers: `hit` (the cache alone), `partial`
+/// (the cache and a slower tier), `miss` (slower tiers only) or `none` (no content read, e.g.
+/// a redirect or a 400).
+fn cache_result(tiers: &str) -> &'static str {
+    if tiers.is_empty() {
+        return "none";
+    }
+    let mut cache = false;
+    let mut other = false;
+    for t in tiers.split(',') {
+        if t == "cache" {
+            cache = true;
+        } else {
+            other = true;
+        }
+    }
+    match (cache, other) {
+        (true, false) => "hit",
+        (true, true) => "partial",
+        _ => "miss",
+    }
+}
+
+/// What to tell the popularity tracker once the body is sent: demand for the content root
+/// (successful and revalidated responses only), and where a range reader got to.
+fn demand_hook(
+    popularity: Arc<Popularity>,
+    resp: &http::Response<crate::body::Body>,
+    tiers: std::borrow::Cow<'static, str>,
+) -> Option<Box<dyn FnOnce(u64) + Send + Sync>> {
+    let status = resp.status().as_u16();
+    if !matches!(status, 200 | 206 | 304) {
+        return None;
+    }
+    let served = resp.extensions().get::<ServedContent>()?.clone();
+    if let Some(segments) = &served.segments {
+        if let Some(r) = resp.extensions().get::<crate::gateway::range::SentRange>() {
+            popularity.observe_range(served.root, segments, r.start, r.end, r.size);
+        }
+    }
+    Some(Box::new(move |bytes| {
+        popularity.observe(served.root, bytes, &tiers)
+    }))
+}
+
+/// A short label for the response's media type.
+fn format_label(content_type: &str) -> &'static str {
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/vnd.ipld.raw" => "raw",
+        "application/vnd.ipld.car" => "car",
+        "application/x-tar" => "tar",
+        "application/vnd.ipld.dag-json"
+        | "application/vnd.ipld.dag-cbor"
+        | "application/json"
+        | "application/cbor" => "codec",
+        "text/html" => "html",
+        _ => "file",
+    }
+}
+
+/// One request in the `inflight_requests` gauge, until dropped.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(metrics: &Metrics) -> Self {
+        metrics.inflight.inc();
+        InFlight(metrics.inflight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `fut` with a deadline whose timer is armed only when `fut` is not ready at its first
+    /// poll: most answers (cache hits) are, and skip registering a timer at all.
+    struct LazyTimeout<F> {
+        #[pin]
+        fut: F,
+        after: std::time::Duration,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F> LazyTimeout<F> {
+    fn new(fut: F, after: std::time::Duration) -> Self {
+        Self {
+            fut,
+            after,
+            sleep: None,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for LazyTimeout<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(v) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(Ok(v));
+        }
+        let after = *this.after;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        sleep.as_mut().poll(cx).map(|()| Err(()))
+    }
+}
+
+/// The end of a request: latency, status and byte counts, the access log line and the
+/// popularity hook, all when the body is done or dropped.
+struct Done {
+    metrics: Arc<Metrics>,
+    start: Instant,
+    status: u16,
+    bytes: u64,
+    /// `served_bytes` of the slowest tier the response needed.
+    tier_bytes: Option<prometheus_client::metrics::counter::Counter>,
+    on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    access: Option<AccessRecord>,
+    _in_flight: InFlight,
+}
+
+impl Done {
+    fn finish(&mut self) {
+        let took = self.start.elapsed();
+        self.metrics.latency.observe(took.as_secs_f64());
+        self.metrics.stats.record(took, self.status);
+        if let Some(c) = &self.tier_bytes {
+            c.inc_by(self.bytes);
+        }
+        if let Some(a) = &self.access {
+            a.write(self.bytes, took);
+        }
+        if let Some(f) = self.on_done.take() {
+            f(self.bytes);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Counts body bytes; the request ends (see [`Done`]) when the body is dropped. A body whose
+/// size is known (a whole buffer) is left as it is when there is no access log line to
+/// write, so the request ends at once and nothing is allocated.
+fn counted(body: crate::body::Body, mut done: Done) -> crate::body::Body {
+    use http_body::Body as _;
+    if done.access.is_none() {
+        if let Some(n) = body.size_hint().exact() {
+            done.metrics.bytes_served.inc_by(n);
+            done.bytes = n;
+            drop(done);
+            return body;
+        }
+    }
+    Counted { body, done }.boxed()
+}
+
+/// A body that counts what it sends into its [`Done`]; sizes pass through, so a whole buffer
+/// keeps its `Content-Length`.
+struct Counted {
+    body: crate::body::Body,
+    done: Done,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                this.done.bytes += n;
+                this.done.metrics.bytes_served.inc_by(n);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
