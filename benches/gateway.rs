@@ -36,6 +36,8 @@ fn gateway(c: &mut Criterion) {
         .unwrap();
     let mut config = Config::default();
     config.server.subdomain_hosts = vec!["localhost".into()];
+    // The tiers spawn their background writers: inside the runtime.
+    let _runtime = rt.enter();
     let source =
         cidgate::app::tiered_source(&config, store, Metrics::new(), None, Default::default())
             .unwrap();
