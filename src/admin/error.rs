@@ -106,9 +106,11 @@ impl From<TierError> for AdminError {
                 status,
                 message: e.to_string(),
             },
-            TierError::Upstream { .. }
-            | TierError::Providers { .. }
-            | TierError::Corrupt { .. } => AdminError::Upstream(e.to_string()),
+            TierError::Upstream { .. } | TierError::Providers { .. } => {
+                AdminError::Upstream(e.to_string())
+            }
+            // Bad bytes from this gateway's own store (what the admin API reads) are its own
+            // failure, like the rest.
             _ => AdminError::Unavailable(e.to_string()),
         }
     }

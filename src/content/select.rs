@@ -130,8 +130,8 @@ impl Place {
         self == other || (self.wanted_whole() && other.wanted_whole())
     }
 
-    /// A file node all of whose bytes the request wants.
-    fn wanted_whole(&self) -> bool {
+    /// A file node all of whose bytes the request wants (so it reaches all its children).
+    pub fn wanted_whole(&self) -> bool {
         match *self {
             Place::File {
                 start,

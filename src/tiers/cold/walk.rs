@@ -65,10 +65,9 @@ pub struct DagWalk {
     received: HashSet<Mh>,
     /// Arrival order and place of received blocks that may still have pending children.
     places: HashMap<Mh, (u64, Place)>,
-    /// Received file nodes with children and the places they were expanded at, kept to expand
-    /// them again when the file reaches them at another offset with another part wanted (a
-    /// stream without duplicates sends such a node once). A byte range is one interval, so a
-    /// node has at most three different reaches: whole, and the two ends of the range.
+    /// Received file nodes that straddle an end of the byte range, with the places they were
+    /// expanded at, kept to expand them again when the file reaches them at another offset (a
+    /// stream without duplicates sends such a node once).
     file_nodes: HashMap<Mh, (Bytes, Vec<Place>)>,
     seq: u64,
 }
@@ -197,8 +196,12 @@ impl DagWalk {
         // A block that does not decode the way the walk reads it expects nothing below it;
         // the response that reads it fails on it, not the stream.
         let children = reach(&self.req, cid, data, place).unwrap_or_default();
-        // Kept even when no child is wanted here: at another offset some may be.
-        if matches!(place, Place::File { .. }) && cid.codec() == DAG_PB {
+        // A file node that straddles an end of the range reaches only some of its children:
+        // kept (even with none wanted here) to expand it again where the file repeats it at
+        // another offset. A node wanted whole reached all of them already, so nothing is kept
+        // for it, and without a byte range nothing is kept at all: at most the nodes along the
+        // range's two ends.
+        if matches!(place, Place::File { .. }) && cid.codec() == DAG_PB && !place.wanted_whole() {
             let (_, expanded) = self
                 .file_nodes
                 .entry(*cid.hash())
