@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// HTTP status code.
     pub status: u16,
-    /// Response format (raw, car, deserialized, …).
+    /// What the response carried: raw, car, tar, codec, file, html, ipns-record, or none (errors, redirects).
     pub format: &'static str,
 }
 

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use crate::gateway::{Gateway, ServedContent};
+use crate::gateway::{Gateway, ResponseKind, ServedContent};
 use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
@@ -184,12 +184,11 @@ impl GatewayHandler {
                     &trace.server_timing(),
                 );
             }
+            // Errors, redirects and preflights carry no representation.
             let format = resp
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(format_label)
-                .unwrap_or("none");
+                .extensions()
+                .get::<ResponseKind>()
+                .map_or("none", |k| k.label());
             let status = resp.status().as_u16();
             metrics
                 .requests
@@ -352,21 +351,6 @@ fn demand_hook(
     Some(Box::new(move |bytes| {
         popularity.observe(served.root, bytes, &tiers)
     }))
-}
-
-/// A short label for the response's media type.
-fn format_label(content_type: &str) -> &'static str {
-    match content_type.split(';').next().unwrap_or("").trim() {
-        "application/vnd.ipld.raw" => "raw",
-        "application/vnd.ipld.car" => "car",
-        "application/x-tar" => "tar",
-        "application/vnd.ipld.dag-json"
-        | "application/vnd.ipld.dag-cbor"
-        | "application/json"
-        | "application/cbor" => "codec",
-        "text/html" => "html",
-        _ => "file",
-    }
 }
 
 /// One request in the `inflight_requests` gauge, until dropped.

@@ -1,11 +1,13 @@
-//! What a UnixFS CID is, read from its root block: a file, a directory or a symbolic link. The
-//! gateway asks for an entity and serves it; decoding UnixFS stays here.
+//! What a CID is, read from its root block: a UnixFS file, directory or symbolic link, or an IPLD
+//! document. The gateway asks for an entity and serves it; decoding stays here.
 
 use bytes::Bytes;
 use cid::Cid;
+use ipld_core::ipld::Ipld;
 
 use super::source::BlockSource;
 use super::{fetch, ContentError};
+use crate::ipld::codec::decode_ipld;
 use crate::ipld::unixfs::FsNode;
 use crate::ipld::Block;
 
@@ -53,6 +55,13 @@ impl UnixFsEntity {
     pub fn is_file(&self) -> bool {
         matches!(self, UnixFsEntity::File { .. })
     }
+}
+
+/// The IPLD document (dag-json, dag-cbor, JSON or CBOR) at `cid`, decoded: the gateway renders
+/// a value, decoding stays here.
+pub async fn document(src: &dyn BlockSource, cid: &Cid) -> Result<Ipld, ContentError> {
+    let block = fetch(src, cid).await?;
+    Ok(decode_ipld(cid.codec(), block.data()).map_err(|e| (*cid, e))?)
 }
 
 /// The whole content of a file that is a single block (a raw leaf, or a dag-pb node with its

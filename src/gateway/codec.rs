@@ -13,7 +13,6 @@ use super::request::{GatewayRequest, ResponseFormat};
 use super::unixfs_dir::html_escape;
 use super::{Body, Gateway};
 use crate::content::Resolved;
-use crate::ipld::codec::decode_ipld;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, JSON};
 
 /// Media type and file extension of a document codec.
@@ -79,9 +78,7 @@ pub async fn respond(
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             return Ok(resp);
         }
-        let block = gw.source().get(&cid).await?;
-        let doc = decode_ipld(codec, block.data())
-            .map_err(|e| GatewayError::Unprocessable(e.to_string()))?;
+        let doc = crate::content::entity::document(gw.source(), &cid).await?;
         if !req.head {
             *resp.body_mut() = full(render(req, &cid.to_string(), native, &doc));
         }

@@ -204,6 +204,8 @@ async fn record(
     } else {
         body::full(bytes.clone())
     });
+    resp.extensions_mut()
+        .insert(super::ResponseKind::IpnsRecord);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(IPNS_RECORD_TYPE));
     h.insert(

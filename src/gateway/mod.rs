@@ -103,6 +103,68 @@ pub struct Gateway {
     pinset_seen: Arc<AtomicU64>,
 }
 
+/// What a response carries, for the layers that count responses: set where the response is
+/// made, so nobody has to guess it back from the headers the gateway wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// A single raw block.
+    Raw,
+    /// A CAR stream.
+    Car,
+    /// A TAR of a UnixFS entity.
+    Tar,
+    /// A dag-json, dag-cbor, JSON or CBOR document (or its HTML view).
+    Codec,
+    /// The bytes of a UnixFS file or symlink.
+    File,
+    /// An HTML page of the gateway's own: a directory listing or the index.
+    Html,
+    /// A signed IPNS record.
+    IpnsRecord,
+}
+
+impl ResponseKind {
+    /// The `format` label of the request metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ResponseKind::Raw => "raw",
+            ResponseKind::Car => "car",
+            ResponseKind::Tar => "tar",
+            ResponseKind::Codec => "codec",
+            ResponseKind::File => "file",
+            ResponseKind::Html => "html",
+            ResponseKind::IpnsRecord => "ipns-record",
+        }
+    }
+
+    /// The kind an explicit format names; `None` for the deserialized response, whose kind
+    /// depends on what the path leads to.
+    fn of_format(format: ResponseFormat) -> Option<Self> {
+        match format {
+            ResponseFormat::Raw => Some(ResponseKind::Raw),
+            ResponseFormat::Car(_) => Some(ResponseKind::Car),
+            ResponseFormat::Tar => Some(ResponseKind::Tar),
+            ResponseFormat::IpnsRecord => Some(ResponseKind::IpnsRecord),
+            ResponseFormat::DagJson
+            | ResponseFormat::DagCbor
+            | ResponseFormat::Json
+            | ResponseFormat::Cbor
+            | ResponseFormat::Deserialized => None,
+        }
+    }
+}
+
+/// `resp`, marked as carrying `kind` unless the handler that made it said more precisely
+/// (a directory answered with its `index.html` is a file), or it is a redirect, which carries
+/// no representation.
+fn kind(mut resp: Response<Body>, kind: ResponseKind) -> Response<Body> {
+    let redirect = resp.status().is_redirection() && resp.status() != StatusCode::NOT_MODIFIED;
+    if !redirect && resp.extensions().get::<ResponseKind>().is_none() {
+        resp.extensions_mut().insert(kind);
+    }
+    resp
+}
+
 /// Which content a response served, for the layers around the gateway that count demand.
 #[derive(Clone, Debug)]
 pub struct ServedContent {
@@ -371,7 +433,7 @@ impl Gateway {
             }
         }
         if path == "/" {
-            return Ok(html_page(INDEX_HTML));
+            return Ok(kind(html_page(INDEX_HTML), ResponseKind::Html));
         }
         if path == "/ipfs/" || path == "/ipns/" {
             if let Some(resp) = protocol_handler_redirect(parts)? {
@@ -427,6 +489,9 @@ impl Gateway {
         self.refuse_ipfs(&req.root, &req.segments, &req.content_path)?;
         let token_only = self.admit(req)?;
         let mut resp = self.ipfs_format(req).await?;
+        if let Some(k) = ResponseKind::of_format(req.format) {
+            resp = kind(resp, k);
+        }
         if token_only {
             // Not counted as demand either: a token holder's interest must not get content
             // promoted into the pins, which would open it to everyone.
@@ -557,6 +622,7 @@ impl Gateway {
                             },
                         )
                         .await
+                        .map(|r| kind(r, ResponseKind::File))
                     }
                     UnixFsEntity::Symlink(link) => {
                         let etag = format!("\"{target}\"");
@@ -570,14 +636,16 @@ impl Gateway {
                         if !req.head {
                             *resp.body_mut() = body::full(link);
                         }
-                        Ok(resp)
+                        Ok(kind(resp, ResponseKind::File))
                     }
-                    UnixFsEntity::Directory(dir) => {
-                        unixfs_dir::respond(self, req, &resolved, dir).await
-                    }
+                    UnixFsEntity::Directory(dir) => unixfs_dir::respond(self, req, &resolved, dir)
+                        .await
+                        .map(|r| kind(r, ResponseKind::Html)),
                 }
             }
-            DAG_JSON | DAG_CBOR | JSON | CBOR => codec::respond(self, req, &resolved).await,
+            DAG_JSON | DAG_CBOR | JSON | CBOR => codec::respond(self, req, &resolved)
+                .await
+                .map(|r| kind(r, ResponseKind::Codec)),
             other => Err(GatewayError::NotImplemented(format!(
                 "codec 0x{other:x} has no deserialized view; ask for ?format=raw or ?format=car"
             ))),
@@ -948,6 +1016,58 @@ mod tests {
         for hosts in [&[][..], &["a", "b"][..]] {
             let resp = gw.handle(request("GET", "/", hosts)).await;
             assert_eq!(resp.status(), 400, "{hosts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn responses_say_what_they_carry_for_the_metrics() {
+        use crate::ipld::builder::{directory, FileBuilder};
+        let mut blocks: Vec<crate::ipld::Block> = Vec::new();
+        let file = |bytes: &[u8], blocks: &mut Vec<crate::ipld::Block>| {
+            let mut f = FileBuilder::new();
+            f.write(bytes, blocks).unwrap();
+            f.finish(blocks).unwrap()
+        };
+        let page = file(b"<p>hi</p>", &mut blocks);
+        let text = file(b"hello", &mut blocks);
+        let site = directory(vec![("index.html".into(), page)], &mut blocks).unwrap();
+        let root = directory(
+            vec![("a.txt".into(), text), ("site".into(), site)],
+            &mut blocks,
+        )
+        .unwrap();
+        let doc = crate::ipld::Block::verified(
+            crate::ipld::cid_v1_sha256(DAG_JSON, b"{}"),
+            Bytes::from_static(b"{}"),
+        )
+        .unwrap();
+        let doc_cid = *doc.cid();
+        blocks.push(doc);
+        let gw = Gateway::new(
+            Arc::new(crate::content::source::MemorySource::new(blocks)),
+            GatewayOptions::default(),
+        );
+        let root = root.cid;
+        for (uri, want) in [
+            (format!("/ipfs/{root}/a.txt"), Some(ResponseKind::File)),
+            (format!("/ipfs/{root}/"), Some(ResponseKind::Html)),
+            // A directory with an index.html is a web site: its page is a file.
+            (format!("/ipfs/{root}/site/"), Some(ResponseKind::File)),
+            (format!("/ipfs/{root}?format=raw"), Some(ResponseKind::Raw)),
+            (format!("/ipfs/{root}?format=car"), Some(ResponseKind::Car)),
+            (format!("/ipfs/{root}?format=tar"), Some(ResponseKind::Tar)),
+            (format!("/ipfs/{doc_cid}"), Some(ResponseKind::Codec)),
+            ("/".to_string(), Some(ResponseKind::Html)),
+            // Errors and redirects carry no representation.
+            ("/ipfs/not-a-cid".to_string(), None),
+            (format!("/ipfs/{root}/site"), None),
+        ] {
+            let resp = gw.handle(request("GET", &uri, &["a"])).await;
+            assert_eq!(
+                resp.extensions().get::<ResponseKind>().copied(),
+                want,
+                "{uri}"
+            );
         }
     }
 }

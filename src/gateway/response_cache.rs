@@ -18,7 +18,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
-use super::{body, Body, ServedContent};
+use super::{body, Body, ResponseKind, ServedContent};
 
 /// Largest body kept.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,6 +42,7 @@ struct Stored {
     headers: HeaderMap,
     body: Bytes,
     root: Cid,
+    kind: Option<ResponseKind>,
 }
 
 #[derive(Clone)]
@@ -120,6 +121,9 @@ impl ResponseCache {
             root: stored.root,
             segments: None,
         });
+        if let Some(kind) = stored.kind {
+            resp.extensions_mut().insert(kind);
+        }
         Some(resp)
     }
 
@@ -147,6 +151,7 @@ impl ResponseCache {
                 headers: resp.headers().clone(),
                 body: body.clone(),
                 root: served.root,
+                kind: resp.extensions().get::<ResponseKind>().copied(),
             }),
         );
     }

@@ -59,7 +59,8 @@ pub async fn respond(
                         roots: &resolved.roots,
                     },
                 )
-                .await;
+                .await
+                .map(|r| super::kind(r, super::ResponseKind::File));
             }
             return Err(GatewayError::Unprocessable(
                 "index.html is not a file".into(),
