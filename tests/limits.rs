@@ -651,6 +651,82 @@ async fn slow_upstreams_answer_504_and_stalled_bodies_are_cut() {
 }
 
 #[tokio::test]
+async fn a_response_that_never_stalls_is_still_cut_at_the_maximum_request_duration() {
+    let (dir, root) = site(12 * MIB);
+    let hot = Server::spawn(dir, &[], &[]);
+    // 12 MiB at 256 KiB every 100 ms takes about 5 s, and a 1 MiB leaf arrives whole every
+    // 0.4 s: never the 2 s without a byte the stall timer waits for, so only the maximum
+    // duration can end it.
+    let trickle = FaultProxy::start(
+        &hot.url,
+        ProxyFault::Trickle {
+            chunk: 256 * 1024,
+            every: Duration::from_millis(100),
+        },
+    )
+    .await;
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "trustless"),
+            ("CIDGATE_HOT__URL", &trickle.url),
+            ("CIDGATE_HOT__TIMEOUT", "30s"),
+            ("CIDGATE_SERVER__STALL_TIMEOUT", "2s"),
+            ("CIDGATE_SERVER__MAX_REQUEST_DURATION", "2s"),
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    let mut r = client()
+        .get(format!("{}/ipfs/{root}/big.bin", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0usize;
+    let end = loop {
+        match r.chunk().await {
+            Ok(Some(c)) => got += c.len(),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let took = start.elapsed();
+    assert!(end.is_err(), "no clean end: {got} bytes arrived");
+    assert!(got > 0 && got < 12 * MIB, "cut mid-body, {got} bytes");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "cut at the 2 s deadline, not by the stall timer or the end: {took:?}"
+    );
+    eventually(&g, Duration::from_secs(5), "nothing left in flight", |m| {
+        metric_sum(m, "cidgate_inflight_requests", "") == 0.0
+            && metric_sum(m, "cidgate_inflight_work", "kind=\"dag_streams\"") == 0.0
+    })
+    .await;
+
+    // Without the cap the same trickle is a complete, correct body.
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_HOT__BACKEND", "trustless"),
+            ("CIDGATE_HOT__URL", &trickle.url),
+            ("CIDGATE_HOT__TIMEOUT", "30s"),
+            ("CIDGATE_SERVER__STALL_TIMEOUT", "2s"),
+        ],
+        &[],
+    );
+    let body = client()
+        .get(format!("{}/ipfs/{root}/big.bin", g.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 12 * MIB);
+}
+
+#[tokio::test]
 async fn size_caps_answer_a_cacheable_410_naming_the_cap() {
     let (dir, root) = site(3 * MIB);
     let s = Server::spawn(

@@ -45,6 +45,9 @@ pub enum ProxyFault {
     /// Waits `wait`, then answers `status` without contacting upstream (a node that fails
     /// slowly).
     SlowStatus { wait: Duration, status: u16 },
+    /// Forwards the body `chunk` bytes at a time, one piece every `every`: a node that never
+    /// stalls long enough to be cut for it, but takes its time over a big body.
+    Trickle { chunk: usize, every: Duration },
     /// Each request gets one of the faults above (or none), chosen by a generator seeded with
     /// `seed` and the request's number: a flaky node, the same way in every run.
     Chaos { seed: u64 },
@@ -311,6 +314,7 @@ async fn pump(
         _ => None,
     };
     let mut sent: usize = 0;
+    let mut trickled = bytes::BytesMut::new();
     if cut_at == Some(0) {
         cut(&fault, &tx).await;
         return;
@@ -341,12 +345,32 @@ async fn pump(
                 chunk = Bytes::from(v);
             }
         }
+        if let ProxyFault::Trickle {
+            chunk: piece,
+            every,
+        } = fault
+        {
+            // Upstream chunks come in any size: the pace is set on what is relayed.
+            trickled.extend_from_slice(&chunk);
+            while trickled.len() >= piece.max(1) {
+                tokio::time::sleep(every).await;
+                let head = trickled.split_to(piece.max(1)).freeze();
+                if tx.send(Ok(Frame::data(head))).await.is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         sent += chunk.len();
         if tx.send(Ok(Frame::data(chunk))).await.is_err() {
             return;
         }
     }
     match fault {
+        ProxyFault::Trickle { every, .. } if !trickled.is_empty() => {
+            tokio::time::sleep(every).await;
+            let _ = tx.send(Ok(Frame::data(trickled.freeze()))).await;
+        }
         ProxyFault::ResetMidBody { .. } | ProxyFault::StallBody { .. } => cut(&fault, &tx).await,
         ProxyFault::ExtraBlock if is_car => {
             let _ = tx.send(Ok(Frame::data(injected_section()))).await;
