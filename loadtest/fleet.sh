@@ -14,12 +14,14 @@
 #   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped):
 #                                SIGTERM of a gateway, kill -9 of another, kill -9 of the hot node
 #   DRAIN_DELAY []               CIDGATE_SERVER__DRAIN_DELAY of the gateways, if the build has it
+#   KEYCHECK_ONLY [0]            1: stop after the balancer key check (its table on stdout)
 #   CIDGATE_BIN [target/release/cidgate]  RESULTS_DIR [loadtest/results]  KEEP_WORK [0]
 #
 # Runs as root (namespaces). Addresses 10.231.0.0/24 exist only inside the namespaces cgf-*;
 # nothing is configured in the root namespace and no traffic leaves the machine. The Markdown
 # report goes to stdout, progress to stderr; the last line of stdout is
 #   fleet: affinity_cold_bytes=A round_robin_cold_bytes=R single_3x_cold_bytes=S sigterm_failed=T kill9_failed=K
+# Exit status 1 (after the report) when a failure run moved a key of a surviving gateway.
 set -euo pipefail
 umask 022
 
@@ -46,6 +48,9 @@ DRAIN_DELAY=${DRAIN_DELAY:-}
 CIDGATE_BIN=${CIDGATE_BIN:-$REPO/target/release/cidgate}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_WORK=${KEEP_WORK:-0}
+KEYCHECK_ONLY=${KEYCHECK_ONLY:-0}
+# The gateways' server.subdomain_hosts, and the balancer's (render.py --subdomain-host).
+SUBDOMAIN_HOST=fleet.test
 
 log() { printf '[fleet %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -192,7 +197,8 @@ lb_start() {
   local args=() s
   for s in "$@"; do args+=(--server "$s"); done
   python3 "$FLEET/render.py" --bind "${IP[lb]}:$LB_PORT" --stats-socket "$WORK/haproxy.sock" \
-    --balance "$balance" "${args[@]}" >"$WORK/haproxy.cfg" || die "rendering haproxy.cfg failed"
+    --subdomain-host "$SUBDOMAIN_HOST" --balance "$balance" "${args[@]}" >"$WORK/haproxy.cfg" ||
+    die "rendering haproxy.cfg failed"
   "$HAPROXY" -c -q -f "$WORK/haproxy.cfg" >>"$WORK/logs/haproxy.err" 2>&1 || die "haproxy -c failed: $(tail -n 3 "$WORK/logs/haproxy.err")"
   ip netns exec "$P-lb" "$HAPROXY" -db -f "$WORK/haproxy.cfg" >>"$WORK/logs/haproxy.out" 2>>"$WORK/logs/haproxy.err" 9>&- &
   HAPROXY_PID=$!
@@ -274,7 +280,9 @@ GW_ENV=(
   "CIDGATE_HOT__BACKEND=trustless" "CIDGATE_HOT__URL=http://${IP[hot]}:$PORT"
   "CIDGATE_COLD__PROVIDERS=http://${IP[prov]}:$PORT"
   "CIDGATE_CACHE__RESPONSES=0" "CIDGATE_POPULARITY__ENABLED=false"
-  "CIDGATE_SERVER__TRUSTED_PROXIES=${IP[lb]}/32" "CIDGATE_SERVER__SUBDOMAIN_HOSTS=fleet.test"
+  "CIDGATE_SERVER__TRUSTED_PROXIES=${IP[lb]}/32" "CIDGATE_SERVER__SUBDOMAIN_HOSTS=$SUBDOMAIN_HOST"
+  # No DNS lookups: the DNSLink sites of the key check come from dnslink.names (added below).
+  "CIDGATE_DNSLINK__ALLOWED="
 )
 if [[ -n $DRAIN_DELAY ]]; then
   if env CIDGATE_SERVER__DRAIN_DELAY="$DRAIN_DELAY" "$BIN" --data-dir "$WORK/data/probe" config >/dev/null 2>&1; then
@@ -293,7 +301,11 @@ net_up
 # ------------------------------------------------------------------------------------ content
 log "content: $OBJECTS catalogue objects + one-hit objects, $REQUESTS requests"
 python3 "$LIB/fleet.py" gen --out "$WORK" --objects "$OBJECTS" --requests "$REQUESTS" \
-  --one-hit-share "$ONE_HIT_SHARE" --exponent "$EXPONENT" >"$WORK/gen.json" || die "content generation failed"
+  --one-hit-share "$ONE_HIT_SHARE" --exponent "$EXPONENT" --subdomain-host "$SUBDOMAIN_HOST" >"$WORK/gen.json" ||
+  die "content generation failed"
+# DNSLink sites (directories of the content) for the key check, in every gateway's dnslink.names
+SITES=$(python3 "$LIB/fleet.py" sites --work "$WORK" --count 16) || die "DNSLink sites failed"
+GW_ENV+=("CIDGATE_DNSLINK__NAMES=$SITES")
 for d in "$WORK"/files/part*; do
   "$BIN" --data-dir "$WORK/data/prov" add "$d" >/dev/null 2>>"$WORK/logs/add.err" || die "cidgate add $d failed: $(tail -n 3 "$WORK/logs/add.err")"
 done
@@ -311,30 +323,27 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["fa
   die "the provider did not serve every object with the right length: $(cat "$WORK/check.drive.json")"
 
 # ------------------------------------------------------------------------------------ key check
-log "balancer key: the same CID as /ipfs/{cid} and as {cid}.ipfs.fleet.test goes to one gateway"
+# Every form of request the balancer keys, against the expected key (X-Fleet-Key) and the
+# gateway that answered (X-Fleet-Gateway): /ipfs/{cid}[/file] and {cid}.ipfs.fleet.test on the
+# CID, also on a path gateway host with .ipfs. in its name (gw.ipfs.example) and on fleet.test
+# itself; /ipns/{name} and {name}.ipns.fleet.test on the name; a DNSLink site's Host (also
+# docs.ipfs.tech), /ipns/{site} and {site-label}.ipns.fleet.test on the site.
+log "balancer key: every request form of a CID, IPNS name or DNSLink site goes to its key's gateway"
 start_gateways 3 "$GW_CACHE"
 mapfile -t S3 < <(specs 3)
 lb_start affinity "${S3[@]}"
-in_ns client python3 - "${IP[lb]}:$LB_PORT" "$WORK/lists/requests.txt" >"$WORK/keycheck.txt" <<'PY' || die "key check failed: $(cat "$WORK/keycheck.txt")"
-import http.client, sys
-host, port = sys.argv[1].split(":")
-seen = {}
-bad = 0
-for line in list(open(sys.argv[2]))[:300]:
-    h, path, size, key = line.split()
-    for form in (("-", f"/ipfs/{key}"), (f"{key}.ipfs.FLEET.test:80", "/")):
-        c = http.client.HTTPConnection(host, int(port), timeout=30)
-        c.request("HEAD", form[1], headers={} if form[0] == "-" else {"Host": form[0]})
-        r = c.getresponse(); r.read(); c.close()
-        gw = r.getheader("X-Fleet-Gateway")
-        if seen.setdefault(key, gw) != gw:
-            bad += 1
-print(f"{len(seen)} keys, {bad} sent to two gateways; shares {sorted(__import__('collections').Counter(seen.values()).items())}")
-sys.exit(1 if bad else 0)
-PY
-log "key check: $(cat "$WORK/keycheck.txt")"
+in_ns client python3 "$LIB/fleet.py" keycheck --lb "${IP[lb]}:$LB_PORT" --work "$WORK" \
+  --subdomain-host "$SUBDOMAIN_HOST" --out "$WORK/keycheck.json" >"$WORK/keycheck.txt" ||
+  die "key check failed:
+$(cat "$WORK/keycheck.txt")"
+while IFS= read -r line; do log "key check: $line"; done <"$WORK/keycheck.txt"
 lb_stop
 stop_gateways
+if [[ $KEYCHECK_ONLY == 1 ]]; then
+  cat "$WORK/keycheck.txt"
+  log "KEYCHECK_ONLY=1: done"
+  exit 0
+fi
 
 # ------------------------------------------------------------------------------------ runs
 log "run 1/3: affinity (consistent hash on the key), 3 gateways of $GW_CACHE"
@@ -405,10 +414,22 @@ failure_run() {
   lb_stop
   stop_gateways
 }
+# key_moves RUN: each key's gateway before the signal, while the victim was away and after it
+# rejoined, against the affinity run's (the same ring): the survivors' keys must not move.
+MOVED=()
+key_moves() {
+  python3 "$LIB/fleet.py" moves --work "$WORK" --run "$1" >"$WORK/$1.moves.json" 2>"$WORK/$1.moves.txt" ||
+    die "key moves of $1 failed: $(cat "$WORK/$1.moves.txt")"
+  log "$(cat "$WORK/$1.moves.txt")"
+  python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1]))["survivor_keys_moved"] else 0)' \
+    "$WORK/$1.moves.json" || { MOVED+=("$1"); log "WARNING: $1 moved keys of the surviving gateways"; }
+}
 log "failure 1/2: SIGTERM to gw2 under steady load, then gw2 back"
 failure_run sigterm gw2 TERM
+key_moves sigterm
 log "failure 2/2: kill -9 of gw3 under steady load, then gw3 back"
 failure_run kill9 gw3 KILL
+key_moves kill9
 
 # The shared hot node dies under steady load: every gateway's hot-node circuit opens and every
 # /readyz answers 503; the balancer's liveness fallback (backend gateways_alive) keeps serving.
@@ -466,3 +487,7 @@ PY
 python3 "$LIB/fleet.py" report --work "$WORK" --meta "$WORK/meta.json" --prefix "$RESULTS_DIR/fleet-$TS" ||
   die "report failed"
 log "results: $RESULTS_DIR/fleet-$TS.md, fleet-$TS.json"
+if ((${#MOVED[@]})); then
+  log "FAILED: keys of surviving gateways moved in ${MOVED[*]} (see $WORK/*.moves.json)"
+  exit 1
+fi

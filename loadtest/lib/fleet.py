@@ -5,6 +5,9 @@
     fleet.py drive   --lb HOST:PORT ...   send a request list through the balancer, per-request record
     fleet.py scrape  --token T NAME=URL   Prometheus text of several admin listeners -> JSON
     fleet.py holding --token T ...        which keys each gateway holds in its memory cache
+    fleet.py sites   --work DIR ...       DNSLink sites for the key check (dnslink.names of the gateways)
+    fleet.py keycheck --lb HOST:PORT ...  every form of request the balancer keys, checked per key
+    fleet.py moves   --work DIR --run R   which keys changed gateway in a failure run, per phase
     fleet.py haproxy --socket PATH CMD    one command on HAProxy's runtime API socket
     fleet.py report  --work DIR ...       Markdown + JSON report, and the last `fleet:` line
 
@@ -319,6 +322,271 @@ def holding(a):
     print()
 
 
+# ------------------------------------------------------------------------------ key check
+def base36(b: bytes) -> str:
+    n, out = int.from_bytes(b, "big"), ""
+    while n:
+        n, r = divmod(n, 36)
+        out = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + out
+    return "k" + out
+
+
+def ipns_name(i: int) -> str:
+    """A libp2p-key IPNS name (CIDv1 libp2p-key, identity multihash of an ed25519 public key
+    protobuf) in base36, as gateways print them. No record exists for it: the gateways answer
+    502, which is all the key check needs (the balancer's headers are on every answer)."""
+    key = hashlib.sha256(f"fleet-ipns-{i}".encode()).digest()
+    pub = bytes([0x08, 0x01, 0x12, 0x20]) + key
+    return base36(bytes([0x01, 0x72, 0x00, len(pub)]) + pub)
+
+
+def dns_label(domain: str) -> str:
+    """The DNS label of a DNSLink domain in a subdomain host: `-` doubled, then `.` as `-`."""
+    return domain.replace("-", "--").replace(".", "-")
+
+
+def site_names(n: int):
+    # DNSLink sites: plain ones, ones with a `-` (the label doubles it), and one whose name has
+    # `.ipfs.` in it (a DNSLink host, not a subdomain of the gateways' host).
+    return [f"site-{i}.dnslink.test" for i in range(n)] + ["docs.ipfs.tech"]
+
+
+def sites(a):
+    """`domain=/ipfs/{dir},...` for CIDGATE_DNSLINK__NAMES: the DNSLink sites of the key check,
+    each a directory of the generated content (from the static table: no DNS lookup)."""
+    objs = load(os.path.join(a.work, "manifest.json"), {}).get("objects", [])
+    dirs = [o for o in objs if o["kind"] == "dir"]
+    names = site_names(a.count)
+    if len(dirs) < len(names):
+        raise SystemExit(f"fleet.py sites: {len(dirs)} directories for {len(names)} sites")
+    table = {n: dirs[-1 - i] for i, n in enumerate(names)}
+    with open(os.path.join(a.work, "sites.json"), "w") as f:
+        json.dump({n: {"cid": o["cid"], "files": [x["name"] for x in o["files"]]} for n, o in table.items()}, f)
+    print(",".join(f"{n}=/ipfs/{o['cid']}" for n, o in table.items()))
+
+
+def keycheck_cases(work, sub, cids, names):
+    """(case, Host or "-", path, expected key) for every request form the balancer keys."""
+    objs = load(os.path.join(work, "manifest.json"), {})
+    cat = objs["manifest"]["catalogue_objects"]
+    site_map = load(os.path.join(work, "sites.json"), {})
+    used = {v["cid"] for v in site_map.values()}
+    objects = [o for o in objs["objects"][:cat] if o["cid"] not in used][:cids]
+    other_hosts = ["gw.ipfs.example", "gateway.ipfs.io"]
+    out = []
+    for i, o in enumerate(objects):
+        c = o["cid"]
+        subs = [""] + (["/" + o["files"][0]["name"]] if o["kind"] == "dir" else [])
+        for p in subs:
+            out.append(("ipfs path", "-", f"/ipfs/{c}{p}", c))
+            # the subdomain host in any case and with a port: still the CID
+            host = f"{c}.ipfs.{sub}" if i % 3 else f"{c}.ipfs.{sub.upper()}:80"
+            out.append(("ipfs subdomain", host, p or "/", c))
+            out.append(("ipfs path, other host", other_hosts[i % 2], f"/ipfs/{c}{p}", c))
+        # a path request to the subdomain gateway's own host (cidgate redirects it: 301)
+        out.append(("ipfs path, subdomain gw host", sub, f"/ipfs/{c}", c))
+    for i in range(names):
+        n = ipns_name(i)
+        out.append(("ipns path", "-", f"/ipns/{n}", n))
+        out.append(("ipns path", "-", f"/ipns/{n}/index.html", n))
+        out.append(("ipns subdomain", f"{n}.ipns.{sub}", "/", n))
+        out.append(("ipns path, other host", other_hosts[i % 2], f"/ipns/{n}", n))
+    for i, (d, v) in enumerate(sorted(site_map.items())):
+        for f in ["/"] + ["/" + x for x in v["files"]]:
+            out.append(("dnslink host", d, f, d))
+        out.append(("dnslink host", f"{d.upper()}:8080", "/", d))
+        out.append(("dnslink /ipns/ path", "-", f"/ipns/{d}/{v['files'][0]}", d))
+        out.append(("dnslink ipns subdomain", f"{dns_label(d)}.ipns.{sub}", "/", d))
+    return out
+
+
+def keycheck(a):
+    """Sends every form through the balancer (HEAD, shuffled, on a few keep-alive connections)
+    and checks X-Fleet-Key (the balancer's key) against the expected key, and that all the
+    requests of one key reached one gateway (X-Fleet-Gateway). Exit 1 on any mismatch."""
+    cases = keycheck_cases(a.work, a.subdomain_host, a.cids, a.names)
+    random.Random(7).shuffle(cases)  # errors (the IPNS names' 502) spread among the 200s
+    host, port = a.lb.rsplit(":", 1)
+    lock = threading.Lock()
+    todo = list(cases)
+    results = []
+
+    def worker():
+        conn = None
+        while True:
+            with lock:
+                if not todo:
+                    break
+                case, h, path, want = todo.pop()
+            gw, key, status = "", None, 0
+            for attempt in range(2):
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                    conn.request("HEAD", path, headers={} if h == "-" else {"Host": h})
+                    r = conn.getresponse()
+                    r.read()
+                    status, gw, key = r.status, r.getheader("X-Fleet-Gateway", ""), r.getheader("X-Fleet-Key")
+                    if r.will_close:
+                        conn.close()
+                        conn = None
+                    break
+                except (OSError, http.client.HTTPException):
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+            with lock:
+                results.append((case, h, path, want, status, gw, key))
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(a.conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    by_key = {}
+    for case, h, path, want, status, gw, key in results:
+        by_key.setdefault(want, set()).add(gw)
+    split = {k for k, g in by_key.items() if len(g) > 1 or "" in g}
+    per_case, problems = {}, []
+    for case, h, path, want, status, gw, key in results:
+        c = per_case.setdefault(case, {"requests": 0, "keys": set(), "wrong_key": 0, "no_gateway": 0,
+                                       "split_key_requests": 0, "status": {}, "gateways": {}})
+        c["requests"] += 1
+        c["keys"].add(want)
+        c["status"][str(status)] = c["status"].get(str(status), 0) + 1
+        c["gateways"][gw or "-"] = c["gateways"].get(gw or "-", 0) + 1
+        bad = []
+        if not gw:
+            c["no_gateway"] += 1
+            bad.append("no gateway answered")
+        if key != want:
+            c["wrong_key"] += 1
+            bad.append(f"key {key!r}")
+        if want in split:
+            c["split_key_requests"] += 1
+            bad.append(f"key on {sorted(by_key[want])}")
+        if bad and len(problems) < 20:
+            problems.append(f"{case}: Host {h} {path} -> {gw or '-'} ({status}): want key {want!r}, " + "; ".join(bad))
+    # Shares: the keys of each kind spread over the gateways (one gateway for all would mean
+    # the balancer keyed them on something they share, as the Host).
+    kinds = {"cid": [k for c, _, _, k, *_ in cases if c.startswith("ipfs")],
+             "ipns name": [k for c, _, _, k, *_ in cases if c.startswith("ipns")],
+             "dnslink site": [k for c, _, _, k, *_ in cases if c.startswith("dnslink")]}
+    shares = {}
+    for kind, keys in kinds.items():
+        cnt = {}
+        for k in set(keys):
+            g = sorted(by_key.get(k, {""}))[0] or "-"
+            cnt[g] = cnt.get(g, 0) + 1
+        shares[kind] = dict(sorted(cnt.items()))
+    want_gws = min(3, a.gateways)
+    spread_bad = [kind for kind, cnt in shares.items() if len([g for g in cnt if g != "-"]) < (want_gws if kind == "cid" else 2)]
+    out = {"requests": len(results), "keys": len(by_key), "split_keys": len(split),
+           "wrong_key": sum(c["wrong_key"] for c in per_case.values()),
+           "no_gateway": sum(c["no_gateway"] for c in per_case.values()),
+           "shares": shares, "not_spread": spread_bad, "problems": problems,
+           "cases": {k: dict(v, keys=len(v["keys"])) for k, v in per_case.items()}}
+    out["passed"] = not (out["split_keys"] or out["wrong_key"] or out["no_gateway"] or spread_bad)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=2)
+    for case, c in sorted(out["cases"].items()):
+        print(f"{case}: {c['requests']} requests, {c['keys']} keys, wrong key {c['wrong_key']}, "
+              f"on a split key {c['split_key_requests']}, no gateway {c['no_gateway']}; "
+              f"status {dict(sorted(c['status'].items()))}; gateways {dict(sorted(c['gateways'].items()))}")
+    print(f"all: {out['requests']} requests, {out['keys']} keys, {out['split_keys']} keys on more than one gateway, "
+          f"{out['wrong_key']} wrong keys; keys per gateway {shares}"
+          + (f"; NOT SPREAD over the gateways: {spread_bad}" if spread_bad else ""))
+    for p in problems:
+        print("  " + p)
+    sys.exit(0 if out["passed"] else 1)
+
+
+# ------------------------------------------------------------------------------ moves
+def read_records(path):
+    """(t_start, t_end, ok, status, gateway, key) of a drive's records."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 6:
+                    out.append((float(p[0]), float(p[1]), p[2] == "1", int(p[3]), p[4], p[5]))
+    except OSError:
+        pass
+    return out
+
+
+def owners_of(records):
+    """key -> {gateway: requests} of the requests a gateway answered."""
+    o = {}
+    for r in records:
+        if r[4] != "-":
+            d = o.setdefault(r[5], {})
+            d[r[4]] = d.get(r[4], 0) + 1
+    return o
+
+
+def moves(a):
+    """Which gateway owned each key before the signal, while the victim was away and after it
+    rejoined, against the owners of the affinity run (the same ring, no failure). The keys of
+    the surviving gateways must never move; the victim's move to the survivors while it is
+    away and back to it after it rejoined."""
+    ref_all = owners_of(read_records(os.path.join(a.work, f"{a.reference}.records.txt")))
+    ref = {k: max(g, key=g.get) for k, g in ref_all.items()}
+    ev = load(os.path.join(a.work, f"{a.run}.events.json"), {})
+    recs = read_records(os.path.join(a.work, f"{a.run}.records.txt"))
+    victim, t_sig, t_back = ev["victim"], ev["signal_at"], ev.get("restarted_at")
+    # rejoined: the victim's first answer after its restart (+ a margin: requests routed
+    # before HAProxy saw it up may start a little after that answer's request)
+    first = min((r[0] for r in recs if t_back and r[0] >= t_back and r[4] == victim), default=None)
+    rejoin = first + a.margin if first else None
+    phases = {"before": [r for r in recs if r[0] < t_sig],
+              "during": [r for r in recs if r[0] >= t_sig and (rejoin is None or r[0] < (first or 0))],
+              "after": [r for r in recs if rejoin is not None and r[0] >= rejoin]}
+    out = {"victim": victim, "reference_keys": len(ref),
+           "reference_split_keys": sum(1 for g in ref_all.values() if len(g) > 1),
+           "rejoined_at": first, "phases": {}}
+    for name, rs in phases.items():
+        own = owners_of(rs)
+        surv = {k: g for k, g in own.items() if k in ref and ref[k] != victim}
+        vict = {k: g for k, g in own.items() if k in ref and ref[k] == victim}
+        moved = {k: g for k, g in surv.items() if set(g) != {ref[k]}}
+        ph = {"requests": len(rs), "keys": len(own), "unknown_keys": sum(1 for k in own if k not in ref),
+              "survivor_keys": len(surv), "survivor_keys_moved": len(moved),
+              "survivor_requests_moved": sum(n for k, g in moved.items() for gw, n in g.items() if gw != ref[k]),
+              "victim_keys": len(vict),
+              "victim_keys_on_victim": sum(1 for g in vict.values() if set(g) == {victim}),
+              "victim_keys_elsewhere": sum(1 for g in vict.values() if victim not in g),
+              "victim_keys_mixed": sum(1 for g in vict.values() if victim in g and len(g) > 1)}
+        to = {}
+        for g in vict.values():
+            for gw, n in g.items():
+                if gw != victim:
+                    to[gw] = to.get(gw, 0) + n
+        ph["victim_requests_to"] = dict(sorted(to.items()))
+        if moved:
+            ph["moved_examples"] = {k: {"owner": ref[k], "answered_by": g} for k, g in list(moved.items())[:5]}
+        out["phases"][name] = ph
+    P = out["phases"]
+    out["survivor_keys_moved"] = sum(p["survivor_keys_moved"] for p in P.values())
+    out["survivor_requests_moved"] = sum(p["survivor_requests_moved"] for p in P.values())
+    out["before_matches_reference"] = P["before"]["survivor_keys_moved"] == 0 and \
+        P["before"]["victim_keys"] == P["before"]["victim_keys_on_victim"]
+    out["victim_keys_back"] = P["after"]["victim_keys_on_victim"]
+    out["victim_keys_after"] = P["after"]["victim_keys"]
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    b, d, f = P["before"], P["during"], P["after"]
+    print(f"{a.run}: survivors' keys moved: {out['survivor_keys_moved']} ({out['survivor_requests_moved']} requests) "
+          f"[before {b['survivor_keys_moved']}/{b['survivor_keys']}, during {d['survivor_keys_moved']}/{d['survivor_keys']}, "
+          f"after {f['survivor_keys_moved']}/{f['survivor_keys']}]; {victim}'s keys: before on {victim} "
+          f"{b['victim_keys_on_victim']}/{b['victim_keys']}, during elsewhere {d['victim_keys_elsewhere']}/{d['victim_keys']} "
+          f"(requests to {d['victim_requests_to']}), after back on {victim} {f['victim_keys_on_victim']}/{f['victim_keys']}",
+          file=sys.stderr)
+
+
 # ------------------------------------------------------------------------------ sibling
 def sibling(a):
     """Upper bound of a sibling tier after gw4 joined: the bytes gw4 fetched first for keys that
@@ -470,6 +738,8 @@ def report(a):
     }
     sib = load(os.path.join(work, "sibling.json"), {})
     fails = {"sigterm": failure_figures(work, "sigterm"), "kill9": failure_figures(work, "kill9")}
+    key_moves = {r: load(os.path.join(work, f"{r}.moves.json")) for r in ("sigterm", "kill9")}
+    keycheck_result = load(os.path.join(work, "keycheck.json"), {})
     if os.path.exists(os.path.join(work, "hotdown.events.json")):
         fails["hotdown"] = failure_figures(work, "hotdown")
     S = runs["single_3x"]["cold_bytes"] or 1
@@ -480,12 +750,15 @@ def report(a):
         "sigterm_zero_failed": fails["sigterm"]["failed"] == 0,
         "kill9_failed_bounded_by_open_connections":
             fails["kill9"]["failed"] <= fails["kill9"].get("open_connections_at_kill", -1),
+        "key_check_passed": bool(keycheck_result.get("passed")),
+        "sigterm_survivor_keys_never_moved": bool(key_moves["sigterm"]) and key_moves["sigterm"]["survivor_keys_moved"] == 0,
+        "kill9_survivor_keys_never_moved": bool(key_moves["kill9"]) and key_moves["kill9"]["survivor_keys_moved"] == 0,
     }
     oh = man.get("one_hit_bytes", 0)
     repeated = {k: r["cold_bytes"] - oh for k, r in runs.items()}
     Sr = repeated["single_3x"] or 1
-    result = {"meta": meta, "content": man, "runs": runs, "join": join, "sibling_upper_bound": sib,
-              "failures": fails, "goals": goals,
+    result = {"meta": meta, "content": man, "key_check": keycheck_result, "runs": runs, "join": join,
+              "sibling_upper_bound": sib, "failures": fails, "key_moves": key_moves, "goals": goals,
               "ratios": {"affinity_over_single_3x": A / S, "round_robin_over_single_3x": R / S,
                          "repeated_content": {"one_hit_bytes": oh,
                                               "affinity_over_single_3x": repeated["affinity"] / Sr,
@@ -512,6 +785,24 @@ def report(a):
              f"({fmt_bytes(man.get('distinct_requested_bytes', 0))} of blocks: the cold bytes of an unbounded cache; "
              f"{fmt_bytes(man.get('one_hit_bytes', 0))} of them one-hit). "
              f"The same list for every run.\n")
+    if keycheck_result:
+        L.append("## Balancer key\n")
+        L.append("Before the runs, every form of request the balancer keys is sent once (HEAD) through it to a "
+                 "fresh affinity fleet: the key HAProxy computed (`X-Fleet-Key`) must be the expected one, and "
+                 "all the requests of one key must reach one gateway (`X-Fleet-Gateway`). Other host: "
+                 "`gw.ipfs.example` / `gateway.ipfs.io`, path gateways whose name has `.ipfs.` in it; the "
+                 "subdomain gateway host is `fleet.test`; DNSLink sites come from the gateways' `dnslink.names` "
+                 "(one of them `docs.ipfs.tech`); the IPNS names have no record (502 from the gateway).\n")
+        L.append("| case | requests | keys | wrong key | on a key split over gateways | status | requests per gateway |")
+        L.append("|---|---|---|---|---|---|---|")
+        for case, c in sorted(keycheck_result.get("cases", {}).items()):
+            L.append(f"| {case} | {c['requests']} | {c['keys']} | {c['wrong_key']} | {c['split_key_requests']} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(c['status'].items()))} | "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(c['gateways'].items()))} |")
+        L.append(f"\n{keycheck_result.get('keys', 0)} keys, {keycheck_result.get('split_keys', 0)} of them on more "
+                 f"than one gateway; keys per gateway: "
+                 + "; ".join(f"{kind} {', '.join(f'{g} {n}' for g, n in cnt.items())}"
+                             for kind, cnt in keycheck_result.get("shares", {}).items()) + ".\n")
     L.append("## Affinity vs round robin vs one gateway with 3× the cache\n")
     L.append("| run | cold-tier bytes | × single-3x | fleet hit ratio | block hit ratio | hot-node requests | "
              "provider bytes (CAR) | p50 ms | p99 ms | req/s | failed | requests per gateway |")
@@ -537,6 +828,28 @@ def report(a):
         L.append(f"| {name} ({f.get('victim', '?')}) | {f['requests']:,} | {f['failed']} | {f['failed_status'] or '–'} | "
                  f"{f.get('open_connections_at_kill', '–')} | {f.get('recovery_s', '–')} | "
                  f"{f.get('victim_back_after_restart_s', '–')} | {share} |")
+    if any(key_moves.values()):
+        L.append("\nWhich gateway each key went to, against the affinity run's owners (the same ring, no failure): "
+                 "*before* the signal, *during* (from the signal to the victim's first answer after its restart) "
+                 "and *after* it rejoined (from 0.5 s after that answer). The survivors' keys must never move "
+                 "(the run fails otherwise); the victim's go to the survivors (after its last answers: a SIGTERM "
+                 "drains, a kill -9 lands in the middle of answers) and come back to it.\n")
+        L.append("| event | survivors' keys moved (requests) | before: survivors' / victim's keys at their owner | "
+                 "during: victim's keys on survivors only / on both / on the victim only | "
+                 "victim's requests went to | after: victim's keys back on it |")
+        L.append("|---|---|---|---|---|---|")
+        for name, m in key_moves.items():
+            if not m:
+                continue
+            b, d, f = m["phases"]["before"], m["phases"]["during"], m["phases"]["after"]
+            L.append(f"| {name} ({m['victim']}) | {m['survivor_keys_moved']} ({m['survivor_requests_moved']}) of "
+                     f"{max(b['survivor_keys'], d['survivor_keys'], f['survivor_keys'])} seen | "
+                     f"{b['survivor_keys'] - b['survivor_keys_moved']}/{b['survivor_keys']}, "
+                     f"{b['victim_keys_on_victim']}/{b['victim_keys']} | "
+                     f"{d['victim_keys_elsewhere']} / {d['victim_keys_mixed']} / "
+                     f"{d['victim_keys'] - d['victim_keys_elsewhere'] - d['victim_keys_mixed']} of {d['victim_keys']} | "
+                     f"{', '.join(f'{g} {n}' for g, n in d['victim_requests_to'].items()) or '–'} | "
+                     f"{f['victim_keys_on_victim']}/{f['victim_keys']} |")
     L.append("\nRecovery: from the signal to the end of the last failed request (0: none failed). Open "
              "connections: HAProxy's `scur` of the victim just before the signal. The victim is started again "
              "(empty cache) halfway through the load; \"back\" is the time from that restart to the first request it "
@@ -618,6 +931,23 @@ def main():
     h = sub.add_parser("holding")
     h.add_argument("--records", required=True)
     h.add_argument("--gateway", action="append", required=True, help="NAME=HOST:PORT")
+    st = sub.add_parser("sites")
+    st.add_argument("--work", required=True)
+    st.add_argument("--count", type=int, default=16)
+    k = sub.add_parser("keycheck")
+    k.add_argument("--lb", required=True)
+    k.add_argument("--work", required=True, help="the work directory (manifest.json, sites.json)")
+    k.add_argument("--subdomain-host", default="fleet.test")
+    k.add_argument("--cids", type=int, default=150)
+    k.add_argument("--names", type=int, default=24)
+    k.add_argument("--conns", type=int, default=8)
+    k.add_argument("--gateways", type=int, default=3)
+    k.add_argument("--out", required=True)
+    m = sub.add_parser("moves")
+    m.add_argument("--work", required=True)
+    m.add_argument("--run", required=True)
+    m.add_argument("--reference", default="affinity", help="the run whose owners are the ring without failures")
+    m.add_argument("--margin", type=float, default=0.5, help="seconds after the victim's first answer before 'after'")
     b = sub.add_parser("sibling")
     b.add_argument("--work", required=True)
     b.add_argument("--before", required=True, help="records of the run that warmed the fleet")
@@ -632,7 +962,8 @@ def main():
     r.add_argument("--meta", required=True)
     r.add_argument("--prefix", required=True)
     a = p.parse_args()
-    {"gen": gen, "drive": drive, "scrape": scrape, "holding": holding, "sibling": sibling, "haproxy": haproxy, "report": report}[a.cmd](a)
+    {"gen": gen, "drive": drive, "scrape": scrape, "holding": holding, "sites": sites, "keycheck": keycheck,
+     "moves": moves, "sibling": sibling, "haproxy": haproxy, "report": report}[a.cmd](a)
 
 
 if __name__ == "__main__":
