@@ -47,6 +47,10 @@ fn double_hash(cid: &str, path: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An IPNS key a list blocks, and one it does not (names of the conformance fixtures' records).
+const BLOCKED_KEY: &str = "k51qzi5uqu5dit2ku9mutlfgwyz8u730on38kd10m97m36bjt66my99hb6103f";
+const OPEN_KEY: &str = "k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w";
+
 async fn status(url: String, host: Option<String>) -> u16 {
     let mut r = client().get(url);
     if let Some(h) = host {
@@ -75,7 +79,8 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
              # a path below a directory, double-hashed (Bad Bits form)\n//{}\n\
              # a directory and everything under it\n/ipfs/{sub}/*\n\
              # a DNSLink name (the name itself; `/ipns/name/*` would block its paths too)\n/ipns/blocked.example\n\
-             # legal reasons\n/ipfs/{legal} gateway_status=451\n",
+             # legal reasons\n/ipfs/{legal} gateway_status=451\n\
+             # an IPNS key, by name\n/ipns/{BLOCKED_KEY}\n",
             double_hash(&root, "open.txt"),
         ),
     )
@@ -125,6 +130,18 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
         (format!("{base}/ipns/blocked.example/"), None, 410),
         (format!("{base}/"), Some("blocked.example".to_string()), 410),
         (format!("{base}/ipns/open.example/secret.txt"), None, 410),
+        // An IPNS key is refused by name, before any record is looked for, on both gateways.
+        (format!("{base}/ipns/{BLOCKED_KEY}"), None, 410),
+        (
+            format!("{base}/"),
+            Some(format!("{BLOCKED_KEY}.ipns.localhost")),
+            410,
+        ),
+        (
+            format!("{base}/ipns/{BLOCKED_KEY}?format=ipns-record"),
+            None,
+            410,
+        ),
     ];
     for (url, host, want) in cases {
         assert_eq!(
@@ -134,6 +151,9 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
         );
     }
     assert_eq!(status(format!("{base}/ipfs/{root}/dir/"), None).await, 410);
+    // Another key is not refused by the list: it is only unknown here.
+    let other = status(format!("{base}/ipns/{OPEN_KEY}"), None).await;
+    assert!(other != 410 && other != 451, "{other}");
     // Not blocked: the site's own listing.
     assert_eq!(status(format!("{base}/ipfs/{root}/"), None).await, 200);
     let r = client()
@@ -161,14 +181,175 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
         .await
         .unwrap();
     assert_eq!(car.status(), 200);
-    let body = car.bytes().await;
-    if let Ok(bytes) = body {
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains("secret\n"), "blocked bytes in a CAR");
+    // The stream stops at the first blocked block: it ends unclean (no client or CDN takes it
+    // for the whole DAG), and nothing blocked is in what arrived before.
+    let mut car = car;
+    let mut sent = Vec::new();
+    let end = loop {
+        match car.chunk().await {
+            Ok(Some(chunk)) => sent.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        end.is_err(),
+        "a CAR with blocked blocks left out ended clean"
+    );
+    for blocked in [&b"secret\n"[..], b"legal\n", b"inner\n"] {
+        assert!(
+            !sent.windows(blocked.len()).any(|w| w == blocked),
+            "blocked bytes {:?} in a CAR",
+            String::from_utf8_lossy(blocked)
+        );
     }
     let m = metrics(&g).await;
     assert!(metric_sum(&m, "cidgate_blocked_requests_total", "") >= 10.0);
     assert!(metric_sum(&m, "cidgate_denylist_rules", "") >= 5.0);
+}
+
+/// The denylist holds on the paths that are not a client's request: a storage provider is
+/// never asked for a blocked block, prewarming and promoting a site that holds one keep
+/// nothing of it, and asking for it is not demand. Lifting the rule afterwards shows that the
+/// block was never kept.
+#[tokio::test]
+async fn blocked_blocks_are_never_asked_of_providers_prewarmed_or_promoted() {
+    let (dir, root) = site();
+    let provider = Server::spawn(dir, &[], &[]);
+    let secret = cid_of(&provider, &root, "secret.txt").await;
+    let inner = cid_of(&provider, &root, "dir/inner.txt").await;
+    let counted = FaultProxy::start(&provider.url, ProxyFault::None).await;
+    let lists = tempfile::tempdir().unwrap();
+    let deny = lists.path().join("one.deny");
+    std::fs::write(&deny, format!("/ipfs/{secret}\n")).unwrap();
+    let g = Server::spawn(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("CIDGATE_COLD__PROVIDERS", &counted.url),
+            ("CIDGATE_DENYLIST__FILES", deny.to_str().unwrap()),
+            ("CIDGATE_DENYLIST__POLL", "200ms"),
+            ("CIDGATE_POPULARITY__INTERVAL", "200ms"),
+            ("CIDGATE_POPULARITY__PREWARM_THRESHOLD", "3"),
+            ("CIDGATE_POPULARITY__PROMOTE_THRESHOLD", "6"),
+            ("CIDGATE_POPULARITY__DEMOTE_THRESHOLD", "1"),
+        ],
+        &[],
+    );
+    // A CAR of the whole site, asked first: the provider streams every block of the DAG,
+    // the blocked one included; the gateway keeps none of it and its answer stops there.
+    let mut car = client()
+        .get(format!("{}/ipfs/{root}?format=car", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(car.status(), 200);
+    let end = loop {
+        match car.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(end.is_err(), "the CAR stopped at the blocked block");
+    // Demand for the site (served from the provider) and for the blocked file (refused).
+    for _ in 0..10 {
+        let r = client()
+            .get(format!("{}/ipfs/{root}/dir/inner.txt", g.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "inner\n");
+        for url in [
+            format!("{}/ipfs/{secret}", g.url),
+            format!("{}/ipfs/{root}/secret.txt", g.url),
+        ] {
+            assert_eq!(status(url, None).await, 410);
+        }
+    }
+    // The site is wanted enough to be prewarmed and promoted. Both walk its whole DAG, and a
+    // DAG that holds blocked content is not pinned (as Kubo's `pin add` with a denylist): the
+    // promotion fails, naming the block, and nothing of it is pinned.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics(&g).await;
+        let prewarms = metric_sum(&m, "cidgate_popularity_actions_total", "action=\"prewarm\"");
+        let pins: serde_json::Value = client()
+            .get(format!("{}/admin/pins", g.admin))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap();
+        let attempted = pins["made_by_cidgate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["cid"] == root.as_str())
+            .cloned();
+        if let (true, Some(p)) = (prewarms >= 1.0, attempted) {
+            assert_eq!(p["state"], "failed", "{pins:#}");
+            assert!(
+                p["last_error"].as_str().unwrap().contains("blocked"),
+                "{pins:#}"
+            );
+            let stored = pins["store"].to_string();
+            assert!(
+                !stored.contains(&root) && !stored.contains(&secret),
+                "blocked content pinned: {pins:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "site not prewarmed ({prewarms}) and promoted: {pins:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Refused requests are not demand.
+    let popular: serde_json::Value = client()
+        .get(format!("{}/admin/popular?limit=100", g.admin))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    assert!(
+        !popular.to_string().contains(&secret),
+        "blocked content counted as demand: {popular:#}"
+    );
+    // The provider was asked for the site, never for the blocked block by name.
+    let asked = counted.paths();
+    assert!(asked.iter().any(|p| p.contains(root.as_str())), "{asked:?}");
+    assert!(
+        !asked.iter().any(|p| p.contains(secret.as_str())),
+        "{secret} asked of the provider: {asked:?}"
+    );
+
+    // What the gateway kept survives it (blocks fetched are written to its store as cache
+    // entries). The same store, served without the list and without the provider, holds the
+    // file its clients read and not the blocked one. (Lifting the rule on the running gateway
+    // would let its next prewarm round fetch the block legitimately.)
+    let mut g = g;
+    g.terminate();
+    assert!(g.wait_exit(Duration::from_secs(10)));
+    let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+    drop(g);
+    drop(counted);
+    drop(provider);
+    let g = Server::spawn(dir, &[], &[]);
+    let held = |cid: &str| {
+        client()
+            .get(format!("{}/ipfs/{cid}?format=raw", g.url))
+            .header("cache-control", "only-if-cached")
+            .send()
+    };
+    assert_eq!(held(&inner).await.unwrap().status(), 200, "served, so kept");
+    assert_eq!(held(&secret).await.unwrap().status(), 412, "never kept");
 }
 
 /// The site served with one local list, empty at first and polled every `poll`. Returns the
