@@ -356,17 +356,36 @@ async fn check_here(
         cold.clone(),
         cidgate::denylist::DenylistHandle::default(),
     )?;
-    let remote = config.hot.backend != HotBackend::Embedded || !config.hot.cluster_url.is_empty();
+    // Pins are asked of a Kubo node or a Cluster; a trustless hot node takes none (it is asked
+    // for a sampled block only), and the embedded store is checked as the store.
+    let remote = config.hot.backend == HotBackend::Kubo || !config.hot.cluster_url.is_empty();
+    let hot_pins = remote
+        .then(|| cidgate::app::hot_pins(config, &store))
+        .transpose()?;
+    // The promoter's records, read from the store as the server would: a pin this gateway made
+    // in the hot layer and lost there is pushed again by this check too. Nothing is scheduled.
+    let promoter = hot_pins
+        .as_ref()
+        .map(|pins| {
+            cidgate::popularity::promoter::Promoter::new(
+                pins.clone(),
+                source.clone(),
+                store.clone(),
+                config.popularity.max_dag_bytes.as_u64(),
+                Arc::new(cidgate::popularity::tracker::SystemClock),
+                metrics.clone(),
+                Some(config.popularity.gateway_name.clone()),
+            )
+        })
+        .transpose()?;
     let checker = cidgate::retrievability::Checker::new(
         cidgate::retrievability::Places {
             store: store.clone(),
             source: source.clone(),
             upstreams: source.upstreams(),
             hot_node: source.hot_node(),
-            hot_pins: remote
-                .then(|| cidgate::app::hot_pins(config, &store))
-                .transpose()?,
-            promoter: None,
+            hot_pins,
+            promoter,
             cold,
         },
         config.retrieval_checks.clone(),

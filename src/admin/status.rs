@@ -717,15 +717,16 @@ fn retrievability_section(r: &crate::retrievability::Report, base: Option<&str>)
             (r.roots.len()) " roots checked"
         }
         table {
-            thead { tr { th { "root" } th { "state" } th { "checked" } th { "failing places" } } }
+            thead { tr { th { "root" } th { "state" } th { "providers" } th { "checked" } th { "failing places" } } }
             tbody {
                 @if failing.is_empty() {
-                    tr { td.none colspan="4" { "every checked root is retrievable from the hot layer and enough providers" } }
+                    tr { td.none colspan="5" { "every checked root is retrievable from the hot layer and enough providers" } }
                 }
                 @for root in &failing {
                     tr {
                         td { (cid_link(base, &root.root, true)) }
                         td.bad-text { (root.state.as_str()) }
+                        td.num { (root.providers) }
                         td.num { (rfc3339(root.checked_at as u64)) }
                         td {
                             @for p in root.places.iter().filter(|p| !p.ok) {
@@ -1008,6 +1009,8 @@ mod tests {
                     last_success: Some(1_700_000_000.0),
                     last_failure: Some(1_700_000_000.0),
                     last_error: Some("http://p: answered 502".into()),
+                    hot: true,
+                    providers: 0,
                     places: vec![crate::retrievability::PlaceResult {
                         place: "http://p".into(),
                         kind: crate::retrievability::PlaceKind::Provider,
