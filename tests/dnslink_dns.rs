@@ -86,6 +86,11 @@ fn start_dns(ttl: u32) -> Option<Dnsmasq> {
 /// A gateway holding the fixtures' content and IPNS records, resolving DNSLink through `dns`
 /// (a `udp://` URL), serving `allowed`, with `extra` config lines under `[dnslink]`.
 fn gateway(resolver: &str, allowed: &str, extra: &str) -> Server {
+    gateway_with(&format!("{{ \".\" = \"{resolver}\" }}"), allowed, extra)
+}
+
+/// Like [`gateway`], with `resolvers` as the TOML inline table of `[dnslink] resolvers`.
+fn gateway_with(resolvers: &str, allowed: &str, extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<String> = [
         "gateway-cache/fixtures.car",
@@ -108,7 +113,7 @@ fn gateway(resolver: &str, allowed: &str, extra: &str) -> Server {
         &config,
         format!(
             "[server]\nsubdomain_hosts = [\"localhost\", \"example.com\"]\n\n\
-             [dnslink]\nresolvers = {{ \".\" = \"{resolver}\" }}\n{extra}\n\
+             [dnslink]\nresolvers = {resolvers}\n{extra}\n\
              [dnslink.names]\n\"static.example.org\" = \"/ipfs/{HELLO}\"\n"
         ),
     )
@@ -285,6 +290,44 @@ async fn answers_expire_with_their_ttl() {
     let a = get(&s, None, "/ipns/dnslink-test.example.org").await;
     assert_eq!(a.status, 200);
     assert_eq!(dns.queries("_dnslink.dnslink-test.example.org"), 2);
+}
+
+#[tokio::test]
+async fn each_domain_is_asked_of_the_resolver_of_its_longest_suffix() {
+    need_dnsmasq!();
+    let dns = start_dns(TTL).unwrap();
+    // Nothing listens there: a domain sent to it fails.
+    let dead = "udp://127.0.0.1:9";
+    // The root goes nowhere; example.org has a resolver of its own.
+    let s = gateway_with(
+        &format!(
+            "{{ \".\" = \"{dead}\", \"example.org\" = \"{}\" }}",
+            dns.url()
+        ),
+        "*",
+        "timeout = \"2s\"",
+    );
+    let a = get(&s, None, "/ipns/dnslink-test.example.org").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = get(&s, None, "/ipns/site.example.net/").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(dns.queries("_dnslink.site.example.net"), 0);
+    drop(s);
+    // The other way round: the root resolves, example.net goes nowhere, and the root's
+    // resolver is never asked for what a longer suffix serves.
+    let s = gateway_with(
+        &format!(
+            "{{ \".\" = \"{}\", \".example.net.\" = \"{dead}\" }}",
+            dns.url()
+        ),
+        "*",
+        "timeout = \"2s\"",
+    );
+    let a = get(&s, None, "/ipns/dnslink-over-ipns.example.org/").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = get(&s, None, "/ipns/site.example.net/").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(dns.queries("_dnslink.site.example.net"), 0);
 }
 
 #[tokio::test]

@@ -150,6 +150,52 @@ async fn a_stale_record_answers_at_once_while_one_refresh_runs() {
 }
 
 #[tokio::test]
+async fn a_stale_record_is_never_answered_past_its_validity() {
+    let router = RoutingServer::start().await;
+    let key = Key::new(5);
+    let until = std::time::SystemTime::now() + Duration::from_secs(3);
+    router.set_ipns(
+        &key.name,
+        key.record_until(&inline_path("old"), 1, Duration::from_secs(1), until),
+    );
+    let s = gateway(&router.url);
+    let path = format!("/ipns/{}", key.name);
+    assert_eq!(&get(&s, &path).await.body[..], b"old");
+
+    // Past its TTL but within its validity: answered at once while the router is slow.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    router.set_ipns_delay(Duration::from_millis(1500));
+    let start = Instant::now();
+    let a = get(&s, &path).await;
+    assert_eq!(&a.body[..], b"old");
+    assert!(start.elapsed() < Duration::from_millis(700));
+
+    // Past its validity the record is dead: the gateway waits for the router rather than
+    // answer with it. The router still has only the dead record: it is refused, not served.
+    let wait = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(300)).await;
+    let a = get(&s, &path).await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_ne!(&a.body[..], b"old");
+
+    // A new record from the router is waited for and answered.
+    router.set_ipns(
+        &key.name,
+        key.record(&inline_path("new"), 2, Duration::from_secs(60)),
+    );
+    let start = Instant::now();
+    let a = get(&s, &path).await;
+    assert_eq!(&a.body[..], b"new");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1400),
+        "waited for the router: {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn invalid_and_forged_records_and_a_router_that_is_down_answer_502() {
     let router = RoutingServer::start().await;
     let (a_key, b_key) = (Key::new(3), Key::new(4));

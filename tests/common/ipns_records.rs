@@ -38,11 +38,27 @@ impl Key {
 
     /// A V2 record pointing at `value`, valid for years, with `sequence` and `ttl`.
     pub fn record(&self, value: &str, sequence: u64, ttl: Duration) -> Bytes {
+        self.record_valid_to(value, sequence, ttl, "2099-01-01T00:00:00.000000000Z")
+    }
+
+    /// Like [`Key::record`], valid until `until` (its end of life, past which no one may use it).
+    pub fn record_until(
+        &self,
+        value: &str,
+        sequence: u64,
+        ttl: Duration,
+        until: std::time::SystemTime,
+    ) -> Bytes {
+        let validity = humantime::format_rfc3339_nanos(until).to_string();
+        self.record_valid_to(value, sequence, ttl, &validity)
+    }
+
+    fn record_valid_to(&self, value: &str, sequence: u64, ttl: Duration, validity: &str) -> Bytes {
         let mut fields = BTreeMap::new();
         fields.insert("Value".to_string(), Ipld::Bytes(value.as_bytes().to_vec()));
         fields.insert(
             "Validity".to_string(),
-            Ipld::Bytes(b"2099-01-01T00:00:00.000000000Z".to_vec()),
+            Ipld::Bytes(validity.as_bytes().to_vec()),
         );
         fields.insert("ValidityType".to_string(), Ipld::Integer(0));
         fields.insert("Sequence".to_string(), Ipld::Integer(i128::from(sequence)));
