@@ -590,7 +590,10 @@ async fn import_record(target: &Target, file: &str) -> anyhow::Result<()> {
         .with_context(|| format!("reading {file}"))?;
     let value = match target {
         Target::Store(store) => {
-            let names = cidgate::ipns::NameResolver::new(store.clone(), Default::default());
+            let names = cidgate::ipns::NameResolver::new(
+                cidgate::tiers::records::Records::of(store),
+                Default::default(),
+            );
             names.put_record(&name, &bytes)?.value
         }
         Target::Server(client) => client.put_ipns_record(&name.to_cid_string(), bytes).await?,

@@ -267,7 +267,10 @@ impl Admin {
     /// The name resolver records are stored through.
     pub(crate) fn names(&self) -> crate::ipns::NameResolver {
         self.names.clone().unwrap_or_else(|| {
-            crate::ipns::NameResolver::new(self.store.clone(), Default::default())
+            crate::ipns::NameResolver::new(
+                crate::tiers::records::Records::of(&self.store),
+                Default::default(),
+            )
         })
     }
 

@@ -22,7 +22,10 @@ pub(super) fn name_resolver(
     store: &LocalStore,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<crate::ipns::NameResolver> {
-    let mut names = crate::ipns::NameResolver::new(store.clone(), config.dnslink.names.clone());
+    let mut names = crate::ipns::NameResolver::new(
+        crate::tiers::records::Records::of(store),
+        config.dnslink.names.clone(),
+    );
     let dns = crate::ipns::Dnslink::new(&config.dnslink, metrics.clone())
         .map_err(|e| anyhow::anyhow!("dnslink: {e}"))?;
     if dns.enabled() {

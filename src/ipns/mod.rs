@@ -27,7 +27,8 @@ pub use record::IpnsRecord;
 pub use routing::{IpnsRouting, RoutingError};
 
 use crate::telemetry::Metrics;
-use crate::tiers::local::{LocalStore, StoreError};
+use crate::tiers::local::StoreError;
+use crate::tiers::records::Records;
 
 /// Longest chain of names pointing at names (`/ipns/a` → `/ipns/b` → …) that is followed.
 const MAX_DEPTH: usize = 8;
@@ -94,7 +95,7 @@ pub struct Resolution {
 /// configured), configured DNSLink domains, and DNSLink in DNS.
 #[derive(Clone)]
 pub struct NameResolver {
-    store: LocalStore,
+    records: Records,
     /// Configured DNSLink domains (lower case, no trailing dot); replaced whole on SIGHUP.
     dnslink: Arc<arc_swap::ArcSwap<BTreeMap<String, String>>>,
     /// DNSLink over DNS; `None`: only the static table.
@@ -121,10 +122,10 @@ fn normalize_domain(domain: &str) -> String {
 }
 
 impl NameResolver {
-    /// A resolver over records in `store` and the DNSLink `domain → /ipfs|ipns/...` map.
-    pub fn new(store: LocalStore, dnslink: BTreeMap<String, String>) -> Self {
+    /// A resolver over the IPNS `records` of the store and the DNSLink `domain → /ipfs|ipns/...` map.
+    pub fn new(records: Records, dnslink: BTreeMap<String, String>) -> Self {
         Self {
-            store,
+            records,
             dnslink: Arc::new(arc_swap::ArcSwap::from_pointee(normalize_dnslink(dnslink))),
             dns: None,
             routing: None,
@@ -210,7 +211,7 @@ impl NameResolver {
             }
         }
         // An unreadable record held for the name is quarantined, not written over.
-        self.store.save_with(&meta_key(name), bytes, |old| {
+        self.records.save_with(&meta_key(name), bytes, |old| {
             readable(name, old).map(|_| ())
         })?;
         if let Ok(mut verified) = self.verified.lock() {
@@ -232,7 +233,7 @@ impl NameResolver {
                 return Ok(Some((bytes, record)));
             }
         }
-        let Some((bytes, verified)) = self.store.load_with(&meta_key(name), |b| {
+        let Some((bytes, verified)) = self.records.load_with(&meta_key(name), |b| {
             readable(name, b).map(|v| (Bytes::copy_from_slice(b), v))
         })?
         else {
@@ -582,6 +583,7 @@ pub fn domain_of_dns_label(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiers::local::LocalStore;
 
     #[test]
     fn only_dns_names_are_looked_up() {
@@ -646,7 +648,7 @@ mod tests {
             "bad.example.org".to_string(),
             "https://example.org".to_string(),
         );
-        let r = NameResolver::new(store, map);
+        let r = NameResolver::new(Records::of(&store), map);
         assert!(r.has_dnslink("b.example.org"));
         assert_eq!(
             r.resolve("b.example.org").await.unwrap().path,
@@ -672,7 +674,7 @@ mod tests {
             "/ipns/b.example.org/z".to_string(),
         );
         let dir2 = tempfile::tempdir().unwrap();
-        let r2 = NameResolver::new(LocalStore::open(dir2.path()).unwrap(), map);
+        let r2 = NameResolver::new(Records::of(&LocalStore::open(dir2.path()).unwrap()), map);
         assert_eq!(
             r2.resolve("c.example.org").await.unwrap().path,
             format!("/ipfs/{cid}/x/y/z")
@@ -700,7 +702,7 @@ mod tests {
         damaged[last] ^= 0x40;
         store.meta_put(&meta_key(&name), &damaged).unwrap();
 
-        let names = NameResolver::new(store.clone(), BTreeMap::new());
+        let names = NameResolver::new(Records::of(&store), BTreeMap::new());
         assert!(names.record(&name).unwrap().is_none(), "starts without it");
         let q = store.quarantine_list().unwrap();
         assert_eq!(q.len(), 1);
@@ -715,7 +717,7 @@ mod tests {
 
         // Damaged again behind the resolver's back: a store never writes over it.
         store.meta_put(&meta_key(&name), &damaged).unwrap();
-        let fresh = NameResolver::new(store.clone(), BTreeMap::new());
+        let fresh = NameResolver::new(Records::of(&store), BTreeMap::new());
         fresh.put_record(&name, &good).unwrap();
         assert_eq!(store.quarantine_list().unwrap().len(), 2);
     }

@@ -21,6 +21,7 @@ use crate::config::PopularityConfig;
 use crate::telemetry::Metrics;
 use crate::tiers::local::{LocalStore, StoreError};
 use crate::tiers::pins::HotPins;
+use crate::tiers::records::Records;
 use crate::tiers::BlockSource;
 
 const TRACKER_KEY: &str = "popularity.tracker";
@@ -36,7 +37,8 @@ pub struct Popularity {
     /// Pins into the hot layer.
     pub promoter: Arc<Promoter>,
     config: PopularityConfig,
-    store: LocalStore,
+    /// Where the demand is saved: the tracker needs nothing else of the store.
+    records: Records,
     /// Where each file being read with ranges was last read up to.
     sequential: Mutex<lru::LruCache<(Cid, String), u64>>,
     cancel: CancellationToken,
@@ -91,7 +93,7 @@ impl Popularity {
             prewarmer,
             promoter,
             config,
-            store,
+            records: Records::of(&store),
             sequential: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -169,7 +171,7 @@ impl Popularity {
     /// Saves the demand counters.
     pub fn save(&self) {
         let snap = self.tracker.snapshot();
-        if let Err(e) = self.store.save(TRACKER_KEY, &snap) {
+        if let Err(e) = self.records.save(TRACKER_KEY, &snap) {
             tracing::warn!(error = %e, "cannot save demand");
         }
     }

@@ -183,6 +183,52 @@ impl LocalStore {
     }
 }
 
+/// The typed records of the embedded store and nothing else of it: what a module that keeps
+/// its state there (the name resolver, the demand tracker) needs, so that it cannot read or
+/// write blocks or pins by accident.
+#[derive(Clone)]
+pub struct Records(LocalStore);
+
+impl Records {
+    /// The records of `store`.
+    pub fn of(store: &LocalStore) -> Self {
+        Records(store.clone())
+    }
+
+    /// See [`LocalStore::load`].
+    pub fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.0.load(key)
+    }
+
+    /// See [`LocalStore::load_with`].
+    pub fn load_with<T>(
+        &self,
+        key: &str,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
+        self.0.load_with(key, decode)
+    }
+
+    /// See [`LocalStore::save`].
+    pub fn save<T>(&self, key: &str, value: &T) -> Result<(), StoreError>
+    where
+        T: Serialize + ToOwned + ?Sized,
+        T::Owned: DeserializeOwned,
+    {
+        self.0.save(key, value)
+    }
+
+    /// See [`LocalStore::save_with`].
+    pub fn save_with(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        check: impl Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        self.0.save_with(key, bytes, check)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
