@@ -3,14 +3,16 @@
 # one storage provider, each a host of its own (network namespaces on one bridge, made here).
 # See loadtest/README.md ("Fleet") and docs/deploy.md ("A fleet").
 #
-#   sudo loadtest/fleet.sh              full run (about 6 minutes on 2 cores)
-#   sudo QUICK=1 loadtest/fleet.sh      smaller workload (2-3 minutes on 2 cores)
+#   sudo loadtest/fleet.sh              full run: QUICK's workload at 3x scale (about 5 minutes on 2 cores)
+#   sudo QUICK=1 loadtest/fleet.sh      the smaller workload (2-3 minutes on 2 cores)
 #
 # Environment (defaults in brackets; QUICK=1 values after the slash):
 #   REQUESTS [36000 / 12000]     length of the request list (the same list for every run)
-#   OBJECTS [600]                Zipf catalogue; one-hit objects come on top (ONE_HIT_SHARE)
-#   ONE_HIT_SHARE [0.2]  EXPONENT [1.0]  CONNS [24]  (keep-alive connections of the client)
-#   GW_CACHE [32MiB]             memory cache of each fleet gateway; the reference gets 3x
+#   OBJECTS [1500 / 500]         Zipf catalogue (16-512 KiB objects); one-hit objects come on top
+#   ONE_HIT_SHARE [0.2]          share of the requests for one-hit objects (each requested once)
+#   ONE_HIT_KIB [2-16]           size range of the one-hit objects
+#   EXPONENT [1.0]  CONNS [24]   Zipf exponent; keep-alive connections of the client
+#   GW_CACHE [96MiB / 32MiB]     memory cache of each fleet gateway; the reference gets 3x
 #   FAIL_SECONDS [60 / 24]       length of each failure run (steady load, the list looped):
 #                                SIGTERM of a gateway, kill -9 of another, kill -9 of the hot node
 #   DRAIN_DELAY []               CIDGATE_SERVER__DRAIN_DELAY of the gateways, if the build has it
@@ -31,19 +33,40 @@ LIB=$HERE/lib
 FLEET=$REPO/deploy/fleet
 START_TS=$(date +%s)
 
+# The workload, and what it should show (derived before running; `fleet.py model` replays the
+# list through a model of the edge cache and the report prints its figures next to the measured
+# ones). QUICK=1: 500 catalogue objects of 16-512 KiB (log-uniform, ~145 KiB on average), Zipf
+# s = 1.0, 9 600 requests; 2 400 one-hit objects of 2-16 KiB (20 % of the requests). Let C be the
+# catalogue's requested bytes (~74 MB = 2.2x one gateway's 32 MiB, 0.74x the reference's 96 MiB)
+# and O the one-hit bytes (~15 MB, 2 400 x ~6 KiB: small, like the metadata, thumbnails and probes
+# that make most one-hit traffic, so they do not drown the catalogue's bytes).
+#  - reference, one gateway with 3x the cache: C fits (the hottest ~80 % of it in the hot ring,
+#    the rest of the tail is read rarely), so it fetches every block once: S = C + O (~89 MB).
+#  - affinity: each gateway owns ~1/3 of the keys, ~25 MB of catalogue against its 32 MiB, so it
+#    fetches every block once too: A = C + O, A/S = 1.00 (a gateway with a larger key share could
+#    spill a little; the goal allows 10 %).
+#  - round robin: every gateway sees every popular key. A block read n times is fetched by
+#    3 (1 - (2/3)^n) of the 3 gateways on average: 2.4 C on the first pass over this list (the
+#    tail, read 2-5 times, is not seen by all three). And C is 2.2x one gateway's cache, so each
+#    gateway also evicts and fetches again the middle of the distribution: about +1.1 C in 12 000
+#    requests (the model). R = ~3.5 C + O, R/S = ~3.1; without the one-hit bytes ~3.5.
+# The capacity misses grow with the length of the list while S stops at C + O: the same catalogue
+# and caches with 36 000 requests would give R/S ~5.9. The full run is therefore the same workload
+# at 3x scale (3x the objects, requests and caches): R/S ~2.7-2.8 (Zipf over 3x the objects puts
+# a little more of the requests in the tail), A/S = 1.00.
+# The gateways keep no fetched blocks on disk (store.keep_fetched = false): with the disk cache on
+# (the default), a block evicted from memory comes back from the local disk, the cold tier sees
+# only each gateway's first fetch and no configuration ever shows a capacity miss.
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
-  REQUESTS=${REQUESTS:-12000} FAIL_SECONDS=${FAIL_SECONDS:-24}
+  REQUESTS=${REQUESTS:-12000} FAIL_SECONDS=${FAIL_SECONDS:-24} OBJECTS=${OBJECTS:-500} GW_CACHE=${GW_CACHE:-32MiB}
 else
-  REQUESTS=${REQUESTS:-36000} FAIL_SECONDS=${FAIL_SECONDS:-60}
+  REQUESTS=${REQUESTS:-36000} FAIL_SECONDS=${FAIL_SECONDS:-60} OBJECTS=${OBJECTS:-1500} GW_CACHE=${GW_CACHE:-96MiB}
 fi
-# The catalogue (~140 KiB per object) is sized to about the reference's cache (3 x GW_CACHE):
-# it fits one gateway with 3x the cache, and a fleet of three with affinity, not one gateway.
-OBJECTS=${OBJECTS:-600}
 ONE_HIT_SHARE=${ONE_HIT_SHARE:-0.2}
+ONE_HIT_KIB=${ONE_HIT_KIB:-2-16}
 EXPONENT=${EXPONENT:-1.0}
 CONNS=${CONNS:-24}
-GW_CACHE=${GW_CACHE:-32MiB}
 DRAIN_DELAY=${DRAIN_DELAY:-}
 CIDGATE_BIN=${CIDGATE_BIN:-$REPO/target/release/cidgate}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
@@ -57,7 +80,10 @@ die() { log "ERROR: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root: the harness creates network namespaces (sudo $0)"
 [[ $GW_CACHE =~ ^([0-9]+)MiB$ ]] || die "GW_CACHE must be whole MiB like 32MiB (got $GW_CACHE)"
-SINGLE_CACHE=$((BASH_REMATCH[1] * 3))MiB
+GW_CACHE_MIB=${BASH_REMATCH[1]}
+SINGLE_CACHE=$((GW_CACHE_MIB * 3))MiB
+[[ $ONE_HIT_KIB =~ ^([0-9]+)-([0-9]+)$ ]] || die "ONE_HIT_KIB must be MIN-MAX in KiB like 2-16 (got $ONE_HIT_KIB)"
+ONE_HIT_MIN_KIB=${BASH_REMATCH[1]} ONE_HIT_MAX_KIB=${BASH_REMATCH[2]}
 
 # ------------------------------------------------------------------------------------ tools
 ensure_tools() {
@@ -280,6 +306,8 @@ GW_ENV=(
   "CIDGATE_HOT__BACKEND=trustless" "CIDGATE_HOT__URL=http://${IP[hot]}:$PORT"
   "CIDGATE_COLD__PROVIDERS=http://${IP[prov]}:$PORT"
   "CIDGATE_CACHE__RESPONSES=0" "CIDGATE_POPULARITY__ENABLED=false"
+  # Only the memory cache between a gateway and the cold tier (see the workload above).
+  "CIDGATE_STORE__KEEP_FETCHED=false"
   "CIDGATE_SERVER__TRUSTED_PROXIES=${IP[lb]}/32" "CIDGATE_SERVER__SUBDOMAIN_HOSTS=$SUBDOMAIN_HOST"
   # No DNS lookups: the DNSLink sites of the key check come from dnslink.names (added below).
   "CIDGATE_DNSLINK__ALLOWED="
@@ -299,10 +327,14 @@ log "network namespaces $P-{sw,${HOSTS[*]// /,}} on a bridge, ${NET}.0/24 inside
 net_up
 
 # ------------------------------------------------------------------------------------ content
-log "content: $OBJECTS catalogue objects + one-hit objects, $REQUESTS requests"
+log "content: $OBJECTS catalogue objects + one-hit objects of $ONE_HIT_KIB KiB, $REQUESTS requests"
 python3 "$LIB/fleet.py" gen --out "$WORK" --objects "$OBJECTS" --requests "$REQUESTS" \
-  --one-hit-share "$ONE_HIT_SHARE" --exponent "$EXPONENT" --subdomain-host "$SUBDOMAIN_HOST" >"$WORK/gen.json" ||
+  --one-hit-share "$ONE_HIT_SHARE" --one-hit-min-kib "$ONE_HIT_MIN_KIB" --one-hit-max-kib "$ONE_HIT_MAX_KIB" \
+  --exponent "$EXPONENT" --subdomain-host "$SUBDOMAIN_HOST" >"$WORK/gen.json" ||
   die "content generation failed"
+# What the runs should give, from a model of the edge cache (before any run).
+python3 "$LIB/fleet.py" model --work "$WORK" --gw-cache-mib "$GW_CACHE_MIB" >"$WORK/model.json" || die "model failed"
+log "expected (model): $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("catalogue {:.2f}x one gateway'"'"'s cache; affinity/single-3x {:.2f}, round robin/single-3x {:.2f}".format(m["catalogue_over_gw_cache"], m["affinity_over_single_3x"], m["round_robin_over_single_3x"]))' "$WORK/model.json")"
 # DNSLink sites (directories of the content) for the key check, in every gateway's dnslink.names
 SITES=$(python3 "$LIB/fleet.py" sites --work "$WORK" --count 16) || die "DNSLink sites failed"
 GW_ENV+=("CIDGATE_DNSLINK__NAMES=$SITES")

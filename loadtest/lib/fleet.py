@@ -8,6 +8,7 @@
     fleet.py sites   --work DIR ...       DNSLink sites for the key check (dnslink.names of the gateways)
     fleet.py keycheck --lb HOST:PORT ...  every form of request the balancer keys, checked per key
     fleet.py moves   --work DIR --run R   which keys changed gateway in a failure run, per phase
+    fleet.py model   --work DIR ...       expected cold-tier bytes of each run (a model of the edge cache)
     fleet.py haproxy --socket PATH CMD    one command on HAProxy's runtime API socket
     fleet.py report  --work DIR ...       Markdown + JSON report, and the last `fleet:` line
 
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import deque
 
 from popularity_load import percentile  # the same nearest-rank percentile as the popularity harness
 
@@ -89,12 +91,14 @@ def gen(a):
     for i in range(total):
         part = os.path.join(files_root, f"part{i // 1000:03d}")
         os.makedirs(part, exist_ok=True)
+        # catalogue objects, then the one-hit objects (a size range of their own)
+        lo, hi = (a.min_kib, a.max_kib) if i < a.objects else (a.one_hit_min_kib, a.one_hit_max_kib)
         if rng.random() < a.dir_share:
             d = os.path.join(part, f"o{i:05d}")
             os.makedirs(d, exist_ok=True)
             entries, files = [], []
             for j in range(2):
-                size = log_uniform(rng, a.min_kib * KIB, a.max_kib * KIB // 2)
+                size = log_uniform(rng, lo * KIB, hi * KIB // 2)
                 data = rng.randbytes(size)
                 name = f"f{j}.bin"
                 with open(os.path.join(d, name), "wb") as f:
@@ -106,7 +110,7 @@ def gen(a):
             objects.append({"cid": cid_str(cid_bytes(0x70, node)), "kind": "dir", "files": files,
                             "size": sum(f["size"] for f in files) + len(node)})
         else:
-            size = log_uniform(rng, a.min_kib * KIB, a.max_kib * KIB)
+            size = log_uniform(rng, lo * KIB, hi * KIB)
             data = rng.randbytes(size)
             with open(os.path.join(part, f"o{i:05d}.bin"), "wb") as f:
                 f.write(data)
@@ -127,8 +131,10 @@ def gen(a):
             sub, size = "/" + o["files"][fi]["name"], o["files"][fi]["size"]
         else:
             sub, size = "", o["size"]
-        # blocks a cold fetch brings: the file's block, and the directory's own block
-        paths[(i, sub)] = size + (o["size"] - sum(f["size"] for f in o["files"]) if o["kind"] == "dir" else 0)
+        # blocks a cold fetch brings: the file's block, and the directory's own block (once)
+        paths[(i, sub)] = size
+        if o["kind"] == "dir":
+            paths[(i, "")] = o["size"] - sum(f["size"] for f in o["files"])
         if rng.random() < a.subdomain_share:
             lines.append(f"{o['cid']}.ipfs.{a.subdomain_host} {sub or '/'} {size} {o['cid']}")
         else:
@@ -157,6 +163,10 @@ def gen(a):
         # the one-hit objects' blocks: every configuration fetches them exactly once
         "one_hit_bytes": sum(v for (i, _), v in paths.items() if i >= a.objects),
         "size_kib": [a.min_kib, a.max_kib],
+        "one_hit_size_kib": [a.one_hit_min_kib, a.one_hit_max_kib],
+        # the catalogue's distinct requested blocks (one-hit objects left out)
+        "catalogue_requested_bytes": sum(v for (i, _), v in paths.items() if i < a.objects),
+        "catalogue_bytes": sum(o["size"] for o in objects[:a.objects]),
     }
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump({"manifest": manifest, "objects": objects}, f)
@@ -622,6 +632,157 @@ def sibling(a):
     print()
 
 
+# ------------------------------------------------------------------------------ model
+class ModelShard:
+    """One shard of cidgate's edge cache as quick_cache 0.7 runs it (src/tiers/cache.rs): a CLOCK
+    hot ring (80 % of the bytes), a cold FIFO that admits new blocks and promotes those read again
+    before they reach its head, and a ghost list (half the estimated item count) whose keys come
+    back hot. Weight = bytes + 128. Reads bump a 2-step reference count."""
+
+    def __init__(self, cap, items):
+        self.cap, self.target_hot, self.ghost_cap = cap, int(cap * 0.8), int(items * 0.5)
+        self.e = {}  # key -> [state h/c/g, referenced, weight]
+        self.hot, self.cold, self.ghost = [deque() for _ in range(3)]
+        self.wh = self.wc = 0
+
+    def get(self, k):
+        x = self.e.get(k)
+        if x and x[0] != "g":
+            x[1] = min(x[1] + 1, 2)
+            return True
+        return False
+
+    def _hot(self):
+        while self.hot:
+            k = self.hot.popleft()
+            x = self.e[k]
+            if x[1]:
+                x[1] -= 1
+                self.hot.append(k)
+                continue
+            self.wh -= x[2]
+            del self.e[k]
+            return True
+        return False
+
+    def _cold(self):
+        if not self.cold:
+            return self._hot()
+        k = self.cold.popleft()
+        x = self.e[k]
+        if x[1]:
+            x[1] -= 1
+            x[0] = "h"
+            self.wh, self.wc = self.wh + x[2], self.wc - x[2]
+            self.hot.append(k)
+            while self.wh > self.target_hot and self._hot():
+                pass
+            return True
+        self.wc -= x[2]
+        x[0] = "g"
+        self.ghost.append(k)
+        while len(self.ghost) > self.ghost_cap:
+            g = self.ghost.popleft()
+            if self.e.get(g, ["-"])[0] == "g":
+                del self.e[g]
+        return True
+
+    def insert(self, k, size):
+        w = size + 128
+        if w > self.target_hot:
+            return
+        x = self.e.get(k)
+        if x and x[0] == "g":
+            self.ghost.remove(k)
+            self.e[k] = ["h", 0, w]
+            self.wh += w
+            self.hot.append(k)
+            while self.wh + self.wc > self.cap and self._cold():
+                pass
+            return
+        hot = self.wh + w <= self.target_hot
+        while self.wh + self.wc + w > self.cap and self._cold():
+            pass
+        self.e[k] = ["h" if hot else "c", 0, w]
+        if hot:
+            self.wh += w
+            self.hot.append(k)
+        else:
+            self.wc += w
+            self.cold.append(k)
+
+
+class ModelCache:
+    def __init__(self, nbytes):
+        n = min(16, max(1, nbytes // (32 * KIB * KIB)))
+        n = min(16, 1 << (n - 1).bit_length())
+        items = max(64, nbytes // (16 * KIB))
+        self.shards = [ModelShard(-(-nbytes // n), -(-items // n)) for _ in range(n)]
+
+    def fetch(self, k, size):
+        """Bytes fetched from below for one block read."""
+        sh = self.shards[int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") % len(self.shards)]
+        if sh.get(k):
+            return 0
+        sh.insert(k, size)
+        return size
+
+
+def model(a):
+    """Expected cold-tier bytes of the three configurations: the request list replayed in order
+    through a model of the edge cache (ModelCache), without concurrency. Affinity: a consistent-hash
+    ring of 3 x 1024 points (not HAProxy's hash: the share of each gateway differs a little);
+    round robin: request i to gateway i mod 3; the reference: one cache of 3x the bytes. Also the
+    first-pass figure of round robin on paper: a block read n times is fetched by
+    3 (1 - (2/3)^n) of the 3 gateways on average, before any capacity miss."""
+    import bisect
+    man = load(os.path.join(a.work, "manifest.json"), {})
+    objs = {o["cid"]: o for o in man["objects"]}
+    cat = {o["cid"] for o in man["objects"][:man["manifest"]["catalogue_objects"]]}
+    reqs, reads = [], {}
+    for h, path, size, key in read_list(os.path.join(a.work, "lists", "requests.txt")):
+        o = objs[key]
+        if o["kind"] == "dir":
+            name = path.rsplit("/", 1)[1]
+            blocks = [(key, o["size"] - sum(f["size"] for f in o["files"])),
+                      (f"{key}/{name}", next(f["size"] for f in o["files"] if f["name"] == name))]
+        else:
+            blocks = [(key, o["size"])]
+        reqs.append((key, blocks))
+        for b in blocks:
+            reads.setdefault(b, [key in cat, 0])[1] += 1
+    ring = sorted((int.from_bytes(hashlib.sha256(f"{g}-{p}".encode()).digest()[:8], "big"), g)
+                  for g in ("gw1", "gw2", "gw3") for p in range(1024))
+
+    def owner(key):
+        h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        return ring[bisect.bisect(ring, (h, "")) % len(ring)][1]
+
+    G = a.gw_cache_mib * KIB * KIB
+
+    def run(route, caches):
+        return sum(caches[route(i, key)].fetch(k, n) for i, (key, blocks) in enumerate(reqs) for k, n in blocks)
+
+    gws = ("gw1", "gw2", "gw3")
+    out = {"affinity": run(lambda i, k: owner(k), {g: ModelCache(G) for g in gws}),
+           "round_robin": run(lambda i, k: gws[i % 3], {g: ModelCache(G) for g in gws}),
+           "single_3x": run(lambda i, k: 0, {0: ModelCache(3 * G)})}
+    C = sum(n for (k, n), (c, _) in reads.items() if c)
+    O = sum(n for (k, n), (c, _) in reads.items() if not c)
+    first_pass = sum(n * 3 * (1 - (2 / 3) ** r) for (k, n), (c, r) in reads.items() if c)
+    S = out["single_3x"] or 1
+    out.update({
+        "gw_cache_mib": a.gw_cache_mib, "catalogue_bytes": C, "one_hit_bytes": O,
+        "catalogue_over_gw_cache": C / G,
+        "round_robin_first_pass_catalogue_bytes": int(first_pass),
+        "paper": {"single_3x": C + O, "affinity": C + O, "round_robin_first_pass": int(first_pass + O),
+                  "round_robin_first_pass_over_single_3x": (first_pass + O) / (C + O)},
+        "affinity_over_single_3x": out["affinity"] / S, "round_robin_over_single_3x": out["round_robin"] / S,
+    })
+    json.dump(out, sys.stdout)
+    print()
+
+
 # ------------------------------------------------------------------------------ haproxy
 def haproxy(a):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -757,9 +918,12 @@ def report(a):
     oh = man.get("one_hit_bytes", 0)
     repeated = {k: r["cold_bytes"] - oh for k, r in runs.items()}
     Sr = repeated["single_3x"] or 1
-    result = {"meta": meta, "content": man, "key_check": keycheck_result, "runs": runs, "join": join,
+    mod = load(os.path.join(work, "model.json"), {})
+    result = {"meta": meta, "content": man, "model": mod, "key_check": keycheck_result, "runs": runs, "join": join,
               "sibling_upper_bound": sib, "failures": fails, "key_moves": key_moves, "goals": goals,
               "ratios": {"affinity_over_single_3x": A / S, "round_robin_over_single_3x": R / S,
+                         "expected_affinity_over_single_3x": mod.get("affinity_over_single_3x"),
+                         "expected_round_robin_over_single_3x": mod.get("round_robin_over_single_3x"),
                          "repeated_content": {"one_hit_bytes": oh,
                                               "affinity_over_single_3x": repeated["affinity"] / Sr,
                                               "round_robin_over_single_3x": repeated["round_robin"] / Sr}}}
@@ -779,12 +943,17 @@ def report(a):
     L.append(f"Workload: {man.get('requests', 0):,} requests ({meta.get('conns')} keep-alive connections), "
              f"Zipf s={man.get('exponent')} over {man.get('catalogue_objects', 0):,} objects plus "
              f"{man.get('one_hit_objects', 0):,} one-hit objects ({man.get('one_hit_share_of_requests', 0):.0%} of "
-             f"requests), {man.get('size_kib', [0, 0])[0]}–{man.get('size_kib', [0, 0])[1]} KiB, "
+             f"requests), {man.get('size_kib', [0, 0])[0]}–{man.get('size_kib', [0, 0])[1]} KiB "
+             f"(one-hit objects {man.get('one_hit_size_kib', man.get('size_kib', [0, 0]))[0]}–"
+             f"{man.get('one_hit_size_kib', man.get('size_kib', [0, 0]))[1]} KiB), "
              f"{man.get('dir_objects', 0)} of them directories of 2 files, {man.get('subdomain_share', 0):.0%} of "
              f"requests in subdomain form; {man.get('distinct_requested', 0):,} distinct objects "
              f"({fmt_bytes(man.get('distinct_requested_bytes', 0))} of blocks: the cold bytes of an unbounded cache; "
-             f"{fmt_bytes(man.get('one_hit_bytes', 0))} of them one-hit). "
-             f"The same list for every run.\n")
+             f"{fmt_bytes(man.get('one_hit_bytes', 0))} of them one-hit; the catalogue's "
+             f"{fmt_bytes(man.get('catalogue_requested_bytes', 0))} = "
+             f"{mod.get('catalogue_over_gw_cache', 0):.2f}× one gateway's cache). "
+             f"The same list for every run; the gateways keep no fetched blocks on disk "
+             f"(`store.keep_fetched = false`), so only the memory cache stands between them and the cold tier.\n")
     if keycheck_result:
         L.append("## Balancer key\n")
         L.append("Before the runs, every form of request the balancer keys is sent once (HEAD) through it to a "
@@ -886,10 +1055,24 @@ def report(a):
     L.append("## Goals\n")
     for k, v in goals.items():
         L.append(f"- {k}: {'met' if v else 'MISSED'}")
-    L.append(f"\nRatios: affinity / single-3x cold bytes = {A / S:.3f}; round robin / single-3x = {R / S:.3f}. "
-             f"Without the one-hit objects' {oh:,} bytes (fetched exactly once by every configuration), "
-             f"on the content requested more than once: affinity / single-3x = {repeated['affinity'] / Sr:.3f}, "
-             f"round robin / single-3x = {repeated['round_robin'] / Sr:.3f}.")
+    L.append("\n## Cold-bytes ratios\n")
+    L.append("Against the reference (one gateway with 3× the cache) in the same session. Expected: from "
+             "`fleet.py model`, the same list replayed in order through a model of the edge cache (quick_cache's "
+             "hot ring, cold queue and ghost list, shards and weights as cidgate sets them) before the runs; "
+             "first pass: round robin with each catalogue block read n times fetched by 3 (1 − (2/3)^n) "
+             "gateways, no capacity miss.\n")
+    L.append("| ratio | measured | expected (model) | goal |")
+    L.append("|---|---|---|---|")
+    L.append(f"| affinity / single-3x | {A / S:.3f} | {mod.get('affinity_over_single_3x', 0):.3f} | 0.90–1.10 |")
+    L.append(f"| round robin / single-3x | {R / S:.3f} | {mod.get('round_robin_over_single_3x', 0):.3f} "
+             f"(first pass {mod.get('paper', {}).get('round_robin_first_pass_over_single_3x', 0):.3f}) | about 3 (2.5–3.5) |")
+    L.append(f"| affinity / single-3x, one-hit bytes left out | {repeated['affinity'] / Sr:.3f} | – | – |")
+    L.append(f"| round robin / single-3x, one-hit bytes left out | {repeated['round_robin'] / Sr:.3f} | – | – |")
+    L.append(f"\nCold-tier bytes (measured / model): affinity {A:,} / {mod.get('affinity', 0):,}, round robin "
+             f"{R:,} / {mod.get('round_robin', 0):,}, single-3x {runs['single_3x']['cold_bytes']:,} / "
+             f"{mod.get('single_3x', 0):,}; the one-hit objects' {oh:,} bytes are fetched exactly once by every "
+             f"configuration.")
+    L.append(f"\ncold-bytes ratios: affinity/single_3x={A / S:.3f} round_robin/single_3x={R / S:.3f}")
     for n in meta.get("notes", []):
         L.append(f"\nNote: {n}")
     text = "\n".join(L) + "\n"
@@ -915,6 +1098,8 @@ def main():
     g.add_argument("--subdomain-host", default="fleet.test")
     g.add_argument("--min-kib", type=int, default=16)
     g.add_argument("--max-kib", type=int, default=512)
+    g.add_argument("--one-hit-min-kib", type=int, default=16)
+    g.add_argument("--one-hit-max-kib", type=int, default=512)
     g.add_argument("--seed", type=int, default=13)
     d = sub.add_parser("drive")
     d.add_argument("--lb", required=True)
@@ -954,6 +1139,9 @@ def main():
     b.add_argument("--after", required=True, help="records of the replay after the join")
     b.add_argument("--holding", required=True)
     b.add_argument("--new", default="gw4")
+    mo = sub.add_parser("model")
+    mo.add_argument("--work", required=True)
+    mo.add_argument("--gw-cache-mib", type=int, default=32)
     x = sub.add_parser("haproxy")
     x.add_argument("--socket", required=True)
     x.add_argument("command", nargs="+")
@@ -963,7 +1151,7 @@ def main():
     r.add_argument("--prefix", required=True)
     a = p.parse_args()
     {"gen": gen, "drive": drive, "scrape": scrape, "holding": holding, "sites": sites, "keycheck": keycheck,
-     "moves": moves, "sibling": sibling, "haproxy": haproxy, "report": report}[a.cmd](a)
+     "moves": moves, "sibling": sibling, "model": model, "haproxy": haproxy, "report": report}[a.cmd](a)
 
 
 if __name__ == "__main__":
