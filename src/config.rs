@@ -899,11 +899,11 @@ impl Config {
             }
         }
         for (suffix, url) in &self.dnslink.resolvers {
-            if let Err(e) = crate::ipns::dnslink::Upstream::parse(suffix, url) {
+            if let Err(e) = crate::dns_syntax::parse_resolver(suffix, url) {
                 return bad("dnslink.resolvers", &e);
             }
         }
-        if let Err(e) = crate::ipns::dnslink::Allowed::parse(&self.dnslink.allowed) {
+        if let Err(e) = crate::dns_syntax::Allowed::parse(&self.dnslink.allowed) {
             return bad("dnslink.allowed", &e);
         }
         if self.dnslink.timeout.is_zero() {
@@ -986,8 +986,12 @@ impl Config {
                 "must be an http:// or https:// URL for the trustless and kubo backends",
             );
         }
-        if let Err(e) = crate::telemetry::parse_filter(&self.telemetry.log) {
-            return bad("telemetry.log", &e.to_string());
+        // The same parse as telemetry's, so a filter it would refuse stops the load here.
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.telemetry.log) {
+            return bad(
+                "telemetry.log",
+                &format!("invalid log filter {:?}: {e}", self.telemetry.log),
+            );
         }
         if !self.telemetry.otlp_endpoint.is_empty()
             && !self.telemetry.otlp_endpoint.starts_with("http://")

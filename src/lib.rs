@@ -13,6 +13,7 @@ pub mod coalesce;
 pub mod config;
 pub mod content;
 pub mod denylist;
+pub mod dns_syntax;
 pub mod gateway;
 pub mod ipld;
 pub mod ipns;

@@ -1198,36 +1198,3 @@ pub fn init(config: &crate::config::TelemetryConfig) -> Result<Telemetry, Teleme
         _log_writer: guard,
     })
 }
-
-/// Publishes the store's space summary (read at scrape time): gauges set, counters moved up
-/// to the summary's totals.
-pub fn record_store(m: &Metrics, s: &crate::tiers::space::StoreSummary) {
-    // Two scrapes at once must not both add the same difference.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock();
-    for (kind, v) in [
-        ("pinned", s.pinned_bytes),
-        ("cache", s.cache_bytes),
-        ("dead", s.dead_bytes),
-        ("index", s.index_bytes),
-    ] {
-        m.store_bytes
-            .get_or_create(&StoreKind { kind: kind.into() })
-            .set(v as i64);
-    }
-    m.store_max_size.set(s.max_size as i64);
-    for (c, v) in [
-        (&m.store_evicted_blocks, s.evicted_blocks),
-        (&m.store_evicted_bytes, s.evicted_bytes),
-        (&m.store_reinserted_bytes, s.reinserted_bytes),
-        (&m.store_compacted_bytes, s.compacted_bytes),
-        (&m.store_gc_runs, s.gc_runs),
-        (&m.store_released_bytes, s.released_bytes),
-        (&m.store_cache_skipped_bytes, s.cache_skipped_bytes),
-    ] {
-        let seen = c.get();
-        if v > seen {
-            c.inc_by(v - seen);
-        }
-    }
-}

@@ -28,6 +28,14 @@ enum Rule {
 const LAYERS: &[(&str, Rule)] = &[
     // Blocks, codecs, UnixFS, CAR: knows nothing else of cidgate.
     ("ipld", Rule::Allowed(&[])),
+    // Pure parsing of what operators write: below everything.
+    ("dns_syntax", Rule::Allowed(&[])),
+    // The configuration is read by every layer: it names none of them (what it validates with
+    // is pure parsing).
+    ("config", Rule::Allowed(&["dns_syntax"])),
+    // Metrics, logs and traces serve every layer; they name none but their configuration (what
+    // a layer's figures are is published by the layer above it, e.g. the admin API's scrape).
+    ("telemetry", Rule::Allowed(&["config"])),
     // Resolution, selection, listings, DAG reads through the `BlockSource` it declares.
     ("content", Rule::Allowed(&["ipld"])),
     // Where blocks come from: below everything that speaks HTTP or decides what to keep.
@@ -55,8 +63,13 @@ const LAYERS: &[(&str, Rule)] = &[
     ),
 ];
 
-/// The Rust files below `dir`.
+/// The Rust files of the module at `dir`: `dir.rs` for a module in one file, else the files
+/// below `dir`.
 fn sources(dir: &Path) -> Vec<PathBuf> {
+    let file = dir.with_extension("rs");
+    if file.is_file() {
+        return vec![file];
+    }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

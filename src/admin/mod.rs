@@ -32,6 +32,7 @@ use crate::telemetry::Metrics;
 use crate::tiers::cold::ColdTier;
 use crate::tiers::import::{import_car_except, Roots};
 use crate::tiers::local::{LocalStore, PinReason};
+use crate::tiers::space::StoreSummary;
 
 /// Admin API state.
 pub struct Admin {
@@ -235,7 +236,7 @@ impl Admin {
         let m = &self.metrics;
         m.quarantined.set(self.store.quarantined() as i64);
         m.store_size.set(self.store.file_size() as i64);
-        crate::telemetry::record_store(m, &self.store.summary());
+        record_store(m, &self.store.summary());
         m.refresh_process();
         // The embedded store has no breaker: its circuit is never open (0, not absent, so
         // that dashboards and alerts need no special case).
@@ -550,6 +551,40 @@ impl Handler for AdminGate {
                 };
                 Box::pin(async move { reply })
             }
+        }
+    }
+}
+
+/// Publishes the store's space summary (read at scrape time) in the metrics: gauges set,
+/// counters moved up to the summary's totals. Done here, above both, so that telemetry names no
+/// layer it measures.
+fn record_store(m: &Metrics, s: &StoreSummary) {
+    // Two scrapes at once must not both add the same difference.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock();
+    for (kind, v) in [
+        ("pinned", s.pinned_bytes),
+        ("cache", s.cache_bytes),
+        ("dead", s.dead_bytes),
+        ("index", s.index_bytes),
+    ] {
+        m.store_bytes
+            .get_or_create(&crate::telemetry::StoreKind { kind: kind.into() })
+            .set(v as i64);
+    }
+    m.store_max_size.set(s.max_size as i64);
+    for (c, v) in [
+        (&m.store_evicted_blocks, s.evicted_blocks),
+        (&m.store_evicted_bytes, s.evicted_bytes),
+        (&m.store_reinserted_bytes, s.reinserted_bytes),
+        (&m.store_compacted_bytes, s.compacted_bytes),
+        (&m.store_gc_runs, s.gc_runs),
+        (&m.store_released_bytes, s.released_bytes),
+        (&m.store_cache_skipped_bytes, s.cache_skipped_bytes),
+    ] {
+        let seen = c.get();
+        if v > seen {
+            c.inc_by(v - seen);
         }
     }
 }

@@ -69,7 +69,7 @@ pub async fn respond(
     // A remote tier streams the whole selection at once instead of block by block, for as
     // long as the response body lives.
     let interest = if req.head {
-        crate::tiers::Interest::none()
+        crate::content::source::Interest::none()
     } else {
         gw.prefetch(req, params.selection.scope, params.selection.entity_bytes)
             .await

@@ -10,8 +10,8 @@ use http::{Response, StatusCode};
 use super::body::{self, Body};
 use super::headers::set;
 use super::unixfs_dir::html_escape;
+use crate::content::source::TierError;
 use crate::content::ContentError;
-use crate::tiers::TierError;
 
 /// Everything a gateway request can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -42,10 +42,11 @@ use response_cache::ResponseCache;
 
 use crate::content::entity::UnixFsEntity;
 use crate::content::resolve;
+use crate::content::select::{DagRequest, DagScope, EntityBytes};
+use crate::content::source::{BlockSource, Interest};
 use crate::denylist::DenylistHandle;
 use crate::ipld::{CBOR, DAG_CBOR, DAG_JSON, DAG_PB, JSON, RAW};
 use crate::tiers::pinset::PinsetIndex;
-use crate::tiers::{BlockSource, DagRequest, DagScope, EntityBytes, Interest};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU64, Ordering};
 

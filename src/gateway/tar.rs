@@ -14,10 +14,10 @@ use super::headers::set;
 use super::request::GatewayRequest;
 use super::unixfs_file::pump;
 use super::{Body, Gateway};
+use crate::content::source::BlockSource;
 use crate::content::tree::{TreeEntry, TreeWalk};
 use crate::content::ContentError;
 use crate::ipld::{DAG_PB, RAW};
-use crate::tiers::BlockSource;
 
 pub use crate::content::tree::OUTSIDE_ROOT;
 
@@ -25,9 +25,10 @@ pub use crate::content::tree::OUTSIDE_ROOT;
 pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body>, GatewayError> {
     // The stream runs as long as the response body (see `body::holding` below).
     let interest = if req.head {
-        crate::tiers::Interest::none()
+        crate::content::source::Interest::none()
     } else {
-        gw.prefetch(req, crate::tiers::DagScope::All, None).await
+        gw.prefetch(req, crate::content::select::DagScope::All, None)
+            .await
     };
     let resolved = gw.resolve(req.root, &req.segments).await?;
     let target = resolved.target;

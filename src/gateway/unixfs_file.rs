@@ -209,7 +209,7 @@ fn stream_multipart(
 
 /// Reads one range into the body channel; false when the body ended (client gone or error).
 pub(crate) async fn pump(
-    src: &std::sync::Arc<dyn crate::tiers::BlockSource>,
+    src: &std::sync::Arc<dyn crate::content::source::BlockSource>,
     root: &Block,
     s: u64,
     e: u64,

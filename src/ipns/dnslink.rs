@@ -14,13 +14,11 @@
 //! query (a [`Coalescer`] flight, which stops when every asker has left). Domains outside
 //! `dnslink.allowed` are never looked up.
 
-use std::collections::{BTreeSet, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use super::valid_labels;
 
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
@@ -34,15 +32,14 @@ use tokio::sync::OnceCell;
 
 use crate::coalesce::Coalescer;
 use crate::config::DnslinkConfig;
+pub use crate::dns_syntax::Allowed;
+use crate::dns_syntax::{parse_resolver, Transport};
 use crate::telemetry::Metrics;
 
 type DnsResolver = hickory_resolver::Resolver<TokioRuntimeProvider>;
 
 /// Longest DNSLink value accepted; longer TXT strings are ignored like any other non-DNSLink text.
 const MAX_VALUE: usize = 4096;
-
-/// Path of DNS-over-HTTPS queries when the URL names none (RFC 8484's example).
-const DOH_PATH: &str = "/dns-query";
 
 /// Why a domain's DNSLink could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -75,68 +72,6 @@ pub struct Answer {
     pub ttl: Duration,
 }
 
-/// The domains that may be served as DNSLink sites (`dnslink.allowed`).
-#[derive(Clone, Debug, Default)]
-pub struct Allowed {
-    all: bool,
-    domains: HashSet<String>,
-    /// Suffixes with their leading dot (`.example.org`).
-    suffixes: Vec<String>,
-}
-
-impl Allowed {
-    /// Parses `"*"`, domains and `.suffix` entries; an error names the bad entry.
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let mut out = Allowed::default();
-        for entry in entries {
-            let e = entry.trim().trim_end_matches('.').to_ascii_lowercase();
-            if e == "*" {
-                out.all = true;
-            } else if let Some(suffix) = e.strip_prefix('.') {
-                if !valid_labels(suffix) {
-                    return Err(format!("{entry:?} is not a .suffix of DNS labels"));
-                }
-                out.suffixes.push(format!(".{suffix}"));
-            } else if super::is_dns_name(&e) {
-                out.domains.insert(e);
-            } else {
-                return Err(format!(
-                    "{entry:?} is neither \"*\", a domain name nor a .suffix"
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether nothing is allowed (DNSLink over DNS is off).
-    pub fn is_empty(&self) -> bool {
-        !self.all && self.domains.is_empty() && self.suffixes.is_empty()
-    }
-
-    /// Whether `domain` (lowercase, without a trailing dot) may be served and looked up.
-    pub fn allows(&self, domain: &str) -> bool {
-        self.all
-            || self.domains.contains(domain)
-            || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
-    }
-}
-
-/// Where the queries of one suffix go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Transport {
-    /// `/etc/resolv.conf`.
-    System,
-    /// Plain DNS over UDP (TCP when an answer is truncated).
-    Udp(SocketAddr),
-    /// DNS over HTTPS (RFC 8484) on HTTP/2.
-    Https {
-        /// Host of the URL: the TLS server name, and resolved once if it is not an IP.
-        host: String,
-        port: u16,
-        path: String,
-    },
-}
-
 /// One configured resolver: a domain suffix and where its queries go; the hickory resolver is
 /// built on first use (a DoH host name is resolved then).
 pub struct Upstream {
@@ -150,42 +85,7 @@ impl Upstream {
     /// Parses a `dnslink.resolvers` entry: `suffix` (`"."`, `eth`, `.example.org.`) and
     /// `https://host[:port][/path]` or `udp://IP[:PORT]`.
     pub fn parse(suffix: &str, url: &str) -> Result<Self, String> {
-        let trimmed = suffix.trim().trim_matches('.').to_ascii_lowercase();
-        if !trimmed.is_empty() && !valid_labels(&trimmed) {
-            return Err(format!(
-                "{suffix:?} is not a domain suffix (\".\" stands for every domain)"
-            ));
-        }
-        let transport = if let Some(rest) = url.strip_prefix("udp://") {
-            let rest = rest.trim_end_matches('/');
-            let addr = rest
-                .parse::<SocketAddr>()
-                .or_else(|_| rest.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| format!("{url:?}: a udp:// resolver is an IP address and port"))?;
-            Transport::Udp(addr)
-        } else if url.starts_with("https://") {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-            let host = uri
-                .host()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| format!("{url:?} has no host"))?;
-            let path = match uri.path() {
-                "" | "/" => DOH_PATH.to_string(),
-                p => p.to_string(),
-            };
-            Transport::Https {
-                host,
-                port: uri.port_u16().unwrap_or(443),
-                path,
-            }
-        } else {
-            return Err(format!(
-                "{url:?}: a resolver is https://host/dns-query (DNS over HTTPS) or udp://IP:PORT"
-            ));
-        };
+        let (trimmed, transport) = parse_resolver(suffix, url)?;
         Ok(Self {
             suffix: trimmed,
             transport,
@@ -378,7 +278,7 @@ impl Dnslink {
     /// without a query.
     pub async fn lookup(self: &Arc<Self>, domain: &str) -> Result<Answer, DnslinkError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !super::is_dns_name(&domain) {
+        if !crate::dns_syntax::is_dns_name(&domain) {
             return Err(DnslinkError::NotFound(domain));
         }
         if !self.allowed.allows(&domain) {
@@ -540,6 +440,7 @@ pub fn parse_txt(text: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns_syntax::DOH_PATH;
 
     #[test]
     fn only_dnslink_content_paths_are_read() {

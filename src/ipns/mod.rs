@@ -26,6 +26,7 @@ pub use name::IpnsName;
 pub use record::IpnsRecord;
 pub use routing::{IpnsRouting, RoutingError};
 
+pub use crate::dns_syntax::is_dns_name;
 use crate::telemetry::Metrics;
 use crate::tiers::local::StoreError;
 use crate::tiers::records::Records;
@@ -495,34 +496,6 @@ fn normalize_dnslink(dnslink: BTreeMap<String, String>) -> BTreeMap<String, Stri
         .into_iter()
         .map(|(d, p)| (normalize_domain(&d), p))
         .collect()
-}
-
-/// Dot-separated labels of 1 to 63 letters, digits and inner hyphens, 253 characters at most
-/// (no dot required).
-pub(crate) fn valid_labels(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// A DNS name of letters, digits and hyphens in dot-separated labels of 1 to 63 characters,
-/// with at least one dot and a top-level label that is not all digits (an IPv4 address is not
-/// a name). Anything else (`\`, `:`, `@`, `..`, non-ASCII) is refused before it is looked up
-/// or turned into a redirect that could lead to another host.
-pub fn is_dns_name(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.contains('.')
-        && valid_labels(name)
-        && !name
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn verify(name: &IpnsName, bytes: &[u8]) -> Result<IpnsRecord, ResolveError> {
