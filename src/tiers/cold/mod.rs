@@ -685,3 +685,113 @@ impl BlockSource for ColdTier {
         self.retrieve(req, sink).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticProvider;
+    use crate::ipld::{cid_v1_sha256, RAW};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A provider on loopback that answers every request with `status` and `body`, counting
+    /// requests: enough HTTP/1.1 for the cold tier's raw block fetch.
+    async fn provider(status: u16, body: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/vnd.ipld.raw\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.write_all(body).await;
+                });
+            }
+        });
+        (url, asked)
+    }
+
+    fn tier(providers: &[&str]) -> Arc<ColdTier> {
+        let config = ColdConfig {
+            providers: providers
+                .iter()
+                .map(|u| StaticProvider::Url((*u).to_string()))
+                .collect(),
+            ..ColdConfig::default()
+        };
+        ColdTier::new(&config, None, Metrics::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_block_is_taken_from_the_first_provider_that_serves_it_verified() {
+        let cid = cid_v1_sha256(RAW, b"cold block");
+        let (missing, missing_asked) = provider(404, b"not here").await;
+        let (liar, liar_asked) = provider(200, b"other bytes").await;
+        let (honest, honest_asked) = provider(200, b"cold block").await;
+        let cold = tier(&[&missing, &liar, &honest]);
+        let block = cold.get(&cid).await.unwrap();
+        assert_eq!(block.data().as_ref(), b"cold block");
+        assert_eq!(honest_asked.load(Ordering::SeqCst), 1);
+        // The others were asked (in whatever order the tier ranks them) or skipped once a
+        // provider served; none was believed.
+        assert!(missing_asked.load(Ordering::SeqCst) <= 1);
+        assert!(liar_asked.load(Ordering::SeqCst) <= 1);
+    }
+
+    #[tokio::test]
+    async fn failures_of_every_provider_are_summarised_without_their_addresses() {
+        let cid = cid_v1_sha256(RAW, b"nowhere");
+        let (a, _) = provider(404, b"").await;
+        let (b, _) = provider(410, b"").await;
+        assert!(matches!(
+            tier(&[&a, &b]).get(&cid).await,
+            Err(TierError::NotFound(c)) if c == cid
+        ));
+        let (liar, _) = provider(200, b"not the block").await;
+        let (broken, _) = provider(503, b"").await;
+        match tier(&[&liar, &broken]).get(&cid).await {
+            Err(TierError::Providers { failures }) => {
+                assert_eq!(failures.len(), 2, "{failures:?}");
+                for (public, _private) in &failures {
+                    assert!(!public.contains("127.0.0.1"), "{public}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_retrieval_nobody_could_be_asked_for_or_only_timed_out_is_not_a_not_found() {
+        let cid = cid_v1_sha256(RAW, b"x");
+        assert!(matches!(summarize(&cid, &[]), TierError::Upstream { .. }));
+        let slow = [
+            ("a".to_string(), Failure::Timeout("a: stalled".into())),
+            ("b".to_string(), Failure::NotFound("b: 404".into())),
+            ("c".to_string(), Failure::Declined("c: price".into())),
+        ];
+        assert!(matches!(summarize(&cid, &slow), TierError::Timeout(COLD)));
+        let lied = [
+            ("a".to_string(), Failure::NotFound("a: 404".into())),
+            ("b".to_string(), Failure::Lie("b: extra block".into())),
+        ];
+        assert!(matches!(
+            summarize(&cid, &lied),
+            TierError::Providers { .. }
+        ));
+    }
+}
