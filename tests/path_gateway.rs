@@ -919,7 +919,7 @@ async fn listing_pages_with_header_sizes_and_downloads() {
 }
 
 /// A 100 000-entry HAMT directory lists its first page in well under a second: the walk over
-/// its shards stops when the page is full instead of reading the ~30 000 shards.
+/// its shards stops when the page is full instead of reading every shard of the directory.
 #[tokio::test]
 async fn first_page_of_a_huge_hamt_directory_is_fast() {
     use cidgate::ipld::builder::{self, Entry, FileBuilder};
