@@ -41,6 +41,15 @@ const STAGING: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("staging
 /// the typed helper in `records.rs`.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// The on-disk layout this build writes and reads: 2 = block bytes in segment files indexed in
+/// redb. Stores without a marker are of layout 1 (block bytes inside redb) and are moved to 2 at
+/// open. A later layout raises it, so that this build refuses such a store instead of reading
+/// it as empty.
+const STORE_FORMAT: u64 = 2;
+
+/// Meta key of the layout marker (8 bytes, little-endian).
+const FORMAT_KEY: &str = "store.format";
+
 /// Page cache of the store when the configuration does not say.
 pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -93,6 +102,20 @@ pub enum StoreError {
     /// The write would take pinned content past `store.max_size`, or the disk is full.
     #[error("store full: {0}")]
     Full(String),
+    /// The store was written by a newer cidgate, in a layout this one does not know.
+    #[error(
+        "the store at {} has layout {found}, newer than this cidgate reads (up to {supported}): \
+         run the version that wrote it",
+        dir.display()
+    )]
+    Format {
+        /// The data directory.
+        dir: PathBuf,
+        /// The layout marker found.
+        found: u64,
+        /// The newest layout this build reads.
+        supported: u64,
+    },
 }
 
 /// Maps a write error, naming a full disk as such.
@@ -250,6 +273,7 @@ impl LocalStore {
             }
             Err(e) => return Err(StoreError::Db(e.to_string())),
         };
+        check_format(&db, dir)?;
         let segments = Arc::new(Segments::open(
             &dir.join(SEGMENTS_DIR),
             options.segment_size,
@@ -278,6 +302,9 @@ impl LocalStore {
             )),
         };
         store.init_tables()?;
+        if store.meta_get(FORMAT_KEY)?.as_deref() != Some(&STORE_FORMAT.to_le_bytes()[..]) {
+            store.meta_put(FORMAT_KEY, &STORE_FORMAT.to_le_bytes())?;
+        }
         store.count_live()?;
         store.segments.resume();
         let pinned = store.totals().pinned_bytes;
@@ -1166,6 +1193,32 @@ pub(super) fn read_key(mh: &[u8]) -> u64 {
 /// Where segment files live in the data directory.
 const SEGMENTS_DIR: &str = "blocks";
 
+/// Refuses a store whose layout marker is newer than [`STORE_FORMAT`] (read before anything
+/// is moved or written).
+fn check_format(db: &Database, dir: &Path) -> Result<(), StoreError> {
+    let tx = db.begin_read()?;
+    let meta = match tx.open_table(META) {
+        Ok(m) => m,
+        // A new store: nothing to check.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(marker) = meta.get(FORMAT_KEY)? else {
+        return Ok(());
+    };
+    let found = <[u8; 8]>::try_from(marker.value())
+        .map(u64::from_le_bytes)
+        .map_err(|_| StoreError::Record(format!("{FORMAT_KEY} is not an 8-byte number")))?;
+    if found > STORE_FORMAT {
+        return Err(StoreError::Format {
+            dir: dir.to_path_buf(),
+            found,
+            supported: STORE_FORMAT,
+        });
+    }
+    Ok(())
+}
+
 /// Moves the blocks of the older layout (bytes inside redb) into segment files, in chunks that
 /// each commit durably: a crash in the middle leaves every block in one place or the other.
 /// Returns whether there was anything to move.
@@ -1336,6 +1389,36 @@ mod tests {
 
     fn block(data: &'static [u8]) -> Block {
         Block::verified(cid_v1_sha256(RAW, data), Bytes::from_static(data)).unwrap()
+    }
+
+    #[test]
+    fn a_store_carries_its_layout_and_a_newer_one_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.meta_get(FORMAT_KEY).unwrap().as_deref(),
+            Some(&STORE_FORMAT.to_le_bytes()[..])
+        );
+        // A later cidgate wrote layout 3.
+        store.meta_put(FORMAT_KEY, &3u64.to_le_bytes()).unwrap();
+        drop(store);
+        match LocalStore::open(dir.path()) {
+            Err(StoreError::Format {
+                found: 3,
+                supported: STORE_FORMAT,
+                ..
+            }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a newer layout was opened"),
+        }
+        // Refused before anything was written: the marker is still the newer one.
+        let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(FORMAT_KEY).unwrap().unwrap().value(),
+            &3u64.to_le_bytes()[..]
+        );
     }
 
     #[test]
