@@ -25,7 +25,7 @@ pub struct RequestLabels {
 pub struct TierLabels {
     /// Tier name.
     pub tier: String,
-    /// ok, not_found, error, timeout, corrupt, skipped.
+    /// ok, not_found, error, timeout, corrupt, skipped; for DAG retrievals also stopped (nobody read on) and cancelled (dropped mid-await).
     pub outcome: String,
 }
 

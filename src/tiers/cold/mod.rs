@@ -327,6 +327,12 @@ impl ColdTier {
     async fn retrieve(&self, req: &DagRequest, sink: &mut dyn DagSink) -> Result<(), TierError> {
         let plan = self.plan(&req.root).await?;
         let start = Instant::now();
+        // Counted however the retrieval ends: a client that leaves drops it mid-await.
+        let mut counted = DagFetchCount {
+            metrics: &self.metrics,
+            start,
+            outcome: "cancelled",
+        };
         let mut walk = DagWalk::new(req.clone());
         let mut failures: Vec<(String, Failure)> = Vec::new();
         let mut next = 0;
@@ -356,6 +362,7 @@ impl ColdTier {
                 .await;
             if stopped {
                 tracing::debug!(root = %req.root, "retrieval stopped: nobody reads it any more");
+                counted.outcome = "stopped";
                 return Ok(());
             }
             if hedged {
@@ -365,15 +372,11 @@ impl ColdTier {
         let took = start.elapsed();
         trace(COLD, took);
         if walk.complete() {
-            self.metrics.fetch("cold-dag", "ok", took);
+            counted.outcome = "ok";
             return Ok(());
         }
         let err = summarize(&req.root, &failures);
-        self.metrics.fetch(
-            "cold-dag",
-            super::remote::outcome::<()>(&Err(err.clone())),
-            took,
-        );
+        counted.outcome = super::remote::outcome::<()>(&Err(err.clone()));
         Err(err)
     }
 
@@ -603,6 +606,21 @@ impl Drop for CountOnDrop<'_> {
     }
 }
 
+/// Records one DAG retrieval in the `cold-dag` fetch metrics when it ends, with the outcome
+/// it set last: "cancelled" if it was dropped before saying (the client left mid-await).
+struct DagFetchCount<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+    outcome: &'static str,
+}
+
+impl Drop for DagFetchCount<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .fetch("cold-dag", self.outcome, self.start.elapsed());
+    }
+}
+
 /// What one stream item means for the attempt.
 enum Step {
     /// A new verified block for the sink.
@@ -773,6 +791,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_retrieval_dropped_mid_await_is_still_counted() {
+        // A provider that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                conns.push(conn);
+            }
+        });
+        let cold = tier(&[&url]);
+        let req = DagRequest {
+            root: cid_v1_sha256(RAW, b"never sent"),
+            segments: Vec::new(),
+            scope: crate::content::select::DagScope::All,
+            entity_bytes: None,
+        };
+        let mut sink: Vec<Block> = Vec::new();
+        let fetch = cold.fetch_dag(&req, &mut sink);
+        assert!(tokio::time::timeout(Duration::from_millis(300), fetch)
+            .await
+            .is_err());
+        let counted = |outcome: &str| {
+            cold.metrics
+                .tier_fetches
+                .get_or_create(&crate::telemetry::TierLabels {
+                    tier: "cold-dag".into(),
+                    outcome: outcome.into(),
+                })
+                .get()
+        };
+        assert_eq!(counted("cancelled"), 1);
+        assert_eq!(counted("ok"), 0);
+        held.abort();
     }
 
     #[test]
