@@ -858,6 +858,10 @@ impl BlockSource for TieredSource {
             if !root_local && req.entity_bytes.is_none() && self.cache.contains(&req.root) {
                 return Interest::none();
             }
+            // Likewise for a locally rooted range: what was missing may have landed since.
+            if !missing.is_empty() && missing.iter().all(|c| self.cache.contains(c)) {
+                return Interest::none();
+            }
             f.next_id += 1;
             let id = f.next_id;
             f.active.insert(req.clone(), id);
