@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -317,13 +317,22 @@ impl LocalStore {
                  little room is left for the disk cache; raise store.max_size"
             );
         }
-        store.recover_pins()?;
+        let recovered = store.recover_pins()?;
         let rolled = store.rollback_all_staged()?;
         if rolled > 0 {
             tracing::warn!(
                 blocks = rolled,
                 "rolled back blocks of an interrupted import"
             );
+        }
+        // The last run's collection saw the pins as they are: the first collection of this
+        // run (a mark of everything pinned) is not needed.
+        let collected = store.meta_get(super::space::COLLECTED_KEY)?.as_deref() == Some(&[1][..]);
+        if collected && recovered == 0 && rolled == 0 {
+            store.space.collected.store(true, Ordering::SeqCst);
+            if let Ok(mut g) = store.space.gc_generation.lock() {
+                *g = Some(0);
+            }
         }
         Ok(store)
     }
@@ -345,9 +354,23 @@ impl LocalStore {
             .pin_generation
             .lock()
             .map_err(|_| StoreError::Db("pin generation lock poisoned".into()))?;
+        self.uncollected()?;
         let out = write();
         *generation += 1;
         out
+    }
+
+    /// Clears the "collected" mark, durably, before a change that may leave a pinned-class
+    /// block that no pin reaches (a pin change, a repair written as pinned): the next start
+    /// must then mark again. Only the first change after a collection writes.
+    fn uncollected(&self) -> Result<(), StoreError> {
+        if self.space.collected.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.meta_put(super::space::COLLECTED_KEY, &[0]) {
+                self.space.collected.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Counts the live bytes of every segment from the index, and removes index entries
@@ -835,6 +858,8 @@ impl LocalStore {
     pub fn rewrite_block(&self, block: &Block) -> Result<(), StoreError> {
         // Not while an import runs: its rollback would remove the repaired block by key.
         let _writer = self.writer.blocking_lock();
+        // The repair lands among the pins, whatever class the block had.
+        self.uncollected()?;
         let tx = self.db.begin_write()?;
         let key = block.cid().hash().to_bytes();
         let (loc, old) = self.place(&tx, Class::Pinned, &key, block.data())?;

@@ -17,7 +17,7 @@
 //! named in exactly one place that holds it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cid::Cid;
 use redb::{ReadableDatabase, ReadableTable};
@@ -26,6 +26,10 @@ use serde::Serialize;
 use super::local::{read_key, LocalStore, StoreError, BY_SEGMENT, INDEX};
 use super::segments::{Class, Loc, SegmentInfo};
 use crate::ipld::{codec, Block, CBOR, JSON, RAW};
+
+/// Meta key of the "collected" mark: `[1]` when the last garbage collection saw the pins as
+/// they are now.
+pub(super) const COLLECTED_KEY: &str = "gc.collected";
 
 /// Counters and the wake-up of the maintenance task.
 #[derive(Default)]
@@ -46,7 +50,11 @@ pub struct SpaceState {
     /// Bytes of fetched blocks not kept because the budget had no room.
     pub cache_skipped_bytes: AtomicU64,
     /// The pin generation of the last garbage collection (`None`: none yet).
-    gc_generation: std::sync::Mutex<Option<u64>>,
+    pub(super) gc_generation: std::sync::Mutex<Option<u64>>,
+    /// Mirrors the store's persisted "collected" mark: the last collection saw the pins as
+    /// they are (so a restart need not mark everything again). Cleared, durably, before any
+    /// change that could leave a pinned-class block unreached.
+    pub(super) collected: AtomicBool,
     /// One rewrite of segments at a time (the maintenance task, and the cache writer making
     /// room).
     rewriting: std::sync::Mutex<()>,
@@ -485,6 +493,17 @@ impl LocalStore {
         if let Ok(mut g) = self.space.gc_generation.lock() {
             *g = Some(generation);
         }
+        // Still holding the writer lock (no import in flight); the pin generation lock keeps a
+        // pin change from slipping in between the check and the mark.
+        let current = self.pin_generation.lock().map_err(|_| lock_poisoned())?;
+        if *current == generation && !self.space.collected.load(Ordering::SeqCst) {
+            match self.meta_put(COLLECTED_KEY, &[1]) {
+                Ok(()) => self.space.collected.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording the finished collection failed; the next start marks again")
+                }
+            }
+        }
         Ok(())
     }
 
@@ -874,6 +893,44 @@ mod tests {
         for blk in a.iter().chain(&b) {
             assert!(store.get_sync(blk.cid()).unwrap().is_some());
         }
+    }
+
+    #[test]
+    fn a_restart_marks_again_only_when_pins_changed_since_the_last_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaves: Vec<Block> = (0..3).map(|i| raw(40 + i, 4 << 10)).collect();
+        let root = node(&leaves.iter().collect::<Vec<_>>());
+        let mut blocks = leaves.clone();
+        blocks.push(root.clone());
+        {
+            let store = open(dir.path(), 0, 64 << 10);
+            pin_dag(&store, &blocks, root.cid());
+            assert!(store.maintain().unwrap().gc, "a new store marks");
+        }
+        {
+            // Nothing changed since that collection: a restart does not mark everything again.
+            let store = open(dir.path(), 0, 64 << 10);
+            assert!(!store.maintain().unwrap().gc);
+            // A change, then a stop before any collection (a crash or a quick restart).
+            assert!(store.unpin(root.cid()).unwrap());
+        }
+        {
+            // The mark was cleared before the unpin: this start marks, and releases the DAG.
+            let store = open(dir.path(), 0, 64 << 10);
+            let report = store.maintain().unwrap();
+            assert!(report.gc);
+            assert!(report.released_bytes > 0);
+            assert_eq!(store.totals().pinned_bytes, 0);
+        }
+        {
+            // An import cut before its commit is rolled back at open: marked again too.
+            let store = open(dir.path(), 0, 64 << 10);
+            assert!(!store.maintain().unwrap().gc);
+            let batch = store.new_batch().unwrap();
+            store.put_staged(batch, &[raw(60, 4 << 10)], true).unwrap();
+        }
+        let store = open(dir.path(), 0, 64 << 10);
+        assert!(store.maintain().unwrap().gc);
     }
 
     #[test]
