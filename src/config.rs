@@ -80,7 +80,7 @@ pub struct RetrievalChecksConfig {
     pub interval: Duration,
     /// Roots checked at the same time.
     pub max_concurrent: u32,
-    /// Bytes per second the checker reads in all (store scrub and sample walks of every root at once).
+    /// Bytes per second of the store scrub and the sample walks, all roots at once.
     pub bytes_per_second: bytesize::ByteSize,
     /// Providers asked per root and check.
     pub max_providers: u32,

@@ -289,7 +289,9 @@ async fn blocked_blocks_are_never_asked_of_providers_prewarmed_or_promoted() {
             .iter()
             .find(|p| p["cid"] == root.as_str())
             .cloned();
-        if let (true, Some(p)) = (prewarms >= 1.0, attempted) {
+        // The record exists while the promotion walks the DAG ("pinning"): wait for its end.
+        let ended = attempted.filter(|p| p["state"] != "pinning");
+        if let (true, Some(p)) = (prewarms >= 1.0, ended) {
             assert_eq!(p["state"], "failed", "{pins:#}");
             assert!(
                 p["last_error"].as_str().unwrap().contains("blocked"),

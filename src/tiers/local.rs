@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -329,10 +329,17 @@ impl LocalStore {
         // run (a mark of everything pinned) is not needed.
         let collected = store.meta_get(super::space::COLLECTED_KEY)?.as_deref() == Some(&[1][..]);
         if collected && recovered == 0 && rolled == 0 {
-            store.space.collected.store(true, Ordering::SeqCst);
-            if let Ok(mut g) = store.space.gc_generation.lock() {
+            if let (Ok(mut c), Ok(mut g)) = (
+                store.space.collected.lock(),
+                store.space.gc_generation.lock(),
+            ) {
+                *c = true;
                 *g = Some(0);
             }
+        } else if collected {
+            // This start changed what is pinned-class: the mark is stale until a collection
+            // of this run ends, whatever happens before that.
+            store.meta_put(super::space::COLLECTED_KEY, &[0])?;
         }
         Ok(store)
     }
@@ -364,11 +371,16 @@ impl LocalStore {
     /// block that no pin reaches (a pin change, a repair written as pinned): the next start
     /// must then mark again. Only the first change after a collection writes.
     fn uncollected(&self) -> Result<(), StoreError> {
-        if self.space.collected.swap(false, Ordering::SeqCst) {
-            if let Err(e) = self.meta_put(super::space::COLLECTED_KEY, &[0]) {
-                self.space.collected.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
+        // Held while the clearing is written: a change racing this one waits until it is on
+        // disk before it commits its own.
+        let mut collected = self
+            .space
+            .collected
+            .lock()
+            .map_err(|_| StoreError::Db("collected mark lock poisoned".into()))?;
+        if *collected {
+            self.meta_put(super::space::COLLECTED_KEY, &[0])?;
+            *collected = false;
         }
         Ok(())
     }

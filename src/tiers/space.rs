@@ -17,7 +17,7 @@
 //! named in exactly one place that holds it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cid::Cid;
 use redb::{ReadableDatabase, ReadableTable};
@@ -53,8 +53,9 @@ pub struct SpaceState {
     pub(super) gc_generation: std::sync::Mutex<Option<u64>>,
     /// Mirrors the store's persisted "collected" mark: the last collection saw the pins as
     /// they are (so a restart need not mark everything again). Cleared, durably, before any
-    /// change that could leave a pinned-class block unreached.
-    pub(super) collected: AtomicBool,
+    /// change that could leave a pinned-class block unreached. A mutex, not an atomic: a
+    /// second change must wait until the first one's clearing is on disk.
+    pub(super) collected: std::sync::Mutex<bool>,
     /// One rewrite of segments at a time (the maintenance task, and the cache writer making
     /// room).
     rewriting: std::sync::Mutex<()>,
@@ -496,9 +497,10 @@ impl LocalStore {
         // Still holding the writer lock (no import in flight); the pin generation lock keeps a
         // pin change from slipping in between the check and the mark.
         let current = self.pin_generation.lock().map_err(|_| lock_poisoned())?;
-        if *current == generation && !self.space.collected.load(Ordering::SeqCst) {
+        let mut collected = self.space.collected.lock().map_err(|_| lock_poisoned())?;
+        if *current == generation && !*collected {
             match self.meta_put(COLLECTED_KEY, &[1]) {
-                Ok(()) => self.space.collected.store(true, Ordering::SeqCst),
+                Ok(()) => *collected = true,
                 Err(e) => {
                     tracing::warn!(error = %e, "recording the finished collection failed; the next start marks again")
                 }
@@ -930,7 +932,16 @@ mod tests {
             store.put_staged(batch, &[raw(60, 4 << 10)], true).unwrap();
         }
         let store = open(dir.path(), 0, 64 << 10);
+        // Stale from the moment of this open, whatever happens before its collection.
+        assert_eq!(
+            store.meta_get(COLLECTED_KEY).unwrap().as_deref(),
+            Some(&[0][..])
+        );
         assert!(store.maintain().unwrap().gc);
+        assert_eq!(
+            store.meta_get(COLLECTED_KEY).unwrap().as_deref(),
+            Some(&[1][..])
+        );
     }
 
     #[test]

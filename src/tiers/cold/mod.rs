@@ -758,17 +758,15 @@ mod tests {
     #[tokio::test]
     async fn a_block_is_taken_from_the_first_provider_that_serves_it_verified() {
         let cid = cid_v1_sha256(RAW, b"cold block");
-        let (missing, missing_asked) = provider(404, b"not here").await;
-        let (liar, liar_asked) = provider(200, b"other bytes").await;
+        let (missing, _) = provider(404, b"not here").await;
+        let (liar, _) = provider(200, b"other bytes").await;
         let (honest, honest_asked) = provider(200, b"cold block").await;
         let cold = tier(&[&missing, &liar, &honest]);
         let block = cold.get(&cid).await.unwrap();
         assert_eq!(block.data().as_ref(), b"cold block");
         assert_eq!(honest_asked.load(Ordering::SeqCst), 1);
-        // The others were asked (in whatever order the tier ranks them) or skipped once a
-        // provider served; none was believed.
-        assert!(missing_asked.load(Ordering::SeqCst) <= 1);
-        assert!(liar_asked.load(Ordering::SeqCst) <= 1);
+        // The others may come first or not at all, as the tier ranks them; that a liar's
+        // bytes are refused is checked where no honest provider answers (below).
     }
 
     #[tokio::test]
