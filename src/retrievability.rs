@@ -787,7 +787,7 @@ impl Checker {
             .places
             .hot_node
             .as_ref()
-            .filter(|_| !pins.is_some_and(|p| p.name() == "embedded"));
+            .filter(|_| pins.is_none_or(|p| p.name() != "embedded"));
         let name = pins.map(|p| p.name()).or_else(|| node.map(|n| n.name()))?;
         let mut result = PlaceResult {
             place: name.into(),
