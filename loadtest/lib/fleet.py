@@ -407,6 +407,8 @@ def keycheck_cases(work, sub, cids, names):
         out.append(("dnslink host", f"{d.upper()}:8080", "/", d))
         out.append(("dnslink /ipns/ path", "-", f"/ipns/{d}/{v['files'][0]}", d))
         out.append(("dnslink ipns subdomain", f"{dns_label(d)}.ipns.{sub}", "/", d))
+        out.append(("dnslink ipns subdomain, whole name", f"{d}.ipns.{sub}", "/", d))
+        out.append(("dnslink host, absolute name", f"{d}.", "/", d))
     return out
 
 
