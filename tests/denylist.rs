@@ -183,15 +183,7 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
     assert_eq!(car.status(), 200);
     // The stream stops at the first blocked block: it ends unclean (no client or CDN takes it
     // for the whole DAG), and nothing blocked is in what arrived before.
-    let mut car = car;
-    let mut sent = Vec::new();
-    let end = loop {
-        match car.chunk().await {
-            Ok(Some(chunk)) => sent.extend_from_slice(&chunk),
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
+    let (sent, end) = common::body_until_end(car).await;
     assert!(
         end.is_err(),
         "a CAR with blocked blocks left out ended clean"
@@ -237,19 +229,13 @@ async fn blocked_blocks_are_never_asked_of_providers_prewarmed_or_promoted() {
     );
     // A CAR of the whole site, asked first: the provider streams every block of the DAG,
     // the blocked one included; the gateway keeps none of it and its answer stops there.
-    let mut car = client()
+    let car = client()
         .get(format!("{}/ipfs/{root}?format=car", g.url))
         .send()
         .await
         .unwrap();
     assert_eq!(car.status(), 200);
-    let end = loop {
-        match car.chunk().await {
-            Ok(Some(_)) => {}
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
+    let (_, end) = common::body_until_end(car).await;
     assert!(end.is_err(), "the CAR stopped at the blocked block");
     // Demand for the site (served from the provider) and for the blocked file (refused).
     for _ in 0..10 {

@@ -276,6 +276,19 @@ pub async fn metrics_at(admin: &str) -> String {
         .unwrap()
 }
 
+/// Reads a response body to its end or its first error: what arrived, and whether it ended
+/// clean (a body cut mid-way, as cidgate cuts one it cannot finish, ends in `Err`).
+pub async fn body_until_end(mut r: reqwest::Response) -> (Vec<u8>, Result<(), reqwest::Error>) {
+    let mut got = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (got, Ok(())),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
 /// The body of a GET, panicking with the URL on failure.
 pub async fn get_bytes(url: &str) -> bytes::Bytes {
     let resp = client()
