@@ -376,6 +376,9 @@ pub struct StoreConfig {
     /// high watermark starts them at once).
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// Bytes per second the scrub reads and hashes again, every block in turn (reads to serve
+    /// trust the page cache; this is the check behind that). 0: no scrub.
+    pub scrub_rate: bytesize::ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -389,6 +392,7 @@ impl Default for StoreConfig {
             low_watermark: 0.85,
             segment_size: bytesize::ByteSize::mib(64),
             maintenance_interval: Duration::from_secs(30),
+            scrub_rate: bytesize::ByteSize::mib(8),
         }
     }
 }

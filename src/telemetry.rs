@@ -263,6 +263,8 @@ pub struct Metrics {
     pub cache_arena_full: Counter,
     /// Body bytes sent with `sendfile` from the arena instead of copied.
     pub zero_copy_bytes: Counter,
+    /// Body bytes sent with `sendfile` straight from the store's segment files.
+    pub zero_copy_store_bytes: Counter,
     /// Fetches per tier and outcome.
     pub tier_fetches: Family<TierLabels, Counter>,
     /// Fetch latency per tier.
@@ -368,6 +370,12 @@ pub struct Metrics {
     pub store_released_bytes: Counter,
     /// Bytes of fetched blocks not kept on disk (no room in the budget, or the writer was behind).
     pub store_cache_skipped_bytes: Counter,
+    /// Bytes the store scrub hashed.
+    pub store_scrubbed_bytes: Counter,
+    /// Blocks the store scrub found corrupt.
+    pub store_scrub_corrupt: Counter,
+    /// Store scrub passes that ran to the end.
+    pub store_scrub_passes: Counter,
     /// Counts and latencies for the status page's charts (not exported).
     pub stats: RequestStats,
 }
@@ -394,6 +402,7 @@ impl Metrics {
             cache_arena_bytes: Gauge::default(),
             cache_arena_full: Counter::default(),
             zero_copy_bytes: Counter::default(),
+            zero_copy_store_bytes: Counter::default(),
             tier_fetches: Family::default(),
             tier_latency: Family::new_with_constructor(seconds_histogram),
             verify_failures: Family::default(),
@@ -446,6 +455,9 @@ impl Metrics {
             store_gc_runs: Counter::default(),
             store_released_bytes: Counter::default(),
             store_cache_skipped_bytes: Counter::default(),
+            store_scrubbed_bytes: Counter::default(),
+            store_scrub_corrupt: Counter::default(),
+            store_scrub_passes: Counter::default(),
             stats: RequestStats::default(),
             registry: Registry::default(),
         };
@@ -536,6 +548,21 @@ impl Metrics {
                 "Bytes of fetched blocks not kept on disk",
                 &m.store_cache_skipped_bytes,
             ),
+            (
+                "store_scrubbed_bytes",
+                "Bytes the store scrub read and hashed again",
+                &m.store_scrubbed_bytes,
+            ),
+            (
+                "store_scrub_corrupt",
+                "Blocks the store scrub found corrupt or unreadable",
+                &m.store_scrub_corrupt,
+            ),
+            (
+                "store_scrub_passes",
+                "Store scrub passes over every block that ran to the end",
+                &m.store_scrub_passes,
+            ),
         ] {
             registry.register(name, help, c.clone());
         }
@@ -594,6 +621,11 @@ impl Metrics {
             "zero_copy_response_bytes",
             "Body bytes sent with sendfile from the cache arena",
             m.zero_copy_bytes.clone(),
+        );
+        registry.register(
+            "zero_copy_store_response_bytes",
+            "Body bytes sent with sendfile straight from the store's segment files",
+            m.zero_copy_store_bytes.clone(),
         );
         registry.register(
             "tier_fetches",

@@ -62,12 +62,33 @@ fn stdout(o: &Output) -> String {
 /// Flips one byte of the store's segment files inside the first copy of `needle` (a piece of
 /// a block).
 fn corrupt_store(dir: &Path, needle: &[u8]) {
+    use std::os::unix::fs::FileExt;
     for entry in std::fs::read_dir(dir.join("blocks")).unwrap() {
         let path = entry.unwrap().path();
-        let mut file = std::fs::read(&path).unwrap();
-        if let Some(at) = file.windows(needle.len()).position(|w| w == needle) {
-            file[at + needle.len() / 2] ^= 0x55;
-            std::fs::write(&path, file).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            // Rot on the disk: the byte changes on the disk, not in memory. A direct write of
+            // the page holding it goes around the page cache, and the kernel drops its cached
+            // copy, as memory pressure would drop a page before a read finds the rot.
+            let at = at + needle.len() / 2;
+            const PAGE: usize = 4096;
+            let start = at / PAGE * PAGE;
+            assert!(start + PAGE <= bytes.len(), "a page inside the file");
+            let mut scratch = vec![0u8; 2 * PAGE];
+            let align = scratch.as_ptr().align_offset(PAGE);
+            let page = &mut scratch[align..align + PAGE];
+            page.copy_from_slice(&bytes[start..start + PAGE]);
+            page[at - start] ^= 0x55;
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true);
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                open.custom_flags(libc::O_DIRECT);
+            }
+            let file = open.open(&path).unwrap();
+            file.write_all_at(page, start as u64).unwrap();
+            file.sync_all().unwrap();
             return;
         }
     }

@@ -1,8 +1,9 @@
-//! Zero-copy sends: cached blocks of 64 KiB and more, once read twice, leave HTTP/1.1
-//! connections by `sendfile` from the cache arena, and every byte a client receives is still the
-//! content's byte, over HTTP/1.1 and h2c (which writes arena bytes in frames, as usual), for
+//! Zero-copy sends: blocks of 64 KiB and more leave HTTP/1.1 connections by `sendfile`, straight
+//! from the store's segment files when the store holds them, and from the cache arena (once read
+//! twice) when they were fetched from another tier. Every byte a client receives is still the
+//! content's byte, over HTTP/1.1 and h2c (which writes those bytes in frames, as usual), for
 //! whole files, ranges and CARs, and while the cache evicts and reuses arena slots under
-//! responses that are still being sent. Linux only (elsewhere there is no arena).
+//! responses that are still being sent. Linux only (elsewhere there is no arena or mapping).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -13,6 +14,19 @@ use common::{cidgate, client, get_bytes, metric_sum, metrics, noise, parse_car, 
 use sha2::{Digest, Sha256};
 
 const SENT: &str = "cidgate_zero_copy_response_bytes_total";
+const SENT_FROM_STORE: &str = "cidgate_zero_copy_store_response_bytes_total";
+
+/// A gateway with an empty store in front of `provider` as its hot node, keeping nothing it
+/// fetches on disk: every block it serves again comes from its memory cache (and arena).
+fn front_of(provider: &Server, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![
+        ("CIDGATE_HOT__BACKEND", "trustless"),
+        ("CIDGATE_HOT__URL", provider.url.as_str()),
+        ("CIDGATE_STORE__KEEP_FETCHED", "false"),
+    ];
+    all.extend_from_slice(env);
+    Server::spawn(tempfile::tempdir().unwrap(), &all, &[])
+}
 
 /// A store holding `content` as one file; returns the directory and the file's CID.
 fn store_with(content: &[u8]) -> (tempfile::TempDir, String) {
@@ -35,6 +49,17 @@ fn store_with(content: &[u8]) -> (tempfile::TempDir, String) {
     (dir, cid)
 }
 
+/// A GET over h2c (prior knowledge), checked to be HTTP/2.
+async fn h2_get(url: &str) -> reqwest::Response {
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(url).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    resp
+}
+
 async fn range(url: &str, spec: &str) -> (u16, bytes::Bytes) {
     let resp = client()
         .get(url)
@@ -49,7 +74,8 @@ async fn range(url: &str, spec: &str) -> (u16, bytes::Bytes) {
 async fn cached_blocks_go_out_by_sendfile_and_every_byte_is_right() {
     let content = noise(3 * 1024 * 1024 + 4321, 11);
     let (dir, cid) = store_with(&content);
-    let s = Server::spawn(dir, &[], &[]);
+    let provider = Server::spawn(dir, &[], &[]);
+    let s = front_of(&provider, &[]);
     let url = format!("{}/ipfs/{cid}", s.url);
     // The first read fills the cache and the second moves the leaves into the arena (a block
     // moves once it is read twice); the next two send from it.
@@ -57,12 +83,7 @@ async fn cached_blocks_go_out_by_sendfile_and_every_byte_is_right() {
         let body = get_bytes(&url).await;
         assert!(body == content[..], "whole file over HTTP/1.1");
     }
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = h2.get(&url).send().await.unwrap();
-    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let resp = h2_get(&url).await;
     assert!(
         resp.bytes().await.unwrap() == content[..],
         "whole file over h2c"
@@ -91,11 +112,71 @@ async fn cached_blocks_go_out_by_sendfile_and_every_byte_is_right() {
     let total: usize = car.blocks.iter().map(|(_, d)| d.len()).sum();
     assert!(total >= content.len(), "the CAR holds every leaf");
 
-    let sent = metric_sum(&metrics(&s).await, SENT, "");
+    let m = metrics(&s).await;
+    let sent = metric_sum(&m, SENT, "");
     assert!(
         sent >= 3.0 * 3.0 * 1024.0 * 1024.0,
         "the cached 1 MiB leaves went by sendfile ({sent} bytes)"
     );
+    assert_eq!(
+        metric_sum(&m, SENT_FROM_STORE, ""),
+        0.0,
+        "its store holds nothing"
+    );
+}
+
+#[tokio::test]
+async fn stored_blocks_go_out_by_sendfile_from_their_segment_files_and_every_byte_is_right() {
+    let content = noise(3 * 1024 * 1024 + 4321, 14);
+    let (dir, cid) = store_with(&content);
+    // Later reads are memory-cache hits on the same slices of the segment files.
+    let s = Server::spawn(dir, &[], &[]);
+    let url = format!("{}/ipfs/{cid}", s.url);
+    for round in 1..=3 {
+        let body = get_bytes(&url).await;
+        assert!(body == content[..], "whole file over HTTP/1.1");
+        let m = metrics(&s).await;
+        let sent = metric_sum(&m, SENT_FROM_STORE, "");
+        // Just added, the segment files are in the page cache: from the first read on, the
+        // three 1 MiB leaves leave from them, with no copy and no arena.
+        assert!(
+            sent >= round as f64 * 3.0 * 1024.0 * 1024.0,
+            "round {round}: {sent} bytes from the segment files"
+        );
+        assert_eq!(
+            metric_sum(&m, SENT, ""),
+            0.0,
+            "nothing went through the arena"
+        );
+    }
+    let resp = h2_get(&url).await;
+    assert!(resp.bytes().await.unwrap() == content[..], "over h2c");
+    let (status, body) = range(&url, "bytes=1000000-2200000").await;
+    assert_eq!(status, 206);
+    assert!(
+        body == content[1_000_000..=2_200_000],
+        "a range across leaves"
+    );
+    let car = parse_car(&get_bytes(&format!("{url}?format=car")).await);
+    let total: usize = car.blocks.iter().map(|(_, d)| d.len()).sum();
+    assert!(
+        total >= content.len(),
+        "the CAR holds every leaf, each checked"
+    );
+    // What leaves without a hash is checked behind it: the scrub hashes every block in turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(&s).await;
+        if metric_sum(&m, "cidgate_store_scrub_passes_total", "") >= 1.0 {
+            assert!(
+                metric_sum(&m, "cidgate_store_scrubbed_bytes_total", "") >= content.len() as f64
+            );
+            assert_eq!(metric_sum(&m, "cidgate_store_scrub_corrupt_total", ""), 0.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scrub pass ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -110,6 +191,7 @@ async fn turned_off_every_byte_is_written() {
     }
     let m = metrics(&s).await;
     assert_eq!(metric_sum(&m, SENT, ""), 0.0);
+    assert_eq!(metric_sum(&m, SENT_FROM_STORE, ""), 0.0);
     assert_eq!(metric_sum(&m, "cidgate_cache_arena_bytes", ""), 0.0);
 }
 
@@ -134,7 +216,8 @@ async fn slots_reused_under_responses_in_flight_never_change_their_bytes() {
     let content = noise(40 * 1024 * 1024, 13);
     let want: [u8; 32] = Sha256::digest(&content).into();
     let (dir, cid) = store_with(&content);
-    let s = Server::spawn(dir, &[("CIDGATE_CACHE__MEMORY", "8 MiB")], &[]);
+    let provider = Server::spawn(dir, &[], &[]);
+    let s = front_of(&provider, &[("CIDGATE_CACHE__MEMORY", "8 MiB")]);
     let url = format!("{}/ipfs/{cid}", s.url);
     let mut readers = Vec::new();
     for i in 0..6 {

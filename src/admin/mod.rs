@@ -581,6 +581,9 @@ fn record_store(m: &Metrics, s: &StoreSummary) {
         (&m.store_gc_runs, s.gc_runs),
         (&m.store_released_bytes, s.released_bytes),
         (&m.store_cache_skipped_bytes, s.cache_skipped_bytes),
+        (&m.store_scrubbed_bytes, s.scrubbed_bytes),
+        (&m.store_scrub_corrupt, s.scrub_corrupt),
+        (&m.store_scrub_passes, s.scrub_passes),
     ] {
         let seen = c.get();
         if v > seen {

@@ -286,7 +286,10 @@ async fn serve_opened(
         zero_copy_sent: config
             .cache
             .zero_copy
-            .then(|| metrics.zero_copy_bytes.clone()),
+            .then(|| crate::zero_copy::ZeroCopySent {
+                arena: metrics.zero_copy_bytes.clone(),
+                store: metrics.zero_copy_store_bytes.clone(),
+            }),
         ..limits.clone()
     };
     let admin = Arc::new(
@@ -393,6 +396,14 @@ async fn serve_opened(
         store.clone(),
         config.store.maintenance_interval,
     ));
+    let scrub_rate = config.store.scrub_rate.as_u64();
+    let scrub = (scrub_rate > 0).then(|| {
+        tokio::spawn(crate::tiers::scrub::run(
+            store.clone(),
+            scrub_rate,
+            config.store.maintenance_interval,
+        ))
+    });
     wait_for_shutdown(&mut reloader, hangup).await;
     admin.set_draining();
     let delay = config.server.drain_delay;
@@ -411,6 +422,9 @@ async fn serve_opened(
     denylist_metrics.abort();
     // A pass in progress finishes on its blocking thread; each of its steps is crash-safe.
     maintenance.abort();
+    if let Some(s) = scrub {
+        s.abort();
+    }
     let _ = denylist_task.await;
     let _ = public_task.await;
     if let Some(s) = saver {

@@ -142,7 +142,9 @@ impl ResponseCache {
         ) else {
             return;
         };
-        if !immutable || body.len() > MAX_BODY {
+        // A slice of a store segment is trusted only while its pages stay in memory (see
+        // `zero_copy::stale_segment_slice`): not for as long as a cached response lives.
+        if !immutable || body.len() > MAX_BODY || crate::zero_copy::is_segment_slice(body) {
             return;
         }
         self.cache.insert(

@@ -29,7 +29,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -93,9 +92,9 @@ pub struct Limits {
     pub max_refusing: usize,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: TrustedProxies,
-    /// Plain-TCP connections send cache-arena bytes with `sendfile`, counted here; `None` writes
+    /// Plain-TCP connections send cache-arena and store-segment bytes with `sendfile`, counted here; `None` writes
     /// every byte (see [`crate::zero_copy`]).
-    pub zero_copy_sent: Option<Counter>,
+    pub zero_copy_sent: Option<crate::zero_copy::ZeroCopySent>,
     /// The handler never reads request bodies (the read-only gateway): an HTTP/1.x request's
     /// body is read and dropped before it is answered, so that the requests behind it on the
     /// connection are not lost (see [`discard_body`]).

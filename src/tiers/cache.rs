@@ -21,7 +21,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use crate::ipld::Block;
 use crate::telemetry::Metrics;
-use crate::zero_copy::{Arena, MIN_ZERO_COPY_BYTES};
+use crate::zero_copy::{is_segment_slice, stale_segment_slice, Arena, MIN_ZERO_COPY_BYTES};
 
 /// Target bytes per cache shard.
 const SHARD_BYTES: u64 = 32 * 1024 * 1024;
@@ -310,7 +310,11 @@ impl EdgeCache {
 
     /// The cached block for `cid`, counted as a hit or a miss.
     pub fn get(&self, cid: &Cid) -> Option<Block> {
-        match self.cache.get(cid.hash()) {
+        match self
+            .cache
+            .get(cid.hash())
+            .filter(|d| self.still_servable(cid, d))
+        {
             Some(data) => {
                 self.metrics.cache_hits.inc();
                 self.admission.record(cid.hash());
@@ -328,7 +332,21 @@ impl EdgeCache {
     pub fn get_uncounted(&self, cid: &Cid) -> Option<Block> {
         self.cache
             .peek(cid.hash())
+            .filter(|d| self.still_servable(cid, d))
             .map(|data| Block::already_verified(*cid, data))
+    }
+
+    /// Whether cached bytes may be handed out. A large block read from the store is a slice of
+    /// its segment's mapping, trusted because its pages were in memory; once they have left
+    /// (a later touch would read the disk unhashed) or the segment was deleted (the slice would
+    /// keep its disk space), the entry is dropped and the block is read from the store again.
+    fn still_servable(&self, cid: &Cid, data: &Bytes) -> bool {
+        if data.len() < MIN_ZERO_COPY_BYTES || !stale_segment_slice(data) {
+            return true;
+        }
+        self.cache.remove(cid.hash());
+        self.metrics.cache_bytes.set(self.cache.weight() as i64);
+        false
     }
 
     /// Whether the block is cached, without counting or promoting it.
@@ -392,7 +410,8 @@ impl EdgeCache {
         let Some(arena) = &self.arena else {
             return data;
         };
-        if data.len() < MIN_ZERO_COPY_BYTES || arena.holds(&data) {
+        // A slice of a store segment is sent from its own file already.
+        if data.len() < MIN_ZERO_COPY_BYTES || arena.holds(&data) || is_segment_slice(&data) {
             return data;
         }
         if self.hit_once.remove(key).is_none() {

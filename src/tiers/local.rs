@@ -1,9 +1,10 @@
 //! The embedded hot store and disk cache: block bytes in segment files (`segments.rs`), their
 //! index, the pins and small records in one redb database on local disk.
 //!
-//! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read is
-//! hashed against the requested CID before it is returned (disk corruption must never reach a
-//! client). Writes are transactional; imports and promotions stage their new blocks so that an
+//! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read
+//! that has to go to the disk is hashed against the requested CID before it is returned (disk
+//! corruption must never reach a client); reads to serve trust what the page cache holds
+//! (`Segments::read_to_serve`), and the scrub re-hashes everything at a bounded rate. Writes are transactional; imports and promotions stage their new blocks so that an
 //! interrupted one is rolled back at the next open. Blocks fetched from the hot node or the
 //! cold tier are kept as cache entries within `store.max_size` (see `space.rs`).
 
@@ -21,7 +22,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::segments::{Class, Loc, Segments};
+use super::segments::{Class, Found, Loc, Segments};
 use super::{identity_block, BlockSource, TierError};
 use crate::ipld::{codec, Block, CBOR, IDENTITY, JSON, RAW};
 
@@ -552,22 +553,39 @@ impl LocalStore {
         &self,
         key: &[u8],
         first: Loc,
-    ) -> Result<Option<(Loc, Bytes, Class)>, StoreError> {
-        if let Some((b, class)) = self.read_at(key, first)? {
-            return Ok(Some((first, b, class)));
+        serve: bool,
+    ) -> Result<Option<(Loc, Bytes, Class, Found)>, StoreError> {
+        if let Some((b, class, found)) = self.read_at(key, first, serve)? {
+            return Ok(Some((first, b, class, found)));
         }
         let tx = self.db.begin_read()?;
         let index = tx.open_table(INDEX)?;
         match Self::locate(&index, key)? {
-            Some(loc) => Ok(self.read_at(key, loc)?.map(|(b, c)| (loc, b, c))),
+            Some(loc) => Ok(self
+                .read_at(key, loc, serve)?
+                .map(|(b, c, f)| (loc, b, c, f))),
             None => Ok(None),
         }
     }
 
-    /// Reads `loc`. A cache entry that cannot be read (a file cut short by a power loss, a
-    /// bad sector) is dropped and reads as absent: it is only a copy, fetched again.
-    fn read_at(&self, key: &[u8], loc: Loc) -> Result<Option<(Bytes, Class)>, StoreError> {
-        match self.segments.read(&loc) {
+    /// Reads `loc`: to serve, trusting what the page cache holds
+    /// ([`Segments::read_to_serve`]), or else from wherever it is, to be hashed. A cache
+    /// entry that cannot be read (a file cut short by a power loss, a bad sector) is dropped
+    /// and reads as absent: it is only a copy, fetched again.
+    fn read_at(
+        &self,
+        key: &[u8],
+        loc: Loc,
+        serve: bool,
+    ) -> Result<Option<(Bytes, Class, Found)>, StoreError> {
+        let read = if serve {
+            self.segments.read_to_serve(&loc)
+        } else {
+            self.segments
+                .read(&loc)
+                .map(|r| r.map(|(b, c)| (b, c, Found::FromDisk)))
+        };
+        match read {
             Ok(found) => Ok(found),
             Err(e) if self.segments.class_of(loc.seg) == Some(Class::Cache) => {
                 tracing::warn!(error = %e, segment = loc.seg, "dropping a cache entry that cannot be read");
@@ -646,7 +664,19 @@ impl LocalStore {
         }
         let tx = self.db.begin_read().map_err(StoreError::from)?;
         let table = tx.open_table(INDEX).map_err(StoreError::from)?;
-        self.read_block(&table, cid)
+        self.read_block(&table, cid, false)
+    }
+
+    /// Reads a block to serve it (blocking): as [`LocalStore::get_sync`], except that bytes
+    /// found in the page cache are trusted and large ones are slices of the segment's mapping,
+    /// sent with `sendfile`. Scrubs, collection and exports use `get_sync`, which hashes all.
+    pub fn serve_sync(&self, cid: &Cid) -> Result<Option<Block>, TierError> {
+        if let Some(b) = identity_block(cid) {
+            return Ok(Some(b));
+        }
+        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        let table = tx.open_table(INDEX).map_err(StoreError::from)?;
+        self.read_block(&table, cid, true)
     }
 
     /// Whether the block is stored (blocking).
@@ -1144,7 +1174,7 @@ impl LocalStore {
             }
             let block = match identity_block(&cid) {
                 Some(b) => b,
-                None => match self.read_block(&table, &cid)? {
+                None => match self.read_block(&table, &cid, false)? {
                     Some(b) => b,
                     None => return Ok(Some(DagGap::Missing(cid))),
                 },
@@ -1173,19 +1203,25 @@ impl LocalStore {
 }
 
 impl LocalStore {
-    /// Reads `cid` (per the index in `table`) and verifies it against its CID.
+    /// Reads `cid` (per the index in `table`) and verifies it against its CID; to `serve`, bytes
+    /// the page cache held are not hashed again (see [`Segments::read_to_serve`]).
     fn read_block(
         &self,
         table: &redb::ReadOnlyTable<&[u8], &[u8]>,
         cid: &Cid,
+        serve: bool,
     ) -> Result<Option<Block>, TierError> {
         let key = cid.hash().to_bytes();
         let Some(first) = Self::locate(table, &key)? else {
             return Ok(None);
         };
-        let Some((loc, data, class)) = self.read_bytes(&key, first)? else {
+        let Some((loc, data, class, found)) = self.read_bytes(&key, first, serve)? else {
             return Ok(None);
         };
+        if found == Found::InMemory {
+            self.note_read(class, &key);
+            return Ok(Some(Block::already_verified(*cid, data)));
+        }
         match Block::verified(*cid, data) {
             Ok(b) => {
                 self.note_read(class, &key);
@@ -1193,6 +1229,7 @@ impl LocalStore {
             }
             Err(error) => {
                 tracing::error!(%cid, %error, "store holds a corrupt block");
+                self.segments.mark_corrupt(&loc);
                 // A cache entry is only a copy: drop it, so that the next read fetches again.
                 if class == Class::Cache {
                     if let Err(e) = self.drop_entry(&key, loc) {
@@ -1208,7 +1245,7 @@ impl LocalStore {
     }
 
     /// Removes the index entry of `key` if it still names `loc`.
-    fn drop_entry(&self, key: &[u8], loc: Loc) -> Result<(), StoreError> {
+    pub(super) fn drop_entry(&self, key: &[u8], loc: Loc) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         let removed = self.unplace(&tx, key, Some(loc))?;
         tx.commit()?;
@@ -1400,11 +1437,51 @@ impl LocalStore {
     }
 }
 
+/// What a read that must not wait for the disk found.
+enum InMemory {
+    /// The block, from the page cache.
+    Hit(Block),
+    /// The index does not name it.
+    Absent,
+    /// Its bytes need the disk (or a second look): read on a blocking thread.
+    Slow,
+}
+
+impl LocalStore {
+    /// Serves `cid` on the calling (async) thread when that costs no disk read of block bytes:
+    /// a blocking thread's hand-off costs more than a 4 KiB read from the page cache. The index
+    /// lookup may read redb's file; its pages are few and hot next to the blocks'.
+    fn serve_in_memory(&self, cid: &Cid) -> Result<InMemory, StoreError> {
+        if let Some(b) = identity_block(cid) {
+            return Ok(InMemory::Hit(b));
+        }
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(INDEX)?;
+        let key = cid.hash().to_bytes();
+        let Some(loc) = Self::locate(&table, &key)? else {
+            return Ok(InMemory::Absent);
+        };
+        Ok(match self.segments.read_in_memory(&loc)? {
+            Some((data, class)) => {
+                self.note_read(class, &key);
+                InMemory::Hit(Block::already_verified(*cid, data))
+            }
+            None => InMemory::Slow,
+        })
+    }
+}
+
 #[async_trait]
 impl BlockSource for LocalStore {
     async fn get(&self, cid: &Cid) -> Result<Block, TierError> {
+        match self.serve_in_memory(cid) {
+            Ok(InMemory::Hit(b)) => return Ok(b),
+            Ok(InMemory::Absent) => return Err(TierError::NotFound(*cid)),
+            // Errors are met again, and reported, on the blocking path.
+            Ok(InMemory::Slow) | Err(_) => {}
+        }
         let c = *cid;
-        self.read_blocking(move |s| s.get_sync(&c))
+        self.read_blocking(move |s| s.serve_sync(&c))
             .await??
             .ok_or(TierError::NotFound(*cid))
     }

@@ -13,6 +13,7 @@ pub mod pins;
 pub mod pinset;
 pub mod records;
 pub mod remote;
+pub mod scrub;
 pub mod segments;
 pub mod space;
 pub mod spill;

@@ -14,7 +14,13 @@
 //! Crash safety: bytes are appended before the index entry naming them is committed, and
 //! synced before any durable commit that needs them; an index entry is the only thing that
 //! makes bytes visible. Bytes appended by a write that never committed are dead space, which
-//! compaction reclaims. Every read is still hashed against its CID by the store.
+//! compaction reclaims.
+//!
+//! Reads to serve ([`Segments::read_to_serve`]) trust bytes the page cache holds: they were
+//! written by the store after it verified them, or brought in by a read it hashed (read-ahead
+//! is off on segment files). Large ones come back as slices of a read-only mapping of the file,
+//! which the public listener sends with `sendfile` from the file itself. Bytes that must come
+//! from the disk are read and hashed by the store, as every read for anything else is.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -23,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+use crate::zero_copy::{forget_pages, no_readahead, read_cached, MappedFile, MIN_ZERO_COPY_BYTES};
 
 /// The two kinds of segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,9 +106,20 @@ impl Loc {
     }
 }
 
+/// How bytes read to serve were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// All in the page cache: verified when they got there, not hashed again.
+    InMemory,
+    /// Read from the disk: the caller hashes them.
+    FromDisk,
+}
+
 /// One segment file and what the index says of it.
 struct Segment {
     file: Arc<File>,
+    /// The read-only mapping large reads are served from, made at the first one.
+    map: Option<Arc<MappedFile>>,
     class: Class,
     /// Bytes appended (reserved) so far: the file's logical end.
     size: u64,
@@ -133,7 +152,14 @@ struct State {
     next_id: u32,
     /// Segments written to since they were last synced.
     dirty: HashSet<u32>,
+    /// Blocks (segment, offset) found corrupt on the disk: the read that found them left their
+    /// bad bytes in the page cache, so they are never trusted from there. Bounded: past the
+    /// bound, trust in the page cache ends for the whole store (every read is hashed).
+    corrupt: HashSet<(u32, u64)>,
 }
+
+/// How many corrupt blocks are remembered before every read is hashed instead.
+const MAX_CORRUPT: usize = 1 << 16;
 
 /// Totals over all segments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -182,11 +208,13 @@ impl Segments {
                 .write(true)
                 .open(entry.path())?;
             let size = file.metadata()?.len();
+            no_readahead(&file);
             state.next_id = state.next_id.max(id + 1);
             state.segments.insert(
                 id,
                 Segment {
                     file: Arc::new(file),
+                    map: None,
                     class,
                     size,
                     live: 0,
@@ -296,10 +324,12 @@ impl Segments {
             .open(&path)?;
         // The new name must survive a crash once blocks in it are committed.
         File::open(&self.dir)?.sync_all()?;
+        no_readahead(&file);
         s.segments.insert(
             id,
             Segment {
                 file: Arc::new(file),
+                map: None,
                 class,
                 size: 0,
                 live: 0,
@@ -332,22 +362,106 @@ impl Segments {
         Ok(())
     }
 
+    /// The file and class of segment `id`; `None` when it is gone.
+    fn file_of(&self, id: u32) -> std::io::Result<Option<(Arc<File>, Class)>> {
+        let s = self.state.lock().map_err(|_| lock_err())?;
+        Ok(s.segments.get(&id).map(|seg| (seg.file.clone(), seg.class)))
+    }
+
     /// Reads the bytes at `loc`; `Ok(None)` when the segment is gone (it was dropped after the
     /// caller read the index; reading the index again finds the block's new place).
     pub fn read(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
         if loc.is_empty() {
             return Ok(Some((Bytes::new(), Class::Pinned)));
         }
-        let (file, class) = {
-            let s = self.state.lock().map_err(|_| lock_err())?;
-            match s.segments.get(&loc.seg) {
-                Some(seg) => (seg.file.clone(), seg.class),
-                None => return Ok(None),
-            }
+        let Some((file, class)) = self.file_of(loc.seg)? else {
+            return Ok(None);
         };
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.off)?;
         Ok(Some((Bytes::from(buf), class)))
+    }
+
+    /// Reads the bytes at `loc` to serve them (see the module comment): `Found::InMemory` when
+    /// the page cache held them all (a block of [`MIN_ZERO_COPY_BYTES`] or more is then a slice
+    /// of the segment's mapping), `Found::FromDisk` when they were read from the disk and must
+    /// be hashed. `Ok(None)` when the segment is gone, as for [`Segments::read`].
+    pub fn read_to_serve(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class, Found)>> {
+        if let Some((bytes, class)) = self.read_in_memory(loc)? {
+            return Ok(Some((bytes, class, Found::InMemory)));
+        }
+        Ok(self.read(loc)?.map(|(b, c)| (b, c, Found::FromDisk)))
+    }
+
+    /// The bytes at `loc` if the page cache holds them all and they are trusted from there;
+    /// `Ok(None)` otherwise (not in memory, found corrupt before, or the segment is gone). Never
+    /// waits for the disk, so it may run on an async worker.
+    pub fn read_in_memory(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
+        if loc.is_empty() {
+            return Ok(Some((Bytes::new(), Class::Pinned)));
+        }
+        let len = loc.len as usize;
+        let (file, map, class) = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            if s.corrupt.len() >= MAX_CORRUPT || s.corrupt.contains(&(loc.seg, loc.off)) {
+                return Ok(None);
+            }
+            let segment_size = self.segment_size;
+            let Some(seg) = s.segments.get_mut(&loc.seg) else {
+                return Ok(None);
+            };
+            if len >= MIN_ZERO_COPY_BYTES && seg.map.is_none() {
+                // Large enough for every byte the segment will ever hold: it grows up to the
+                // segment size, or holds one block larger than that.
+                match MappedFile::new(&seg.file, segment_size.max(seg.size)) {
+                    Ok(m) => seg.map = Some(Arc::new(m)),
+                    Err(e) => tracing::debug!(error = %e, segment = loc.seg, "segment not mapped"),
+                }
+            }
+            (seg.file.clone(), seg.map.clone(), seg.class)
+        };
+        if len >= MIN_ZERO_COPY_BYTES {
+            if let Some(map) = map {
+                return Ok(map.resident(loc.off, len)?.map(|b| (b, class)));
+            }
+        }
+        let mut buf = vec![0u8; len];
+        Ok(read_cached(&file, &mut buf, loc.off)?.then(|| (Bytes::from(buf), class)))
+    }
+
+    /// Reads the bytes at `loc` for the scrub: from memory when the page cache holds them all
+    /// (what a read to serve would trust), else from the disk, dropping the pages it brought in
+    /// so that a pass over the whole store does not push the hot set out of memory.
+    pub fn read_to_check(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
+        if loc.is_empty() {
+            return Ok(Some((Bytes::new(), Class::Pinned)));
+        }
+        let Some((file, class)) = self.file_of(loc.seg)? else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        if !read_cached(&file, &mut buf, loc.off)? {
+            file.read_exact_at(&mut buf, loc.off)?;
+            forget_pages(&file, loc.off, loc.len.into());
+        }
+        Ok(Some((Bytes::from(buf), class)))
+    }
+
+    /// Remembers that the bytes at `loc` failed their hash: reads to serve hash them from now on,
+    /// and slices of them cached in memory are dropped when next found.
+    pub fn mark_corrupt(&self, loc: &Loc) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(map) = s.segments.get(&loc.seg).and_then(|seg| seg.map.as_ref()) {
+                map.poison(loc.off, loc.len as usize);
+            }
+            if s.corrupt.len() < MAX_CORRUPT {
+                s.corrupt.insert((loc.seg, loc.off));
+            } else {
+                tracing::error!(
+                    "too many corrupt blocks: no store read is trusted from memory any more"
+                );
+            }
+        }
     }
 
     /// The class of segment `id`, if it exists.
@@ -427,8 +541,14 @@ impl Segments {
                 }
             }
             s.dirty.remove(&id);
+            s.corrupt.retain(|(seg, _)| *seg != id);
             match s.segments.remove(&id) {
-                Some(seg) => seg.class,
+                Some(seg) => {
+                    if let Some(map) = &seg.map {
+                        map.retire();
+                    }
+                    seg.class
+                }
                 None => return Ok(()),
             }
         };

@@ -49,6 +49,12 @@ pub struct SpaceState {
     pub released_bytes: AtomicU64,
     /// Bytes of fetched blocks not kept because the budget had no room.
     pub cache_skipped_bytes: AtomicU64,
+    /// Bytes the scrub hashed.
+    pub scrubbed_bytes: AtomicU64,
+    /// Blocks the scrub found corrupt or unreadable.
+    pub scrub_corrupt: AtomicU64,
+    /// Scrub passes over the whole store that ran to the end.
+    pub scrub_passes: AtomicU64,
     /// The pin generation of the last garbage collection (`None`: none yet).
     pub(super) gc_generation: std::sync::Mutex<Option<u64>>,
     /// Mirrors the store's persisted "collected" mark: the last collection saw the pins as
@@ -452,11 +458,18 @@ impl LocalStore {
         let Some(reached) = self.mark()? else {
             return Ok(());
         };
+        // Which blocks change class: a pinned block no pin reaches goes to the cache, a cached
+        // one a pin reaches goes to the pins. A block the mark cannot answer for stays put.
+        let fate_of = |class: Class, e: &Entry| match (class, reached.contains(&e.key)) {
+            (Class::Pinned, Some(false)) => Fate::Keep(Class::Cache),
+            (Class::Cache, Some(true)) => Fate::Keep(Class::Pinned),
+            _ => Fate::Stay,
+        };
         for seg in self.segments.list() {
             let entries = self.entries_of(seg.id)?;
             let moving: u64 = entries
                 .iter()
-                .filter(|e| reached.contains(&e.key) != (seg.class == Class::Pinned))
+                .filter(|e| fate_of(seg.class, e) != Fate::Stay)
                 .map(|e| e.loc.len as u64)
                 .sum();
             // Pinned segments hand what no pin reaches to the cache; cache segments hand what
@@ -473,11 +486,7 @@ impl LocalStore {
             // moves leave are compaction's (a rewrite of the whole segment would cost I/O in
             // proportion to the segment, not to the change).
             let class = seg.class;
-            let mut fate = |e: &Entry| match (class, reached.contains(&e.key)) {
-                (Class::Pinned, false) => Fate::Keep(Class::Cache),
-                (Class::Cache, true) => Fate::Keep(Class::Pinned),
-                _ => Fate::Stay,
-            };
+            let mut fate = |e: &Entry| fate_of(class, e);
             match self.rewrite(seg.id, &mut fate, Some(generation))? {
                 Some(_) => {
                     report.released_bytes += unreached;
@@ -512,8 +521,8 @@ impl LocalStore {
     /// The multihashes every pin reaches (blocks missing from the store end their branch);
     /// `None` when a block that is stored could not be read, so the mark is incomplete and
     /// nothing may be released on it.
-    fn mark(&self) -> Result<Option<HashSet<Vec<u8>>>, StoreError> {
-        let mut reached = HashSet::new();
+    fn mark(&self) -> Result<Option<Mark>, StoreError> {
+        let mut mark = Mark::create(&self.dir().join(MARK_FILE))?;
         let mut stack: Vec<Cid> = Vec::new();
         for pin in self.pins()? {
             if let Ok(c) = pin.cid.parse::<Cid>() {
@@ -521,7 +530,7 @@ impl LocalStore {
             }
         }
         while let Some(cid) = stack.pop() {
-            if !reached.insert(cid.hash().to_bytes()) || cid.codec() == RAW {
+            if !mark.insert(&cid.hash().to_bytes())? || cid.codec() == RAW {
                 continue;
             }
             if matches!(cid.codec(), JSON | CBOR) {
@@ -539,7 +548,96 @@ impl LocalStore {
                 stack.extend(links);
             }
         }
-        Ok(Some(reached))
+        mark.finish()?;
+        Ok(Some(mark))
+    }
+}
+
+/// The scratch database of a mark, beside the store's own.
+const MARK_FILE: &str = "gc-mark.redb";
+
+/// The multihashes a mark reached.
+const MARKED: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("marked");
+
+/// Inserts per scratch transaction: each one's dirty pages stay within the scratch cache.
+const MARK_BATCH: usize = 16 * 1024;
+
+/// The set of blocks the pins reach, kept in a scratch database on disk: memory stays bounded
+/// by its cache whatever the number of pinned blocks (an in-memory set took ~100 bytes per
+/// block, 400 MB for 4 million). Nothing in it needs to survive a crash: commits are not
+/// synced, and the file is replaced at the next mark and deleted when the mark is dropped.
+struct Mark {
+    db: redb::Database,
+    path: std::path::PathBuf,
+    tx: Option<redb::WriteTransaction>,
+    pending: usize,
+}
+
+impl Mark {
+    fn create(path: &std::path::Path) -> Result<Self, StoreError> {
+        // A mark left by a crash is stale.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io(e)),
+        }
+        let db = redb::Database::builder()
+            .set_cache_size(8 << 20)
+            .create(path)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+            tx: None,
+            pending: 0,
+        })
+    }
+
+    /// Adds `key`; `false` when it was there already.
+    fn insert(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        if self.tx.is_none() {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(redb::Durability::None)?;
+            self.tx = Some(tx);
+        }
+        let Some(tx) = &self.tx else {
+            return Ok(false);
+        };
+        let fresh = tx.open_table(MARKED)?.insert(key, ())?.is_none();
+        self.pending += 1;
+        if self.pending >= MARK_BATCH {
+            self.finish()?;
+        }
+        Ok(fresh)
+    }
+
+    /// Commits what was inserted.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.pending = 0;
+        match self.tx.take() {
+            Some(tx) => Ok(tx.commit()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the mark reached `key`; `None` when the scratch database cannot say.
+    fn contains(&self, key: &[u8]) -> Option<bool> {
+        let tx = self.db.begin_read().ok()?;
+        let table = match tx.open_table(MARKED) {
+            Ok(t) => t,
+            // Nothing was marked: no pins.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Some(false),
+            Err(_) => return None,
+        };
+        table.get(key).ok().map(|v| v.is_some())
+    }
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(error = %e, "removing the garbage collection's scratch mark");
+        }
     }
 }
 
@@ -580,6 +678,15 @@ pub struct StoreSummary {
     pub released_bytes: u64,
     /// Bytes of fetched blocks not kept on disk since start.
     pub cache_skipped_bytes: u64,
+    /// Bytes the scrub hashed since start.
+    #[serde(default)]
+    pub scrubbed_bytes: u64,
+    /// Blocks the scrub found corrupt since start.
+    #[serde(default)]
+    pub scrub_corrupt: u64,
+    /// Scrub passes over the whole store since start.
+    #[serde(default)]
+    pub scrub_passes: u64,
 }
 
 impl LocalStore {
@@ -608,6 +715,9 @@ impl LocalStore {
             gc_runs: get(&s.gc_runs),
             released_bytes: get(&s.released_bytes),
             cache_skipped_bytes: get(&s.cache_skipped_bytes),
+            scrubbed_bytes: get(&s.scrubbed_bytes),
+            scrub_corrupt: get(&s.scrub_corrupt),
+            scrub_passes: get(&s.scrub_passes),
         }
     }
 }
@@ -660,6 +770,13 @@ impl std::fmt::Display for StoreSummary {
             f,
             "not kept     {} of fetched blocks",
             b(self.cache_skipped_bytes)
+        )?;
+        writeln!(
+            f,
+            "scrubbed     {} in {} whole passes; {} corrupt blocks found",
+            b(self.scrubbed_bytes),
+            self.scrub_passes,
+            self.scrub_corrupt
         )
     }
 }
@@ -854,6 +971,41 @@ mod tests {
     }
 
     #[test]
+    fn the_mark_lives_on_disk_across_batches_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MARK_FILE);
+        // What a crash in the middle of a mark leaves: not even a database.
+        std::fs::write(&path, b"half a mark").unwrap();
+        let mut mark = Mark::create(&path).unwrap();
+        let n = MARK_BATCH as u64 * 2 + 17;
+        for i in 0..n {
+            assert!(mark.insert(&i.to_be_bytes()).unwrap(), "{i} is new");
+        }
+        assert!(!mark.insert(&5u64.to_be_bytes()).unwrap(), "seen before");
+        mark.finish().unwrap();
+        assert_eq!(mark.contains(&(n - 1).to_be_bytes()), Some(true));
+        assert_eq!(mark.contains(&0u64.to_be_bytes()), Some(true));
+        assert_eq!(mark.contains(&n.to_be_bytes()), Some(false));
+        drop(mark);
+        assert!(!path.exists(), "the scratch file goes with the mark");
+
+        // A collection over a stale file left behind marks afresh and leaves nothing.
+        let store = open(dir.path(), 0, 64 << 10);
+        let leaves: Vec<Block> = (0..3).map(|i| raw(60 + i, 16 << 10)).collect();
+        let root = node(&leaves.iter().collect::<Vec<_>>());
+        let mut all = leaves.clone();
+        all.push(root.clone());
+        pin_dag(&store, &all, root.cid());
+        store.maintain().unwrap();
+        assert!(store.unpin(root.cid()).unwrap());
+        std::fs::write(&path, b"stale").unwrap();
+        let report = store.maintain().unwrap();
+        assert!(report.gc);
+        assert_eq!(store.totals().pinned_bytes, 0, "{report:?}");
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn unpinned_dags_become_cache_entries_and_dead_bytes_are_reclaimed() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 0, 64 << 10);
@@ -1027,6 +1179,83 @@ mod tests {
         assert!(report.gc);
         assert_eq!(store.totals().cache_bytes, 0, "{report:?}");
         assert!(store.get_sync(leaf.cid()).unwrap().is_some());
+    }
+
+    /// Writes `bytes` over the start of every segment file of `class` and drops the files' pages
+    /// from the page cache: what a disk that went bad under the store looks like.
+    #[cfg(target_os = "linux")]
+    fn corrupt_on_disk(dir: &std::path::Path, class: &str) {
+        for entry in std::fs::read_dir(dir.join("blocks")).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().contains(class) {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8; 1];
+            file.read_exact_at(&mut b, 100).unwrap();
+            file.write_all_at(&[b[0] ^ 0x55], 100).unwrap();
+            file.sync_all().unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn blocks_in_the_page_cache_are_served_from_their_mapping_and_ones_from_the_disk_are_hashed() {
+        use crate::zero_copy::is_segment_slice;
+        for (len, class) in [
+            (256 << 10, ".cache."),
+            (4096, ".cache."),
+            (256 << 10, ".pin."),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), 0, 1 << 20);
+            let block = raw(90 + len as u64, len);
+            if class == ".pin." {
+                let batch = store.new_batch().unwrap();
+                store
+                    .put_staged(batch, std::slice::from_ref(&block), false)
+                    .unwrap();
+                store
+                    .commit_batch(batch, &[(*block.cid(), PinReason::Operator)])
+                    .unwrap();
+            } else {
+                store.put_cached(std::slice::from_ref(&block)).unwrap();
+            }
+            // Just written, so in the page cache: served without a copy when large. Its bytes
+            // are not touched here: pages mapped into a process stay in the page cache.
+            let served = store.serve_sync(block.cid()).unwrap().unwrap();
+            assert_eq!(served.len(), len);
+            assert_eq!(is_segment_slice(served.data()), len >= 64 << 10, "{len}");
+            // Reads for anything but serving copy and hash.
+            let read = store.get_sync(block.cid()).unwrap().unwrap();
+            assert!(!is_segment_slice(read.data()) && read == block);
+            drop(served);
+
+            corrupt_on_disk(dir.path(), class);
+            // Out of the page cache, the bytes come from the disk and are hashed: never served.
+            assert!(
+                matches!(
+                    store.serve_sync(block.cid()),
+                    Err(crate::tiers::TierError::Corrupt { .. })
+                ),
+                "{len} {class}"
+            );
+            // A cache entry is dropped (fetched anew); a pinned block stays for the repair, and
+            // its bad bytes, now in the page cache, are not trusted from there.
+            assert_eq!(store.has_sync(block.cid()).unwrap(), class == ".pin.");
+            if class == ".pin." {
+                assert!(matches!(
+                    store.serve_sync(block.cid()),
+                    Err(crate::tiers::TierError::Corrupt { .. })
+                ));
+            }
+        }
     }
 
     #[test]

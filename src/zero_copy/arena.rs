@@ -1,16 +1,15 @@
 //! The arena: a mapped memory file whose slots hold cached blocks.
 
-use std::ffi::c_void;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use offset_allocator::{Allocation, Allocator};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::region::Region;
 use super::ArenaError;
 
 /// Where the kernel says whether shared memory may use huge pages.
@@ -35,59 +34,6 @@ fn shmem_huge_pages_forced() -> bool {
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .any(|setting| setting.contains("[force]"))
-}
-
-/// Every live arena mapping, for [`locate`]; weak so that the registry does not keep one alive.
-static REGIONS: RwLock<Vec<(usize, usize, Weak<Region>)>> = RwLock::new(Vec::new());
-
-/// One mapping of one memory file.
-pub(super) struct Region {
-    base: NonNull<u8>,
-    len: usize,
-    fd: OwnedFd,
-}
-
-// SAFETY: the mapping is shared memory owned by this value until it drops; slots handed out by
-// the allocator are disjoint, each written once before any reader sees it, so threads never race
-// on the same bytes.
-unsafe impl Send for Region {}
-// SAFETY: as above.
-unsafe impl Sync for Region {}
-
-impl Region {
-    /// The memory file, for `sendfile`.
-    pub(super) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        let base = self.base.as_ptr() as usize;
-        if let Ok(mut regions) = REGIONS.write() {
-            regions.retain(|(b, _, weak)| *b != base && weak.strong_count() > 0);
-        }
-        // SAFETY: `base`/`len` are exactly the mapping made in `Arena::new`, and no slot (the
-        // only readers) is alive: each holds an `Arc` to this region.
-        if let Err(e) = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), self.len) }
-        {
-            tracing::warn!(error = %e, "unmapping the cache arena failed");
-        }
-    }
-}
-
-/// The arena region holding `slice`, with the slice's offset in its memory file.
-pub(super) fn locate(slice: &[u8]) -> Option<(Arc<Region>, u64)> {
-    let start = slice.as_ptr() as usize;
-    let end = start.checked_add(slice.len())?;
-    let regions = REGIONS.read().ok()?;
-    regions.iter().find_map(|(base, len, weak)| {
-        if start >= *base && end <= base + len {
-            weak.upgrade().map(|r| (r, (start - base) as u64))
-        } else {
-            None
-        }
-    })
 }
 
 struct Shared {
@@ -132,16 +78,12 @@ impl Arena {
         .map_err(std::io::Error::from)?;
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| ArenaError::Os(std::io::Error::other("mmap returned a null mapping")))?;
-        let region = Arc::new(Region { base, len, fd });
+        let region = Region::register(base, len, fd, false);
         // SAFETY: advice on the mapping just made (unmapped by `region` if this fails); it
         // changes how pages are backed, not what they hold. Base pages only, for the reason in
         // `shmem_huge_pages_forced`.
         unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxNoHugepage) }
             .map_err(std::io::Error::from)?;
-        if let Ok(mut regions) = REGIONS.write() {
-            regions.retain(|(_, _, weak)| weak.strong_count() > 0);
-            regions.push((base.as_ptr() as usize, len, Arc::downgrade(&region)));
-        }
         Ok(Self {
             shared: Arc::new(Shared {
                 region,
@@ -244,6 +186,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zero_copy::region::locate;
 
     #[test]
     fn slots_hold_their_bytes_and_are_located() {
@@ -294,7 +237,6 @@ mod tests {
         drop(arena);
         assert!(locate(&bytes).is_some(), "slots keep the mapping alive");
         drop(bytes);
-        let regions = REGIONS.read().unwrap();
-        assert!(regions.iter().all(|(b, _, _)| *b != addr & !(page() - 1)));
+        assert!(super::super::region::registered_at(addr & !(page() - 1)).is_none());
     }
 }

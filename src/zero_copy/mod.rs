@@ -22,17 +22,37 @@
 #[cfg(target_os = "linux")]
 mod arena;
 #[cfg(target_os = "linux")]
+mod mapped;
+#[cfg(target_os = "linux")]
+mod region;
+#[cfg(target_os = "linux")]
 mod stream;
 
 #[cfg(target_os = "linux")]
 pub use arena::Arena;
+#[cfg(target_os = "linux")]
+pub use mapped::{
+    forget_pages, is_segment_slice, no_readahead, read_cached, stale_segment_slice, MappedFile,
+};
 #[cfg(target_os = "linux")]
 pub use stream::ZeroCopyStream;
 
 #[cfg(not(target_os = "linux"))]
 mod portable;
 #[cfg(not(target_os = "linux"))]
-pub use portable::Arena;
+pub use portable::{
+    forget_pages, is_segment_slice, no_readahead, read_cached, stale_segment_slice, Arena,
+    MappedFile,
+};
+
+/// Counters of body bytes sent with `sendfile`, by where they were sent from.
+#[derive(Clone, Debug, Default)]
+pub struct ZeroCopySent {
+    /// From the cache arena's memory file.
+    pub arena: prometheus_client::metrics::counter::Counter,
+    /// Straight from the store's segment files.
+    pub store: prometheus_client::metrics::counter::Counter,
+}
 
 /// Blocks at least this large go to the arena; below it a copy costs less than the extra
 /// system call a separate `sendfile` takes.

@@ -29,3 +29,45 @@ impl Arena {
         0
     }
 }
+
+/// No segment mappings here: store reads are copied and hashed.
+pub struct MappedFile;
+
+impl MappedFile {
+    /// Always an error: nothing is mapped here.
+    pub fn new(_file: &std::fs::File, _len: u64) -> std::io::Result<Self> {
+        Err(std::io::Error::other("segment mappings need Linux"))
+    }
+
+    /// Never resident.
+    pub fn resident(&self, _off: u64, _len: usize) -> std::io::Result<Option<Bytes>> {
+        Ok(None)
+    }
+
+    /// Nothing to retire.
+    pub fn retire(&self) {}
+
+    /// Nothing to poison.
+    pub fn poison(&self, _off: u64, _len: usize) {}
+}
+
+/// Nothing is a segment slice here.
+pub fn stale_segment_slice(_data: &[u8]) -> bool {
+    false
+}
+
+/// Nothing is a segment slice here.
+pub fn is_segment_slice(_data: &[u8]) -> bool {
+    false
+}
+
+/// Always `false`: the caller reads and hashes.
+pub fn read_cached(_file: &std::fs::File, _buf: &mut [u8], _off: u64) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// Nothing to advise here.
+pub fn no_readahead(_file: &std::fs::File) {}
+
+/// Nothing to drop here.
+pub fn forget_pages(_file: &std::fs::File, _off: u64, _len: u64) {}

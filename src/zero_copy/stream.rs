@@ -4,24 +4,23 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use prometheus_client::metrics::counter::Counter;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::arena::locate;
-use super::MIN_ZERO_COPY_BYTES;
+use super::region::locate;
+use super::{ZeroCopySent, MIN_ZERO_COPY_BYTES};
 
-/// A TCP stream whose writes send slices of a cache arena from its memory file instead of
-/// copying them; every other byte is written as usual.
+/// A TCP stream whose writes send slices of a cache arena or of a store segment mapping from
+/// their file instead of copying them; every other byte is written as usual.
 pub struct ZeroCopyStream {
     inner: TcpStream,
-    sent: Counter,
+    sent: ZeroCopySent,
 }
 
 impl ZeroCopyStream {
     /// Wraps `inner`; bytes sent without a copy are added to `sent`.
-    pub fn new(inner: TcpStream, sent: Counter) -> Self {
+    pub fn new(inner: TcpStream, sent: ZeroCopySent) -> Self {
         Self { inner, sent }
     }
 
@@ -63,7 +62,12 @@ impl ZeroCopyStream {
                     // zero-length write, which hyper would treat as a dead connection.
                     Ok(0) => Pin::new(&mut self.inner).poll_write(cx, slice),
                     Ok(n) => {
-                        self.sent.inc_by(n as u64);
+                        let counter = if region.segment {
+                            &self.sent.store
+                        } else {
+                            &self.sent.arena
+                        };
+                        counter.inc_by(n as u64);
                         Poll::Ready(Ok(n))
                     }
                     Err(e) => Poll::Ready(Err(e)),
@@ -133,7 +137,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    async fn pair(sent: Counter) -> (ZeroCopyStream, TcpStream) {
+    async fn pair(sent: ZeroCopySent) -> (ZeroCopyStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
@@ -151,7 +155,7 @@ mod tests {
     async fn mixed_writes_arrive_in_order_and_arena_bytes_skip_the_copy() {
         let arena = Arena::new(8 << 20).unwrap();
         let big = arena.copy_in(&pattern(1, 3 << 20)).unwrap();
-        let sent = Counter::default();
+        let sent = ZeroCopySent::default();
         let (mut server, mut client) = pair(sent.clone()).await;
         let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
         let tail = b"trailer".to_vec();
@@ -186,7 +190,7 @@ mod tests {
         assert_eq!(got.len(), want.len());
         assert!(got == want, "bytes differ");
         assert_eq!(
-            sent.get(),
+            sent.arena.get(),
             big.len() as u64,
             "the arena slice went by sendfile"
         );
@@ -197,7 +201,7 @@ mod tests {
         let arena = Arena::new(128 * 1024).unwrap();
         let first = pattern(5, 96 * 1024);
         let slot = arena.copy_in(&first).unwrap();
-        let (mut server, mut client) = pair(Counter::default()).await;
+        let (mut server, mut client) = pair(ZeroCopySent::default()).await;
         // Small enough to sit whole in the socket buffers while nobody reads.
         let n = server.write(&slot).await.unwrap();
         assert_eq!(n, slot.len());
@@ -217,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_and_foreign_slices_are_written_normally() {
-        let sent = Counter::default();
+        let sent = ZeroCopySent::default();
         let (mut server, mut client) = pair(sent.clone()).await;
         let heap = pattern(3, 200 * 1024);
         server.write_all(&heap).await.unwrap();
@@ -225,6 +229,6 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(got == heap);
-        assert_eq!(sent.get(), 0);
+        assert_eq!(sent.arena.get() + sent.store.get(), 0);
     }
 }
