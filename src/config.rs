@@ -376,8 +376,8 @@ pub struct StoreConfig {
     /// high watermark starts them at once).
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
-    /// Bytes per second the scrub reads and hashes again, every block in turn (reads to serve
-    /// trust the page cache; this is the check behind that). 0: no scrub.
+    /// Bytes per second the scrub reads and hashes again, every block in turn (large blocks in
+    /// the page cache leave unhashed; this is the check behind that). 0: no scrub.
     pub scrub_rate: bytesize::ByteSize,
 }
 

@@ -282,6 +282,9 @@ async fn serve_opened(
         );
         gateway = gateway.dedicated(index, config.gateway.access_tokens.clone());
     }
+    // Large blocks in the page cache leave by sendfile from their segment files only where the
+    // public listener can send them so: plain TCP, zero-copy on.
+    store.set_zero_copy(config.cache.zero_copy && tls.is_none() && cfg!(target_os = "linux"));
     let public_limits = Limits {
         zero_copy_sent: config
             .cache

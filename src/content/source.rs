@@ -3,7 +3,9 @@
 //! on where blocks come from.
 //!
 //! Every source hands out [`Block`]s, which exist only once their bytes were hashed against their
-//! CID (or came from the cache, which admits only such blocks).
+//! CID (or came from the cache, which admits only such blocks), with one exception: the store
+//! hands out a large block whose pages this process holds in the page cache without hashing it
+//! again (it was hashed when written or read in; the store's scrub checks behind that).
 
 use async_trait::async_trait;
 use cid::Cid;

@@ -6,7 +6,8 @@ use cid::Cid;
 use super::verify::{check, VerifyError};
 
 /// A block whose bytes hash to its CID. The only way to make one from untrusted bytes is
-/// [`Block::verified`], so holding a `Block` is proof of verification.
+/// [`Block::verified`]; [`Block::already_verified`] rebuilds one from bytes this process verified
+/// before (cache hits, and large store blocks still in the page cache).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     cid: Cid,
@@ -21,7 +22,8 @@ impl Block {
     }
 
     /// Rebuilds a block from bytes that were verified when they entered this process (the edge
-    /// cache), so cache hits are not hashed twice.
+    /// cache; the store's large blocks whose pages it holds in the page cache, see
+    /// `tiers::segments`), so they are not hashed twice.
     pub(crate) fn already_verified(cid: Cid, data: Bytes) -> Self {
         Self { cid, data }
     }

@@ -1,10 +1,11 @@
 //! The embedded hot store and disk cache: block bytes in segment files (`segments.rs`), their
 //! index, the pins and small records in one redb database on local disk.
 //!
-//! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read
-//! that has to go to the disk is hashed against the requested CID before it is returned (disk
-//! corruption must never reach a client); reads to serve trust what the page cache holds
-//! (`Segments::read_to_serve`), and the scrub re-hashes everything at a bounded rate. Writes are transactional; imports and promotions stage their new blocks so that an
+//! Blocks are keyed by multihash, so CIDv0 / CIDv1 and any codec share one copy. Every read is
+//! hashed against the requested CID before it is returned (disk corruption must never reach a
+//! client), with one exception: to serve, a large block whose pages this process has in the page
+//! cache is trusted and sent with `sendfile` (`Segments::read_in_memory`); the scrub
+//! (`scrub.rs`) re-hashes every block at a bounded rate behind that. Writes are transactional; imports and promotions stage their new blocks so that an
 //! interrupted one is rolled back at the next open. Blocks fetched from the hot node or the
 //! cold tier are kept as cache entries within `store.max_size` (see `space.rs`).
 
@@ -22,7 +23,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::segments::{Class, Found, Loc, Segments};
+use super::segments::{Class, Found, Loc, Segments, Verifying};
 use super::{identity_block, BlockSource, TierError};
 use crate::ipld::{codec, Block, CBOR, IDENTITY, JSON, RAW};
 
@@ -548,44 +549,32 @@ impl LocalStore {
     }
 
     /// Reads the bytes the index names under `key` (reading the index again if the segment
-    /// was rewritten meanwhile).
+    /// was rewritten meanwhile), marked as being verified until the guard drops.
     fn read_bytes(
         &self,
         key: &[u8],
         first: Loc,
-        serve: bool,
-    ) -> Result<Option<(Loc, Bytes, Class, Found)>, StoreError> {
-        if let Some((b, class, found)) = self.read_at(key, first, serve)? {
-            return Ok(Some((first, b, class, found)));
+    ) -> Result<Option<(Loc, Bytes, Class, Verifying<'_>)>, StoreError> {
+        if let Some((b, class, v)) = self.read_at(key, first)? {
+            return Ok(Some((first, b, class, v)));
         }
         let tx = self.db.begin_read()?;
         let index = tx.open_table(INDEX)?;
         match Self::locate(&index, key)? {
-            Some(loc) => Ok(self
-                .read_at(key, loc, serve)?
-                .map(|(b, c, f)| (loc, b, c, f))),
+            Some(loc) => Ok(self.read_at(key, loc)?.map(|(b, c, v)| (loc, b, c, v))),
             None => Ok(None),
         }
     }
 
-    /// Reads `loc`: to serve, trusting what the page cache holds
-    /// ([`Segments::read_to_serve`]), or else from wherever it is, to be hashed. A cache
-    /// entry that cannot be read (a file cut short by a power loss, a bad sector) is dropped
-    /// and reads as absent: it is only a copy, fetched again.
+    /// Reads `loc`, to be hashed. A cache entry that cannot be read (a file cut short by a
+    /// power loss, a bad sector) is dropped and reads as absent: it is only a copy, fetched
+    /// again.
     fn read_at(
         &self,
         key: &[u8],
         loc: Loc,
-        serve: bool,
-    ) -> Result<Option<(Bytes, Class, Found)>, StoreError> {
-        let read = if serve {
-            self.segments.read_to_serve(&loc)
-        } else {
-            self.segments
-                .read(&loc)
-                .map(|r| r.map(|(b, c)| (b, c, Found::FromDisk)))
-        };
-        match read {
+    ) -> Result<Option<(Bytes, Class, Verifying<'_>)>, StoreError> {
+        match self.segments.read_verifying(&loc, false) {
             Ok(found) => Ok(found),
             Err(e) if self.segments.class_of(loc.seg) == Some(Class::Cache) => {
                 tracing::warn!(error = %e, segment = loc.seg, "dropping a cache entry that cannot be read");
@@ -664,19 +653,26 @@ impl LocalStore {
         }
         let tx = self.db.begin_read().map_err(StoreError::from)?;
         let table = tx.open_table(INDEX).map_err(StoreError::from)?;
-        self.read_block(&table, cid, false)
+        self.read_block(&table, cid)
     }
 
-    /// Reads a block to serve it (blocking): as [`LocalStore::get_sync`], except that bytes
-    /// found in the page cache are trusted and large ones are slices of the segment's mapping,
-    /// sent with `sendfile`. Scrubs, collection and exports use `get_sync`, which hashes all.
+    /// Reads a block to serve it (blocking), as the store's [`BlockSource::get`] does: from
+    /// memory when it is there ([`Segments::read_in_memory`]: a large block in the page cache
+    /// is a slice of its segment's mapping, trusted, sent with `sendfile`), else as
+    /// [`LocalStore::get_sync`], hashed. Scrubs, collection and exports use `get_sync`.
     pub fn serve_sync(&self, cid: &Cid) -> Result<Option<Block>, TierError> {
-        if let Some(b) = identity_block(cid) {
-            return Ok(Some(b));
+        match self.serve_in_memory(cid) {
+            Ok(InMemory::Hit(b)) => Ok(Some(b)),
+            Ok(InMemory::Absent) => Ok(None),
+            Ok(InMemory::Slow) | Err(_) => self.get_sync(cid),
         }
-        let tx = self.db.begin_read().map_err(StoreError::from)?;
-        let table = tx.open_table(INDEX).map_err(StoreError::from)?;
-        self.read_block(&table, cid, true)
+    }
+
+    /// Serves large blocks from their page-cache pages as slices of the segment files'
+    /// mappings: set where those slices leave with `sendfile` (plain-TCP HTTP/1.1, zero-copy
+    /// on). Off, large blocks are read and hashed like small ones.
+    pub fn set_zero_copy(&self, on: bool) {
+        self.segments.set_map_large(on);
     }
 
     /// Whether the block is stored (blocking).
@@ -1174,7 +1170,7 @@ impl LocalStore {
             }
             let block = match identity_block(&cid) {
                 Some(b) => b,
-                None => match self.read_block(&table, &cid, false)? {
+                None => match self.read_block(&table, &cid)? {
                     Some(b) => b,
                     None => return Ok(Some(DagGap::Missing(cid))),
                 },
@@ -1203,25 +1199,21 @@ impl LocalStore {
 }
 
 impl LocalStore {
-    /// Reads `cid` (per the index in `table`) and verifies it against its CID; to `serve`, bytes
-    /// the page cache held are not hashed again (see [`Segments::read_to_serve`]).
+    /// Reads `cid` (per the index in `table`) and verifies it against its CID.
     fn read_block(
         &self,
         table: &redb::ReadOnlyTable<&[u8], &[u8]>,
         cid: &Cid,
-        serve: bool,
     ) -> Result<Option<Block>, TierError> {
         let key = cid.hash().to_bytes();
         let Some(first) = Self::locate(table, &key)? else {
             return Ok(None);
         };
-        let Some((loc, data, class, found)) = self.read_bytes(&key, first, serve)? else {
+        // Held until the hash has passed or the block is marked corrupt: until then, pages the
+        // read brought into memory are not trusted by reads that skip the hash.
+        let Some((loc, data, class, _verifying)) = self.read_bytes(&key, first)? else {
             return Ok(None);
         };
-        if found == Found::InMemory {
-            self.note_read(class, &key);
-            return Ok(Some(Block::already_verified(*cid, data)));
-        }
         match Block::verified(*cid, data) {
             Ok(b) => {
                 self.note_read(class, &key);
@@ -1450,7 +1442,8 @@ enum InMemory {
 impl LocalStore {
     /// Serves `cid` on the calling (async) thread when that costs no disk read of block bytes:
     /// a blocking thread's hand-off costs more than a 4 KiB read from the page cache. The index
-    /// lookup may read redb's file; its pages are few and hot next to the blocks'.
+    /// lookup may still read redb's file when its page is in neither redb's cache nor the page
+    /// cache: a short blocking read on the worker, as nginx reads its cache files.
     fn serve_in_memory(&self, cid: &Cid) -> Result<InMemory, StoreError> {
         if let Some(b) = identity_block(cid) {
             return Ok(InMemory::Hit(b));
@@ -1462,10 +1455,18 @@ impl LocalStore {
             return Ok(InMemory::Absent);
         };
         Ok(match self.segments.read_in_memory(&loc)? {
-            Some((data, class)) => {
+            Some((data, class, Found::Trusted)) => {
                 self.note_read(class, &key);
                 InMemory::Hit(Block::already_verified(*cid, data))
             }
+            Some((data, class, Found::MustHash)) => match Block::verified(*cid, data) {
+                Ok(b) => {
+                    self.note_read(class, &key);
+                    InMemory::Hit(b)
+                }
+                // The blocking path reads it again, reports it and marks it corrupt.
+                Err(_) => InMemory::Slow,
+            },
             None => InMemory::Slow,
         })
     }
@@ -1481,7 +1482,7 @@ impl BlockSource for LocalStore {
             Ok(InMemory::Slow) | Err(_) => {}
         }
         let c = *cid;
-        self.read_blocking(move |s| s.serve_sync(&c))
+        self.read_blocking(move |s| s.get_sync(&c))
             .await??
             .ok_or(TierError::NotFound(*cid))
     }

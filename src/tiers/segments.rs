@@ -16,11 +16,13 @@
 //! makes bytes visible. Bytes appended by a write that never committed are dead space, which
 //! compaction reclaims.
 //!
-//! Reads to serve ([`Segments::read_to_serve`]) trust bytes the page cache holds: they were
-//! written by the store after it verified them, or brought in by a read it hashed (read-ahead
-//! is off on segment files). Large ones come back as slices of a read-only mapping of the file,
-//! which the public listener sends with `sendfile` from the file itself. Bytes that must come
-//! from the disk are read and hashed by the store, as every read for anything else is.
+//! Reads to serve ([`Segments::read_in_memory`]) trust a large block the page cache holds: this
+//! process wrote it after verifying it, or brought it in by a read it hashed (read-ahead is off
+//! on segment files, pages an earlier process left are dropped at open, and pages of a block
+//! being read and hashed are not trusted before the hash has passed). It comes back as a slice
+//! of a read-only mapping of the file, which the public listener sends with `sendfile` from the
+//! file itself. Small blocks and everything that must come from the disk are hashed by the
+//! store on every read.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -106,13 +108,13 @@ impl Loc {
     }
 }
 
-/// How bytes read to serve were found.
+/// What bytes found in memory need before they are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found {
-    /// All in the page cache: verified when they got there, not hashed again.
-    InMemory,
-    /// Read from the disk: the caller hashes them.
-    FromDisk,
+    /// Nothing: a large block in the page cache, verified when it got there.
+    Trusted,
+    /// A hash: a small block (hashing a few KiB costs less than the doubt).
+    MustHash,
 }
 
 /// One segment file and what the index says of it.
@@ -154,8 +156,13 @@ struct State {
     dirty: HashSet<u32>,
     /// Blocks (segment, offset) found corrupt on the disk: the read that found them left their
     /// bad bytes in the page cache, so they are never trusted from there. Bounded: past the
-    /// bound, trust in the page cache ends for the whole store (every read is hashed).
+    /// bound, trust in the page cache ends for the whole store until a restart.
     corrupt: HashSet<(u32, u64)>,
+    /// Set once `corrupt` was full: no large block is trusted from memory any more.
+    distrust_all: bool,
+    /// Blocks being read from the disk and hashed: their pages may be in the page cache before
+    /// the hash has passed, so they are not trusted from there until it has.
+    verifying: HashSet<(u32, u64)>,
 }
 
 /// How many corrupt blocks are remembered before every read is hashed instead.
@@ -184,6 +191,24 @@ pub struct Segments {
     /// Held across a sync: a caller whose bytes another caller's sync took waits for that
     /// sync to end instead of returning before its bytes are durable.
     syncing: Mutex<()>,
+    /// Whether large blocks are served as slices of a mapping: only where something sends them
+    /// with `sendfile` (plain-TCP HTTP/1.1 with zero-copy on); elsewhere a mapping would only
+    /// expose reads of evicted pages to `SIGBUS`.
+    map_large: std::sync::atomic::AtomicBool,
+}
+
+/// Marks a block as being read and hashed until dropped (see `State::verifying`).
+pub struct Verifying<'a> {
+    segments: &'a Segments,
+    at: (u32, u64),
+}
+
+impl Drop for Verifying<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.segments.state.lock() {
+            s.verifying.remove(&self.at);
+        }
+    }
 }
 
 fn lock_err() -> std::io::Error {
@@ -209,6 +234,10 @@ impl Segments {
                 .open(entry.path())?;
             let size = file.metadata()?.len();
             no_readahead(&file);
+            // Pages left in the page cache by an earlier process (or another one) were not
+            // hashed by this one, and bytes found corrupt before a restart may sit there: a
+            // fresh process trusts only what it reads and hashes, or writes, itself.
+            forget_pages(&file, 0, 0);
             state.next_id = state.next_id.max(id + 1);
             state.segments.insert(
                 id,
@@ -227,6 +256,7 @@ impl Segments {
             segment_size: segment_size.max(1),
             state: Mutex::new(state),
             syncing: Mutex::new(()),
+            map_large: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -382,85 +412,139 @@ impl Segments {
         Ok(Some((Bytes::from(buf), class)))
     }
 
-    /// Reads the bytes at `loc` to serve them (see the module comment): `Found::InMemory` when
-    /// the page cache held them all (a block of [`MIN_ZERO_COPY_BYTES`] or more is then a slice
-    /// of the segment's mapping), `Found::FromDisk` when they were read from the disk and must
-    /// be hashed. `Ok(None)` when the segment is gone, as for [`Segments::read`].
-    pub fn read_to_serve(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class, Found)>> {
-        if let Some((bytes, class)) = self.read_in_memory(loc)? {
-            return Ok(Some((bytes, class, Found::InMemory)));
-        }
-        Ok(self.read(loc)?.map(|(b, c)| (b, c, Found::FromDisk)))
+    /// Serves large blocks from segment mappings (see `map_large`).
+    pub fn set_map_large(&self, on: bool) {
+        self.map_large
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The bytes at `loc` if the page cache holds them all and they are trusted from there;
-    /// `Ok(None)` otherwise (not in memory, found corrupt before, or the segment is gone). Never
-    /// waits for the disk, so it may run on an async worker.
-    pub fn read_in_memory(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
+    /// The bytes at `loc` if the page cache holds them all, without waiting for the disk (so
+    /// it may run on an async worker); `Ok(None)` otherwise, or when the segment is gone or its
+    /// table is busy. `Found::Trusted`: a large block as a slice of the segment's mapping, its
+    /// pages resident and not under suspicion, served without a hash. `Found::MustHash`: a
+    /// copy of a small block, which the caller hashes.
+    pub fn read_in_memory(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class, Found)>> {
         if loc.is_empty() {
-            return Ok(Some((Bytes::new(), Class::Pinned)));
+            return Ok(Some((Bytes::new(), Class::Pinned, Found::Trusted)));
         }
         let len = loc.len as usize;
-        let (file, map, class) = {
-            let mut s = self.state.lock().map_err(|_| lock_err())?;
-            if s.corrupt.len() >= MAX_CORRUPT || s.corrupt.contains(&(loc.seg, loc.off)) {
-                return Ok(None);
-            }
-            let segment_size = self.segment_size;
-            let Some(seg) = s.segments.get_mut(&loc.seg) else {
-                return Ok(None);
-            };
-            if len >= MIN_ZERO_COPY_BYTES && seg.map.is_none() {
-                // Large enough for every byte the segment will ever hold: it grows up to the
-                // segment size, or holds one block larger than that.
-                match MappedFile::new(&seg.file, segment_size.max(seg.size)) {
-                    Ok(m) => seg.map = Some(Arc::new(m)),
-                    Err(e) => tracing::debug!(error = %e, segment = loc.seg, "segment not mapped"),
-                }
-            }
-            (seg.file.clone(), seg.map.clone(), seg.class)
+        let large = len >= MIN_ZERO_COPY_BYTES;
+        if large && !self.map_large.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // Never waits for a writer (one may be creating a segment, with a directory sync).
+        let guard = match self.state.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(lock_err()),
         };
-        if len >= MIN_ZERO_COPY_BYTES {
-            if let Some(map) = map {
-                return Ok(map.resident(loc.off, len)?.map(|b| (b, class)));
-            }
+        let at = (loc.seg, loc.off);
+        let suspect =
+            guard.distrust_all || guard.corrupt.contains(&at) || guard.verifying.contains(&at);
+        if large && suspect {
+            return Ok(None);
         }
-        let mut buf = vec![0u8; len];
-        Ok(read_cached(&file, &mut buf, loc.off)?.then(|| (Bytes::from(buf), class)))
-    }
-
-    /// Reads the bytes at `loc` for the scrub: from memory when the page cache holds them all
-    /// (what a read to serve would trust), else from the disk, dropping the pages it brought in
-    /// so that a pass over the whole store does not push the hot set out of memory.
-    pub fn read_to_check(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class)>> {
-        if loc.is_empty() {
-            return Ok(Some((Bytes::new(), Class::Pinned)));
-        }
-        let Some((file, class)) = self.file_of(loc.seg)? else {
+        let Some(seg) = guard.segments.get(&loc.seg) else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; loc.len as usize];
-        if !read_cached(&file, &mut buf, loc.off)? {
-            file.read_exact_at(&mut buf, loc.off)?;
-            forget_pages(&file, loc.off, loc.len.into());
+        let (file, map, class, size) = (seg.file.clone(), seg.map.clone(), seg.class, seg.size);
+        drop(guard);
+        if !large {
+            let mut buf = vec![0u8; len];
+            return Ok(read_cached(&file, &mut buf, loc.off)?
+                .then(|| (Bytes::from(buf), class, Found::MustHash)));
         }
-        Ok(Some((Bytes::from(buf), class)))
+        let map = match map {
+            Some(m) => m,
+            None => match self.map_segment(loc.seg, file, size) {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+        };
+        Ok(map
+            .resident(loc.off, len)?
+            .map(|b| (b, class, Found::Trusted)))
+    }
+
+    /// Maps segment `id` (outside the table's lock: mapping takes system calls) and keeps the
+    /// mapping unless another reader made one meanwhile.
+    fn map_segment(&self, id: u32, file: Arc<File>, size: u64) -> Option<Arc<MappedFile>> {
+        // Large enough for every byte the segment will ever hold: it grows up to the segment
+        // size, or holds one block larger than that.
+        let made = match MappedFile::new(file, self.segment_size.max(size)) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                tracing::debug!(error = %e, segment = id, "segment not mapped");
+                return None;
+            }
+        };
+        let mut s = self.state.lock().ok()?;
+        let seg = s.segments.get_mut(&id)?;
+        Some(seg.map.get_or_insert(made).clone())
+    }
+
+    /// Reads the bytes at `loc` from wherever they are, marking them as being verified until
+    /// the returned guard drops: the caller hashes them meanwhile. `forget`: drop the pages the
+    /// read brought in from the disk (the scrub, which must not push the hot set out).
+    pub fn read_verifying(
+        &self,
+        loc: &Loc,
+        forget: bool,
+    ) -> std::io::Result<Option<(Bytes, Class, Verifying<'_>)>> {
+        let at = (loc.seg, loc.off);
+        if loc.is_empty() {
+            // Nothing to read, so nothing to mark: the guard removes an entry never made.
+            return Ok(Some((
+                Bytes::new(),
+                Class::Pinned,
+                Verifying { segments: self, at },
+            )));
+        }
+        let (file, class) = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            let Some(found) = s
+                .segments
+                .get(&loc.seg)
+                .map(|seg| (seg.file.clone(), seg.class))
+            else {
+                return Ok(None);
+            };
+            s.verifying.insert(at);
+            found
+        };
+        let guard = Verifying { segments: self, at };
+        let mut buf = vec![0u8; loc.len as usize];
+        if !(forget && read_cached(&file, &mut buf, loc.off)?) {
+            file.read_exact_at(&mut buf, loc.off)?;
+            if forget {
+                forget_pages(&file, loc.off, loc.len.into());
+            }
+        }
+        Ok(Some((Bytes::from(buf), class, guard)))
     }
 
     /// Remembers that the bytes at `loc` failed their hash: reads to serve hash them from now on,
     /// and slices of them cached in memory are dropped when next found.
     pub fn mark_corrupt(&self, loc: &Loc) {
-        if let Ok(mut s) = self.state.lock() {
-            if let Some(map) = s.segments.get(&loc.seg).and_then(|seg| seg.map.as_ref()) {
+        let Ok(mut s) = self.state.lock() else { return };
+        if s.corrupt.contains(&(loc.seg, loc.off)) {
+            return;
+        }
+        if let Some(seg) = s.segments.get(&loc.seg) {
+            if let Some(map) = &seg.map {
                 map.poison(loc.off, loc.len as usize);
             }
-            if s.corrupt.len() < MAX_CORRUPT {
-                s.corrupt.insert((loc.seg, loc.off));
-            } else {
-                tracing::error!(
-                    "too many corrupt blocks: no store read is trusted from memory any more"
-                );
-            }
+            // The next read goes to the disk (and fails its hash) rather than to the bad bytes
+            // the failed read left in memory, in this process or the next.
+            forget_pages(&seg.file, loc.off, loc.len.into());
+        }
+        if s.corrupt.len() < MAX_CORRUPT {
+            s.corrupt.insert((loc.seg, loc.off));
+        } else if !s.distrust_all {
+            s.distrust_all = true;
+            tracing::error!(
+                "too many corrupt blocks: no block is trusted from memory any more until a restart"
+            );
         }
     }
 

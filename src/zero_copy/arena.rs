@@ -78,7 +78,7 @@ impl Arena {
         .map_err(std::io::Error::from)?;
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| ArenaError::Os(std::io::Error::other("mmap returned a null mapping")))?;
-        let region = Region::register(base, len, fd, false);
+        let region = Region::register(base, len, Box::new(fd), false);
         // SAFETY: advice on the mapping just made (unmapped by `region` if this fails); it
         // changes how pages are backed, not what they hold. Base pages only, for the reason in
         // `shmem_huge_pages_forced`.

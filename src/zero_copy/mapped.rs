@@ -1,11 +1,12 @@
-//! Store segment files mapped read-only, so that their bytes in the page cache leave by
+//! Store segment files mapped read-only, so that large blocks in the page cache leave by
 //! `sendfile` straight from the file, with no copy and no hash on the way.
 //!
 //! Why no hash: the bytes were verified when they were written, and the page cache holds what
-//! was written or what a hashed read brought in (segments are read with read-ahead off, so a
-//! read brings in only the pages it asked for). Bytes that would have to come from the disk are
-//! the ones a failing disk can change: for those the store reads and hashes instead. The
-//! background scrub covers what slips through (a page a neighbour's hashed read brought in).
+//! this process wrote or what one of its hashed reads brought in (read-ahead is off on segment
+//! files, and pages an earlier process left are dropped at open). Bytes that would have to come
+//! from the disk are the ones a failing disk can change: for those the store reads and hashes
+//! instead. The background scrub covers what slips through (a page a neighbour's hashed read
+//! brought in, bytes that changed in memory).
 //!
 //! Why the residency check matters for more than speed: touching a mapped page that is not in
 //! the page cache makes the kernel read it, and an I/O error there is a `SIGBUS`, not an error
@@ -14,7 +15,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +22,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustix::mm::{MapFlags, ProtFlags};
 
-use super::region::{locate, Region};
+use super::region::{locate, Region, SEGMENT_MAPPINGS};
+
+/// Live segment mappings at most: half the kernel's default `vm.max_map_count`, 2 TiB of store
+/// at the default 64 MiB segments. Past it, segments are read and hashed as without a mapping.
+pub const MAX_SEGMENT_MAPPINGS: usize = 32 * 1024;
 
 fn page() -> usize {
     rustix::param::page_size()
@@ -35,14 +39,17 @@ pub struct MappedFile {
 
 impl MappedFile {
     /// Maps the first `len` bytes of `file`, which may still grow into them: only bytes already
-    /// written are ever handed out.
-    pub fn new(file: &File, len: u64) -> io::Result<Self> {
+    /// written are ever handed out. Refused past [`MAX_SEGMENT_MAPPINGS`] live mappings (the
+    /// store then reads and hashes large blocks as it does small ones).
+    pub fn new(file: Arc<File>, len: u64) -> io::Result<Self> {
+        if SEGMENT_MAPPINGS.load(Ordering::Relaxed) >= MAX_SEGMENT_MAPPINGS {
+            return Err(io::Error::other("too many segment mappings"));
+        }
         let page = page();
         let len = usize::try_from(len.max(1))
             .ok()
             .and_then(|l| l.checked_next_multiple_of(page))
             .ok_or_else(|| io::Error::other("segment too large to map"))?;
-        let fd = file.as_fd().try_clone_to_owned()?;
         // SAFETY: a fresh read-only shared mapping at an address the kernel chooses. The file is
         // append-only while mapped (never truncated or rewritten in place), so the bytes of a
         // written range never change under a reader.
@@ -52,14 +59,15 @@ impl MappedFile {
                 len,
                 ProtFlags::READ,
                 MapFlags::SHARED,
-                &fd,
+                &*file,
                 0,
             )
         }
         .map_err(io::Error::from)?;
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        let region = Region::register(base, len, fd, true);
+        // The store's own descriptor: a segment costs no second one for being mapped.
+        let region = Region::register(base, len, Box::new(file), true);
         // SAFETY: advice on the mapping just made; it changes how faults read, not what pages
         // hold. A fault maps its own page and reads nothing around it from the disk.
         if let Err(e) = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::Random) } {
@@ -97,7 +105,7 @@ impl MappedFile {
             return;
         };
         if let Ok(mut p) = self.region.poisoned.lock() {
-            p.push((off, len));
+            p.insert((off, len));
         }
         self.region.any_poisoned.store(true, Ordering::Release);
     }
@@ -119,7 +127,9 @@ impl AsRef<[u8]> for MappedSlice {
     }
 }
 
-/// Whether every page under `off..off+len` of `region` is in the page cache.
+/// Whether every page under `off..off+len` of `region` is in the page cache. `mincore` reports
+/// the page cache of a file mapping only to a process that may write the file (otherwise it
+/// claims every page resident): the store opens its segments read-write.
 fn pages_resident(region: &Region, off: usize, len: usize) -> bool {
     if len == 0 {
         return true;
@@ -175,13 +185,18 @@ pub fn read_cached(file: &File, buf: &mut [u8], off: u64) -> io::Result<bool> {
     }
 }
 
-/// Drops `file`'s pages under `off..off+len` from the page cache (clean ones; pages mapped by
-/// a process stay): for reads that should not displace what is hot.
+/// Drops `file`'s pages under `off..off+len` (whole pages, rounded outward) from the page cache
+/// (clean ones; pages mapped by a process stay); `len` 0: the whole file. For reads that should
+/// not displace what is hot, and for bytes that must be read from the disk again.
 pub fn forget_pages(file: &File, off: u64, len: u64) {
-    if let Some(len) = std::num::NonZeroU64::new(len) {
-        if let Err(e) = rustix::fs::fadvise(file, off, Some(len), rustix::fs::Advice::DontNeed) {
-            tracing::debug!(error = %e, "fadvise(POSIX_FADV_DONTNEED) on a segment file");
-        }
+    let page = page() as u64;
+    let start = off - off % page;
+    let len = match off.checked_add(len) {
+        Some(end) if len > 0 => std::num::NonZeroU64::new(end.next_multiple_of(page) - start),
+        _ => None,
+    };
+    if let Err(e) = rustix::fs::fadvise(file, start, len, rustix::fs::Advice::DontNeed) {
+        tracing::debug!(error = %e, "fadvise(POSIX_FADV_DONTNEED) on a segment file");
     }
 }
 
@@ -217,7 +232,8 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         no_readahead(&file);
         file.write_all(&data).unwrap();
-        let map = MappedFile::new(&file, 1 << 20).unwrap();
+        let file = Arc::new(file);
+        let map = MappedFile::new(file.clone(), 1 << 20).unwrap();
         // Not touched before the eviction below: pages mapped into a process are not dropped.
         let got = map
             .resident(1000, 200_000)

@@ -35,7 +35,7 @@ pub struct MappedFile;
 
 impl MappedFile {
     /// Always an error: nothing is mapped here.
-    pub fn new(_file: &std::fs::File, _len: u64) -> std::io::Result<Self> {
+    pub fn new(_file: std::sync::Arc<std::fs::File>, _len: u64) -> std::io::Result<Self> {
         Err(std::io::Error::other("segment mappings need Linux"))
     }
 

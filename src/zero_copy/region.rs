@@ -1,21 +1,29 @@
 //! Mappings whose slices [`super::ZeroCopyStream`] sends with `sendfile` from the file beneath.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::ffi::c_void;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 /// Every live mapping by base address, for [`locate`]; weak so that the registry does not keep
 /// one alive. A map, not a list: a store maps one region per segment file, thousands of them.
 static REGIONS: RwLock<BTreeMap<usize, (usize, Weak<Region>)>> = RwLock::new(BTreeMap::new());
 
+/// Live mappings of store segments. Each is one kernel memory map entry, and the kernel allows
+/// about 65 530 per process (`vm.max_map_count`), which ordinary allocations need too.
+pub(super) static SEGMENT_MAPPINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// A file a region maps: the arena's memory file, or a segment file shared with the store.
+pub(super) type MappedFd = Box<dyn AsFd + Send + Sync>;
+
 /// One mapping of one file: the cache arena's memory file, or a store segment.
 pub(super) struct Region {
     pub(super) base: NonNull<u8>,
     pub(super) len: usize,
-    fd: OwnedFd,
+    fd: MappedFd,
     /// A store segment file (read-only, its bytes in the page cache), not the arena.
     pub(super) segment: bool,
     /// The segment was deleted from the store: slices still held stay readable (the mapping
@@ -23,7 +31,7 @@ pub(super) struct Region {
     /// file's disk space taken.
     pub(super) retired: AtomicBool,
     /// Ranges (offset, length) of a segment found corrupt: slices over them are stale.
-    pub(super) poisoned: std::sync::Mutex<Vec<(usize, usize)>>,
+    pub(super) poisoned: std::sync::Mutex<HashSet<(usize, usize)>>,
     /// Whether `poisoned` holds anything (read without the lock on every check).
     pub(super) any_poisoned: AtomicBool,
 }
@@ -37,14 +45,22 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Takes ownership of the mapping `base..base+len` of `fd` and registers it for [`locate`].
-    pub(super) fn register(base: NonNull<u8>, len: usize, fd: OwnedFd, segment: bool) -> Arc<Self> {
+    pub(super) fn register(
+        base: NonNull<u8>,
+        len: usize,
+        fd: MappedFd,
+        segment: bool,
+    ) -> Arc<Self> {
+        if segment {
+            SEGMENT_MAPPINGS.fetch_add(1, Ordering::Relaxed);
+        }
         let region = Arc::new(Region {
             base,
             len,
             fd,
             segment,
             retired: AtomicBool::new(false),
-            poisoned: std::sync::Mutex::new(Vec::new()),
+            poisoned: std::sync::Mutex::new(HashSet::new()),
             any_poisoned: AtomicBool::new(false),
         });
         if let Ok(mut regions) = REGIONS.write() {
@@ -80,6 +96,9 @@ impl Drop for Region {
         let base = self.base.as_ptr() as usize;
         if let Ok(mut regions) = REGIONS.write() {
             regions.remove(&base);
+        }
+        if self.segment {
+            SEGMENT_MAPPINGS.fetch_sub(1, Ordering::Relaxed);
         }
         // SAFETY: `base`/`len` are exactly the mapping this region took in `register`, and no
         // slice over it (the only readers) is alive: each holds an `Arc` to this region.

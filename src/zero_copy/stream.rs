@@ -58,8 +58,14 @@ impl ZeroCopyStream {
                     rustix::fs::sendfile(socket, region.fd(), Some(&mut at), slice.len())
                 }));
                 match sent {
-                    // Cannot happen for a live slot; write the bytes instead of reporting a
-                    // zero-length write, which hyper would treat as a dead connection.
+                    // A segment file shorter than the slice (cut by something else): its pages
+                    // past the end must not be touched here.
+                    Ok(0) if region.segment => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "segment file shorter than the block",
+                    ))),
+                    // Cannot happen for a live arena slot; write the bytes instead of reporting
+                    // a zero-length write, which hyper would treat as a dead connection.
                     Ok(0) => Pin::new(&mut self.inner).poll_write(cx, slice),
                     Ok(n) => {
                         let counter = if region.segment {
