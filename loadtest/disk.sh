@@ -103,7 +103,7 @@ PY
       if [ "$who" = cidgate ]; then c_all+=("$rps"); else n_all+=("$rps"); fi
     done
   done
-  served=$(curl -s "http://127.0.0.1:$aport/metrics" | awk '/^cidgate_served_bytes_total/ {print}' | tr '\n' ' ')
+  served=$(curl -s "http://127.0.0.1:$aport/metrics" | awk '/^cidgate_(served_bytes|zero_copy_store_response_bytes)_total/ {print}' | tr '\n' ' ')
   log "cidgate served bytes by tier: $served"
   python3 - "$size" "${c_all[*]}" "${n_all[*]}" <<'PY'
 import statistics, sys
