@@ -21,7 +21,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use crate::ipld::Block;
 use crate::telemetry::Metrics;
-use crate::zero_copy::{is_segment_slice, stale_segment_slice, Arena, MIN_ZERO_COPY_BYTES};
+use crate::zero_copy::{is_segment_slice, Arena, MIN_ZERO_COPY_BYTES};
 
 /// Target bytes per cache shard.
 const SHARD_BYTES: u64 = 32 * 1024 * 1024;
@@ -310,11 +310,7 @@ impl EdgeCache {
 
     /// The cached block for `cid`, counted as a hit or a miss.
     pub fn get(&self, cid: &Cid) -> Option<Block> {
-        match self
-            .cache
-            .get(cid.hash())
-            .filter(|d| self.still_servable(cid, d))
-        {
+        match self.cache.get(cid.hash()) {
             Some(data) => {
                 self.metrics.cache_hits.inc();
                 self.admission.record(cid.hash());
@@ -332,21 +328,7 @@ impl EdgeCache {
     pub fn get_uncounted(&self, cid: &Cid) -> Option<Block> {
         self.cache
             .peek(cid.hash())
-            .filter(|d| self.still_servable(cid, d))
             .map(|data| Block::already_verified(*cid, data))
-    }
-
-    /// Whether cached bytes may be handed out. A large block read from the store is a slice of
-    /// its segment's mapping, trusted because its pages were in memory; once they have left
-    /// (a later touch would read the disk unhashed) or the segment was deleted (the slice would
-    /// keep its disk space), the entry is dropped and the block is read from the store again.
-    fn still_servable(&self, cid: &Cid, data: &Bytes) -> bool {
-        if data.len() < MIN_ZERO_COPY_BYTES || !stale_segment_slice(data) {
-            return true;
-        }
-        self.cache.remove(cid.hash());
-        self.metrics.cache_bytes.set(self.cache.weight() as i64);
-        false
     }
 
     /// Whether the block is cached, without counting or promoting it.
@@ -376,7 +358,14 @@ impl EdgeCache {
 
     /// Caches a verified block read from the local store (or prewarmed), without asking
     /// [`Admission`]: reading it cost no remote fetch, and pinned content belongs in memory.
+    /// Not a slice of a store segment: it is trusted only while its pages stay in the page
+    /// cache, which is checked on every store read and cannot be here; the store serves it
+    /// again from its mapping at about the cost of a hit, and the memory cache would keep the
+    /// segment file (and its disk space) open after eviction deleted it.
     pub fn insert(&self, block: &Block) {
+        if is_segment_slice(block.data()) {
+            return;
+        }
         // A block delivered again (another stream, a store read racing a stream) has the same
         // bytes, since the key is their hash: keep what is there, which may be an arena copy.
         // Replacing it would also count as an eviction (quick_cache reports replaced values).
@@ -410,8 +399,7 @@ impl EdgeCache {
         let Some(arena) = &self.arena else {
             return data;
         };
-        // A slice of a store segment is sent from its own file already.
-        if data.len() < MIN_ZERO_COPY_BYTES || arena.holds(&data) || is_segment_slice(&data) {
+        if data.len() < MIN_ZERO_COPY_BYTES || arena.holds(&data) {
             return data;
         }
         if self.hit_once.remove(key).is_none() {
@@ -593,6 +581,35 @@ mod tests {
             COUNTER_MAX / 2,
             "a period halves every counter"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn slices_of_store_segments_are_never_kept() {
+        use crate::zero_copy::MappedFile;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("seg"))
+            .unwrap();
+        let data = vec![7u8; 128 * 1024];
+        file.write_all(&data).unwrap();
+        let map = MappedFile::new(std::sync::Arc::new(file), 1 << 20).unwrap();
+        let slice = map.resident(0, data.len()).unwrap().expect("just written");
+        let cid = crate::ipld::cid_v1_sha256(crate::ipld::RAW, &data);
+        let cache = EdgeCache::new(16 * 1024 * 1024, Metrics::new()).unwrap();
+        cache.insert(&Block::already_verified(cid, slice));
+        assert!(
+            cache.get(&cid).is_none(),
+            "trusted only while the store checks its pages"
+        );
+        let heap = Block::verified(cid, bytes::Bytes::from(data)).unwrap();
+        cache.insert(&heap);
+        assert!(cache.get(&cid).is_some(), "a copy is kept");
     }
 
     #[cfg(target_os = "linux")]

@@ -126,6 +126,7 @@ const STEP: Duration = Duration::from_millis(250);
 pub async fn run(store: LocalStore, bytes_per_second: u64, idle: Duration) {
     let budget = (bytes_per_second as f64 * STEP.as_secs_f64()).max(1.0) as u64;
     let mut from = (0u32, 0u64);
+    let mut failures_here = 0u32;
     loop {
         let started = Instant::now();
         let s = store.clone();
@@ -138,11 +139,18 @@ pub async fn run(store: LocalStore, bytes_per_second: u64, idle: Duration) {
                     Ok(Ok(_)) => {}
                 }
                 // Tried again from the same place, after a pause: not from the start, which a
-                // lasting failure would turn into a loop over the first blocks.
+                // lasting failure would turn into a loop over the first blocks. A place that
+                // keeps failing is stepped over.
+                failures_here += 1;
+                if failures_here >= 3 {
+                    failures_here = 0;
+                    from.1 = from.1.saturating_add(1);
+                }
                 tokio::time::sleep(idle).await;
                 continue;
             }
         };
+        failures_here = 0;
         // Paid after the fact: the next step waits until these bytes fit the rate.
         let due = Duration::from_secs_f64(step.bytes as f64 / bytes_per_second.max(1) as f64);
         tokio::time::sleep(

@@ -24,7 +24,7 @@
 //! file itself. Small blocks and everything that must come from the disk are hashed by the
 //! store on every read.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -162,7 +162,8 @@ struct State {
     distrust_all: bool,
     /// Blocks being read from the disk and hashed: their pages may be in the page cache before
     /// the hash has passed, so they are not trusted from there until it has.
-    verifying: HashSet<(u32, u64)>,
+    /// How many readers each one has (two may read one block at once).
+    verifying: HashMap<(u32, u64), u32>,
 }
 
 /// How many corrupt blocks are remembered before every read is hashed instead.
@@ -206,7 +207,12 @@ pub struct Verifying<'a> {
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
         if let Ok(mut s) = self.segments.state.lock() {
-            s.verifying.remove(&self.at);
+            if let Some(n) = s.verifying.get_mut(&self.at) {
+                *n -= 1;
+                if *n == 0 {
+                    s.verifying.remove(&self.at);
+                }
+            }
         }
     }
 }
@@ -440,7 +446,7 @@ impl Segments {
         };
         let at = (loc.seg, loc.off);
         let suspect =
-            guard.distrust_all || guard.corrupt.contains(&at) || guard.verifying.contains(&at);
+            guard.distrust_all || guard.corrupt.contains(&at) || guard.verifying.contains_key(&at);
         if large && suspect {
             return Ok(None);
         }
@@ -461,9 +467,17 @@ impl Segments {
                 None => return Ok(None),
             },
         };
-        Ok(map
-            .resident(loc.off, len)?
-            .map(|b| (b, class, Found::Trusted)))
+        let Some(bytes) = map.resident(loc.off, len)? else {
+            return Ok(None);
+        };
+        // Asked again after the pages were found resident: a hashed read that brought them in
+        // registers before it reads, so a block it is still hashing (or found corrupt) is seen
+        // here, however the two interleave.
+        let still_trusted = match self.state.try_lock() {
+            Ok(s) => !(s.distrust_all || s.corrupt.contains(&at) || s.verifying.contains_key(&at)),
+            Err(_) => false,
+        };
+        Ok(still_trusted.then_some((bytes, class, Found::Trusted)))
     }
 
     /// Maps segment `id` (outside the table's lock: mapping takes system calls) and keeps the
@@ -478,7 +492,8 @@ impl Segments {
                 return None;
             }
         };
-        let mut s = self.state.lock().ok()?;
+        // Never waits on the async worker: a busy table leaves this read to the blocking path.
+        let mut s = self.state.try_lock().ok()?;
         let seg = s.segments.get_mut(&id)?;
         Some(seg.map.get_or_insert(made).clone())
     }
@@ -509,7 +524,7 @@ impl Segments {
             else {
                 return Ok(None);
             };
-            s.verifying.insert(at);
+            *s.verifying.entry(at).or_insert(0) += 1;
             found
         };
         let guard = Verifying { segments: self, at };

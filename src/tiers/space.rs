@@ -234,8 +234,10 @@ impl LocalStore {
                 Fate::Stay => {}
                 Fate::Drop => drops.push((e.key.clone(), e.loc)),
                 Fate::Keep(class) => {
-                    let data = match self.segments.read(&e.loc) {
-                        Ok(Some((data, _))) => data,
+                    // Marked as being verified until the hash below: pages this read brings
+                    // in are not trusted by a read to serve before then.
+                    let (data, _verifying) = match self.segments.read_verifying(&e.loc, true) {
+                        Ok(Some((data, _, verifying))) => (data, verifying),
                         Ok(None) => continue,
                         // A cache entry that cannot be read is only a copy: it goes.
                         Err(err) if self.segments.class_of(seg) == Some(Class::Cache) => {
@@ -257,6 +259,7 @@ impl LocalStore {
                         continue;
                     };
                     if Block::verified(Cid::new_v1(RAW, mh), data.clone()).is_err() {
+                        self.segments.mark_corrupt(&e.loc);
                         tracing::error!(
                             segment = seg,
                             offset = e.loc.off,

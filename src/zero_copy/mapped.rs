@@ -149,15 +149,21 @@ fn pages_resident(region: &Region, off: usize, len: usize) -> bool {
     rc == 0 && pages.iter().all(|p| p & 1 == 1)
 }
 
+/// Whether the `len` bytes at `off` of segment region `region` must not be sent now: found
+/// corrupt, or no longer all in the page cache (sending them would read the disk unhashed). A
+/// segment deleted meanwhile is still sent: its unlinked file keeps the same bytes while open.
+pub(super) fn unsendable(region: &Region, off: u64, len: usize) -> bool {
+    let off = off as usize;
+    region.is_poisoned(off, len) || !pages_resident(region, off, len)
+}
+
 /// Whether `data` is a slice of a segment mapping that must not be handed out again: its
 /// segment was deleted (holding it would keep the file's disk space), or its pages left the
 /// page cache (touching them would read the disk unhashed). Anything else is not stale.
 pub fn stale_segment_slice(data: &[u8]) -> bool {
     match locate(data) {
         Some((region, off)) if region.segment => {
-            region.is_retired()
-                || region.is_poisoned(off as usize, data.len())
-                || !pages_resident(&region, off as usize, data.len())
+            region.is_retired() || unsendable(&region, off, data.len())
         }
         _ => false,
     }

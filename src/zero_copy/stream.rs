@@ -53,6 +53,15 @@ impl ZeroCopyStream {
             // The slice comes first (or only empty buffers precede it): send it from the file.
             Some((i, region, offset)) if bufs[..i].iter().all(|b| b.is_empty()) => {
                 let slice = &bufs[i];
+                // A store segment's bytes are trusted only while its pages are in memory and
+                // not found corrupt: asked again right before the kernel reads them, since a
+                // slow client may have kept them waiting. A stale slice ends the response (the
+                // client sees it cut) rather than send bytes read from the disk unhashed.
+                if region.segment && super::mapped::unsendable(&region, offset, slice.len()) {
+                    return Poll::Ready(Err(io::Error::other(
+                        "store block left the page cache before it was sent",
+                    )));
+                }
                 let sent = ready!(self.poll_socket(cx, |socket| {
                     let mut at = offset;
                     rustix::fs::sendfile(socket, region.fd(), Some(&mut at), slice.len())
@@ -223,6 +232,57 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(got == first, "the bytes already sent were not overwritten");
+    }
+
+    #[tokio::test]
+    async fn a_segment_slice_whose_pages_left_memory_is_not_sent() {
+        use crate::zero_copy::MappedFile;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("seg"))
+            .unwrap();
+        crate::zero_copy::no_readahead(&file);
+        let data = pattern(4, 512 * 1024);
+        file.write_all(&data).unwrap();
+        file.sync_all().unwrap();
+        let file = std::sync::Arc::new(file);
+        let map = MappedFile::new(file.clone(), 1 << 20).unwrap();
+        let sent = ZeroCopySent::default();
+        // Resident: sent from the file. Its bytes are never touched by this process.
+        let slice = map.resident(0, 256 * 1024).unwrap().expect("just written");
+        let (mut server, mut client) = pair(sent.clone()).await;
+        let (read_first, first_read) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 256 * 1024];
+            client.read_exact(&mut got).await.unwrap();
+            let _ = read_first.send(());
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        server.write_all(&slice).await.unwrap();
+        assert_eq!(sent.store.get(), 256 * 1024);
+        // Read by the client, so that no socket holds the file's pages (a large folio can
+        // cover both halves).
+        first_read.await.unwrap();
+        drop(slice);
+        // Its pages leave the page cache before the next write: not sent, the response ends.
+        let later = map
+            .resident(256 * 1024, 256 * 1024)
+            .unwrap()
+            .expect("just written");
+        crate::zero_copy::forget_pages(&file, 0, 0);
+        assert!(map.resident(256 * 1024, 256 * 1024).unwrap().is_none());
+        let err = server.write_all(&later).await.unwrap_err();
+        assert!(err.to_string().contains("left the page cache"), "{err}");
+        assert_eq!(sent.store.get(), 256 * 1024, "nothing more went out");
+        drop(server);
+        let got = reader.await.unwrap();
+        assert!(got[..] == data[..256 * 1024]);
     }
 
     #[tokio::test]
