@@ -587,17 +587,9 @@ mod tests {
     #[test]
     fn slices_of_store_segments_are_never_kept() {
         use crate::zero_copy::MappedFile;
-        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("seg"))
-            .unwrap();
         let data = vec![7u8; 128 * 1024];
-        file.write_all(&data).unwrap();
+        let file = crate::zero_copy::test_segment(dir.path(), &data);
         let map = MappedFile::new(std::sync::Arc::new(file), 1 << 20).unwrap();
         let slice = map.resident(0, data.len()).unwrap().expect("just written");
         let cid = crate::ipld::cid_v1_sha256(crate::ipld::RAW, &data);

@@ -214,10 +214,27 @@ pub fn no_readahead(file: &File) {
     }
 }
 
+/// A segment file for tests: `data` written (and synced) into `dir/seg`, opened read-write
+/// (which `mincore` needs) with read-ahead off, as the store opens its segments.
+#[cfg(test)]
+pub(crate) fn test_segment(dir: &std::path::Path, data: &[u8]) -> File {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("seg"))
+        .unwrap();
+    no_readahead(&file);
+    file.write_all(data).unwrap();
+    file.sync_all().unwrap();
+    file
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::os::unix::fs::FileExt;
 
     fn evict(file: &File) {
@@ -228,16 +245,8 @@ mod tests {
     #[test]
     fn resident_bytes_are_mapped_and_evicted_ones_are_not() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("seg"))
-            .unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        no_readahead(&file);
-        file.write_all(&data).unwrap();
+        let file = test_segment(dir.path(), &data);
         let file = Arc::new(file);
         let map = MappedFile::new(file.clone(), 1 << 20).unwrap();
         // Not touched before the eviction below: pages mapped into a process are not dropped.

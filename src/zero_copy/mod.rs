@@ -30,6 +30,8 @@ mod stream;
 
 #[cfg(target_os = "linux")]
 pub use arena::Arena;
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use mapped::test_segment;
 #[cfg(target_os = "linux")]
 pub use mapped::{
     forget_pages, is_segment_slice, no_readahead, read_cached, stale_segment_slice, MappedFile,

@@ -237,19 +237,9 @@ mod tests {
     #[tokio::test]
     async fn a_segment_slice_whose_pages_left_memory_is_not_sent() {
         use crate::zero_copy::MappedFile;
-        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("seg"))
-            .unwrap();
-        crate::zero_copy::no_readahead(&file);
         let data = pattern(4, 512 * 1024);
-        file.write_all(&data).unwrap();
-        file.sync_all().unwrap();
+        let file = crate::zero_copy::test_segment(dir.path(), &data);
         let file = std::sync::Arc::new(file);
         let map = MappedFile::new(file.clone(), 1 << 20).unwrap();
         let sent = ZeroCopySent::default();
