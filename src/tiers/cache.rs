@@ -363,7 +363,7 @@ impl EdgeCache {
     /// again from its mapping at about the cost of a hit, and the memory cache would keep the
     /// segment file (and its disk space) open after eviction deleted it.
     pub fn insert(&self, block: &Block) {
-        if is_segment_slice(block.data()) {
+        if block.len() >= MIN_ZERO_COPY_BYTES && is_segment_slice(block.data()) {
             return;
         }
         // A block delivered again (another stream, a store read racing a stream) has the same
