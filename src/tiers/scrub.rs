@@ -172,7 +172,7 @@ pub async fn run(store: LocalStore, bytes_per_second: u64, idle: Duration) {
 mod tests {
     use super::*;
     use crate::ipld::{cid_v1_sha256, Block};
-    use crate::tiers::local::{PinReason, StoreOptions};
+    use crate::tiers::local::StoreOptions;
     use bytes::Bytes;
     use std::os::unix::fs::FileExt;
 
@@ -217,13 +217,7 @@ mod tests {
         let cached = [block(1, 4096), block(2, 256 << 10)];
         store.put_cached(&cached).unwrap();
         let pinned = block(3, 256 << 10);
-        let batch = store.new_batch().unwrap();
-        store
-            .put_staged(batch, std::slice::from_ref(&pinned), false)
-            .unwrap();
-        store
-            .commit_batch(batch, &[(*pinned.cid(), PinReason::Operator)])
-            .unwrap();
+        crate::tiers::space::pin_dag(&store, std::slice::from_ref(&pinned), pinned.cid());
 
         // A clean store: one block per step with a budget of one byte, then the whole pass.
         let first = store.scrub_step((0, 0), 1).unwrap();

@@ -825,6 +825,16 @@ impl std::fmt::Display for StoreSummary {
     }
 }
 
+/// Stores `blocks` and pins `root` as an operator pin, in one import (for tests).
+#[cfg(test)]
+pub(super) fn pin_dag(store: &LocalStore, blocks: &[Block], root: &Cid) {
+    let batch = store.new_batch().unwrap();
+    store.put_staged(batch, blocks, false).unwrap();
+    store
+        .commit_batch(batch, &[(*root, super::local::PinReason::Operator)])
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,14 +884,6 @@ mod tests {
             },
         )
         .unwrap()
-    }
-
-    fn pin_dag(store: &LocalStore, blocks: &[Block], root: &Cid) {
-        let batch = store.new_batch().unwrap();
-        store.put_staged(batch, blocks, false).unwrap();
-        store
-            .commit_batch(batch, &[(*root, PinReason::Operator)])
-            .unwrap();
     }
 
     #[test]
@@ -1268,13 +1270,7 @@ mod tests {
             store.set_zero_copy(zero_copy);
             let block = raw(90 + len as u64, len);
             if class == ".pin." {
-                let batch = store.new_batch().unwrap();
-                store
-                    .put_staged(batch, std::slice::from_ref(&block), false)
-                    .unwrap();
-                store
-                    .commit_batch(batch, &[(*block.cid(), PinReason::Operator)])
-                    .unwrap();
+                pin_dag(&store, std::slice::from_ref(&block), block.cid());
             } else {
                 store.put_cached(std::slice::from_ref(&block)).unwrap();
             }
