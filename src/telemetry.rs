@@ -954,6 +954,9 @@ pub fn process_figures() -> Option<ProcessFigures> {
     }
 }
 
+/// The tier name (`X-Cidgate-Tier`, `Server-Timing`) of answers from memory.
+pub const CACHE_TIER: &str = "cache";
+
 /// Which tiers served one request and for how long (before its head was sent).
 #[derive(Clone, Default)]
 pub struct RequestTrace {

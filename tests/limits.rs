@@ -119,6 +119,32 @@ async fn silent_and_idle_connections_are_closed() {
         "{idle:?}"
     );
 
+    // A next head trickled in after an answer (slow-loris on a kept-alive connection) has the
+    // same idle_timeout from the end of that answer: the head never completes, and bytes
+    // dribbling in do not keep the connection open.
+    let mut trickle = TcpStream::connect(addr(&s)).unwrap();
+    trickle
+        .write_all(
+            format!("GET /ipfs/{root}/small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = trickle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let trickle_start = Instant::now();
+    for b in b"GET /ipfs/" {
+        trickle.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed_within(&mut trickle, Duration::from_secs(5)));
+    let took = trickle_start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1200) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+
     // HTTP/2: a connection with no open stream is closed after idle_timeout too.
     let tcp = tokio::net::TcpStream::connect(addr(&s)).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(

@@ -18,6 +18,7 @@ const ASCII: &str = "bafkreihhpc5y2pqvl5rbe5uuyhqjouybfs3rvlmisccgzue2kkt5zq6upq
 #[tokio::test]
 async fn metrics_and_timing_headers() {
     let s = Server::start(&["gateway-raw-block.car"]);
+    let mut answers = Vec::new();
     for _ in 0..3 {
         let r = client()
             .get(format!("{}/ipfs/{ASCII}?format=raw", s.url))
@@ -29,7 +30,27 @@ async fn metrics_and_timing_headers() {
             .unwrap()
             .contains("dur="));
         assert!(!r.headers()["x-cidgate-tier"].is_empty());
-        r.bytes().await.unwrap();
+        let headers = r.headers().clone();
+        answers.push((headers, r.bytes().await.unwrap()));
+    }
+    // The first answer read the store; the later ones came whole from memory (the response
+    // cache's short path) and say so, with the same bytes and every other header unchanged.
+    let (first, first_body) = &answers[0];
+    assert_ne!(first["x-cidgate-tier"], "cache");
+    for (later, body) in &answers[1..] {
+        assert_eq!(later["x-cidgate-tier"], "cache");
+        assert_eq!(later["server-timing"], "cache;dur=0.000");
+        assert_eq!(body, first_body);
+        let rest = |h: &reqwest::header::HeaderMap| {
+            let mut v: Vec<(String, String)> = h
+                .iter()
+                .filter(|(n, _)| !["date", "server-timing", "x-cidgate-tier"].contains(&n.as_str()))
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(rest(later), rest(first));
     }
     let _ = client()
         .get(format!("{}/ipfs/not-a-cid", s.url))
@@ -53,6 +74,11 @@ async fn metrics_and_timing_headers() {
     assert!(
         metric_sum(&m, "cidgate_cache_hits_total", "") >= 2.0,
         "the second read is a cache hit"
+    );
+    assert_eq!(
+        metric_sum(&m, "cidgate_served_by_total", "tier=\"cache\""),
+        2.0,
+        "answers from memory are counted under the cache tier"
     );
     assert!(m.contains("cidgate_ttfb_seconds_bucket"));
     assert!(m.contains("cidgate_request_duration_seconds_bucket"));

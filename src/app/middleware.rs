@@ -64,11 +64,22 @@ impl LiveSettings {
 pub struct GatewayHandler {
     gateway: Gateway,
     live: Arc<LiveSettings>,
+    accounting: Arc<Accounting>,
+}
+
+/// What every answer is counted into once its head is ready (one `Arc` per request).
+struct Accounting {
     metrics: Arc<Metrics>,
     popularity: Option<Arc<Popularity>>,
     /// Per serving tier, its request and byte counters, created once: a label lookup per
     /// request costs an allocation.
-    served_by: Arc<[TierCounters; 4]>,
+    served_by: [TierCounters; 4],
+    /// The request counters of `200` answers per kind (`None`: no representation), created
+    /// once for the same reason.
+    ok_requests: Vec<(
+        Option<ResponseKind>,
+        prometheus_client::metrics::counter::Counter,
+    )>,
 }
 
 /// The `served_by` and `served_bytes` counters of one tier.
@@ -94,13 +105,26 @@ impl GatewayHandler {
                 bytes: metrics.served_bytes.get_or_create(&label).clone(),
             }
         };
-        let served_by = Arc::new(SERVED_ORDER.map(counters));
+        let served_by = SERVED_ORDER.map(counters);
+        let ok_requests = std::iter::once(None)
+            .chain(ResponseKind::ALL.into_iter().map(Some))
+            .map(|kind| {
+                let labels = RequestLabels {
+                    status: 200,
+                    format: kind.map_or("none", |k| k.label()),
+                };
+                (kind, metrics.requests.get_or_create(&labels).clone())
+            })
+            .collect();
         Self {
             gateway,
             live,
-            metrics,
-            popularity,
-            served_by,
+            accounting: Arc::new(Accounting {
+                metrics,
+                popularity,
+                served_by,
+                ok_requests,
+            }),
         }
     }
 
@@ -111,24 +135,45 @@ impl GatewayHandler {
         req: http::Request<B>,
         client: Client,
     ) -> ResponseFuture {
-        let gw = self.gateway.clone();
+        let start = Instant::now();
         let deadlines = **self.live.deadlines.load();
         let access = self
             .live
             .access_log()
             .then(|| AccessRecord::new(&req, &client));
-        let metrics = self.metrics.clone();
-        let popularity = self.popularity.clone();
-        let served_by = self.served_by.clone();
+        let accounting = self.accounting.clone();
+        // Repeated small requests are answered from the response cache here, without the
+        // future of a full request (hundreds of bytes to allocate and move), a task-local
+        // trace or a timer: that is most of what a 4 KiB hit costs above the socket.
+        let cached = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(&req)));
+        if let Ok(Some(hit)) = cached {
+            let in_flight = InFlight::new(&accounting.metrics);
+            let resp = accounting.account(
+                hit.response(),
+                Answered {
+                    method: req.method(),
+                    path: req.uri().path(),
+                    start,
+                    tiers: std::borrow::Cow::Borrowed(crate::telemetry::CACHE_TIER),
+                    // The kept headers hold them already.
+                    timing: None,
+                    kept: Some((hit.root(), hit.kind())),
+                },
+                access,
+                deadlines,
+                in_flight,
+            );
+            return Box::pin(std::future::ready(resp));
+        }
+        let gw = self.gateway.clone();
         Box::pin(async move {
             let method = req.method().clone();
             let uri = req.uri().clone();
             let browser = crate::gateway::error::wants_html(req.headers());
             let path = uri.path();
-            let start = Instant::now();
             // Counted out when the response (body included) is done, or when the client
             // leaves first and this future is dropped at whatever await point.
-            let in_flight = InFlight::new(&metrics);
+            let in_flight = InFlight::new(&accounting.metrics);
             let trace = RequestTrace::default();
             let span = tracing::debug_span!("request", %method, %path);
             // A panic is a bug; it must cost one response, not the connection or the process.
@@ -136,91 +181,154 @@ impl GatewayHandler {
                 trace.clone(),
                 AssertUnwindSafe(gw.handle(req)).catch_unwind(),
             );
-            let mut resp =
-                match LazyTimeout::new(handled.instrument(span), deadlines.retrieval).await {
-                    Ok(Ok(resp)) => resp,
-                    Ok(Err(_)) => {
-                        tracing::error!(%method, %path, "request handler panicked");
-                        let mut r = http::Response::new(crate::body::full("internal error\n"));
-                        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                        r
-                    }
-                    Err(_) => {
-                        // Dropping the handler releases whatever it waited for (invariant 7).
-                        metrics.limit_hit("retrieval_timeout");
-                        crate::gateway::error::GatewayError::Timeout(format!(
-                            "no response from the content tiers within {}",
-                            humantime::format_duration(deadlines.retrieval)
-                        ))
-                        .response(browser.then_some(path))
-                    }
-                };
-            let ttfb = start.elapsed();
-            metrics.ttfb.observe(ttfb.as_secs_f64());
-            let tiers = trace.tiers();
-            let tier_bytes = served_by
-                .iter()
-                .find(|c| tiers.split(',').any(|x| x == c.tier))
-                .map(|c| {
-                    c.requests.inc();
-                    c.bytes.clone()
-                });
-            if !tiers.is_empty() {
-                let h = resp.headers_mut();
-                match &tiers {
-                    std::borrow::Cow::Borrowed(t) => {
-                        h.insert(
-                            crate::gateway::headers::X_CIDGATE_TIER,
-                            http::HeaderValue::from_static(t),
-                        );
-                    }
-                    std::borrow::Cow::Owned(t) => {
-                        crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, t)
-                    }
+            let resp = match LazyTimeout::new(handled.instrument(span), deadlines.retrieval).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(_)) => {
+                    tracing::error!(%method, %path, "request handler panicked");
+                    let mut r = http::Response::new(crate::body::full("internal error\n"));
+                    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
                 }
-                crate::gateway::headers::set(
-                    h,
-                    crate::gateway::headers::SERVER_TIMING,
-                    &trace.server_timing(),
-                );
+                Err(_) => {
+                    // Dropping the handler releases whatever it waited for (invariant 7).
+                    accounting.metrics.limit_hit("retrieval_timeout");
+                    crate::gateway::error::GatewayError::Timeout(format!(
+                        "no response from the content tiers within {}",
+                        humantime::format_duration(deadlines.retrieval)
+                    ))
+                    .response(browser.then_some(path))
+                }
+            };
+            let tiers = trace.tiers();
+            // Tier names and numbers: always valid header text.
+            let timing = (!tiers.is_empty())
+                .then(|| http::HeaderValue::try_from(trace.server_timing()).ok())
+                .flatten();
+            accounting.account(
+                resp,
+                Answered {
+                    method: &method,
+                    path,
+                    start,
+                    tiers,
+                    timing,
+                    kept: None,
+                },
+                access,
+                deadlines,
+                in_flight,
+            )
+        })
+    }
+}
+
+/// A response head ready to go, and what the accounting needs to know about it.
+struct Answered<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    start: Instant,
+    /// The tiers that served it; empty: no content read.
+    tiers: std::borrow::Cow<'static, str>,
+    /// Its `Server-Timing` value; `None`: the tier headers are in place already.
+    timing: Option<http::HeaderValue>,
+    /// A response kept whole in memory: its root and kind, which a handled response carries
+    /// in its extensions instead.
+    kept: Option<(cid::Cid, Option<ResponseKind>)>,
+}
+
+impl Accounting {
+    /// Adds the tier headers to `resp`, counts it, and wraps its body so that the request ends
+    /// (latency, bytes, popularity, access log) when the body is done or dropped.
+    fn account(
+        self: Arc<Self>,
+        mut resp: http::Response<crate::body::Body>,
+        answered: Answered<'_>,
+        access: Option<AccessRecord>,
+        deadlines: RequestDeadlines,
+        in_flight: InFlight,
+    ) -> http::Response<crate::body::Body> {
+        let Answered {
+            method,
+            path,
+            start,
+            tiers,
+            timing,
+            kept,
+        } = answered;
+        let ttfb = start.elapsed();
+        self.metrics.ttfb.observe(ttfb.as_secs_f64());
+        let tier_bytes = self
+            .served_by
+            .iter()
+            .find(|c| tiers.split(',').any(|x| x == c.tier))
+            .map(|c| {
+                c.requests.inc();
+                c.bytes.clone()
+            });
+        if let (false, Some(timing)) = (tiers.is_empty(), timing) {
+            let h = resp.headers_mut();
+            match &tiers {
+                std::borrow::Cow::Borrowed(t) => {
+                    h.insert(
+                        crate::gateway::headers::X_CIDGATE_TIER,
+                        http::HeaderValue::from_static(t),
+                    );
+                }
+                std::borrow::Cow::Owned(t) => {
+                    crate::gateway::headers::set(h, crate::gateway::headers::X_CIDGATE_TIER, t)
+                }
             }
-            // Errors, redirects and preflights carry no representation.
-            let format = resp
-                .extensions()
-                .get::<ResponseKind>()
-                .map_or("none", |k| k.label());
-            let status = resp.status().as_u16();
-            metrics
-                .requests
-                .get_or_create(&RequestLabels { status, format })
-                .inc();
-            tracing::debug!(%method, %path, status, ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
-            let access = access.map(|a| a.answered(status, ttfb, tiers.clone()));
-            let demand = popularity.and_then(|p| demand_hook(p, &resp, tiers));
-            let end = (!deadlines.total.is_zero())
-                .then(|| tokio::time::Instant::from_std(start) + deadlines.total);
-            resp.map(|body| {
-                use http_body::Body as _;
-                // A whole buffer cannot stall; a stream can.
-                let body = if body.size_hint().exact().is_some() {
-                    body
-                } else {
-                    crate::body::deadlined(body, deadlines.stall, end)
-                };
-                counted(
-                    body,
-                    Done {
-                        metrics,
-                        start,
-                        status,
-                        bytes: 0,
-                        tier_bytes,
-                        on_done: demand,
-                        access,
-                        _in_flight: in_flight,
-                    },
-                )
-            })
+            h.insert(crate::gateway::headers::SERVER_TIMING, timing);
+        }
+        // Errors, redirects and preflights carry no representation.
+        let kind = match kept {
+            Some((_, kind)) => kind,
+            None => resp.extensions().get::<ResponseKind>().copied(),
+        };
+        let status = resp.status().as_u16();
+        match self
+            .ok_requests
+            .iter()
+            .find(|(k, _)| status == 200 && *k == kind)
+        {
+            Some((_, counter)) => counter.inc(),
+            None => {
+                let format = kind.map_or("none", |k| k.label());
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels { status, format })
+                    .inc()
+            }
+        };
+        tracing::debug!(%method, %path, status, ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
+        let access = access.map(|a| a.answered(status, ttfb, tiers.clone()));
+        let demand = self.popularity.clone().and_then(|p| match kept {
+            Some((root, _)) => Some(observe_when_done(p, root, tiers)),
+            None => demand_hook(p, &resp, tiers),
+        });
+        let end = (!deadlines.total.is_zero())
+            .then(|| tokio::time::Instant::from_std(start) + deadlines.total);
+        resp.map(|body| {
+            use http_body::Body as _;
+            // A whole buffer cannot stall; a stream can.
+            let body = if body.size_hint().exact().is_some() {
+                body
+            } else {
+                crate::body::deadlined(body, deadlines.stall, end)
+            };
+            counted(
+                body,
+                Done {
+                    tier_bytes,
+                    metrics: self.metrics.clone(),
+                    start,
+                    status,
+                    bytes: 0,
+                    on_done: demand,
+                    access,
+                    _in_flight: in_flight,
+                },
+            )
         })
     }
 }
@@ -348,9 +456,16 @@ fn demand_hook(
             popularity.observe_range(served.root, segments, r.start, r.end, r.size);
         }
     }
-    Some(Box::new(move |bytes| {
-        popularity.observe(served.root, bytes, &tiers)
-    }))
+    Some(observe_when_done(popularity, served.root, tiers))
+}
+
+/// Tells the tracker of demand for `root` once the body is sent (with the bytes sent).
+fn observe_when_done(
+    popularity: Arc<Popularity>,
+    root: cid::Cid,
+    tiers: std::borrow::Cow<'static, str>,
+) -> Box<dyn FnOnce(u64) + Send + Sync> {
+    Box::new(move |bytes| popularity.observe(root, bytes, &tiers))
 }
 
 /// One request in the `inflight_requests` gauge, until dropped.

@@ -125,6 +125,17 @@ pub enum ResponseKind {
 }
 
 impl ResponseKind {
+    /// Every kind.
+    pub const ALL: [ResponseKind; 7] = [
+        ResponseKind::Raw,
+        ResponseKind::Car,
+        ResponseKind::Tar,
+        ResponseKind::Codec,
+        ResponseKind::File,
+        ResponseKind::Html,
+        ResponseKind::IpnsRecord,
+    ];
+
     /// The `format` label of the request metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -335,10 +346,9 @@ impl Gateway {
         self.source.clone()
     }
 
-    /// Answers one request. Never fails: errors become their status with a one-line reason.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        let (parts, _body) = req.into_parts();
-        // Responses kept in memory were checked against the lists of their time.
+    /// The denylist and pinset generations in force, after forgetting what was kept under
+    /// older ones: responses kept in memory were checked against the lists of their time.
+    fn rules_in_force(&self) -> (u64, u64) {
         let generation = self.denylist.generation();
         let pinset = self.dedicated.as_ref().map_or(0, |d| d.pinset.generation());
         if generation != self.denylist_seen.load(Ordering::Acquire)
@@ -351,6 +361,27 @@ impl Gateway {
             }
             self.redirects.clear();
         }
+        (generation, pinset)
+    }
+
+    /// The kept answer to `req` when the response cache has one, found without routing or
+    /// awaiting anything: what [`Gateway::handle`] would answer, its tier headers included.
+    /// The hot path of repeated small requests takes it before it builds the future of a full
+    /// request.
+    pub fn cached<B>(&self, req: &Request<B>) -> Option<response_cache::Hit> {
+        let cache = self.responses.as_ref()?;
+        self.rules_in_force();
+        request::check_host_of(req.headers(), req.uri(), req.version()).ok()?;
+        let key = ResponseCache::key(req.method(), req.uri(), req.headers())?;
+        let hit = cache.hit(&key)?;
+        self.source.note_cache_hit();
+        Some(hit)
+    }
+
+    /// Answers one request. Never fails: errors become their status with a one-line reason.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let (parts, _body) = req.into_parts();
+        let (generation, pinset) = self.rules_in_force();
         // A missing or ambiguous Host is refused before anything reads it, the response cache
         // included.
         let host = request::check_host(&parts);
@@ -358,12 +389,12 @@ impl Gateway {
             .responses
             .as_ref()
             .filter(|_| host.is_ok())
-            .and_then(|_| ResponseCache::key(&parts));
+            .and_then(|_| ResponseCache::key(&parts.method, &parts.uri, &parts.headers));
         if let (Some(cache), Some(key)) = (&self.responses, &key) {
             if let Some(resp) = cache.get(key) {
                 // Answered from memory like an edge-cache hit, and counted as one.
                 self.source.note_cache_hit();
-                crate::telemetry::trace("cache", std::time::Duration::ZERO);
+                crate::telemetry::trace(crate::telemetry::CACHE_TIER, std::time::Duration::ZERO);
                 return resp;
             }
         }

@@ -127,13 +127,22 @@ fn header_str(parts: &Parts, name: http::header::HeaderName) -> Result<Option<&s
 /// otherwise). A Host that differs from the authority of the target (HTTP/1.1 absolute form,
 /// HTTP/2 `:authority`) is refused too, as RFC 9113 §8.3.1 suggests.
 pub fn check_host(parts: &Parts) -> Result<(), GatewayError> {
-    let mut hosts = parts.headers.get_all(HOST).iter();
+    check_host_of(&parts.headers, &parts.uri, parts.version)
+}
+
+/// [`check_host`] of a request given by its parts.
+pub fn check_host_of(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    version: Version,
+) -> Result<(), GatewayError> {
+    let mut hosts = headers.get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(bad("more than one Host header"));
     }
-    match (host, parts.uri.authority()) {
-        (None, _) if parts.version == Version::HTTP_11 => Err(bad("missing Host header")),
+    match (host, uri.authority()) {
+        (None, _) if version == Version::HTTP_11 => Err(bad("missing Host header")),
         (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => Err(
             bad("the Host header and the request target name different hosts"),
         ),

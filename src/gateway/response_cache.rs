@@ -27,11 +27,61 @@ pub const MAX_BODY: usize = 64 * 1024;
 const VARYING: [&str; 3] = ["service-worker", "x-forwarded-host", "x-forwarded-proto"];
 
 /// What a response depends on.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
-    host: Option<HeaderValue>,
+    host: Bytes,
     target: String,
-    accept: Option<HeaderValue>,
+    accept: Option<Bytes>,
+}
+
+/// A [`Key`] borrowed from the request: a lookup allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    host: &'a [u8],
+    target: &'a str,
+    accept: Option<&'a [u8]>,
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            host: &self.host,
+            target: &self.target,
+            accept: self.accept.as_deref(),
+        }
+    }
+}
+
+impl KeyRef<'_> {
+    /// The owned key, to store a response under.
+    pub fn to_owned(self) -> Key {
+        Key {
+            host: Bytes::copy_from_slice(self.host),
+            target: self.target.to_string(),
+            accept: self.accept.map(Bytes::copy_from_slice),
+        }
+    }
+}
+
+// Both spellings hash alike, field by field, so a borrowed key finds an owned one.
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.host.hash(state);
+        self.target.hash(state);
+        self.accept.hash(state);
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 /// Marks a response whose complete body is this buffer, so it may be kept.
@@ -39,11 +89,41 @@ pub struct Key {
 pub struct CompleteBody(pub Bytes);
 
 struct Stored {
+    /// The response's headers, with the tier headers of an answer from memory.
     headers: HeaderMap,
     body: Bytes,
     root: Cid,
     kind: Option<ResponseKind>,
 }
+
+/// A kept response: what every hit on it shares.
+pub struct Hit(Arc<Stored>);
+
+impl Hit {
+    /// The response to send: status `200`, the kept headers (tier headers included) and body,
+    /// no extensions (the caller has [`Hit::root`] and [`Hit::kind`]).
+    pub fn response(&self) -> Response<Body> {
+        let mut resp = Response::new(body::full(self.0.body.clone()));
+        *resp.headers_mut() = self.0.headers.clone();
+        resp
+    }
+
+    /// The content root it serves.
+    pub fn root(&self) -> Cid {
+        self.0.root
+    }
+
+    /// What it carries.
+    pub fn kind(&self) -> Option<ResponseKind> {
+        self.0.kind
+    }
+}
+
+/// `X-Cidgate-Tier` of an answer from memory.
+pub const CACHED_TIER: HeaderValue = HeaderValue::from_static(crate::telemetry::CACHE_TIER);
+/// `Server-Timing` of an answer from memory: the cache tier and no time spent, as
+/// [`crate::telemetry::RequestTrace::server_timing`] writes it.
+pub const CACHED_TIMING: HeaderValue = HeaderValue::from_static("cache;dur=0.000");
 
 #[derive(Clone)]
 struct StoredWeight;
@@ -79,11 +159,10 @@ impl ResponseCache {
     }
 
     /// The key of a request that may be answered from the cache, or `None`.
-    pub fn key(parts: &http::request::Parts) -> Option<Key> {
-        if parts.method != Method::GET {
+    pub fn key<'a>(method: &Method, uri: &'a http::Uri, h: &'a HeaderMap) -> Option<KeyRef<'a>> {
+        if method != Method::GET {
             return None;
         }
-        let h = &parts.headers;
         let varies = [
             RANGE,
             IF_RANGE,
@@ -102,33 +181,37 @@ impl ResponseCache {
         // HTTP/2 carries the host in `:authority` (the URI), not in a Host header; routing reads
         // either, so the key must too, or one site's page would answer for another.
         let host = match h.get(HOST) {
-            Some(v) => v.clone(),
-            None => http::HeaderValue::from_str(parts.uri.authority()?.as_str()).ok()?,
+            Some(v) => v.as_bytes(),
+            None => uri.authority()?.as_str().as_bytes(),
         };
-        Some(Key {
-            host: Some(host),
-            target: parts.uri.path_and_query()?.as_str().to_string(),
-            accept: h.get(ACCEPT).cloned(),
+        Some(KeyRef {
+            host,
+            target: uri.path_and_query()?.as_str(),
+            accept: h.get(ACCEPT).map(|v| v.as_bytes()),
         })
     }
 
-    /// The stored response for `key`.
-    pub fn get(&self, key: &Key) -> Option<Response<Body>> {
-        let stored = self.cache.get(key)?;
-        let mut resp = Response::new(body::full(stored.body.clone()));
-        *resp.headers_mut() = stored.headers.clone();
+    /// The kept response for `key`.
+    pub fn hit(&self, key: &KeyRef<'_>) -> Option<Hit> {
+        self.cache.get(key).map(Hit)
+    }
+
+    /// The stored response for `key`, with the extensions a handled response carries.
+    pub fn get(&self, key: &KeyRef<'_>) -> Option<Response<Body>> {
+        let hit = self.hit(key)?;
+        let mut resp = hit.response();
         resp.extensions_mut().insert(ServedContent {
-            root: stored.root,
+            root: hit.root(),
             segments: None,
         });
-        if let Some(kind) = stored.kind {
+        if let Some(kind) = hit.kind() {
             resp.extensions_mut().insert(kind);
         }
         Some(resp)
     }
 
     /// Keeps `resp` if it is a complete `200` for immutable content with a small body.
-    pub fn put(&self, key: Key, resp: &Response<Body>) {
+    pub fn put(&self, key: KeyRef<'_>, resp: &Response<Body>) {
         if resp.status() != StatusCode::OK {
             return;
         }
@@ -147,10 +230,13 @@ impl ResponseCache {
         if !immutable || body.len() > MAX_BODY || crate::zero_copy::is_segment_slice(body) {
             return;
         }
+        let mut headers = resp.headers().clone();
+        headers.insert(super::headers::X_CIDGATE_TIER, CACHED_TIER);
+        headers.insert(super::headers::SERVER_TIMING, CACHED_TIMING);
         self.cache.insert(
-            key,
+            key.to_owned(),
             Arc::new(Stored {
-                headers: resp.headers().clone(),
+                headers,
                 body: body.clone(),
                 root: served.root,
                 kind: resp.extensions().get::<ResponseKind>().copied(),
@@ -163,6 +249,10 @@ impl ResponseCache {
 mod tests {
     use super::*;
     use crate::ipld::{cid_v1_sha256, RAW};
+
+    fn key_of(p: &http::request::Parts) -> Option<Key> {
+        ResponseCache::key(&p.method, &p.uri, &p.headers).map(KeyRef::to_owned)
+    }
 
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::builder().method(method).uri(uri);
@@ -189,19 +279,19 @@ mod tests {
     #[test]
     fn http2_requests_are_keyed_on_their_authority() {
         // HTTP/2 has no Host header: `:authority` is in the URI, and it routes the request.
-        let a = ResponseCache::key(&parts("GET", "http://a.ipfs.example.com/", &[])).unwrap();
-        let b = ResponseCache::key(&parts("GET", "http://b.ipfs.example.com/", &[])).unwrap();
+        let a = key_of(&parts("GET", "http://a.ipfs.example.com/", &[])).unwrap();
+        let b = key_of(&parts("GET", "http://b.ipfs.example.com/", &[])).unwrap();
         assert_ne!(a, b, "two sites never share an entry");
         assert!(
-            ResponseCache::key(&parts("GET", "/", &[])).is_none(),
+            key_of(&parts("GET", "/", &[])).is_none(),
             "no host at all: not cached"
         );
     }
 
     #[test]
     fn only_plain_gets_are_looked_up() {
-        assert!(ResponseCache::key(&parts("GET", "/ipfs/x", &[("host", "a")])).is_some());
-        assert!(ResponseCache::key(&parts("HEAD", "/ipfs/x", &[])).is_none());
+        assert!(key_of(&parts("GET", "/ipfs/x", &[("host", "a")])).is_some());
+        assert!(key_of(&parts("HEAD", "/ipfs/x", &[])).is_none());
         for h in [
             "range",
             "if-none-match",
@@ -212,13 +302,13 @@ mod tests {
             "x-forwarded-proto",
         ] {
             assert!(
-                ResponseCache::key(&parts("GET", "/ipfs/x", &[("host", "a"), (h, "1")])).is_none(),
+                key_of(&parts("GET", "/ipfs/x", &[("host", "a"), (h, "1")])).is_none(),
                 "{h}"
             );
         }
         // Host, query and Accept are part of the key.
         let k = |uri, host, accept| {
-            ResponseCache::key(&parts("GET", uri, &[("host", host), ("accept", accept)])).unwrap()
+            key_of(&parts("GET", uri, &[("host", host), ("accept", accept)])).unwrap()
         };
         assert_ne!(k("/ipfs/x", "a", "*/*"), k("/ipfs/x", "b", "*/*"));
         assert_ne!(
@@ -232,28 +322,60 @@ mod tests {
     }
 
     #[test]
+    fn a_borrowed_key_finds_what_an_owned_one_stored_and_hits_carry_the_tier_headers() {
+        let cache = ResponseCache::new(1 << 20);
+        let stored = parts("GET", "/ipfs/x?a=1", &[("host", "a"), ("accept", "*/*")]);
+        let key = ResponseCache::key(&stored.method, &stored.uri, &stored.headers).unwrap();
+        cache.put(key, &response(200, "public, immutable", b"hi"));
+        // The same request again, parsed anew: nothing shared with the stored key.
+        let again = parts("GET", "/ipfs/x?a=1", &[("host", "a"), ("accept", "*/*")]);
+        let key = ResponseCache::key(&again.method, &again.uri, &again.headers).unwrap();
+        let hit = cache.hit(&key).expect("found by a borrowed key");
+        let resp = hit.response();
+        assert_eq!(resp.headers()["x-cidgate-tier"], "cache");
+        assert_eq!(resp.headers()["server-timing"], "cache;dur=0.000");
+        assert_eq!(hit.root(), cid_v1_sha256(RAW, b"hi"));
+        // Any part of the key that differs misses.
+        for (uri, host, accept) in [
+            ("/ipfs/x?a=2", "a", "*/*"),
+            ("/ipfs/x?a=1", "b", "*/*"),
+            ("/ipfs/x?a=1", "a", "text/html"),
+        ] {
+            let p = parts("GET", uri, &[("host", host), ("accept", accept)]);
+            let key = ResponseCache::key(&p.method, &p.uri, &p.headers).unwrap();
+            assert!(cache.hit(&key).is_none(), "{uri} {host} {accept}");
+        }
+        let no_accept = parts("GET", "/ipfs/x?a=1", &[("host", "a")]);
+        let key = ResponseCache::key(&no_accept.method, &no_accept.uri, &no_accept.headers);
+        assert!(cache.hit(&key.unwrap()).is_none(), "no Accept is not */*");
+    }
+
+    #[test]
     fn keeps_complete_immutable_200s_only() {
         let cache = ResponseCache::new(1 << 20);
-        let key = |p: &str| ResponseCache::key(&parts("GET", p, &[("host", "a")])).unwrap();
+        let key = |p: &str| key_of(&parts("GET", p, &[("host", "a")])).unwrap();
         cache.put(
-            key("/a"),
+            key("/a").as_ref(),
             &response(200, "public, max-age=29030400, immutable", b"hi"),
         );
         cache.put(
-            key("/b"),
+            key("/b").as_ref(),
             &response(206, "public, max-age=29030400, immutable", b"hi"),
         );
-        cache.put(key("/c"), &response(200, "no-cache", b"hi"));
+        cache.put(key("/c").as_ref(), &response(200, "no-cache", b"hi"));
         let mut no_body = response(200, "public, immutable", b"hi");
         no_body.extensions_mut().remove::<CompleteBody>();
-        cache.put(key("/d"), &no_body);
+        cache.put(key("/d").as_ref(), &no_body);
         let big = vec![0u8; MAX_BODY + 1];
-        cache.put(key("/e"), &response(200, "public, immutable", &big));
-        let hit = cache.get(&key("/a")).unwrap();
+        cache.put(
+            key("/e").as_ref(),
+            &response(200, "public, immutable", &big),
+        );
+        let hit = cache.get(&key("/a").as_ref()).unwrap();
         assert_eq!(hit.status(), 200);
         assert!(hit.extensions().get::<ServedContent>().is_some());
         for p in ["/b", "/c", "/d", "/e"] {
-            assert!(cache.get(&key(p)).is_none(), "{p}");
+            assert!(cache.get(&key(p).as_ref()).is_none(), "{p}");
         }
     }
 }

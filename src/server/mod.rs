@@ -171,12 +171,13 @@ pub fn plain_response(status: StatusCode, msg: &str) -> Response<Body> {
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // hyper's head timer runs from the end of one response to the next head, so it is the
-    // keep-alive idle timeout as well; the first request's deadline (from accept) is the
-    // connection watch's.
+    // No head timer of hyper's: the connection watch bounds the wait for every head, the
+    // first (`header_read_timeout` from accept) and each next one (`idle_timeout` from the end
+    // of the previous response, a head trickled in byte by byte included). hyper's would
+    // allocate, arm and drop a timer for every request.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     b.http2()

@@ -747,7 +747,7 @@ impl BlockSource for TieredSource {
             return Ok(Block::already_verified(*cid, b.data().clone()));
         }
         if let Some(b) = self.cache.get(cid) {
-            trace("cache", start.elapsed());
+            trace(crate::telemetry::CACHE_TIER, start.elapsed());
             return Ok(b);
         }
         if let Some(b) = self.read_local(cid).await {
@@ -763,7 +763,7 @@ impl BlockSource for TieredSource {
             return Ok(b);
         }
         if let Some(b) = self.cache.get_uncounted(cid) {
-            trace("cache", start.elapsed());
+            trace(crate::telemetry::CACHE_TIER, start.elapsed());
             return Ok(b);
         }
         self.fetch_remote(cid).await
