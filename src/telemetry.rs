@@ -11,6 +11,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Lock-free, per-thread-sharded Prometheus metrics for the request path.
+pub mod sharded;
+
+use sharded::{ShardedCounter, ShardedGauge, ShardedHistogram};
+
 /// Labels of request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -240,17 +245,17 @@ pub fn latency_quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
 pub struct Metrics {
     registry: Registry,
     /// Requests by status and format.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Time until the response head was ready.
-    pub ttfb: Histogram,
+    pub requests: Family<RequestLabels, ShardedCounter>,
+    /// Time until the response head was ready (observed by every request: sharded).
+    pub ttfb: ShardedHistogram,
     /// Time until the handler returned or the body finished, whichever is later.
-    pub latency: Histogram,
+    pub latency: ShardedHistogram,
     /// Body bytes sent.
-    pub bytes_served: Counter,
+    pub bytes_served: ShardedCounter,
     /// Requests being handled now.
-    pub inflight: Gauge,
+    pub inflight: ShardedGauge,
     /// Block lookups answered by the edge cache.
-    pub cache_hits: Counter,
+    pub cache_hits: ShardedCounter,
     /// Block lookups the edge cache could not answer.
     pub cache_misses: Counter,
     /// Blocks evicted from the edge cache.
@@ -292,7 +297,7 @@ pub struct Metrics {
     /// Deal decisions per candidate: accepted or declined.
     pub cold_deals: Family<DiscoveryLabel, Counter>,
     /// Requests by the slowest tier that served them (cache, store, hot, cold).
-    pub served_by: Family<TierName, Counter>,
+    pub served_by: Family<TierName, ShardedCounter>,
     /// Popularity actions by outcome.
     pub popularity_actions: Family<ActionLabels, Counter>,
     /// Retrievability checks by place and result.
@@ -337,7 +342,7 @@ pub struct Metrics {
     /// IPNS names resolved with routing, by freshness (fresh, stale, miss, negative_hit).
     pub ipns_routing_answers: Family<NameOutcome, Counter>,
     /// Body bytes sent, by the slowest tier the response needed.
-    pub served_bytes: Family<TierName, Counter>,
+    pub served_bytes: Family<TierName, ShardedCounter>,
     /// 1 while a tier's circuit breaker is open (requests that need it fail fast).
     pub breaker_open: Family<TierName, Gauge>,
     /// Always 1; the labels say which build runs.
@@ -381,8 +386,12 @@ pub struct Metrics {
 }
 
 fn seconds_histogram() -> Histogram {
-    // 100 µs … ~50 s
-    Histogram::new(exponential_buckets(0.0001, 2.5, 15))
+    Histogram::new(seconds_buckets())
+}
+
+/// 100 µs … ~50 s.
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.5, 15)
 }
 
 impl Metrics {
@@ -391,11 +400,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("cidgate");
         let m = Metrics {
             requests: Family::default(),
-            ttfb: seconds_histogram(),
-            latency: seconds_histogram(),
-            bytes_served: Counter::default(),
-            inflight: Gauge::default(),
-            cache_hits: Counter::default(),
+            ttfb: ShardedHistogram::new(seconds_buckets()),
+            latency: ShardedHistogram::new(seconds_buckets()),
+            bytes_served: ShardedCounter::default(),
+            inflight: ShardedGauge::default(),
+            cache_hits: ShardedCounter::default(),
             cache_misses: Counter::default(),
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::gateway::{Gateway, ResponseKind, ServedContent};
 use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
+use crate::telemetry::sharded::ShardedCounter;
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 
 /// Time limits of public requests (see `[server]` in the configuration).
@@ -76,17 +77,14 @@ struct Accounting {
     served_by: [TierCounters; 4],
     /// The request counters of `200` answers per kind (`None`: no representation), created
     /// once for the same reason.
-    ok_requests: Vec<(
-        Option<ResponseKind>,
-        prometheus_client::metrics::counter::Counter,
-    )>,
+    ok_requests: Vec<(Option<ResponseKind>, ShardedCounter)>,
 }
 
 /// The `served_by` and `served_bytes` counters of one tier.
 struct TierCounters {
     tier: &'static str,
-    requests: prometheus_client::metrics::counter::Counter,
-    bytes: prometheus_client::metrics::counter::Counter,
+    requests: ShardedCounter,
+    bytes: ShardedCounter,
 }
 
 impl GatewayHandler {
@@ -147,8 +145,8 @@ impl GatewayHandler {
         // trace or a timer: that is most of what a 4 KiB hit costs above the socket.
         let cached = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(&req)));
         if let Ok(Some(hit)) = cached {
-            let in_flight = InFlight::new(&accounting.metrics);
-            let resp = accounting.account(
+            let in_flight = InFlight::new(accounting);
+            let resp = in_flight.account(
                 hit.response(),
                 Answered {
                     method: req.method(),
@@ -161,7 +159,6 @@ impl GatewayHandler {
                 },
                 access,
                 deadlines,
-                in_flight,
             );
             return Box::pin(std::future::ready(resp));
         }
@@ -173,7 +170,7 @@ impl GatewayHandler {
             let path = uri.path();
             // Counted out when the response (body included) is done, or when the client
             // leaves first and this future is dropped at whatever await point.
-            let in_flight = InFlight::new(&accounting.metrics);
+            let in_flight = InFlight::new(accounting);
             let trace = RequestTrace::default();
             let span = tracing::debug_span!("request", %method, %path);
             // A panic is a bug; it must cost one response, not the connection or the process.
@@ -191,7 +188,7 @@ impl GatewayHandler {
                 }
                 Err(_) => {
                     // Dropping the handler releases whatever it waited for (invariant 7).
-                    accounting.metrics.limit_hit("retrieval_timeout");
+                    in_flight.0.metrics.limit_hit("retrieval_timeout");
                     crate::gateway::error::GatewayError::Timeout(format!(
                         "no response from the content tiers within {}",
                         humantime::format_duration(deadlines.retrieval)
@@ -204,7 +201,7 @@ impl GatewayHandler {
             let timing = (!tiers.is_empty())
                 .then(|| http::HeaderValue::try_from(trace.server_timing()).ok())
                 .flatten();
-            accounting.account(
+            in_flight.account(
                 resp,
                 Answered {
                     method: &method,
@@ -216,7 +213,6 @@ impl GatewayHandler {
                 },
                 access,
                 deadlines,
-                in_flight,
             )
         })
     }
@@ -236,17 +232,17 @@ struct Answered<'a> {
     kept: Option<(cid::Cid, Option<ResponseKind>)>,
 }
 
-impl Accounting {
+impl InFlight {
     /// Adds the tier headers to `resp`, counts it, and wraps its body so that the request ends
     /// (latency, bytes, popularity, access log) when the body is done or dropped.
     fn account(
-        self: Arc<Self>,
+        self,
         mut resp: http::Response<crate::body::Body>,
         answered: Answered<'_>,
         access: Option<AccessRecord>,
         deadlines: RequestDeadlines,
-        in_flight: InFlight,
     ) -> http::Response<crate::body::Body> {
+        let this = &*self.0;
         let Answered {
             method,
             path,
@@ -256,15 +252,14 @@ impl Accounting {
             kept,
         } = answered;
         let ttfb = start.elapsed();
-        self.metrics.ttfb.observe(ttfb.as_secs_f64());
-        let tier_bytes = self
+        this.metrics.ttfb.observe(ttfb.as_secs_f64());
+        let tier = this
             .served_by
             .iter()
-            .find(|c| tiers.split(',').any(|x| x == c.tier))
-            .map(|c| {
-                c.requests.inc();
-                c.bytes.clone()
-            });
+            .position(|c| tiers.split(',').any(|x| x == c.tier));
+        if let Some(i) = tier {
+            this.served_by[i].requests.inc();
+        }
         if let (false, Some(timing)) = (tiers.is_empty(), timing) {
             let h = resp.headers_mut();
             match &tiers {
@@ -286,7 +281,7 @@ impl Accounting {
             None => resp.extensions().get::<ResponseKind>().copied(),
         };
         let status = resp.status().as_u16();
-        match self
+        match this
             .ok_requests
             .iter()
             .find(|(k, _)| status == 200 && *k == kind)
@@ -294,7 +289,7 @@ impl Accounting {
             Some((_, counter)) => counter.inc(),
             None => {
                 let format = kind.map_or("none", |k| k.label());
-                self.metrics
+                this.metrics
                     .requests
                     .get_or_create(&RequestLabels { status, format })
                     .inc()
@@ -302,8 +297,8 @@ impl Accounting {
         };
         tracing::debug!(%method, %path, status, ttfb_us = ttfb.as_micros() as u64, %tiers, "response head");
         let access = access.map(|a| a.answered(status, ttfb, tiers.clone()));
-        let demand = self.popularity.clone().and_then(|p| match kept {
-            Some((root, _)) => Some(observe_when_done(p, root, tiers)),
+        let demand = this.popularity.as_ref().and_then(|p| match kept {
+            Some((root, _)) => Some((root, tiers)),
             None => demand_hook(p, &resp, tiers),
         });
         let end = (!deadlines.total.is_zero())
@@ -319,14 +314,13 @@ impl Accounting {
             counted(
                 body,
                 Done {
-                    tier_bytes,
-                    metrics: self.metrics.clone(),
+                    tier,
                     start,
                     status,
                     bytes: 0,
-                    on_done: demand,
+                    demand,
                     access,
-                    _in_flight: in_flight,
+                    in_flight: self,
                 },
             )
         })
@@ -442,10 +436,10 @@ fn cache_result(tiers: &str) -> &'static str {
 /// What to tell the popularity tracker once the body is sent: demand for the content root
 /// (successful and revalidated responses only), and where a range reader got to.
 fn demand_hook(
-    popularity: Arc<Popularity>,
+    popularity: &Popularity,
     resp: &http::Response<crate::body::Body>,
     tiers: std::borrow::Cow<'static, str>,
-) -> Option<Box<dyn FnOnce(u64) + Send + Sync>> {
+) -> Option<(cid::Cid, std::borrow::Cow<'static, str>)> {
     let status = resp.status().as_u16();
     if !matches!(status, 200 | 206 | 304) {
         return None;
@@ -456,31 +450,23 @@ fn demand_hook(
             popularity.observe_range(served.root, segments, r.start, r.end, r.size);
         }
     }
-    Some(observe_when_done(popularity, served.root, tiers))
+    Some((served.root, tiers))
 }
 
-/// Tells the tracker of demand for `root` once the body is sent (with the bytes sent).
-fn observe_when_done(
-    popularity: Arc<Popularity>,
-    root: cid::Cid,
-    tiers: std::borrow::Cow<'static, str>,
-) -> Box<dyn FnOnce(u64) + Send + Sync> {
-    Box::new(move |bytes| popularity.observe(root, bytes, &tiers))
-}
-
-/// One request in the `inflight_requests` gauge, until dropped.
-struct InFlight(prometheus_client::metrics::gauge::Gauge);
+/// One request in the `inflight_requests` gauge, until dropped; it holds the request's one
+/// handle on the accounting, so that nothing else per request clones a shared `Arc`.
+struct InFlight(Arc<Accounting>);
 
 impl InFlight {
-    fn new(metrics: &Metrics) -> Self {
-        metrics.inflight.inc();
-        InFlight(metrics.inflight.clone())
+    fn new(accounting: Arc<Accounting>) -> Self {
+        accounting.metrics.inflight.inc();
+        InFlight(accounting)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.metrics.inflight.dec();
     }
 }
 
@@ -527,30 +513,31 @@ impl<F: std::future::Future> std::future::Future for LazyTimeout<F> {
 /// The end of a request: latency, status and byte counts, the access log line and the
 /// popularity hook, all when the body is done or dropped.
 struct Done {
-    metrics: Arc<Metrics>,
     start: Instant,
     status: u16,
     bytes: u64,
-    /// `served_bytes` of the slowest tier the response needed.
-    tier_bytes: Option<prometheus_client::metrics::counter::Counter>,
-    on_done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    /// The slowest tier the response needed (its place in `served_by`).
+    tier: Option<usize>,
+    /// Demand to tell the popularity tracker of: the content root and the tiers.
+    demand: Option<(cid::Cid, std::borrow::Cow<'static, str>)>,
     access: Option<AccessRecord>,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl Done {
     fn finish(&mut self) {
+        let this = &*self.in_flight.0;
         let took = self.start.elapsed();
-        self.metrics.latency.observe(took.as_secs_f64());
-        self.metrics.stats.record(took, self.status);
-        if let Some(c) = &self.tier_bytes {
-            c.inc_by(self.bytes);
+        this.metrics.latency.observe(took.as_secs_f64());
+        this.metrics.stats.record(took, self.status);
+        if let Some(i) = self.tier {
+            this.served_by[i].bytes.inc_by(self.bytes);
         }
         if let Some(a) = &self.access {
             a.write(self.bytes, took);
         }
-        if let Some(f) = self.on_done.take() {
-            f(self.bytes);
+        if let (Some(p), Some((root, tiers))) = (&this.popularity, self.demand.take()) {
+            p.observe(root, self.bytes, &tiers);
         }
     }
 }
@@ -568,7 +555,7 @@ fn counted(body: crate::body::Body, mut done: Done) -> crate::body::Body {
     use http_body::Body as _;
     if done.access.is_none() {
         if let Some(n) = body.size_hint().exact() {
-            done.metrics.bytes_served.inc_by(n);
+            done.in_flight.0.metrics.bytes_served.inc_by(n);
             done.bytes = n;
             drop(done);
             return body;
@@ -598,7 +585,7 @@ impl http_body::Body for Counted {
             if let Some(data) = frame.data_ref() {
                 let n = data.len() as u64;
                 this.done.bytes += n;
-                this.done.metrics.bytes_served.inc_by(n);
+                this.done.in_flight.0.metrics.bytes_served.inc_by(n);
             }
         }
         polled

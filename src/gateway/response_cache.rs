@@ -24,7 +24,12 @@ use super::{body, Body, ResponseKind, ServedContent};
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Request headers whose presence keeps a request away from the cache.
-const VARYING: [&str; 3] = ["service-worker", "x-forwarded-host", "x-forwarded-proto"];
+/// (Names made once: a lookup by `&str` parses the name on every request.)
+const VARYING: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("service-worker"),
+    http::HeaderName::from_static("x-forwarded-host"),
+    http::HeaderName::from_static("x-forwarded-proto"),
+];
 
 /// What a response depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,7 +179,7 @@ impl ResponseCache {
         ]
         .iter()
         .any(|n| h.contains_key(n))
-            || VARYING.iter().any(|n| h.contains_key(*n));
+            || VARYING.iter().any(|n| h.contains_key(n));
         if varies {
             return None;
         }

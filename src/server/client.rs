@@ -10,12 +10,13 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 /// The headers a proxy sets about the original request.
-const FORWARDING: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-real-ip",
+// Names made once: a lookup by `&str` parses the name on every request.
+const FORWARDING: [http::HeaderName; 5] = [
+    http::HeaderName::from_static("x-forwarded-for"),
+    http::HeaderName::from_static("x-forwarded-host"),
+    http::HeaderName::from_static("x-forwarded-proto"),
+    http::header::FORWARDED,
+    http::HeaderName::from_static("x-real-ip"),
 ];
 
 /// Who sent a request, as far as the server can tell.
@@ -69,8 +70,8 @@ impl TrustedProxies {
     /// `X-Forwarded-For` that is not itself a trusted proxy.
     pub fn client(&self, peer: SocketAddr, headers: &mut HeaderMap) -> Client {
         if !self.contains(peer.ip()) {
-            if FORWARDING.iter().any(|h| headers.contains_key(*h)) {
-                for h in FORWARDING {
+            if FORWARDING.iter().any(|h| headers.contains_key(h)) {
+                for h in &FORWARDING {
                     headers.remove(h);
                 }
             }
