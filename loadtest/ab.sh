@@ -22,7 +22,8 @@
 #                         to the work dir and sets it on B (CIDGATE_DENYLIST__FILES)
 #   KEEP_WORK [0]         1 keeps the work dir (logs)
 #
-# Only 127.0.0.1 is used. Progress on stderr; one Markdown table row and a summary on stdout.
+# Only 127.0.0.1 is used. Progress on stderr; one Markdown table row and a summary on stdout,
+# with each server's CPU time per request (user + system, from /proc; median of the rounds).
 # Exits 1 when any answer was not a 2xx (wrk's "Non-2xx" count), so a broken B cannot look fast.
 set -euo pipefail
 umask 022
@@ -112,17 +113,33 @@ log "A: $A_BIN ${A_ENV:-(defaults)}"
 log "B: $B_BIN ${B_ENV:-(defaults)}"
 log "$TARGET ($SIZE bytes), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
 
-# rate SIDE -> requests per second of one wrk run. It runs in a command substitution (a
-# subshell), so a non-2xx answer is noted in a file, not in a variable.
+# cpu_ticks PID -> "user system" clock ticks the process has used so far (/proc/PID/stat).
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# rate SIDE -> "req/s cpu-us-per-request user-us-per-request" of one wrk run: the server's CPU
+# time (user + system, from /proc) over the requests wrk completed. It runs in a command
+# substitution (a subshell), so a non-2xx answer is noted in a file, not in a variable.
 BAD_FILE=$WORK/non-2xx
 rate() {
-  local url_var=URL_$1 out
+  local url_var=URL_$1 pid out before after
+  pid=${PIDS[0]}
+  [[ $1 == b ]] && pid=${PIDS[1]}
+  before=$(cpu_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${!url_var}$TARGET")
+  after=$(cpu_ticks "$pid")
   if grep -q 'Non-2xx' <<<"$out"; then
     log "$1: $(grep 'Non-2xx' <<<"$out")"
     echo "$1" >>"$BAD_FILE"
   fi
-  awk '/^Requests\/sec:/ {print $2}' <<<"$out"
+  awk -v before="$before" -v after="$after" -v tick="$TICK" '
+    /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
+    END {
+      split(before, b, " "); split(after, a, " ")
+      total = (a[1] + a[2] - b[1] - b[2]) / tick * 1e6; user = (a[1] - b[1]) / tick * 1e6
+      printf "%s %.2f %.2f\n", rps, (n ? total / n : 0), (n ? user / n : 0)
+    }' <<<"$out"
 }
 
 A_RATES=()
@@ -135,19 +152,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
     b=$(rate b)
     a=$(rate a)
   fi
-  A_RATES+=("$a")
-  B_RATES+=("$b")
-  log "round $r: A $a req/s, B $b req/s"
+  A_RATES+=("${a// /,}")
+  B_RATES+=("${b// /,}")
+  log "round $r: A ${a%% *} req/s, B ${b%% *} req/s (server CPU us/request, user: A ${a#* }, B ${b#* })"
 done
 
 python3 - "${A_RATES[*]}" "${B_RATES[*]}" <<'PY'
 import statistics, sys
-a = [float(x) for x in sys.argv[1].split()]
-b = [float(x) for x in sys.argv[2].split()]
-ma, mb = statistics.median(a), statistics.median(b)
-each = lambda xs: ", ".join(f"{x / 1000:.1f}k" for x in xs)
+rows = lambda arg: [[float(v) for v in x.split(",")] for x in arg.split()]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+med = lambda xs, i: statistics.median(x[i] for x in xs)
+ma, mb = med(a, 0), med(b, 0)
+each = lambda xs: ", ".join(f"{x[0] / 1000:.1f}k" for x in xs)
 print(f"| {len(a)} | {each(a)} | {each(b)} | {ma / 1000:.1f}k | {mb / 1000:.1f}k | {mb / ma:.2f} |")
 print(f"ab: A median {ma:.0f} req/s, B median {mb:.0f} req/s, B/A {mb / ma:.3f}")
+print(f"ab: server CPU per request (median): A {med(a, 1):.2f} us (user {med(a, 2):.2f}), "
+      f"B {med(b, 1):.2f} us (user {med(b, 2):.2f})")
 PY
 if [[ -s $BAD_FILE ]]; then
   log "some answers were not 2xx: the figures above do not count"
