@@ -142,7 +142,7 @@ impl GatewayHandler {
         let accounting = self.accounting.clone();
         // Repeated small requests are answered from the response cache here, without the
         // future of a full request (hundreds of bytes to allocate and move), a task-local
-        // trace or a timer: that is most of what a 4 KiB hit costs above the socket.
+        // trace or a timer (docs/benchmarks.md, "the short path", has what that saves).
         let cached = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(&req)));
         if let Ok(Some(hit)) = cached {
             let in_flight = InFlight::new(accounting);
