@@ -11,10 +11,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// A lock-free, per-thread-sharded Prometheus histogram for the request path.
+/// Lock-free, per-thread-sharded Prometheus metrics for the request path.
 pub mod sharded;
 
-use sharded::ShardedHistogram;
+use sharded::{ShardedCounter, ShardedGauge, ShardedHistogram};
 
 /// Labels of request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,17 +245,17 @@ pub fn latency_quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
 pub struct Metrics {
     registry: Registry,
     /// Requests by status and format.
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
     /// Time until the response head was ready (observed by every request: sharded).
     pub ttfb: ShardedHistogram,
     /// Time until the handler returned or the body finished, whichever is later.
     pub latency: ShardedHistogram,
     /// Body bytes sent.
-    pub bytes_served: Counter,
+    pub bytes_served: ShardedCounter,
     /// Requests being handled now.
-    pub inflight: Gauge,
+    pub inflight: ShardedGauge,
     /// Block lookups answered by the edge cache.
-    pub cache_hits: Counter,
+    pub cache_hits: ShardedCounter,
     /// Block lookups the edge cache could not answer.
     pub cache_misses: Counter,
     /// Blocks evicted from the edge cache.
@@ -297,7 +297,7 @@ pub struct Metrics {
     /// Deal decisions per candidate: accepted or declined.
     pub cold_deals: Family<DiscoveryLabel, Counter>,
     /// Requests by the slowest tier that served them (cache, store, hot, cold).
-    pub served_by: Family<TierName, Counter>,
+    pub served_by: Family<TierName, ShardedCounter>,
     /// Popularity actions by outcome.
     pub popularity_actions: Family<ActionLabels, Counter>,
     /// Retrievability checks by place and result.
@@ -342,7 +342,7 @@ pub struct Metrics {
     /// IPNS names resolved with routing, by freshness (fresh, stale, miss, negative_hit).
     pub ipns_routing_answers: Family<NameOutcome, Counter>,
     /// Body bytes sent, by the slowest tier the response needed.
-    pub served_bytes: Family<TierName, Counter>,
+    pub served_bytes: Family<TierName, ShardedCounter>,
     /// 1 while a tier's circuit breaker is open (requests that need it fail fast).
     pub breaker_open: Family<TierName, Gauge>,
     /// Always 1; the labels say which build runs.
@@ -402,9 +402,9 @@ impl Metrics {
             requests: Family::default(),
             ttfb: ShardedHistogram::new(seconds_buckets()),
             latency: ShardedHistogram::new(seconds_buckets()),
-            bytes_served: Counter::default(),
-            inflight: Gauge::default(),
-            cache_hits: Counter::default(),
+            bytes_served: ShardedCounter::default(),
+            inflight: ShardedGauge::default(),
+            cache_hits: ShardedCounter::default(),
             cache_misses: Counter::default(),
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),

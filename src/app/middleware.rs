@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use http_body_util::BodyExt;
-use prometheus_client::metrics::counter::Counter;
 use tracing::Instrument;
 
 use crate::gateway::{Gateway, ResponseKind, ServedContent};
 use crate::popularity::Popularity;
 use crate::server::{Client, Handler, ResponseFuture};
+use crate::telemetry::sharded::ShardedCounter;
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 
 /// Time limits of public requests (see `[server]` in the configuration).
@@ -77,14 +77,14 @@ struct Accounting {
     served_by: [TierCounters; 4],
     /// The request counters of `200` answers per kind (`None`: no representation), created
     /// once for the same reason.
-    ok_requests: Vec<(Option<ResponseKind>, Counter)>,
+    ok_requests: Vec<(Option<ResponseKind>, ShardedCounter)>,
 }
 
 /// The `served_by` and `served_bytes` counters of one tier.
 struct TierCounters {
     tier: &'static str,
-    requests: Counter,
-    bytes: Counter,
+    requests: ShardedCounter,
+    bytes: ShardedCounter,
 }
 
 impl GatewayHandler {
