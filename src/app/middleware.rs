@@ -176,7 +176,7 @@ impl GatewayHandler {
             // A panic is a bug; it must cost one response, not the connection or the process.
             let handled = TRACE.scope(
                 trace.clone(),
-                AssertUnwindSafe(gw.handle(req)).catch_unwind(),
+                AssertUnwindSafe(gw.handle_uncached(req)).catch_unwind(),
             );
             let resp = match LazyTimeout::new(handled.instrument(span), deadlines.retrieval).await {
                 Ok(Ok(resp)) => resp,

@@ -380,6 +380,17 @@ impl Gateway {
 
     /// Answers one request. Never fails: errors become their status with a one-line reason.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        if let Some(hit) = self.cached(&req) {
+            // Answered from memory like an edge-cache hit (and counted as one by `cached`).
+            crate::telemetry::trace(crate::telemetry::CACHE_TIER, std::time::Duration::ZERO);
+            return hit.handled_response();
+        }
+        self.handle_uncached(req).await
+    }
+
+    /// [`Gateway::handle`] of a request that [`Gateway::cached`] has just missed: routed and
+    /// answered, and the answer kept when it may be (the cache is not asked twice).
+    pub async fn handle_uncached<B>(&self, req: Request<B>) -> Response<Body> {
         let (parts, _body) = req.into_parts();
         let (generation, pinset) = self.rules_in_force();
         // A missing or ambiguous Host is refused before anything reads it, the response cache
@@ -390,14 +401,6 @@ impl Gateway {
             .as_ref()
             .filter(|_| host.is_ok())
             .and_then(|_| ResponseCache::key(&parts.method, &parts.uri, &parts.headers));
-        if let (Some(cache), Some(key)) = (&self.responses, &key) {
-            if let Some(resp) = cache.get(key) {
-                // Answered from memory like an edge-cache hit, and counted as one.
-                self.source.note_cache_hit();
-                crate::telemetry::trace(crate::telemetry::CACHE_TIER, std::time::Duration::ZERO);
-                return resp;
-            }
-        }
         let result = match host {
             Ok(()) => self.route(&parts).await,
             Err(e) => Err(e),

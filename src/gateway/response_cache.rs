@@ -113,6 +113,20 @@ impl Hit {
         resp
     }
 
+    /// [`Hit::response`] with the extensions a handled response carries (its content and
+    /// kind), for callers that read them there.
+    pub fn handled_response(&self) -> Response<Body> {
+        let mut resp = self.response();
+        resp.extensions_mut().insert(ServedContent {
+            root: self.root(),
+            segments: None,
+        });
+        if let Some(kind) = self.kind() {
+            resp.extensions_mut().insert(kind);
+        }
+        resp
+    }
+
     /// The content root it serves.
     pub fn root(&self) -> Cid {
         self.0.root
@@ -199,20 +213,6 @@ impl ResponseCache {
     /// The kept response for `key`.
     pub fn hit(&self, key: &KeyRef<'_>) -> Option<Hit> {
         self.cache.get(key).map(Hit)
-    }
-
-    /// The stored response for `key`, with the extensions a handled response carries.
-    pub fn get(&self, key: &KeyRef<'_>) -> Option<Response<Body>> {
-        let hit = self.hit(key)?;
-        let mut resp = hit.response();
-        resp.extensions_mut().insert(ServedContent {
-            root: hit.root(),
-            segments: None,
-        });
-        if let Some(kind) = hit.kind() {
-            resp.extensions_mut().insert(kind);
-        }
-        Some(resp)
     }
 
     /// Keeps `resp` if it is a complete `200` for immutable content with a small body.
@@ -376,11 +376,11 @@ mod tests {
             key("/e").as_ref(),
             &response(200, "public, immutable", &big),
         );
-        let hit = cache.get(&key("/a").as_ref()).unwrap();
+        let hit = cache.hit(&key("/a").as_ref()).unwrap().handled_response();
         assert_eq!(hit.status(), 200);
         assert!(hit.extensions().get::<ServedContent>().is_some());
         for p in ["/b", "/c", "/d", "/e"] {
-            assert!(cache.get(&key(p).as_ref()).is_none(), "{p}");
+            assert!(cache.hit(&key(p).as_ref()).is_none(), "{p}");
         }
     }
 }

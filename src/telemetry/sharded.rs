@@ -155,30 +155,48 @@ impl EncodeMetric for ShardedHistogram {
 #[derive(Default)]
 struct Cell(AtomicU64);
 
-/// A Prometheus counter, sharded by thread like [`ShardedHistogram`].
+/// One value kept as a cell per shard: a thread adds to its own, a reader sums them.
 #[derive(Clone)]
-pub struct ShardedCounter(Arc<[Cell; SHARDS]>);
+struct Cells(Arc<[Cell; SHARDS]>);
 
-impl Default for ShardedCounter {
+impl Default for Cells {
     fn default() -> Self {
         Self(Arc::new(std::array::from_fn(|_| Cell::default())))
     }
 }
 
+impl Cells {
+    /// Adds `n` (wrapping) to this thread's cell.
+    fn add(&self, n: u64) {
+        self.0[shard_index()].0.fetch_add(n, Relaxed);
+    }
+
+    /// The cells summed (wrapping, so that a gauge's two's-complement steps add up).
+    fn sum(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Relaxed)))
+    }
+}
+
+/// A Prometheus counter, sharded by thread like [`ShardedHistogram`].
+#[derive(Clone, Default)]
+pub struct ShardedCounter(Cells);
+
 impl ShardedCounter {
     /// Adds one.
     pub fn inc(&self) {
-        self.inc_by(1);
+        self.0.add(1);
     }
 
     /// Adds `n`.
     pub fn inc_by(&self, n: u64) {
-        self.0[shard_index()].0.fetch_add(n, Relaxed);
+        self.0.add(n);
     }
 
     /// The count so far, summed over the shards.
     pub fn get(&self) -> u64 {
-        self.0.iter().map(|c| c.0.load(Relaxed)).sum()
+        self.0.sum()
     }
 }
 
@@ -204,32 +222,24 @@ impl EncodeMetric for ShardedCounter {
 
 /// A Prometheus gauge that goes up and down by one, sharded by thread: a shard may go
 /// negative (a request counted in on one thread and out on another); the sum is right.
-#[derive(Clone)]
-pub struct ShardedGauge(Arc<[Cell; SHARDS]>);
-
-impl Default for ShardedGauge {
-    fn default() -> Self {
-        Self(Arc::new(std::array::from_fn(|_| Cell::default())))
-    }
-}
+#[derive(Clone, Default)]
+pub struct ShardedGauge(Cells);
 
 impl ShardedGauge {
     /// Adds one.
     pub fn inc(&self) {
-        self.0[shard_index()].0.fetch_add(1, Relaxed);
+        self.0.add(1);
     }
 
     /// Takes one away.
     pub fn dec(&self) {
         // Two's complement: adding u64::MAX is subtracting one, and the sum wraps back.
-        self.0[shard_index()].0.fetch_add(u64::MAX, Relaxed);
+        self.0.add(u64::MAX);
     }
 
     /// The value now, summed over the shards.
     pub fn get(&self) -> i64 {
-        self.0
-            .iter()
-            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Relaxed))) as i64
+        self.0.sum() as i64
     }
 }
 
