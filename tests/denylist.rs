@@ -113,6 +113,9 @@ async fn blocked_content_is_refused_on_every_route_and_never_fetched() {
             410,
         ),
         (format!("{base}/ipfs/{root}/open.txt"), None, 410),
+        // Other spellings of the same content path (an encoded separator, dot segments).
+        (format!("{base}/ipfs/{root}/dir%2F..%2Fopen.txt"), None, 410),
+        (format!("{base}/ipfs/{root}/dir%2Finner.txt"), None, 410),
         (format!("{base}/ipfs/{root}/dir/inner.txt"), None, 410),
         (format!("{base}/ipfs/{sub}/inner.txt"), None, 410),
         (format!("{base}/ipfs/{root}/legal.txt"), None, 451),

@@ -110,6 +110,11 @@ async fn names_resolve_to_content_fresh_for_their_ttl() {
         a.header("x-ipfs-path"),
         format!("/ipns/{ROOT_NAME}/root2/root3/root4/index.html")
     );
+    // IPIP-548: the name's canonical (base36) form is the URI's authority.
+    assert_eq!(
+        a.header("ipfs-uri"),
+        format!("ipns://{ROOT_NAME}/root2/root3/root4/index.html")
+    );
     assert!(a
         .header("x-ipfs-roots")
         .starts_with("bafybeib3ffl2teiqdncv3mkz4r23b5ctrwkzrrhctdbne6iboayxuxk5ui,"));
@@ -245,6 +250,10 @@ async fn subdomains_and_dnslink_hosts() {
     assert_eq!(
         a.header("x-ipfs-path"),
         "/ipns/dnslink-over-ipns.example.org/"
+    );
+    assert_eq!(
+        a.header("ipfs-uri"),
+        "ipns://dnslink-over-ipns.example.org/"
     );
     let a = fetch(&s, None, "/ipns/dnslink-test.example.org", None).await;
     assert_eq!(a.status, 200);

@@ -445,6 +445,75 @@ async fn cors_and_preflight() {
     assert_eq!(hv(&r, "timing-allow-origin"), "*");
 }
 
+/// IPIP-548: every answer names its content path by one canonical `ipfs://` URI, whatever the
+/// request's spelling; an encoded `/` separates segments and dot segments resolve; the legacy
+/// `X-Ipfs-Path` is decoded, and left out where it cannot be a field value.
+#[tokio::test]
+async fn ipfs_uri_names_the_content_path() {
+    let s = Server::start(FIXTURES);
+    let dir = "bafybeig675grnxcmshiuzdaz2xalm6ef4thxxds6o6ypakpghm5kghpc34";
+    let canonical = "Portugal%252C%2BEspa%C3%B1a%3DPeninsula%20Ib%C3%A9rica.txt";
+    for spelling in [
+        canonical,
+        "Portugal%252C+Espa%C3%B1a=Peninsula%20Ib%C3%A9rica.txt",
+        "Portugal%252C%2bEspa%c3%b1a%3dPeninsula%20Ib%c3%a9rica%2etxt",
+    ] {
+        let r = get(&s, &format!("/ipfs/{dir}/{spelling}"), &[]).await;
+        assert_eq!(r.status(), 200, "{spelling}");
+        assert_eq!(hv(&r, "ipfs-uri"), format!("ipfs://{dir}/{canonical}"));
+        assert!(r.headers().get("x-ipfs-path").is_none(), "{spelling}");
+    }
+    // A CIDv0 root is named by its base32 CIDv1; the legacy header keeps the request's CID.
+    let v1 = cid::Cid::try_from(DIR_WITH_FILES).unwrap();
+    let v0 = cid::Cid::new_v0(*v1.hash()).unwrap();
+    let r = get(&s, &format!("/ipfs/{v0}/ascii.txt"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hv(&r, "ipfs-uri"),
+        format!("ipfs://{DIR_WITH_FILES}/ascii.txt")
+    );
+    assert_eq!(hv(&r, "x-ipfs-path"), format!("/ipfs/{v0}/ascii.txt"));
+    // Encoded separators and dot segments are the path they spell; climbing out is refused.
+    let r = get(
+        &s,
+        &format!("/ipfs/{DIR_WITH_FILES}/x%2F..%2Fascii%2Etxt"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hv(&r, "ipfs-uri"),
+        format!("ipfs://{DIR_WITH_FILES}/ascii.txt")
+    );
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85%2F%C4%99/"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        hv(&r, "ipfs-uri"),
+        format!("ipfs://{LISTING}/%C4%85/%C4%99/")
+    );
+    // (One encoded segment: a client's URL parser resolves a `%2E%2E` segment itself.)
+    let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}/%2E%2E%2Fx"), &[]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("climbs above"));
+    // Redirects name the path asked for, before the slash is added; no query in the URI.
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85/%C4%99?x=1"), &[]).await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        hv(&r, "ipfs-uri"),
+        format!("ipfs://{LISTING}/%C4%85/%C4%99")
+    );
+    let r = get(
+        &s,
+        &format!("/ipfs/{DIR_WITH_FILES}?format=raw&filename=x.bin"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hv(&r, "ipfs-uri"), format!("ipfs://{DIR_WITH_FILES}"));
+    // Cross-origin scripts may read it.
+    assert!(hv(&r, "access-control-expose-headers").contains("Ipfs-Uri"));
+}
+
 /// The preflight is cacheable, and every answer is readable cross-origin: redirects of the
 /// subdomain gateway (ipfs/rainbow#289), of directories, and errors.
 #[tokio::test]
@@ -602,6 +671,8 @@ async fn subdomain_gateway() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The content path, not the URL, is what `Ipfs-Uri` names.
+    assert_eq!(hv(&r, "ipfs-uri"), format!("ipfs://{v1}/"));
     assert_eq!(r.text().await.unwrap(), "hello\n");
     // Behind a proxy the forwarded host decides.
     let r = client()

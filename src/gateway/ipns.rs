@@ -8,6 +8,7 @@ use http::{HeaderValue, Response};
 
 use super::error::GatewayError;
 use super::headers::{set, X_IPFS_PATH, X_IPFS_ROOTS};
+use super::named::NamedPath;
 use super::request::{self, wants_ipns_record};
 use super::{body, cors, unixfs_redirects, Body, Gateway};
 use crate::ipns::{DnslinkError, IpnsName, NameResolver, Resolution, ResolveError, RoutingError};
@@ -58,16 +59,10 @@ pub async fn respond(
     isolated: bool,
     resolved: Option<Resolution>,
 ) -> Result<Response<Body>, GatewayError> {
-    // A blocked name is refused before it is resolved (its record and its content too).
-    let segments: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    // A blocked name is refused before it is resolved (its record and its content too), under
+    // the same decoding of its path as the content gets.
+    let named = NamedPath::ipns(name, rest)?;
+    let (segments, _) = super::named::content_segments(rest)?;
     gw.refuse_ipns(name, &segments)?;
     if wants_ipns_record(parts)? {
         if gw.is_dedicated() {
@@ -88,7 +83,9 @@ pub async fn respond(
                 })?;
             gw.admit_cid(&root, token.as_deref())?;
         }
-        return record(names, parts, name, rest).await;
+        let mut resp = record(names, parts, name, rest).await?;
+        named.stamp(&mut resp);
+        return Ok(resp);
     }
     if !isolated {
         // One spelling per key, the base36 CID (what subdomains need too): a peer ID or any
@@ -108,6 +105,7 @@ pub async fn respond(
                 .unwrap_or_default();
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = http::StatusCode::FOUND;
+            named.stamp(&mut resp);
             set(
                 resp.headers_mut(),
                 http::header::LOCATION,
@@ -135,6 +133,7 @@ pub async fn respond(
     }
     // Headers name the path the client asked for; the CIDs behind it go in X-Ipfs-Roots.
     req.content_path = format!("/ipns/{name}{rest}");
+    req.named = named;
     let mut resp = match gw.ipfs(&req).await {
         Err(e) if unixfs_redirects::applies(&req, &e) => {
             unixfs_redirects::respond(gw, &req, e).await?
@@ -246,7 +245,9 @@ async fn record(
         resp.headers_mut().remove(CONTENT_LENGTH);
     }
     let h = resp.headers_mut();
-    set(h, X_IPFS_PATH, &format!("/ipns/{name}"));
+    if let Some(v) = NamedPath::ipns(name, "")?.x_ipfs_path() {
+        h.insert(X_IPFS_PATH, v);
+    }
     // The same URL answers with the content unless Accept asks for the record.
     h.insert(http::header::VARY, HeaderValue::from_static("Accept"));
     h.remove(X_IPFS_ROOTS);

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod error;
 pub mod headers;
 pub mod ipns;
+pub mod named;
 pub mod range;
 pub mod redirects;
 pub mod request;
@@ -524,6 +525,7 @@ impl Gateway {
         self.refuse_ipfs(&req.root, &req.segments, &req.content_path)?;
         let token_only = self.admit(req)?;
         let mut resp = self.ipfs_format(req).await?;
+        req.named.stamp(&mut resp);
         if let Some(k) = ResponseKind::of_format(req.format) {
             resp = kind(resp, k);
         }
@@ -786,7 +788,9 @@ impl Gateway {
         let h = resp.headers_mut();
         set(h, ETAG, etag);
         h.insert(CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-        set(h, X_IPFS_PATH, &req.content_path);
+        if let Some(v) = req.named.x_ipfs_path() {
+            h.insert(X_IPFS_PATH, v);
+        }
         set(h, X_IPFS_ROOTS, &roots_header(roots));
         h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         h.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
@@ -942,7 +946,7 @@ fn cors(h: &mut HeaderMap) {
     h.insert(
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing, X-Cidgate-Tier, Retry-After",
+            "Content-Range, Content-Length, Content-Type, Content-Disposition, Etag, Ipfs-Uri, X-Ipfs-Path, X-Ipfs-Roots, X-Stream-Output, X-Chunked-Output, Server-Timing, X-Cidgate-Tier, Retry-After",
         ),
     );
 }

@@ -8,6 +8,7 @@ use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 
 use super::error::GatewayError;
+use super::named::{self, NamedPath};
 use crate::content::select::{DagScope, EntityBytes};
 use crate::content::selector::Selection;
 
@@ -67,9 +68,12 @@ pub struct GatewayRequest {
     pub head: bool,
     /// The content path as the client wrote it (still percent-encoded), for `X-Ipfs-Path`.
     pub content_path: String,
+    /// The content path as responses name it (`Ipfs-Uri`, `X-Ipfs-Path`).
+    pub named: NamedPath,
     /// Root CID.
     pub root: Cid,
-    /// Path segments after the CID, percent-decoded.
+    /// Path segments after the CID, percent-decoded once (an encoded `/` separates segments
+    /// too) and with dot segments resolved.
     pub segments: Vec<String>,
     /// The path ended with `/`.
     pub trailing_slash: bool,
@@ -166,26 +170,14 @@ pub fn parse_path(
     let rest = path
         .strip_prefix("/ipfs/")
         .ok_or_else(|| bad("path must start with /ipfs/{cid}"))?;
-    let mut raw_segments = rest.split('/');
-    let cid_str = raw_segments.next().unwrap_or("");
+    let (cid_str, below) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if cid_str.is_empty() {
         return Err(bad("missing CID after /ipfs/"));
     }
     let cid_str = decode_segment(cid_str)?;
     let root = Cid::try_from(cid_str.as_str())
         .map_err(|e| bad(format!("invalid CID {cid_str:?}: {e}")))?;
-    let mut segments = Vec::new();
-    for s in raw_segments {
-        if s.is_empty() {
-            continue;
-        }
-        let seg = decode_segment(s)?;
-        if seg == "." || seg == ".." {
-            return Err(bad("path segments '.' and '..' are not allowed"));
-        }
-        segments.push(seg);
-    }
-    let trailing_slash = path.ends_with('/') && path.len() > "/ipfs/".len() + cid_str.len();
+    let (segments, trailing_slash) = named::content_segments(below)?;
 
     let query: Vec<(String, String)> = parts
         .uri
@@ -216,6 +208,7 @@ pub fn parse_path(
     Ok(GatewayRequest {
         head,
         content_path: path.to_string(),
+        named: NamedPath::ipfs(&cid_str, &root, &segments, trailing_slash),
         root,
         segments,
         trailing_slash,
@@ -526,7 +519,8 @@ mod tests {
             (&*format!("/ipfs/{CID}?format=car&dag-scope="), ""),
             (&*format!("/ipfs/{CID}?format=car&entity-bytes=5:2"), ""),
             (&*format!("/ipfs/{CID}?format=car&entity-bytes=*:2"), ""),
-            (&*format!("/ipfs/{CID}/a/../b"), ""),
+            (&*format!("/ipfs/{CID}/a/../.."), ""),
+            (&*format!("/ipfs/{CID}/%2e%2e"), ""),
             (&*format!("/ipfs/{CID}/%ff"), ""),
             (
                 &*format!("/ipfs/{CID}"),

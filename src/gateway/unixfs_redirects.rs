@@ -92,7 +92,11 @@ pub async fn respond(
                 other => other,
             })
         }
-        301 | 302 | 303 | 307 | 308 => Ok(redirect(req, hit.status, &hit.to)),
+        301 | 302 | 303 | 307 | 308 => {
+            let mut resp = redirect(req, hit.status, &hit.to);
+            req.named.stamp(&mut resp);
+            Ok(resp)
+        }
         status => error_page(gw, req, status, &hit.to).await,
     }
 }
