@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use cid::Cid;
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::sharded::{shard_index, SHARDS};
+
 /// Time source (seconds since the Unix epoch, fractional); injectable for tests.
 pub trait Clock: Send + Sync {
     /// Now.
@@ -128,9 +130,32 @@ pub struct Snapshot {
     pub demand: Vec<Demand>,
 }
 
+/// Requests one thread recorded and the tracker has not counted yet. Counting takes the
+/// tracker's one lock and reorders its Space-Saving set; per answer from memory that lock's
+/// cache line moved between the cores on every request (docs/benchmarks.md). A batch takes it
+/// once for up to [`BATCH`] requests, and repeated roots in it are one update.
+#[repr(align(128))]
+#[derive(Default)]
+struct Pending {
+    /// When the first request in the batch was recorded: weights are relative to it.
+    since: f64,
+    /// Requests recorded.
+    requests: usize,
+    /// Per root: (requests, bytes, per-tier requests), weighted from `since`.
+    roots: Vec<(Cid, Counter)>,
+}
+
+/// Most requests a batch holds before it is counted.
+const BATCH: usize = 64;
+/// Most seconds between a batch's first request and its last (readers count every batch
+/// first anyway, so this bounds weights, not staleness).
+const BATCH_AGE: f64 = 1.0;
+
 /// The tracker.
 pub struct Tracker {
     inner: Mutex<Inner>,
+    /// Per-thread batches (`telemetry::sharded` numbering).
+    pending: Box<[Mutex<Pending>]>,
     k: usize,
     half_life: f64,
     clock: Arc<dyn Clock>,
@@ -145,6 +170,7 @@ impl Tracker {
                 epoch: now,
                 ..Inner::default()
             }),
+            pending: (0..SHARDS).map(|_| Mutex::default()).collect(),
             k: k.max(1),
             half_life: half_life.max(1e-3),
             clock,
@@ -161,37 +187,96 @@ impl Tracker {
         self.record_weighted(cid, 1.0, bytes as f64, Some(tier));
     }
 
+    /// Adds a request to this thread's batch, and counts the batch when it is full or old.
     fn record_weighted(&self, cid: Cid, requests: f64, bytes: f64, tier: Option<ServedBy>) {
         let now = self.clock.now();
-        let Ok(mut g) = self.inner.lock() else { return };
-        let inner = &mut *g;
-        let mut exponent = (now - inner.epoch) / self.half_life;
-        if exponent > RESCALE_EXPONENT {
-            Self::rescale(inner, now, self.half_life);
-            exponent = 0.0;
-        }
-        let w = exponent.exp2();
-        inner.total += requests * w;
-        if let Some(c) = inner.counters.get_mut(&cid) {
-            inner.order.remove(&(c.requests.to_bits(), cid));
-            c.requests += requests * w;
-            c.bytes += bytes * w;
-            if let Some(t) = tier {
-                c.by_tier[t.index()] += requests * w;
-            }
-            inner.order.insert((c.requests.to_bits(), cid));
+        let Ok(mut p) = self.pending[shard_index()].lock() else {
             return;
+        };
+        if !p.roots.is_empty() && !(0.0..=BATCH_AGE).contains(&(now - p.since)) {
+            // Counted first, so that weights within a batch stay near 1 (and the clock going
+            // back cannot make them odd). Shard lock, then the tracker's: the one order.
+            let old = std::mem::take(&mut *p);
+            self.count(old);
         }
-        let mut counter = Counter {
+        if p.roots.is_empty() {
+            p.since = now;
+        }
+        let w = ((now - p.since) / self.half_life).exp2();
+        let mut add = Counter {
             requests: requests * w,
             bytes: bytes * w,
             by_tier: [0.0; 3],
             error: 0.0,
         };
         if let Some(t) = tier {
-            counter.by_tier[t.index()] = requests * w;
+            add.by_tier[t.index()] = requests * w;
         }
-        if inner.counters.len() >= self.k {
+        match p.roots.iter_mut().find(|(c, _)| *c == cid) {
+            Some((_, c)) => {
+                c.requests += add.requests;
+                c.bytes += add.bytes;
+                for (sum, x) in c.by_tier.iter_mut().zip(add.by_tier) {
+                    *sum += x;
+                }
+            }
+            None => p.roots.push((cid, add)),
+        }
+        p.requests += 1;
+        if p.requests >= BATCH {
+            let batch = std::mem::take(&mut *p);
+            drop(p);
+            self.count(batch);
+        }
+    }
+
+    /// Counts every thread's batch: what readers see includes every request recorded.
+    fn count_pending(&self) {
+        for shard in self.pending.iter() {
+            let batch = match shard.lock() {
+                Ok(mut p) if !p.roots.is_empty() => std::mem::take(&mut *p),
+                _ => continue,
+            };
+            self.count(batch);
+        }
+    }
+
+    /// Adds a batch to the counters.
+    fn count(&self, batch: Pending) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        let inner = &mut *g;
+        let mut exponent = (batch.since - inner.epoch) / self.half_life;
+        if exponent > RESCALE_EXPONENT {
+            Self::rescale(inner, batch.since, self.half_life);
+            exponent = 0.0;
+        }
+        let w = exponent.exp2();
+        for (cid, add) in batch.roots {
+            Self::add(inner, self.k, cid, &add, w);
+        }
+    }
+
+    /// Adds `add` weighted by `w` to `cid`'s counter, taking the Space-Saving minimum's slot
+    /// when `cid` is not tracked and every slot is taken.
+    fn add(inner: &mut Inner, k: usize, cid: Cid, add: &Counter, w: f64) {
+        inner.total += add.requests * w;
+        if let Some(c) = inner.counters.get_mut(&cid) {
+            inner.order.remove(&(c.requests.to_bits(), cid));
+            c.requests += add.requests * w;
+            c.bytes += add.bytes * w;
+            for (sum, x) in c.by_tier.iter_mut().zip(add.by_tier) {
+                *sum += x * w;
+            }
+            inner.order.insert((c.requests.to_bits(), cid));
+            return;
+        }
+        let mut counter = Counter {
+            requests: add.requests * w,
+            bytes: add.bytes * w,
+            by_tier: add.by_tier.map(|x| x * w),
+            error: 0.0,
+        };
+        if inner.counters.len() >= k {
             // Space-Saving: the newcomer takes the minimum's slot and inherits its count as error.
             if let Some(&(bits, victim)) = inner.order.iter().next() {
                 inner.order.remove(&(bits, victim));
@@ -239,6 +324,7 @@ impl Tracker {
 
     /// The `limit` CIDs in most demand now, highest first.
     pub fn top(&self, limit: usize) -> Vec<Demand> {
+        self.count_pending();
         let Ok(inner) = self.inner.lock() else {
             return Vec::new();
         };
@@ -254,6 +340,7 @@ impl Tracker {
 
     /// The demand for `cid` now, if tracked.
     pub fn get(&self, cid: &Cid) -> Option<Demand> {
+        self.count_pending();
         let inner = self.inner.lock().ok()?;
         let f = self.decay(&inner);
         inner.counters.get(cid).map(|c| Self::demand(*cid, c, f))
@@ -261,6 +348,7 @@ impl Tracker {
 
     /// Total decayed demand (all requests, tracked or not).
     pub fn total(&self) -> f64 {
+        self.count_pending();
         self.inner
             .lock()
             .map(|i| i.total * self.decay(&i))
@@ -285,6 +373,12 @@ impl Tracker {
         let age = (self.clock.now() - s.at).max(0.0);
         let f = (-age / self.half_life).exp2();
         let now = self.clock.now();
+        // Requests recorded before the state they would add to is replaced go with it.
+        for shard in self.pending.iter() {
+            if let Ok(mut p) = shard.lock() {
+                *p = Pending::default();
+            }
+        }
         let Ok(mut g) = self.inner.lock() else { return };
         let inner = &mut *g;
         *inner = Inner {
@@ -414,5 +508,35 @@ mod tests {
         let after = again.top(1)[0].requests;
         assert!((after - before / 2.0).abs() < 1e-9, "{before} -> {after}");
         assert_eq!(again.top(1)[0].cid, cid(5));
+    }
+
+    #[test]
+    fn batches_count_exactly_what_was_recorded() {
+        // Several threads, batches left part-full, and time passing between and within them:
+        // readers see every request, decayed as if each had been counted on arrival.
+        let clock = Arc::new(ManualClock::new(5000.0));
+        let t = Arc::new(Tracker::new(64, 10.0, clock.clone()));
+        std::thread::scope(|scope| {
+            for th in 0..4u64 {
+                let t = t.clone();
+                scope.spawn(move || {
+                    for i in 0..(BATCH as u64 * 3 + 7) {
+                        t.record(cid(i % 5 + th), 10, ServedBy::Hot);
+                    }
+                });
+            }
+        });
+        let n = 4.0 * (BATCH as f64 * 3.0 + 7.0);
+        assert!((t.total() - n).abs() < 1e-6, "{}", t.total());
+        let bytes: f64 = t.top(64).iter().map(|d| d.bytes).sum();
+        assert!((bytes - 10.0 * n).abs() < 1e-6);
+        // One request now, one after a half-life, in one thread's batch: 1 and 0.5 now.
+        t.record(cid(100), 1, ServedBy::Cold);
+        clock.advance(10.0);
+        t.record(cid(100), 1, ServedBy::Cold);
+        let d = t.get(&cid(100)).unwrap();
+        assert!((d.requests - 1.5).abs() < 1e-9, "{}", d.requests);
+        assert!((d.cold - 1.5).abs() < 1e-9);
+        assert!((t.total() - (n / 2.0 + 1.5)).abs() < 1e-6);
     }
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Shards per histogram: more than the runtime's workers on any machine cidgate is sized for;
 /// threads past that share a shard (still correct: every update is atomic).
-const SHARDS: usize = 32;
+pub const SHARDS: usize = 32;
 /// Most buckets a histogram may have, `+Inf` included.
 const MAX_BUCKETS: usize = 24;
 
@@ -48,8 +48,9 @@ impl Default for Shard {
     }
 }
 
-/// The shard of the current thread, given out round-robin at its first observation.
-fn shard_index() -> usize {
+/// The shard (below [`SHARDS`]) of the current thread, given out round-robin at its first
+/// use; other per-thread state on the request path shares the numbering.
+pub fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
