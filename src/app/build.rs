@@ -53,7 +53,7 @@ pub(super) async fn maintain_store(store: LocalStore, every: std::time::Duration
     loop {
         store.maintenance_due(every).await;
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.maintain()).await {
+        match tokio::task::spawn_blocking(move || s.maintain_scheduled()).await {
             Ok(Ok(r)) if r != crate::tiers::space::MaintenanceReport::default() => {
                 tracing::info!(
                     evicted_bytes = r.evicted_bytes,

@@ -68,7 +68,20 @@ pub struct SpaceState {
     rewriting: std::sync::Mutex<()>,
     /// One garbage collection mark at a time (they share the scratch file).
     marking: std::sync::Mutex<()>,
+    /// Marks begun.
+    pub(super) marks: AtomicU64,
+    /// After a mark that could not read a pinned block: the pin generation it failed at, when
+    /// scheduled passes may mark again, and the wait after the next failure.
+    mark_backoff: std::sync::Mutex<Option<(u64, std::time::Instant, std::time::Duration)>>,
 }
+
+/// The first wait before marking again after a mark failed on an unreadable pinned block, and
+/// the longest (doubling in between): a mark reads every pinned block, so retrying it every
+/// pass would keep the disk busy for nothing until the block is repaired or unpinned.
+const MARK_RETRY: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(60),
+    std::time::Duration::from_secs(3600),
+);
 
 impl SpaceState {
     /// Wakes the maintenance task when the segment files pass the high watermark.
@@ -137,10 +150,21 @@ impl LocalStore {
     /// One maintenance pass (blocking): garbage collection when the pins changed, eviction
     /// down to the low watermark when over the high one, then compaction.
     pub fn maintain(&self) -> Result<MaintenanceReport, StoreError> {
+        self.maintain_with(false)
+    }
+
+    /// [`Self::maintain`] as the maintenance task runs it: a collection whose last mark failed
+    /// on an unreadable pinned block waits (`MARK_RETRY`, doubling) before it marks again,
+    /// unless the pins changed. An operator's `store maintain` always marks.
+    pub fn maintain_scheduled(&self) -> Result<MaintenanceReport, StoreError> {
+        self.maintain_with(true)
+    }
+
+    fn maintain_with(&self, back_off: bool) -> Result<MaintenanceReport, StoreError> {
         // The mark, the long part of a collection (~8 s per million pinned blocks), holds
         // neither the writer lock nor the rewrite lock: imports, promotions and the cache
         // writer's evictions go on while it runs.
-        let marked = self.mark_for_collection().unwrap_or_else(|e| {
+        let marked = self.mark_for_collection(back_off).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "garbage collection's mark failed; the next pass tries again");
             None
         });
@@ -459,7 +483,7 @@ impl LocalStore {
     /// reach as they were when it began. Holds no writer lock; [`Self::collect_garbage`]
     /// catches up with what changed meanwhile. `None`: nothing to collect, another mark
     /// running, or a pinned block unreadable.
-    fn mark_for_collection(&self) -> Result<Option<Marked>, StoreError> {
+    fn mark_for_collection(&self, back_off: bool) -> Result<Option<Marked>, StoreError> {
         let Ok(_one) = self.space.marking.try_lock() else {
             return Ok(None);
         };
@@ -474,11 +498,25 @@ impl LocalStore {
         if last == Some(generation) {
             return Ok(None);
         }
+        let mut backoff = self
+            .space
+            .mark_backoff
+            .lock()
+            .map_err(|_| lock_poisoned())?;
+        let now = std::time::Instant::now();
+        let failed_here = backoff.filter(|(g, _, _)| *g == generation);
+        if back_off && failed_here.is_some_and(|(_, retry_at, _)| now < retry_at) {
+            return Ok(None);
+        }
+        self.space.marks.fetch_add(1, Ordering::Relaxed);
         let pins: HashSet<String> = self.pins()?.into_iter().map(|p| p.cid).collect();
         let mut mark = Mark::create(&self.dir().join(MARK_FILE))?;
         if !self.mark_from(&mut mark, pins.iter().filter_map(|c| c.parse().ok()))? {
+            let wait = failed_here.map_or(MARK_RETRY.0, |(_, _, w)| w);
+            *backoff = Some((generation, now + wait, (wait * 2).min(MARK_RETRY.1)));
             return Ok(None);
         }
+        *backoff = None;
         Ok(Some(Marked {
             mark,
             generation,
@@ -938,6 +976,22 @@ mod tests {
         Block::verified(cid_v1_sha256(DAG_PB, &data), data).unwrap()
     }
 
+    /// The first segment file whose name holds `class` (`.pin.` or `.cache.`).
+    fn segment_file(dir: &std::path::Path, class: &str) -> std::path::PathBuf {
+        std::fs::read_dir(dir.join("blocks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(class))
+            .unwrap()
+    }
+
+    /// Flips a byte of a file, as a failing disk would.
+    fn flip_byte(path: &std::path::Path, at: usize) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at] ^= 0x55;
+        std::fs::write(path, &bytes).unwrap();
+    }
+
     fn open(dir: &std::path::Path, max_size: u64, segment_size: u64) -> LocalStore {
         LocalStore::open_with(
             dir,
@@ -1183,7 +1237,10 @@ mod tests {
         assert!(store.unpin(dropped.cid()).unwrap());
         let pinned_before = store.totals().pinned_bytes;
 
-        let marked = store.mark_for_collection().unwrap().expect("pins changed");
+        let marked = store
+            .mark_for_collection(false)
+            .unwrap()
+            .expect("pins changed");
         // Between the mark and the sweep: writers are not held up...
         assert!(
             store.writer.try_lock().is_ok(),
@@ -1230,6 +1287,34 @@ mod tests {
         let later: u64 = later_blocks.iter().map(|b| b.data().len() as u64).sum();
         assert_eq!(report.released_bytes, later, "{report:?}");
         assert!(!store.maintain().unwrap().gc, "nothing changed since");
+    }
+
+    #[test]
+    fn a_mark_that_cannot_read_a_pinned_block_is_not_retried_every_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 1 << 20);
+        let leaf = raw(140, 8192);
+        let root = node(&[&leaf]);
+        pin_dag(&store, &[leaf.clone(), root.clone()], root.cid());
+        // The root's bytes (last in the segment; the mark reads dag-pb nodes, not raw leaves)
+        // go bad on the disk.
+        let seg = segment_file(dir.path(), ".pin.");
+        let len = std::fs::metadata(&seg).unwrap().len() as usize;
+        flip_byte(&seg, len - 3);
+        assert!(store.get_sync(root.cid()).is_err());
+        let marks = || store.space.marks.load(Ordering::Relaxed);
+        assert!(!store.maintain_scheduled().unwrap().gc);
+        assert_eq!(marks(), 1);
+        // Scheduled passes wait before they read every pinned block again...
+        assert!(!store.maintain_scheduled().unwrap().gc);
+        assert_eq!(marks(), 1, "backed off");
+        // ...an operator's pass does not, and a pin change ends the wait.
+        assert!(!store.maintain().unwrap().gc);
+        assert_eq!(marks(), 2);
+        let other = raw(141, 4096);
+        pin_dag(&store, std::slice::from_ref(&other), other.cid());
+        store.maintain_scheduled().unwrap();
+        assert_eq!(marks(), 3);
     }
 
     #[test]
@@ -1463,14 +1548,8 @@ mod tests {
         let good = raw(80, 4096);
         store.put_cached(std::slice::from_ref(&good)).unwrap();
         // Flip a byte in the segment file.
-        let seg = std::fs::read_dir(dir.path().join("blocks"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().contains(".cache."))
-            .unwrap();
-        let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[100] ^= 0x55;
-        std::fs::write(&seg, &bytes).unwrap();
+        let seg = segment_file(dir.path(), ".cache.");
+        flip_byte(&seg, 100);
         assert!(matches!(
             store.get_sync(good.cid()),
             Err(crate::tiers::TierError::Corrupt { .. })
