@@ -9,9 +9,14 @@
 //! A connection past a deadline is shut down gracefully (an HTTP/2 GOAWAY; HTTP/1.1 closes)
 //! and dropped one second later if it still has not finished without a request in progress.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::time::Instant;
@@ -203,6 +208,11 @@ where
     let evicted = activity.0.unproven.evict.clone();
     async move {
         tokio::pin!(conn);
+        // Polled only when they were woken: the select below runs on every read and write of
+        // the connection, and each poll of a token's future locks its mutex, the listener's
+        // shared by every connection.
+        let mut evicted = WokenOnly::new(evicted.cancelled_owned());
+        let mut shut_down = WokenOnly::new(shutdown.clone().cancelled_owned());
         // Set once the connection was asked to close: by then it must be done.
         let mut close_by: Option<Instant> = None;
         loop {
@@ -211,8 +221,8 @@ where
                     tokio::select! {
                         r = conn.as_mut() => return r,
                         // Sent nothing, and its place went to a newcomer.
-                        _ = evicted.cancelled() => return Ok(()),
-                        _ = shutdown.cancelled() => {
+                        _ = &mut evicted => return Ok(()),
+                        _ = &mut shut_down => {
                             conn.as_mut().graceful_shutdown();
                             close_by = Some(Instant::now() + grace);
                         }
@@ -240,9 +250,90 @@ where
     }
 }
 
+/// A future polled only after its own waker fired (and once at first).
+struct WokenOnly<F> {
+    fut: Pin<Box<F>>,
+    woken: Arc<WakeFlag>,
+    /// The waker handed to `fut`: it raises the flag, then wakes the task.
+    waker: Waker,
+}
+
+/// Whether a [`WokenOnly`]'s future was woken since its last poll, and the task to wake.
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> WokenOnly<F> {
+    fn new(fut: F) -> Self {
+        let woken = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Self {
+            fut: Box::pin(fut),
+            waker: Waker::from(woken.clone()),
+            woken,
+        }
+    }
+}
+
+impl<F: Future> Future for WokenOnly<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // Registered before the flag is read: a wake between the two is not lost.
+        this.woken.task.register(cx.waker());
+        if !this.woken.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_woken_only_future_sees_its_wake_and_skips_the_others() {
+        let token = CancellationToken::new();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = {
+            let polls = polls.clone();
+            let mut cancelled = Box::pin(token.clone().cancelled_owned());
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                cancelled.as_mut().poll(cx)
+            })
+        };
+        let mut fut = WokenOnly::new(counted);
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        // Woken for something else (the connection): the token is not looked at.
+        for _ in 0..10 {
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1);
+        token.cancel();
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
 
     fn served_connection() -> (Arc<Unproven>, Activity) {
         let set = Arc::new(Unproven::default());
