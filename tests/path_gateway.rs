@@ -485,6 +485,12 @@ async fn ipfs_uri_names_the_content_path() {
         hv(&r, "ipfs-uri"),
         format!("ipfs://{DIR_WITH_FILES}/ascii.txt")
     );
+    let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85%2F%C4%99%2F"), &[]).await;
+    assert_eq!(
+        r.status(),
+        301,
+        "the URL, not the decoded path, decides on the slash"
+    );
     let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85%2F%C4%99/"), &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(

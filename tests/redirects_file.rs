@@ -81,6 +81,9 @@ async fn rules_redirect_rewrite_and_serve_error_pages() {
         assert_eq!(a.status, status, "{path}");
         assert_eq!(a.header("location"), location, "{path}");
         assert!(a.text().contains(location), "{path}: a link for browsers");
+        // IPIP-548: a redirect names the path asked for, without the query.
+        let asked = path.split('?').next().unwrap();
+        assert_eq!(a.header("ipfs-uri"), format!("ipfs://{EXAMPLES}{asked}"));
     }
     for path in ["/200-index", "/catch-all"] {
         let a = answer(site.get(EXAMPLES, path)).await;
@@ -88,6 +91,15 @@ async fn rules_redirect_rewrite_and_serve_error_pages() {
         assert!(
             a.text().contains("my index"),
             "{path}: rewritten to index.html"
+        );
+        // A rewrite's headers name what was resolved and served.
+        assert_eq!(
+            a.header("ipfs-uri"),
+            format!("ipfs://{EXAMPLES}/index.html")
+        );
+        assert_eq!(
+            a.header("x-ipfs-path"),
+            format!("/ipfs/{EXAMPLES}/index.html")
         );
     }
     for (path, status, etag, text) in [
@@ -116,6 +128,9 @@ async fn rules_redirect_rewrite_and_serve_error_pages() {
         assert_eq!(a.header("cache-control"), IMMUTABLE, "{path}");
         assert!(a.header("content-type").starts_with("text/html"), "{path}");
         assert!(a.text().contains(text), "{path}");
+        // The page describes the missing path, not a content path of its own.
+        assert_eq!(a.header("ipfs-uri"), "", "{path}");
+        assert_eq!(a.header("x-ipfs-path"), "", "{path}");
     }
     let a = answer(site.get(NEWLINES, "/redirect-one")).await;
     assert_eq!(

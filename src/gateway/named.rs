@@ -112,6 +112,15 @@ impl NamedPath {
         })
     }
 
+    /// The same root with another path below it (a `_redirects` rewrite's target).
+    pub fn with_path(&self, segments: &[String], directory: bool) -> Self {
+        Self {
+            segments: segments.to_vec(),
+            directory,
+            ..self.clone()
+        }
+    }
+
     /// The `Ipfs-Uri` value; `None` where no URI names the root.
     pub fn ipfs_uri(&self) -> Option<HeaderValue> {
         let mut uri = self.authority.clone()?;

@@ -66,7 +66,8 @@ impl ResponseFormat {
 pub struct GatewayRequest {
     /// HEAD (no body).
     pub head: bool,
-    /// The content path as the client wrote it (still percent-encoded), for `X-Ipfs-Path`.
+    /// The content path as the client wrote it (still percent-encoded), for messages, titles
+    /// and the CAR `Etag` (headers take [`GatewayRequest::named`]).
     pub content_path: String,
     /// The content path as responses name it (`Ipfs-Uri`, `X-Ipfs-Path`).
     pub named: NamedPath,

@@ -29,7 +29,9 @@ pub async fn respond(
     resolved: &Resolved,
     directory: Directory,
 ) -> Result<Response<Body>, GatewayError> {
-    if !req.trailing_slash && !req.original_path.ends_with('/') {
+    // The URL as sent decides, not the decoded path: relative links resolve against the URL,
+    // and `dir%2F` (or `dir/.`) names the directory without ending the URL in `/`.
+    if !req.original_path.ends_with('/') {
         let mut location = super::headers::same_origin(&format!("{}/", req.original_path));
         if let Some(q) = &req.query {
             location.push('?');

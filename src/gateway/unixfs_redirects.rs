@@ -195,6 +195,8 @@ fn rewritten(req: &GatewayRequest, to: &str, keep_conditions: bool) -> GatewayRe
     if out.trailing_slash {
         out.original_path.push('/');
     }
+    // Headers name what is served: the target, below the same root (`/ipns/` name or CID).
+    out.named = req.named.with_path(&segments, out.trailing_slash);
     out.segments = segments;
     if !keep_conditions {
         out.range = None;
@@ -248,6 +250,7 @@ async fn error_page(
     let h = resp.headers_mut();
     // The page describes the missing path, not a path of its own.
     h.remove(X_IPFS_PATH);
+    h.remove(super::named::IPFS_URI);
     h.remove(X_IPFS_ROOTS);
     h.remove(http::header::CONTENT_DISPOSITION);
     set(h, CONTENT_TYPE, "text/html");

@@ -908,6 +908,7 @@ impl LocalStore {
             changes.push((old, -1));
         }
         self.segments.account(&changes);
+        self.space.repaired();
         Ok(())
     }
 

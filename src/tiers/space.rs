@@ -84,6 +84,14 @@ const MARK_RETRY: (std::time::Duration, std::time::Duration) = (
 );
 
 impl SpaceState {
+    /// A pinned block was repaired: a collection waiting after a mark that could not read one
+    /// may mark again at once.
+    pub(super) fn repaired(&self) {
+        if let Ok(mut b) = self.mark_backoff.lock() {
+            *b = None;
+        }
+    }
+
     /// Wakes the maintenance task when the segment files pass the high watermark.
     pub fn wake_if_over(&self, store: &LocalStore) {
         let o = store.options();
@@ -483,8 +491,8 @@ impl LocalStore {
     /// reach as they were when it began. Holds no writer lock; [`Self::collect_garbage`]
     /// catches up with what changed meanwhile. `None`: nothing to collect, another mark
     /// running, or a pinned block unreadable.
-    fn mark_for_collection(&self, back_off: bool) -> Result<Option<Marked>, StoreError> {
-        let Ok(_one) = self.space.marking.try_lock() else {
+    fn mark_for_collection(&self, back_off: bool) -> Result<Option<Marked<'_>>, StoreError> {
+        let Ok(one) = self.space.marking.try_lock() else {
             return Ok(None);
         };
         // The generation first, then the pins: a pin made after this read shows as a
@@ -511,16 +519,21 @@ impl LocalStore {
         self.space.marks.fetch_add(1, Ordering::Relaxed);
         let pins: HashSet<String> = self.pins()?.into_iter().map(|p| p.cid).collect();
         let mut mark = Mark::create(&self.dir().join(MARK_FILE))?;
-        if !self.mark_from(&mut mark, pins.iter().filter_map(|c| c.parse().ok()))? {
+        let mut missing = Vec::new();
+        let roots = pins.iter().filter_map(|c| c.parse().ok());
+        if !self.mark_from(&mut mark, roots, &mut missing)? {
             let wait = failed_here.map_or(MARK_RETRY.0, |(_, _, w)| w);
             *backoff = Some((generation, now + wait, (wait * 2).min(MARK_RETRY.1)));
             return Ok(None);
         }
         *backoff = None;
+        drop(backoff);
         Ok(Some(Marked {
+            _one: one,
             mark,
             generation,
             pins,
+            missing,
         }))
     }
 
@@ -528,19 +541,21 @@ impl LocalStore {
     /// pin reaches to the pins, on `marked`, brought up to date with the pins made since.
     fn collect_garbage(
         &self,
-        marked: Marked,
+        marked: Marked<'_>,
         report: &mut MaintenanceReport,
     ) -> Result<(), StoreError> {
         let Marked {
+            _one,
             mark: mut reached,
             generation: marked_generation,
             pins: marked_pins,
+            missing,
         } = marked;
         // Imports hold the writer lock from their first block to their pin: holding it, no
         // staged block is in flight, and every pin made since the mark is in the pins table.
-        // While an import runs, collection waits for a later pass (eviction and compaction
-        // do not).
-        let Ok(_writer) = self.writer.try_lock() else {
+        // A short wait lets a promotion finish; behind a long import, collection waits for a
+        // later pass (eviction and compaction do not).
+        let Some(_writer) = self.writer_within(WRITER_WAIT) else {
             return Ok(());
         };
         let generation = *self.pin_generation.lock().map_err(|_| lock_poisoned())?;
@@ -551,9 +566,22 @@ impl LocalStore {
             let now: HashSet<String> = self.pins()?.into_iter().map(|p| p.cid).collect();
             exact = marked_pins.is_subset(&now);
             // Pins made during the mark: their DAGs are marked now, under the writer lock
-            // (their blocks may be ones the first mark saw unreached).
-            let added = now.difference(&marked_pins).filter_map(|c| c.parse().ok());
-            if !self.mark_from(&mut reached, added)? {
+            // (their blocks may be ones the first mark saw unreached). So are the links of
+            // blocks the mark found missing and an import has brought since.
+            let mut roots: Vec<Cid> = now
+                .difference(&marked_pins)
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            for cid in &missing {
+                match self.get_sync(cid) {
+                    Ok(Some(block)) => {
+                        roots.extend(codec::links(block.cid(), block.data()).unwrap_or_default())
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Ok(()),
+                }
+            }
+            if !self.mark_from(&mut reached, roots.into_iter(), &mut Vec::new())? {
                 return Ok(());
             }
         }
@@ -634,10 +662,13 @@ impl LocalStore {
     /// Adds to `mark` the multihashes `roots` reach (blocks missing from the store end their
     /// branch), and opens it for lookups; `false` when a block that is stored could not be
     /// read, so the mark is incomplete and nothing may be released on it.
+    /// Blocks a pin names that the store does not hold are added to `missing` (up to
+    /// [`MAX_MISSING`]; `false` past that): their links were not followed.
     fn mark_from(
         &self,
         mark: &mut Mark,
         roots: impl Iterator<Item = Cid>,
+        missing: &mut Vec<Cid>,
     ) -> Result<bool, StoreError> {
         let mut stack: Vec<Cid> = roots.collect();
         while let Some(cid) = stack.pop() {
@@ -649,7 +680,16 @@ impl LocalStore {
             }
             let block = match self.get_sync(&cid) {
                 Ok(Some(b)) => b,
-                Ok(None) if !self.has_sync(&cid)? => continue,
+                Ok(None) if !self.has_sync(&cid)? => {
+                    if missing.len() >= MAX_MISSING {
+                        tracing::warn!(
+                            "pins name too many blocks the store lacks; garbage collection waits"
+                        );
+                        return Ok(false);
+                    }
+                    missing.push(cid);
+                    continue;
+                }
                 Ok(None) | Err(_) => {
                     tracing::warn!(%cid, "a pinned block could not be read; garbage collection waits");
                     return Ok(false);
@@ -662,15 +702,41 @@ impl LocalStore {
         mark.finish()?;
         Ok(true)
     }
+
+    /// The writer lock, if it comes free within `wait` (polled: this runs on a blocking
+    /// thread, and holds the rewrite lock the cache writer's evictions try for).
+    fn writer_within(&self, wait: std::time::Duration) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if let Ok(g) = self.writer.try_lock() {
+                return Some(g);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
+/// How long the sweep waits for an import or promotion in flight to finish.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most blocks named by pins but absent from the store that one mark remembers (to follow
+/// them at the sweep, should an import have brought them meanwhile).
+const MAX_MISSING: usize = 100_000;
+
 /// A finished mark and what it was made from.
-struct Marked {
+struct Marked<'a> {
+    /// The one mark at a time, held until its scratch file is gone.
+    _one: std::sync::MutexGuard<'a, ()>,
     mark: Mark,
     /// The pin generation when it began.
     generation: u64,
     /// The pins it started from.
     pins: HashSet<String>,
+    /// Blocks the pins named that the store did not hold: their links were not followed.
+    missing: Vec<Cid>,
 }
 
 /// The scratch database of a mark, beside the store's own.
@@ -1287,6 +1353,34 @@ mod tests {
         let later: u64 = later_blocks.iter().map(|b| b.data().len() as u64).sum();
         assert_eq!(report.released_bytes, later, "{report:?}");
         assert!(!store.maintain().unwrap().gc, "nothing changed since");
+    }
+
+    #[test]
+    fn blocks_a_mark_found_missing_and_an_import_brought_are_followed_at_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0, 64 << 10);
+        // A pin whose DAG lacks a node (an older store, a pin recovered from its record):
+        // the mark reaches the node's hash but cannot follow its links.
+        let leaf = raw(150, 16 << 10);
+        let inner = node(&[&leaf]);
+        let root = node(&[&inner]);
+        pin_dag(&store, std::slice::from_ref(&root), root.cid());
+        // Something else makes the pins change, so that a collection runs.
+        let other = raw(151, 4096);
+        pin_dag(&store, std::slice::from_ref(&other), other.cid());
+        let marked = store
+            .mark_for_collection(false)
+            .unwrap()
+            .expect("pins changed");
+        // During the mark, an import brings the missing node and its leaf, pinned again under
+        // the same root (no new pin to mark).
+        pin_dag(&store, &[inner.clone(), leaf.clone()], root.cid());
+        let pinned = store.totals().pinned_bytes;
+        let mut report = MaintenanceReport::default();
+        store.collect_garbage(marked, &mut report).unwrap();
+        assert_eq!(report.released_bytes, 0, "{report:?}");
+        assert_eq!(store.totals().pinned_bytes, pinned);
+        assert_eq!(store.check_dag(root.cid()).unwrap(), None);
     }
 
     #[test]
