@@ -638,6 +638,7 @@ async fn subdomain_gateway() {
         hv(&r, "location"),
         format!("http://{v1}.ipfs.localhost:{port}/?a=b")
     );
+    assert_eq!(hv(&r, "ipfs-uri"), format!("ipfs://{v1}/"));
     let r = sub("localhost")
         .get(format!(
             "http://localhost:{port}/ipfs/QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN/"

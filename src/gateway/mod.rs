@@ -721,6 +721,10 @@ impl Gateway {
                 let mut resp = Response::new(body::empty());
                 *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
                 set(resp.headers_mut(), http::header::LOCATION, &location);
+                // A path request sent on to its subdomain names its content path too.
+                if let Some(named) = named::NamedPath::of_url_path(path) {
+                    named.stamp(&mut resp);
+                }
                 Ok(Some(resp))
             }
             subdomain::HostRoute::Name(name) => {

@@ -112,6 +112,23 @@ impl NamedPath {
         })
     }
 
+    /// The content path a URL path names (`/ipfs/{cid}/…` or `/ipns/{name}/…`), for answers
+    /// that do not parse a request (redirects to a subdomain); `None` for anything else.
+    pub fn of_url_path(path: &str) -> Option<Self> {
+        let (namespace, rest) = path
+            .strip_prefix("/ipfs/")
+            .map(|r| ("ipfs", r))
+            .or_else(|| path.strip_prefix("/ipns/").map(|r| ("ipns", r)))?;
+        let (root, below) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let root = percent_decode_str(root).decode_utf8().ok()?;
+        if namespace == "ipns" {
+            return Self::ipns(&root, below).ok();
+        }
+        let cid = Cid::try_from(root.as_ref()).ok()?;
+        let (segments, directory) = content_segments(below).ok()?;
+        Some(Self::ipfs(&root, &cid, &segments, directory))
+    }
+
     /// The same root with another path below it (a `_redirects` rewrite's target).
     pub fn with_path(&self, segments: &[String], directory: bool) -> Self {
         Self {
@@ -273,6 +290,18 @@ mod tests {
         assert!(named("/emoji%F0%9F%9A%80.txt").x_ipfs_path().is_none());
         assert!(named("/line%0Abreak").x_ipfs_path().is_none());
         assert!(named("/trailing%20").x_ipfs_path().is_none());
+    }
+
+    #[test]
+    fn url_paths_name_their_content() {
+        let uri = |p: &str| NamedPath::of_url_path(p).and_then(|n| n.ipfs_uri());
+        assert_eq!(
+            uri(&format!("/ipfs/{DIR}/a%20b/")).unwrap(),
+            format!("ipfs://{DIR}/a%20b/").as_str()
+        );
+        assert_eq!(uri("/ipns/example.org/x").unwrap(), "ipns://example.org/x");
+        assert!(uri("/ipfs/not-a-cid/x").is_none());
+        assert!(uri("/other").is_none());
     }
 
     #[test]
