@@ -133,6 +133,52 @@ impl GatewayHandler {
         req: http::Request<B>,
         client: Client,
     ) -> ResponseFuture {
+        match self.ready(&req, &client) {
+            Some(resp) => Box::pin(std::future::ready(resp)),
+            None => self.handle_slow(req, client),
+        }
+    }
+
+    /// The answer from the response cache, if it holds one: repeated small requests are
+    /// answered here, without the future of a full request (hundreds of bytes to allocate and
+    /// move), a task-local trace or a timer (docs/benchmarks.md, "the short path").
+    pub fn ready<B>(
+        &self,
+        req: &http::Request<B>,
+        client: &Client,
+    ) -> Option<http::Response<crate::body::Body>> {
+        let start = Instant::now();
+        // A panic here falls back to the full path, which isolates it.
+        let hit = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(req)))
+            .ok()
+            .flatten()?;
+        let access = self
+            .live
+            .access_log()
+            .then(|| AccessRecord::new(req, client));
+        let in_flight = InFlight::new(self.accounting.clone());
+        Some(in_flight.account(
+            hit.response(),
+            Answered {
+                method: req.method(),
+                path: req.uri().path(),
+                start,
+                tiers: std::borrow::Cow::Borrowed(crate::telemetry::CACHE_TIER),
+                // The kept headers hold them already.
+                timing: None,
+                kept: Some((hit.root(), hit.kind())),
+            },
+            access,
+            **self.live.deadlines.load(),
+        ))
+    }
+
+    /// [`GatewayHandler::handle`] past the response cache.
+    fn handle_slow<B: Send + 'static>(
+        &self,
+        req: http::Request<B>,
+        client: Client,
+    ) -> ResponseFuture {
         let start = Instant::now();
         let deadlines = **self.live.deadlines.load();
         let access = self
@@ -140,28 +186,6 @@ impl GatewayHandler {
             .access_log()
             .then(|| AccessRecord::new(&req, &client));
         let accounting = self.accounting.clone();
-        // Repeated small requests are answered from the response cache here, without the
-        // future of a full request (hundreds of bytes to allocate and move), a task-local
-        // trace or a timer (docs/benchmarks.md, "the short path", has what that saves).
-        let cached = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(&req)));
-        if let Ok(Some(hit)) = cached {
-            let in_flight = InFlight::new(accounting);
-            let resp = in_flight.account(
-                hit.response(),
-                Answered {
-                    method: req.method(),
-                    path: req.uri().path(),
-                    start,
-                    tiers: std::borrow::Cow::Borrowed(crate::telemetry::CACHE_TIER),
-                    // The kept headers hold them already.
-                    timing: None,
-                    kept: Some((hit.root(), hit.kind())),
-                },
-                access,
-                deadlines,
-            );
-            return Box::pin(std::future::ready(resp));
-        }
         let gw = self.gateway.clone();
         Box::pin(async move {
             let method = req.method().clone();
@@ -331,8 +355,18 @@ impl InFlight {
 const SERVED_ORDER: [&str; 4] = ["cold", "hot", "store", "cache"];
 
 impl Handler for GatewayHandler {
+    /// The server asked [`Handler::ready`] first (requests with a stray body skip the response
+    /// cache, which keeps answers to plain `GET`s).
     fn call(&self, req: http::Request<hyper::body::Incoming>, client: Client) -> ResponseFuture {
-        self.handle(req, client)
+        self.handle_slow(req, client)
+    }
+
+    fn ready(
+        &self,
+        req: &http::Request<hyper::body::Incoming>,
+        client: &Client,
+    ) -> Option<http::Response<crate::body::Body>> {
+        GatewayHandler::ready(self, req, client)
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -65,6 +66,12 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request from `client`; must not fail.
     fn call(&self, req: Request<Incoming>, client: Client) -> ResponseFuture;
+
+    /// The answer to `req` when it is ready at once (a response kept in memory), without the
+    /// future [`Handler::call`] builds; `None`: call it. Asked of admitted requests only.
+    fn ready(&self, _req: &Request<Incoming>, _client: &Client) -> Option<Response<Body>> {
+        None
+    }
 }
 
 /// Limits applied to every connection of one listener.
@@ -385,25 +392,47 @@ async fn connection(
         let activity = activity.clone();
         let shared = shared.clone();
         service_fn(move |mut req: Request<Incoming>| {
-            let shared = shared.clone();
             let busy = activity.begin();
             let client = shared
                 .limits
                 .trusted_proxies
                 .client(peer, req.headers_mut());
-            async move {
-                let (resp, ticket) = answer(req, client, &shared).await;
-                // The connection counts as busy, and the request as admitted, until a streamed
-                // body is done or dropped; a whole buffer is as good as sent.
-                let resp = resp.map(|b| {
+            // The connection counts as busy, and the request as admitted, until a streamed
+            // body is done or dropped; a whole buffer is as good as sent.
+            let done = |resp: Response<Body>, busy, ticket| {
+                Ok::<_, std::convert::Infallible>(resp.map(|b| {
                     if http_body::Body::size_hint(&b).exact().is_some() {
                         b
                     } else {
                         body::holding(b, (busy, ticket))
                     }
-                });
-                Ok::<_, std::convert::Infallible>(resp)
-            }
+                }))
+            };
+            // A request without a body is checked and admitted here, and one answered from
+            // memory goes back without a future (docs/benchmarks.md).
+            let slow = if http_body::Body::is_end_stream(req.body()) {
+                match admit(&req, &client, &shared) {
+                    Err(refusal) => {
+                        return Either::Left(std::future::ready(done(*refusal, busy, None)))
+                    }
+                    Ok(ticket) => match shared.handler.ready(&req, &client) {
+                        Some(resp) => {
+                            return Either::Left(std::future::ready(done(resp, busy, ticket)))
+                        }
+                        None => Slow::Call(ticket),
+                    },
+                }
+            } else {
+                Slow::Answer
+            };
+            let shared = shared.clone();
+            Either::Right(async move {
+                let (resp, ticket) = match slow {
+                    Slow::Answer => answer(req, client, &shared).await,
+                    Slow::Call(ticket) => (shared.handler.call(req, client).await, ticket),
+                };
+                done(resp, busy, ticket)
+            })
         })
     };
     let limits = shared.limits.clone();
@@ -513,12 +542,32 @@ async fn answer(
     (resp, ticket)
 }
 
+/// What a request the service did not answer at once still needs.
+enum Slow {
+    /// All of [`answer`]: a stray body to read first.
+    Answer,
+    /// The handler, the request admitted under this ticket.
+    Call(Option<admission::Ticket>),
+}
+
 /// The size checks and admission, then the handler.
 async fn admit_and_call(
     req: Request<Incoming>,
     client: Client,
     shared: &Shared,
 ) -> (Response<Body>, Option<admission::Ticket>) {
+    match admit(&req, &client, shared) {
+        Ok(ticket) => (shared.handler.call(req, client).await, ticket),
+        Err(refusal) => (*refusal, None),
+    }
+}
+
+/// The size checks and admission: the request's ticket, or the answer that refuses it.
+fn admit(
+    req: &Request<Incoming>,
+    client: &Client,
+    shared: &Shared,
+) -> Result<Option<admission::Ticket>, Box<Response<Body>>> {
     let target_len = req
         .uri()
         .path_and_query()
@@ -526,10 +575,10 @@ async fn admit_and_call(
         .unwrap_or(0);
     let (max_url, max_head) = (shared.limits.max_url_bytes, shared.limits.max_header_bytes);
     if target_len > max_url {
-        return (
-            plain_response(StatusCode::URI_TOO_LONG, "request target too long"),
-            None,
-        );
+        return Err(Box::new(plain_response(
+            StatusCode::URI_TOO_LONG,
+            "request target too long",
+        )));
     }
     // hyper bounds its read buffer, not the head: on a kept-alive connection whose buffer grew,
     // a head up to twice the limit can get through; count it here so the limit is exact.
@@ -541,15 +590,12 @@ async fn admit_and_call(
         + target_len
         + req.method().as_str().len();
     if head > max_head {
-        return (
-            plain_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request head too large",
-            ),
-            None,
-        );
+        return Err(Box::new(plain_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )));
     }
-    let ticket = match &shared.admission {
+    Ok(match &shared.admission {
         Some(a) => match a.admit(client.ip) {
             Ok(t) => Some(t),
             Err(refusal) => {
@@ -559,12 +605,11 @@ async fn admit_and_call(
                 if let Ok(v) = HeaderValue::from_str(&secs) {
                     r.headers_mut().insert(RETRY_AFTER, v);
                 }
-                return (r, None);
+                return Err(Box::new(r));
             }
         },
         None => None,
-    };
-    (shared.handler.call(req, client).await, ticket)
+    })
 }
 
 /// The largest request body read and dropped to keep a connection (Go's server drains 256 KiB;
