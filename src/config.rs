@@ -289,6 +289,9 @@ pub struct ServerConfig {
     pub sample: bool,
     /// Host names served as subdomain gateways: `{cid}.ipfs.{host}` (origin isolation).
     pub subdomain_hosts: Vec<String>,
+    /// HTTP/1.1 answers kept in memory are written by the server itself, without hyper;
+    /// false serves every request through hyper.
+    pub direct_http1: bool,
 }
 
 impl Default for ServerConfig {
@@ -325,6 +328,7 @@ impl Default for ServerConfig {
             drain_delay: Duration::ZERO,
             sample: true,
             subdomain_hosts: vec!["localhost".to_string()],
+            direct_http1: true,
         }
     }
 }

@@ -270,6 +270,8 @@ pub struct Metrics {
     pub zero_copy_bytes: Counter,
     /// Body bytes sent with `sendfile` straight from the store's segment files.
     pub zero_copy_store_bytes: Counter,
+    /// HTTP/1.1 requests answered from memory by the server's own reader, without hyper.
+    pub direct_answers: Counter,
     /// Fetches per tier and outcome.
     pub tier_fetches: Family<TierLabels, Counter>,
     /// Fetch latency per tier.
@@ -412,6 +414,7 @@ impl Metrics {
             cache_arena_full: Counter::default(),
             zero_copy_bytes: Counter::default(),
             zero_copy_store_bytes: Counter::default(),
+            direct_answers: Counter::default(),
             tier_fetches: Family::default(),
             tier_latency: Family::new_with_constructor(seconds_histogram),
             verify_failures: Family::default(),
@@ -635,6 +638,11 @@ impl Metrics {
             "zero_copy_store_response_bytes",
             "Body bytes sent with sendfile straight from the store's segment files",
             m.zero_copy_store_bytes.clone(),
+        );
+        registry.register(
+            "http1_direct_answers",
+            "HTTP/1.1 requests answered from memory by the server's own reader, without hyper",
+            m.direct_answers.clone(),
         );
         registry.register(
             "tier_fetches",

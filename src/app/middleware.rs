@@ -368,6 +368,14 @@ impl Handler for GatewayHandler {
     ) -> Option<http::Response<crate::body::Body>> {
         GatewayHandler::ready(self, req, client)
     }
+
+    fn ready_bodiless(
+        &self,
+        req: &http::Request<()>,
+        client: &Client,
+    ) -> Option<http::Response<crate::body::Body>> {
+        GatewayHandler::ready(self, req, client)
+    }
 }
 
 /// One line of the access log, filled in as the request goes and written when its body is

@@ -94,6 +94,7 @@ pub async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         trusted_proxies: server::TrustedProxies::new(config.server.trusted_proxies.clone()),
         zero_copy_sent: None,
         discard_request_bodies: false,
+        direct_http1: false,
     };
     // The admin listener has connection slots of its own, so a saturated public port does
     // not lock the operator out; it is not rate limited.
@@ -176,6 +177,7 @@ async fn serve_opened(
         trusted_proxies: server::TrustedProxies::new(s.trusted_proxies.clone()),
         zero_copy_sent: None,
         discard_request_bodies: true,
+        direct_http1: s.direct_http1,
     };
     let admission = Admission::new(
         s.max_concurrent_requests,

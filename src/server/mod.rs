@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod client;
+mod direct;
 mod io;
 mod watch;
 
@@ -72,6 +73,12 @@ pub trait Handler: Send + Sync + 'static {
     fn ready(&self, _req: &Request<Incoming>, _client: &Client) -> Option<Response<Body>> {
         None
     }
+
+    /// [`Handler::ready`] for a `GET` or `HEAD` without a body that the server's own HTTP/1.1
+    /// reader parsed (there is no hyper body for it); `None` gives the connection to hyper.
+    fn ready_bodiless(&self, _req: &Request<()>, _client: &Client) -> Option<Response<Body>> {
+        None
+    }
 }
 
 /// Limits applied to every connection of one listener.
@@ -106,6 +113,9 @@ pub struct Limits {
     /// body is read and dropped before it is answered, so that the requests behind it on the
     /// connection are not lost (see [`discard_body`]).
     pub discard_request_bodies: bool,
+    /// HTTP/1.1 requests are read by the server itself first, and the ones the handler answers
+    /// at once ([`Handler::ready_bodiless`]) are written without hyper (see [`direct`]).
+    pub direct_http1: bool,
 }
 
 impl Default for Limits {
@@ -123,6 +133,7 @@ impl Default for Limits {
             trusted_proxies: TrustedProxies::default(),
             zero_copy_sent: None,
             discard_request_bodies: false,
+            direct_http1: false,
         }
     }
 }
@@ -388,9 +399,11 @@ async fn connection(
     let _client_slot = client_slot;
     shared.open.inc();
     let activity = watch::Activity::new(unproven.clone());
+    let carried = Arc::new(direct::Carried::default());
     let service = {
         let activity = activity.clone();
         let shared = shared.clone();
+        let carried = carried.clone();
         service_fn(move |mut req: Request<Incoming>| {
             let busy = activity.begin();
             let client = shared
@@ -411,7 +424,11 @@ async fn connection(
             // A request without a body is checked and admitted here, and one answered from
             // memory goes back without a future (docs/benchmarks.md).
             let slow = if http_body::Body::is_end_stream(req.body()) {
-                match admit(&req, &client, &shared) {
+                let admitted = match carried.take() {
+                    Some(ticket) => Ok(ticket),
+                    None => admit(&req, &client, &shared),
+                };
+                match admitted {
                     Err(refusal) => {
                         return Either::Left(std::future::ready(done(*refusal, busy, None)))
                     }
@@ -445,9 +462,10 @@ async fn connection(
             .await
             {
                 Ok(Ok(tls_stream)) => {
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     let io = io::Deadlined::new(tls_stream, limits.send_timeout)
                         .reporting_to(activity.clone());
-                    run(&shared, io, service, activity).await
+                    run(&shared, io, service, (activity, &carried), peer, !h2).await
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -462,12 +480,12 @@ async fn connection(
                 let stream = crate::zero_copy::ZeroCopyStream::new(stream, sent);
                 let io =
                     io::Deadlined::new(stream, limits.send_timeout).reporting_to(activity.clone());
-                run(&shared, io, service, activity).await
+                run(&shared, io, service, (activity, &carried), peer, true).await
             }
             _ => {
                 let io =
                     io::Deadlined::new(stream, limits.send_timeout).reporting_to(activity.clone());
-                run(&shared, io, service, activity).await
+                run(&shared, io, service, (activity, &carried), peer, true).await
             }
         },
     };
@@ -479,12 +497,15 @@ async fn connection(
 }
 
 /// Serves one connection under the connection watch (first-request and idle deadlines,
-/// eviction while it has sent no request).
+/// eviction while it has sent no request): its HTTP/1.1 requests answered at once by the
+/// server itself while they can be (`http1`, and [`Limits::direct_http1`]), then by hyper.
 async fn run<I, S>(
     shared: &Shared,
     io: I,
     service: S,
-    activity: watch::Activity,
+    (activity, carried): (watch::Activity, &direct::Carried),
+    peer: SocketAddr,
+    http1: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -495,22 +516,27 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let limits = &shared.limits;
+    let deadlines = watch::Deadlines {
+        first: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+        grace: limits.shutdown_grace,
+    };
+    let io = if http1 && limits.direct_http1 {
+        let served = direct::serve(io, shared, &activity, peer, carried);
+        match watch::watched(served, &activity, &shared.shutdown, deadlines).await {
+            None | Some(direct::End::Closed(Ok(()))) => return Ok(()),
+            Some(direct::End::Closed(Err(e))) => return Err(e.into()),
+            Some(direct::End::Handoff(io, read)) => direct::Prefixed::new(io, read),
+        }
+    } else {
+        direct::Prefixed::new(io, bytes::Bytes::new())
+    };
     let conn = shared
         .builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
-    let limits = &shared.limits;
-    watch::serve_watched(
-        conn,
-        activity,
-        shared.shutdown.clone(),
-        watch::Deadlines {
-            first: limits.header_read_timeout,
-            idle: limits.idle_timeout,
-            grace: limits.shutdown_grace,
-        },
-    )
-    .await
+    watch::serve_watched(conn, activity, shared.shutdown.clone(), deadlines).await
 }
 
 /// A stray body drained, then admission, then the handler; refusals are answered here. The
@@ -563,8 +589,8 @@ async fn admit_and_call(
 }
 
 /// The size checks and admission: the request's ticket, or the answer that refuses it.
-fn admit(
-    req: &Request<Incoming>,
+fn admit<B>(
+    req: &Request<B>,
     client: &Client,
     shared: &Shared,
 ) -> Result<Option<admission::Ticket>, Box<Response<Body>>> {

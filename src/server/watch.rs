@@ -171,10 +171,14 @@ impl Activity {
                 self.0.base + Duration::from_nanos(self.0.idle_since.load(Ordering::Acquire));
             let served = self.0.served.load(Ordering::Relaxed);
             let until = since + if served { idle } else { first };
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return;
             }
-            tokio::time::sleep_until(until).await;
+            // Before the first request the wait is cut into idle periods: once one arrives,
+            // the idle deadline (shorter than the first one, perhaps) is what counts.
+            let wake = if served { until } else { until.min(now + idle) };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -244,6 +248,47 @@ where
                             close_by = Some(Instant::now() + CLOSE_GRACE);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Drives `work` (a connection's requests served without hyper) under the deadlines of the
+/// module documentation; `None` when the connection is to close instead: evicted before its
+/// first request, idle past its deadline, shut down while idle, or still busy `grace` after
+/// shutdown. `work` ends by itself after the answer in progress once shutdown has begun.
+pub async fn watched<F: Future>(
+    work: F,
+    activity: &Activity,
+    shutdown: &CancellationToken,
+    deadlines: Deadlines,
+) -> Option<F::Output> {
+    let Deadlines { first, idle, grace } = deadlines;
+    tokio::pin!(work);
+    // Polled only when woken, as in `serve_watched`.
+    let mut evicted = WokenOnly::new(activity.0.unproven.evict.clone().cancelled_owned());
+    let mut shut_down = WokenOnly::new(shutdown.clone().cancelled_owned());
+    let mut close_by: Option<Instant> = None;
+    loop {
+        match close_by {
+            None => {
+                tokio::select! {
+                    r = work.as_mut() => return Some(r),
+                    _ = &mut evicted => return None,
+                    _ = &mut shut_down => {
+                        if !activity.busy() {
+                            return None;
+                        }
+                        close_by = Some(Instant::now() + grace);
+                    }
+                    _ = activity.idle_past(first, idle) => return None,
+                }
+            }
+            Some(deadline) => {
+                tokio::select! {
+                    r = work.as_mut() => return Some(r),
+                    _ = tokio::time::sleep_until(deadline) => return None,
                 }
             }
         }
@@ -350,6 +395,26 @@ mod tests {
             .idle_past(Duration::from_secs(5), Duration::from_millis(300))
             .await;
         assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_request_brings_the_idle_deadline_in() {
+        let set = Arc::new(Unproven::default());
+        let activity = Activity::new(set.enter());
+        let start = Instant::now();
+        let served = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(activity.begin());
+            })
+        };
+        // Watched from before the request: the first deadline (5 s) must not hold it open.
+        activity
+            .idle_past(Duration::from_secs(5), Duration::from_millis(300))
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        served.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,800 @@
+//! HTTP/1.1 answers kept in memory, written by the server itself instead of by hyper.
+//!
+//! An HTTP/1.1 connection (plain TCP, or TLS without h2) starts here. Request heads are parsed
+//! with httparse, hyper's own parser, and a `GET` or `HEAD` without a body that the handler
+//! answers at once ([`Handler::ready_bodiless`]: the gateway's response cache) is written
+//! straight to the connection, head and body in one vectored write. It skips hyper's
+//! dispatcher, its request and body types and its head encoder, which are most of the time a
+//! memory hit costs (docs/benchmarks.md, "The direct HTTP/1.1 path").
+//!
+//! Everything else goes to hyper, with every byte read so far, for the rest of the connection:
+//! a method other than `GET` or `HEAD`, a request body, HTTP/1.0, `Connection` other than
+//! `keep-alive`, `Expect`, `Upgrade`, h2c, anything the parser refuses, a head larger than the
+//! limit, and a request the handler cannot answer at once. The answers written here follow
+//! hyper's rules for framing (`Content-Length`, `HEAD`, 204 and 304), `Date` and `Connection`,
+//! so a client cannot tell the two paths apart (tests/direct_http1.rs compares them byte for
+//! byte).
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::admission::Ticket;
+use super::watch::Activity;
+use super::{admit, Shared};
+use crate::body::Body;
+
+/// Headers a request may have; more go to hyper (which answers 431). hyper's own bound.
+const MAX_HEADERS: usize = 100;
+/// Answers counted locally before they are added to the shared counter.
+const COUNT_BATCH: u64 = 64;
+
+/// How the direct part of a connection ended.
+pub(super) enum End<I> {
+    /// The connection is done (the client closed, an error, a `Connection: close` answer, or
+    /// shutdown after an answer).
+    Closed(io::Result<()>),
+    /// hyper takes over: the connection and the bytes read from it that were not answered.
+    Handoff(I, Bytes),
+}
+
+/// Where a header's name and value lie in the request head.
+#[derive(Clone, Default)]
+struct HeaderIndex {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+/// What parsing the start of the read buffer found.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request for hyper.
+    Hyper,
+    /// A whole `GET` or `HEAD` head of `len` bytes with `count` headers (in the indices).
+    Head {
+        len: usize,
+        method: Method,
+        target: Range<usize>,
+        count: usize,
+    },
+}
+
+/// Parses the head at the start of `buf`, noting where its headers lie in `indices`.
+fn parse(buf: &[u8], indices: &mut [HeaderIndex]) -> Parsed {
+    // The h2c preface parses as an HTTP/2.0 request line; hyper serves it.
+    if buf.starts_with(b"PRI ") {
+        return Parsed::Hyper;
+    }
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Hyper,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Hyper,
+    };
+    if req.version != Some(1) {
+        return Parsed::Hyper;
+    }
+    let base = buf.as_ptr() as usize;
+    let within = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let target = match req.path {
+        // Origin form only: hyper's rules for absolute-form and `*` apply to the rest.
+        Some(p) if p.starts_with('/') => within(p.as_bytes()),
+        _ => return Parsed::Hyper,
+    };
+    for (h, index) in req.headers.iter().zip(indices.iter_mut()) {
+        let name = h.name.as_bytes();
+        let framing = if name.eq_ignore_ascii_case(b"connection") {
+            // `close`, `upgrade` and their mixtures are hyper's.
+            !h.value.eq_ignore_ascii_case(b"keep-alive")
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            h.value != b"0"
+        } else {
+            name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"upgrade")
+        };
+        if framing {
+            return Parsed::Hyper;
+        }
+        *index = HeaderIndex {
+            name: within(name),
+            value: within(h.value),
+        };
+    }
+    Parsed::Head {
+        len,
+        method,
+        target,
+        count: req.headers.len(),
+    }
+}
+
+/// The request of a parsed head, its header values sharing `head`'s bytes; `None` when one
+/// of its parts is refused by `http` (hyper then decides).
+fn request(
+    head: &Bytes,
+    method: Method,
+    target: Range<usize>,
+    indices: &[HeaderIndex],
+) -> Option<Request<()>> {
+    let mut headers = HeaderMap::with_capacity(indices.len());
+    for index in indices {
+        let name = HeaderName::from_bytes(&head[index.name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(index.value.clone())).ok()?;
+        headers.append(name, value);
+    }
+    let uri = http::Uri::from_maybe_shared(head.slice(target)).ok()?;
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// The admission of the request the direct path read, admitted, and then handed to hyper (the
+/// handler could not answer it at once): hyper's service takes it instead of admitting the
+/// same request a second time, which a client's rate limit would count twice.
+#[derive(Default)]
+pub(super) struct Carried {
+    set: AtomicBool,
+    ticket: Mutex<Option<Option<Ticket>>>,
+}
+
+impl Carried {
+    fn put(&self, ticket: Option<Ticket>) {
+        if let Ok(mut t) = self.ticket.lock() {
+            *t = Some(ticket);
+            self.set.store(true, Ordering::Release);
+        }
+    }
+
+    /// The carried admission, once; `None` when there is none (one atomic load).
+    pub(super) fn take(&self) -> Option<Option<Ticket>> {
+        if !self.set.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.ticket.lock().ok()?.take()
+    }
+}
+
+/// Serves the connection's requests while they can be answered here.
+pub(super) async fn serve<I>(
+    mut io: I,
+    shared: &Shared,
+    activity: &Activity,
+    peer: SocketAddr,
+    carried: &Carried,
+) -> End<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let max_head = shared.limits.max_header_bytes.max(8192);
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut indices = vec![HeaderIndex::default(); MAX_HEADERS];
+    let mut out = Vec::with_capacity(1024);
+    let mut answered = Answered {
+        counter: &shared.metrics.direct_answers,
+        pending: 0,
+    };
+    loop {
+        let (len, method, target, count) = match parse(&buf, &mut indices) {
+            Parsed::Head {
+                len,
+                method,
+                target,
+                count,
+            } => (len, method, target, count),
+            Parsed::Hyper => return End::Handoff(io, buf.freeze()),
+            Parsed::Partial if buf.len() >= max_head => return End::Handoff(io, buf.freeze()),
+            Parsed::Partial => {
+                if buf.capacity() - buf.len() < 2048 {
+                    buf.reserve(8192);
+                }
+                match io.read_buf(&mut buf).await {
+                    Ok(0) => return End::Closed(Ok(())),
+                    Ok(_) => continue,
+                    Err(e) => return End::Closed(Err(e)),
+                }
+            }
+        };
+        let head = buf.split_to(len).freeze();
+        let head_only = method == Method::HEAD;
+        let Some(mut req) = request(&head, method, target, &indices[..count]) else {
+            return End::Handoff(io, joined(head, buf));
+        };
+        let busy = activity.begin();
+        let client = shared
+            .limits
+            .trusted_proxies
+            .client(peer, req.headers_mut());
+        let (resp, ticket) = match admit(&req, &client, shared) {
+            Err(refusal) => (*refusal, None),
+            Ok(ticket) => match shared.handler.ready_bodiless(&req, &client) {
+                Some(resp) => (resp, ticket),
+                // Not kept: hyper answers it, and the rest of the connection, with the
+                // admission it was given here. The busy mark goes; hyper's service takes its own.
+                None => {
+                    carried.put(ticket);
+                    return End::Handoff(io, joined(head, buf));
+                }
+            },
+        };
+        // At shutdown the connection closes after the answer in progress, as hyper's would.
+        let closing = shared.shutdown.is_cancelled();
+        let written = write_response(&mut io, resp, head_only, closing, &mut out).await;
+        drop((busy, ticket));
+        answered.one();
+        match written {
+            Ok(true) if !closing => {}
+            Ok(_) => return End::Closed(Ok(())),
+            Err(e) => return End::Closed(Err(e)),
+        }
+    }
+}
+
+/// Answers of one connection, added to the shared counter in batches (one contended atomic
+/// per batch, not per answer) and when the connection's direct part ends, returned or dropped.
+struct Answered<'a> {
+    counter: &'a prometheus_client::metrics::counter::Counter,
+    pending: u64,
+}
+
+impl Answered<'_> {
+    fn one(&mut self) {
+        self.pending += 1;
+        if self.pending == COUNT_BATCH {
+            self.counter.inc_by(COUNT_BATCH);
+            self.pending = 0;
+        }
+    }
+}
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        if self.pending > 0 {
+            self.counter.inc_by(self.pending);
+        }
+    }
+}
+
+/// `head` followed by `rest`: what hyper reads first.
+fn joined(head: Bytes, rest: BytesMut) -> Bytes {
+    if rest.is_empty() {
+        return head;
+    }
+    let mut all = BytesMut::with_capacity(head.len() + rest.len());
+    all.extend_from_slice(&head);
+    all.extend_from_slice(&rest);
+    all.freeze()
+}
+
+/// Writes `resp` to a request (`HEAD` if `head_only`) as hyper's HTTP/1.1 server would; true when the
+/// connection stays open. `closing`: it closes after this answer (hyper's graceful shutdown:
+/// no header says so).
+async fn write_response<I>(
+    io: &mut I,
+    resp: Response<Body>,
+    head_only: bool,
+    closing: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    let length = if http_body::Body::is_end_stream(&body) {
+        BodyLength::Empty
+    } else {
+        match http_body::Body::size_hint(&body).exact() {
+            Some(n) => BodyLength::Known(n),
+            None => BodyLength::Unknown,
+        }
+    };
+    let declared = encode_head(out, &parts, head_only, length);
+    let keep_alive = !closing && !declared.close;
+    match declared.framing {
+        Framing::None => {
+            write_all(io, &mut [IoSlice::new(out)]).await?;
+        }
+        Framing::Length(expected) => {
+            let mut sent = 0u64;
+            let mut head_written = false;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(io::Error::other)?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                sent += data.len() as u64;
+                if sent > expected {
+                    return Err(io::Error::other("response body longer than its length"));
+                }
+                if head_written {
+                    write_all(io, &mut [IoSlice::new(&data)]).await?;
+                } else {
+                    // The head and the first bytes in one write (one segment for a small answer).
+                    write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
+                    head_written = true;
+                }
+            }
+            if !head_written {
+                write_all(io, &mut [IoSlice::new(out)]).await?;
+            }
+            if sent != expected {
+                return Err(io::Error::other("response body shorter than its length"));
+            }
+        }
+        Framing::Chunked => {
+            write_all(io, &mut [IoSlice::new(out)]).await?;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(io::Error::other)?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                let size = format!("{:x}\r\n", data.len());
+                write_all(
+                    io,
+                    &mut [
+                        IoSlice::new(size.as_bytes()),
+                        IoSlice::new(&data),
+                        IoSlice::new(b"\r\n"),
+                    ],
+                )
+                .await?;
+            }
+            write_all(io, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
+        }
+    }
+    io.flush().await?;
+    Ok(keep_alive)
+}
+
+/// What the response body says of its length (hyper's `Option<BodyLength>`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BodyLength {
+    /// Already at its end.
+    Empty,
+    /// Exactly this many bytes.
+    Known(u64),
+    /// Not known ahead.
+    Unknown,
+}
+
+/// How the body follows the head.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body bytes at all (`HEAD`, 204, 304, an empty body).
+    None,
+    /// This many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the written head says about the body and the connection.
+struct Declared {
+    framing: Framing,
+    /// `Connection: close`.
+    close: bool,
+}
+
+/// Encodes the response head into `out` (cleared first) by hyper's rules: lowercase names in
+/// the map's order; `Content-Length` trusted when the body's length is known, taken from the
+/// header when not, dropped for an empty body (except on `HEAD`) and added when missing;
+/// chunked when nothing tells the length; no body on `HEAD`, 1xx, 204 and 304; `Date` last.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    head: bool,
+    length: BodyLength,
+) -> Declared {
+    let status = parts.status;
+    // hyper's `can_have_content_length` and `can_have_body`.
+    let may_have_length = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    let sends_body = may_have_length && !head;
+    out.clear();
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // The length the head declared, once a `Content-Length` was written.
+    let mut declared_length: Option<u64> = None;
+    let mut wrote_date = false;
+    let mut close = false;
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH {
+            if declared_length.is_some() {
+                continue;
+            }
+            declared_length = Some(match length {
+                BodyLength::Known(n) => n,
+                BodyLength::Unknown => match parse_length(value) {
+                    Some(n) => n,
+                    None => continue,
+                },
+                // Kept on HEAD (the length of what GET would send); otherwise there is
+                // nothing to measure, and `content-length: 0` is added below.
+                BodyLength::Empty if head => 0,
+                BodyLength::Empty => continue,
+            });
+        } else if name == TRANSFER_ENCODING {
+            // The gateway never sets it; the framing is chosen here.
+            continue;
+        } else if name == CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == DATE {
+            wrote_date = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = match (declared_length, length) {
+        (Some(n), _) => Framing::Length(n),
+        (None, BodyLength::Unknown) if sends_body => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+        (None, BodyLength::Unknown) => Framing::None,
+        (None, BodyLength::Empty | BodyLength::Known(0)) => {
+            if sends_body {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Framing::Length(0)
+        }
+        (None, BodyLength::Known(n)) => {
+            if may_have_length {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Length(n)
+        }
+    };
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Declared {
+        framing: if sends_body { framing } else { Framing::None },
+        close,
+    }
+}
+
+/// A `Content-Length` value.
+fn parse_length(value: &HeaderValue) -> Option<u64> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes all of `bufs`.
+async fn write_all<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let n = io.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// The `Date` value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+
+    /// Appends the current `Date` value to `out`.
+    pub(super) fn extend(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != secs {
+                *at = secs;
+                *text = httpdate::fmt_http_date(now);
+            }
+            out.extend_from_slice(text.as_bytes());
+        });
+    }
+}
+
+/// A connection whose first reads return bytes read from it before: hyper reads what the
+/// direct path read but did not answer.
+pub(super) struct Prefixed<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I> Prefixed<I> {
+    /// `io`, `read` coming first.
+    pub(super) fn new(io: I, read: Bytes) -> Self {
+        Self { read, io }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &str) -> Parsed {
+        let mut indices = vec![HeaderIndex::default(); MAX_HEADERS];
+        parse(raw.as_bytes(), &mut indices)
+    }
+
+    fn is_head(p: &Parsed) -> bool {
+        matches!(p, Parsed::Head { .. })
+    }
+
+    #[test]
+    fn plain_gets_and_heads_are_read_here_and_the_rest_goes_to_hyper() {
+        assert!(is_head(&parsed("GET /ipfs/x HTTP/1.1\r\nHost: a\r\n\r\n")));
+        assert!(is_head(&parsed(
+            "HEAD /ipfs/x HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
+        )));
+        assert!(matches!(
+            parsed("GET /ipfs/x HTTP/1.1\r\nHost: a\r\n"),
+            Parsed::Partial
+        ));
+        assert!(matches!(parsed("GET /ipfs/x HT"), Parsed::Partial));
+        for hyper in [
+            "POST /ipfs/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "OPTIONS /ipfs/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /ipfs/x HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/ipfs/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /ipfs/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "GET /ipfs/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /ipfs/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            "GET /ipfs/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /ipfs/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "GET /ipfs/x HTTP/1.1\r\nHo st: a\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "PRI ",
+        ] {
+            assert!(matches!(parsed(hyper), Parsed::Hyper), "{hyper:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(matches!(
+            parsed(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Parsed::Hyper
+        ));
+    }
+
+    #[test]
+    fn the_request_shares_the_head_bytes() {
+        let raw = Bytes::from_static(
+            b"GET /ipfs/x?format=raw HTTP/1.1\r\nHost: gw.example\r\nX-Two: a\r\nx-two: b\r\n\r\nrest",
+        );
+        let mut indices = vec![HeaderIndex::default(); MAX_HEADERS];
+        let Parsed::Head {
+            len,
+            method,
+            target,
+            count,
+        } = parse(&raw, &mut indices)
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(&raw[len..], b"rest");
+        let head = raw.slice(..len);
+        let req = request(&head, method, target, &indices[..count]).unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/ipfs/x");
+        assert_eq!(req.uri().query(), Some("format=raw"));
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "gw.example");
+        let two: Vec<_> = req.headers().get_all("x-two").iter().collect();
+        assert_eq!(two, ["a", "b"]);
+    }
+
+    fn encoded(
+        status: StatusCode,
+        headers: &[(&str, &str)],
+        head: bool,
+        length: BodyLength,
+    ) -> (String, Framing, bool) {
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        for (n, v) in headers {
+            resp.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        let declared = encode_head(&mut out, &parts, head, length);
+        let text = String::from_utf8(out).unwrap();
+        // The date line is checked once, then left out.
+        let date = text.lines().find(|l| l.starts_with("date: ")).unwrap();
+        assert_eq!(date.len(), "date: Mon, 07 Dec 2026 01:05:41 GMT".len());
+        let text = text
+            .lines()
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, declared.framing, declared.close)
+    }
+
+    #[test]
+    fn heads_follow_hyper_framing_rules() {
+        use BodyLength::*;
+        // A known length: the header is trusted, or added.
+        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "5")], false, Known(5));
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 5\n");
+        assert_eq!(f, Framing::Length(5));
+        let (t, f, _) = encoded(StatusCode::OK, &[("etag", "\"x\"")], false, Known(5));
+        assert_eq!(t, "HTTP/1.1 200 OK\netag: \"x\"\ncontent-length: 5\n");
+        assert_eq!(f, Framing::Length(5));
+        // An empty body: its header is dropped and `content-length: 0` added, except on HEAD,
+        // where the header keeps the length GET would send.
+        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "7")], false, Empty);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 0\n");
+        assert_eq!(f, Framing::Length(0));
+        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "7")], true, Empty);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 7\n");
+        assert_eq!(f, Framing::None);
+        let (t, _, _) = encoded(StatusCode::OK, &[], true, Empty);
+        assert_eq!(t, "HTTP/1.1 200 OK\n");
+        // HEAD with a body: its length is said, nothing is sent.
+        let (t, f, _) = encoded(StatusCode::OK, &[], true, Known(9));
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 9\n");
+        assert_eq!(f, Framing::None);
+        // 304 and 204 never carry a body, nor an added length.
+        let (t, f, _) = encoded(StatusCode::NOT_MODIFIED, &[("etag", "\"x\"")], false, Empty);
+        assert_eq!(t, "HTTP/1.1 304 Not Modified\netag: \"x\"\n");
+        assert_eq!(f, Framing::None);
+        let (t, f, _) = encoded(StatusCode::NO_CONTENT, &[], false, Known(3));
+        assert_eq!(t, "HTTP/1.1 204 No Content\n");
+        assert_eq!(f, Framing::None);
+        // No length known: chunked, or the header's value.
+        let (t, f, _) = encoded(
+            StatusCode::OK,
+            &[("transfer-encoding", "gzip")],
+            false,
+            Unknown,
+        );
+        assert_eq!(t, "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n");
+        assert_eq!(f, Framing::Chunked);
+        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "12")], false, Unknown);
+        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 12\n");
+        assert_eq!(f, Framing::Length(12));
+        // `Connection: close` is kept and honoured; a status without a reason gets `<none>`.
+        let (t, _, close) = encoded(
+            StatusCode::from_u16(599).unwrap(),
+            &[("connection", "keep-alive, Close")],
+            false,
+            Empty,
+        );
+        assert_eq!(
+            t,
+            "HTTP/1.1 599 <none>\nconnection: keep-alive, Close\ncontent-length: 0\n"
+        );
+        assert!(close);
+    }
+
+    #[test]
+    fn a_date_of_the_handler_is_kept() {
+        let mut resp = Response::new(());
+        resp.headers_mut().insert(
+            DATE,
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, false, BodyLength::Empty);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("date: ").count(), 1);
+        assert!(text.contains("date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn prefixed_reads_come_first_then_the_connection() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut p = Prefixed::new(a, Bytes::from_static(b"GET / HT"));
+        b.write_all(b"TP/1.1\r\n").await.unwrap();
+        drop(b);
+        let mut all = Vec::new();
+        p.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"GET / HTTP/1.1\r\n");
+    }
+}

@@ -1,0 +1,477 @@
+//! The direct HTTP/1.1 path (`server.direct_http1`): answers kept in memory are written by the
+//! server itself, and must be byte for byte what hyper writes for the same request, on the same
+//! connection as requests hyper serves, pipelined or not.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric_sum, metrics, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FIXTURES: &[&str] = &[
+    "path_gateway_unixfs/dir-with-files.car",
+    "dir_listing/fixtures.car",
+    "path_gateway_dag/dag-json-traversal.car",
+];
+const DIR: &str = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy";
+const RAW: &str = "bafkreialihlqnf5uwo4byh4n3cmwlntwqzxxs2fg5vanqdi3d7tb2l5xkm";
+const DAG_JSON: &str = "baguqeeram5ujjqrwheyaty3w5gdsmoz6vittchvhk723jjqxk7hakxkd47xq";
+
+/// One request: method, target, extra header lines, and whether its answer is kept in memory
+/// once asked (and so written directly when asked again).
+struct Req {
+    method: &'static str,
+    target: String,
+    headers: Vec<(String, String)>,
+    kept: bool,
+}
+
+fn req(method: &'static str, target: impl Into<String>, headers: &[(&str, &str)]) -> Req {
+    Req {
+        method,
+        target: target.into(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        kept: false,
+    }
+}
+
+impl Req {
+    fn kept(mut self) -> Self {
+        self.kept = true;
+        self
+    }
+
+    fn bytes(&self, host: &str) -> Vec<u8> {
+        let mut s = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            s.push_str(&format!("Host: {host}\r\n"));
+        }
+        for (n, v) in &self.headers {
+            s.push_str(&format!("{n}: {v}\r\n"));
+        }
+        s.push_str("\r\n");
+        s.into_bytes()
+    }
+}
+
+fn host_of(s: &Server) -> String {
+    s.url.trim_start_matches("http://").to_string()
+}
+
+/// Reads one answer to a request (`head_only` for HEAD): its head and its body, framed by
+/// `Content-Length`, chunked, or the end of the connection; `None` when it ends first.
+async fn read_answer(
+    c: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head_only: bool,
+) -> Option<(String, Vec<u8>)> {
+    let end = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        fill(c, pending).await?;
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+    pending.drain(..end + 4);
+    let lower = head.to_ascii_lowercase();
+    let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
+    let header = |name: &str| {
+        lower.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    if head_only || status == 204 || status == 304 || status < 200 {
+        return Some((head, Vec::new()));
+    }
+    if header("transfer-encoding").as_deref() == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(e) = pending.windows(2).position(|w| w == b"\r\n") {
+                    break e;
+                }
+                fill(c, pending).await?;
+            };
+            let size_text = String::from_utf8_lossy(&pending[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            pending.drain(..line_end + 2);
+            while pending.len() < size + 2 {
+                fill(c, pending).await?;
+            }
+            body.extend_from_slice(&pending[..size]);
+            pending.drain(..size + 2);
+            if size == 0 {
+                return Some((head, body));
+            }
+        }
+    }
+    match header("content-length") {
+        Some(len) => {
+            let len: usize = len.parse().ok()?;
+            while pending.len() < len {
+                fill(c, pending).await?;
+            }
+            let body = pending.drain(..len).collect();
+            Some((head, body))
+        }
+        None => {
+            while fill(c, pending).await.is_some() {}
+            Some((head, std::mem::take(pending)))
+        }
+    }
+}
+
+/// Reads more of the connection into `pending`; `None` at its end.
+async fn fill(c: &mut TcpStream, pending: &mut Vec<u8>) -> Option<()> {
+    let mut buf = [0u8; 16384];
+    match tokio::time::timeout(Duration::from_secs(20), c.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => None,
+        Ok(Ok(n)) => {
+            pending.extend_from_slice(&buf[..n]);
+            Some(())
+        }
+    }
+}
+
+/// An answer with what may differ between two runs taken out: the `Date` line and the
+/// durations in `Server-Timing`.
+fn normalized((head, body): &(String, Vec<u8>)) -> (String, Vec<u8>) {
+    let lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("server-timing:") {
+                let mut out = String::new();
+                let mut rest = l;
+                while let Some(at) = rest.find("dur=") {
+                    out.push_str(&rest[..at + 4]);
+                    rest =
+                        rest[at + 4..].trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+                    out.push('X');
+                }
+                out.push_str(rest);
+                out
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    (lines.join("\r\n"), body.clone())
+}
+
+/// The requests, one after the other on one connection, and their answers.
+async fn one_by_one(s: &Server, reqs: &[Req]) -> Vec<(String, Vec<u8>)> {
+    let host = host_of(s);
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    for r in reqs {
+        c.write_all(&r.bytes(&host)).await.unwrap();
+        let a = read_answer(&mut c, &mut pending, r.method == "HEAD")
+            .await
+            .unwrap_or_else(|| panic!("no answer to {} {}", r.method, r.target));
+        answers.push(a);
+    }
+    answers
+}
+
+/// The requests written at once (pipelined) on one connection, and their answers.
+async fn pipelined(s: &Server, reqs: &[Req]) -> Vec<(String, Vec<u8>)> {
+    let host = host_of(s);
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let all: Vec<u8> = reqs.iter().flat_map(|r| r.bytes(&host)).collect();
+    c.write_all(&all).await.unwrap();
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    for r in reqs {
+        let a = read_answer(&mut c, &mut pending, r.method == "HEAD")
+            .await
+            .unwrap_or_else(|| panic!("no pipelined answer to {} {}", r.method, r.target));
+        answers.push(a);
+    }
+    answers
+}
+
+/// Each request on a connection of its own, and the answers.
+async fn each_alone(s: &Server, reqs: &[Req]) -> Vec<(String, Vec<u8>)> {
+    let mut answers = Vec::new();
+    for r in reqs {
+        answers.extend(one_by_one(s, std::slice::from_ref(r)).await);
+    }
+    answers
+}
+
+async fn direct_answers(s: &Server) -> f64 {
+    metric_sum(&metrics(s).await, "cidgate_http1_direct_answers_total", "")
+}
+
+/// Waits until the direct answers of `s` reach `n` (they are counted when a connection ends,
+/// which the server sees a moment after the client closes it).
+async fn wait_direct(s: &Server, n: f64) -> f64 {
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = direct_answers(s).await;
+        if seen >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+fn requests(etag: &str) -> Vec<Req> {
+    let file = format!("/ipfs/{DIR}/ascii.txt");
+    vec![
+        req("GET", &file, &[]).kept(),
+        req("HEAD", &file, &[]),
+        req("GET", &file, &[("If-None-Match", etag)]),
+        req("HEAD", &file, &[("If-None-Match", etag)]),
+        req("GET", &file, &[("Range", "bytes=2-9")]),
+        req(
+            "GET",
+            &file,
+            &[
+                ("Origin", "https://example.org"),
+                ("Accept-Encoding", "gzip"),
+            ],
+        )
+        .kept(),
+        req(
+            "GET",
+            &file,
+            &[("Connection", "keep-alive"), ("Content-Length", "0")],
+        )
+        .kept(),
+        req("GET", &file, &[("X-Forwarded-For", "203.0.113.9")]).kept(),
+        req(
+            "GET",
+            format!("{file}?filename=a%20b.txt&download=true"),
+            &[],
+        )
+        .kept(),
+        req("GET", format!("/ipfs/{DIR}/multiblock.txt"), &[]),
+        req("HEAD", format!("/ipfs/{DIR}/multiblock.txt"), &[]),
+        req("GET", format!("/ipfs/{DIR}/"), &[("Accept", "text/html")]),
+        req("GET", format!("/ipfs/{DIR}"), &[]),
+        req("GET", format!("/ipfs/{RAW}?format=raw"), &[]).kept(),
+        req(
+            "GET",
+            format!("/ipfs/{RAW}"),
+            &[("Accept", "application/vnd.ipld.raw")],
+        )
+        .kept(),
+        req("GET", format!("/ipfs/{RAW}?format=car"), &[]),
+        req("GET", format!("/ipfs/{DAG_JSON}"), &[]),
+        req(
+            "GET",
+            format!("/ipfs/{DAG_JSON}"),
+            &[("Accept", "text/html")],
+        ),
+        req(
+            "GET",
+            "/ascii.txt",
+            &[("Host", &format!("{DIR}.ipfs.localhost"))],
+        )
+        .kept(),
+        req("GET", "/ipfs/not-a-cid", &[]),
+        req("HEAD", "/ipfs/not-a-cid", &[]),
+        req("GET", "/ipfs/../etc/passwd", &[]),
+        req("OPTIONS", &file, &[("Origin", "https://example.org")]),
+    ]
+}
+
+/// Every request of the matrix, first one by one (filling the response cache), then pipelined,
+/// then one by one again, gets the same bytes from a gateway with the direct path as from one
+/// without; the direct one answered most of the repeats itself, the other none.
+#[tokio::test]
+async fn the_direct_path_answers_as_hyper_does() {
+    let direct = Server::start(FIXTURES);
+    let hyper_only =
+        Server::start_with(FIXTURES, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
+    // Both warmed alike: the tier an answer names depends on what was asked before.
+    reqwest::get(format!("{}/ipfs/{DIR}/ascii.txt", direct.url))
+        .await
+        .unwrap();
+    let etag = reqwest::get(format!("{}/ipfs/{DIR}/ascii.txt", hyper_only.url))
+        .await
+        .unwrap()
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let reqs = requests(&etag);
+    // Round 0 fills the response cache; round 1 sends everything at once (hyper takes the
+    // connection at the first answer that was not kept); round 2 sends each request on a
+    // connection of its own, so that every kept answer is written directly.
+    for round in 0..3 {
+        let (a, b) = match round {
+            0 => (
+                one_by_one(&direct, &reqs).await,
+                one_by_one(&hyper_only, &reqs).await,
+            ),
+            1 => (
+                pipelined(&direct, &reqs).await,
+                pipelined(&hyper_only, &reqs).await,
+            ),
+            _ => (
+                each_alone(&direct, &reqs).await,
+                each_alone(&hyper_only, &reqs).await,
+            ),
+        };
+        for ((r, a), b) in reqs.iter().zip(&a).zip(&b) {
+            let (a, b) = (normalized(a), normalized(b));
+            assert_eq!(
+                a.0, b.0,
+                "round {round}: heads differ for {} {} {:?}",
+                r.method, r.target, r.headers
+            );
+            assert!(
+                a.1 == b.1,
+                "round {round}: bodies differ for {} {}",
+                r.method,
+                r.target
+            );
+        }
+        let statuses: Vec<&str> = a.iter().map(|(h, _)| &h[9..12]).collect();
+        assert!(statuses.contains(&"200") && statuses.contains(&"304"));
+        assert!(statuses.contains(&"206") && statuses.contains(&"301"));
+        assert!(statuses.contains(&"400"), "{statuses:?}");
+    }
+    // Each alone once more, counted one by one: the kept ones, and only they, were written
+    // directly (a count lands when the server sees the client close the connection).
+    for r in &reqs {
+        let before = direct_answers(&direct).await;
+        one_by_one(&direct, std::slice::from_ref(r)).await;
+        let after = if r.kept {
+            wait_direct(&direct, before + 1.0).await
+        } else {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            direct_answers(&direct).await
+        };
+        assert_eq!(
+            after - before,
+            f64::from(u8::from(r.kept)),
+            "{} {} {:?}",
+            r.method,
+            r.target,
+            r.headers
+        );
+    }
+    assert_eq!(direct_answers(&hyper_only).await, 0.0);
+}
+
+/// A kept answer is written directly whether its request came whole or in pieces, and a
+/// request behind a handed-over one (a miss, a body) is answered by hyper on the same
+/// connection, in order.
+#[tokio::test]
+async fn pieces_and_handover_keep_the_connection_in_order() {
+    let s = Server::start(FIXTURES);
+    let host = host_of(&s);
+    let file = format!("/ipfs/{DIR}/ascii.txt");
+    // Kept by the first (the same request: the cache varies by `Accept`).
+    one_by_one(&s, &[req("GET", &file, &[])]).await;
+    let before = direct_answers(&s).await;
+
+    // The head in three writes, 100 ms apart.
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let whole = req("GET", &file, &[]).bytes(&host);
+    for piece in whole.chunks(whole.len() / 3 + 1) {
+        c.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut pending = Vec::new();
+    let (head, body) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, b"hello application/vnd.ipld.car\n");
+    drop(c);
+    assert_eq!(wait_direct(&s, before + 1.0).await, before + 1.0);
+
+    // 100 pipelined in one write: all written directly, in order.
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let all: Vec<u8> = (0..100)
+        .flat_map(|_| req("GET", &file, &[]).bytes(&host))
+        .collect();
+    c.write_all(&all).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..100 {
+        let (head, body) = read_answer(&mut c, &mut pending, false)
+            .await
+            .unwrap_or_else(|| panic!("answer {i} missing"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, b"hello application/vnd.ipld.car\n");
+    }
+    drop(c);
+    assert_eq!(wait_direct(&s, before + 101.0).await, before + 101.0);
+
+    // Hit, miss (first request of a file), a request with a body, hit: four answers in order.
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let mut all = req("GET", &file, &[]).bytes(&host);
+    all.extend(req("GET", format!("/ipfs/{DIR}/multiblock.txt"), &[]).bytes(&host));
+    all.extend(
+        format!("POST {file} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc").bytes(),
+    );
+    all.extend(req("GET", &file, &[]).bytes(&host));
+    c.write_all(&all).await.unwrap();
+    let mut pending = Vec::new();
+    let (h1, b1) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    let (h2, b2) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    let (h3, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    let (h4, b4) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(h1.starts_with("HTTP/1.1 200") && b1 == b"hello application/vnd.ipld.car\n");
+    assert!(h2.starts_with("HTTP/1.1 200") && b2.len() == 1026, "{h2}");
+    assert!(h3.starts_with("HTTP/1.1 405"), "{h3}");
+    assert!(h4.starts_with("HTTP/1.1 200") && b4 == b"hello application/vnd.ipld.car\n");
+    drop(c);
+    // Only the first: after the miss, hyper has the connection.
+    assert_eq!(wait_direct(&s, before + 102.0).await, before + 102.0);
+}
+
+/// The connection watch holds on the direct path too: a kept-alive connection idle past
+/// `idle_timeout` is closed, and `Connection: close` closes after its answer.
+#[tokio::test]
+async fn idle_and_close_end_direct_connections() {
+    let s = Server::start_with(FIXTURES, &[("CIDGATE_SERVER__IDLE_TIMEOUT", "1s")], &[]);
+    let host = host_of(&s);
+    let file = format!("/ipfs/{DIR}/ascii.txt");
+    one_by_one(&s, &[req("GET", &file, &[])]).await;
+    let before = direct_answers(&s).await;
+
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    c.write_all(&req("GET", &file, &[]).bytes(&host))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"));
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "not closed: {closed:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(wait_direct(&s, before + 1.0).await, before + 1.0);
+
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let mut two = req("GET", &file, &[("Connection", "close")]).bytes(&host);
+    two.extend(req("GET", &file, &[]).bytes(&host));
+    c.write_all(&two).await.unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(read_answer(&mut c, &mut pending, false).await.is_none());
+}
