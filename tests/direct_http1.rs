@@ -415,6 +415,26 @@ async fn pieces_and_handover_keep_the_connection_in_order() {
     drop(c);
     assert_eq!(wait_direct(&s, before + 101.0).await, before + 101.0);
 
+    // After a direct answer, bytes that look like the HTTP/2 preface are a bad HTTP/1.1
+    // request, not a switch to HTTP/2 (which would escape the HTTP/1 idle deadline).
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    let mut two = req("GET", &file, &[]).bytes(&host);
+    two.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    c.write_all(&two).await.unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    while fill(&mut c, &mut pending).await.is_some() {}
+    // hyper's HTTP/1.1 server closes on it without an answer (an HTTP/2 server would have sent
+    // its SETTINGS frame).
+    assert!(
+        pending.is_empty() || pending.starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&pending)
+    );
+    drop(c);
+    assert_eq!(wait_direct(&s, before + 102.0).await, before + 102.0);
+
     // Hit, miss (first request of a file), a request with a body, hit: four answers in order.
     let mut c = TcpStream::connect(&host).await.unwrap();
     let mut all = req("GET", &file, &[]).bytes(&host);
@@ -435,7 +455,7 @@ async fn pieces_and_handover_keep_the_connection_in_order() {
     assert!(h4.starts_with("HTTP/1.1 200") && b4 == b"hello application/vnd.ipld.car\n");
     drop(c);
     // Only the first: after the miss, hyper has the connection.
-    assert_eq!(wait_direct(&s, before + 102.0).await, before + 102.0);
+    assert_eq!(wait_direct(&s, before + 103.0).await, before + 103.0);
 }
 
 /// The connection watch holds on the direct path too: a kept-alive connection idle past
@@ -474,4 +494,25 @@ async fn idle_and_close_end_direct_connections() {
     let (head, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"));
     assert!(read_answer(&mut c, &mut pending, false).await.is_none());
+}
+
+/// At shutdown a kept-alive connection of the direct path that waits for its next request is
+/// closed at once, not after the grace period.
+#[tokio::test]
+async fn shutdown_closes_an_idle_direct_connection() {
+    let s = Server::start_with(FIXTURES, &[("CIDGATE_SERVER__SHUTDOWN_GRACE", "20s")], &[]);
+    let host = host_of(&s);
+    let file = format!("/ipfs/{DIR}/ascii.txt");
+    one_by_one(&s, &[req("GET", &file, &[])]).await;
+    let mut c = TcpStream::connect(&host).await.unwrap();
+    c.write_all(&req("GET", &file, &[]).bytes(&host))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"));
+    s.terminate();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "not closed: {closed:?}");
 }

@@ -125,6 +125,16 @@ async fn names_resolve_to_content_fresh_for_their_ttl() {
     assert_eq!(a.status, 200);
     assert_eq!(&a.body[..], b"hello\n");
     assert_eq!(a.header("cache-control"), "public, max-age=1800");
+    // An encoded separator after the name separates it as `/` does.
+    let a = fetch(
+        &s,
+        None,
+        &format!("/ipns/{ROOT2_NAME}%2Froot3%2Froot4/"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(&a.body[..], b"hello\n");
 
     // Peer IDs name keys too, Ed25519 (identity multihash) and RSA (sha2-256); each key has one
     // spelling on the gateway, its base36 CID.

@@ -485,6 +485,10 @@ async fn ipfs_uri_names_the_content_path() {
         hv(&r, "ipfs-uri"),
         format!("ipfs://{DIR_WITH_FILES}/ascii.txt")
     );
+    // An encoded separator right after the root separates it too.
+    let r = get(&s, &format!("/ipfs/{DIR_WITH_FILES}%2fascii.txt"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello application/vnd.ipld.car\n");
     let r = get(&s, &format!("/ipfs/{LISTING}/%C4%85%2F%C4%99%2F"), &[]).await;
     assert_eq!(
         r.status(),

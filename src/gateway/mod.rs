@@ -506,15 +506,10 @@ impl Gateway {
                     "IPNS names are not resolved by this gateway".into(),
                 ));
             };
-            let (raw_name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let (raw_name, tail) = named::split_root(rest);
             let name = percent_encoding::percent_decode_str(raw_name)
                 .decode_utf8()
                 .map_err(|_| GatewayError::BadRequest("name is not valid UTF-8".into()))?;
-            let tail = if rest.contains('/') {
-                format!("/{tail}")
-            } else {
-                String::new()
-            };
             return ipns::respond(self, names, parts, &name, &tail, false, None).await;
         }
         Err(GatewayError::NotFound(format!("nothing at {path}")))

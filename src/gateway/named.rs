@@ -26,6 +26,24 @@ const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Splits what follows `/ipfs/` or `/ipns/` into the still-encoded root (a CID or a name) and the
+/// path below it (`""`, or `/` and the still-encoded rest). An encoded `%2F` ends the root as
+/// `/` does, since the path is decoded once (see [`content_segments`]): `/ipfs/{cid}%2Fa` is
+/// `/ipfs/{cid}/a`, as in gateways that route on the decoded path.
+pub fn split_root(rest: &str) -> (&str, std::borrow::Cow<'_, str>) {
+    let bytes = rest.as_bytes();
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let encoded = (0..slash).find(|&i| {
+        bytes[i] == b'%'
+            && bytes.get(i + 1) == Some(&b'2')
+            && matches!(bytes.get(i + 2), Some(b'F' | b'f'))
+    });
+    match encoded {
+        Some(i) => (&rest[..i], format!("/{}", &rest[i + 3..]).into()),
+        None => (&rest[..slash], rest[slash..].into()),
+    }
+}
+
 /// Decodes the path below a content root (`""`, or `/` and the still-encoded rest) into its
 /// segments, and whether it names a directory (ends with `/`).
 ///
@@ -119,13 +137,13 @@ impl NamedPath {
             .strip_prefix("/ipfs/")
             .map(|r| ("ipfs", r))
             .or_else(|| path.strip_prefix("/ipns/").map(|r| ("ipns", r)))?;
-        let (root, below) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (root, below) = split_root(rest);
         let root = percent_decode_str(root).decode_utf8().ok()?;
         if namespace == "ipns" {
-            return Self::ipns(&root, below).ok();
+            return Self::ipns(&root, &below).ok();
         }
         let cid = Cid::try_from(root.as_ref()).ok()?;
-        let (segments, directory) = content_segments(below).ok()?;
+        let (segments, directory) = content_segments(&below).ok()?;
         Some(Self::ipfs(&root, &cid, &segments, directory))
     }
 
@@ -202,6 +220,27 @@ mod tests {
     use super::*;
 
     const DIR: &str = "bafybeiflhd5aimv4xavauidbetge3v3uadbqfibu5lfo4b26yyieqvnvae";
+
+    #[test]
+    fn an_encoded_slash_ends_the_root_as_a_slash_does() {
+        let split = |rest| {
+            let (root, below) = split_root(rest);
+            (root.to_string(), below.into_owned())
+        };
+        assert_eq!(split("cid"), ("cid".into(), "".into()));
+        assert_eq!(split("cid/"), ("cid".into(), "/".into()));
+        assert_eq!(split("cid/a%2Fb"), ("cid".into(), "/a%2Fb".into()));
+        assert_eq!(split("cid%2Fa/b"), ("cid".into(), "/a/b".into()));
+        assert_eq!(split("cid%2f"), ("cid".into(), "/".into()));
+        assert_eq!(split("ci%2"), ("ci%2".into(), "".into()));
+        assert_eq!(split("ci%"), ("ci%".into(), "".into()));
+        assert_eq!(
+            split("%C3%A9x.org%2F%2E%2E"),
+            ("%C3%A9x.org".into(), "/%2E%2E".into())
+        );
+        let (segments, _) = content_segments(&split("cid%2Fa%2Fb").1).unwrap();
+        assert_eq!(segments, ["a", "b"]);
+    }
 
     fn uri(rest: &str) -> String {
         let root = Cid::try_from(DIR).unwrap();

@@ -171,14 +171,14 @@ pub fn parse_path(
     let rest = path
         .strip_prefix("/ipfs/")
         .ok_or_else(|| bad("path must start with /ipfs/{cid}"))?;
-    let (cid_str, below) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (cid_str, below) = named::split_root(rest);
     if cid_str.is_empty() {
         return Err(bad("missing CID after /ipfs/"));
     }
     let cid_str = decode_segment(cid_str)?;
     let root = Cid::try_from(cid_str.as_str())
         .map_err(|e| bad(format!("invalid CID {cid_str:?}: {e}")))?;
-    let (segments, trailing_slash) = named::content_segments(below)?;
+    let (segments, trailing_slash) = named::content_segments(&below)?;
 
     let query: Vec<(String, String)> = parts
         .uri

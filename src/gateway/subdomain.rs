@@ -126,7 +126,8 @@ pub fn route(
     for gw in hosts {
         if hostname.eq_ignore_ascii_case(gw) {
             if let Some(rest) = path.strip_prefix("/ipns/") {
-                let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+                let (name, tail) = super::named::split_root(rest);
+                let tail = tail.strip_prefix('/').unwrap_or(&tail);
                 let Some(label) = decoded(name).and_then(|n| ipns_label(&n)) else {
                     return Ok(HostRoute::Path);
                 };
@@ -140,7 +141,8 @@ pub fn route(
             let Some(rest) = path.strip_prefix("/ipfs/") else {
                 return Ok(HostRoute::Path);
             };
-            let (cid_str, tail) = rest.split_once('/').map_or((rest, ""), |(c, t)| (c, t));
+            let (cid_str, tail) = super::named::split_root(rest);
+            let tail = tail.strip_prefix('/').unwrap_or(&tail);
             let Some(Ok(cid)) = decoded(cid_str).map(|c| Cid::try_from(c.as_str())) else {
                 return Ok(HostRoute::Path);
             };

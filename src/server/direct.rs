@@ -45,8 +45,10 @@ pub(super) enum End<I> {
     /// The connection is done (the client closed, an error, a `Connection: close` answer, or
     /// shutdown after an answer).
     Closed(io::Result<()>),
-    /// hyper takes over: the connection and the bytes read from it that were not answered.
-    Handoff(I, Bytes),
+    /// hyper takes over: the connection, the bytes read from it that were not answered, and
+    /// whether it has answered requests already (hyper then speaks HTTP/1.1 only: bytes that
+    /// look like the HTTP/2 preface later on are a bad request, not a switch of protocol).
+    Handoff(I, Bytes, bool),
 }
 
 /// Where a header's name and value lie in the request head.
@@ -73,7 +75,8 @@ enum Parsed {
 
 /// Parses the head at the start of `buf`, noting where its headers lie in `indices`.
 fn parse(buf: &[u8], indices: &mut [HeaderIndex]) -> Parsed {
-    // The h2c preface parses as an HTTP/2.0 request line; hyper serves it.
+    // The h2c preface parses as an HTTP/2.0 request line; hyper serves it (as HTTP/2 only at
+    // the start of the connection, see `End::Handoff`).
     if buf.starts_with(b"PRI ") {
         return Parsed::Hyper;
     }
@@ -173,9 +176,10 @@ impl Carried {
         }
     }
 
-    /// The carried admission, once; `None` when there is none (one atomic load).
+    /// The carried admission, once; `None` when there is none (one atomic load for every
+    /// request hyper serves).
     pub(super) fn take(&self) -> Option<Option<Ticket>> {
-        if !self.set.swap(false, Ordering::AcqRel) {
+        if !self.set.load(Ordering::Acquire) || !self.set.swap(false, Ordering::AcqRel) {
             return None;
         }
         self.ticket.lock().ok()?.take()
@@ -200,6 +204,7 @@ where
     let mut answered = Answered {
         counter: &shared.metrics.direct_answers,
         pending: 0,
+        any: false,
     };
     loop {
         let (len, method, target, count) = match parse(&buf, &mut indices) {
@@ -209,8 +214,11 @@ where
                 target,
                 count,
             } => (len, method, target, count),
-            Parsed::Hyper => return End::Handoff(io, buf.freeze()),
-            Parsed::Partial if buf.len() >= max_head => return End::Handoff(io, buf.freeze()),
+            Parsed::Hyper => return End::Handoff(io, exact(&buf), answered.any),
+            // hyper answers 431 (its buffer is bounded by the same limit).
+            Parsed::Partial if buf.len() >= max_head => {
+                return End::Handoff(io, exact(&buf), answered.any)
+            }
             Parsed::Partial => {
                 if buf.capacity() - buf.len() < 2048 {
                     buf.reserve(8192);
@@ -222,10 +230,13 @@ where
                 }
             }
         };
+        if len > max_head {
+            return End::Handoff(io, exact(&buf), answered.any);
+        }
         let head = buf.split_to(len).freeze();
         let head_only = method == Method::HEAD;
         let Some(mut req) = request(&head, method, target, &indices[..count]) else {
-            return End::Handoff(io, joined(head, buf));
+            return End::Handoff(io, joined(&head, &buf), answered.any);
         };
         let busy = activity.begin();
         let client = shared
@@ -240,18 +251,22 @@ where
                 // admission it was given here. The busy mark goes; hyper's service takes its own.
                 None => {
                     carried.put(ticket);
-                    return End::Handoff(io, joined(head, buf));
+                    return End::Handoff(io, joined(&head, &buf), answered.any);
                 }
             },
         };
         // At shutdown the connection closes after the answer in progress, as hyper's would.
-        let closing = shared.shutdown.is_cancelled();
+        let closing = activity.closing();
         let written = write_response(&mut io, resp, head_only, closing, &mut out).await;
         drop((busy, ticket));
-        answered.one();
         match written {
-            Ok(true) if !closing => {}
-            Ok(_) => return End::Closed(Ok(())),
+            // Shutdown may have begun while the answer was being written.
+            Ok(true) if !activity.closing() => answered.one(),
+            Ok(_) => {
+                answered.one();
+                // A clean end (TLS: close_notify), bounded by the send timeout.
+                return End::Closed(io.shutdown().await);
+            }
             Err(e) => return End::Closed(Err(e)),
         }
     }
@@ -262,10 +277,13 @@ where
 struct Answered<'a> {
     counter: &'a prometheus_client::metrics::counter::Counter,
     pending: u64,
+    /// Any answer was written.
+    any: bool,
 }
 
 impl Answered<'_> {
     fn one(&mut self) {
+        self.any = true;
         self.pending += 1;
         if self.pending == COUNT_BATCH {
             self.counter.inc_by(COUNT_BATCH);
@@ -282,20 +300,23 @@ impl Drop for Answered<'_> {
     }
 }
 
-/// `head` followed by `rest`: what hyper reads first.
-fn joined(head: Bytes, rest: BytesMut) -> Bytes {
-    if rest.is_empty() {
-        return head;
-    }
+/// `head` followed by `rest`: what hyper reads first, in a buffer of its own size (the read
+/// buffer's allocation is not kept for the rest of the connection).
+fn joined(head: &[u8], rest: &[u8]) -> Bytes {
     let mut all = BytesMut::with_capacity(head.len() + rest.len());
-    all.extend_from_slice(&head);
-    all.extend_from_slice(&rest);
+    all.extend_from_slice(head);
+    all.extend_from_slice(rest);
     all.freeze()
 }
 
+/// The unanswered bytes, in a buffer of their own size.
+fn exact(buf: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(buf)
+}
+
 /// Writes `resp` to a request (`HEAD` if `head_only`) as hyper's HTTP/1.1 server would; true when the
-/// connection stays open. `closing`: it closes after this answer (hyper's graceful shutdown:
-/// no header says so).
+/// connection stays open. `closing`: it closes after this answer (shutdown has begun; hyper
+/// then says `Connection: close`).
 async fn write_response<I>(
     io: &mut I,
     resp: Response<Body>,
@@ -315,8 +336,8 @@ where
             None => BodyLength::Unknown,
         }
     };
-    let declared = encode_head(out, &parts, head_only, length);
-    let keep_alive = !closing && !declared.close;
+    let declared = encode_head(out, &parts, head_only, length, closing);
+    let keep_alive = !declared.close;
     match declared.framing {
         Framing::None => {
             write_all(io, &mut [IoSlice::new(out)]).await?;
@@ -358,7 +379,7 @@ where
                 if data.is_empty() {
                     continue;
                 }
-                let size = format!("{:x}\r\n", data.len());
+                let size = format!("{:X}\r\n", data.len());
                 write_all(
                     io,
                     &mut [
@@ -409,11 +430,13 @@ struct Declared {
 /// the map's order; `Content-Length` trusted when the body's length is known, taken from the
 /// header when not, dropped for an empty body (except on `HEAD`) and added when missing;
 /// chunked when nothing tells the length; no body on `HEAD`, 1xx, 204 and 304; `Date` last.
+/// `closing` adds `Connection: close` after the handler's headers.
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
     head: bool,
     length: BodyLength,
+    closing: bool,
 ) -> Declared {
     let status = parts.status;
     // hyper's `can_have_content_length` and `can_have_body`.
@@ -467,6 +490,10 @@ fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if closing && !close {
+        out.extend_from_slice(b"connection: close\r\n");
+        close = true;
+    }
     let framing = match (declared_length, length) {
         (Some(n), _) => Framing::Length(n),
         (None, BodyLength::Unknown) if sends_body => {
@@ -501,13 +528,13 @@ fn encode_head(
     }
 }
 
-/// A `Content-Length` value.
+/// A `Content-Length` value: digits only (no sign), as hyper reads it.
 fn parse_length(value: &HeaderValue) -> Option<u64> {
-    std::str::from_utf8(value.as_bytes())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let digits = value.as_bytes().trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Writes all of `bufs`.
@@ -575,6 +602,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             let n = self.read.len().min(buf.remaining());
             buf.put_slice(&self.read[..n]);
             self.read.advance(n);
+            if self.read.is_empty() {
+                self.read = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -701,7 +731,7 @@ mod tests {
         }
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        let declared = encode_head(&mut out, &parts, head, length);
+        let declared = encode_head(&mut out, &parts, head, length, false);
         let text = String::from_utf8(out).unwrap();
         // The date line is checked once, then left out.
         let date = text.lines().find(|l| l.starts_with("date: ")).unwrap();
@@ -757,6 +787,9 @@ mod tests {
         let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "12")], false, Unknown);
         assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 12\n");
         assert_eq!(f, Framing::Length(12));
+        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "+12")], false, Unknown);
+        assert_eq!(t, "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n");
+        assert_eq!(f, Framing::Chunked);
         // `Connection: close` is kept and honoured; a status without a reason gets `<none>`.
         let (t, _, close) = encoded(
             StatusCode::from_u16(599).unwrap(),
@@ -772,6 +805,24 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_at_shutdown_says_the_connection_closes() {
+        let mut resp = Response::new(());
+        resp.headers_mut()
+            .insert(http::header::ETAG, HeaderValue::from_static("\"x\""));
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        let declared = encode_head(&mut out, &parts, false, BodyLength::Known(3), true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\netag: \"x\"\r\nconnection: close\r\ncontent-length: 3\r\ndate: "
+            ),
+            "{text}"
+        );
+        assert!(declared.close);
+    }
+
+    #[test]
     fn a_date_of_the_handler_is_kept() {
         let mut resp = Response::new(());
         resp.headers_mut().insert(
@@ -780,7 +831,7 @@ mod tests {
         );
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, false, BodyLength::Empty);
+        encode_head(&mut out, &parts, false, BodyLength::Empty, false);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("date: ").count(), 1);
         assert!(text.contains("date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));

@@ -253,6 +253,8 @@ pub struct Listener {
 struct Shared {
     handler: Arc<dyn Handler>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// The same, HTTP/1.1 only: for connections the direct path has answered on.
+    http1_builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     limits: Arc<Limits>,
@@ -282,6 +284,7 @@ pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: Canc
     let shared = Arc::new(Shared {
         handler,
         builder: Arc::new(builder(&limits)),
+        http1_builder: Arc::new(builder(&limits).http1_only()),
         tls,
         shutdown: shutdown.clone(),
         limits: Arc::new(limits),
@@ -527,13 +530,20 @@ where
         match watch::watched(served, &activity, &shared.shutdown, deadlines).await {
             None | Some(direct::End::Closed(Ok(()))) => return Ok(()),
             Some(direct::End::Closed(Err(e))) => return Err(e.into()),
-            Some(direct::End::Handoff(io, read)) => direct::Prefixed::new(io, read),
+            Some(direct::End::Handoff(io, read, answered)) => {
+                (direct::Prefixed::new(io, read), answered)
+            }
         }
     } else {
-        direct::Prefixed::new(io, bytes::Bytes::new())
+        (direct::Prefixed::new(io, bytes::Bytes::new()), false)
     };
-    let conn = shared
-        .builder
+    let (io, http1_only) = io;
+    let builder = if http1_only {
+        &shared.http1_builder
+    } else {
+        &shared.builder
+    };
+    let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
     watch::serve_watched(conn, activity, shared.shutdown.clone(), deadlines).await

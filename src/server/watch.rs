@@ -93,6 +93,9 @@ struct Inner {
     idle_since: AtomicU64,
     /// Whether any request came yet.
     served: AtomicBool,
+    /// Shutdown has begun: the answer in progress is the last (read by the direct path, which
+    /// must not lock the listener's shutdown token for every answer).
+    closing: AtomicBool,
 }
 
 /// A request in progress on a connection; dropped when its response body is done or dropped.
@@ -117,6 +120,7 @@ impl Activity {
             base: Instant::now(),
             idle_since: AtomicU64::new(0),
             served: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }))
     }
 
@@ -143,6 +147,11 @@ impl Activity {
         self.0
             .idle_since
             .fetch_max(since.as_nanos() as u64, Ordering::AcqRel);
+    }
+
+    /// Shutdown has begun (seen by [`watched`]).
+    pub fn closing(&self) -> bool {
+        self.0.closing.load(Ordering::Relaxed)
     }
 
     fn busy(&self) -> bool {
@@ -280,6 +289,7 @@ pub async fn watched<F: Future>(
                         if !activity.busy() {
                             return None;
                         }
+                        activity.0.closing.store(true, Ordering::Relaxed);
                         close_by = Some(Instant::now() + grace);
                     }
                     _ = activity.idle_past(first, idle) => return None,
