@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use common::dns::{fixture_dnslinks, Dnsmasq};
 use common::{answer, cidgate, fixture, metric_sum, metrics, Answer, Server};
 
+/// How long dnsmasq's query log may trail its answer (counts are read from the log).
+const LOG_TRAIL: Duration = Duration::from_secs(3);
+
 /// "hello\n", what the subdomain_gateway DNSLink and IPNS fixtures point at.
 const HELLO: &str = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
 /// Another small file of the fixtures (gateway-cache's root3/root4 index.html is also "hello").
@@ -165,7 +168,10 @@ async fn sites_by_host_path_and_subdomain_resolve_once_per_ttl() {
         assert!(!a.header("cache-control").contains("immutable"));
     }
     // Five requests, one query: the answer was reused for its TTL.
-    assert_eq!(dns.queries("_dnslink.dnslink-test.example.org"), 1);
+    assert_eq!(
+        dns.wait_queries("_dnslink.dnslink-test.example.org", 1, LOG_TRAIL),
+        1
+    );
 
     // DNSLink → IPNS (the conformance fixtures, peer ID and CID forms), and a DNSLink chain
     // through it, and a DNSLink to a path below a root.
@@ -193,7 +199,7 @@ async fn sites_by_host_path_and_subdomain_resolve_once_per_ttl() {
         "_dnslink.chain.example.org",
         "_dnslink.dnslink-subpath.example.org",
     ] {
-        assert_eq!(dns.queries(name), 1, "{name}");
+        assert_eq!(dns.wait_queries(name, 1, LOG_TRAIL), 1, "{name}");
     }
     // A DNSLink beside other TXT records.
     let a = get(&s, Some("noise.example.org"), "/").await;
@@ -219,7 +225,10 @@ async fn no_dnslink_two_dnslinks_the_allowed_list_and_the_static_table() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(&a.body[..], b"hello\n");
     // "No DNSLink" is remembered too.
-    assert_eq!(dns.queries("_dnslink.nope.example.org"), 1);
+    assert_eq!(
+        dns.wait_queries("_dnslink.nope.example.org", 1, LOG_TRAIL),
+        1
+    );
 
     // Two different content paths: the owner must fix the zone.
     let a = get(&s, None, "/ipns/two.example.org").await;
@@ -289,7 +298,10 @@ async fn answers_expire_with_their_ttl() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let a = get(&s, None, "/ipns/dnslink-test.example.org").await;
     assert_eq!(a.status, 200);
-    assert_eq!(dns.queries("_dnslink.dnslink-test.example.org"), 2);
+    assert_eq!(
+        dns.wait_queries("_dnslink.dnslink-test.example.org", 2, LOG_TRAIL),
+        2
+    );
 }
 
 #[tokio::test]
