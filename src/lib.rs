@@ -15,6 +15,7 @@ pub mod content;
 pub mod denylist;
 pub mod dns_syntax;
 pub mod gateway;
+pub mod http1;
 pub mod ipld;
 pub mod ipns;
 pub mod path_encoding;

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::gateway::{Gateway, ResponseKind, ServedContent};
 use crate::popularity::Popularity;
-use crate::server::{Client, Handler, ResponseFuture};
+use crate::server::{Client, Handler, Ready, ResponseFuture};
 use crate::telemetry::sharded::ShardedCounter;
 use crate::telemetry::{Metrics, RequestLabels, RequestTrace, TRACE};
 
@@ -147,6 +147,37 @@ impl GatewayHandler {
         req: &http::Request<B>,
         client: &Client,
     ) -> Option<http::Response<crate::body::Body>> {
+        self.kept(req, client, |hit| hit.response())
+    }
+
+    /// [`GatewayHandler::ready`] for the server's own HTTP/1.1 writer: a kept answer's head as
+    /// it was encoded once, and its body (no header map copied, no head encoded per answer).
+    pub fn ready_http1<B>(&self, req: &http::Request<B>, client: &Client) -> Option<Ready> {
+        let mut encoded = None;
+        let resp = self.kept(req, client, |hit| match hit.http1_head() {
+            Some(head) => {
+                encoded = Some(head.clone());
+                // The head has the headers; the accounting reads none of a kept answer's.
+                http::Response::new(crate::body::full(hit.body()))
+            }
+            None => hit.response(),
+        })?;
+        Some(match encoded {
+            Some(head) => Ready::Encoded {
+                head,
+                body: resp.into_body(),
+            },
+            None => Ready::Response(resp),
+        })
+    }
+
+    /// The answer kept for `req`, made by `respond` and accounted for.
+    fn kept<B>(
+        &self,
+        req: &http::Request<B>,
+        client: &Client,
+        respond: impl FnOnce(&crate::gateway::response_cache::Hit) -> http::Response<crate::body::Body>,
+    ) -> Option<http::Response<crate::body::Body>> {
         let start = Instant::now();
         // A panic here falls back to the full path, which isolates it.
         let hit = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(req)))
@@ -158,7 +189,7 @@ impl GatewayHandler {
             .then(|| AccessRecord::new(req, client));
         let in_flight = InFlight::new(self.accounting.clone());
         Some(in_flight.account(
-            hit.response(),
+            respond(&hit),
             Answered {
                 method: req.method(),
                 path: req.uri().path(),
@@ -340,6 +371,8 @@ impl InFlight {
                 Done {
                     tier,
                     start,
+                    ttfb,
+                    ended: false,
                     status,
                     bytes: 0,
                     demand,
@@ -369,12 +402,8 @@ impl Handler for GatewayHandler {
         GatewayHandler::ready(self, req, client)
     }
 
-    fn ready_bodiless(
-        &self,
-        req: &http::Request<()>,
-        client: &Client,
-    ) -> Option<http::Response<crate::body::Body>> {
-        GatewayHandler::ready(self, req, client)
+    fn ready_bodiless(&self, req: &http::Request<()>, client: &Client) -> Option<Ready> {
+        GatewayHandler::ready_http1(self, req, client)
     }
 }
 
@@ -556,6 +585,11 @@ impl<F: std::future::Future> std::future::Future for LazyTimeout<F> {
 /// popularity hook, all when the body is done or dropped.
 struct Done {
     start: Instant,
+    /// The time to the response head.
+    ttfb: std::time::Duration,
+    /// The body was whole when the head was ready: the request took its `ttfb` (no second
+    /// reading of the clock).
+    ended: bool,
     status: u16,
     bytes: u64,
     /// The slowest tier the response needed (its place in `served_by`).
@@ -569,7 +603,11 @@ struct Done {
 impl Done {
     fn finish(&mut self) {
         let this = &*self.in_flight.0;
-        let took = self.start.elapsed();
+        let took = if self.ended {
+            self.ttfb
+        } else {
+            self.start.elapsed()
+        };
         this.metrics.latency.observe(took.as_secs_f64());
         this.metrics.stats.record(took, self.status);
         if let Some(i) = self.tier {
@@ -599,6 +637,7 @@ fn counted(body: crate::body::Body, mut done: Done) -> crate::body::Body {
         if let Some(n) = body.size_hint().exact() {
             done.in_flight.0.metrics.bytes_served.inc_by(n);
             done.bytes = n;
+            done.ended = true;
             drop(done);
             return body;
         }

@@ -31,6 +31,17 @@ const VARYING: [http::HeaderName; 3] = [
     http::HeaderName::from_static("x-forwarded-proto"),
 ];
 
+/// Standard request headers whose presence keeps a request away from the cache.
+const STANDARD_VARYING: [http::HeaderName; 7] = [
+    RANGE,
+    IF_RANGE,
+    IF_NONE_MATCH,
+    IF_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+    CACHE_CONTROL,
+];
+
 /// What a response depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
@@ -96,6 +107,8 @@ pub struct CompleteBody(pub Bytes);
 struct Stored {
     /// The response's headers, with the tier headers of an answer from memory.
     headers: HeaderMap,
+    /// The HTTP/1.1 head of these headers and body, encoded once ([`crate::http1::kept_head`]).
+    http1_head: Option<Bytes>,
     body: Bytes,
     root: Cid,
     kind: Option<ResponseKind>,
@@ -127,6 +140,17 @@ impl Hit {
         resp
     }
 
+    /// Its HTTP/1.1 head without `Date` and the blank line ([`crate::http1::kept_head`]), when
+    /// its headers allow one encoded once.
+    pub fn http1_head(&self) -> Option<&Bytes> {
+        self.0.http1_head.as_ref()
+    }
+
+    /// Its body.
+    pub fn body(&self) -> Bytes {
+        self.0.body.clone()
+    }
+
     /// The content root it serves.
     pub fn root(&self) -> Cid {
         self.0.root
@@ -154,7 +178,8 @@ impl Weighter<Key, Arc<Stored>> for StoredWeight {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        (key.target.len() + val.body.len() + headers + 128) as u64
+        let head = val.http1_head.as_ref().map_or(0, |h| h.len());
+        (key.target.len() + val.body.len() + headers + head + 128) as u64
     }
 }
 
@@ -182,31 +207,28 @@ impl ResponseCache {
         if method != Method::GET {
             return None;
         }
-        let varies = [
-            RANGE,
-            IF_RANGE,
-            IF_NONE_MATCH,
-            IF_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_UNMODIFIED_SINCE,
-            CACHE_CONTROL,
-        ]
-        .iter()
-        .any(|n| h.contains_key(n))
-            || VARYING.iter().any(|n| h.contains_key(n));
-        if varies {
-            return None;
+        // One pass over the request's (few) headers, comparing names, rather than a hashed
+        // lookup per name: this runs on every hit.
+        let (mut host, mut accept) = (None, None);
+        for (name, value) in h {
+            if *name == HOST {
+                host.get_or_insert(value);
+            } else if *name == ACCEPT {
+                accept.get_or_insert(value);
+            } else if STANDARD_VARYING.contains(name) || VARYING.contains(name) {
+                return None;
+            }
         }
         // HTTP/2 carries the host in `:authority` (the URI), not in a Host header; routing reads
         // either, so the key must too, or one site's page would answer for another.
-        let host = match h.get(HOST) {
+        let host = match host {
             Some(v) => v.as_bytes(),
             None => uri.authority()?.as_str().as_bytes(),
         };
         Some(KeyRef {
             host,
             target: uri.path_and_query()?.as_str(),
-            accept: h.get(ACCEPT).map(|v| v.as_bytes()),
+            accept: accept.map(|v| v.as_bytes()),
         })
     }
 
@@ -241,6 +263,7 @@ impl ResponseCache {
         self.cache.insert(
             key.to_owned(),
             Arc::new(Stored {
+                http1_head: crate::http1::kept_head(&headers, body.len() as u64),
                 headers,
                 body: body.clone(),
                 root: served.root,
@@ -300,7 +323,10 @@ mod tests {
         for h in [
             "range",
             "if-none-match",
+            "if-match",
             "if-range",
+            "if-modified-since",
+            "if-unmodified-since",
             "cache-control",
             "service-worker",
             "x-forwarded-host",
@@ -310,7 +336,28 @@ mod tests {
                 key_of(&parts("GET", "/ipfs/x", &[("host", "a"), (h, "1")])).is_none(),
                 "{h}"
             );
+            assert!(
+                key_of(&parts("GET", "/ipfs/x", &[(h, "1"), ("host", "a")])).is_none(),
+                "{h}"
+            );
         }
+        // Other headers do not matter; the first Accept is the key's, as `get` reads it.
+        let key = key_of(&parts(
+            "GET",
+            "/ipfs/x",
+            &[
+                ("user-agent", "u"),
+                ("accept", "application/vnd.ipld.raw"),
+                ("host", "a"),
+                ("accept", "*/*"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            key.accept.as_deref(),
+            Some(&b"application/vnd.ipld.raw"[..])
+        );
+        assert_eq!(&key.host[..], b"a");
         // Host, query and Accept are part of the key.
         let k = |uri, host, accept| {
             key_of(&parts("GET", uri, &[("host", host), ("accept", accept)])).unwrap()
@@ -340,6 +387,17 @@ mod tests {
         assert_eq!(resp.headers()["x-cidgate-tier"], "cache");
         assert_eq!(resp.headers()["server-timing"], "cache;dur=0.000");
         assert_eq!(hit.root(), cid_v1_sha256(RAW, b"hi"));
+        // Its HTTP/1.1 head is encoded once, tier headers and length included.
+        let head = std::str::from_utf8(hit.http1_head().expect("encoded")).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        for line in [
+            "x-cidgate-tier: cache\r\n",
+            "server-timing: cache;dur=0.000\r\n",
+            "content-length: 2\r\n",
+        ] {
+            assert!(head.contains(line), "{head}");
+        }
+        assert_eq!(hit.body(), &b"hi"[..]);
         // Any part of the key that differs misses.
         for (uri, host, accept) in [
             ("/ipfs/x?a=2", "a", "*/*"),

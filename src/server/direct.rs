@@ -5,7 +5,9 @@
 //! answers at once ([`Handler::ready_bodiless`]: the gateway's response cache) is written
 //! straight to the connection, head and body in one vectored write. It skips hyper's
 //! dispatcher, its request and body types and its head encoder, which are most of the time a
-//! memory hit costs (docs/benchmarks.md, "The direct HTTP/1.1 path").
+//! memory hit costs (docs/benchmarks.md, "The direct HTTP/1.1 path"). A kept answer's head is
+//! not even encoded per answer: the response cache keeps it encoded ([`Ready::Encoded`]), and
+//! only `Date` (and `Connection: close` at shutdown) is written fresh.
 //!
 //! Everything else goes to hyper, with every byte read so far, for the rest of the connection:
 //! a method other than `GET` or `HEAD`, a request body, HTTP/1.0, `Connection` other than
@@ -25,15 +27,15 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::admission::Ticket;
 use super::watch::Activity;
-use super::{admit, Shared};
+use super::{admit, Ready, Shared};
 use crate::body::Body;
+use crate::http1::{encode_head, BodyLength, Framing};
 
 /// Headers a request may have; more go to hyper (which answers 431). hyper's own bound.
 const MAX_HEADERS: usize = 100;
@@ -243,10 +245,10 @@ where
             .limits
             .trusted_proxies
             .client(peer, req.headers_mut());
-        let (resp, ticket) = match admit(&req, &client, shared) {
-            Err(refusal) => (*refusal, None),
+        let (ready, ticket) = match admit(&req, &client, shared) {
+            Err(refusal) => (Ready::Response(*refusal), None),
             Ok(ticket) => match shared.handler.ready_bodiless(&req, &client) {
-                Some(resp) => (resp, ticket),
+                Some(ready) => (ready, ticket),
                 // Not kept: hyper answers it, and the rest of the connection, with the
                 // admission it was given here. The busy mark goes; hyper's service takes its own.
                 None => {
@@ -257,7 +259,14 @@ where
         };
         // At shutdown the connection closes after the answer in progress, as hyper's would.
         let closing = activity.closing();
-        let written = write_response(&mut io, resp, head_only, closing, &mut out).await;
+        let written = match ready {
+            Ready::Response(resp) => {
+                write_response(&mut io, resp, head_only, closing, &mut out).await
+            }
+            Ready::Encoded { head, body } => {
+                write_encoded(&mut io, &head, body, head_only, closing, &mut out).await
+            }
+        };
         drop((busy, ticket));
         match written {
             // Shutdown may have begun while the answer was being written.
@@ -336,39 +345,20 @@ where
             None => BodyLength::Unknown,
         }
     };
-    let declared = encode_head(out, &parts, head_only, length, closing);
+    let declared = encode_head(
+        out,
+        parts.status,
+        &parts.headers,
+        head_only,
+        length,
+        closing,
+    );
     let keep_alive = !declared.close;
     match declared.framing {
         Framing::None => {
             write_all(io, &mut [IoSlice::new(out)]).await?;
         }
-        Framing::Length(expected) => {
-            let mut sent = 0u64;
-            let mut head_written = false;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(io::Error::other)?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                sent += data.len() as u64;
-                if sent > expected {
-                    return Err(io::Error::other("response body longer than its length"));
-                }
-                if head_written {
-                    write_all(io, &mut [IoSlice::new(&data)]).await?;
-                } else {
-                    // The head and the first bytes in one write (one segment for a small answer).
-                    write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
-                    head_written = true;
-                }
-            }
-            if !head_written {
-                write_all(io, &mut [IoSlice::new(out)]).await?;
-            }
-            if sent != expected {
-                return Err(io::Error::other("response body shorter than its length"));
-            }
-        }
+        Framing::Length(expected) => write_sized(io, [out, &[]], body, expected).await?,
         Framing::Chunked => {
             write_all(io, &mut [IoSlice::new(out)]).await?;
             while let Some(frame) = body.frame().await {
@@ -397,144 +387,79 @@ where
     Ok(keep_alive)
 }
 
-/// What the response body says of its length (hyper's `Option<BodyLength>`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum BodyLength {
-    /// Already at its end.
-    Empty,
-    /// Exactly this many bytes.
-    Known(u64),
-    /// Not known ahead.
-    Unknown,
-}
-
-/// How the body follows the head.
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
-    /// No body bytes at all (`HEAD`, 204, 304, an empty body).
-    None,
-    /// This many bytes (`Content-Length`).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
-
-/// What the written head says about the body and the connection.
-struct Declared {
-    framing: Framing,
-    /// `Connection: close`.
-    close: bool,
-}
-
-/// Encodes the response head into `out` (cleared first) by hyper's rules: lowercase names in
-/// the map's order; `Content-Length` trusted when the body's length is known, taken from the
-/// header when not, dropped for an empty body (except on `HEAD`) and added when missing;
-/// chunked when nothing tells the length; no body on `HEAD`, 1xx, 204 and 304; `Date` last.
-/// `closing` adds `Connection: close` after the handler's headers.
-fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    head: bool,
-    length: BodyLength,
+/// Writes a [`Ready::Encoded`] answer as [`write_response`] does: its head, the end of the head
+/// made for this answer (`Date`; `Connection: close` when `closing`), then its body, unless the
+/// request is `HEAD`.
+async fn write_encoded<I>(
+    io: &mut I,
+    head: &[u8],
+    body: Body,
+    head_only: bool,
     closing: bool,
-) -> Declared {
-    let status = parts.status;
-    // hyper's `can_have_content_length` and `can_have_body`.
-    let may_have_length = !(status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED);
-    let sends_body = may_have_length && !head;
-    out.clear();
-    if status == StatusCode::OK {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    out: &mut Vec<u8>,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    crate::http1::finish_kept(out, closing);
+    if head_only {
+        write_all(io, &mut [IoSlice::new(head), IoSlice::new(out)]).await?;
     } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let Some(expected) = http_body::Body::size_hint(&body).exact() else {
+            return Err(io::Error::other(
+                "an encoded head with a body of unknown length",
+            ));
+        };
+        write_sized(io, [head, out], body, expected).await?;
     }
-    // The length the head declared, once a `Content-Length` was written.
-    let mut declared_length: Option<u64> = None;
-    let mut wrote_date = false;
-    let mut close = false;
-    for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH {
-            if declared_length.is_some() {
-                continue;
-            }
-            declared_length = Some(match length {
-                BodyLength::Known(n) => n,
-                BodyLength::Unknown => match parse_length(value) {
-                    Some(n) => n,
-                    None => continue,
-                },
-                // Kept on HEAD (the length of what GET would send); otherwise there is
-                // nothing to measure, and `content-length: 0` is added below.
-                BodyLength::Empty if head => 0,
-                BodyLength::Empty => continue,
-            });
-        } else if name == TRANSFER_ENCODING {
-            // The gateway never sets it; the framing is chosen here.
-            continue;
-        } else if name == CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if name == DATE {
-            wrote_date = true;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if closing && !close {
-        out.extend_from_slice(b"connection: close\r\n");
-        close = true;
-    }
-    let framing = match (declared_length, length) {
-        (Some(n), _) => Framing::Length(n),
-        (None, BodyLength::Unknown) if sends_body => {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
-        }
-        (None, BodyLength::Unknown) => Framing::None,
-        (None, BodyLength::Empty | BodyLength::Known(0)) => {
-            if sends_body {
-                out.extend_from_slice(b"content-length: 0\r\n");
-            }
-            Framing::Length(0)
-        }
-        (None, BodyLength::Known(n)) => {
-            if may_have_length {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            Framing::Length(n)
-        }
-    };
-    if !wrote_date {
-        out.extend_from_slice(b"date: ");
-        date::extend(out);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Declared {
-        framing: if sends_body { framing } else { Framing::None },
-        close,
-    }
+    io.flush().await?;
+    Ok(!closing)
 }
 
-/// A `Content-Length` value: digits only (no sign), as hyper reads it.
-fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes().trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
+/// Writes the head (in two parts) and a body of exactly `expected` bytes; the head goes with
+/// the first bytes in one write (one segment for a small answer).
+async fn write_sized<I>(
+    io: &mut I,
+    head: [&[u8]; 2],
+    mut body: Body,
+    expected: u64,
+) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let mut sent = 0u64;
+    let mut head_written = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        sent += data.len() as u64;
+        if sent > expected {
+            return Err(io::Error::other("response body longer than its length"));
+        }
+        if head_written {
+            write_all(io, &mut [IoSlice::new(&data)]).await?;
+        } else {
+            write_all(
+                io,
+                &mut [
+                    IoSlice::new(head[0]),
+                    IoSlice::new(head[1]),
+                    IoSlice::new(&data),
+                ],
+            )
+            .await?;
+            head_written = true;
+        }
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    if !head_written {
+        write_all(io, &mut [IoSlice::new(head[0]), IoSlice::new(head[1])]).await?;
+    }
+    if sent != expected {
+        return Err(io::Error::other("response body shorter than its length"));
+    }
+    Ok(())
 }
 
 /// Writes all of `bufs`.
@@ -550,32 +475,6 @@ async fn write_all<I: AsyncWrite + Unpin>(
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
-}
-
-/// The `Date` value, formatted once a second per thread.
-mod date {
-    use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    thread_local! {
-        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-
-    /// Appends the current `Date` value to `out`.
-    pub(super) fn extend(out: &mut Vec<u8>) {
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        CACHED.with_borrow_mut(|(at, text)| {
-            if *at != secs {
-                *at = secs;
-                *text = httpdate::fmt_http_date(now);
-            }
-            out.extend_from_slice(text.as_bytes());
-        });
-    }
 }
 
 /// A connection whose first reads return bytes read from it before: hyper reads what the
@@ -713,129 +612,6 @@ mod tests {
         assert_eq!(req.headers()["host"], "gw.example");
         let two: Vec<_> = req.headers().get_all("x-two").iter().collect();
         assert_eq!(two, ["a", "b"]);
-    }
-
-    fn encoded(
-        status: StatusCode,
-        headers: &[(&str, &str)],
-        head: bool,
-        length: BodyLength,
-    ) -> (String, Framing, bool) {
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        for (n, v) in headers {
-            resp.headers_mut().append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        let (parts, ()) = resp.into_parts();
-        let mut out = Vec::new();
-        let declared = encode_head(&mut out, &parts, head, length, false);
-        let text = String::from_utf8(out).unwrap();
-        // The date line is checked once, then left out.
-        let date = text.lines().find(|l| l.starts_with("date: ")).unwrap();
-        assert_eq!(date.len(), "date: Mon, 07 Dec 2026 01:05:41 GMT".len());
-        let text = text
-            .lines()
-            .filter(|l| !l.starts_with("date: "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        (text, declared.framing, declared.close)
-    }
-
-    #[test]
-    fn heads_follow_hyper_framing_rules() {
-        use BodyLength::*;
-        // A known length: the header is trusted, or added.
-        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "5")], false, Known(5));
-        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 5\n");
-        assert_eq!(f, Framing::Length(5));
-        let (t, f, _) = encoded(StatusCode::OK, &[("etag", "\"x\"")], false, Known(5));
-        assert_eq!(t, "HTTP/1.1 200 OK\netag: \"x\"\ncontent-length: 5\n");
-        assert_eq!(f, Framing::Length(5));
-        // An empty body: its header is dropped and `content-length: 0` added, except on HEAD,
-        // where the header keeps the length GET would send.
-        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "7")], false, Empty);
-        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 0\n");
-        assert_eq!(f, Framing::Length(0));
-        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "7")], true, Empty);
-        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 7\n");
-        assert_eq!(f, Framing::None);
-        let (t, _, _) = encoded(StatusCode::OK, &[], true, Empty);
-        assert_eq!(t, "HTTP/1.1 200 OK\n");
-        // HEAD with a body: its length is said, nothing is sent.
-        let (t, f, _) = encoded(StatusCode::OK, &[], true, Known(9));
-        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 9\n");
-        assert_eq!(f, Framing::None);
-        // 304 and 204 never carry a body, nor an added length.
-        let (t, f, _) = encoded(StatusCode::NOT_MODIFIED, &[("etag", "\"x\"")], false, Empty);
-        assert_eq!(t, "HTTP/1.1 304 Not Modified\netag: \"x\"\n");
-        assert_eq!(f, Framing::None);
-        let (t, f, _) = encoded(StatusCode::NO_CONTENT, &[], false, Known(3));
-        assert_eq!(t, "HTTP/1.1 204 No Content\n");
-        assert_eq!(f, Framing::None);
-        // No length known: chunked, or the header's value.
-        let (t, f, _) = encoded(
-            StatusCode::OK,
-            &[("transfer-encoding", "gzip")],
-            false,
-            Unknown,
-        );
-        assert_eq!(t, "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n");
-        assert_eq!(f, Framing::Chunked);
-        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "12")], false, Unknown);
-        assert_eq!(t, "HTTP/1.1 200 OK\ncontent-length: 12\n");
-        assert_eq!(f, Framing::Length(12));
-        let (t, f, _) = encoded(StatusCode::OK, &[("content-length", "+12")], false, Unknown);
-        assert_eq!(t, "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n");
-        assert_eq!(f, Framing::Chunked);
-        // `Connection: close` is kept and honoured; a status without a reason gets `<none>`.
-        let (t, _, close) = encoded(
-            StatusCode::from_u16(599).unwrap(),
-            &[("connection", "keep-alive, Close")],
-            false,
-            Empty,
-        );
-        assert_eq!(
-            t,
-            "HTTP/1.1 599 <none>\nconnection: keep-alive, Close\ncontent-length: 0\n"
-        );
-        assert!(close);
-    }
-
-    #[test]
-    fn an_answer_at_shutdown_says_the_connection_closes() {
-        let mut resp = Response::new(());
-        resp.headers_mut()
-            .insert(http::header::ETAG, HeaderValue::from_static("\"x\""));
-        let (parts, ()) = resp.into_parts();
-        let mut out = Vec::new();
-        let declared = encode_head(&mut out, &parts, false, BodyLength::Known(3), true);
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.starts_with(
-                "HTTP/1.1 200 OK\r\netag: \"x\"\r\nconnection: close\r\ncontent-length: 3\r\ndate: "
-            ),
-            "{text}"
-        );
-        assert!(declared.close);
-    }
-
-    #[test]
-    fn a_date_of_the_handler_is_kept() {
-        let mut resp = Response::new(());
-        resp.headers_mut().insert(
-            DATE,
-            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
-        );
-        let (parts, ()) = resp.into_parts();
-        let mut out = Vec::new();
-        encode_head(&mut out, &parts, false, BodyLength::Empty, false);
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.matches("date: ").count(), 1);
-        assert!(text.contains("date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"));
-        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[tokio::test]

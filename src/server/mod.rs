@@ -76,9 +76,23 @@ pub trait Handler: Send + Sync + 'static {
 
     /// [`Handler::ready`] for a `GET` or `HEAD` without a body that the server's own HTTP/1.1
     /// reader parsed (there is no hyper body for it); `None` gives the connection to hyper.
-    fn ready_bodiless(&self, _req: &Request<()>, _client: &Client) -> Option<Response<Body>> {
+    fn ready_bodiless(&self, _req: &Request<()>, _client: &Client) -> Option<Ready> {
         None
     }
+}
+
+/// An answer at hand for a request the server's own HTTP/1.1 reader parsed.
+pub enum Ready {
+    /// A response, to encode.
+    Response(Response<Body>),
+    /// A `200` whose HTTP/1.1 head was encoded before, once for every answer like it.
+    Encoded {
+        /// Its status line and header lines, framing included, without `Date` and the blank
+        /// line ([`crate::http1::kept_head`]).
+        head: bytes::Bytes,
+        /// Its body: exactly as long as the head says.
+        body: Body,
+    },
 }
 
 /// Limits applied to every connection of one listener.

@@ -139,7 +139,11 @@ impl Activity {
     /// Bytes of a response reached the socket: a whole-buffer answer counts as done when the
     /// handler returns it, but the connection is idle only once its last byte has left.
     pub fn wrote(&self) {
-        self.mark_idle_now();
+        // While a request is in progress, its end marks the time (`Busy`'s drop): only bytes
+        // that leave after it need the clock.
+        if !self.busy() {
+            self.mark_idle_now();
+        }
     }
 
     fn mark_idle_now(&self) {
