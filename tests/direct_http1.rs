@@ -372,6 +372,66 @@ async fn the_direct_path_answers_as_hyper_does() {
     assert_eq!(direct_answers(&hyper_only).await, 0.0);
 }
 
+/// A data directory holding one file of `len` noise bytes, added with `cidgate add`, and its CID.
+fn store_with_file(len: usize) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("large.bin");
+    std::fs::write(&file, common::noise(len, 12)).unwrap();
+    let out = common::cidgate(dir.path(), &["add", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (dir, cid)
+}
+
+/// A body larger than the response cache keeps by value (a 1 MiB block, as a file and raw) is
+/// kept as a reference to the memory cache's block: once the block is there it is written
+/// directly, byte for byte what hyper writes, and the answer is the file.
+#[tokio::test]
+async fn large_blocks_are_kept_by_reference_and_written_directly() {
+    let len = 1 << 20;
+    let (dir_a, cid) = store_with_file(len);
+    let (dir_b, cid_b) = store_with_file(len);
+    assert_eq!(cid, cid_b);
+    assert!(cid.starts_with("bafkrei"), "one raw block: {cid}");
+    let direct = Server::spawn(dir_a, &[], &[]);
+    let hyper_only = Server::spawn(dir_b, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
+    let reqs = vec![
+        req("GET", format!("/ipfs/{cid}"), &[]).kept(),
+        req("GET", format!("/ipfs/{cid}?format=raw"), &[]).kept(),
+    ];
+    let file = common::noise(len, 12);
+    // The first rounds read the store and fill the memory and response caches.
+    for round in 0..4 {
+        let a = each_alone(&direct, &reqs).await;
+        let b = each_alone(&hyper_only, &reqs).await;
+        for ((r, a), b) in reqs.iter().zip(&a).zip(&b) {
+            let (a, b) = (normalized(a), normalized(b));
+            assert_eq!(a.0, b.0, "round {round}: heads differ for {}", r.target);
+            assert!(a.1 == file, "round {round}: not the file for {}", r.target);
+            assert!(b.1 == file, "round {round}: not the file for {}", r.target);
+        }
+    }
+    for r in &reqs {
+        let before = direct_answers(&direct).await;
+        let answer = one_by_one(&direct, std::slice::from_ref(r)).await;
+        let (head, body) = &answer[0];
+        assert!(body == &file, "{}", r.target);
+        assert!(head.contains("x-cidgate-tier: cache\r\n"), "{head}");
+        assert_eq!(
+            wait_direct(&direct, before + 1.0).await - before,
+            1.0,
+            "{}",
+            r.target
+        );
+    }
+    assert_eq!(direct_answers(&hyper_only).await, 0.0);
+}
+
 /// A kept answer is written directly whether its request came whole or in pieces, and a
 /// request behind a handed-over one (a miss, a body) is answered by hyper on the same
 /// connection, in order.

@@ -112,6 +112,13 @@ pub trait BlockSource: Send + Sync + 'static {
     /// as an edge-cache hit.
     fn note_cache_hit(&self) {}
 
+    /// The block when the memory cache holds it, counted as a hit there; `None` otherwise,
+    /// without counting a miss or reading any slower tier (a kept response that refers to a
+    /// block's bytes asks this, and goes the full way when it is not there).
+    fn cached_block(&self, _cid: &Cid) -> Option<Block> {
+        None
+    }
+
     /// Hints that a response is about to read `req`; a tiered source starts fetching it from a
     /// remote tier as one stream (or joins the stream already fetching it). The stream runs
     /// while some caller holds the returned [`Interest`]: keep it until the response that reads

@@ -41,6 +41,11 @@ pub async fn respond(gw: &Gateway, req: &GatewayRequest) -> Result<Response<Body
     let body = match ranges {
         RangeOutcome::Full => {
             set(resp.headers_mut(), CONTENT_LENGTH, &size.to_string());
+            resp.extensions_mut()
+                .insert(super::response_cache::BlockBody {
+                    cid: target,
+                    offset: 0,
+                });
             data
         }
         RangeOutcome::Unsatisfiable => {

@@ -374,8 +374,15 @@ impl Gateway {
         self.rules_in_force();
         request::check_host_of(req.headers(), req.uri(), req.version()).ok()?;
         let key = ResponseCache::key(req.method(), req.uri(), req.headers())?;
-        let hit = cache.hit(&key)?;
-        self.source.note_cache_hit();
+        // A body kept by reference is read from the memory cache, which counts that hit.
+        let mut in_block = false;
+        let hit = cache.hit(&key, |cid| {
+            in_block = true;
+            self.source.cached_block(cid).map(|b| b.data().clone())
+        })?;
+        if !in_block {
+            self.source.note_cache_hit();
+        }
         Some(hit)
     }
 

@@ -5,6 +5,11 @@
 //! requests without headers that change the answer (ranges, conditionals, `Cache-Control`,
 //! service workers, forwarding) are looked up or stored, keyed on host, path with query, and
 //! `Accept`.
+//!
+//! A body up to [`MAX_BODY`] is kept with the response. A larger one is kept only when it is a
+//! block's bytes (a raw block, a one-block file: [`BlockBody`]), as a reference to that block:
+//! each hit reads it from the memory cache, which holds, counts and evicts it, and a block no
+//! longer there makes the hit a miss.
 
 use std::sync::Arc;
 
@@ -20,7 +25,7 @@ use quick_cache::Weighter;
 
 use super::{body, Body, ResponseKind, ServedContent};
 
-/// Largest body kept.
+/// Largest body kept by value.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Request headers whose presence keeps a request away from the cache.
@@ -104,25 +109,77 @@ impl quick_cache::Equivalent<Key> for KeyRef<'_> {
 #[derive(Clone, Debug)]
 pub struct CompleteBody(pub Bytes);
 
+/// Marks a [`CompleteBody`] that is `len` bytes of one block's data from `offset` (a raw block,
+/// or a one-block file): a body larger than [`MAX_BODY`] is kept as this reference, and read
+/// from the memory cache on each hit.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockBody {
+    /// The block.
+    pub cid: Cid,
+    /// Where the body starts in the block's data.
+    pub offset: usize,
+}
+
+impl BlockBody {
+    /// `body` as a part of `block`'s data, when it is one (it shares the block's buffer).
+    pub fn within(block: &crate::ipld::Block, body: &[u8]) -> Option<BlockBody> {
+        let data = block.data();
+        let start = (body.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+        (start.checked_add(body.len())? <= data.len()).then_some(BlockBody {
+            cid: *block.cid(),
+            offset: start,
+        })
+    }
+}
+
+/// The body of a kept response.
+enum KeptBody {
+    /// The bytes themselves (at most [`MAX_BODY`]).
+    Whole(Bytes),
+    /// Bytes of a block, while the memory cache holds it.
+    InBlock { cid: Cid, offset: usize, len: usize },
+}
+
+impl KeptBody {
+    fn len(&self) -> usize {
+        match self {
+            KeptBody::Whole(b) => b.len(),
+            KeptBody::InBlock { len, .. } => *len,
+        }
+    }
+
+    /// The bytes it counts against the cache's budget.
+    fn weight(&self) -> usize {
+        match self {
+            KeptBody::Whole(b) => b.len(),
+            // Held, and counted, by the memory cache.
+            KeptBody::InBlock { .. } => 0,
+        }
+    }
+}
+
 struct Stored {
     /// The response's headers, with the tier headers of an answer from memory.
     headers: HeaderMap,
     /// The HTTP/1.1 head of these headers and body, encoded once ([`crate::http1::kept_head`]).
     http1_head: Option<Bytes>,
-    body: Bytes,
+    body: KeptBody,
     root: Cid,
     kind: Option<ResponseKind>,
 }
 
-/// A kept response: what every hit on it shares.
-pub struct Hit(Arc<Stored>);
+/// A kept response: what every hit on it shares, and its body.
+pub struct Hit {
+    stored: Arc<Stored>,
+    body: Bytes,
+}
 
 impl Hit {
     /// The response to send: status `200`, the kept headers (tier headers included) and body,
     /// no extensions (the caller has [`Hit::root`] and [`Hit::kind`]).
     pub fn response(&self) -> Response<Body> {
-        let mut resp = Response::new(body::full(self.0.body.clone()));
-        *resp.headers_mut() = self.0.headers.clone();
+        let mut resp = Response::new(body::full(self.body.clone()));
+        *resp.headers_mut() = self.stored.headers.clone();
         resp
     }
 
@@ -143,22 +200,22 @@ impl Hit {
     /// Its HTTP/1.1 head without `Date` and the blank line ([`crate::http1::kept_head`]), when
     /// its headers allow one encoded once.
     pub fn http1_head(&self) -> Option<&Bytes> {
-        self.0.http1_head.as_ref()
+        self.stored.http1_head.as_ref()
     }
 
     /// Its body.
     pub fn body(&self) -> Bytes {
-        self.0.body.clone()
+        self.body.clone()
     }
 
     /// The content root it serves.
     pub fn root(&self) -> Cid {
-        self.0.root
+        self.stored.root
     }
 
     /// What it carries.
     pub fn kind(&self) -> Option<ResponseKind> {
-        self.0.kind
+        self.stored.kind
     }
 }
 
@@ -179,7 +236,7 @@ impl Weighter<Key, Arc<Stored>> for StoredWeight {
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         let head = val.http1_head.as_ref().map_or(0, |h| h.len());
-        (key.target.len() + val.body.len() + headers + head + 128) as u64
+        (key.target.len() + val.body.weight() + headers + head + 128) as u64
     }
 }
 
@@ -232,9 +289,24 @@ impl ResponseCache {
         })
     }
 
-    /// The kept response for `key`.
-    pub fn hit(&self, key: &KeyRef<'_>) -> Option<Hit> {
-        self.cache.get(key).map(Hit)
+    /// The kept response for `key`; `cached_block` gives the bytes of a block the memory
+    /// cache holds, for a body kept by reference (without them, the hit is a miss).
+    pub fn hit(
+        &self,
+        key: &KeyRef<'_>,
+        cached_block: impl FnOnce(&Cid) -> Option<Bytes>,
+    ) -> Option<Hit> {
+        let stored = self.cache.get(key)?;
+        let body = match &stored.body {
+            KeptBody::Whole(b) => b.clone(),
+            KeptBody::InBlock { cid, offset, len } => {
+                let data = cached_block(cid)?;
+                // The same CID is the same bytes; the check only guards the slice.
+                let end = offset.checked_add(*len).filter(|e| *e <= data.len())?;
+                data.slice(*offset..end)
+            }
+        };
+        Some(Hit { stored, body })
     }
 
     /// Keeps `resp` if it is a complete `200` for immutable content with a small body.
@@ -252,20 +324,37 @@ impl ResponseCache {
         ) else {
             return;
         };
-        // A slice of a store segment is trusted only while its pages stay in memory (see
-        // `zero_copy::stale_segment_slice`): not for as long as a cached response lives.
-        if !immutable || body.len() > MAX_BODY || crate::zero_copy::is_segment_slice(body) {
+        if !immutable {
             return;
         }
+        let kept = if body.len() <= MAX_BODY {
+            // A slice of a store segment is trusted only while its pages stay in memory (see
+            // `zero_copy::stale_segment_slice`): not for as long as a cached response lives.
+            if crate::zero_copy::is_segment_slice(body) {
+                return;
+            }
+            KeptBody::Whole(body.clone())
+        } else {
+            // A larger body is kept only as a reference to the block it is part of: its bytes
+            // stay the memory cache's to hold, evict and count.
+            let Some(block) = resp.extensions().get::<BlockBody>() else {
+                return;
+            };
+            KeptBody::InBlock {
+                cid: block.cid,
+                offset: block.offset,
+                len: body.len(),
+            }
+        };
         let mut headers = resp.headers().clone();
         headers.insert(super::headers::X_CIDGATE_TIER, CACHED_TIER);
         headers.insert(super::headers::SERVER_TIMING, CACHED_TIMING);
         self.cache.insert(
             key.to_owned(),
             Arc::new(Stored {
-                http1_head: crate::http1::kept_head(&headers, body.len() as u64),
+                http1_head: crate::http1::kept_head(&headers, kept.len() as u64),
                 headers,
-                body: body.clone(),
+                body: kept,
                 root: served.root,
                 kind: resp.extensions().get::<ResponseKind>().copied(),
             }),
@@ -382,7 +471,7 @@ mod tests {
         // The same request again, parsed anew: nothing shared with the stored key.
         let again = parts("GET", "/ipfs/x?a=1", &[("host", "a"), ("accept", "*/*")]);
         let key = ResponseCache::key(&again.method, &again.uri, &again.headers).unwrap();
-        let hit = cache.hit(&key).expect("found by a borrowed key");
+        let hit = cache.hit(&key, |_| None).expect("found by a borrowed key");
         let resp = hit.response();
         assert_eq!(resp.headers()["x-cidgate-tier"], "cache");
         assert_eq!(resp.headers()["server-timing"], "cache;dur=0.000");
@@ -406,11 +495,14 @@ mod tests {
         ] {
             let p = parts("GET", uri, &[("host", host), ("accept", accept)]);
             let key = ResponseCache::key(&p.method, &p.uri, &p.headers).unwrap();
-            assert!(cache.hit(&key).is_none(), "{uri} {host} {accept}");
+            assert!(cache.hit(&key, |_| None).is_none(), "{uri} {host} {accept}");
         }
         let no_accept = parts("GET", "/ipfs/x?a=1", &[("host", "a")]);
         let key = ResponseCache::key(&no_accept.method, &no_accept.uri, &no_accept.headers);
-        assert!(cache.hit(&key.unwrap()).is_none(), "no Accept is not */*");
+        assert!(
+            cache.hit(&key.unwrap(), |_| None).is_none(),
+            "no Accept is not */*"
+        );
     }
 
     #[test]
@@ -434,11 +526,53 @@ mod tests {
             key("/e").as_ref(),
             &response(200, "public, immutable", &big),
         );
-        let hit = cache.hit(&key("/a").as_ref()).unwrap().handled_response();
+        let hit = cache
+            .hit(&key("/a").as_ref(), |_| None)
+            .unwrap()
+            .handled_response();
         assert_eq!(hit.status(), 200);
         assert!(hit.extensions().get::<ServedContent>().is_some());
         for p in ["/b", "/c", "/d", "/e"] {
-            assert!(cache.hit(&key(p).as_ref()).is_none(), "{p}");
+            assert!(cache.hit(&key(p).as_ref(), |_| None).is_none(), "{p}");
         }
+    }
+
+    #[test]
+    fn a_large_body_is_kept_as_a_reference_to_its_block() {
+        // A cache far smaller than the body: the bytes are the memory cache's, not its own.
+        let cache = ResponseCache::new(64 * 1024);
+        let key = |p: &str| key_of(&parts("GET", p, &[("host", "a")])).unwrap();
+        let block: Bytes = (0..3 * MAX_BODY).map(|i| (i * 31 % 251) as u8).collect();
+        let cid = cid_v1_sha256(RAW, &block);
+        let body = block.slice(100..100 + 2 * MAX_BODY);
+        let mut resp = response(200, "public, max-age=29030400, immutable", &body);
+        resp.extensions_mut().insert(BlockBody { cid, offset: 100 });
+        cache.put(key("/big").as_ref(), &resp);
+        // Without a block reference a large body is not kept.
+        resp.extensions_mut().remove::<BlockBody>();
+        cache.put(key("/plain").as_ref(), &resp);
+        assert!(cache
+            .hit(&key("/plain").as_ref(), |_| Some(block.clone()))
+            .is_none());
+        // Found while the memory cache holds the block: the right slice of it.
+        let mut asked = None;
+        let hit = cache
+            .hit(&key("/big").as_ref(), |c| {
+                asked = Some(*c);
+                Some(block.clone())
+            })
+            .expect("kept by reference");
+        assert_eq!(asked, Some(cid));
+        assert_eq!(hit.body(), body);
+        let head = std::str::from_utf8(hit.http1_head().unwrap()).unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}\r\n", body.len())),
+            "{head}"
+        );
+        // Gone from the memory cache, or not the bytes it should be: a miss.
+        assert!(cache.hit(&key("/big").as_ref(), |_| None).is_none());
+        assert!(cache
+            .hit(&key("/big").as_ref(), |_| Some(block.slice(..MAX_BODY)))
+            .is_none());
     }
 }

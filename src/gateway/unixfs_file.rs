@@ -158,6 +158,9 @@ pub async fn respond(
                 let slice = data.slice(s as usize..=e as usize);
                 resp.extensions_mut()
                     .insert(super::response_cache::CompleteBody(slice.clone()));
+                if let Some(within) = super::response_cache::BlockBody::within(&f.block, &slice) {
+                    resp.extensions_mut().insert(within);
+                }
                 super::body::full(slice)
             }
             _ => stream_parts(gw, f.block, parts),

@@ -802,6 +802,15 @@ impl BlockSource for TieredSource {
         self.metrics.cache_hits.inc();
     }
 
+    fn cached_block(&self, cid: &Cid) -> Option<Block> {
+        // Looked at first, so that a block that is not there counts no miss: the full path
+        // that follows asks again and counts it.
+        if !self.cache.contains(cid) {
+            return None;
+        }
+        self.cache.get(cid)
+    }
+
     async fn holds_locally(&self, cid: &Cid) -> Result<bool, TierError> {
         if identity_block(cid).is_some() || self.cache.contains(cid) {
             return Ok(true);
