@@ -408,7 +408,8 @@ pub struct CacheConfig {
     /// Bytes of verified blocks the in-memory edge cache may hold.
     pub memory: bytesize::ByteSize,
     /// Bytes of whole small responses (≤ 64 KiB bodies, immutable content) kept for repeated
-    /// plain requests; 0 turns it off.
+    /// plain requests (a larger one-block body is kept by reference to the memory cache and
+    /// not counted here); 0 turns it off.
     pub responses: bytesize::ByteSize,
     /// Move cached blocks of 64 KiB and more into a memory file once read twice and send them
     /// to plain-TCP clients with `sendfile(2)`, skipping one copy per response (Linux only).

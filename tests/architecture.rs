@@ -30,6 +30,8 @@ const LAYERS: &[(&str, Rule)] = &[
     ("ipld", Rule::Allowed(&[])),
     // Pure parsing of what operators write: below everything.
     ("dns_syntax", Rule::Allowed(&[])),
+    // HTTP/1.1 heads as hyper writes them, for the server and the response cache alike.
+    ("http1", Rule::Allowed(&[])),
     // The configuration is read by every layer: it names none of them (what it validates with
     // is pure parsing).
     ("config", Rule::Allowed(&["dns_syntax"])),

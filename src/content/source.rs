@@ -119,6 +119,11 @@ pub trait BlockSource: Send + Sync + 'static {
         None
     }
 
+    /// Whether the memory cache holds the block now, without counting or promoting it.
+    fn holds_in_memory(&self, _cid: &Cid) -> bool {
+        false
+    }
+
     /// Hints that a response is about to read `req`; a tiered source starts fetching it from a
     /// remote tier as one stream (or joins the stream already fetching it). The stream runs
     /// while some caller holds the returned [`Interest`]: keep it until the response that reads

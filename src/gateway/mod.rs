@@ -444,7 +444,7 @@ impl Gateway {
         let unchanged = self.denylist.generation() == generation
             && self.dedicated.as_ref().map_or(0, |d| d.pinset.generation()) == pinset;
         if let (Some(cache), Some(key), true) = (&self.responses, key, unchanged) {
-            cache.put(key, &resp);
+            cache.put(key, &resp, |cid| self.source.holds_in_memory(cid));
         }
         resp
     }

@@ -300,17 +300,35 @@ impl ResponseCache {
         let body = match &stored.body {
             KeptBody::Whole(b) => b.clone(),
             KeptBody::InBlock { cid, offset, len } => {
-                let data = cached_block(cid)?;
-                // The same CID is the same bytes; the check only guards the slice.
-                let end = offset.checked_add(*len).filter(|e| *e <= data.len())?;
-                data.slice(*offset..end)
+                // The same CID is the same bytes; the length check only guards the slice.
+                let found = cached_block(cid).and_then(|data| {
+                    let end = offset.checked_add(*len).filter(|e| *e <= data.len())?;
+                    Some(data.slice(*offset..end))
+                });
+                match found {
+                    Some(body) => body,
+                    None => {
+                        // The block left the memory cache: the entry goes too, rather than
+                        // look used on every miss (the full path keeps the answer again once
+                        // the block is back).
+                        self.cache.remove(key);
+                        return None;
+                    }
+                }
             }
         };
         Some(Hit { stored, body })
     }
 
-    /// Keeps `resp` if it is a complete `200` for immutable content with a small body.
-    pub fn put(&self, key: KeyRef<'_>, resp: &Response<Body>) {
+    /// Keeps `resp` if it is a complete `200` for immutable content: a small body with it, a
+    /// larger one as a reference to its block while `in_memory` says the memory cache holds
+    /// that block.
+    pub fn put(
+        &self,
+        key: KeyRef<'_>,
+        resp: &Response<Body>,
+        in_memory: impl FnOnce(&Cid) -> bool,
+    ) {
         if resp.status() != StatusCode::OK {
             return;
         }
@@ -337,7 +355,11 @@ impl ResponseCache {
         } else {
             // A larger body is kept only as a reference to the block it is part of: its bytes
             // stay the memory cache's to hold, evict and count.
-            let Some(block) = resp.extensions().get::<BlockBody>() else {
+            let Some(block) = resp
+                .extensions()
+                .get::<BlockBody>()
+                .filter(|b| in_memory(&b.cid))
+            else {
                 return;
             };
             KeptBody::InBlock {
@@ -385,6 +407,8 @@ mod tests {
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         r.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_str(cache_control).unwrap());
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         r.extensions_mut().insert(CompleteBody(data));
         r.extensions_mut().insert(ServedContent {
             root: cid_v1_sha256(RAW, body),
@@ -467,7 +491,7 @@ mod tests {
         let cache = ResponseCache::new(1 << 20);
         let stored = parts("GET", "/ipfs/x?a=1", &[("host", "a"), ("accept", "*/*")]);
         let key = ResponseCache::key(&stored.method, &stored.uri, &stored.headers).unwrap();
-        cache.put(key, &response(200, "public, immutable", b"hi"));
+        cache.put(key, &response(200, "public, immutable", b"hi"), |_| true);
         // The same request again, parsed anew: nothing shared with the stored key.
         let again = parts("GET", "/ipfs/x?a=1", &[("host", "a"), ("accept", "*/*")]);
         let key = ResponseCache::key(&again.method, &again.uri, &again.headers).unwrap();
@@ -512,19 +536,26 @@ mod tests {
         cache.put(
             key("/a").as_ref(),
             &response(200, "public, max-age=29030400, immutable", b"hi"),
+            |_| true,
         );
         cache.put(
             key("/b").as_ref(),
             &response(206, "public, max-age=29030400, immutable", b"hi"),
+            |_| true,
         );
-        cache.put(key("/c").as_ref(), &response(200, "no-cache", b"hi"));
+        cache.put(
+            key("/c").as_ref(),
+            &response(200, "no-cache", b"hi"),
+            |_| true,
+        );
         let mut no_body = response(200, "public, immutable", b"hi");
         no_body.extensions_mut().remove::<CompleteBody>();
-        cache.put(key("/d").as_ref(), &no_body);
+        cache.put(key("/d").as_ref(), &no_body, |_| true);
         let big = vec![0u8; MAX_BODY + 1];
         cache.put(
             key("/e").as_ref(),
             &response(200, "public, immutable", &big),
+            |_| true,
         );
         let hit = cache
             .hit(&key("/a").as_ref(), |_| None)
@@ -547,10 +578,18 @@ mod tests {
         let body = block.slice(100..100 + 2 * MAX_BODY);
         let mut resp = response(200, "public, max-age=29030400, immutable", &body);
         resp.extensions_mut().insert(BlockBody { cid, offset: 100 });
-        cache.put(key("/big").as_ref(), &resp);
+        // Kept only while the memory cache holds the block.
+        cache.put(key("/big").as_ref(), &resp, |c| {
+            assert_eq!(*c, cid);
+            false
+        });
+        assert!(cache
+            .hit(&key("/big").as_ref(), |_| Some(block.clone()))
+            .is_none());
+        cache.put(key("/big").as_ref(), &resp, |_| true);
         // Without a block reference a large body is not kept.
         resp.extensions_mut().remove::<BlockBody>();
-        cache.put(key("/plain").as_ref(), &resp);
+        cache.put(key("/plain").as_ref(), &resp, |_| true);
         assert!(cache
             .hit(&key("/plain").as_ref(), |_| Some(block.clone()))
             .is_none());
@@ -569,10 +608,18 @@ mod tests {
             head.contains(&format!("content-length: {}\r\n", body.len())),
             "{head}"
         );
-        // Gone from the memory cache, or not the bytes it should be: a miss.
+        // Gone from the memory cache, or not the bytes it should be: a miss, and the entry
+        // goes (it is not found when the block is back).
         assert!(cache.hit(&key("/big").as_ref(), |_| None).is_none());
         assert!(cache
+            .hit(&key("/big").as_ref(), |_| Some(block.clone()))
+            .is_none());
+        cache.put(key("/big").as_ref(), &resp, |_| true);
+        assert!(cache
             .hit(&key("/big").as_ref(), |_| Some(block.slice(..MAX_BODY)))
+            .is_none());
+        assert!(cache
+            .hit(&key("/big").as_ref(), |_| Some(block.clone()))
             .is_none());
     }
 }

@@ -310,18 +310,21 @@ impl EdgeCache {
 
     /// The cached block for `cid`, counted as a hit or a miss.
     pub fn get(&self, cid: &Cid) -> Option<Block> {
-        match self.cache.get(cid.hash()) {
-            Some(data) => {
-                self.metrics.cache_hits.inc();
-                self.admission.record(cid.hash());
-                let data = self.zero_copy(cid.hash(), data);
-                Some(Block::already_verified(*cid, data))
-            }
-            None => {
-                self.metrics.cache_misses.inc();
-                None
-            }
+        let block = self.get_if_held(cid);
+        if block.is_none() {
+            self.metrics.cache_misses.inc();
         }
+        block
+    }
+
+    /// [`EdgeCache::get`] that counts a hit but not a miss (the caller goes on to a lookup
+    /// that counts it).
+    pub fn get_if_held(&self, cid: &Cid) -> Option<Block> {
+        let data = self.cache.get(cid.hash())?;
+        self.metrics.cache_hits.inc();
+        self.admission.record(cid.hash());
+        let data = self.zero_copy(cid.hash(), data);
+        Some(Block::already_verified(*cid, data))
     }
 
     /// The cached block without counting a hit or miss (for re-checks after a wait).

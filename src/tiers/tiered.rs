@@ -803,12 +803,13 @@ impl BlockSource for TieredSource {
     }
 
     fn cached_block(&self, cid: &Cid) -> Option<Block> {
-        // Looked at first, so that a block that is not there counts no miss: the full path
-        // that follows asks again and counts it.
-        if !self.cache.contains(cid) {
-            return None;
-        }
-        self.cache.get(cid)
+        // A block that is not there counts no miss: the full path that follows asks again and
+        // counts it.
+        self.cache.get_if_held(cid)
+    }
+
+    fn holds_in_memory(&self, cid: &Cid) -> bool {
+        self.cache.contains(cid)
     }
 
     async fn holds_locally(&self, cid: &Cid) -> Result<bool, TierError> {
