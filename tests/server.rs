@@ -35,6 +35,83 @@ async fn h2c_prior_knowledge_and_http1_share_the_port() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
 }
 
+/// Many HTTP/2 streams on one connection, mixing answers the server gives at once (kept small
+/// bodies, which are sent on the connection's own task) with ones that wait for flow-control
+/// window (1 MiB kept bodies), first-time misses, and streams the client resets midway: every
+/// answer is whole and right, and a reset stream does not disturb the others.
+#[tokio::test]
+async fn h2_streams_answered_at_once_and_later_share_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, len) in [3000usize, 1 << 20].into_iter().enumerate() {
+        let path = src.path().join(format!("f{i}"));
+        let bytes = common::noise(len, 31 + i as u64);
+        std::fs::write(&path, &bytes).unwrap();
+        let out = common::cidgate(dir.path(), &["add", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        files.push((cid, bytes));
+    }
+    let s = Server::spawn(dir, &[], &[]);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    // Warm: both become kept answers, as a file and raw.
+    for (cid, bytes) in &files {
+        for q in ["", "?format=raw"] {
+            for _ in 0..3 {
+                let r = h2
+                    .get(format!("{}/ipfs/{cid}{q}", s.url))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.version(), reqwest::Version::HTTP_2);
+                assert!(r.bytes().await.unwrap() == bytes[..]);
+            }
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..120usize {
+        let (cid, bytes) = files[usize::from(i % 5 == 0)].clone();
+        let h2 = h2.clone();
+        let url = match i % 3 {
+            0 => format!("{}/ipfs/{cid}", s.url),
+            1 => format!("{}/ipfs/{cid}?format=raw", s.url),
+            // Never asked before: a miss of the response cache, answered by a stream task.
+            _ => format!("{}/ipfs/{cid}?filename=n{i}.bin", s.url),
+        };
+        tasks.spawn(async move {
+            let mut r = h2.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            if i % 10 == 5 {
+                // Reset midway: take one chunk and drop the stream.
+                let _ = r.chunk().await;
+                return;
+            }
+            let got = r.bytes().await.unwrap();
+            assert!(got == bytes[..], "{url}: {} bytes", got.len());
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // The connection is still good.
+    let (cid, bytes) = &files[1];
+    let r = h2
+        .get(format!("{}/ipfs/{cid}", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.bytes().await.unwrap() == bytes[..]);
+}
+
 #[tokio::test]
 async fn tls_negotiates_h2_with_alpn() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();

@@ -15,6 +15,7 @@ pub mod admission;
 pub mod client;
 mod direct;
 mod io;
+mod streams;
 mod watch;
 
 use std::future::Future;
@@ -29,7 +30,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -201,8 +202,8 @@ pub fn plain_response(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+fn builder(limits: &Limits) -> auto::Builder<streams::StreamExecutor> {
+    let mut b = auto::Builder::new(streams::StreamExecutor);
     // No head timer of hyper's: the connection watch bounds the wait for every head, the
     // first (`header_read_timeout` from accept) and each next one (`idle_timeout` from the end
     // of the previous response, a head trickled in byte by byte included). hyper's would
@@ -266,9 +267,9 @@ pub struct Listener {
 /// What every connection task of one listener shares.
 struct Shared {
     handler: Arc<dyn Handler>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<streams::StreamExecutor>>,
     /// The same, HTTP/1.1 only: for connections the direct path has answered on.
-    http1_builder: Arc<auto::Builder<TokioExecutor>>,
+    http1_builder: Arc<auto::Builder<streams::StreamExecutor>>,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     limits: Arc<Limits>,
@@ -439,7 +440,8 @@ async fn connection(
                 }))
             };
             // A request without a body is checked and admitted here, and one answered from
-            // memory goes back without a future (docs/benchmarks.md).
+            // memory goes back without a future (docs/benchmarks.md); over HTTP/2 its stream
+            // is then answered on the connection task, not a task of its own ([`streams`]).
             let slow = if http_body::Body::is_end_stream(req.body()) {
                 let admitted = match carried.take() {
                     Some(ticket) => Ok(ticket),
@@ -447,11 +449,13 @@ async fn connection(
                 };
                 match admitted {
                     Err(refusal) => {
-                        return Either::Left(std::future::ready(done(*refusal, busy, None)))
+                        streams::mark_answered_at_once(true);
+                        return Either::Left(std::future::ready(done(*refusal, busy, None)));
                     }
                     Ok(ticket) => match shared.handler.ready(&req, &client) {
                         Some(resp) => {
-                            return Either::Left(std::future::ready(done(resp, busy, ticket)))
+                            streams::mark_answered_at_once(true);
+                            return Either::Left(std::future::ready(done(resp, busy, ticket)));
                         }
                         None => Slow::Call(ticket),
                     },
@@ -459,6 +463,7 @@ async fn connection(
             } else {
                 Slow::Answer
             };
+            streams::mark_answered_at_once(false);
             let shared = shared.clone();
             Either::Right(async move {
                 let (resp, ticket) = match slow {
