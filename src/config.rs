@@ -289,8 +289,9 @@ pub struct ServerConfig {
     pub sample: bool,
     /// Host names served as subdomain gateways: `{cid}.ipfs.{host}` (origin isolation).
     pub subdomain_hosts: Vec<String>,
-    /// HTTP/1.1 answers kept in memory are written by the server itself, without hyper;
-    /// false serves every request through hyper.
+    /// HTTP/1.1 `GET` and `HEAD` requests without a body are read and answered by the server
+    /// itself, without hyper (kept answers at once, others streamed); false serves every
+    /// request through hyper.
     pub direct_http1: bool,
 }
 

@@ -256,6 +256,9 @@ pub struct Metrics {
     pub inflight: ShardedGauge,
     /// Block lookups answered by the edge cache.
     pub cache_hits: ShardedCounter,
+    /// Requests answered from the gateway's response cache (answers kept whole, or by
+    /// reference to a cached block), without the full request path.
+    pub response_cache_hits: ShardedCounter,
     /// Block lookups the edge cache could not answer.
     pub cache_misses: Counter,
     /// Blocks evicted from the edge cache.
@@ -270,7 +273,7 @@ pub struct Metrics {
     pub zero_copy_bytes: Counter,
     /// Body bytes sent with `sendfile` straight from the store's segment files.
     pub zero_copy_store_bytes: Counter,
-    /// HTTP/1.1 requests answered from memory by the server's own reader, without hyper.
+    /// HTTP/1.1 requests read and answered by the server itself, without hyper.
     pub direct_answers: Counter,
     /// Fetches per tier and outcome.
     pub tier_fetches: Family<TierLabels, Counter>,
@@ -407,6 +410,7 @@ impl Metrics {
             bytes_served: ShardedCounter::default(),
             inflight: ShardedGauge::default(),
             cache_hits: ShardedCounter::default(),
+            response_cache_hits: ShardedCounter::default(),
             cache_misses: Counter::default(),
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),
@@ -605,6 +609,11 @@ impl Metrics {
             m.cache_hits.clone(),
         );
         registry.register(
+            "response_cache_hits",
+            "Requests answered from the response cache, without the full request path",
+            m.response_cache_hits.clone(),
+        );
+        registry.register(
             "cache_misses",
             "Block lookups the edge cache could not answer",
             m.cache_misses.clone(),
@@ -641,7 +650,7 @@ impl Metrics {
         );
         registry.register(
             "http1_direct_answers",
-            "HTTP/1.1 requests answered from memory by the server's own reader, without hyper",
+            "HTTP/1.1 requests read and answered by the server itself, without hyper",
             m.direct_answers.clone(),
         );
         registry.register(

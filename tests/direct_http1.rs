@@ -1,6 +1,8 @@
-//! The direct HTTP/1.1 path (`server.direct_http1`): answers kept in memory are written by the
-//! server itself, and must be byte for byte what hyper writes for the same request, on the same
-//! connection as requests hyper serves, pipelined or not.
+//! The direct HTTP/1.1 path (`server.direct_http1`): `GET` and `HEAD` answers, kept in memory or
+//! worked out (streamed), are written by the server itself, and must be byte for byte what
+//! hyper writes for the same request, on the same connection as requests hyper serves,
+//! pipelined or not; a client that leaves while its answer is worked out is let go as hyper
+//! lets it go.
 
 mod common;
 
@@ -19,13 +21,11 @@ const DIR: &str = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy";
 const RAW: &str = "bafkreialihlqnf5uwo4byh4n3cmwlntwqzxxs2fg5vanqdi3d7tb2l5xkm";
 const DAG_JSON: &str = "baguqeeram5ujjqrwheyaty3w5gdsmoz6vittchvhk723jjqxk7hakxkd47xq";
 
-/// One request: method, target, extra header lines, and whether its answer is kept in memory
-/// once asked (and so written directly when asked again).
+/// One request: method, target, extra header lines.
 struct Req {
     method: &'static str,
     target: String,
     headers: Vec<(String, String)>,
-    kept: bool,
 }
 
 fn req(method: &'static str, target: impl Into<String>, headers: &[(&str, &str)]) -> Req {
@@ -36,16 +36,10 @@ fn req(method: &'static str, target: impl Into<String>, headers: &[(&str, &str)]
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
-        kept: false,
     }
 }
 
 impl Req {
-    fn kept(mut self) -> Self {
-        self.kept = true;
-        self
-    }
-
     fn bytes(&self, host: &str) -> Vec<u8> {
         let mut s = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
         if !self
@@ -232,7 +226,7 @@ async fn wait_direct(s: &Server, n: f64) -> f64 {
 fn requests(etag: &str) -> Vec<Req> {
     let file = format!("/ipfs/{DIR}/ascii.txt");
     vec![
-        req("GET", &file, &[]).kept(),
+        req("GET", &file, &[]),
         req("HEAD", &file, &[]),
         req("GET", &file, &[("If-None-Match", etag)]),
         req("HEAD", &file, &[("If-None-Match", etag)]),
@@ -244,32 +238,28 @@ fn requests(etag: &str) -> Vec<Req> {
                 ("Origin", "https://example.org"),
                 ("Accept-Encoding", "gzip"),
             ],
-        )
-        .kept(),
+        ),
         req(
             "GET",
             &file,
             &[("Connection", "keep-alive"), ("Content-Length", "0")],
-        )
-        .kept(),
-        req("GET", &file, &[("X-Forwarded-For", "203.0.113.9")]).kept(),
+        ),
+        req("GET", &file, &[("X-Forwarded-For", "203.0.113.9")]),
         req(
             "GET",
             format!("{file}?filename=a%20b.txt&download=true"),
             &[],
-        )
-        .kept(),
+        ),
         req("GET", format!("/ipfs/{DIR}/multiblock.txt"), &[]),
         req("HEAD", format!("/ipfs/{DIR}/multiblock.txt"), &[]),
         req("GET", format!("/ipfs/{DIR}/"), &[("Accept", "text/html")]),
         req("GET", format!("/ipfs/{DIR}"), &[]),
-        req("GET", format!("/ipfs/{RAW}?format=raw"), &[]).kept(),
+        req("GET", format!("/ipfs/{RAW}?format=raw"), &[]),
         req(
             "GET",
             format!("/ipfs/{RAW}"),
             &[("Accept", "application/vnd.ipld.raw")],
-        )
-        .kept(),
+        ),
         req("GET", format!("/ipfs/{RAW}?format=car"), &[]),
         req("GET", format!("/ipfs/{DAG_JSON}"), &[]),
         req(
@@ -281,8 +271,7 @@ fn requests(etag: &str) -> Vec<Req> {
             "GET",
             "/ascii.txt",
             &[("Host", &format!("{DIR}.ipfs.localhost"))],
-        )
-        .kept(),
+        ),
         req("GET", "/ipfs/not-a-cid", &[]),
         req("HEAD", "/ipfs/not-a-cid", &[]),
         req("GET", "/ipfs/../etc/passwd", &[]),
@@ -292,16 +281,19 @@ fn requests(etag: &str) -> Vec<Req> {
 
 /// Every request of the matrix, first one by one (filling the response cache), then pipelined,
 /// then one by one again, gets the same bytes from a gateway with the direct path as from one
-/// without; the direct one answered most of the repeats itself, the other none.
+/// without; the direct one answered every `GET` and `HEAD` itself, the other none.
 #[tokio::test]
 async fn the_direct_path_answers_as_hyper_does() {
     let direct = Server::start(FIXTURES);
     let hyper_only =
         Server::start_with(FIXTURES, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
     // Both warmed alike: the tier an answer names depends on what was asked before.
-    reqwest::get(format!("{}/ipfs/{DIR}/ascii.txt", direct.url))
-        .await
-        .unwrap();
+    // (On a connection that ends here, so that its direct answer is counted at once.)
+    one_by_one(
+        &direct,
+        &[req("GET", format!("/ipfs/{DIR}/ascii.txt"), &[])],
+    )
+    .await;
     let etag = reqwest::get(format!("{}/ipfs/{DIR}/ascii.txt", hyper_only.url))
         .await
         .unwrap()
@@ -313,8 +305,8 @@ async fn the_direct_path_answers_as_hyper_does() {
         .to_string();
     let reqs = requests(&etag);
     // Round 0 fills the response cache; round 1 sends everything at once (hyper takes the
-    // connection at the first answer that was not kept); round 2 sends each request on a
-    // connection of its own, so that every kept answer is written directly.
+    // connection at the `OPTIONS`, the last); round 2 sends each request on a connection of its
+    // own.
     for round in 0..3 {
         let (a, b) = match round {
             0 => (
@@ -349,12 +341,20 @@ async fn the_direct_path_answers_as_hyper_does() {
         assert!(statuses.contains(&"206") && statuses.contains(&"301"));
         assert!(statuses.contains(&"400"), "{statuses:?}");
     }
-    // Each alone once more, counted one by one: the kept ones, and only they, were written
-    // directly (a count lands when the server sees the client close the connection).
+    // Every `GET` and `HEAD` of the three rounds (and the warming one) was written directly, kept
+    // or worked out, the `OPTIONS` by hyper (a count lands when the server sees the client close
+    // the connection, or hands it to hyper).
+    let gets = reqs.iter().filter(|r| r.method != "OPTIONS").count() as f64;
+    assert_eq!(
+        wait_direct(&direct, 1.0 + 3.0 * gets).await,
+        1.0 + 3.0 * gets
+    );
+    // Each alone once more, counted one by one.
     for r in &reqs {
         let before = direct_answers(&direct).await;
         one_by_one(&direct, std::slice::from_ref(r)).await;
-        let after = if r.kept {
+        let written_directly = r.method != "OPTIONS";
+        let after = if written_directly {
             wait_direct(&direct, before + 1.0).await
         } else {
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -362,7 +362,7 @@ async fn the_direct_path_answers_as_hyper_does() {
         };
         assert_eq!(
             after - before,
-            f64::from(u8::from(r.kept)),
+            f64::from(u8::from(written_directly)),
             "{} {} {:?}",
             r.method,
             r.target,
@@ -401,8 +401,8 @@ async fn large_blocks_are_kept_by_reference_and_written_directly() {
     let direct = Server::spawn(dir_a, &[], &[]);
     let hyper_only = Server::spawn(dir_b, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
     let reqs = vec![
-        req("GET", format!("/ipfs/{cid}"), &[]).kept(),
-        req("GET", format!("/ipfs/{cid}?format=raw"), &[]).kept(),
+        req("GET", format!("/ipfs/{cid}"), &[]),
+        req("GET", format!("/ipfs/{cid}?format=raw"), &[]),
     ];
     let file = common::noise(len, 12);
     // The first rounds read the store and fill the memory and response caches.
@@ -416,8 +416,11 @@ async fn large_blocks_are_kept_by_reference_and_written_directly() {
             assert!(b.1 == file, "round {round}: not the file for {}", r.target);
         }
     }
+    // Every answer of the rounds was written directly.
+    assert_eq!(wait_direct(&direct, 8.0).await, 8.0);
     for r in &reqs {
         let before = direct_answers(&direct).await;
+        let kept_before = response_cache_hits(&direct).await;
         let answer = one_by_one(&direct, std::slice::from_ref(r)).await;
         let (head, body) = &answer[0];
         assert!(body == &file, "{}", r.target);
@@ -428,21 +431,132 @@ async fn large_blocks_are_kept_by_reference_and_written_directly() {
             "{}",
             r.target
         );
+        // Answered from the response cache, not worked out again.
+        assert_eq!(
+            response_cache_hits(&direct).await - kept_before,
+            1.0,
+            "{}",
+            r.target
+        );
     }
     assert_eq!(direct_answers(&hyper_only).await, 0.0);
 }
 
-/// A kept answer is written directly whether its request came whole or in pieces, and a
-/// request behind a handed-over one (a miss, a body) is answered by hyper on the same
-/// connection, in order.
+async fn response_cache_hits(s: &Server) -> f64 {
+    metric_sum(&metrics(s).await, "cidgate_response_cache_hits_total", "")
+}
+
+async fn inflight_requests(s: &Server) -> f64 {
+    metric_sum(&metrics(s).await, "cidgate_inflight_requests", "")
+}
+
+/// Waits (up to 5 s) until the server has `n` requests in progress; what it has then.
+async fn wait_inflight(s: &Server, n: f64) -> f64 {
+    let mut seen = inflight_requests(s).await;
+    for _ in 0..100 {
+        if seen == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = inflight_requests(s).await;
+    }
+    seen
+}
+
+/// While an answer is worked out (here: a hot node that fails after 2 s), the direct path
+/// watches the client as hyper does: a client that closes its side is let go at once, without
+/// an answer, and its request is dropped (nothing stays in flight); a request pipelined while
+/// the answer is worked out is answered after it, in order. Both paths alike.
+#[tokio::test]
+async fn a_client_leaving_during_a_worked_out_answer_is_let_go_as_hyper_does() {
+    let hot = Server::start(&[]);
+    let proxy = common::fault_proxy::FaultProxy::start(
+        &hot.url,
+        common::fault_proxy::ProxyFault::SlowStatus {
+            wait: Duration::from_secs(2),
+            status: 502,
+        },
+    )
+    .await;
+    for direct_http1 in ["true", "false"] {
+        let g = Server::spawn(
+            tempfile::tempdir().unwrap(),
+            &[
+                ("CIDGATE_HOT__BACKEND", "trustless"),
+                ("CIDGATE_HOT__URL", &proxy.url),
+                ("CIDGATE_SERVER__DIRECT_HTTP1", direct_http1),
+            ],
+            &[],
+        );
+        let host = host_of(&g);
+        let slow = req("GET", format!("/ipfs/{RAW}?format=raw"), &[]).bytes(&host);
+
+        // Closes its side while the answer is worked out.
+        let mut c = TcpStream::connect(&host).await.unwrap();
+        c.write_all(&slow).await.unwrap();
+        assert_eq!(wait_inflight(&g, 1.0).await, 1.0, "direct {direct_http1}");
+        c.shutdown().await.unwrap();
+        let left = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "direct {direct_http1}: the connection stayed open"
+        );
+        assert!(
+            rest.is_empty(),
+            "direct {direct_http1}: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(wait_inflight(&g, 0.0).await, 0.0, "direct {direct_http1}");
+        assert!(
+            left.elapsed() < Duration::from_millis(1500),
+            "direct {direct_http1}: let go only after {:?}",
+            left.elapsed()
+        );
+
+        // A request pipelined while the first is worked out waits for its turn.
+        let before = direct_answers(&g).await;
+        let mut c = TcpStream::connect(&host).await.unwrap();
+        c.write_all(&slow).await.unwrap();
+        assert_eq!(wait_inflight(&g, 1.0).await, 1.0, "direct {direct_http1}");
+        c.write_all(&req("GET", "/ipfs/not-a-cid", &[]).bytes(&host))
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        let (h1, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+        let (h2, _) = read_answer(&mut c, &mut pending, false).await.unwrap();
+        assert!(
+            h1.starts_with("HTTP/1.1 502"),
+            "direct {direct_http1}: {h1}"
+        );
+        assert!(
+            h2.starts_with("HTTP/1.1 400"),
+            "direct {direct_http1}: {h2}"
+        );
+        drop(c);
+        let written = if direct_http1 == "true" { 2.0 } else { 0.0 };
+        assert_eq!(
+            wait_direct(&g, before + written).await - before,
+            written,
+            "direct {direct_http1}"
+        );
+    }
+}
+
+/// A kept answer is written directly whether its request came whole or in pieces, a miss is
+/// written directly too, and a request behind a handed-over one (a body) is answered by hyper
+/// on the same connection, in order.
 #[tokio::test]
 async fn pieces_and_handover_keep_the_connection_in_order() {
     let s = Server::start(FIXTURES);
     let host = host_of(&s);
     let file = format!("/ipfs/{DIR}/ascii.txt");
-    // Kept by the first (the same request: the cache varies by `Accept`).
+    // Kept by the first (the same request: the cache varies by `Accept`), itself written
+    // directly (counted once the server has seen the connection close).
     one_by_one(&s, &[req("GET", &file, &[])]).await;
-    let before = direct_answers(&s).await;
+    let before = wait_direct(&s, 1.0).await;
+    assert_eq!(before, 1.0);
 
     // The head in three writes, 100 ms apart.
     let mut c = TcpStream::connect(&host).await.unwrap();
@@ -514,8 +628,8 @@ async fn pieces_and_handover_keep_the_connection_in_order() {
     assert!(h3.starts_with("HTTP/1.1 405"), "{h3}");
     assert!(h4.starts_with("HTTP/1.1 200") && b4 == b"hello application/vnd.ipld.car\n");
     drop(c);
-    // Only the first: after the miss, hyper has the connection.
-    assert_eq!(wait_direct(&s, before + 103.0).await, before + 103.0);
+    // The hit and the miss: after the request with a body, hyper has the connection.
+    assert_eq!(wait_direct(&s, before + 104.0).await, before + 104.0);
 }
 
 /// The connection watch holds on the direct path too: a kept-alive connection idle past
@@ -526,7 +640,8 @@ async fn idle_and_close_end_direct_connections() {
     let host = host_of(&s);
     let file = format!("/ipfs/{DIR}/ascii.txt");
     one_by_one(&s, &[req("GET", &file, &[])]).await;
-    let before = direct_answers(&s).await;
+    let before = wait_direct(&s, 1.0).await;
+    assert_eq!(before, 1.0);
 
     let mut c = TcpStream::connect(&host).await.unwrap();
     c.write_all(&req("GET", &file, &[]).bytes(&host))

@@ -183,6 +183,7 @@ impl GatewayHandler {
         let hit = std::panic::catch_unwind(AssertUnwindSafe(|| self.gateway.cached(req)))
             .ok()
             .flatten()?;
+        self.accounting.metrics.response_cache_hits.inc();
         let access = self
             .live
             .access_log()
@@ -404,6 +405,10 @@ impl Handler for GatewayHandler {
 
     fn ready_bodiless(&self, req: &http::Request<()>, client: &Client) -> Option<Ready> {
         GatewayHandler::ready_http1(self, req, client)
+    }
+
+    fn call_bodiless(&self, req: http::Request<()>, client: Client) -> Option<ResponseFuture> {
+        Some(self.handle_slow(req, client))
     }
 }
 

@@ -9,13 +9,21 @@
 //! not even encoded per answer: the response cache keeps it encoded ([`Ready::Encoded`]), and
 //! only `Date` (and `Connection: close` at shutdown) is written fresh.
 //!
+//! A `GET` or `HEAD` the handler cannot answer at once is answered here too
+//! ([`Handler::call_bodiless`]), its body streamed (by length, or chunked), so that one miss
+//! does not cost the connection its direct path: a CDN's kept-alive connection carries hits
+//! and misses mixed. While that answer is worked out and sent, the client is watched as hyper
+//! watches it: with nothing of a next request read yet, the connection is read once, and a
+//! client that closes its side ends the connection and drops the answer; bytes it sends (a
+//! pipelined request) wait in the buffer for their turn.
+//!
 //! Everything else goes to hyper, with every byte read so far, for the rest of the connection:
 //! a method other than `GET` or `HEAD`, a request body, HTTP/1.0, `Connection` other than
 //! `keep-alive`, `Expect`, `Upgrade`, h2c, anything the parser refuses, a head larger than the
-//! limit, and a request the handler cannot answer at once. The answers written here follow
-//! hyper's rules for framing (`Content-Length`, `HEAD`, 204 and 304), `Date` and `Connection`,
-//! so a client cannot tell the two paths apart (tests/direct_http1.rs compares them byte for
-//! byte).
+//! limit, and a request of a handler that answers only kept requests itself. The answers
+//! written here follow hyper's rules for framing (`Content-Length`, chunked, `HEAD`, 204 and
+//! 304), `Date` and `Connection`, so a client cannot tell the two paths apart
+//! (tests/direct_http1.rs compares them byte for byte).
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -249,19 +257,27 @@ where
             Err(refusal) => (Ready::Response(*refusal), None),
             Ok(ticket) => match shared.handler.ready_bodiless(&req, &client) {
                 Some(ready) => (ready, ticket),
-                // Not kept: hyper answers it, and the rest of the connection, with the
-                // admission it was given here. The busy mark goes; hyper's service takes its own.
-                None => {
-                    carried.put(ticket);
-                    return End::Handoff(io, joined(&head, &buf), answered.any);
-                }
+                None => match shared.handler.call_bodiless(req, client) {
+                    // Worked out here, the client watched as hyper watches it.
+                    Some(answer) => match awaited(answer, &mut io, &mut buf).await {
+                        Ok(resp) => (Ready::Response(resp), ticket),
+                        Err(e) => return End::Closed(Err(e)),
+                    },
+                    // hyper answers it, and the rest of the connection, with the admission it
+                    // was given here. The busy mark goes; hyper's service takes its own.
+                    None => {
+                        carried.put(ticket);
+                        return End::Handoff(io, joined(&head, &buf), answered.any);
+                    }
+                },
             },
         };
         // At shutdown the connection closes after the answer in progress, as hyper's would.
         let closing = activity.closing();
         let written = match ready {
             Ready::Response(resp) => {
-                write_response(&mut io, resp, head_only, closing, &mut out).await
+                let watch = Some(&mut buf);
+                write_response(&mut io, resp, head_only, closing, &mut out, watch).await
             }
             Ready::Encoded { head, body } => {
                 write_encoded(&mut io, &head, body, head_only, closing, &mut out).await
@@ -332,9 +348,10 @@ async fn write_response<I>(
     head_only: bool,
     closing: bool,
     out: &mut Vec<u8>,
+    mut watch: Option<&mut BytesMut>,
 ) -> io::Result<bool>
 where
-    I: AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     let (parts, mut body) = resp.into_parts();
     let length = if http_body::Body::is_end_stream(&body) {
@@ -358,33 +375,191 @@ where
         Framing::None => {
             write_all(io, &mut [IoSlice::new(out)]).await?;
         }
-        Framing::Length(expected) => write_sized(io, [out, &[]], body, expected).await?,
+        Framing::Length(expected) => write_sized(io, [out, &[]], body, expected, watch).await?,
         Framing::Chunked => {
-            write_all(io, &mut [IoSlice::new(out)]).await?;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(io::Error::other)?;
-                let Ok(data) = frame.into_data() else {
+            let mut batch = Batch::new();
+            let mut head = Some(&out[..]);
+            loop {
+                let Some(ended) =
+                    next_batch(&mut body, io, &mut watch, &mut batch, head.is_none()).await?
+                else {
+                    // Nothing ready yet: the head goes alone (hyper flushes it likewise).
+                    if let Some(h) = head.take() {
+                        write_all(io, &mut [IoSlice::new(h)]).await?;
+                    }
                     continue;
                 };
-                if data.is_empty() {
-                    continue;
+                let mut lines = [[0u8; CHUNK_LINE]; BATCH_FRAMES];
+                let mut slices = [IoSlice::new(&[]); 3 * BATCH_FRAMES + 2];
+                let mut n = 0;
+                if let Some(h) = head.take() {
+                    slices[n] = IoSlice::new(h);
+                    n += 1;
                 }
-                let size = format!("{:X}\r\n", data.len());
-                write_all(
-                    io,
-                    &mut [
-                        IoSlice::new(size.as_bytes()),
-                        IoSlice::new(&data),
-                        IoSlice::new(b"\r\n"),
-                    ],
-                )
-                .await?;
+                for (data, line) in batch.frames().iter().zip(lines.iter_mut()) {
+                    let line = chunk_line(data.len(), line);
+                    slices[n] = IoSlice::new(line);
+                    slices[n + 1] = IoSlice::new(data);
+                    slices[n + 2] = IoSlice::new(b"\r\n");
+                    n += 3;
+                }
+                if ended {
+                    slices[n] = IoSlice::new(b"0\r\n\r\n");
+                    n += 1;
+                }
+                write_all(io, &mut slices[..n]).await?;
+                if ended {
+                    break;
+                }
             }
-            write_all(io, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
         }
     }
     io.flush().await?;
     Ok(keep_alive)
+}
+
+/// Waits for an answer the handler works out as hyper's HTTP/1.1 server waits for its
+/// service: the client is watched ([`read_during`]), and one that leaves ends the connection
+/// and drops the answer (which design invariant 7 makes safe at any await point).
+async fn awaited<I: AsyncRead + Unpin>(
+    mut answer: super::ResponseFuture,
+    io: &mut I,
+    buf: &mut BytesMut,
+) -> io::Result<Response<Body>> {
+    if buf.is_empty() {
+        tokio::select! {
+            biased;
+            resp = &mut answer => return Ok(resp),
+            read = read_during(io, buf) => read?,
+        }
+    }
+    Ok(answer.await)
+}
+
+/// Most body frames gathered into one write.
+const BATCH_FRAMES: usize = 16;
+/// Bytes past which no more frames are gathered into one write.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Room for a chunk's size line: 16 hex digits and CRLF.
+const CHUNK_LINE: usize = 18;
+
+/// The data frames of a body gathered for one write (on the stack: a kept answer's single
+/// frame costs no allocation).
+struct Batch {
+    data: [Bytes; BATCH_FRAMES],
+    len: usize,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            data: std::array::from_fn(|_| Bytes::new()),
+            len: 0,
+        }
+    }
+
+    fn frames(&self) -> &[Bytes] {
+        &self.data[..self.len]
+    }
+
+    /// Drops the frames held (their bytes may pin cache memory) and starts over.
+    fn clear(&mut self) {
+        for d in &mut self.data[..self.len] {
+            *d = Bytes::new();
+        }
+        self.len = 0;
+    }
+}
+
+/// Fills `batch` with the body's next data frames: the first awaited (the client watched
+/// meanwhile, see [`next_frame`]) when `wait`, else only if it is ready (`None`: it is not),
+/// then those the body has ready at once, up to [`BATCH_FRAMES`] or [`BATCH_BYTES`]. hyper
+/// gathers what a body has ready before it writes likewise: a DAG streamed block by block goes
+/// out in one system call (one TLS record) per batch, not one per block. `Some(true)`: the body
+/// has ended.
+async fn next_batch<I: AsyncRead + Unpin>(
+    body: &mut Body,
+    io: &mut I,
+    watch: &mut Option<&mut BytesMut>,
+    batch: &mut Batch,
+    wait: bool,
+) -> io::Result<Option<bool>> {
+    use futures::FutureExt;
+    batch.clear();
+    let first = if wait {
+        next_frame(body, io, watch).await?
+    } else {
+        match body.frame().now_or_never() {
+            None => return Ok(None),
+            Some(frame) => frame.transpose().map_err(io::Error::other)?,
+        }
+    };
+    let Some(mut frame) = first else {
+        return Ok(Some(true));
+    };
+    let mut bytes = 0;
+    loop {
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                bytes += data.len();
+                batch.data[batch.len] = data;
+                batch.len += 1;
+            }
+        }
+        if batch.len == BATCH_FRAMES || bytes >= BATCH_BYTES {
+            return Ok(Some(false));
+        }
+        frame = match body.frame().now_or_never() {
+            None => return Ok(Some(false)),
+            Some(None) => return Ok(Some(true)),
+            Some(Some(f)) => f.map_err(io::Error::other)?,
+        };
+    }
+}
+
+/// A chunk's size line (`len` in hex, CRLF) written into `buf`.
+fn chunk_line(len: usize, buf: &mut [u8; CHUNK_LINE]) -> &[u8] {
+    use std::io::Write;
+    let mut rest = &mut buf[..];
+    // At most 16 hex digits and CRLF: it fits.
+    let _ = write!(rest, "{len:X}\r\n");
+    let written = CHUNK_LINE - rest.len();
+    &buf[..written]
+}
+
+/// The next frame of a body being sent; while it is awaited the client is watched as in
+/// [`awaited`] (`watch`: the read buffer, for answers that may take their time).
+async fn next_frame<I: AsyncRead + Unpin>(
+    body: &mut Body,
+    io: &mut I,
+    watch: &mut Option<&mut BytesMut>,
+) -> io::Result<Option<http_body::Frame<Bytes>>> {
+    if let Some(buf) = watch.as_deref_mut().filter(|b| b.is_empty()) {
+        tokio::select! {
+            biased;
+            frame = body.frame() => return frame.transpose().map_err(io::Error::other),
+            read = read_during(io, buf) => read?,
+        }
+    }
+    body.frame().await.transpose().map_err(io::Error::other)
+}
+
+/// One read while an answer is in progress and nothing of the next request has been read,
+/// as hyper's server does (without `half_close`): the client closing its side is an error that
+/// ends the connection; bytes it sends are kept for the next request, and then nothing more is
+/// read until this answer is done (the buffer stays bounded).
+async fn read_during<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<()> {
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(8192);
+    }
+    match io.read_buf(buf).await {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the client closed its side during the answer",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes a [`Ready::Encoded`] answer as [`write_response`] does: its head, the end of the head
@@ -399,7 +574,7 @@ async fn write_encoded<I>(
     out: &mut Vec<u8>,
 ) -> io::Result<bool>
 where
-    I: AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     crate::http1::finish_kept(out, closing);
     if head_only {
@@ -410,7 +585,7 @@ where
                 "an encoded head with a body of unknown length",
             ));
         };
-        write_sized(io, [head, out], body, expected).await?;
+        write_sized(io, [head, out], body, expected, None).await?;
     }
     io.flush().await?;
     Ok(!closing)
@@ -423,38 +598,45 @@ async fn write_sized<I>(
     head: [&[u8]; 2],
     mut body: Body,
     expected: u64,
+    mut watch: Option<&mut BytesMut>,
 ) -> io::Result<()>
 where
-    I: AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut sent = 0u64;
-    let mut head_written = false;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(io::Error::other)?;
-        let Ok(data) = frame.into_data() else {
+    let mut head_pending = true;
+    let mut batch = Batch::new();
+    loop {
+        let Some(ended) = next_batch(&mut body, io, &mut watch, &mut batch, !head_pending).await?
+        else {
+            // Nothing ready yet: the head goes alone (hyper flushes it likewise).
+            write_all(io, &mut [IoSlice::new(head[0]), IoSlice::new(head[1])]).await?;
+            head_pending = false;
             continue;
         };
-        sent += data.len() as u64;
+        let frames = batch.frames();
+        sent += frames.iter().map(|d| d.len() as u64).sum::<u64>();
         if sent > expected {
             return Err(io::Error::other("response body longer than its length"));
         }
-        if head_written {
-            write_all(io, &mut [IoSlice::new(&data)]).await?;
-        } else {
-            write_all(
-                io,
-                &mut [
-                    IoSlice::new(head[0]),
-                    IoSlice::new(head[1]),
-                    IoSlice::new(&data),
-                ],
-            )
-            .await?;
-            head_written = true;
+        let mut slices = [IoSlice::new(&[]); BATCH_FRAMES + 2];
+        let mut n = 0;
+        if head_pending {
+            slices[0] = IoSlice::new(head[0]);
+            slices[1] = IoSlice::new(head[1]);
+            n = 2;
+            head_pending = false;
         }
-    }
-    if !head_written {
-        write_all(io, &mut [IoSlice::new(head[0]), IoSlice::new(head[1])]).await?;
+        for data in frames {
+            slices[n] = IoSlice::new(data);
+            n += 1;
+        }
+        if n > 0 {
+            write_all(io, &mut slices[..n]).await?;
+        }
+        if ended {
+            break;
+        }
     }
     if sent != expected {
         return Err(io::Error::other("response body shorter than its length"));
@@ -612,6 +794,112 @@ mod tests {
         assert_eq!(req.headers()["host"], "gw.example");
         let two: Vec<_> = req.headers().get_all("x-two").iter().collect();
         assert_eq!(two, ["a", "b"]);
+    }
+
+    /// A connection that records each write and never has anything to read.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.writes.push(all);
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn chunk_lines_are_hex_sizes() {
+        let mut buf = [0u8; CHUNK_LINE];
+        assert_eq!(chunk_line(0, &mut buf), b"0\r\n");
+        assert_eq!(chunk_line(0x1a2b, &mut buf), b"1A2B\r\n");
+        assert_eq!(chunk_line(usize::MAX, &mut buf), b"FFFFFFFFFFFFFFFF\r\n");
+    }
+
+    /// A streamed body: the head goes at once while nothing is ready, then what the body has
+    /// ready is gathered, [`BATCH_FRAMES`] frames to a write, the last with the end chunk.
+    #[tokio::test]
+    async fn a_streamed_body_goes_out_in_batches_of_what_is_ready() {
+        use futures::StreamExt;
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
+        let body: Body = BodyExt::boxed(http_body_util::StreamBody::new(
+            rx.map(|b| Ok::<_, crate::body::BodyError>(http_body::Frame::data(b))),
+        ));
+        let mut io = Recorder::default();
+        let (mut out, mut buf) = (Vec::new(), BytesMut::new());
+        let writing = write_response(
+            &mut io,
+            Response::new(body),
+            false,
+            false,
+            &mut out,
+            Some(&mut buf),
+        );
+        let frames: Vec<Bytes> = (0..40u8)
+            .map(|i| Bytes::from(vec![b'a' + i % 26; 10]))
+            .collect();
+        let sending = async {
+            tokio::task::yield_now().await;
+            for f in &frames {
+                tx.unbounded_send(f.clone()).unwrap();
+            }
+            drop(tx);
+        };
+        let (kept_alive, ()) = tokio::join!(writing, sending);
+        assert!(kept_alive.unwrap());
+        let head = String::from_utf8(io.writes[0].clone()).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let chunked = |fs: &[Bytes]| -> Vec<u8> {
+            fs.iter()
+                .flat_map(|f| [b"A\r\n".to_vec(), f.to_vec(), b"\r\n".to_vec()].concat())
+                .collect()
+        };
+        assert_eq!(io.writes.len(), 4, "head, then 16 + 16 + 8 frames");
+        assert_eq!(io.writes[1], chunked(&frames[..16]));
+        assert_eq!(io.writes[2], chunked(&frames[16..32]));
+        assert_eq!(
+            io.writes[3],
+            [chunked(&frames[32..]), b"0\r\n\r\n".to_vec()].concat()
+        );
     }
 
     #[tokio::test]

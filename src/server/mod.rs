@@ -80,6 +80,13 @@ pub trait Handler: Send + Sync + 'static {
     fn ready_bodiless(&self, _req: &Request<()>, _client: &Client) -> Option<Ready> {
         None
     }
+
+    /// [`Handler::call`] for a `GET` or `HEAD` without a body that the server's own HTTP/1.1
+    /// reader parsed and [`Handler::ready_bodiless`] could not answer at once, so that the
+    /// server writes its answer too; `None` gives the connection to hyper.
+    fn call_bodiless(&self, _req: Request<()>, _client: Client) -> Option<ResponseFuture> {
+        None
+    }
 }
 
 /// An answer at hand for a request the server's own HTTP/1.1 reader parsed.
@@ -128,8 +135,9 @@ pub struct Limits {
     /// body is read and dropped before it is answered, so that the requests behind it on the
     /// connection are not lost (see [`discard_body`]).
     pub discard_request_bodies: bool,
-    /// HTTP/1.1 requests are read by the server itself first, and the ones the handler answers
-    /// at once ([`Handler::ready_bodiless`]) are written without hyper (see [`direct`]).
+    /// HTTP/1.1 requests are read by the server itself first, and `GET`s and `HEAD`s without
+    /// a body are answered without hyper ([`Handler::ready_bodiless`] at once, else
+    /// [`Handler::call_bodiless`]; see [`direct`]).
     pub direct_http1: bool,
 }
 
@@ -519,8 +527,8 @@ async fn connection(
 }
 
 /// Serves one connection under the connection watch (first-request and idle deadlines,
-/// eviction while it has sent no request): its HTTP/1.1 requests answered at once by the
-/// server itself while they can be (`http1`, and [`Limits::direct_http1`]), then by hyper.
+/// eviction while it has sent no request): its HTTP/1.1 requests answered by the server itself
+/// while they can be (`http1`, and [`Limits::direct_http1`]), then by hyper.
 async fn run<I, S>(
     shared: &Shared,
     io: I,
