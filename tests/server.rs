@@ -99,9 +99,14 @@ async fn h2_streams_answered_at_once_and_later_share_one_connection() {
             assert!(got == bytes[..], "{url}: {} bytes", got.len());
         });
     }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("streams still unanswered after 60 s");
     // The connection is still good.
     let (cid, bytes) = &files[1];
     let r = h2

@@ -15,7 +15,10 @@
 //! and misses mixed. While that answer is worked out and sent, the client is watched as hyper
 //! watches it: with nothing of a next request read yet, the connection is read once, and a
 //! client that closes its side ends the connection and drops the answer; bytes it sends (a
-//! pipelined request) wait in the buffer for their turn.
+//! pipelined request) wait in the buffer for their turn. Two differences remain, both bounded:
+//! the client is not watched while a write is blocked (one that stops reading is cut after
+//! `send_timeout`), and an answer ready at once is written even when the client's close is
+//! already queued behind its request (hyper reads first and drops it).
 //!
 //! Everything else goes to hyper, with every byte read so far, for the rest of the connection:
 //! a method other than `GET` or `HEAD`, a request body, HTTP/1.0, `Connection` other than
@@ -373,6 +376,10 @@ where
     let keep_alive = !declared.close;
     match declared.framing {
         Framing::None => {
+            // No body goes out (HEAD, 204, 304, empty): it is done with before the head is
+            // written, as hyper drops it, so that its end (the access log line, the request's
+            // accounting) comes before the client can see the answer.
+            drop(body);
             write_all(io, &mut [IoSlice::new(out)]).await?;
         }
         Framing::Length(expected) => write_sized(io, [out, &[]], body, expected, watch).await?,
@@ -386,6 +393,7 @@ where
                     // Nothing ready yet: the head goes alone (hyper flushes it likewise).
                     if let Some(h) = head.take() {
                         write_all(io, &mut [IoSlice::new(h)]).await?;
+                        io.flush().await?;
                     }
                     continue;
                 };
@@ -411,6 +419,9 @@ where
                 if ended {
                     break;
                 }
+                // The body may make us wait next: what was written must not wait in a TLS
+                // buffer meanwhile.
+                io.flush().await?;
             }
         }
     }
@@ -578,6 +589,7 @@ where
 {
     crate::http1::finish_kept(out, closing);
     if head_only {
+        drop(body);
         write_all(io, &mut [IoSlice::new(head), IoSlice::new(out)]).await?;
     } else {
         let Some(expected) = http_body::Body::size_hint(&body).exact() else {
@@ -611,6 +623,7 @@ where
         else {
             // Nothing ready yet: the head goes alone (hyper flushes it likewise).
             write_all(io, &mut [IoSlice::new(head[0]), IoSlice::new(head[1])]).await?;
+            io.flush().await?;
             head_pending = false;
             continue;
         };
@@ -618,6 +631,13 @@ where
         sent += frames.iter().map(|d| d.len() as u64).sum::<u64>();
         if sent > expected {
             return Err(io::Error::other("response body longer than its length"));
+        }
+        let last = ended || sent == expected;
+        if last {
+            // Done with before its last bytes go, as hyper drops a body whose length is
+            // written: its end (the access log line) precedes what the client sees, and a
+            // stream's producer need not end first.
+            drop(std::mem::replace(&mut body, crate::body::empty()));
         }
         let mut slices = [IoSlice::new(&[]); BATCH_FRAMES + 2];
         let mut n = 0;
@@ -634,9 +654,12 @@ where
         if n > 0 {
             write_all(io, &mut slices[..n]).await?;
         }
-        if ended {
+        if last {
             break;
         }
+        // The body may make us wait next: what was written must not wait in a TLS buffer
+        // meanwhile.
+        io.flush().await?;
     }
     if sent != expected {
         return Err(io::Error::other("response body shorter than its length"));

@@ -431,6 +431,7 @@ async fn connection(
         let shared = shared.clone();
         let carried = carried.clone();
         service_fn(move |mut req: Request<Incoming>| {
+            let h2 = req.version() == http::Version::HTTP_2;
             let busy = activity.begin();
             let client = shared
                 .limits
@@ -457,12 +458,12 @@ async fn connection(
                 };
                 match admitted {
                     Err(refusal) => {
-                        streams::mark_answered_at_once(true);
+                        streams::mark_answered_at_once(h2);
                         return Either::Left(std::future::ready(done(*refusal, busy, None)));
                     }
                     Ok(ticket) => match shared.handler.ready(&req, &client) {
                         Some(resp) => {
-                            streams::mark_answered_at_once(true);
+                            streams::mark_answered_at_once(h2);
                             return Either::Left(std::future::ready(done(resp, busy, ticket)));
                         }
                         None => Slow::Call(ticket),

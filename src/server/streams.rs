@@ -18,8 +18,9 @@ thread_local! {
     static ANSWERED_AT_ONCE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks whether the service call being returned answered at once (its future is ready).
-/// Only a hint: a wrong mark costs a poll or a spawn, never correctness.
+/// Marks whether the service call being returned answered an HTTP/2 request at once (its
+/// future is ready; HTTP/1 calls mark false, having no stream to hand over). Only a hint: a
+/// wrong mark costs a poll or a spawn, never correctness.
 pub(super) fn mark_answered_at_once(at_once: bool) {
     ANSWERED_AT_ONCE.with(|m| m.set(at_once));
 }
@@ -40,12 +41,19 @@ where
         let mut fut = Box::pin(fut);
         // A future polled with one waker and then another keeps only the last: the spawned
         // task's first poll registers its own waker and sees whatever happened in between.
-        if fut
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
-            tokio::spawn(fut);
+        // A panic costs this stream (dropped: its stream is reset), as it would in a task of
+        // its own, not the connection's task.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fut.as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        }));
+        match polled {
+            Ok(true) => {
+                tokio::spawn(fut);
+            }
+            Ok(false) => {}
+            Err(_) => tracing::error!("an HTTP/2 stream panicked; it was reset"),
         }
     }
 }
@@ -81,6 +89,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_stream_costs_only_itself() {
+        mark_answered_at_once(true);
+        StreamExecutor.execute(async { panic!("a bug in one stream") });
+        // Still here, and the next stream runs.
+        let (ran, fut) = flag();
+        mark_answered_at_once(true);
+        StreamExecutor.execute(fut);
+        assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn an_answer_still_being_worked_out_is_spawned_unpolled() {
         mark_answered_at_once(false);
         let (ran, fut) = flag();
@@ -100,8 +119,11 @@ mod tests {
                 let _ = done_tx.send(v + 1);
             }
         });
-        // Sent after the in-place poll registered the no-op waker: the spawned task's own
-        // poll must see it.
+        // Sent once the spawned task has polled and waits (the in-place poll had registered the
+        // no-op waker): the task's own waker must be the one woken.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
         tx.send(41).ok();
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), done_rx).await;
         assert_eq!(got.ok().and_then(|r| r.ok()), Some(42));
