@@ -18,6 +18,10 @@
 #   SIZE [4096]           bytes of the file served
 #   FORMAT [raw]          raw: /ipfs/{cid}?format=raw of its single block; file: the file
 #   ROUNDS [4]  DURATION [6s]  CONNECTIONS [64]  THREADS [2]
+#   PROTO [h1]            h1: wrk over HTTP/1.1; h2c: h2load over HTTP/2 (prior knowledge),
+#                         STREAMS [10] concurrent streams per connection
+#   MISS_EVERY [0]        >0 (h1): every n-th request asks for `Range: bytes=0-`, which the
+#                         response cache does not answer (the handler works it out); 1: all
 #   DENYLIST_RULES [0]    >0: writes a list of that many double-hashed rules (none matching)
 #                         to the work dir and sets it on B (CIDGATE_DENYLIST__FILES)
 #   KEEP_WORK [0]         1 keeps the work dir (logs)
@@ -44,6 +48,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 DENYLIST_RULES=${DENYLIST_RULES:-0}
 KEEP_WORK=${KEEP_WORK:-0}
+PROTO=${PROTO:-h1}
+STREAMS=${STREAMS:-10}
+MISS_EVERY=${MISS_EVERY:-0}
 
 log() { echo "ab: $*" >&2; }
 die() {
@@ -52,6 +59,11 @@ die() {
 }
 
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install -y wrk)"
+case $PROTO in
+h1) ;;
+h2c) command -v h2load >/dev/null || die "h2load is not installed (apt-get install -y nghttp2-client)" ;;
+*) die "PROTO is h1 or h2c, not $PROTO" ;;
+esac
 for b in "$A_BIN" "$B_BIN"; do
   [[ -x $b ]] || die "no cidgate binary at $b (cargo build --release)"
 done
@@ -111,7 +123,22 @@ for side in a b; do
 done
 log "A: $A_BIN ${A_ENV:-(defaults)}"
 log "B: $B_BIN ${B_ENV:-(defaults)}"
-log "$TARGET ($SIZE bytes), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
+log "$TARGET ($SIZE bytes), $PROTO, -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds"
+WRK_ARGS=()
+if ((MISS_EVERY > 0)); then
+  cat >"$WORK/miss.lua" <<EOF
+n = 0
+request = function()
+  n = n + 1
+  if n % $MISS_EVERY == 0 then
+    return wrk.format("GET", nil, {["Range"] = "bytes=0-"})
+  end
+  return wrk.format("GET", nil)
+end
+EOF
+  WRK_ARGS=(-s "$WORK/miss.lua")
+  log "every ${MISS_EVERY}th request with Range: bytes=0- (worked out by the handler)"
+fi
 
 # cpu_ticks PID -> "user system" clock ticks the process has used so far (/proc/PID/stat).
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -126,11 +153,23 @@ rate() {
   pid=${PIDS[0]}
   [[ $1 == b ]] && pid=${PIDS[1]}
   before=$(cpu_ticks "$pid")
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${!url_var}$TARGET")
-  after=$(cpu_ticks "$pid")
-  if grep -q 'Non-2xx' <<<"$out"; then
-    log "$1: $(grep 'Non-2xx' <<<"$out")"
-    echo "$1" >>"$BAD_FILE"
+  if [[ $PROTO == h2c ]]; then
+    out=$(h2load -t"$THREADS" -c"$CONNECTIONS" -m"$STREAMS" -D"${DURATION%s}" "${!url_var}$TARGET" 2>/dev/null)
+    after=$(cpu_ticks "$pid")
+    if ! grep -Eq "status codes: [0-9]+ 2xx, 0 3xx, 0 4xx, 0 5xx" <<<"$out"; then
+      log "$1: $(grep 'status codes' <<<"$out")"
+      echo "$1" >>"$BAD_FILE"
+    fi
+    # As wrk prints them: the rate and the count of answers.
+    out=$(awk '/^finished in/ {gsub(",", "", $4); print "Requests/sec: " $4}
+               /^requests:/ {print $8 " requests in (h2load)"}' <<<"$out")
+  else
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${WRK_ARGS[@]}" "${!url_var}$TARGET")
+    after=$(cpu_ticks "$pid")
+    if grep -q 'Non-2xx' <<<"$out"; then
+      log "$1: $(grep 'Non-2xx' <<<"$out")"
+      echo "$1" >>"$BAD_FILE"
+    fi
   fi
   awk -v before="$before" -v after="$after" -v tick="$TICK" '
     /^Requests\/sec:/ { rps = $2 }
