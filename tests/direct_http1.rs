@@ -442,6 +442,74 @@ async fn large_blocks_are_kept_by_reference_and_written_directly() {
     assert_eq!(direct_answers(&hyper_only).await, 0.0);
 }
 
+/// Answers streamed in many frames (a 3 MiB file of many blocks, whole, as a range, as a CAR
+/// and as a TAR, and HEAD) are written by the direct path byte for byte as hyper writes them,
+/// one by one and pipelined, by length and chunked.
+#[tokio::test]
+async fn streamed_answers_of_many_blocks_match_hyper() {
+    let len = 3 << 20;
+    let (dir_a, cid) = store_with_file(len);
+    let (dir_b, _) = store_with_file(len);
+    assert!(cid.starts_with("bafybei"), "a file of many blocks: {cid}");
+    let direct = Server::spawn(dir_a, &[], &[]);
+    let hyper_only = Server::spawn(dir_b, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
+    let file = common::noise(len, 12);
+    let reqs = vec![
+        req("GET", format!("/ipfs/{cid}"), &[]),
+        req(
+            "GET",
+            format!("/ipfs/{cid}"),
+            &[("Range", "bytes=1000-2000999")],
+        ),
+        req("GET", format!("/ipfs/{cid}?format=car"), &[]),
+        req("GET", format!("/ipfs/{cid}?format=tar"), &[]),
+        req("HEAD", format!("/ipfs/{cid}"), &[]),
+        req("GET", format!("/ipfs/{cid}?format=raw"), &[]),
+    ];
+    for round in 0..3 {
+        let (a, b) = if round == 1 {
+            (
+                pipelined(&direct, &reqs).await,
+                pipelined(&hyper_only, &reqs).await,
+            )
+        } else {
+            (
+                each_alone(&direct, &reqs).await,
+                each_alone(&hyper_only, &reqs).await,
+            )
+        };
+        for ((r, a), b) in reqs.iter().zip(&a).zip(&b) {
+            let (a, b) = (normalized(a), normalized(b));
+            assert_eq!(
+                a.0, b.0,
+                "round {round}: heads differ for {} {:?}",
+                r.target, r.headers
+            );
+            assert!(
+                a.1 == b.1,
+                "round {round}: bodies differ for {} {:?}",
+                r.target,
+                r.headers
+            );
+        }
+        assert!(a[0].1 == file, "round {round}: not the file");
+        assert!(
+            a[1].1 == file[1000..2001000],
+            "round {round}: not the range"
+        );
+        assert!(a[1].0.starts_with("HTTP/1.1 206"), "{}", a[1].0);
+        assert!(a[2].0.contains("transfer-encoding: chunked"), "{}", a[2].0);
+        assert!(a[3].0.starts_with("HTTP/1.1 200"), "{}", a[3].0);
+        assert!(
+            a[2].1.len() > len,
+            "round {round}: a CAR of {} bytes",
+            a[2].1.len()
+        );
+    }
+    assert_eq!(direct_answers(&hyper_only).await, 0.0);
+    assert_eq!(wait_direct(&direct, 18.0).await, 18.0);
+}
+
 async fn response_cache_hits(s: &Server) -> f64 {
     metric_sum(&metrics(s).await, "cidgate_response_cache_hits_total", "")
 }

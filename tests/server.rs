@@ -148,9 +148,8 @@ async fn tls_negotiates_h2_with_alpn() {
         if http1 {
             b = b.http1_only();
         }
-        let resp = b
-            .build()
-            .unwrap()
+        let client = b.build().unwrap();
+        let resp = client
             .get(format!(
                 "https://localhost:{}/ipfs/{ASCII}?format=raw",
                 addr.port()
@@ -160,6 +159,19 @@ async fn tls_negotiates_h2_with_alpn() {
             .unwrap();
         assert_eq!(resp.version(), version);
         assert_eq!(resp.status(), 200);
+        // A streamed (chunked) answer over TLS, written by the direct path on HTTP/1.1.
+        let car = client
+            .get(format!(
+                "https://localhost:{}/ipfs/{ASCII}?format=car",
+                addr.port()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(car.version(), version);
+        assert_eq!(car.status(), 200);
+        let car = parse_car(&car.bytes().await.unwrap());
+        assert_eq!(car.cids(), vec![ASCII.to_string()]);
     }
 }
 
