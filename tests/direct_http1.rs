@@ -488,6 +488,17 @@ async fn streamed_answers_of_many_blocks_match_hyper() {
         req("GET", format!("/ipfs/{cid}?format=tar"), &[]),
         req("HEAD", format!("/ipfs/{cid}"), &[]),
         req("GET", format!("/ipfs/{cid}?format=raw"), &[]),
+        req("HEAD", format!("/ipfs/{cid}?format=car"), &[]),
+        req("HEAD", format!("/ipfs/{cid}?format=tar"), &[]),
+        req(
+            "GET",
+            format!("/ipfs/{cid}"),
+            &[(
+                "Accept",
+                "application/vnd.ipld.car; version=1; order=dfs; dups=n",
+            )],
+        ),
+        req("HEAD", format!("/ipfs/{cid}"), &[("Range", "bytes=0-10")]),
     ];
     for round in 0..3 {
         let (a, b) = if round == 1 {
@@ -517,7 +528,7 @@ async fn streamed_answers_of_many_blocks_match_hyper() {
         );
     }
     assert_eq!(direct_answers(&hyper_only).await, 0.0);
-    assert_eq!(wait_direct(&direct, 18.0).await, 18.0);
+    assert_eq!(wait_direct(&direct, 30.0).await, 30.0);
 }
 
 async fn response_cache_hits(s: &Server) -> f64 {
