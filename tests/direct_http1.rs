@@ -423,8 +423,17 @@ async fn large_blocks_are_kept_by_reference_and_written_directly() {
     let (dir_b, cid_b) = store_with_file(len);
     assert_eq!(cid, cid_b);
     assert!(cid.starts_with("bafkrei"), "one raw block: {cid}");
-    let direct = Server::spawn(dir_a, &[], &[]);
-    let hyper_only = Server::spawn(dir_b, &[("CIDGATE_SERVER__DIRECT_HTTP1", "false")], &[]);
+    // The block enters the memory cache when a request reads it from the store and hashes it.
+    // Without a scrub: one that hashed it first would leave its pages trusted where they
+    // cannot be dropped (a tmpfs, a busy machine), and a large block the store serves from
+    // trusted pages is never copied into the memory cache.
+    let no_scrub = ("CIDGATE_STORE__SCRUB_RATE", "0 B");
+    let direct = Server::spawn(dir_a, &[no_scrub], &[]);
+    let hyper_only = Server::spawn(
+        dir_b,
+        &[("CIDGATE_SERVER__DIRECT_HTTP1", "false"), no_scrub],
+        &[],
+    );
     let reqs = vec![
         req("GET", format!("/ipfs/{cid}"), &[]),
         req("GET", format!("/ipfs/{cid}?format=raw"), &[]),

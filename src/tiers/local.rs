@@ -1212,11 +1212,12 @@ impl LocalStore {
         };
         // Held until the hash has passed or the block is marked corrupt: until then, pages the
         // read brought into memory are not trusted by reads that skip the hash.
-        let Some((loc, data, class, _verifying)) = self.read_bytes(&key, first)? else {
+        let Some((loc, data, class, verifying)) = self.read_bytes(&key, first)? else {
             return Ok(None);
         };
         match Block::verified(*cid, data) {
             Ok(b) => {
+                verifying.passed();
                 self.note_read(class, &key);
                 Ok(Some(b))
             }

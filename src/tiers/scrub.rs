@@ -89,6 +89,9 @@ impl LocalStore {
                 }
                 Err(e) => Some(e.clone()),
             };
+            // A block that passes is not marked as hashed (`Verifying::passed`): the scrub drops
+            // what it read from the page cache, and where it cannot (tmpfs) the next read to
+            // serve hashes the block as it would after a real drop.
             let Some(error) = failure else { continue };
             step.corrupt += 1;
             self.segments.mark_corrupt(&loc);

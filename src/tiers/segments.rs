@@ -19,7 +19,9 @@
 //! Reads to serve ([`Segments::read_in_memory`]) trust a large block the page cache holds: this
 //! process wrote it after verifying it, or brought it in by a read it hashed (read-ahead is off
 //! on segment files, pages an earlier process left are dropped at open, and pages of a block
-//! being read and hashed are not trusted before the hash has passed). It comes back as a slice
+//! being read and hashed are not trusted before the hash has passed). Where pages survive the
+//! drop at open (tmpfs keeps every page; another process may hold some mapped), that segment
+//! trusts only blocks this process hashed or wrote. It comes back as a slice
 //! of a read-only mapping of the file, which the public listener sends with `sendfile` from the
 //! file itself. Small blocks and everything that must come from the disk are hashed by the
 //! store on every read.
@@ -32,7 +34,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::zero_copy::{forget_pages, no_readahead, read_cached, MappedFile, MIN_ZERO_COPY_BYTES};
+use crate::zero_copy::{
+    any_page_resident, forget_pages, no_readahead, read_cached, MappedFile, MIN_ZERO_COPY_BYTES,
+};
 
 /// The two kinds of segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,6 +134,10 @@ struct Segment {
     live: i64,
     /// Blocks the index names in it.
     blocks: i64,
+    /// `Some` when pages an earlier process left in the page cache survived being dropped at
+    /// open (a file system that keeps files in memory, such as tmpfs): only the offsets of
+    /// large blocks this process hashed or wrote are trusted from memory then.
+    hashed_only: Option<HashSet<u64>>,
 }
 
 /// A segment as the space manager sees it.
@@ -204,6 +212,25 @@ pub struct Verifying<'a> {
     at: (u32, u64),
 }
 
+impl Verifying<'_> {
+    /// The bytes read passed their hash: where pages an earlier process left are not trusted
+    /// (see `Segment::hashed_only`), these are from now on.
+    pub fn passed(&self) {
+        if let Ok(mut s) = self.segments.state.lock() {
+            if s.corrupt.contains(&self.at) {
+                return;
+            }
+            if let Some(hashed) = s
+                .segments
+                .get_mut(&self.at.0)
+                .and_then(|seg| seg.hashed_only.as_mut())
+            {
+                hashed.insert(self.at.1);
+            }
+        }
+    }
+}
+
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
         if let Ok(mut s) = self.segments.state.lock() {
@@ -217,6 +244,26 @@ impl Drop for Verifying<'_> {
     }
 }
 
+/// Drops every page of `file` from the page cache; `true` when some stayed (after a sync and
+/// a second try: dirty pages and pages under writeback are not dropped).
+fn forget_all_pages(file: &File, size: u64) -> bool {
+    forget_pages(file, 0, 0);
+    let kept = |file: &File| {
+        any_page_resident(file, size).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "residency of a segment file unknown");
+            true
+        })
+    };
+    if !kept(file) {
+        return false;
+    }
+    if let Err(e) = file.sync_data() {
+        tracing::debug!(error = %e, "sync of a segment file before dropping its pages");
+    }
+    forget_pages(file, 0, 0);
+    kept(file)
+}
+
 fn lock_err() -> std::io::Error {
     std::io::Error::other("segment table lock poisoned")
 }
@@ -227,6 +274,7 @@ impl Segments {
     pub fn open(dir: &Path, segment_size: u64) -> std::io::Result<Segments> {
         std::fs::create_dir_all(dir)?;
         let mut state = State::default();
+        let mut kept_pages = 0u32;
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -243,7 +291,8 @@ impl Segments {
             // Pages left in the page cache by an earlier process (or another one) were not
             // hashed by this one, and bytes found corrupt before a restart may sit there: a
             // fresh process trusts only what it reads and hashes, or writes, itself.
-            forget_pages(&file, 0, 0);
+            let hashed_only = forget_all_pages(&file, size).then(HashSet::new);
+            kept_pages += u32::from(hashed_only.is_some());
             state.next_id = state.next_id.max(id + 1);
             state.segments.insert(
                 id,
@@ -254,7 +303,15 @@ impl Segments {
                     size,
                     live: 0,
                     blocks: 0,
+                    hashed_only,
                 },
+            );
+        }
+        if kept_pages > 0 {
+            tracing::info!(
+                segments = kept_pages,
+                "segment pages an earlier process left in memory could not be dropped (a file \
+                 system in memory?): their large blocks are hashed once before memory serves them"
             );
         }
         Ok(Segments {
@@ -344,6 +401,14 @@ impl Segments {
         file.write_all_at(data, loc.off)?;
         if let Ok(mut s) = self.state.lock() {
             s.dirty.insert(loc.seg);
+            // Written by this process from verified bytes: trusted like any block it writes.
+            if let Some(hashed) = s
+                .segments
+                .get_mut(&loc.seg)
+                .and_then(|seg| seg.hashed_only.as_mut())
+            {
+                hashed.insert(loc.off);
+            }
         }
         Ok(loc)
     }
@@ -370,6 +435,7 @@ impl Segments {
                 size: 0,
                 live: 0,
                 blocks: 0,
+                hashed_only: None,
             },
         );
         s.active[class.slot()] = Some(id);
@@ -453,6 +519,14 @@ impl Segments {
         let Some(seg) = guard.segments.get(&loc.seg) else {
             return Ok(None);
         };
+        if large
+            && seg
+                .hashed_only
+                .as_ref()
+                .is_some_and(|h| !h.contains(&loc.off))
+        {
+            return Ok(None);
+        }
         let (file, map, class, size) = (seg.file.clone(), seg.map.clone(), seg.class, seg.size);
         drop(guard);
         if !large {
@@ -545,9 +619,12 @@ impl Segments {
         if s.corrupt.contains(&(loc.seg, loc.off)) {
             return;
         }
-        if let Some(seg) = s.segments.get(&loc.seg) {
+        if let Some(seg) = s.segments.get_mut(&loc.seg) {
             if let Some(map) = &seg.map {
                 map.poison(loc.off, loc.len as usize);
+            }
+            if let Some(hashed) = seg.hashed_only.as_mut() {
+                hashed.remove(&loc.off);
             }
             // The next read goes to the disk (and fails its hash) rather than to the bad bytes
             // the failed read left in memory, in this process or the next.
@@ -705,5 +782,57 @@ mod tests {
         segs.remove(a.seg).unwrap();
         assert_eq!(segs.read(&a).unwrap(), None);
         assert_eq!(Loc::decode(&big.encode()), Some(big));
+    }
+
+    fn trusted(segs: &Segments, loc: &Loc) -> bool {
+        matches!(
+            segs.read_in_memory(loc).unwrap(),
+            Some((_, _, Found::Trusted))
+        )
+    }
+
+    /// Pages an earlier process left that cannot be dropped at open (here: held mapped by
+    /// another holder, which `POSIX_FADV_DONTNEED` leaves alone, as tmpfs leaves every page)
+    /// are not trusted before this process hashed them; blocks it hashes or writes are.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pages_an_earlier_process_left_are_trusted_only_once_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..256u32 << 10).map(|i| (i % 251) as u8).collect();
+        let segs = Segments::open(dir.path(), 4 << 20).unwrap();
+        segs.set_map_large(true);
+        let a = segs.append(Class::Pinned, &data).unwrap();
+        let b = segs.append(Class::Pinned, &data).unwrap();
+        segs.sync_dirty().unwrap();
+        assert!(trusted(&segs, &a), "written by this process");
+        drop(segs);
+
+        // Another holder maps the segment and touches every page of it.
+        let path = dir.path().join(file_name(a.seg, Class::Pinned));
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        let held = MappedFile::new(file, 2 * data.len() as u64).unwrap();
+        let touched = held.resident(0, 2 * data.len()).unwrap().unwrap();
+        std::hint::black_box(touched.iter().map(|&x| u64::from(x)).sum::<u64>());
+
+        let segs = Segments::open(dir.path(), 4 << 20).unwrap();
+        segs.set_map_large(true);
+        segs.resume();
+        assert!(
+            !trusted(&segs, &a) && !trusted(&segs, &b),
+            "left by another"
+        );
+        // Hashed by this process: trusted from then on; the other block still is not.
+        let (bytes, _, verifying) = segs.read_verifying(&a, false).unwrap().unwrap();
+        assert!(bytes == data);
+        verifying.passed();
+        drop(verifying);
+        assert!(trusted(&segs, &a) && !trusted(&segs, &b));
+        // A block found corrupt is not trusted again, whatever passed before.
+        segs.mark_corrupt(&a);
+        assert!(!trusted(&segs, &a));
+        // Appended by this process into the same segment: trusted.
+        let c = segs.append(Class::Pinned, &data).unwrap();
+        assert_eq!(c.seg, a.seg, "appends resume in the segment");
+        assert!(trusted(&segs, &c));
     }
 }

@@ -1571,6 +1571,13 @@ mod tests {
     fn blocks_in_the_page_cache_are_served_from_their_mapping_and_ones_from_the_disk_are_hashed() {
         use crate::content::source::BlockSource;
         use crate::zero_copy::is_segment_slice;
+        // Bytes changed on a disk under the page cache cannot be told from bytes changed in
+        // memory where the files live in memory (what the scrub covers).
+        let probe = tempfile::tempdir().unwrap();
+        if crate::zero_copy::keeps_files_in_memory(probe.path()) {
+            eprintln!("skipped: {} keeps files in memory", probe.path().display());
+            return;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

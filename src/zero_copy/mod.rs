@@ -30,12 +30,13 @@ mod stream;
 
 #[cfg(target_os = "linux")]
 pub use arena::Arena;
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) use mapped::test_segment;
 #[cfg(target_os = "linux")]
 pub use mapped::{
-    forget_pages, is_segment_slice, no_readahead, read_cached, stale_segment_slice, MappedFile,
+    any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
+    stale_segment_slice, MappedFile,
 };
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use mapped::{keeps_files_in_memory, test_segment};
 #[cfg(target_os = "linux")]
 pub use stream::ZeroCopyStream;
 
@@ -43,8 +44,8 @@ pub use stream::ZeroCopyStream;
 mod portable;
 #[cfg(not(target_os = "linux"))]
 pub use portable::{
-    forget_pages, is_segment_slice, no_readahead, read_cached, stale_segment_slice, Arena,
-    MappedFile,
+    any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
+    stale_segment_slice, Arena, MappedFile,
 };
 
 /// Counters of body bytes sent with `sendfile`, by where they were sent from.

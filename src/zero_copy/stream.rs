@@ -238,6 +238,10 @@ mod tests {
     async fn a_segment_slice_whose_pages_left_memory_is_not_sent() {
         use crate::zero_copy::MappedFile;
         let dir = tempfile::tempdir().unwrap();
+        if crate::zero_copy::keeps_files_in_memory(dir.path()) {
+            eprintln!("skipped: {} keeps files in memory", dir.path().display());
+            return;
+        }
         let data = pattern(4, 512 * 1024);
         let file = crate::zero_copy::test_segment(dir.path(), &data);
         let file = std::sync::Arc::new(file);
