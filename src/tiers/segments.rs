@@ -197,6 +197,9 @@ pub struct Segments {
     dir: PathBuf,
     segment_size: u64,
     state: Mutex<State>,
+    /// Held while a segment is created, so that appenders that find no room make one, not one
+    /// each.
+    creating: Mutex<()>,
     /// Held across a sync: a caller whose bytes another caller's sync took waits for that
     /// sync to end instead of returning before its bytes are durable.
     syncing: Mutex<()>,
@@ -318,6 +321,7 @@ impl Segments {
             dir: dir.to_path_buf(),
             segment_size: segment_size.max(1),
             state: Mutex::new(state),
+            creating: Mutex::new(()),
             syncing: Mutex::new(()),
             map_large: std::sync::atomic::AtomicBool::new(false),
         })
@@ -373,28 +377,9 @@ impl Segments {
         if len == 0 {
             return Ok(Loc::EMPTY);
         }
-        let (file, loc) = {
-            let mut s = self.state.lock().map_err(|_| lock_err())?;
-            let current = s.active[class.slot()].and_then(|id| {
-                let seg = s.segments.get(&id)?;
-                let fits = seg.size == 0 || seg.size + len as u64 <= self.segment_size;
-                fits.then_some(id)
-            });
-            let id = match current {
-                Some(id) => id,
-                None => self.create(&mut s, class)?,
-            };
-            let seg = s
-                .segments
-                .get_mut(&id)
-                .ok_or_else(|| std::io::Error::other("active segment vanished"))?;
-            let loc = Loc {
-                seg: id,
-                off: seg.size,
-                len,
-            };
-            seg.size += len as u64;
-            (seg.file.clone(), loc)
+        let (file, loc) = match self.reserve(class, len)? {
+            Some(found) => found,
+            None => self.reserve_in_new(class, len)?,
         };
         // Written outside the lock: appends reserve disjoint ranges. The segment is marked for
         // syncing once its bytes are written, so that a sync never runs ahead of them.
@@ -413,10 +398,70 @@ impl Segments {
         Ok(loc)
     }
 
-    fn create(&self, s: &mut State, class: Class) -> std::io::Result<u32> {
-        let id = s.next_id;
-        // Taken even if creating fails: a file left behind never blocks the next id.
-        s.next_id = id + 1;
+    /// Reserves `len` bytes at the end of the active segment of `class`, if it has room.
+    fn reserve(&self, class: Class, len: u32) -> std::io::Result<Option<(Arc<File>, Loc)>> {
+        let mut s = self.state.lock().map_err(|_| lock_err())?;
+        let Some(id) = s.active[class.slot()] else {
+            return Ok(None);
+        };
+        let Some(seg) = s.segments.get_mut(&id) else {
+            return Ok(None);
+        };
+        // A block larger than a segment gets an empty one of its own.
+        if seg.size != 0 && seg.size + u64::from(len) > self.segment_size {
+            return Ok(None);
+        }
+        let loc = Loc {
+            seg: id,
+            off: seg.size,
+            len,
+        };
+        seg.size += u64::from(len);
+        Ok(Some((seg.file.clone(), loc)))
+    }
+
+    /// Reserves `len` bytes in a new segment of `class`, made outside the table's lock
+    /// (creating a file and syncing its directory take disk time, which reads to serve must not
+    /// wait for); in the active one instead when another appender made it meanwhile.
+    fn reserve_in_new(&self, class: Class, len: u32) -> std::io::Result<(Arc<File>, Loc)> {
+        let _one = self.creating.lock().map_err(|_| lock_err())?;
+        if let Some(found) = self.reserve(class, len)? {
+            return Ok(found);
+        }
+        let id = {
+            let mut s = self.state.lock().map_err(|_| lock_err())?;
+            let id = s.next_id;
+            // Taken even if creating fails: a file left behind never blocks the next id.
+            s.next_id = id + 1;
+            id
+        };
+        let file = Arc::new(self.create(id, class)?);
+        let mut s = self.state.lock().map_err(|_| lock_err())?;
+        s.segments.insert(
+            id,
+            Segment {
+                file: file.clone(),
+                map: None,
+                class,
+                size: u64::from(len),
+                live: 0,
+                blocks: 0,
+                hashed_only: None,
+            },
+        );
+        s.active[class.slot()] = Some(id);
+        Ok((
+            file,
+            Loc {
+                seg: id,
+                off: 0,
+                len,
+            },
+        ))
+    }
+
+    /// Creates the file of segment `id`, its name durable.
+    fn create(&self, id: u32, class: Class) -> std::io::Result<File> {
         let path = self.dir.join(file_name(id, class));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -426,20 +471,7 @@ impl Segments {
         // The new name must survive a crash once blocks in it are committed.
         File::open(&self.dir)?.sync_all()?;
         no_readahead(&file);
-        s.segments.insert(
-            id,
-            Segment {
-                file: Arc::new(file),
-                map: None,
-                class,
-                size: 0,
-                live: 0,
-                blocks: 0,
-                hashed_only: None,
-            },
-        );
-        s.active[class.slot()] = Some(id);
-        Ok(id)
+        Ok(file)
     }
 
     /// Makes every appended byte durable (before a durable index commit that names it).
@@ -491,8 +523,7 @@ impl Segments {
     }
 
     /// The bytes at `loc` if the page cache holds them all, without waiting for the disk (so
-    /// it may run on an async worker); `Ok(None)` otherwise, or when the segment is gone or its
-    /// table is busy. `Found::Trusted`: a large block as a slice of the segment's mapping, its
+    /// it may run on an async worker); `Ok(None)` otherwise, or when the segment is gone. `Found::Trusted`: a large block as a slice of the segment's mapping, its
     /// pages resident and not under suspicion, served without a hash. `Found::MustHash`: a
     /// copy of a small block, which the caller hashes.
     pub fn read_in_memory(&self, loc: &Loc) -> std::io::Result<Option<(Bytes, Class, Found)>> {
@@ -504,12 +535,10 @@ impl Segments {
         if large && !self.map_large.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(None);
         }
-        // Never waits for a writer (one may be creating a segment, with a directory sync).
-        let guard = match self.state.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::sync::TryLockError::Poisoned(_)) => return Err(lock_err()),
-        };
+        // Waited for on the async worker: the table's lock covers bookkeeping only (no file
+        // is created, synced or read under it). Giving up when it was busy sent large blocks
+        // to hashed copies under load, where they should leave by `sendfile`.
+        let guard = self.state.lock().map_err(|_| lock_err())?;
         let at = (loc.seg, loc.off);
         let suspect =
             guard.distrust_all || guard.corrupt.contains(&at) || guard.verifying.contains_key(&at);
@@ -547,9 +576,9 @@ impl Segments {
         // Asked again after the pages were found resident: a hashed read that brought them in
         // registers before it reads, so a block it is still hashing (or found corrupt) is seen
         // here, however the two interleave.
-        let still_trusted = match self.state.try_lock() {
-            Ok(s) => !(s.distrust_all || s.corrupt.contains(&at) || s.verifying.contains_key(&at)),
-            Err(_) => false,
+        let still_trusted = {
+            let s = self.state.lock().map_err(|_| lock_err())?;
+            !(s.distrust_all || s.corrupt.contains(&at) || s.verifying.contains_key(&at))
         };
         Ok(still_trusted.then_some((bytes, class, Found::Trusted)))
     }
@@ -566,8 +595,7 @@ impl Segments {
                 return None;
             }
         };
-        // Never waits on the async worker: a busy table leaves this read to the blocking path.
-        let mut s = self.state.try_lock().ok()?;
+        let mut s = self.state.lock().ok()?;
         let seg = s.segments.get_mut(&id)?;
         Some(seg.map.get_or_insert(made).clone())
     }
@@ -782,6 +810,48 @@ mod tests {
         segs.remove(a.seg).unwrap();
         assert_eq!(segs.read(&a).unwrap(), None);
         assert_eq!(Loc::decode(&big.encode()), Some(big));
+    }
+
+    /// Appenders racing across roll-overs (segments made outside the table's lock) get
+    /// disjoint places in segments no larger than the segment size, and every block reads back.
+    #[test]
+    fn appends_from_many_threads_share_new_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = Arc::new(Segments::open(dir.path(), 4096).unwrap());
+        let block = |t: usize, i: usize| vec![(t * 31 + i) as u8; 100 + (t * 97 + i * 13) % 900];
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let segs = segs.clone();
+                std::thread::spawn(move || {
+                    (0..150)
+                        .map(|i| (t, i, segs.append(Class::Cache, &block(t, i)).unwrap()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        segs.sync_dirty().unwrap();
+        for (t, i, loc) in &all {
+            assert!(segs.read(loc).unwrap().unwrap().0 == block(*t, *i));
+        }
+        all.sort_by_key(|(_, _, l)| (l.seg, l.off));
+        for pair in all.windows(2) {
+            let (a, b) = (pair[0].2, pair[1].2);
+            assert!(
+                a.seg != b.seg || a.off + u64::from(a.len) <= b.off,
+                "{a:?} {b:?}"
+            );
+        }
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let len = entry.unwrap().metadata().unwrap().len();
+            assert!(len > 0 && len <= 4096, "a segment of {len} bytes");
+            files += 1;
+        }
+        assert_eq!(files, segs.totals().segments);
     }
 
     fn trusted(segs: &Segments, loc: &Loc) -> bool {
