@@ -273,6 +273,9 @@ pub struct Metrics {
     pub zero_copy_bytes: Counter,
     /// Body bytes sent with `sendfile` straight from the store's segment files.
     pub zero_copy_store_bytes: Counter,
+    /// Store blocks read again and hashed because their pages left the page cache between
+    /// being handed out and being sent.
+    pub zero_copy_store_refetches: Counter,
     /// HTTP/1.1 requests read and answered by the server itself, without hyper.
     pub direct_answers: Counter,
     /// Fetches per tier and outcome.
@@ -418,6 +421,7 @@ impl Metrics {
             cache_arena_full: Counter::default(),
             zero_copy_bytes: Counter::default(),
             zero_copy_store_bytes: Counter::default(),
+            zero_copy_store_refetches: Counter::default(),
             direct_answers: Counter::default(),
             tier_fetches: Family::default(),
             tier_latency: Family::new_with_constructor(seconds_histogram),
@@ -647,6 +651,11 @@ impl Metrics {
             "zero_copy_store_response_bytes",
             "Body bytes sent with sendfile straight from the store's segment files",
             m.zero_copy_store_bytes.clone(),
+        );
+        registry.register(
+            "zero_copy_store_refetches",
+            "Store blocks read again and hashed because their pages left the page cache before they were sent",
+            m.zero_copy_store_refetches.clone(),
         );
         registry.register(
             "http1_direct_answers",

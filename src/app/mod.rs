@@ -294,6 +294,7 @@ async fn serve_opened(
             .then(|| crate::zero_copy::ZeroCopySent {
                 arena: metrics.zero_copy_bytes.clone(),
                 store: metrics.zero_copy_store_bytes.clone(),
+                refetched: metrics.zero_copy_store_refetches.clone(),
             }),
         ..limits.clone()
     };

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segments::{Class, Found, Loc, Segments, Verifying};
 use super::{identity_block, BlockSource, TierError};
-use crate::ipld::{codec, Block, CBOR, IDENTITY, JSON, RAW};
+use crate::ipld::{codec, verify, Block, CBOR, IDENTITY, JSON, RAW};
 
 /// The layout before segment files: block bytes as redb values (twice their size on disk for
 /// large blocks). Moved into segments at the first open by this version.
@@ -1442,6 +1442,28 @@ enum InMemory {
 }
 
 impl LocalStore {
+    /// How a slice of `cid` at `loc` is read again, hashed, should its pages leave the page
+    /// cache before it is sent: as any read from the disk (marked as being verified, and
+    /// marked corrupt when its hash fails).
+    fn refetcher(&self, loc: Loc, cid: Cid) -> crate::zero_copy::Refetch {
+        let segments = Arc::downgrade(&self.segments);
+        Arc::new(move || {
+            let Some(segments) = segments.upgrade() else {
+                return Ok(None);
+            };
+            let Some((data, _, verifying)) = segments.read_verifying(&loc, false)? else {
+                return Ok(None);
+            };
+            if verify::check(&cid, &data).is_err() {
+                tracing::error!(%cid, segment = loc.seg, offset = loc.off, "store holds a corrupt block (read again before it was sent)");
+                segments.mark_corrupt(&loc);
+                return Ok(None);
+            }
+            verifying.passed();
+            Ok(Some(data))
+        })
+    }
+
     /// Serves `cid` on the calling (async) thread when that costs no disk read of block bytes:
     /// a blocking thread's hand-off costs more than a 4 KiB read from the page cache. The index
     /// lookup may still read redb's file when its page is in neither redb's cache nor the page
@@ -1458,6 +1480,7 @@ impl LocalStore {
         };
         Ok(match self.segments.read_in_memory(&loc)? {
             Some((data, class, Found::Trusted)) => {
+                crate::zero_copy::vouch(&data, || self.refetcher(loc, *cid));
                 self.note_read(class, &key);
                 InMemory::Hit(Block::already_verified(*cid, data))
             }

@@ -1566,6 +1566,79 @@ mod tests {
         }
     }
 
+    /// A store block handed out as a slice of its segment file whose pages leave the page
+    /// cache before it is sent is read again through the store and hashed: sent whole when its
+    /// bytes are right; when they changed on the disk, the response ends and the block is
+    /// marked corrupt.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_served_block_whose_pages_left_before_it_was_sent_is_read_again_and_hashed() {
+        use crate::zero_copy::{is_segment_slice, ZeroCopySent, ZeroCopyStream};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let probe = tempfile::tempdir().unwrap();
+        if crate::zero_copy::keeps_files_in_memory(probe.path()) {
+            eprintln!("skipped: {} keeps files in memory", probe.path().display());
+            return;
+        }
+        for bad_disk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), 0, 4 << 20);
+            store.set_zero_copy(true);
+            let block = raw(300, 1 << 20);
+            pin_dag(&store, std::slice::from_ref(&block), block.cid());
+            let served = store.serve_sync(block.cid()).unwrap().unwrap();
+            assert!(
+                is_segment_slice(served.data()),
+                "written here: trusted in memory"
+            );
+            if bad_disk {
+                corrupt_on_disk(dir.path(), ".pin.");
+            }
+            // Asked again while a loaded machine keeps a page (on a CPU's LRU batch).
+            for entry in std::fs::read_dir(dir.path().join("blocks")).unwrap() {
+                let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+                for _ in 0..50 {
+                    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+                    if !crate::zero_copy::read_cached(&file, &mut [0u8; 1], 0).unwrap() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let sent = ZeroCopySent::default();
+            let mut server = ZeroCopyStream::new(listener.accept().await.unwrap().0, sent.clone());
+            let data = served.data().clone();
+            let writer = tokio::spawn(async move {
+                let r = server.write_all(&data).await;
+                let _ = server.shutdown().await;
+                r
+            });
+            let mut got = Vec::new();
+            let _ = client.read_to_end(&mut got).await;
+            let written = writer.await.unwrap();
+            assert_eq!(sent.store.get(), 0, "nothing sent from the file unhashed");
+            assert_eq!(sent.refetched.get(), 1);
+            if bad_disk {
+                assert!(
+                    written.is_err() && got.is_empty(),
+                    "{written:?} {}",
+                    got.len()
+                );
+                assert!(matches!(
+                    store.serve_sync(block.cid()),
+                    Err(crate::tiers::TierError::Corrupt { .. })
+                ));
+            } else {
+                written.unwrap();
+                assert!(got == block.data()[..], "every byte right");
+            }
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn blocks_in_the_page_cache_are_served_from_their_mapping_and_ones_from_the_disk_are_hashed() {

@@ -12,7 +12,8 @@
 //! Why the residency check matters for more than speed: touching a mapped page that is not in
 //! the page cache makes the kernel read it, and an I/O error there is a `SIGBUS`, not an error
 //! return. Slices are handed out only over resident pages, and a cached slice whose pages left
-//! the page cache is dropped ([`stale_segment_slice`]) rather than touched.
+//! the page cache is dropped ([`stale_segment_slice`]) rather than touched. A slice whose pages
+//! left while its response waited is read again through the store, hashed ([`vouch`]).
 
 use std::fs::File;
 use std::io;
@@ -131,7 +132,7 @@ impl AsRef<[u8]> for MappedSlice {
 /// Whether every page under `off..off+len` of `region` is in the page cache. `mincore` reports
 /// the page cache of a file mapping only to a process that may write the file (otherwise it
 /// claims every page resident): the store opens its segments read-write.
-fn pages_resident(region: &Region, off: usize, len: usize) -> bool {
+pub(super) fn pages_resident(region: &Region, off: usize, len: usize) -> bool {
     if len == 0 {
         return true;
     }
@@ -168,6 +169,23 @@ pub fn stale_segment_slice(data: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Registers how to read the store block `data` (a whole block handed out as a segment slice)
+/// again, hashed, should its pages leave the page cache before it is sent; `refetch` is made
+/// once per block and mapping.
+pub fn vouch(data: &[u8], refetch: impl FnOnce() -> super::Refetch) {
+    let Some((region, off)) = locate(data) else {
+        return;
+    };
+    if !region.segment {
+        return;
+    }
+    if let Ok(mut blocks) = region.refetch.lock() {
+        blocks
+            .entry(off as usize)
+            .or_insert_with(|| (data.len(), refetch()));
+    };
 }
 
 /// Whether `data` is a slice of a segment mapping (already sent without a copy).

@@ -33,7 +33,7 @@ pub use arena::Arena;
 #[cfg(target_os = "linux")]
 pub use mapped::{
     any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
-    stale_segment_slice, MappedFile,
+    stale_segment_slice, vouch, MappedFile,
 };
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use mapped::{keeps_files_in_memory, test_segment};
@@ -45,8 +45,12 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 pub use portable::{
     any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
-    stale_segment_slice, Arena, MappedFile,
+    stale_segment_slice, vouch, Arena, MappedFile,
 };
+
+/// Reads a store block again from its segment file and hashes it, for a slice whose pages left
+/// the page cache before it was sent: `Ok(None)` when the block is gone or fails its hash.
+pub type Refetch = std::sync::Arc<dyn Fn() -> std::io::Result<Option<bytes::Bytes>> + Send + Sync>;
 
 /// Counters of body bytes sent with `sendfile`, by where they were sent from.
 #[derive(Clone, Debug, Default)]
@@ -55,6 +59,9 @@ pub struct ZeroCopySent {
     pub arena: prometheus_client::metrics::counter::Counter,
     /// Straight from the store's segment files.
     pub store: prometheus_client::metrics::counter::Counter,
+    /// Store blocks whose pages left the page cache before they were sent: read again from
+    /// their segment file and hashed, then written from that copy.
+    pub refetched: prometheus_client::metrics::counter::Counter,
 }
 
 /// Blocks at least this large go to the arena; below it a copy costs less than the extra

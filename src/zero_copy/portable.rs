@@ -76,3 +76,6 @@ pub fn forget_pages(_file: &std::fs::File, _off: u64, _len: u64) {}
 pub fn any_page_resident(_file: &std::fs::File, _len: u64) -> std::io::Result<bool> {
     Ok(false)
 }
+
+/// Nothing is a segment slice here.
+pub fn vouch(_data: &[u8], _refetch: impl FnOnce() -> super::Refetch) {}

@@ -8,7 +8,12 @@ use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::region::locate;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::region::{locate, Region};
 use super::{ZeroCopySent, MIN_ZERO_COPY_BYTES};
 
 /// A TCP stream whose writes send slices of a cache arena or of a store segment mapping from
@@ -16,12 +21,100 @@ use super::{ZeroCopySent, MIN_ZERO_COPY_BYTES};
 pub struct ZeroCopyStream {
     inner: TcpStream,
     sent: ZeroCopySent,
+    /// The store block being sent from a hashed copy: its pages left the page cache between
+    /// being handed out and being sent (a slow client kept them waiting).
+    refetched: Option<Refetched>,
+}
+
+/// A store block read again from its segment file and hashed.
+struct Refetched {
+    region: Arc<Region>,
+    /// The block's offset in the region and its length.
+    start: usize,
+    len: usize,
+    state: RefetchState,
+}
+
+enum RefetchState {
+    /// Being read and hashed on a blocking thread.
+    Reading(tokio::task::JoinHandle<io::Result<Option<Bytes>>>),
+    /// The block's verified bytes.
+    Ready(Bytes),
+}
+
+impl Refetched {
+    fn covers(&self, region: &Arc<Region>, off: usize, len: usize) -> bool {
+        Arc::ptr_eq(&self.region, region) && off >= self.start && off + len <= self.start + self.len
+    }
 }
 
 impl ZeroCopyStream {
     /// Wraps `inner`; bytes sent without a copy are added to `sent`.
     pub fn new(inner: TcpStream, sent: ZeroCopySent) -> Self {
-        Self { inner, sent }
+        Self {
+            inner,
+            sent,
+            refetched: None,
+        }
+    }
+
+    /// Writes `len` bytes at `off` of segment `region` from a hashed copy of their block: a
+    /// slice whose pages left the page cache is read again through the store (which hashes it)
+    /// rather than sent from the disk unhashed. The response ends when the block is gone or
+    /// fails its hash.
+    fn poll_refetched(
+        &mut self,
+        cx: &mut Context<'_>,
+        region: Arc<Region>,
+        off: usize,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        if !self
+            .refetched
+            .as_ref()
+            .is_some_and(|r| r.covers(&region, off, len))
+        {
+            let Some((start, block_len, refetch)) = region.refetch_for(off, len) else {
+                return Poll::Ready(Err(io::Error::other(
+                    "store block left the page cache before it was sent",
+                )));
+            };
+            self.sent.refetched.inc();
+            self.refetched = Some(Refetched {
+                region,
+                start,
+                len: block_len,
+                state: RefetchState::Reading(tokio::task::spawn_blocking(move || refetch())),
+            });
+        }
+        let Some(r) = self.refetched.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("refetch lost")));
+        };
+        let bytes = match &mut r.state {
+            RefetchState::Ready(bytes) => bytes.clone(),
+            RefetchState::Reading(task) => {
+                let read = match ready!(Pin::new(task).poll(cx)) {
+                    Ok(Ok(Some(bytes))) if bytes.len() == r.len => Ok(bytes),
+                    Ok(Ok(_)) => Err(io::Error::other(
+                        "store block gone or found corrupt when read again before it was sent",
+                    )),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(io::Error::other(e)),
+                };
+                match read {
+                    Ok(bytes) => {
+                        r.state = RefetchState::Ready(bytes.clone());
+                        bytes
+                    }
+                    Err(e) => {
+                        self.refetched = None;
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+        };
+        let from = off - r.start;
+        Pin::new(&mut self.inner).poll_write(cx, &bytes[from..from + len])
     }
 
     /// Runs one non-blocking socket call once the socket is writable.
@@ -55,12 +148,23 @@ impl ZeroCopyStream {
                 let slice = &bufs[i];
                 // A store segment's bytes are trusted only while its pages are in memory and
                 // not found corrupt: asked again right before the kernel reads them, since a
-                // slow client may have kept them waiting. A stale slice ends the response (the
-                // client sees it cut) rather than send bytes read from the disk unhashed.
-                if region.segment && super::mapped::unsendable(&region, offset, slice.len()) {
-                    return Poll::Ready(Err(io::Error::other(
-                        "store block left the page cache before it was sent",
-                    )));
+                // slow client may have kept them waiting. Bytes found corrupt end the response
+                // (the client sees it cut); a block whose pages left is read again and hashed,
+                // never sent from the disk unhashed.
+                if region.segment {
+                    let off = offset as usize;
+                    if region.is_poisoned(off, slice.len()) {
+                        return Poll::Ready(Err(io::Error::other(
+                            "store block found corrupt before it was sent",
+                        )));
+                    }
+                    let refetching = self
+                        .refetched
+                        .as_ref()
+                        .is_some_and(|r| r.covers(&region, off, slice.len()));
+                    if refetching || !super::mapped::pages_resident(&region, off, slice.len()) {
+                        return self.poll_refetched(cx, region, off, slice.len());
+                    }
                 }
                 let sent = ready!(self.poll_socket(cx, |socket| {
                     let mut at = offset;
@@ -277,6 +381,90 @@ mod tests {
         drop(server);
         let got = reader.await.unwrap();
         assert!(got[..] == data[..256 * 1024]);
+    }
+
+    /// A vouched store block whose pages leave the page cache while its response waits for a
+    /// slow client is read again through its refetch (which hashes) and the rest is sent from
+    /// that copy, byte for byte; a refetch that finds the block gone or corrupt ends the
+    /// response.
+    #[tokio::test]
+    async fn a_vouched_block_whose_pages_left_memory_is_sent_from_a_hashed_copy() {
+        use crate::zero_copy::{vouch, MappedFile, Refetch};
+        let dir = tempfile::tempdir().unwrap();
+        if crate::zero_copy::keeps_files_in_memory(dir.path()) {
+            eprintln!("skipped: {} keeps files in memory", dir.path().display());
+            return;
+        }
+        for refetch_finds_it in [true, false] {
+            let data = pattern(7, 1 << 20);
+            let file = crate::zero_copy::test_segment(dir.path(), &data);
+            let file = std::sync::Arc::new(file);
+            let map = MappedFile::new(file.clone(), 2 << 20).unwrap();
+            let block = map.resident(0, data.len()).unwrap().expect("just written");
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            vouch(&block, || {
+                let (data, calls) = (data.clone(), calls.clone());
+                let refetch: Refetch = Arc::new(move || {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(refetch_finds_it.then(|| Bytes::from(data.clone())))
+                });
+                refetch
+            });
+            let sent = ZeroCopySent::default();
+            let (mut server, mut client) = pair(sent.clone()).await;
+            // The first part leaves from the file and is read by the client, so that no socket
+            // holds the file's pages (a large folio may cover the whole block).
+            let split = 300 * 1024;
+            let (first, rest) = (block.slice(..split), block.slice(split..));
+            drop(block);
+            server.write_all(&first).await.unwrap();
+            assert_eq!(sent.store.get() as usize, split);
+            let mut got = vec![0u8; split];
+            client.read_exact(&mut got).await.unwrap();
+            // Then the pages leave before the rest is sent.
+            let mut gone = false;
+            for _ in 0..100 {
+                crate::zero_copy::forget_pages(&file, 0, 0);
+                if map.resident(split as u64, 4096).unwrap().is_none() {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(gone, "the pages left the page cache");
+            let writer = tokio::spawn(async move {
+                let r = server.write_all(&rest).await;
+                let _ = server.shutdown().await;
+                r
+            });
+            let mut tail = Vec::new();
+            let _ = client.read_to_end(&mut tail).await;
+            got.extend_from_slice(&tail);
+            let written = writer.await.unwrap();
+            assert_eq!(
+                sent.store.get() as usize,
+                split,
+                "nothing more from the file"
+            );
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "read again once"
+            );
+            assert_eq!(sent.refetched.get(), 1);
+            if refetch_finds_it {
+                written.unwrap();
+                assert_eq!(got.len(), data.len());
+                assert!(got == data, "every byte right");
+            } else {
+                let err = written.unwrap_err();
+                assert!(err.to_string().contains("read again"), "{err}");
+                assert_eq!(got.len(), split, "nothing unhashed after the first part");
+                assert!(got[..] == data[..split]);
+            }
+            drop((first, map));
+            std::fs::remove_file(dir.path().join("seg")).unwrap();
+        }
     }
 
     #[tokio::test]
