@@ -211,6 +211,57 @@ pub struct LocalStore {
     readers: Arc<tokio::sync::Semaphore>,
 }
 
+/// Reads again, and hashes, the block holding `len` bytes at `off` of segment `seg`, for a
+/// slice of it whose pages left the page cache while a response waited to send them: the
+/// block's offset in the segment and its bytes. `Ok(None)` when no block there covers them
+/// (gone, or moved by a rewrite) or it fails its hash, which marks it corrupt as any read does.
+fn refetch(
+    db: &Database,
+    segments: &Segments,
+    seg: u32,
+    off: u64,
+    len: usize,
+) -> Result<Option<(u64, Bytes)>, StoreError> {
+    let tx = db.begin_read()?;
+    let key = {
+        let by_segment = tx.open_table(BY_SEGMENT)?;
+        let Some(entry) = by_segment.range((seg, 0)..=(seg, off))?.next_back() else {
+            return Ok(None);
+        };
+        let (at, entry) = entry?;
+        // The block's length (4 bytes) and its multihash: the index key.
+        let Some(key) = entry.value().get(4..) else {
+            return Ok(None);
+        };
+        (at.value().1, key.to_vec())
+    };
+    let (start, key) = key;
+    let Some(loc) = LocalStore::locate(&tx.open_table(INDEX)?, &key)? else {
+        return Ok(None);
+    };
+    // The bytes are those of this index entry, wherever they lie now; they must cover the
+    // slice's place in the block found at `start`.
+    let end = start.checked_add(u64::from(loc.len));
+    if end.is_none_or(|end| off.saturating_add(len as u64) > end) {
+        return Ok(None);
+    }
+    let Ok(mh) = cid::multihash::Multihash::<64>::from_bytes(&key) else {
+        return Ok(None);
+    };
+    let Some((data, _, verifying)) = segments.read_verifying(&loc, false)? else {
+        return Ok(None);
+    };
+    // The hash depends on the multihash alone; the codec is any.
+    let cid = Cid::new_v1(RAW, mh);
+    if let Err(error) = verify::check(&cid, &data) {
+        tracing::error!(%cid, %error, "store holds a corrupt block (read again before it was sent)");
+        segments.mark_corrupt(&loc);
+        return Ok(None);
+    }
+    verifying.passed();
+    Ok(Some((start, data)))
+}
+
 /// Current Unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -309,6 +360,16 @@ impl LocalStore {
         }
         store.count_live()?;
         store.segments.resume();
+        let (db, segments) = (Arc::downgrade(&store.db), Arc::downgrade(&store.segments));
+        store.segments.set_refetcher(Box::new(move |seg| {
+            let (db, segments) = (db.clone(), segments.clone());
+            Arc::new(move |off, len| {
+                let (Some(db), Some(segments)) = (db.upgrade(), segments.upgrade()) else {
+                    return Ok(None);
+                };
+                refetch(&db, &segments, seg, off, len).map_err(std::io::Error::other)
+            })
+        }));
         let pinned = store.totals().pinned_bytes;
         let max = store.options.max_size;
         if max > 0 && pinned as f64 > max as f64 * store.options.low_watermark {
@@ -1442,28 +1503,6 @@ enum InMemory {
 }
 
 impl LocalStore {
-    /// How a slice of `cid` at `loc` is read again, hashed, should its pages leave the page
-    /// cache before it is sent: as any read from the disk (marked as being verified, and
-    /// marked corrupt when its hash fails).
-    fn refetcher(&self, loc: Loc, cid: Cid) -> crate::zero_copy::Refetch {
-        let segments = Arc::downgrade(&self.segments);
-        Arc::new(move || {
-            let Some(segments) = segments.upgrade() else {
-                return Ok(None);
-            };
-            let Some((data, _, verifying)) = segments.read_verifying(&loc, false)? else {
-                return Ok(None);
-            };
-            if verify::check(&cid, &data).is_err() {
-                tracing::error!(%cid, segment = loc.seg, offset = loc.off, "store holds a corrupt block (read again before it was sent)");
-                segments.mark_corrupt(&loc);
-                return Ok(None);
-            }
-            verifying.passed();
-            Ok(Some(data))
-        })
-    }
-
     /// Serves `cid` on the calling (async) thread when that costs no disk read of block bytes:
     /// a blocking thread's hand-off costs more than a 4 KiB read from the page cache. The index
     /// lookup may still read redb's file when its page is in neither redb's cache nor the page
@@ -1480,7 +1519,6 @@ impl LocalStore {
         };
         Ok(match self.segments.read_in_memory(&loc)? {
             Some((data, class, Found::Trusted)) => {
-                crate::zero_copy::vouch(&data, || self.refetcher(loc, *cid));
                 self.note_read(class, &key);
                 InMemory::Hit(Block::already_verified(*cid, data))
             }

@@ -207,6 +207,10 @@ pub struct Segments {
     /// with `sendfile` (plain-TCP HTTP/1.1 with zero-copy on); elsewhere a mapping would only
     /// expose reads of evicted pages to `SIGBUS`.
     map_large: std::sync::atomic::AtomicBool,
+    /// Makes, for a segment being mapped, how its blocks are read again (hashed) when their
+    /// pages leave the page cache while a response waits (set by the store, which has the
+    /// index).
+    refetcher: std::sync::OnceLock<Box<dyn Fn(u32) -> crate::zero_copy::Refetch + Send + Sync>>,
 }
 
 /// Marks a block as being read and hashed until dropped (see `State::verifying`).
@@ -324,6 +328,7 @@ impl Segments {
             creating: Mutex::new(()),
             syncing: Mutex::new(()),
             map_large: std::sync::atomic::AtomicBool::new(false),
+            refetcher: std::sync::OnceLock::new(),
         })
     }
 
@@ -516,6 +521,11 @@ impl Segments {
         Ok(Some((Bytes::from(buf), class)))
     }
 
+    /// Sets how mapped segments' blocks are read again (see `refetcher`).
+    pub fn set_refetcher(&self, make: Box<dyn Fn(u32) -> crate::zero_copy::Refetch + Send + Sync>) {
+        let _ = self.refetcher.set(make);
+    }
+
     /// Serves large blocks from segment mappings (see `map_large`).
     pub fn set_map_large(&self, on: bool) {
         self.map_large
@@ -589,7 +599,12 @@ impl Segments {
         // Large enough for every byte the segment will ever hold: it grows up to the segment
         // size, or holds one block larger than that.
         let made = match MappedFile::new(file, self.segment_size.max(size)) {
-            Ok(m) => Arc::new(m),
+            Ok(m) => {
+                if let Some(make) = self.refetcher.get() {
+                    m.set_refetch(make(id));
+                }
+                Arc::new(m)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, segment = id, "segment not mapped");
                 return None;
@@ -647,6 +662,7 @@ impl Segments {
         if s.corrupt.contains(&(loc.seg, loc.off)) {
             return;
         }
+        let mut file = None;
         if let Some(seg) = s.segments.get_mut(&loc.seg) {
             if let Some(map) = &seg.map {
                 map.poison(loc.off, loc.len as usize);
@@ -654,10 +670,20 @@ impl Segments {
             if let Some(hashed) = seg.hashed_only.as_mut() {
                 hashed.remove(&loc.off);
             }
-            // The next read goes to the disk (and fails its hash) rather than to the bad bytes
-            // the failed read left in memory, in this process or the next.
-            forget_pages(&seg.file, loc.off, loc.len.into());
+            file = Some(seg.file.clone());
         }
+        Self::note_corrupt(&mut s, loc);
+        drop(s);
+        // The next read goes to the disk (and fails its hash) rather than to the bad bytes the
+        // failed read left in memory, in this process or the next. Outside the table's lock:
+        // dropping pages may wait for the kernel.
+        if let Some(file) = file {
+            forget_pages(&file, loc.off, loc.len.into());
+        }
+    }
+
+    /// Remembers `loc` as corrupt, or distrusts every page once too many are.
+    fn note_corrupt(s: &mut State, loc: &Loc) {
         if s.corrupt.len() < MAX_CORRUPT {
             s.corrupt.insert((loc.seg, loc.off));
         } else if !s.distrust_all {
@@ -737,7 +763,7 @@ impl Segments {
     /// Deletes segment `id`: the index names nothing in it any more. Readers that still hold
     /// its file finish their read (an unlinked file stays readable while open).
     pub fn remove(&self, id: u32) -> std::io::Result<()> {
-        let class = {
+        let segment = {
             let mut s = self.state.lock().map_err(|_| lock_err())?;
             for slot in s.active.iter_mut() {
                 if *slot == Some(id) {
@@ -747,15 +773,16 @@ impl Segments {
             s.dirty.remove(&id);
             s.corrupt.retain(|(seg, _)| *seg != id);
             match s.segments.remove(&id) {
-                Some(seg) => {
-                    if let Some(map) = &seg.map {
-                        map.retire();
-                    }
-                    seg.class
-                }
+                Some(seg) => seg,
                 None => return Ok(()),
             }
         };
+        if let Some(map) = &segment.map {
+            map.retire();
+        }
+        let class = segment.class;
+        // Dropped outside the table's lock: it may unmap the segment and close its file.
+        drop(segment);
         match std::fs::remove_file(self.dir.join(file_name(id, class))) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

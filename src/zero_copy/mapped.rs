@@ -95,6 +95,12 @@ impl MappedFile {
         })))
     }
 
+    /// How a block of this segment is read again, hashed, should its pages leave the page
+    /// cache while a response waits to send it (set once, when the segment is mapped).
+    pub fn set_refetch(&self, refetch: super::Refetch) {
+        let _ = self.region.refetch.set(refetch);
+    }
+
     /// The segment was deleted: slices cached elsewhere are dropped when next found.
     pub fn retire(&self) {
         self.region.retired.store(true, Ordering::Release);
@@ -171,23 +177,6 @@ pub fn stale_segment_slice(data: &[u8]) -> bool {
     }
 }
 
-/// Registers how to read the store block `data` (a whole block handed out as a segment slice)
-/// again, hashed, should its pages leave the page cache before it is sent; `refetch` is made
-/// once per block and mapping.
-pub fn vouch(data: &[u8], refetch: impl FnOnce() -> super::Refetch) {
-    let Some((region, off)) = locate(data) else {
-        return;
-    };
-    if !region.segment {
-        return;
-    }
-    if let Ok(mut blocks) = region.refetch.lock() {
-        blocks
-            .entry(off as usize)
-            .or_insert_with(|| (data.len(), refetch()));
-    };
-}
-
 /// Whether `data` is a slice of a segment mapping (already sent without a copy).
 pub fn is_segment_slice(data: &[u8]) -> bool {
     locate(data).is_some_and(|(region, _)| region.segment)
@@ -228,6 +217,8 @@ pub fn forget_pages(file: &File, off: u64, len: u64) {
 /// Whether any page of `file`'s first `len` bytes is in the page cache. Asked after
 /// [`forget_pages`] at open: pages that survive it (a file system that keeps files in memory,
 /// such as tmpfs, or pages another process holds mapped) were not hashed by this process.
+/// `file` must be open for writing: `mincore` tells the page cache only to a process that may
+/// write the file (to others it claims every page resident, which reads here as "kept").
 pub fn any_page_resident(file: &File, len: u64) -> io::Result<bool> {
     // Mapped and asked in pieces, so a large file costs a bounded vector.
     const PIECE: u64 = 64 << 20;

@@ -33,7 +33,7 @@ pub use arena::Arena;
 #[cfg(target_os = "linux")]
 pub use mapped::{
     any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
-    stale_segment_slice, vouch, MappedFile,
+    stale_segment_slice, MappedFile,
 };
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use mapped::{keeps_files_in_memory, test_segment};
@@ -45,12 +45,16 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 pub use portable::{
     any_page_resident, forget_pages, is_segment_slice, no_readahead, read_cached,
-    stale_segment_slice, vouch, Arena, MappedFile,
+    stale_segment_slice, Arena, MappedFile,
 };
 
-/// Reads a store block again from its segment file and hashes it, for a slice whose pages left
-/// the page cache before it was sent: `Ok(None)` when the block is gone or fails its hash.
-pub type Refetch = std::sync::Arc<dyn Fn() -> std::io::Result<Option<bytes::Bytes>> + Send + Sync>;
+/// Reads again from its segment file, and hashes, the store block holding `len` bytes at
+/// offset `off` of one segment, for a slice whose pages left the page cache before it was
+/// sent: the block's offset in that segment and its bytes; `Ok(None)` when the block is gone
+/// or fails its hash.
+pub type Refetch = std::sync::Arc<
+    dyn Fn(u64, usize) -> std::io::Result<Option<(u64, bytes::Bytes)>> + Send + Sync,
+>;
 
 /// Counters of body bytes sent with `sendfile`, by where they were sent from.
 #[derive(Clone, Debug, Default)]

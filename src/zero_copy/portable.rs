@@ -47,6 +47,9 @@ impl MappedFile {
     /// Nothing to retire.
     pub fn retire(&self) {}
 
+    /// Nothing is sent from a mapping here.
+    pub fn set_refetch(&self, _refetch: super::Refetch) {}
+
     /// Nothing to poison.
     pub fn poison(&self, _off: u64, _len: usize) {}
 }
@@ -76,6 +79,3 @@ pub fn forget_pages(_file: &std::fs::File, _off: u64, _len: u64) {}
 pub fn any_page_resident(_file: &std::fs::File, _len: u64) -> std::io::Result<bool> {
     Ok(false)
 }
-
-/// Nothing is a segment slice here.
-pub fn vouch(_data: &[u8], _refetch: impl FnOnce() -> super::Refetch) {}

@@ -34,9 +34,9 @@ pub(super) struct Region {
     pub(super) poisoned: std::sync::Mutex<HashSet<(usize, usize)>>,
     /// Whether `poisoned` holds anything (read without the lock on every check).
     pub(super) any_poisoned: AtomicBool,
-    /// Blocks of a segment handed out as slices, by offset: their length and how to read them
-    /// again, hashed, when their pages leave the page cache before they are sent.
-    pub(super) refetch: std::sync::Mutex<BTreeMap<usize, (usize, super::Refetch)>>,
+    /// How to read a block of this segment again, hashed, when its pages leave the page cache
+    /// before it is sent: one for the whole segment (the store finds the block by offset).
+    pub(super) refetch: std::sync::OnceLock<super::Refetch>,
 }
 
 // SAFETY: the mapping is owned by this value until it drops. Arena slots are disjoint, each
@@ -65,7 +65,7 @@ impl Region {
             retired: AtomicBool::new(false),
             poisoned: std::sync::Mutex::new(HashSet::new()),
             any_poisoned: AtomicBool::new(false),
-            refetch: std::sync::Mutex::new(BTreeMap::new()),
+            refetch: std::sync::OnceLock::new(),
         });
         if let Ok(mut regions) = REGIONS.write() {
             regions.retain(|_, (_, weak)| weak.strong_count() > 0);
@@ -82,17 +82,6 @@ impl Region {
     /// Whether the region was retired.
     pub(super) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
-    }
-
-    /// The block holding `off..off+len` and how to read it again: its offset, length and reader.
-    pub(super) fn refetch_for(
-        &self,
-        off: usize,
-        len: usize,
-    ) -> Option<(usize, usize, super::Refetch)> {
-        let blocks = self.refetch.lock().ok()?;
-        let (&start, (block_len, refetch)) = blocks.range(..=off).next_back()?;
-        (off + len <= start + block_len).then(|| (start, *block_len, refetch.clone()))
     }
 
     /// Whether `off..off+len` overlaps a range found corrupt.

@@ -21,6 +21,10 @@ use super::{ZeroCopySent, MIN_ZERO_COPY_BYTES};
 pub struct ZeroCopyStream {
     inner: TcpStream,
     sent: ZeroCopySent,
+    /// Where the rest of a segment slice partly sent by the last write starts (its region and
+    /// address): the caller hands that rest back next, however short, and it gets the same
+    /// checks (a short piece is not recognised by its size alone).
+    rest: Option<(Arc<Region>, usize)>,
     /// The store block being sent from a hashed copy: its pages left the page cache between
     /// being handed out and being sent (a slow client kept them waiting).
     refetched: Option<Refetched>,
@@ -29,22 +33,29 @@ pub struct ZeroCopyStream {
 /// A store block read again from its segment file and hashed.
 struct Refetched {
     region: Arc<Region>,
-    /// The block's offset in the region and its length.
-    start: usize,
-    len: usize,
     state: RefetchState,
 }
 
 enum RefetchState {
-    /// Being read and hashed on a blocking thread.
-    Reading(tokio::task::JoinHandle<io::Result<Option<Bytes>>>),
-    /// The block's verified bytes.
-    Ready(Bytes),
+    /// Being read and hashed on a blocking thread, for a write of the bytes at this offset.
+    Reading {
+        off: usize,
+        task: tokio::task::JoinHandle<io::Result<Option<(u64, Bytes)>>>,
+    },
+    /// The block's offset in the region and its verified bytes.
+    Ready { start: usize, bytes: Bytes },
 }
 
 impl Refetched {
+    /// Whether this refetch is for (or holds) `len` bytes at `off` of `region`.
     fn covers(&self, region: &Arc<Region>, off: usize, len: usize) -> bool {
-        Arc::ptr_eq(&self.region, region) && off >= self.start && off + len <= self.start + self.len
+        Arc::ptr_eq(&self.region, region)
+            && match &self.state {
+                RefetchState::Reading { off: at, .. } => *at == off,
+                RefetchState::Ready { start, bytes } => {
+                    off >= *start && off + len <= *start + bytes.len()
+                }
+            }
     }
 }
 
@@ -54,6 +65,7 @@ impl ZeroCopyStream {
         Self {
             inner,
             sent,
+            rest: None,
             refetched: None,
         }
     }
@@ -74,47 +86,58 @@ impl ZeroCopyStream {
             .as_ref()
             .is_some_and(|r| r.covers(&region, off, len))
         {
-            let Some((start, block_len, refetch)) = region.refetch_for(off, len) else {
+            let Some(refetch) = region.refetch.get().cloned() else {
                 return Poll::Ready(Err(io::Error::other(
                     "store block left the page cache before it was sent",
                 )));
             };
             self.sent.refetched.inc();
+            let task = tokio::task::spawn_blocking(move || refetch(off as u64, len));
             self.refetched = Some(Refetched {
                 region,
-                start,
-                len: block_len,
-                state: RefetchState::Reading(tokio::task::spawn_blocking(move || refetch())),
+                state: RefetchState::Reading { off, task },
             });
         }
         let Some(r) = self.refetched.as_mut() else {
             return Poll::Ready(Err(io::Error::other("refetch lost")));
         };
-        let bytes = match &mut r.state {
-            RefetchState::Ready(bytes) => bytes.clone(),
-            RefetchState::Reading(task) => {
-                let read = match ready!(Pin::new(task).poll(cx)) {
-                    Ok(Ok(Some(bytes))) if bytes.len() == r.len => Ok(bytes),
-                    Ok(Ok(_)) => Err(io::Error::other(
-                        "store block gone or found corrupt when read again before it was sent",
-                    )),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(io::Error::other(e)),
-                };
-                match read {
-                    Ok(bytes) => {
-                        r.state = RefetchState::Ready(bytes.clone());
-                        bytes
-                    }
-                    Err(e) => {
-                        self.refetched = None;
-                        return Poll::Ready(Err(e));
-                    }
+        if let RefetchState::Reading { task, .. } = &mut r.state {
+            let read = match ready!(Pin::new(task).poll(cx)) {
+                Ok(Ok(Some((start, bytes)))) => usize::try_from(start)
+                    .map(|start| RefetchState::Ready { start, bytes })
+                    .map_err(io::Error::other),
+                Ok(Ok(None)) => Err(io::Error::other(
+                    "store block gone or found corrupt when read again before it was sent",
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(io::Error::other(e)),
+            };
+            match read {
+                Ok(ready) => r.state = ready,
+                Err(e) => {
+                    self.refetched = None;
+                    return Poll::Ready(Err(e));
                 }
             }
+        }
+        let RefetchState::Ready { start, bytes } = &r.state else {
+            return Poll::Ready(Err(io::Error::other("refetch lost")));
         };
-        let from = off - r.start;
-        Pin::new(&mut self.inner).poll_write(cx, &bytes[from..from + len])
+        // The refetch named the block holding these bytes; anything else is refused rather
+        // than sliced out of range.
+        let Some(from) = off.checked_sub(*start).filter(|f| f + len <= bytes.len()) else {
+            self.refetched = None;
+            return Poll::Ready(Err(io::Error::other(
+                "store block read again does not hold the bytes to send",
+            )));
+        };
+        let (bytes, block_end) = (bytes.clone(), *start + bytes.len());
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[from..from + len]))?;
+        if off + n == block_end {
+            // The block is out: its copy (and the segment it keeps open) goes.
+            self.refetched = None;
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Runs one non-blocking socket call once the socket is writable.
@@ -135,11 +158,38 @@ impl ZeroCopyStream {
     }
 
     fn poll_send(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let found = bufs.iter().enumerate().find_map(|(i, buf)| {
-            (buf.len() >= MIN_ZERO_COPY_BYTES)
-                .then(|| locate(buf))
-                .flatten()
-                .map(|(region, offset)| (i, region, offset))
+        let mut rest = None;
+        let result = self.poll_send_once(cx, bufs, &mut rest);
+        // Kept across a pending write: the caller hands the same bytes back.
+        if result.is_ready() {
+            self.rest = rest;
+        }
+        result
+    }
+
+    /// One write of `bufs`; `rest` is set where the rest of a segment slice starts when only
+    /// part of it was written.
+    fn poll_send_once(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+        rest: &mut Option<(Arc<Region>, usize)>,
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().position(|b| !b.is_empty());
+        let continued = match (&self.rest, first) {
+            (Some((region, at)), Some(i)) if bufs[i].as_ptr() as usize == *at => {
+                let off = at - region.base.as_ptr() as usize;
+                (off + bufs[i].len() <= region.len).then(|| (i, region.clone(), off as u64))
+            }
+            _ => None,
+        };
+        let found = continued.or_else(|| {
+            bufs.iter().enumerate().find_map(|(i, buf)| {
+                (buf.len() >= MIN_ZERO_COPY_BYTES)
+                    .then(|| locate(buf))
+                    .flatten()
+                    .map(|(region, offset)| (i, region, offset))
+            })
         });
         match found {
             None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
@@ -163,7 +213,13 @@ impl ZeroCopyStream {
                         .as_ref()
                         .is_some_and(|r| r.covers(&region, off, slice.len()));
                     if refetching || !super::mapped::pages_resident(&region, off, slice.len()) {
-                        return self.poll_refetched(cx, region, off, slice.len());
+                        let at = slice.as_ptr() as usize;
+                        let written =
+                            ready!(self.poll_refetched(cx, region.clone(), off, slice.len()))?;
+                        if written < slice.len() {
+                            *rest = Some((region, at + written));
+                        }
+                        return Poll::Ready(Ok(written));
                     }
                 }
                 let sent = ready!(self.poll_socket(cx, |socket| {
@@ -182,6 +238,9 @@ impl ZeroCopyStream {
                     Ok(0) => Pin::new(&mut self.inner).poll_write(cx, slice),
                     Ok(n) => {
                         let counter = if region.segment {
+                            if n < slice.len() {
+                                *rest = Some((region.clone(), slice.as_ptr() as usize + n));
+                            }
                             &self.sent.store
                         } else {
                             &self.sent.arena
@@ -252,7 +311,7 @@ impl AsyncWrite for ZeroCopyStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zero_copy::Arena;
+    use crate::zero_copy::{Arena, MappedFile, Refetch};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -383,13 +442,41 @@ mod tests {
         assert!(got[..] == data[..256 * 1024]);
     }
 
-    /// A vouched store block whose pages leave the page cache while its response waits for a
-    /// slow client is read again through its refetch (which hashes) and the rest is sent from
-    /// that copy, byte for byte; a refetch that finds the block gone or corrupt ends the
+    /// A refetch for a test segment holding `data` as one block at offset 0, counting its
+    /// calls; it finds nothing when `finds` is false.
+    fn test_refetch(
+        data: &[u8],
+        finds: bool,
+        calls: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Refetch {
+        let (data, calls) = (Bytes::copy_from_slice(data), calls.clone());
+        Arc::new(move |off, len| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(off as usize + len <= data.len(), "asked within the block");
+            Ok(finds.then(|| (0, data.clone())))
+        })
+    }
+
+    /// Drops `file`'s pages until the page at `off` is gone (a loaded machine may keep one on
+    /// a CPU's LRU batch for a moment).
+    async fn evict_from(file: &std::fs::File, map: &MappedFile, off: u64) {
+        for _ in 0..100 {
+            crate::zero_copy::forget_pages(file, 0, 0);
+            if map.resident(off, 4096).unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the pages did not leave the page cache");
+    }
+
+    /// A store block whose pages leave the page cache while its response waits for a slow
+    /// client is read again through its segment's refetch (which hashes) and the rest is sent
+    /// from that copy, byte for byte; a refetch that finds the block gone or corrupt ends the
     /// response.
     #[tokio::test]
-    async fn a_vouched_block_whose_pages_left_memory_is_sent_from_a_hashed_copy() {
-        use crate::zero_copy::{vouch, MappedFile, Refetch};
+    async fn a_block_whose_pages_left_memory_is_sent_from_a_hashed_copy() {
+        use crate::zero_copy::MappedFile;
         let dir = tempfile::tempdir().unwrap();
         if crate::zero_copy::keeps_files_in_memory(dir.path()) {
             eprintln!("skipped: {} keeps files in memory", dir.path().display());
@@ -402,14 +489,7 @@ mod tests {
             let map = MappedFile::new(file.clone(), 2 << 20).unwrap();
             let block = map.resident(0, data.len()).unwrap().expect("just written");
             let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            vouch(&block, || {
-                let (data, calls) = (data.clone(), calls.clone());
-                let refetch: Refetch = Arc::new(move || {
-                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    Ok(refetch_finds_it.then(|| Bytes::from(data.clone())))
-                });
-                refetch
-            });
+            map.set_refetch(test_refetch(&data, refetch_finds_it, &calls));
             let sent = ZeroCopySent::default();
             let (mut server, mut client) = pair(sent.clone()).await;
             // The first part leaves from the file and is read by the client, so that no socket
@@ -417,21 +497,14 @@ mod tests {
             let split = 300 * 1024;
             let (first, rest) = (block.slice(..split), block.slice(split..));
             drop(block);
-            server.write_all(&first).await.unwrap();
-            assert_eq!(sent.store.get() as usize, split);
             let mut got = vec![0u8; split];
-            client.read_exact(&mut got).await.unwrap();
+            let (written, read) =
+                tokio::join!(server.write_all(&first), client.read_exact(&mut got));
+            written.unwrap();
+            read.unwrap();
+            assert_eq!(sent.store.get() as usize, split);
             // Then the pages leave before the rest is sent.
-            let mut gone = false;
-            for _ in 0..100 {
-                crate::zero_copy::forget_pages(&file, 0, 0);
-                if map.resident(split as u64, 4096).unwrap().is_none() {
-                    gone = true;
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            assert!(gone, "the pages left the page cache");
+            evict_from(&file, &map, split as u64).await;
             let writer = tokio::spawn(async move {
                 let r = server.write_all(&rest).await;
                 let _ = server.shutdown().await;
@@ -465,6 +538,69 @@ mod tests {
             drop((first, map));
             std::fs::remove_file(dir.path().join("seg")).unwrap();
         }
+    }
+
+    /// The rest of a segment slice that a write sent only part of is checked like the slice,
+    /// however short: here under 64 KiB, whose pages left meanwhile, it is sent from the
+    /// refetched copy rather than read from the disk unhashed.
+    #[tokio::test]
+    async fn a_short_rest_of_a_partly_sent_slice_is_checked_too() {
+        use crate::zero_copy::MappedFile;
+        let dir = tempfile::tempdir().unwrap();
+        if crate::zero_copy::keeps_files_in_memory(dir.path()) {
+            eprintln!("skipped: {} keeps files in memory", dir.path().display());
+            return;
+        }
+        // Just over the size sent from the file: whatever the first write sends (the socket
+        // buffers hold about 10 KiB), the rest is shorter than that.
+        let data = pattern(9, MIN_ZERO_COPY_BYTES + 4096);
+        let file = std::sync::Arc::new(crate::zero_copy::test_segment(dir.path(), &data));
+        let map = MappedFile::new(file.clone(), 1 << 20).unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        map.set_refetch(test_refetch(&data, true, &calls));
+        let block = map.resident(0, data.len()).unwrap().expect("just written");
+        // Small socket buffers, and a client that reads nothing yet: one write sends part.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&server, 4096).unwrap();
+        let sent = ZeroCopySent::default();
+        let mut server = ZeroCopyStream::new(server, sent.clone());
+        let n = server.write(&block).await.unwrap();
+        let rest_len = data.len() - n;
+        assert!(
+            rest_len > 0 && rest_len < MIN_ZERO_COPY_BYTES,
+            "a short rest: {n} of {} sent",
+            data.len()
+        );
+        let mut got = vec![0u8; n];
+        client.read_exact(&mut got).await.unwrap();
+        evict_from(&file, &map, n as u64 - n as u64 % 4096).await;
+        let writer = tokio::spawn(async move {
+            server.write_all(&block[n..]).await.unwrap();
+            server.shutdown().await.unwrap();
+            drop(block);
+        });
+        let mut tail = Vec::new();
+        client.read_to_end(&mut tail).await.unwrap();
+        writer.await.unwrap();
+        got.extend_from_slice(&tail);
+        assert!(got == data, "every byte right");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the rest was refetched"
+        );
+        assert_eq!(
+            sent.store.get() as usize,
+            n,
+            "the rest not sent from the file"
+        );
     }
 
     #[tokio::test]
